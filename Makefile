@@ -1,0 +1,53 @@
+# Entry points for people and CI; the build itself is CMake (CMakeLists.txt).
+#   make          build build/duckstore (installs missing dependencies first)
+#   make test     install, build (plain + sanitizers), run every test on a throwaway PostgreSQL
+#   make demo     sync sample data from a throwaway PostgreSQL and show the status
+#   make format   clang-format the tree        make lint   cppcheck + clang-tidy
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+BUILD_TYPE ?= RelWithDebInfo
+C_SOURCES = $(shell git ls-files -co --exclude-standard '*.c' '*.h' 2>/dev/null)
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+          LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+          UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: all deps build build-asan test test-plain test-asan demo format format-check lint clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	@cmake --build build -j $(JOBS) -- --no-print-directory
+
+build-asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDUCKSTORE_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS) -- --no-print-directory
+
+test: build build-asan
+	@scripts/with-test-pg.sh $(MAKE) --no-print-directory test-plain test-asan
+
+# These two expect DUCKSTORE_TEST_PG (set by scripts/with-test-pg.sh).
+test-plain:
+	@echo "== tests (RelWithDebInfo build) =="
+	@ctest --test-dir build --output-on-failure -j $(JOBS)
+
+test-asan:
+	@echo "== tests (ASan + UBSan + LeakSanitizer build) =="
+	@$(SAN_ENV) ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+format:
+	@clang-format -i $(C_SOURCES)
+
+format-check:
+	@clang-format --dry-run --Werror $(C_SOURCES)
+
+lint: build
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr --std=c11 -I src $(filter %.c,$(C_SOURCES))
+	@clang-tidy --quiet -p build $(filter src/%.c,$(C_SOURCES)) 2>/dev/null
+
+clean:
+	rm -rf build build-asan

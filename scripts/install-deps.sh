@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what duckstore needs to build, test and run its demo on Debian 12:
+# the Debian packages below (skipped when present) and the pinned DuckDB C API.
+# Safe to run again: a second run installs and downloads nothing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+packages=(
+  build-essential cmake pkg-config
+  libpq-dev postgresql
+  libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev
+  curl jq npm openssl
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+# npm may come from elsewhere (a Node.js install): only ask for it when absent.
+if command -v npm >/dev/null 2>&1; then
+  filtered=()
+  for pkg in "${missing[@]}"; do [ "$pkg" = npm ] || filtered+=("$pkg"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+"$here/fetch-duckdb.sh"

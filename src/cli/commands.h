@@ -1,0 +1,28 @@
+/* The CLI's commands; each returns the process exit code. */
+#ifndef DS_CLI_COMMANDS_H
+#define DS_CLI_COMMANDS_H
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_SYNC_ERROR = 1, CLI_EXIT_USAGE = 2 };
+
+typedef struct cli_globals {
+    const char *config_dir;
+    const char *db_path; /* NULL: duckdb.path from the config */
+    int verbose;
+} cli_globals;
+
+typedef int (*cli_run_fn)(const cli_globals *globals, int argc, char **argv);
+
+typedef struct cli_command {
+    const char *name;
+    const char *usage;
+    const char *summary;
+    cli_run_fn run;
+} cli_command;
+
+int cli_cmd_sync(const cli_globals *g, int argc, char **argv);
+int cli_cmd_status(const cli_globals *g, int argc, char **argv);
+int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv);
+int cli_cmd_check_config(const cli_globals *g, int argc, char **argv);
+int cli_cmd_version(const cli_globals *g, int argc, char **argv);
+
+#endif
