@@ -1,0 +1,73 @@
+/* The YAML config directory: duckdb.yaml (store settings) plus one file per
+ * PostgreSQL source, key `<name>_db:`. Loading validates everything and
+ * reports the first problem as "file:line: what is wrong; how to fix it". */
+#ifndef DS_CONFIG_CONFIG_H
+#define DS_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+
+typedef enum cfg_sync_mode { CFG_SYNC_STARTUP, CFG_SYNC_MANUAL } cfg_sync_mode;
+
+/* `duckdb:` in duckdb.yaml. The file is optional; every key has a default. */
+typedef struct cfg_store {
+    bool enabled;          /* default true */
+    char *path;            /* default "data/store.duckdb", relative to the working directory */
+    cfg_sync_mode sync_mode; /* default startup */
+    int sync_workers;      /* default 1, 1..64 */
+    int sync_chunk_size;   /* rows per append batch, default 100000, >= 1 */
+    int64_t max_sync_rows; /* per table, default 2000000, 0 = no cap */
+    int query_concurrency; /* default 8, 1..256 */
+} cfg_store;
+
+/* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the
+ * config; optional ones are NULL when absent. Exactly one of `query` and the
+ * pair dataset_query + results_query is set. */
+typedef struct cfg_source {
+    char *name;          /* "monitoring" for key monitoring_db */
+    char *file;          /* path of the YAML file it came from */
+    int line;            /* line of the `<name>_db:` key */
+    bool enabled;        /* default true */
+    bool auto_load;      /* default true */
+    char *url;           /* postgresql:// URI or key=value conninfo; required */
+    char *dataset_query; /* split source */
+    char *results_query;
+    char *query; /* single-query source */
+    char *partition_column;
+    char *incremental_column;
+    double refresh_interval_minutes; /* default 0 = no periodic sync; fractions allowed */
+    double query_timeout_s;          /* default 600; > 0 */
+    /* Lines of keys, for messages that point at them later (0 = absent). */
+    int url_line, dataset_query_line, results_query_line, query_line;
+    int partition_column_line, incremental_column_line;
+} cfg_source;
+
+typedef struct cfg_config {
+    char *dir;
+    cfg_store store;
+    cfg_source *sources; /* sorted by name */
+    size_t n_sources;
+} cfg_config;
+
+/* Loads every *.yaml / *.yml file of dir. On failure returns false with
+ * err->code DS_ERR_CONFIG and a message "file:line: problem; fix". */
+bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err);
+void cfg_free(cfg_config *cfg);
+
+const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name);
+
+/* True for a split source (dataset_query + results_query). */
+bool cfg_source_is_split(const cfg_source *src);
+
+/* Copy of a postgresql:// URI or key=value conninfo with the password
+ * replaced by "***". Caller frees. */
+char *cfg_mask_url(const char *url);
+
+/* Writes the resolved config as YAML, passwords masked. */
+void cfg_print(FILE *out, const cfg_config *cfg);
+
+#endif
