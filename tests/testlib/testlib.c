@@ -125,8 +125,12 @@ char *tl_duck_scalar(duckdb_connection con, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *sql = vformat(fmt, ap);
+    char *inner = vformat(fmt, ap);
     va_end(ap);
+    char *sql = NULL;
+    if (asprintf(&sql, "SELECT COLUMNS(*)::VARCHAR FROM (%s)", inner) < 0)
+        fail_msg("out of memory");
+    free(inner);
     duckdb_result res = duck_run(con, sql);
     char *out = NULL;
     if (duckdb_row_count(&res) > 0 && !duckdb_value_is_null(&res, 0, 0)) {

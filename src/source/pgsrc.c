@@ -1,0 +1,353 @@
+/* libpq plumbing for pgsrc.h. */
+#include "source/pgsrc.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    /* Defaults come before dbname so that a value in the user's URL wins;
+     * client_encoding comes after it because the decoder needs UTF-8. */
+    const char *keys[] = {"connect_timeout",   "keepalives",     "keepalives_idle", "keepalives_interval",
+                          "keepalives_count",  "application_name", "dbname",        "client_encoding",
+                          NULL};
+    const char *vals[] = {"10", "1", "30", "10", "3", "duckstore", url, "UTF8", NULL};
+    out->pg = PQconnectdbParams(keys, vals, 1);
+    if (out->pg == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory connecting to PostgreSQL");
+    if (PQstatus(out->pg) != CONNECTION_OK) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(out->pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        PQfinish(out->pg);
+        out->pg = NULL;
+        return ds_error_set(err, DS_ERR_SOURCE, "cannot connect to PostgreSQL: %s", msg);
+    }
+    out->cancel = PQgetCancel(out->pg);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(query_timeout_s * 1000.0 + 0.5));
+    if (!pgsrc_exec(out, sql, err)) {
+        pgsrc_disconnect(out);
+        return false;
+    }
+    return true;
+}
+
+void pgsrc_disconnect(pgsrc_conn *conn)
+{
+    if (conn->cancel)
+        PQfreeCancel(conn->cancel);
+    if (conn->pg)
+        PQfinish(conn->pg);
+    conn->cancel = NULL;
+    conn->pg = NULL;
+}
+
+void pgsrc_cancel(pgsrc_conn *conn)
+{
+    char buf[256];
+    if (conn->cancel)
+        PQcancel(conn->cancel, buf, sizeof buf);
+}
+
+/* Turns a failed result into a ds_error: primary message, plus the
+ * statement_timeout case as its own code. */
+static bool result_error(PGconn *pg, PGresult *res, ds_error *err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *position = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", primary ? primary : PQerrorMessage(pg));
+    msg[strcspn(msg, "\n")] = '\0';
+    if (state && strcmp(state, "57014") == 0 && strstr(msg, "statement timeout"))
+        return ds_error_set(err, DS_ERR_TIMEOUT, "%s", msg);
+    if (state && strcmp(state, "57014") == 0)
+        return ds_error_set(err, DS_ERR_CANCELLED, "%s", msg);
+    if (position)
+        return ds_error_set(err, DS_ERR_SOURCE, "%s (SQLSTATE %s, at character %s)", msg, state ? state : "?",
+                            position);
+    return ds_error_set(err, DS_ERR_SOURCE, "%s%s%s%s", msg, state ? " (SQLSTATE " : "", state ? state : "",
+                        state ? ")" : "");
+}
+
+bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
+{
+    PGresult *res = PQexec(conn->pg, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok)
+        result_error(conn->pg, res, err);
+    PQclear(res);
+    return ok;
+}
+
+bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err)
+{
+    *out = NULL;
+    PGresult *res = PQexec(conn->pg, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        result_error(conn->pg, res, err);
+        PQclear(res);
+        return false;
+    }
+    if (PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
+        *out = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return true;
+}
+
+char *pgsrc_trim_query(const char *query)
+{
+    size_t len = strlen(query);
+    while (len > 0 && (isspace((unsigned char)query[len - 1]) || query[len - 1] == ';'))
+        len--;
+    return strndup(query, len);
+}
+
+char *pgsrc_quote_ident(pgsrc_conn *conn, const char *ident)
+{
+    char *q = PQescapeIdentifier(conn->pg, ident, strlen(ident));
+    char *out = q ? strdup(q) : NULL;
+    PQfreemem(q);
+    return out;
+}
+
+char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value)
+{
+    char *q = PQescapeLiteral(conn->pg, value, strlen(value));
+    char *out = q ? strdup(q) : NULL;
+    PQfreemem(q);
+    return out;
+}
+
+/* Catalog facts for the columns' types: the name to cast literals to, and
+ * what to do with types that have no built-in mapping. */
+static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
+{
+    size_t cap = 32 + desc->ncols * 12;
+    char *oids = malloc(cap);
+    if (oids == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    size_t used = (size_t)snprintf(oids, cap, "{");
+    for (size_t i = 0; i < desc->ncols; i++)
+        used += (size_t)snprintf(oids + used, cap - used, "%s%u", i ? "," : "", desc->cols[i].oid);
+    snprintf(oids + used, cap - used, "}");
+    const char *params[] = {oids};
+    PGresult *res = PQexecParams(conn->pg,
+                                 "SELECT oid, format_type(oid, NULL), typtype, typcategory "
+                                 "FROM pg_catalog.pg_type WHERE oid = ANY($1::oid[])",
+                                 1, NULL, params, NULL, NULL, 0);
+    free(oids);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        result_error(conn->pg, res, err);
+        PQclear(res);
+        return false;
+    }
+    for (size_t i = 0; i < desc->ncols; i++) {
+        pgsrc_column *c = &desc->cols[i];
+        char typtype = 'b', category = 'U';
+        for (int r = 0; r < PQntuples(res); r++) {
+            if ((uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10) != c->oid)
+                continue;
+            c->pg_type = strdup(PQgetvalue(res, r, 1));
+            typtype = PQgetvalue(res, r, 2)[0];
+            category = PQgetvalue(res, r, 3)[0];
+        }
+        if (c->pg_type == NULL)
+            c->pg_type = strdup("text");
+        if (pgtypes_map_builtin(c->oid, c->typmod, &c->type)) {
+            c->cast = PGSRC_CAST_NONE;
+        } else if (typtype == 'e') { /* enum: its binary form is the label */
+            pgtypes_text_type(&c->type);
+            c->cast = PGSRC_CAST_NONE;
+        } else if (category == 'A') {
+            pgtypes_text_list_type(&c->type);
+            c->cast = PGSRC_CAST_TEXT_ARRAY;
+        } else {
+            pgtypes_text_type(&c->type);
+            c->cast = PGSRC_CAST_TEXT;
+        }
+    }
+    PQclear(res);
+    return true;
+}
+
+bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char *trimmed = pgsrc_trim_query(query);
+    PGresult *res = PQprepare(conn->pg, "", trimmed, 0, NULL);
+    free(trimmed);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        result_error(conn->pg, res, err);
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    res = PQdescribePrepared(conn->pg, "");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        result_error(conn->pg, res, err);
+        PQclear(res);
+        return false;
+    }
+    int n = PQnfields(res);
+    if (n == 0) {
+        PQclear(res);
+        return ds_error_set(err, DS_ERR_SOURCE, "the query returns no columns; it must be a SELECT");
+    }
+    if (PQnparams(res) > 0) {
+        PQclear(res);
+        return ds_error_set(err, DS_ERR_SOURCE, "the query has $n parameters; write the values into the query");
+    }
+    out->cols = calloc((size_t)n, sizeof *out->cols);
+    out->ncols = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        out->cols[i].name = strdup(PQfname(res, i));
+        out->cols[i].oid = PQftype(res, i);
+        out->cols[i].typmod = PQfmod(res, i);
+        for (int j = 0; j < i; j++) {
+            if (strcmp(out->cols[j].name, out->cols[i].name) == 0) {
+                ds_error_set(err, DS_ERR_SOURCE,
+                             "the query returns two columns named \"%s\"; give one of them another name "
+                             "(... AS other_name)",
+                             out->cols[i].name);
+                PQclear(res);
+                pgsrc_desc_free(out);
+                return false;
+            }
+        }
+    }
+    PQclear(res);
+    if (!lookup_types(conn, out, err)) {
+        pgsrc_desc_free(out);
+        return false;
+    }
+    return true;
+}
+
+void pgsrc_desc_free(pgsrc_desc *desc)
+{
+    for (size_t i = 0; i < desc->ncols; i++) {
+        free(desc->cols[i].name);
+        free(desc->cols[i].pg_type);
+    }
+    free(desc->cols);
+    desc->cols = NULL;
+    desc->ncols = 0;
+}
+
+int pgsrc_desc_find(const pgsrc_desc *desc, const char *name)
+{
+    for (size_t i = 0; i < desc->ncols; i++)
+        if (strcmp(desc->cols[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+char *pgsrc_desc_column_list(const pgsrc_desc *desc)
+{
+    size_t cap = 1;
+    for (size_t i = 0; i < desc->ncols; i++)
+        cap += strlen(desc->cols[i].name) + 2;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < desc->ncols; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? ", " : "", desc->cols[i].name);
+    return out;
+}
+
+char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where, int64_t limit)
+{
+    char *trimmed = pgsrc_trim_query(query);
+    size_t cap = strlen(trimmed) + (where ? strlen(where) : 0) + 256;
+    for (size_t i = 0; i < desc->ncols; i++)
+        cap += strlen(desc->cols[i].name) * 2 + 16;
+    char *sql = malloc(cap);
+    if (sql == NULL) {
+        free(trimmed);
+        return NULL;
+    }
+    size_t used = (size_t)snprintf(sql, cap, "COPY (SELECT ");
+    for (size_t i = 0; i < desc->ncols; i++) {
+        char *ident = pgsrc_quote_ident(conn, desc->cols[i].name);
+        const char *cast = desc->cols[i].cast == PGSRC_CAST_TEXT         ? "::text"
+                           : desc->cols[i].cast == PGSRC_CAST_TEXT_ARRAY ? "::text[]"
+                                                                         : "";
+        used += (size_t)snprintf(sql + used, cap - used, "%s%s%s", i ? ", " : "", ident ? ident : "\"\"", cast);
+        if (*cast)
+            used += (size_t)snprintf(sql + used, cap - used, " AS %s", ident ? ident : "\"\"");
+        free(ident);
+    }
+    /* The newline ends a trailing "-- comment" in the user's query. */
+    used += (size_t)snprintf(sql + used, cap - used, " FROM (%s\n) AS _ds", trimmed);
+    if (where)
+        used += (size_t)snprintf(sql + used, cap - used, " WHERE %s", where);
+    if (limit >= 0)
+        used += (size_t)snprintf(sql + used, cap - used, " LIMIT %lld", (long long)limit);
+    snprintf(sql + used, cap - used, ") TO STDOUT (FORMAT binary)");
+    free(trimmed);
+    return sql;
+}
+
+/* After a cancel or an error: read what is left so the connection can be
+ * used (or closed) cleanly. */
+static void drain_copy(pgsrc_conn *conn)
+{
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(conn->pg, &buf, 0)) > 0)
+        PQfreemem(buf);
+    PGresult *res;
+    while ((res = PQgetResult(conn->pg)) != NULL)
+        PQclear(res);
+}
+
+bool pgsrc_copy_stream(pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec, _Atomic uint64_t *bytes,
+                       bool *stopped, ds_error *err)
+{
+    *stopped = false;
+    PGresult *res = PQexec(conn->pg, copy_sql);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        result_error(conn->pg, res, err);
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(conn->pg, &buf, 0);
+        if (n == -1)
+            break;
+        if (n < 0) {
+            ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(conn->pg));
+            err->msg[strcspn(err->msg, "\n")] = '\0';
+            drain_copy(conn);
+            return false;
+        }
+        if (bytes)
+            atomic_fetch_add_explicit(bytes, (uint64_t)n, memory_order_relaxed);
+        copy_status st = copy_decoder_feed(dec, buf, (size_t)n, err);
+        PQfreemem(buf);
+        if (st == COPY_ERROR || st == COPY_STOPPED) {
+            pgsrc_cancel(conn);
+            drain_copy(conn);
+            *stopped = st == COPY_STOPPED;
+            return st == COPY_STOPPED;
+        }
+    }
+    res = PQgetResult(conn->pg);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        result_error(conn->pg, res, err);
+    PQclear(res);
+    while ((res = PQgetResult(conn->pg)) != NULL)
+        PQclear(res);
+    return ok && copy_decoder_finish(dec, true, err);
+}

@@ -1,0 +1,76 @@
+/* PostgreSQL side of a sync: connections with duckstore's session settings,
+ * describing a query without running it, and streaming it with binary COPY
+ * through a copy_decoder. */
+#ifndef DS_SOURCE_PGSRC_H
+#define DS_SOURCE_PGSRC_H
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "source/copy_decoder.h"
+#include "source/pgtypes.h"
+
+typedef struct pgsrc_conn {
+    PGconn *pg;
+    PGcancel *cancel; /* for pgsrc_cancel() from another thread */
+} pgsrc_conn;
+
+typedef struct pgsrc_column {
+    char *name;
+    uint32_t oid;
+    int32_t typmod;
+    char *pg_type; /* format_type(oid, NULL): the cast target for literals */
+    pgsrc_type type;
+    pgsrc_cast cast;
+} pgsrc_column;
+
+typedef struct pgsrc_desc {
+    pgsrc_column *cols;
+    size_t ncols;
+} pgsrc_desc;
+
+/* Connects with connect_timeout, TCP keepalives, client_encoding UTF8 and
+ * statement_timeout = query_timeout_s. Messages never contain the password. */
+bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err);
+void pgsrc_disconnect(pgsrc_conn *conn);
+
+/* Asks the server to cancel the running statement; callable from any thread. */
+void pgsrc_cancel(pgsrc_conn *conn);
+
+/* Runs a statement that returns no rows (or ignores them). */
+bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
+
+/* Runs a query and returns the first column of the first row, malloc'd
+ * (*out NULL for SQL NULL or no row). */
+bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);
+
+/* Prepares and describes the query: column names, types and the read plan
+ * of each. Duplicate column names are an error. */
+bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err);
+void pgsrc_desc_free(pgsrc_desc *desc);
+int pgsrc_desc_find(const pgsrc_desc *desc, const char *name);
+
+/* "a, b, c" (at most max_chars long, then ", …"), for messages. Caller frees. */
+char *pgsrc_desc_column_list(const pgsrc_desc *desc);
+
+/* Escaping through libpq (encoding-aware). Caller frees with free(). */
+char *pgsrc_quote_ident(pgsrc_conn *conn, const char *ident);
+char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value);
+
+/* The user's query without trailing semicolons and blanks. Caller frees. */
+char *pgsrc_trim_query(const char *query);
+
+/* COPY (SELECT <columns, casts applied> FROM (<query>) AS _ds [WHERE where]
+ * [LIMIT limit]) TO STDOUT (FORMAT binary). limit < 0: none. Caller frees. */
+char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where, int64_t limit);
+
+/* Streams a COPY statement into the decoder until the end, an error, or the
+ * decoder's sink asks to stop (then the statement is cancelled and
+ * *stopped set). bytes, when not NULL, is increased as data arrives. */
+bool pgsrc_copy_stream(pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec, _Atomic uint64_t *bytes,
+                       bool *stopped, ds_error *err);
+
+#endif

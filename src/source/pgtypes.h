@@ -1,0 +1,60 @@
+/* PostgreSQL → DuckDB type mapping. Each query column gets a column plan:
+ * how its binary COPY value is decoded (the kind), the DuckDB column type,
+ * and whether the source query must cast it to text first (types DuckDB has
+ * no faithful counterpart for). */
+#ifndef DS_SOURCE_PGTYPES_H
+#define DS_SOURCE_PGTYPES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum pgsrc_kind {
+    PGSRC_BOOL,
+    PGSRC_INT2,
+    PGSRC_INT4,
+    PGSRC_INT8,
+    PGSRC_OID,
+    PGSRC_FLOAT4,
+    PGSRC_FLOAT8,
+    PGSRC_NUMERIC_DECIMAL, /* numeric(p,s), 1 <= p <= 38, 0 <= s <= p */
+    PGSRC_NUMERIC_DOUBLE,  /* unconstrained numeric */
+    PGSRC_TEXT,            /* text, varchar, bpchar, name, enums, values cast to text */
+    PGSRC_JSON,
+    PGSRC_JSONB,
+    PGSRC_BYTEA,
+    PGSRC_DATE,
+    PGSRC_TIME,
+    PGSRC_TIMESTAMP,
+    PGSRC_TIMESTAMPTZ,
+    PGSRC_INTERVAL,
+    PGSRC_UUID,
+    PGSRC_LIST, /* one-dimensional array of a scalar kind above */
+} pgsrc_kind;
+
+typedef struct pgsrc_type {
+    pgsrc_kind kind;
+    pgsrc_kind elem_kind;      /* PGSRC_LIST only */
+    uint8_t precision, scale;  /* decimals (of the element for lists) */
+    uint8_t decimal_bytes;     /* DuckDB storage of the decimal: 2, 4, 8 or 16 */
+    char ddl[40];              /* DuckDB column type, e.g. "DECIMAL(12,4)", "VARCHAR[]" */
+} pgsrc_type;
+
+/* How a query column should be read. cast is "" (read as is), "text" or
+ * "text[]" (the wrapped query casts the column). */
+typedef enum pgsrc_cast { PGSRC_CAST_NONE, PGSRC_CAST_TEXT, PGSRC_CAST_TEXT_ARRAY } pgsrc_cast;
+
+/* Maps a built-in type OID and typmod. Returns false for OIDs it does not
+ * know (the caller then looks at the catalog: enums are read as text, other
+ * arrays cast to text[], anything else cast to text). */
+bool pgtypes_map_builtin(uint32_t oid, int32_t typmod, pgsrc_type *out);
+
+/* The plan for a column read through a text cast (scalar or array). */
+void pgtypes_text_type(pgsrc_type *out);
+void pgtypes_text_list_type(pgsrc_type *out);
+
+/* True when values of this type can serve as an incremental watermark or a
+ * partition column: they have a total order PostgreSQL and DuckDB agree on. */
+bool pgtypes_is_orderable(const pgsrc_type *type);
+bool pgtypes_is_partitionable(const pgsrc_type *type);
+
+#endif

@@ -1,0 +1,335 @@
+/* DuckDB plumbing for store.h. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *const metadata_ddl[] = {
+    "CREATE SCHEMA IF NOT EXISTS _duckstore",
+    "CREATE TABLE IF NOT EXISTS _duckstore.tables (table_name VARCHAR NOT NULL, schema_signature VARCHAR, "
+    "watermark_column VARCHAR, watermark VARCHAR, updated_at TIMESTAMPTZ)",
+    "CREATE TABLE IF NOT EXISTS _duckstore.sync_status (source VARCHAR NOT NULL, status VARCHAR NOT NULL, "
+    "updated_at TIMESTAMPTZ)",
+};
+
+static bool make_parent_dirs(const char *path, ds_error *err)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
+            ds_error_set(err, DS_ERR_STORE, "cannot create folder %s for the DuckDB file: %s", copy,
+                         strerror(errno));
+            free(copy);
+            return false;
+        }
+        *p = '/';
+    }
+    free(copy);
+    return true;
+}
+
+bool store_open(const char *path, store **out, ds_error *err)
+{
+    *out = NULL;
+    if (!make_parent_dirs(path, err))
+        return false;
+    store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char *open_error = NULL;
+    if (duckdb_open_ext(path, &st->db, NULL, &open_error) == DuckDBError) {
+        const char *msg = open_error ? open_error : "unknown error";
+        if (strstr(msg, "lock") != NULL) {
+            const char *pid = strstr(msg, "PID ");
+            char holder[32] = "";
+            if (pid != NULL)
+                snprintf(holder, sizeof holder, " (PID %d)", atoi(pid + 4));
+            ds_error_set(err, DS_ERR_BUSY,
+                         "the DuckDB file %s is in use by another process%s; stop that duckstore "
+                         "or point --db at another file",
+                         path, holder);
+        } else {
+            ds_error_set(err, DS_ERR_STORE, "cannot open DuckDB file %s: %s", path, msg);
+        }
+        duckdb_free(open_error);
+        free(st);
+        return false;
+    }
+    st->path = strdup(path);
+    pthread_mutex_init(&st->commit_lock, NULL);
+    duckdb_connection con;
+    if (!store_connect(st, &con, err)) {
+        store_close(st);
+        return false;
+    }
+    for (size_t i = 0; i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++) {
+        if (!store_exec(con, metadata_ddl[i], err)) {
+            duckdb_disconnect(&con);
+            store_close(st);
+            return false;
+        }
+    }
+    duckdb_disconnect(&con);
+    *out = st;
+    return true;
+}
+
+void store_close(store *st)
+{
+    if (st == NULL)
+        return;
+    duckdb_close(&st->db);
+    pthread_mutex_destroy(&st->commit_lock);
+    free(st->path);
+    free(st);
+}
+
+bool store_connect(store *st, duckdb_connection *con, ds_error *err)
+{
+    if (duckdb_connect(st->db, con) == DuckDBError)
+        return ds_error_set(err, DS_ERR_STORE, "cannot open a DuckDB connection to %s", st->path);
+    if (!store_exec(*con, "SET TimeZone = 'UTC'", err)) {
+        duckdb_disconnect(con);
+        return false;
+    }
+    return true;
+}
+
+bool store_exec(duckdb_connection con, const char *sql, ds_error *err)
+{
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    duckdb_destroy_result(&res);
+    return true;
+}
+
+bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_error *err)
+{
+    *out = NULL;
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    if (duckdb_row_count(&res) > 0 && duckdb_column_count(&res) > 0 && !duckdb_value_is_null(&res, 0, 0)) {
+        char *v = duckdb_value_varchar(&res, 0, 0);
+        *out = strdup(v);
+        duckdb_free(v);
+    }
+    duckdb_destroy_result(&res);
+    return true;
+}
+
+bool store_query_int(duckdb_connection con, const char *sql, int64_t *out, ds_error *err)
+{
+    *out = 0;
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    if (duckdb_row_count(&res) > 0 && duckdb_column_count(&res) > 0)
+        *out = duckdb_value_int64(&res, 0, 0);
+    duckdb_destroy_result(&res);
+    return true;
+}
+
+static char *quote_with(const char *s, char q)
+{
+    size_t n = 2;
+    for (const char *p = s; *p; p++)
+        n += *p == q ? 2 : 1;
+    char *out = malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    char *w = out;
+    *w++ = q;
+    for (const char *p = s; *p; p++) {
+        if (*p == q)
+            *w++ = q;
+        *w++ = *p;
+    }
+    *w++ = q;
+    *w = '\0';
+    return out;
+}
+
+char *store_quote_ident(const char *ident) { return quote_with(ident, '"'); }
+char *store_quote_literal(const char *value) { return quote_with(value, '\''); }
+
+bool store_table_exists(duckdb_connection con, const char *table, bool *exists, ds_error *err)
+{
+    char *lit = store_quote_literal(table);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = %s", lit);
+    free(lit);
+    int64_t n = 0;
+    bool ok = store_query_int(con, sql, &n, err);
+    *exists = n > 0;
+    return ok;
+}
+
+bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char *lit = store_quote_literal(table);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT schema_signature, watermark_column, watermark FROM _duckstore.tables WHERE table_name = %s",
+             lit);
+    free(lit);
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    if (duckdb_row_count(&res) > 0) {
+        char **fields[] = {&out->schema_signature, &out->watermark_column, &out->watermark};
+        for (idx_t c = 0; c < 3; c++) {
+            if (duckdb_value_is_null(&res, c, 0))
+                continue;
+            char *v = duckdb_value_varchar(&res, c, 0);
+            *fields[c] = strdup(v);
+            duckdb_free(v);
+        }
+    }
+    duckdb_destroy_result(&res);
+    return true;
+}
+
+void store_table_meta_free(store_table_meta *meta)
+{
+    free(meta->schema_signature);
+    free(meta->watermark_column);
+    free(meta->watermark);
+    memset(meta, 0, sizeof *meta);
+}
+
+/* Runs a statement with VARCHAR parameters (NULL → SQL NULL). */
+static bool exec_params(duckdb_connection con, const char *sql, const char *const *params, size_t n,
+                        ds_error *err)
+{
+    duckdb_prepared_statement stmt;
+    if (duckdb_prepare(con, sql, &stmt) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_prepare_error(stmt));
+        duckdb_destroy_prepare(&stmt);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (params[i])
+            duckdb_bind_varchar(stmt, i + 1, params[i]);
+        else
+            duckdb_bind_null(stmt, i + 1);
+    }
+    duckdb_result res;
+    bool ok = duckdb_execute_prepared(stmt, &res) == DuckDBSuccess;
+    if (!ok)
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&stmt);
+    return ok;
+}
+
+bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta, ds_error *err)
+{
+    const char *del[] = {table};
+    const char *ins[] = {table, meta->schema_signature, meta->watermark_column, meta->watermark};
+    return exec_params(con, "DELETE FROM _duckstore.tables WHERE table_name = ?", del, 1, err) &&
+           exec_params(con,
+                       "INSERT INTO _duckstore.tables VALUES (?, ?, ?, ?, current_timestamp)", ins, 4, err);
+}
+
+bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p[] = {tables[i]};
+        if (!exec_params(con, "UPDATE _duckstore.tables SET watermark = NULL, updated_at = current_timestamp "
+                              "WHERE table_name = ?",
+                         p, 1, err))
+            return false;
+    }
+    return true;
+}
+
+bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err)
+{
+    char *lit = store_quote_literal(source);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT status FROM _duckstore.sync_status WHERE source = %s", lit);
+    free(lit);
+    return store_query_text(con, sql, json, err);
+}
+
+bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err)
+{
+    const char *del[] = {source};
+    const char *ins[] = {source, json};
+    return exec_params(con, "DELETE FROM _duckstore.sync_status WHERE source = ?", del, 1, err) &&
+           exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2, err);
+}
+
+bool store_appender_open(store *st, const char *table, uint64_t flush_every, store_appender *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->flush_every = flush_every ? flush_every : 100000;
+    if (!store_connect(st, &out->con, err))
+        return false;
+    if (duckdb_appender_create(out->con, NULL, table, &out->app) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "cannot append to DuckDB table %s: %s", table,
+                     duckdb_appender_error(out->app));
+        duckdb_appender_destroy(&out->app);
+        duckdb_disconnect(&out->con);
+        return false;
+    }
+    out->ncols = duckdb_appender_column_count(out->app);
+    out->types = calloc(out->ncols ? out->ncols : 1, sizeof *out->types);
+    for (size_t i = 0; i < out->ncols; i++)
+        out->types[i] = duckdb_appender_column_type(out->app, i);
+    return true;
+}
+
+bool store_appender_append(store_appender *ap, duckdb_data_chunk chunk, ds_error *err)
+{
+    if (duckdb_append_data_chunk(ap->app, chunk) == DuckDBError)
+        return ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
+    ap->rows_since_flush += duckdb_data_chunk_get_size(chunk);
+    if (ap->rows_since_flush >= ap->flush_every) {
+        ap->rows_since_flush = 0;
+        if (duckdb_appender_flush(ap->app) == DuckDBError)
+            return ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
+    }
+    return true;
+}
+
+bool store_appender_close(store_appender *ap, ds_error *err)
+{
+    bool ok = true;
+    if (ap->app) {
+        if (duckdb_appender_flush(ap->app) == DuckDBError)
+            ok = ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
+        duckdb_appender_destroy(&ap->app);
+    }
+    for (size_t i = 0; i < ap->ncols; i++)
+        duckdb_destroy_logical_type(&ap->types[i]);
+    free(ap->types);
+    ap->types = NULL;
+    if (ap->con)
+        duckdb_disconnect(&ap->con);
+    return ok;
+}

@@ -1,0 +1,73 @@
+/* DuckDB side: the database file, connections, appenders, and duckstore's
+ * own metadata (schema _duckstore): per-table watermarks and schema
+ * signatures, and the last sync status of each source. */
+#ifndef DS_STORE_STORE_H
+#define DS_STORE_STORE_H
+
+#include <duckdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+typedef struct store {
+    duckdb_database db;
+    char *path;
+    /* Serialises the short commit transactions of concurrent syncs. */
+    pthread_mutex_t commit_lock;
+} store;
+
+/* Opens (creating parent folders and the file) and prepares the metadata
+ * schema. A file held by another process gives DS_ERR_BUSY with its PID. */
+bool store_open(const char *path, store **out, ds_error *err);
+void store_close(store *st);
+
+/* A new connection, TimeZone UTC (watermark text must not depend on the
+ * machine's zone). */
+bool store_connect(store *st, duckdb_connection *con, ds_error *err);
+
+bool store_exec(duckdb_connection con, const char *sql, ds_error *err);
+/* First column of the first row as text, malloc'd; *out NULL for NULL / no row. */
+bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_error *err);
+bool store_query_int(duckdb_connection con, const char *sql, int64_t *out, ds_error *err);
+
+/* "ident" with quotes doubled / 'literal' with quotes doubled. Caller frees. */
+char *store_quote_ident(const char *ident);
+char *store_quote_literal(const char *value);
+
+bool store_table_exists(duckdb_connection con, const char *table, bool *exists, ds_error *err);
+
+/* Per-table metadata, NULL fields when unknown. */
+typedef struct store_table_meta {
+    char *schema_signature;
+    char *watermark_column;
+    char *watermark;
+} store_table_meta;
+
+bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err);
+void store_table_meta_free(store_table_meta *meta);
+/* Replaces the table's metadata row (inside the caller's transaction). */
+bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta, ds_error *err);
+/* Sets the watermark of each listed table to NULL. */
+bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err);
+
+/* The persisted status document (JSON text) of a source. */
+bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err);
+bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err);
+
+/* An appender on its own connection, with the table's exact column types. */
+typedef struct store_appender {
+    duckdb_connection con;
+    duckdb_appender app;
+    duckdb_logical_type *types;
+    size_t ncols;
+    uint64_t rows_since_flush, flush_every;
+} store_appender;
+
+bool store_appender_open(store *st, const char *table, uint64_t flush_every, store_appender *out, ds_error *err);
+bool store_appender_append(store_appender *ap, duckdb_data_chunk chunk, ds_error *err);
+/* Flushes and closes; returns false when the final flush failed. */
+bool store_appender_close(store_appender *ap, ds_error *err);
+
+#endif

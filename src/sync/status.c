@@ -1,0 +1,66 @@
+/* The status document of a source, as the runbook's section 3 shows it:
+ * the persisted result of the last sync, the watermarks and the config. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/sync.h"
+
+static void set_default(json_t *doc, const char *key, json_t *value)
+{
+    if (json_object_get(doc, key) == NULL)
+        json_object_set_new(doc, key, value);
+    else
+        json_decref(value);
+}
+
+json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
+{
+    duckdb_connection con;
+    if (!store_connect(st, &con, err))
+        return NULL;
+    char *text = NULL;
+    if (!store_get_status(con, src->name, &text, err)) {
+        duckdb_disconnect(&con);
+        return NULL;
+    }
+    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        doc = json_object();
+        json_object_set_new(doc, "state", json_string("not_synced"));
+    }
+    set_default(doc, "rows", json_integer(0));
+    set_default(doc, "sync_type", json_null());
+    set_default(doc, "last_incremental", json_null());
+    set_default(doc, "incremental_rows", json_integer(0));
+    set_default(doc, "truncated", json_false());
+    set_default(doc, "error", json_null());
+    set_default(doc, "warnings", json_array());
+    set_default(doc, "last_sync", json_null());
+    set_default(doc, "duration_seconds", json_null());
+
+    json_t *watermarks = json_object();
+    char names[2][160];
+    size_t n = sync_table_names(src, names);
+    for (size_t i = 0; i < n; i++) {
+        store_table_meta meta;
+        if (!store_get_table_meta(con, names[i], &meta, err)) {
+            json_decref(watermarks);
+            json_decref(doc);
+            duckdb_disconnect(&con);
+            return NULL;
+        }
+        json_object_set_new(watermarks, names[i], meta.watermark ? json_string(meta.watermark) : json_null());
+        store_table_meta_free(&meta);
+    }
+    duckdb_disconnect(&con);
+    json_object_set_new(doc, "watermarks", watermarks);
+    double interval = src->refresh_interval_minutes;
+    json_object_set_new(doc, "refresh_interval_minutes",
+                        interval == (double)(long long)interval ? json_integer((json_int_t)interval)
+                                                                 : json_real(interval));
+    json_object_set_new(doc, "incremental_column",
+                        src->incremental_column ? json_string(src->incremental_column) : json_null());
+    return doc;
+}
