@@ -38,6 +38,9 @@ test-asan:
 	@echo "== tests (ASan + UBSan + LeakSanitizer build) =="
 	@$(SAN_ENV) ctest --test-dir build-asan --output-on-failure -j $(JOBS)
 
+demo: build
+	@scripts/demo.sh
+
 format:
 	@clang-format -i $(C_SOURCES)
 

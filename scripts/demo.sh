@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The main job on sample data: a throwaway PostgreSQL seeded with LLM traces
+# and metric results (runbook shape), a full sync into DuckDB, new rows, an
+# incremental sync, and the status. Run through `make demo`; everything it
+# creates is removed on exit.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -z "${DUCKSTORE_TEST_PG:-}" ]; then
+  exec "$root/scripts/with-test-pg.sh" "$0" "$@"
+fi
+
+duckstore="$root/build/duckstore"
+work="$(mktemp -d /tmp/duckstore-demo.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+traces="${DEMO_TRACES:-20000}"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Seeding PostgreSQL with $traces traces and $((traces * 4)) metric results"
+psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 -v traces="$traces" -f "$root/scripts/sample-data.sql" >/dev/null
+
+# The source URL comes from the environment, as in the runbook (${DB_PASSWORD}).
+port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
+export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
+mkdir -p "$work/config"
+cat >"$work/config/duckdb.yaml" <<YAML
+duckdb:
+  path: $work/data/store.duckdb
+  sync_mode: manual
+  sync_workers: 2
+YAML
+cat >"$work/config/monitoring_db.yaml" <<YAML
+monitoring_db:
+  enabled: true
+  auto_load: true
+  url: "postgresql://postgres:\${DB_PASSWORD}@127.0.0.1:$port/postgres"
+
+  dataset_query: |
+    SELECT
+      id,
+      trace_id AS dataset_id,
+      timestamp,
+      prompt AS query,
+      completion AS actual_output,
+      deployment_env AS environment,
+      service_name AS source_name,
+      component_name AS source_component,
+      response_time_ms AS latency,
+      metadata,
+      created_at
+    FROM llm_traces
+    ORDER BY timestamp DESC
+
+  results_query: |
+    SELECT
+      id,
+      trace_id AS dataset_id,
+      metric_name,
+      metric_value AS metric_score,
+      metric_category,
+      explanation,
+      passed,
+      created_at
+    FROM llm_metric_results
+
+  partition_column: "id"
+  incremental_column: "created_at"
+  refresh_interval_minutes: 15
+  query_timeout: 120
+YAML
+ds() { "$duckstore" --config-dir "$work/config" "$@"; }
+
+step "duckstore check-config (password masked)"
+ds check-config | sed -n '/monitoring_db:/,/url:/p'
+
+step "duckstore sync monitoring   (first sync: full rebuild, staging + atomic swap)"
+ds sync monitoring
+
+step "New rows arrive in PostgreSQL: 500 traces, 2000 results"
+psql "$DUCKSTORE_TEST_PG" -q -c "SELECT add_sample_traces(500)" >/dev/null
+
+step "duckstore sync monitoring   (incremental: WHERE created_at > watermark, append)"
+ds sync monitoring
+
+step "duckstore status --json"
+ds status --json | jq '.datasets.monitoring_data | {state, rows, sync_type, last_incremental, incremental_rows, watermarks, refresh_interval_minutes, incremental_column, truncated}'
+
+step "A dashboard query on DuckDB"
+ds query "SELECT metric_name, count(*) AS results, round(avg(metric_score), 3) AS avg_score, round(avg(latency), 1) AS avg_latency_ms FROM monitoring_data GROUP BY metric_name ORDER BY metric_name" | column -t -s $'\t'
+
+printf '\nDone. The throwaway PostgreSQL and the demo files are removed now.\n'
