@@ -15,13 +15,13 @@ typedef enum cfg_sync_mode { CFG_SYNC_STARTUP, CFG_SYNC_MANUAL } cfg_sync_mode;
 
 /* `duckdb:` in duckdb.yaml. The file is optional; every key has a default. */
 typedef struct cfg_store {
-    bool enabled;          /* default true */
-    char *path;            /* default "data/store.duckdb", relative to the working directory */
+    bool enabled;            /* default true */
+    char *path;              /* default "data/store.duckdb", relative to the working directory */
     cfg_sync_mode sync_mode; /* default startup */
-    int sync_workers;      /* default 1, 1..64 */
-    int sync_chunk_size;   /* rows per append batch, default 100000, >= 1 */
-    int64_t max_sync_rows; /* per table, default 2000000, 0 = no cap */
-    int query_concurrency; /* default 8, 1..256 */
+    int sync_workers;        /* default 1, 1..64 */
+    int sync_chunk_size;     /* rows per append batch, default 100000, >= 1 */
+    int64_t max_sync_rows;   /* per table, default 2000000, 0 = no cap */
+    int query_concurrency;   /* default 8, 1..256 */
 } cfg_store;
 
 /* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the
@@ -66,6 +66,9 @@ bool cfg_source_is_split(const cfg_source *src);
 /* Copy of a postgresql:// URI or key=value conninfo with the password
  * replaced by "***". Caller frees. */
 char *cfg_mask_url(const char *url);
+
+/* "startup" / "manual", as written in duckdb.yaml. */
+const char *cfg_sync_mode_name(cfg_sync_mode mode);
 
 /* Writes the resolved config as YAML, passwords masked. */
 void cfg_print(FILE *out, const cfg_config *cfg);

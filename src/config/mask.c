@@ -1,0 +1,219 @@
+/* cfg_mask_url: hides the password of a PostgreSQL connection string before
+ * it reaches a log, a status page or `duckstore config`. When the string is
+ * malformed it errs on the side of hiding too much. */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MASK "***"
+
+static bool is_password_key(const char *key, size_t len)
+{
+    return len == 8 && strncasecmp(key, "password", 8) == 0;
+}
+
+static bool all_port_chars(const char *s, const char *end)
+{
+    for (; s < end; s++)
+        if (!isdigit((unsigned char)*s) && *s != ',')
+            return false;
+    return true;
+}
+
+/* Copies a URI query string (after the '?'), masking password=... parameters. */
+static void mask_uri_params(FILE *out, const char *q)
+{
+    const char *frag = q + strcspn(q, "#");
+    const char *p = q;
+    while (p < frag) {
+        const char *end = p + strcspn(p, "&#");
+        if (end > frag)
+            end = frag;
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        if (eq != NULL && is_password_key(p, (size_t)(eq - p))) {
+            fwrite(p, 1, (size_t)(eq + 1 - p), out);
+            fputs(MASK, out);
+        } else {
+            fwrite(p, 1, (size_t)(end - p), out);
+        }
+        p = end;
+        if (p < frag && *p == '&')
+            fputc(*p++, out);
+    }
+    fputs(frag, out);
+}
+
+/* scheme://[user[:password]@]host[:port][,...][/db][?params]. The userinfo
+ * ends at the last '@' of the authority, so an unencoded '@' in the password
+ * is hidden too. */
+static void mask_uri(FILE *out, const char *url, const char *rest)
+{
+    size_t auth_len = strcspn(rest, "/?#");
+    const char *at = NULL;
+    for (const char *p = rest; p < rest + auth_len; p++)
+        if (*p == '@')
+            at = p;
+
+    const char *pw_start = NULL, *pw_end = NULL;
+    if (at != NULL) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        if (colon != NULL) {
+            pw_start = colon + 1;
+            pw_end = at;
+        }
+    } else if (rest[0] != '[') {
+        /* No '@' before the first '/', '?' or '#': either there is no user
+         * info, or the password holds one of those characters unencoded.
+         * "user:pa/ss@host" has a non-port after the ':' and an '@' later. */
+        const char *colon = memchr(rest, ':', auth_len);
+        const char *last_at = strrchr(rest, '@');
+        if (colon != NULL && last_at != NULL && !all_port_chars(colon + 1, rest + auth_len)) {
+            pw_start = colon + 1;
+            pw_end = last_at;
+        }
+    }
+
+    const char *tail = rest;
+    if (pw_start != NULL) {
+        fwrite(url, 1, (size_t)(pw_start - url), out);
+        fputs(MASK, out);
+        tail = pw_end;
+    } else {
+        fwrite(url, 1, (size_t)(rest - url), out);
+    }
+    size_t before_q = strcspn(tail, "?#");
+    fwrite(tail, 1, before_q, out);
+    if (tail[before_q] == '?') {
+        fputc('?', out);
+        mask_uri_params(out, tail + before_q + 1);
+    } else
+        fputs(tail + before_q, out);
+}
+
+/* Reads a conninfo value the way libpq does (single quotes, backslash
+ * escapes) into a malloc'd string; advances *pp past it. */
+static char *read_conninfo_value(const char **pp)
+{
+    const char *p = *pp;
+    char *val = malloc(strlen(p) + 1);
+    if (val == NULL)
+        return NULL;
+    size_t n = 0;
+    if (*p == '\'') {
+        p++;
+        while (*p && *p != '\'') {
+            if (*p == '\\' && p[1])
+                p++;
+            val[n++] = *p++;
+        }
+        if (*p == '\'')
+            p++;
+    } else {
+        while (*p && !isspace((unsigned char)*p)) {
+            if (*p == '\\' && p[1])
+                p++;
+            val[n++] = *p++;
+        }
+    }
+    val[n] = '\0';
+    *pp = p;
+    return val;
+}
+
+static void write_quoted_conninfo_value(FILE *out, const char *v)
+{
+    fputc('\'', out);
+    for (; *v; v++) {
+        if (*v == '\'' || *v == '\\')
+            fputc('\\', out);
+        fputc(*v, out);
+    }
+    fputc('\'', out);
+}
+
+/* key = value pairs separated by spaces. libpq lets dbname hold a whole
+ * connection string, so such a dbname is masked as well. */
+static bool mask_conninfo(FILE *out, const char *s)
+{
+    const char *p = s;
+    while (*p) {
+        if (isspace((unsigned char)*p)) {
+            fputc(*p++, out);
+            continue;
+        }
+        const char *key = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        size_t key_len = (size_t)(p - key);
+        fwrite(key, 1, key_len, out);
+        while (isspace((unsigned char)*p))
+            fputc(*p++, out);
+        bool password = is_password_key(key, key_len);
+        if (*p != '=' && !password)
+            continue; /* malformed; libpq will say so. Keep scanning. */
+        if (*p == '=') {
+            fputc(*p++, out);
+            while (isspace((unsigned char)*p))
+                fputc(*p++, out);
+        }
+        const char *raw = p;
+        char *val = read_conninfo_value(&p);
+        if (val == NULL)
+            return false;
+        if (password) {
+            fputs(MASK, out);
+        } else if (key_len == 6 && strncmp(key, "dbname", 6) == 0 &&
+                   (strstr(val, "://") || strchr(val, '='))) {
+            char *masked = cfg_mask_url(val);
+            if (masked == NULL) {
+                free(val);
+                return false;
+            }
+            write_quoted_conninfo_value(out, masked);
+            free(masked);
+        } else {
+            fwrite(raw, 1, (size_t)(p - raw), out);
+        }
+        free(val);
+    }
+    return true;
+}
+
+/* A URI scheme: letters, digits, '+', '-', '.', starting with a letter. */
+static const char *uri_rest(const char *url)
+{
+    const char *sep = strstr(url, "://");
+    if (sep == NULL || sep == url || !isalpha((unsigned char)url[0]))
+        return NULL;
+    for (const char *p = url; p < sep; p++)
+        if (!isalnum((unsigned char)*p) && *p != '+' && *p != '-' && *p != '.')
+            return NULL;
+    return sep + 3;
+}
+
+char *cfg_mask_url(const char *url)
+{
+    if (url == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    if (out == NULL)
+        return NULL;
+    bool ok = true;
+    const char *rest = uri_rest(url);
+    if (rest != NULL)
+        mask_uri(out, url, rest);
+    else
+        ok = mask_conninfo(out, url);
+    if (ferror(out))
+        ok = false;
+    if (fclose(out) != 0 || !ok) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}

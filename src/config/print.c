@@ -1,0 +1,144 @@
+/* cfg_print: the resolved config as YAML (`duckstore config`), so people see
+ * what ${VAR} expansion and defaults produced. Passwords are masked. Each
+ * section, saved as a file of its own, reads back unchanged. */
+#include "config/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A '$' that the loader would expand ("${", "$$") is doubled, so the
+ * output means the same when it is loaded again. */
+static bool needs_dollar_escape(const char *c)
+{
+    return c[0] == '$' && (c[1] == '$' || c[1] == '{');
+}
+
+/* Double-quoted YAML scalar: safe for any bytes. */
+static void print_quoted(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c == '\n')
+            fputs("\\n", out);
+        else if (*c == '\t')
+            fputs("\\t", out);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(out, "\\x%02x", *c);
+        else if (needs_dollar_escape((const char *)c))
+            fputs("$$", out);
+        else
+            fputc(*c, out);
+    }
+    fputc('"', out);
+}
+
+/* Literal block scalars keep every byte except control characters other
+ * than tab and newline; those values are printed double-quoted instead. */
+static bool fits_block(const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+        if ((*c < 0x20 && *c != '\n' && *c != '\t') || *c == 0x7f)
+            return false;
+    return s[0] != '\0';
+}
+
+/* `key: |` with the text indented by four spaces. The chomping indicator
+ * keeps trailing newlines exact; an indentation indicator is needed when
+ * the text starts with a space or an empty line. */
+static void print_block(FILE *out, const char *key, const char *s)
+{
+    if (!fits_block(s)) {
+        fprintf(out, "  %s: ", key);
+        print_quoted(out, s);
+        fputc('\n', out);
+        return;
+    }
+    size_t len = strlen(s), trailing = 0;
+    while (trailing < len && s[len - 1 - trailing] == '\n')
+        trailing++;
+    const char *chomp = trailing == 0 ? "-" : trailing == 1 ? "" : "+";
+    const char *indent = s[0] == ' ' || s[0] == '\n' ? "2" : "";
+    fprintf(out, "  %s: |%s%s\n", key, indent, chomp);
+
+    const char *line = s;
+    const char *end = s + len - (trailing > 0 ? 1 : 0);
+    while (line <= end && *line) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        if (n > 0)
+            fputs("    ", out);
+        for (size_t i = 0; i < n; i++) {
+            if (needs_dollar_escape(line + i))
+                fputc('$', out);
+            fputc(line[i], out);
+        }
+        fputc('\n', out);
+        if (nl == NULL || nl >= end)
+            break;
+        line = nl + 1;
+    }
+}
+
+static void print_string(FILE *out, const char *key, const char *s)
+{
+    if (s == NULL)
+        return;
+    fprintf(out, "  %s: ", key);
+    print_quoted(out, s);
+    fputc('\n', out);
+}
+
+/* Shortest decimal that reads back as the same double. */
+static void print_number(FILE *out, const char *key, double v)
+{
+    char buf[64];
+    for (int precision = 15; precision <= 17; precision++) {
+        snprintf(buf, sizeof buf, "%.*g", precision, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fprintf(out, "  %s: %s\n", key, buf);
+}
+
+static const char *yes_no(bool b)
+{
+    return b ? "true" : "false";
+}
+
+void cfg_print(FILE *out, const cfg_config *cfg)
+{
+    const cfg_store *st = &cfg->store;
+    fprintf(out, "# resolved config of %s (${VAR} expanded, defaults filled in, passwords masked)\n",
+            cfg->dir ? cfg->dir : "(none)");
+    fputs("duckdb:\n", out);
+    fprintf(out, "  enabled: %s\n", yes_no(st->enabled));
+    print_string(out, "path", st->path);
+    fprintf(out, "  sync_mode: %s\n", cfg_sync_mode_name(st->sync_mode));
+    fprintf(out, "  sync_workers: %d\n", st->sync_workers);
+    fprintf(out, "  sync_chunk_size: %d\n", st->sync_chunk_size);
+    fprintf(out, "  max_sync_rows: %lld\n", (long long)st->max_sync_rows);
+    fprintf(out, "  query_concurrency: %d\n", st->query_concurrency);
+
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cfg_source *src = &cfg->sources[i];
+        fprintf(out, "\n# %s:%d\n%s_db:\n", src->file, src->line, src->name);
+        fprintf(out, "  enabled: %s\n", yes_no(src->enabled));
+        fprintf(out, "  auto_load: %s\n", yes_no(src->auto_load));
+        char *masked = cfg_mask_url(src->url);
+        /* Never fall back to the raw url: it may hold the password. */
+        print_string(out, "url", masked ? masked : "***");
+        free(masked);
+        if (src->dataset_query)
+            print_block(out, "dataset_query", src->dataset_query);
+        if (src->results_query)
+            print_block(out, "results_query", src->results_query);
+        if (src->query)
+            print_block(out, "query", src->query);
+        print_string(out, "partition_column", src->partition_column);
+        print_string(out, "incremental_column", src->incremental_column);
+        print_number(out, "refresh_interval_minutes", src->refresh_interval_minutes);
+        print_number(out, "query_timeout", src->query_timeout_s);
+    }
+}
