@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "config/config.h"
+#include "server/server.h"
 #include "store/store.h"
 #include "sync/sync.h"
 
@@ -27,7 +28,8 @@ static bool has_flag(int argc, char **argv, const char *flag)
 
 /* Rejects options other than the allowed ones; returns the number of
  * positional arguments (their indexes in pos). */
-static int parse_args(const char *cmd, int argc, char **argv, const char *const *allowed, int *pos, int max_pos)
+static int parse_args(const char *cmd, int argc, char **argv, const char *const *allowed, int *pos,
+                      int max_pos)
 {
     int npos = 0;
     for (int i = 0; i < argc; i++) {
@@ -41,7 +43,8 @@ static int parse_args(const char *cmd, int argc, char **argv, const char *const 
             }
         } else {
             if (npos == max_pos) {
-                fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore --help)\n", cmd, argv[i]);
+                fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore --help)\n", cmd,
+                        argv[i]);
                 return -1;
             }
             pos[npos++] = i;
@@ -145,7 +148,8 @@ static bool run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src
     sync_data_name(src, data_name, sizeof data_name);
     printf("%s: %s sync, %lld rows in %s (%+lld), %.2f s%s\n", src->name,
            report.incremental ? "incremental" : "full", (long long)report.rows, data_name,
-           (long long)report.rows_added, report.duration_s, report.truncated ? ", truncated at max_sync_rows" : "");
+           (long long)report.rows_added, report.duration_s,
+           report.truncated ? ", truncated at max_sync_rows" : "");
     for (size_t i = 0; i < report.ntables; i++)
         printf("  %-32s %-11s %lld rows read, %lld rows total%s\n", report.tables[i].table,
                report.tables[i].incremental ? "incremental" : "full", (long long)report.tables[i].rows_loaded,
@@ -170,7 +174,8 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     if (!cfg.store.enabled) {
-        fprintf(stderr, "duckstore: duckdb.enabled is false in %s/duckdb.yaml; nothing synced\n", g->config_dir);
+        fprintf(stderr, "duckstore: duckdb.enabled is false in %s/duckdb.yaml; nothing synced\n",
+                g->config_dir);
         cfg_free(&cfg);
         return CLI_EXIT_OK;
     }
@@ -249,7 +254,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
         return CLI_EXIT_SYNC_ERROR;
     }
     if (has_flag(argc, argv, "--json")) {
-        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
         printf("\n");
     } else {
         const char *key;
@@ -257,8 +262,9 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
         json_object_foreach(json_object_get(doc, "datasets"), key, s)
         {
             printf("%s: %s, %lld rows, last sync %s (%s)%s\n", key, json_text(s, "state", "?"),
-                   (long long)json_integer_value(json_object_get(s, "rows")), json_text(s, "last_sync", "never"),
-                   json_text(s, "sync_type", "-"), json_is_true(json_object_get(s, "truncated")) ? ", truncated" : "");
+                   (long long)json_integer_value(json_object_get(s, "rows")),
+                   json_text(s, "last_sync", "never"), json_text(s, "sync_type", "-"),
+                   json_is_true(json_object_get(s, "truncated")) ? ", truncated" : "");
             const char *wkey;
             json_t *wm;
             json_object_foreach(json_object_get(s, "watermarks"), wkey, wm)
@@ -267,7 +273,8 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
                 printf("  error: %s\n", json_text(s, "error", ""));
             size_t i;
             json_t *w;
-            json_array_foreach(json_object_get(s, "warnings"), i, w) printf("  warning: %s\n", json_string_value(w));
+            json_array_foreach(json_object_get(s, "warnings"), i, w)
+                printf("  warning: %s\n", json_string_value(w));
         }
     }
     json_decref(doc);
@@ -336,8 +343,8 @@ static bool describe_source(const cfg_source *src)
         }
         printf("# %s: %s returns %zu columns:\n", src->name, labels[q], desc.ncols);
         for (size_t c = 0; c < desc.ncols; c++)
-            printf("#   %-28s %-28s -> %s%s\n", desc.cols[c].name, desc.cols[c].pg_type, desc.cols[c].type.ddl,
-                   desc.cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
+            printf("#   %-28s %-28s -> %s%s\n", desc.cols[c].name, desc.cols[c].pg_type,
+                   desc.cols[c].type.ddl, desc.cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
         if (n == 2 && pgsrc_desc_find(&desc, "dataset_id") < 0) {
             printf("# %s: error: %s has no dataset_id column; alias one (e.g. trace_id AS dataset_id)\n",
                    src->name, labels[q]);
@@ -369,6 +376,26 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     printf("# config %s: %s\n", g->config_dir, ok ? "OK" : "errors above");
     cfg_free(&cfg);
     return ok ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+}
+
+int cli_cmd_serve(const cli_globals *g, int argc, char **argv)
+{
+    http_options opt = {
+        .listen = "127.0.0.1:8500", .db_path = g->db_path, .api_token = getenv("DUCKSTORE_API_TOKEN")};
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            opt.listen = argv[++i];
+        } else {
+            fprintf(stderr, "usage: duckstore serve [--listen HOST:PORT]\n");
+            return CLI_EXIT_USAGE;
+        }
+    }
+    cfg_config cfg;
+    if (!load_config(g, &cfg))
+        return CLI_EXIT_USAGE;
+    int rc = http_serve_until_signal(&cfg, &opt);
+    cfg_free(&cfg);
+    return rc;
 }
 
 int cli_cmd_query(const cli_globals *g, int argc, char **argv)

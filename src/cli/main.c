@@ -12,6 +12,8 @@ static const cli_command commands[] = {
      cli_cmd_reset_watermark},
     {"check-config", "check-config [--offline]", "validate the config and describe every query",
      cli_cmd_check_config},
+    {"serve", "serve [--listen HOST:PORT]",
+     "run the HTTP API, scheduler and startup sync (default 127.0.0.1:8500)", cli_cmd_serve},
     {"query", "query SQL", "run a SQL query on the DuckDB cache (tab-separated output)", cli_cmd_query},
     {"version", "version", "print the version", cli_cmd_version},
 };

@@ -20,7 +20,10 @@ void sync_cancel_init(sync_cancel *c)
     pthread_mutex_init(&c->lock, NULL);
 }
 
-void sync_cancel_destroy(sync_cancel *c) { pthread_mutex_destroy(&c->lock); }
+void sync_cancel_destroy(sync_cancel *c)
+{
+    pthread_mutex_destroy(&c->lock);
+}
 
 void sync_cancel_request(sync_cancel *c)
 {
@@ -97,7 +100,10 @@ size_t sync_table_names(const cfg_source *src, char names[2][160])
     return 1;
 }
 
-void sync_data_name(const cfg_source *src, char *out, size_t cap) { snprintf(out, cap, "%s_data", src->name); }
+void sync_data_name(const cfg_source *src, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s_data", src->name);
+}
 
 void sync_now_iso(char *out, size_t cap)
 {
@@ -133,7 +139,8 @@ void sync_column_warnings(const cfg_source *src, const char *query_label, const 
         const char *key, *column, *effect;
         bool (*usable)(const pgsrc_type *);
     } checks[] = {
-        {"incremental_column", src->incremental_column, "is read in full on every sync", pgtypes_is_orderable},
+        {"incremental_column", src->incremental_column, "is read in full on every sync",
+         pgtypes_is_orderable},
         {"partition_column", src->partition_column, "is read in one stream", pgtypes_is_partitionable},
     };
     for (size_t i = 0; i < 2; i++) {
@@ -145,8 +152,8 @@ void sync_column_warnings(const cfg_source *src, const char *query_label, const 
             add_warning(report,
                         "%s: %s \"%s\" is not a column of %s (columns: %s); %s %s. Fix: select \"%s\" in "
                         "%s, or change %s",
-                        src->name, checks[i].key, checks[i].column, query_label, cols ? cols : "", query_label,
-                        checks[i].effect, checks[i].column, query_label, checks[i].key);
+                        src->name, checks[i].key, checks[i].column, query_label, cols ? cols : "",
+                        query_label, checks[i].effect, checks[i].column, query_label, checks[i].key);
         else if (!checks[i].usable(&desc->cols[idx].type))
             add_warning(report, "%s: %s \"%s\" of %s has type %s, which cannot be used for it; %s %s",
                         src->name, checks[i].key, checks[i].column, query_label, desc->cols[idx].pg_type,
@@ -176,7 +183,8 @@ static char *schema_signature(const pgsrc_desc *desc)
     size_t used = 0;
     sig[0] = '\0';
     for (size_t i = 0; i < desc->ncols; i++)
-        used += (size_t)snprintf(sig + used, cap - used, "%s %s\n", desc->cols[i].name, desc->cols[i].type.ddl);
+        used +=
+            (size_t)snprintf(sig + used, cap - used, "%s %s\n", desc->cols[i].name, desc->cols[i].type.ddl);
     return sig;
 }
 
@@ -190,7 +198,8 @@ static char *create_table_sql(const char *table, const pgsrc_desc *desc)
     size_t used = (size_t)snprintf(sql, cap, "CREATE TABLE %s (", qt);
     for (size_t i = 0; i < desc->ncols; i++) {
         char *qc = store_quote_ident(desc->cols[i].name);
-        used += (size_t)snprintf(sql + used, cap - used, "%s%s %s", i ? ", " : "", qc, desc->cols[i].type.ddl);
+        used +=
+            (size_t)snprintf(sql + used, cap - used, "%s%s %s", i ? ", " : "", qc, desc->cols[i].type.ddl);
         free(qc);
     }
     snprintf(sql + used, cap - used, ")");
@@ -198,7 +207,8 @@ static char *create_table_sql(const char *table, const pgsrc_desc *desc)
     return sql;
 }
 
-static bool exec_fmt(duckdb_connection con, ds_error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool exec_fmt(duckdb_connection con, ds_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static bool exec_fmt(duckdb_connection con, ds_error *err, const char *fmt, ...)
 {
     va_list ap;
@@ -258,8 +268,8 @@ static bool sink_append(void *ctx, duckdb_data_chunk chunk, bool *stop, ds_error
 
 /* Streams one COPY statement into a table through a fresh appender. */
 static bool stream_into(store *st, const cfg_config *cfg, const char *table, pgsrc_conn *conn,
-                        const pgsrc_desc *desc, const char *copy_sql, load_shared *shared, const sync_options *opt,
-                        ds_error *err)
+                        const pgsrc_desc *desc, const char *copy_sql, load_shared *shared,
+                        const sync_options *opt, ds_error *err)
 {
     store_appender app;
     if (!store_appender_open(st, table, (uint64_t)cfg->store.sync_chunk_size, &app, err))
@@ -319,10 +329,16 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
     int ranges = workers * 4;
     const char *step;
     switch (col->type.kind) {
-    case PGSRC_DATE: step = "lo + ((hi - lo) * i / %d)"; break;
+    case PGSRC_DATE:
+        step = "lo + ((hi - lo) * i / %d)";
+        break;
     case PGSRC_TIMESTAMP:
-    case PGSRC_TIMESTAMPTZ: step = "lo + (hi - lo) * (i::float8 / %d)"; break;
-    default: step = "(lo::numeric + (hi::numeric - lo::numeric) * i / %d)"; break;
+    case PGSRC_TIMESTAMPTZ:
+        step = "lo + (hi - lo) * (i::float8 / %d)";
+        break;
+    default:
+        step = "(lo::numeric + (hi::numeric - lo::numeric) * i / %d)";
+        break;
     }
     char expr[128];
     snprintf(expr, sizeof expr, step, ranges);
@@ -341,8 +357,9 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
     free(sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         ds_error_set(err, DS_ERR_SOURCE, "cannot split partition_column %s into ranges: %s", col->name,
-                     PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-                                                                     : PQerrorMessage(conn->pg));
+                     PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                         ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                         : PQerrorMessage(conn->pg));
         PQclear(res);
         free(ident);
         return false;
@@ -450,8 +467,16 @@ static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source 
     atomic_bool failed;
     atomic_init(&failed, false);
     for (int i = 0; i < workers; i++) {
-        ws[i] = (partition_worker){.st = st, .cfg = cfg, .src = src, .opt = opt, .table = table, .query = query,
-                                   .desc = desc, .plan = &plan, .shared = shared, .failed = &failed};
+        ws[i] = (partition_worker){.st = st,
+                                   .cfg = cfg,
+                                   .src = src,
+                                   .opt = opt,
+                                   .table = table,
+                                   .query = query,
+                                   .desc = desc,
+                                   .plan = &plan,
+                                   .shared = shared,
+                                   .failed = &failed};
         pthread_create(&ws[i].thread, NULL, partition_worker_main, &ws[i]);
     }
     bool ok = true;
@@ -512,8 +537,8 @@ static bool decide_incremental(table_job *job, duckdb_connection con, ds_error *
         return true;
     }
     if (meta.schema_signature == NULL || strcmp(meta.schema_signature, job->signature) != 0) {
-        ds_log_warn("%s: the columns of %s changed since the last sync; rebuilding %s in full", job->src->name,
-                    job->label, job->table);
+        ds_log_warn("%s: the columns of %s changed since the last sync; rebuilding %s in full",
+                    job->src->name, job->label, job->table);
         store_table_meta_free(&meta);
         return true;
     }
@@ -599,8 +624,10 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     }
     if (!ok) {
         if (err->code == DS_ERR_TIMEOUT)
-            ds_error_set(err, DS_ERR_TIMEOUT, "%s (%s:%d) exceeded query_timeout (%g s); narrow the query or "
-                         "raise query_timeout", job->label, src->file, src->line, src->query_timeout_s);
+            ds_error_set(err, DS_ERR_TIMEOUT,
+                         "%s (%s:%d) exceeded query_timeout (%g s); narrow the query or "
+                         "raise query_timeout",
+                         job->label, src->file, src->line, src->query_timeout_s);
         else
             ds_error_prefix(err, "%s: ", job->label);
         return false;
@@ -676,8 +703,8 @@ static char *view_sql(const cfg_source *src, const table_job *dataset, const tab
         }
         free(qc);
     }
-    snprintf(sql + used, cap - used, " FROM %s AS r LEFT JOIN %s AS d ON r.\"dataset_id\" = d.\"dataset_id\"", qr,
-             qd);
+    snprintf(sql + used, cap - used, " FROM %s AS r LEFT JOIN %s AS d ON r.\"dataset_id\" = d.\"dataset_id\"",
+             qr, qd);
     free(qv);
     free(qd);
     free(qr);
@@ -828,7 +855,8 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
             json_t *t = json_object();
             json_object_set_new(t, "rows", json_integer(report->tables[i].rows_total));
             json_object_set_new(t, "rows_loaded", json_integer(report->tables[i].rows_loaded));
-            json_object_set_new(t, "mode", json_string(report->tables[i].incremental ? "incremental" : "full"));
+            json_object_set_new(t, "mode",
+                                json_string(report->tables[i].incremental ? "incremental" : "full"));
             json_object_set_new(t, "truncated", json_boolean(report->tables[i].truncated));
             json_object_set_new(tables, report->tables[i].table, t);
         }
@@ -864,6 +892,13 @@ static void record_failure(store *st, const cfg_source *src, table_job *jobs, si
         free(qs);
         tables[i] = jobs[i].table;
     }
+    if (cause->code == DS_ERR_CANCELLED) {
+        /* A stop on request (shutdown) is not a failure of the source: the
+         * stored data, watermarks and status still agree, so keep them. */
+        pthread_mutex_unlock(&st->commit_lock);
+        duckdb_disconnect(&con);
+        return;
+    }
     char now[40];
     sync_now_iso(now, sizeof now);
     json_t *doc = load_status_doc(con, src->name);
@@ -873,7 +908,8 @@ static void record_failure(store *st, const cfg_source *src, table_job *jobs, si
     json_object_set_new(doc, "last_sync", json_string(now));
     json_object_set_new(doc, "duration_seconds", json_real(monotonic_s() - started));
     json_object_set_new(doc, "warnings", warnings_json(report));
-    bool ok = store_exec(con, "BEGIN TRANSACTION", &err) && store_clear_watermarks(con, tables, njobs, &err) &&
+    bool ok = store_exec(con, "BEGIN TRANSACTION", &err) &&
+              store_clear_watermarks(con, tables, njobs, &err) &&
               save_status_doc(con, src->name, doc, &err) && store_exec(con, "COMMIT", &err);
     if (!ok) {
         store_exec(con, "ROLLBACK", NULL);

@@ -1,0 +1,391 @@
+/* Sync threads and the scheduler for jobs.h. One mutex guards the runtime
+ * records; it is never held while PostgreSQL or DuckDB work runs. */
+#include "server/jobs.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double unix_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Reads the persisted status of a source (outside the lock). */
+static json_t *load_status(jobs *j, const cfg_source *src)
+{
+    ds_error err;
+    json_t *doc = sync_status_json(j->st, src, &err);
+    if (doc == NULL) {
+        ds_log_error("%s: cannot read status: %s", src->name, err.msg);
+        doc = json_object();
+        json_object_set_new(doc, "state", json_string("error"));
+        json_object_set_new(doc, "error", json_string(err.msg));
+    }
+    return doc;
+}
+
+bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err)
+{
+    memset(j, 0, sizeof *j);
+    j->st = st;
+    j->cfg = cfg;
+    j->n = cfg->n_sources;
+    j->sources = calloc(j->n ? j->n : 1, sizeof *j->sources);
+    if (j->sources == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        r->src = &cfg->sources[i];
+        sync_cancel_init(&r->cancel);
+        r->status = load_status(j, r->src);
+    }
+    return true;
+}
+
+void jobs_destroy(jobs *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        sync_cancel_destroy(&j->sources[i].cancel);
+        json_decref(j->sources[i].status);
+    }
+    free(j->sources);
+    pthread_mutex_destroy(&j->lock);
+    pthread_cond_destroy(&j->changed);
+}
+
+source_runtime *jobs_find(jobs *j, const char *name)
+{
+    for (size_t i = 0; i < j->n; i++)
+        if (strcmp(j->sources[i].src->name, name) == 0)
+            return &j->sources[i];
+    return NULL;
+}
+
+static double interval_s(const source_runtime *r)
+{
+    return r->src->refresh_interval_minutes * 60.0;
+}
+
+typedef struct sync_thread_arg {
+    jobs *j;
+    source_runtime *r;
+    bool full;
+} sync_thread_arg;
+
+static void *sync_thread(void *arg)
+{
+    sync_thread_arg *a = arg;
+    jobs *j = a->j;
+    source_runtime *r = a->r;
+    sync_options opt = {.force_full = a->full, .cancel = &r->cancel, .progress = &r->progress};
+    free(a);
+    sync_report report;
+    ds_error err;
+    ds_error_clear(&err);
+    ds_log_info("%s: sync started%s", r->src->name, opt.force_full ? " (full)" : "");
+    bool ok = sync_source(j->st, j->cfg, r->src, &opt, &report, &err);
+    for (size_t i = 0; i < report.nwarnings; i++)
+        ds_log_warn("%s", report.warnings[i]);
+    if (ok)
+        ds_log_info("%s: %s sync done, %lld rows (%+lld) in %.2f s%s", r->src->name,
+                    report.incremental ? "incremental" : "full", (long long)report.rows,
+                    (long long)report.rows_added, report.duration_s, report.truncated ? ", truncated" : "");
+    else
+        ds_log_error("%s: sync failed: %s", r->src->name, err.msg);
+    json_t *status = load_status(j, r->src);
+
+    pthread_mutex_lock(&j->lock);
+    double now = mono_now();
+    json_decref(r->status);
+    r->status = status;
+    r->syncing = false;
+    r->last_duration_s = now - r->started_mono;
+    if (ok) {
+        r->syncs_ok++;
+        r->consecutive_failures = 0;
+        r->last_success_unix = unix_now();
+        for (size_t i = 0; i < report.ntables; i++)
+            r->rows_synced += (uint64_t)report.tables[i].rows_loaded;
+    } else if (err.code != DS_ERR_CANCELLED) {
+        r->syncs_failed++;
+        r->consecutive_failures++;
+    }
+    if (interval_s(r) > 0) {
+        /* After a failure, retry sooner (30 s doubling) but never later than
+         * the refresh interval. */
+        double wait = interval_s(r);
+        if (!ok && r->consecutive_failures > 0) {
+            double backoff = 30.0 * pow(2.0, r->consecutive_failures - 1);
+            wait = backoff < wait ? backoff : wait;
+        }
+        r->next_due_mono = now + wait;
+    }
+    j->active--;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+/* Called with the lock held. */
+static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full)
+{
+    if (j->stopping)
+        return JOBS_STOPPING;
+    if (r->syncing)
+        return JOBS_BUSY;
+    sync_thread_arg *a = malloc(sizeof *a);
+    if (a == NULL)
+        return JOBS_BUSY;
+    *a = (sync_thread_arg){.j = j, .r = r, .full = full};
+    atomic_store(&r->cancel.requested, false);
+    atomic_store(&r->progress.rows, 0);
+    atomic_store(&r->progress.bytes, 0);
+    atomic_store(&r->progress.phase, SYNC_PHASE_DESCRIBING);
+    r->syncing = true;
+    r->sync_full = full;
+    r->started_mono = mono_now();
+    sync_now_iso(r->started_iso, sizeof r->started_iso);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, sync_thread, a) != 0) {
+        pthread_attr_destroy(&attr);
+        free(a);
+        r->syncing = false;
+        return JOBS_BUSY;
+    }
+    pthread_attr_destroy(&attr);
+    j->active++;
+    return JOBS_STARTED;
+}
+
+jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full)
+{
+    pthread_mutex_lock(&j->lock);
+    source_runtime *r = jobs_find(j, name);
+    jobs_start_result res = r ? start_locked(j, r, full) : JOBS_UNKNOWN;
+    pthread_mutex_unlock(&j->lock);
+    return res;
+}
+
+jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
+{
+    pthread_mutex_lock(&j->lock);
+    source_runtime *r = jobs_find(j, name);
+    bool busy = r && r->syncing;
+    pthread_mutex_unlock(&j->lock);
+    if (r == NULL)
+        return JOBS_UNKNOWN;
+    if (busy)
+        return JOBS_BUSY;
+    if (!sync_reset_watermarks(j->st, r->src, err))
+        return JOBS_STOPPING;
+    json_t *status = load_status(j, r->src);
+    pthread_mutex_lock(&j->lock);
+    json_decref(r->status);
+    r->status = status;
+    pthread_mutex_unlock(&j->lock);
+    return JOBS_STARTED;
+}
+
+/* The scheduler: sleeps until the next source is due, starts every due
+ * source (each on its own thread, so they run concurrently; incremental
+ * whenever possible), and repeats until shutdown. A source already syncing
+ * is skipped for that tick. */
+static void *scheduler_main(void *arg)
+{
+    jobs *j = arg;
+    pthread_mutex_lock(&j->lock);
+    /* The scheduler starts after the startup syncs complete. */
+    while (!j->stopping && j->active > 0)
+        pthread_cond_wait(&j->changed, &j->lock);
+    double now = mono_now();
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        if (r->src->enabled && interval_s(r) > 0 && r->next_due_mono == 0)
+            r->next_due_mono = now + interval_s(r);
+    }
+    ds_log_info("scheduler started");
+    while (!j->stopping) {
+        now = mono_now();
+        double next = 0;
+        for (size_t i = 0; i < j->n; i++) {
+            source_runtime *r = &j->sources[i];
+            if (!r->src->enabled || interval_s(r) <= 0 || r->next_due_mono == 0)
+                continue;
+            if (r->next_due_mono <= now) {
+                if (start_locked(j, r, false) == JOBS_BUSY) {
+                    ds_log_info("%s: already syncing; skipped by the scheduler this time", r->src->name);
+                    r->next_due_mono = now + interval_s(r);
+                }
+                if (r->syncing)
+                    continue; /* next_due is set when this sync ends */
+            }
+            if (next == 0 || r->next_due_mono < next)
+                next = r->next_due_mono;
+        }
+        if (next == 0) {
+            pthread_cond_wait(&j->changed, &j->lock);
+        } else {
+            struct timespec until;
+            until.tv_sec = (time_t)next;
+            until.tv_nsec = (long)((next - (double)until.tv_sec) * 1e9);
+            pthread_cond_timedwait(&j->changed, &j->lock, &until);
+        }
+    }
+    pthread_mutex_unlock(&j->lock);
+    return NULL;
+}
+
+void jobs_start_background(jobs *j, bool startup_sync)
+{
+    pthread_mutex_lock(&j->lock);
+    if (startup_sync)
+        for (size_t i = 0; i < j->n; i++)
+            if (j->sources[i].src->enabled && j->sources[i].src->auto_load)
+                start_locked(j, &j->sources[i], false);
+    j->scheduler_started = pthread_create(&j->scheduler, NULL, scheduler_main, j) == 0;
+    pthread_mutex_unlock(&j->lock);
+}
+
+void jobs_shutdown(jobs *j)
+{
+    pthread_mutex_lock(&j->lock);
+    j->stopping = true;
+    for (size_t i = 0; i < j->n; i++)
+        if (j->sources[i].syncing)
+            sync_cancel_request(&j->sources[i].cancel);
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->lock);
+    if (j->scheduler_started)
+        pthread_join(j->scheduler, NULL);
+    j->scheduler_started = false;
+    pthread_mutex_lock(&j->lock);
+    while (j->active > 0)
+        pthread_cond_wait(&j->changed, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+}
+
+json_t *jobs_status_json(jobs *j)
+{
+    json_t *datasets = json_object();
+    pthread_mutex_lock(&j->lock);
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        json_t *doc = json_deep_copy(r->status);
+        if (r->syncing) {
+            json_object_set_new(doc, "state", json_string("syncing"));
+            json_t *progress = json_object();
+            json_object_set_new(progress, "phase",
+                                json_string(sync_phase_name((sync_phase)atomic_load(&r->progress.phase))));
+            json_object_set_new(progress, "rows_read",
+                                json_integer((json_int_t)atomic_load(&r->progress.rows)));
+            json_object_set_new(progress, "bytes_read",
+                                json_integer((json_int_t)atomic_load(&r->progress.bytes)));
+            json_object_set_new(progress, "started_at", json_string(r->started_iso));
+            json_object_set_new(progress, "full", json_boolean(r->sync_full));
+            json_object_set_new(doc, "progress", progress);
+        }
+        char name[160];
+        sync_data_name(r->src, name, sizeof name);
+        json_object_set_new(datasets, name, doc);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return datasets;
+}
+
+static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return;
+        }
+        char *grown = realloc(*buf, *cap * 2);
+        if (grown == NULL)
+            return;
+        *buf = grown;
+        *cap *= 2;
+    }
+}
+
+char *jobs_metrics_text(jobs *j)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return NULL;
+    buf[0] = '\0';
+    appendf(
+        &buf, &len, &cap,
+        "# HELP duckstore_syncs_total Completed syncs by result.\n# TYPE duckstore_syncs_total counter\n");
+    pthread_mutex_lock(&j->lock);
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        appendf(&buf, &len, &cap, "duckstore_syncs_total{source=\"%s\",result=\"success\"} %llu\n",
+                r->src->name, (unsigned long long)r->syncs_ok);
+        appendf(&buf, &len, &cap, "duckstore_syncs_total{source=\"%s\",result=\"error\"} %llu\n",
+                r->src->name, (unsigned long long)r->syncs_failed);
+    }
+    appendf(&buf, &len, &cap,
+            "# HELP duckstore_rows_synced_total Rows read from PostgreSQL and stored.\n"
+            "# TYPE duckstore_rows_synced_total counter\n");
+    for (size_t i = 0; i < j->n; i++)
+        appendf(&buf, &len, &cap, "duckstore_rows_synced_total{source=\"%s\"} %llu\n",
+                j->sources[i].src->name, (unsigned long long)j->sources[i].rows_synced);
+    appendf(&buf, &len, &cap,
+            "# HELP duckstore_last_success_timestamp_seconds Unix time of the last successful sync.\n"
+            "# TYPE duckstore_last_success_timestamp_seconds gauge\n");
+    for (size_t i = 0; i < j->n; i++)
+        appendf(&buf, &len, &cap, "duckstore_last_success_timestamp_seconds{source=\"%s\"} %.3f\n",
+                j->sources[i].src->name, j->sources[i].last_success_unix);
+    appendf(&buf, &len, &cap,
+            "# HELP duckstore_last_sync_duration_seconds Duration of the last sync.\n"
+            "# TYPE duckstore_last_sync_duration_seconds gauge\n");
+    for (size_t i = 0; i < j->n; i++)
+        appendf(&buf, &len, &cap, "duckstore_last_sync_duration_seconds{source=\"%s\"} %.3f\n",
+                j->sources[i].src->name, j->sources[i].last_duration_s);
+    appendf(&buf, &len, &cap,
+            "# HELP duckstore_source_state Current state of each source (1 = in that state).\n"
+            "# TYPE duckstore_source_state gauge\n");
+    static const char *const states[] = {"not_synced", "syncing", "ready", "error"};
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        json_t *st = json_object_get(r->status, "state");
+        const char *state = r->syncing           ? "syncing"
+                            : json_is_string(st) ? json_string_value(st)
+                                                 : "not_synced";
+        for (size_t s = 0; s < 4; s++)
+            appendf(&buf, &len, &cap, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->src->name,
+                    states[s], strcmp(state, states[s]) == 0);
+    }
+    pthread_mutex_unlock(&j->lock);
+    return buf;
+}

@@ -1,0 +1,37 @@
+/* `duckstore serve`: the runbook's HTTP API (libmicrohttpd, JSON through
+ * jansson), background syncs, the periodic scheduler, startup syncs and
+ * graceful shutdown. HTTP threads never wait for a sync or for PostgreSQL:
+ * status is served from memory. */
+#ifndef DS_SERVER_SERVER_H
+#define DS_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "config/config.h"
+
+typedef struct http_server http_server;
+
+typedef struct http_options {
+    const char *listen;    /* "HOST:PORT", default 127.0.0.1:8500 */
+    const char *db_path;   /* NULL: duckdb.path */
+    const char *api_token; /* NULL: no auth (DUCKSTORE_API_TOKEN) */
+} http_options;
+
+/* Opens the store, loads the persisted status of each source, starts the
+ * HTTP daemon, the startup syncs (sync_mode: startup) and the scheduler.
+ * cfg must outlive the server. */
+bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **out, ds_error *err);
+
+/* The port actually bound (useful with port 0). */
+uint16_t http_server_port(const http_server *srv);
+
+/* Stops accepting, stops the scheduler, cancels in-flight syncs (their
+ * staging tables are dropped), closes DuckDB. */
+void http_server_stop(http_server *srv);
+
+/* Runs a server until SIGTERM or SIGINT; returns the exit code. */
+int http_serve_until_signal(cfg_config *cfg, const http_options *opt);
+
+#endif
