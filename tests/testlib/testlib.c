@@ -202,3 +202,240 @@ int tl_run(char **output, const char *fmt, ...)
         free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+/* ---- sync tests ------------------------------------------------------- */
+
+void tl_write_filef(const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = vformat(fmt, ap);
+    va_end(ap);
+    tl_write_file(path, text);
+    free(text);
+}
+
+void tl_cfg_load(const char *dir, cfg_config *cfg)
+{
+    ds_error err;
+    memset(&err, 0, sizeof err);
+    if (!cfg_load_dir(dir, cfg, &err))
+        fail_msg("cannot load the config in %s: %s", dir, err.msg);
+}
+
+const cfg_source *tl_source(const cfg_config *cfg, const char *source)
+{
+    const cfg_source *src = cfg_find_source(cfg, source);
+    if (src == NULL)
+        fail_msg("no source %s in the config", source);
+    return src;
+}
+
+void tl_sync_ok(store *st, const cfg_config *cfg, const char *source, bool force_full, sync_report *report)
+{
+    sync_options opt = {.force_full = force_full};
+    ds_error err;
+    memset(&err, 0, sizeof err);
+    if (!sync_source(st, cfg, tl_source(cfg, source), &opt, report, &err))
+        fail_msg("sync of %s failed: %s", source, err.msg);
+}
+
+json_t *tl_sync_status(store *st, const cfg_config *cfg, const char *source)
+{
+    ds_error err;
+    memset(&err, 0, sizeof err);
+    json_t *doc = sync_status_json(st, tl_source(cfg, source), &err);
+    if (doc == NULL)
+        fail_msg("no status for %s: %s", source, err.msg);
+    return doc;
+}
+
+const char *tl_json_str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+duckdb_connection tl_store_connect(store *st)
+{
+    duckdb_connection con;
+    ds_error err;
+    if (!store_connect(st, &con, &err))
+        fail_msg("%s", err.msg);
+    return con;
+}
+
+/* The row-text expression of a checksum spec for one engine: the columns'
+ * canonical texts joined by '|', NULL as '∅'. */
+static char *row_text_expr(const char *spec, bool pg)
+{
+    char *copy = strdup(spec), *save = NULL, *out = strdup("''");
+    for (char *col = strtok_r(copy, ",", &save); col; col = strtok_r(NULL, ",", &save)) {
+        char *kind = strchr(col, ':');
+        if (kind)
+            *kind++ = '\0';
+        char *value = NULL, *joined = NULL;
+        int n;
+        if (kind && strcmp(kind, "ts") == 0)
+            n = asprintf(&value,
+                         pg ? "((extract(epoch FROM \"%s\") * 1000000)::bigint)::text"
+                            : "epoch_us(\"%s\")::VARCHAR",
+                         col);
+        else if (kind && strcmp(kind, "date") == 0)
+            n = asprintf(&value,
+                         pg ? "(\"%s\" - date '1970-01-01')::text" : "(\"%s\" - DATE '1970-01-01')::VARCHAR",
+                         col);
+        else
+            n = asprintf(&value, pg ? "\"%s\"::text" : "\"%s\"::VARCHAR", col);
+        if (n < 0 || asprintf(&joined, "%s || '|' || coalesce(%s, '∅')", out, value) < 0)
+            fail_msg("out of memory");
+        free(value);
+        free(out);
+        out = joined;
+    }
+    free(copy);
+    return out;
+}
+
+char *tl_pg_checksum(PGconn *conn, const char *relation, const char *spec)
+{
+    char *expr = row_text_expr(spec, true);
+    char *out =
+        tl_pg_scalar(conn,
+                     "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(x, E'\\n' ORDER BY x "
+                     "COLLATE \"C\"), '')) FROM (SELECT %s AS x FROM %s) AS _c",
+                     expr, relation);
+    free(expr);
+    return out;
+}
+
+char *tl_duck_checksum(duckdb_connection con, const char *relation, const char *spec)
+{
+    char *expr = row_text_expr(spec, false);
+    char *out =
+        tl_duck_scalar(con,
+                       "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(x, chr(10) ORDER BY "
+                       "x), '')) FROM (SELECT %s AS x FROM %s) AS _c",
+                       expr, relation);
+    free(expr);
+    return out;
+}
+
+static void env_write_store(tl_env *e, const char *store_yaml)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/duckdb.yaml", e->dir);
+    tl_write_filef(path, "duckdb:\n  path: %s\n%s", e->store_path, store_yaml);
+}
+
+static void env_reload(tl_env *e)
+{
+    if (e->cfg_loaded)
+        cfg_free(&e->cfg);
+    tl_cfg_load(e->dir, &e->cfg);
+    e->cfg_loaded = true;
+}
+
+void tl_env_open(tl_env *e, const char *conninfo, const char *schema, const char *store_yaml)
+{
+    memset(e, 0, sizeof *e);
+    e->dir = tl_mkdtemp();
+    snprintf(e->store_path, sizeof e->store_path, "%s/store.duckdb", e->dir);
+    PGconn *admin = tl_pg_connect(conninfo);
+    tl_pg_exec(admin, "CREATE SCHEMA \"%s\"", schema);
+    PQfinish(admin);
+    snprintf(e->url, sizeof e->url, "%s options='-c search_path=%s'", conninfo, schema);
+    e->pg = tl_pg_connect(e->url);
+    env_write_store(e, store_yaml);
+    ds_error err;
+    if (!store_open(e->store_path, &e->st, &err))
+        fail_msg("%s", err.msg);
+    e->con = tl_store_connect(e->st);
+}
+
+void tl_env_store(tl_env *e, const char *store_yaml)
+{
+    env_write_store(e, store_yaml);
+    env_reload(e);
+}
+
+void tl_env_source(tl_env *e, const char *name, const char *body_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, body_fmt);
+    char *body = vformat(body_fmt, ap);
+    va_end(ap);
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s_db.yaml", e->dir, name);
+    tl_write_filef(path, "%s_db:\n  url: \"%s\"\n%s", name, e->url, body);
+    free(body);
+    env_reload(e);
+}
+
+void tl_env_close(tl_env *e)
+{
+    if (e->con)
+        duckdb_disconnect(&e->con);
+    store_close(e->st);
+    if (e->cfg_loaded)
+        cfg_free(&e->cfg);
+    PQfinish(e->pg);
+    tl_rmtree(e->dir);
+    free(e->dir);
+    memset(e, 0, sizeof *e);
+}
+
+void tl_llm_create(PGconn *conn)
+{
+    tl_pg_exec(conn,
+               "CREATE TABLE llm_traces (id bigserial PRIMARY KEY, trace_id uuid NOT NULL, "
+               "\"timestamp\" timestamptz NOT NULL, prompt text, completion text, deployment_env text, "
+               "service_name text, component_name text, response_time_ms numeric(10,3), metadata jsonb, "
+               "created_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    tl_pg_exec(
+        conn, "CREATE TABLE llm_metric_results (id bigserial PRIMARY KEY, trace_id uuid NOT NULL, "
+              "metric_name text NOT NULL, metric_value numeric(6,4), metric_category text, explanation text, "
+              "details jsonb, created_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+}
+
+void tl_llm_add(PGconn *conn, int from, int to, int metrics)
+{
+    tl_pg_exec(
+        conn,
+        "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt, completion, deployment_env, service_name, "
+        "component_name, response_time_ms, metadata) "
+        "SELECT md5('trace' || i)::uuid, timestamptz '2026-02-13 10:00:00+00' + i * interval '1.5 s', "
+        "'prompt ' || i, CASE WHEN i %% 7 = 0 THEN NULL ELSE 'answer ' || i || ' – café ☕' END, "
+        "(ARRAY['prod', 'staging'])[1 + i %% 2], 'svc-' || (i %% 3), 'retriever', "
+        "round(i * 1.7 %% 5000, 3), jsonb_build_object('i', i, 'tags', jsonb_build_array('t' || i %% 4, "
+        "i %% 2 = 0), 'score', i / 8.0) FROM generate_series(%d, %d) AS i",
+        from, to);
+    tl_pg_exec(
+        conn,
+        "INSERT INTO llm_metric_results (trace_id, metric_name, metric_value, metric_category, explanation, "
+        "details) SELECT md5('trace' || i)::uuid, 'metric_' || m, round(((i * 37 + m * 11) %% 10000) / "
+        "10000.0, 4), (ARRAY['quality', 'safety'])[1 + m %% 2], 'because ' || i || '/' || m, "
+        "CASE WHEN (i + m) %% 5 = 0 THEN NULL ELSE jsonb_build_object('m', m, 'ok', (i + m) %% 3 = 0) END "
+        "FROM generate_series(%d, %d) AS i, generate_series(1, %d) AS m ORDER BY i, m",
+        from, to, metrics);
+}
+
+void tl_llm_assert_synced(tl_env *e, const char *name)
+{
+    static const struct {
+        const char *suffix, *relation, *spec;
+    } parts[] = {
+        {"dataset", "(" TL_LLM_DATASET_QUERY ") AS q", TL_LLM_DATASET_SPEC},
+        {"results", "(" TL_LLM_RESULTS_QUERY ") AS q", TL_LLM_RESULTS_SPEC},
+        {"data", TL_LLM_VIEW_RELATION, TL_LLM_VIEW_SPEC},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char table[200];
+        snprintf(table, sizeof table, "%s_%s", name, parts[i].suffix);
+        char *want = tl_pg_checksum(e->pg, parts[i].relation, parts[i].spec);
+        char *got = tl_duck_checksum(e->con, table, parts[i].spec);
+        if (strcmp(want, got) != 0)
+            fail_msg("%s differs from PostgreSQL: DuckDB %s, PostgreSQL %s", table, got, want);
+        free(want);
+        free(got);
+    }
+}
