@@ -74,6 +74,11 @@ static bool result_error(PGconn *pg, PGresult *res, ds_error *err)
                         state ? ")" : "");
 }
 
+bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
+{
+    return result_error(conn->pg, res, err);
+}
+
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 {
     PGresult *res = PQexec(conn->pg, sql);

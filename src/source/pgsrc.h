@@ -40,6 +40,10 @@ void pgsrc_disconnect(pgsrc_conn *conn);
 /* Asks the server to cancel the running statement; callable from any thread. */
 void pgsrc_cancel(pgsrc_conn *conn);
 
+/* Fills err from a failed result: the primary message, DS_ERR_TIMEOUT for
+ * statement_timeout, DS_ERR_CANCELLED for a cancel. Returns false. */
+bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err);
+
 /* Runs a statement that returns no rows (or ignores them). */
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
 

@@ -356,10 +356,10 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
     PGresult *res = PQexec(conn->pg, sql);
     free(sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ds_error_set(err, DS_ERR_SOURCE, "cannot split partition_column %s into ranges: %s", col->name,
-                     PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-                         ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-                         : PQerrorMessage(conn->pg));
+        /* Classified like every other statement: this query runs the user's
+         * query too, so its statement_timeout must read as query_timeout. */
+        pgsrc_result_error(conn, res, err);
+        ds_error_prefix(err, "cannot split partition_column %s into ranges: ", col->name);
         PQclear(res);
         free(ident);
         return false;

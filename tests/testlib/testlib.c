@@ -223,6 +223,12 @@ void tl_cfg_load(const char *dir, cfg_config *cfg)
         fail_msg("cannot load the config in %s: %s", dir, err.msg);
 }
 
+void tl_assert_contains_at(const char *haystack, const char *needle, const char *file, int line)
+{
+    if (haystack == NULL || strstr(haystack, needle) == NULL)
+        fail_msg("%s:%d: \"%s\" does not contain \"%s\"", file, line, haystack ? haystack : "(null)", needle);
+}
+
 const cfg_source *tl_source(const cfg_config *cfg, const char *source)
 {
     const cfg_source *src = cfg_find_source(cfg, source);

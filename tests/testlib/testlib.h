@@ -85,6 +85,10 @@ duckdb_connection tl_store_connect(store *st);
 char *tl_pg_checksum(PGconn *conn, const char *relation, const char *spec);
 char *tl_duck_checksum(duckdb_connection con, const char *relation, const char *spec);
 
+/* Fails the test, showing both, when needle does not occur in haystack. */
+#define tl_assert_contains(haystack, needle) tl_assert_contains_at((haystack), (needle), __FILE__, __LINE__)
+void tl_assert_contains_at(const char *haystack, const char *needle, const char *file, int line);
+
 /* A const cfg_source of the loaded config; fails the test when absent. */
 const cfg_source *tl_source(const cfg_config *cfg, const char *name);
 
