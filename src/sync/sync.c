@@ -328,13 +328,18 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
     char *ident = pgsrc_quote_ident(conn, col->name);
     int ranges = workers * 4;
     const char *step;
+    /* PostgreSQL cannot subtract ±infinity dates and timestamps: span the
+     * finite values only; the open first and last ranges take the rest. */
+    bool temporal = false;
     switch (col->type.kind) {
     case PGSRC_DATE:
         step = "lo + ((hi - lo) * i / %d)";
+        temporal = true;
         break;
     case PGSRC_TIMESTAMP:
     case PGSRC_TIMESTAMPTZ:
         step = "lo + (hi - lo) * (i::float8 / %d)";
+        temporal = true;
         break;
     default:
         step = "(lo::numeric + (hi::numeric - lo::numeric) * i / %d)";
@@ -344,10 +349,11 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
     snprintf(expr, sizeof expr, step, ranges);
     char *sql = NULL;
     int n = asprintf(&sql,
-                     "WITH b AS (SELECT min(%s) AS lo, max(%s) AS hi FROM (%s\n) AS _p) "
+                     "WITH b AS (SELECT min(%s) AS lo, max(%s) AS hi FROM (%s\n) AS _p%s%s%s) "
                      "SELECT bound::text AS bound_text FROM (SELECT DISTINCT (%s)::%s AS bound FROM b, "
                      "generate_series(1, %d) AS i WHERE lo IS NOT NULL) AS bounds ORDER BY bound",
-                     ident, ident, trimmed, expr, col->pg_type, ranges - 1);
+                     ident, ident, trimmed, temporal ? " WHERE isfinite(" : "", temporal ? ident : "",
+                     temporal ? ")" : "", expr, col->pg_type, ranges - 1);
     free(trimmed);
     if (n < 0) {
         free(ident);
