@@ -14,6 +14,7 @@ duckstore="$root/build/duckstore"
 work="$(mktemp -d /tmp/duckstore-demo.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 traces="${DEMO_TRACES:-20000}"
+api_port="${DEMO_PORT:-8500}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -89,4 +90,36 @@ ds status --json | jq '.datasets.monitoring_data | {state, rows, sync_type, last
 step "A dashboard query on DuckDB"
 ds query "SELECT metric_name, count(*) AS results, round(avg(metric_score), 3) AS avg_score, round(avg(latency), 1) AS avg_latency_ms FROM monitoring_data GROUP BY metric_name ORDER BY metric_name" | column -t -s $'\t'
 
-printf '\nDone. The throwaway PostgreSQL and the demo files are removed now.\n'
+step "duckstore serve   (startup sync, 1-minute refresh, API on 127.0.0.1:$api_port)"
+sed -i 's/sync_mode: manual/sync_mode: startup/' "$work/config/duckdb.yaml"
+sed -i 's/refresh_interval_minutes: 15/refresh_interval_minutes: 1/' "$work/config/monitoring_db.yaml"
+"$duckstore" --config-dir "$work/config" serve --listen "127.0.0.1:$api_port" 2>"$work/serve.log" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$api_port/health" >/dev/null && break; sleep 0.1; done
+api="http://127.0.0.1:$api_port"
+echo "\$ curl -X POST $api/api/store/sync/monitoring?full=true"
+sleep 1
+curl -s -X POST "$api/api/store/sync/monitoring?full=true"; echo
+echo "\$ curl $api/api/store/status | jq '.datasets.monitoring_data'"
+for _ in $(seq 1 100); do
+  state="$(curl -s "$api/api/store/status" | jq -r '.datasets.monitoring_data.state')"
+  [ "$state" = ready ] || [ "$state" = error ] && break
+  sleep 0.2
+done
+curl -s "$api/api/store/status" | jq '.datasets.monitoring_data | {state, rows, sync_type, watermarks}'
+
+cat <<TXT
+
+The server keeps running (log: $work/serve.log). Try the runbook's commands:
+  curl -X POST "$api/api/store/sync/monitoring"                  # incremental sync
+  curl -X POST "$api/api/store/sync/monitoring?full=true"        # forced full rebuild
+  curl -X POST "$api/api/store/sync/monitoring/reset-watermark"  # next sync is full
+  curl "$api/api/store/status" | jq '.datasets.monitoring_data'
+  curl "$api/metrics"
+TXT
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  echo "Press Ctrl-C to stop the server and clean up."
+  wait "$server" || true
+fi
+printf '\nDone. The server, the throwaway PostgreSQL and the demo files are removed now.\n'
