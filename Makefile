@@ -2,6 +2,7 @@
 #   make          build build/duckstore (installs missing dependencies first)
 #   make test     install, build (plain + sanitizers), run every test on a throwaway PostgreSQL
 #   make demo     sync sample data from a throwaway PostgreSQL and show the status
+#   make bench    duckstore against the PostgreSQL COPY limit and the CSV pipeline (BENCH_TRACES=...)
 #   make format   clang-format the tree        make lint   cppcheck + clang-tidy
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
@@ -11,7 +12,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build build-asan test test-plain test-asan demo format format-check lint clean
+.PHONY: all deps build build-asan test test-plain test-asan bench demo format format-check lint clean
 
 all: build
 
@@ -37,6 +38,9 @@ test-plain:
 test-asan:
 	@echo "== tests (ASan + UBSan + LeakSanitizer build) =="
 	@$(SAN_ENV) ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+bench: build
+	@bench/run.sh
 
 demo: build
 	@scripts/demo.sh

@@ -10,7 +10,7 @@ packages=(
   build-essential cmake pkg-config
   libpq-dev postgresql
   libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev
-  curl jq npm openssl
+  curl jq npm openssl time
 )
 
 missing=()

@@ -1,5 +1,6 @@
 -- Sample source tables shaped like the runbook's llm_traces / llm_metric_results.
 -- psql variables: traces (number of traces; each gets 4 metric results).
+-- Text columns are 100 B - 1 KB, as in real traces.
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 CREATE TABLE llm_traces (
@@ -36,8 +37,8 @@ CREATE FUNCTION add_sample_traces(n int) RETURNS void LANGUAGE sql AS $$
         INSERT INTO llm_traces (timestamp, prompt, completion, deployment_env, service_name,
                                 component_name, response_time_ms, metadata)
         SELECT now() - (g || ' seconds')::interval,
-               'Summarise ticket #' || g || ': ' || repeat('customer reports a sync delay; ', 1 + g % 8),
-               'The ticket describes ' || repeat('a delayed nightly export that ', 1 + g % 12) || 'needs a retry.',
+               'Summarise ticket #' || g || ': ' || repeat('customer reports a sync delay; ', 3 + g % 29),
+               'The ticket describes ' || repeat('a delayed nightly export that ', 3 + g % 31) || 'needs a retry.',
                (ARRAY['prod', 'staging', 'dev'])[1 + g % 3],
                (ARRAY['support-bot', 'search', 'summariser'])[1 + g % 3],
                (ARRAY['retriever', 'generator', 'ranker', 'guardrail'])[1 + g % 4],
@@ -49,7 +50,7 @@ CREATE FUNCTION add_sample_traces(n int) RETURNS void LANGUAGE sql AS $$
     )
     INSERT INTO llm_metric_results (trace_id, metric_name, metric_value, metric_category, explanation, passed)
     SELECT t.trace_id, m.name, round(random()::numeric, 4)::float8, m.category,
-           'Scored by the ' || m.name || ' judge: ' || repeat('reasoning step. ', 1 + (random() * 6)::int),
+           'Scored by the ' || m.name || ' judge: ' || repeat('reasoning step. ', 5 + (random() * 25)::int),
            random() > 0.2
     FROM t CROSS JOIN (VALUES ('faithfulness', 'quality'), ('relevance', 'quality'),
                               ('toxicity', 'safety'), ('latency_slo', 'performance')) AS m(name, category);

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# duckstore benchmark: measures, in one run on one machine, the limit no
+# sync can beat (PostgreSQL's binary COPY to /dev/null, and DuckDB loading
+# the same rows from Parquet), the CSV pipeline most hand-written syncs use,
+# and duckstore's full and incremental syncs, with peak RSS. Prints a
+# markdown table of medians, spreads and ratios. Run through `make bench`.
+#
+#   BENCH_TRACES   traces to generate (default 1000000; 4 results each)
+#   BENCH_REPEAT   runs per measurement (default 3)
+#   BENCH_OUT      also write the table to this file
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -z "${DUCKSTORE_TEST_PG:-}" ]; then
+  exec "$root/scripts/with-test-pg.sh" "$0" "$@"
+fi
+
+traces="${BENCH_TRACES:-1000000}"
+repeat="${BENCH_REPEAT:-3}"
+duckstore="$root/build/duckstore"
+duckdb_exec="$root/build/duckdb_exec"
+work="$(mktemp -d /tmp/duckstore-bench.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+results="$work/results.tsv" # name, run, seconds, peak RSS KiB
+: >"$results"
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+
+# measure NAME COMMAND...: one timed run; wall seconds and peak RSS.
+measure() {
+  local name="$1"
+  shift
+  local start end
+  start="$(date +%s.%N)"
+  /usr/bin/time -f '%M' -o "$work/time.out" "$@" >"$work/cmd.out" 2>&1 || {
+    echo "bench: $name failed:" >&2
+    cat "$work/cmd.out" >&2
+    exit 1
+  }
+  end="$(date +%s.%N)"
+  printf '%s\t%s\t%s\n' "$name" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')" \
+    "$(tail -n 1 "$work/time.out")" >>"$results"
+}
+
+log "generating $traces traces and $((traces * 4)) metric results"
+psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 -v traces="$traces" -f "$root/scripts/sample-data.sql" >/dev/null
+psql "$DUCKSTORE_TEST_PG" -q -c "VACUUM ANALYZE" >/dev/null
+
+dataset_query="SELECT id, trace_id AS dataset_id, timestamp, prompt AS query, completion AS actual_output, deployment_env AS environment, service_name AS source_name, component_name AS source_component, response_time_ms AS latency, metadata, created_at FROM llm_traces"
+results_query="SELECT id, trace_id AS dataset_id, metric_name, metric_value AS metric_score, metric_category, explanation, passed, created_at FROM llm_metric_results"
+
+port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
+export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
+write_config() { # DIR WORKERS
+  mkdir -p "$1"
+  cat >"$1/duckdb.yaml" <<YAML
+duckdb:
+  path: $work/store.duckdb
+  sync_mode: manual
+  sync_workers: $2
+  max_sync_rows: 0
+YAML
+  cat >"$1/monitoring_db.yaml" <<YAML
+monitoring_db:
+  url: "postgresql://postgres:\${DB_PASSWORD}@127.0.0.1:$port/postgres"
+  dataset_query: "$dataset_query"
+  results_query: "$results_query"
+  partition_column: id
+  incremental_column: created_at
+YAML
+}
+write_config "$work/w1" 1
+write_config "$work/w4" 4
+
+pg_copy_both() { # FORMAT-OPTIONS DATASET-FILE RESULTS-FILE: both queries concurrently
+  psql "$DUCKSTORE_TEST_PG" -qAt -c "COPY ($dataset_query) TO STDOUT ($1)" >"$2" &
+  local first=$!
+  psql "$DUCKSTORE_TEST_PG" -qAt -c "COPY ($results_query) TO STDOUT ($1)" >"$3"
+  wait "$first"
+}
+export -f pg_copy_both
+export DUCKSTORE_TEST_PG dataset_query results_query
+
+rows_dataset="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_traces")"
+rows_results="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results")"
+rows=$((rows_dataset + rows_results))
+pg_copy_both "FORMAT binary" "$work/size.dataset" "$work/size.results"
+copy_bytes=$(($(stat -c %s "$work/size.dataset") + $(stat -c %s "$work/size.results")))
+rm -f "$work/size.dataset" "$work/size.results"
+
+for run in $(seq 1 "$repeat"); do
+  log "run $run/$repeat: limit (PostgreSQL side)"
+  measure limit_pg bash -c 'pg_copy_both "FORMAT binary" /dev/null /dev/null'
+
+  log "run $run/$repeat: duckstore full sync, 1 worker"
+  rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
+  measure full_w1 "$duckstore" --config-dir "$work/w1" sync monitoring --full
+
+  log "run $run/$repeat: duckstore full sync, 4 workers"
+  rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
+  measure full_w4 "$duckstore" --config-dir "$work/w4" sync monitoring --full
+
+  log "run $run/$repeat: duckstore incremental, no new rows"
+  measure inc_0 "$duckstore" --config-dir "$work/w1" sync monitoring
+
+  log "run $run/$repeat: duckstore incremental, 10000 new rows"
+  psql "$DUCKSTORE_TEST_PG" -q -c "SELECT add_sample_traces(2000)" >/dev/null
+  measure inc_10k "$duckstore" --config-dir "$work/w1" sync monitoring
+done
+
+# The DuckDB half of the limit loads exactly the rows duckstore stored.
+"$duckdb_exec" "$work/store.duckdb" \
+  "COPY monitoring_dataset TO '$work/dataset.parquet' (FORMAT parquet)" \
+  "COPY monitoring_results TO '$work/results.parquet' (FORMAT parquet)" >/dev/null
+
+for run in $(seq 1 "$repeat"); do
+  log "run $run/$repeat: limit (DuckDB side, Parquet)"
+  rm -f "$work/parquet.duckdb" "$work/parquet.duckdb.wal"
+  measure limit_duckdb "$duckdb_exec" "$work/parquet.duckdb" \
+    "CREATE TABLE d AS SELECT * FROM read_parquet('$work/dataset.parquet')" \
+    "CREATE TABLE r AS SELECT * FROM read_parquet('$work/results.parquet')" "CHECKPOINT"
+
+  log "run $run/$repeat: CSV pipeline"
+  rm -f "$work/csv.duckdb" "$work/csv.duckdb.wal"
+  measure csv bash -c "pg_copy_both 'FORMAT csv, HEADER' '$work/csv.dataset' '$work/csv.results' && \
+    '$duckdb_exec' '$work/csv.duckdb' \
+      \"CREATE TABLE d AS SELECT * FROM read_csv_auto('$work/csv.dataset', header = true)\" \
+      \"CREATE TABLE r AS SELECT * FROM read_csv_auto('$work/csv.results', header = true)\" CHECKPOINT && \
+    rm -f '$work/csv.dataset' '$work/csv.results'"
+done
+
+# ---- report ------------------------------------------------------------
+stat_of() { # NAME -> "median min max rss_max"
+  awk -F'\t' -v n="$1" '$1 == n { t[++c] = $2; if ($3 > r) r = $3 }
+    END {
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (t[j] < t[i]) { x = t[i]; t[i] = t[j]; t[j] = x }
+      m = (c % 2) ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2
+      printf "%.3f %.3f %.3f %d", m, t[1], t[c], r
+    }' "$results"
+}
+read -r pg_m pg_lo pg_hi _ <<<"$(stat_of limit_pg)"
+read -r dk_m dk_lo dk_hi _ <<<"$(stat_of limit_duckdb)"
+limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
+
+pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{print $1}')"
+duckdb_version="$("$duckstore" version | sed 's/.*DuckDB \(v[0-9.]*\).*/\1/')"
+cpu="$(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
+mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
+
+{
+  echo "duckstore benchmark: $rows_dataset traces + $rows_results metric results = $rows rows," \
+    "$(awk -v b="$copy_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') of binary COPY data; median of $repeat runs."
+  echo "Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version."
+  echo
+  echo "| measurement | median s | spread s | rows/s | MB/s | × limit | CSV ÷ this | peak RSS MB |"
+  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+  read -r csv_m _ _ _ <<<"$(stat_of csv)"
+  for name in limit_pg limit_duckdb csv full_w1 full_w4 inc_0 inc_10k; do
+    read -r m lo hi rss <<<"$(stat_of "$name")"
+    case "$name" in
+      limit_pg) label="limit: PostgreSQL binary COPY → /dev/null (both queries)" ;;
+      limit_duckdb) label="limit: DuckDB CTAS from Parquet + CHECKPOINT" ;;
+      csv) label="CSV pipeline (COPY CSV → read_csv_auto)" ;;
+      full_w1) label="duckstore full sync, sync_workers 1" ;;
+      full_w4) label="duckstore full sync, sync_workers 4" ;;
+      inc_0) label="duckstore incremental, 0 new rows" ;;
+      inc_10k) label="duckstore incremental, 10,000 new rows" ;;
+    esac
+    case "$name" in
+      inc_0) n=0 ;;
+      inc_10k) n=10000 ;;
+      *) n=$rows ;;
+    esac
+    awk -v label="$label" -v m="$m" -v lo="$lo" -v hi="$hi" -v n="$n" -v bytes="$copy_bytes" -v lim="$limit" \
+      -v csv="$csv_m" -v rss="$rss" -v name="$name" 'BEGIN {
+        full = (name !~ /^inc/)
+        rps = (m > 0 && n > 0) ? sprintf("%.0f", n / m) : "-"
+        mbs = (full && m > 0) ? sprintf("%.0f", bytes / 1e6 / m) : "-"
+        xl = full ? sprintf("%.2f", m / lim) : "-"
+        cr = (name ~ /^full/) ? sprintf("%.2f", csv / m) : "-"
+        r = (name ~ /^limit_pg|^csv/) ? "-" : sprintf("%.0f", rss / 1024)
+        printf "| %s | %.3f | %.3f–%.3f | %s | %s | %s | %s | %s |\n", label, m, lo, hi, rps, mbs, xl, cr, r
+      }'
+  done
+  echo
+  echo "limit = slower of the two limit halves = ${limit} s. Targets: full sync ≤ 1.25 × limit," \
+    "≥ 2 × faster than CSV, incremental 10k ≤ 0.5 s, 0 rows ≤ 0.1 s, peak RSS ≤ 256 MB."
+} | tee "$work/table.md"
+if [ -n "${BENCH_OUT:-}" ]; then
+  cp "$work/table.md" "$BENCH_OUT"
+fi
