@@ -65,6 +65,8 @@ bool store_open(const char *path, store **out, ds_error *err)
     }
     st->path = strdup(path);
     pthread_mutex_init(&st->commit_lock, NULL);
+    pthread_mutex_init(&st->pool_lock, NULL);
+    pthread_cond_init(&st->pool_free, NULL);
     duckdb_connection con;
     if (!store_connect(st, &con, err)) {
         store_close(st);
@@ -86,8 +88,13 @@ void store_close(store *st)
 {
     if (st == NULL)
         return;
+    for (size_t i = 0; i < st->pool_available; i++)
+        duckdb_disconnect(&st->pool[i]);
+    free(st->pool);
     duckdb_close(&st->db);
     pthread_mutex_destroy(&st->commit_lock);
+    pthread_mutex_destroy(&st->pool_lock);
+    pthread_cond_destroy(&st->pool_free);
     free(st->path);
     free(st);
 }
@@ -101,6 +108,45 @@ bool store_connect(store *st, duckdb_connection *con, ds_error *err)
         return false;
     }
     return true;
+}
+
+bool store_pool_open(store *st, size_t n, ds_error *err)
+{
+    st->pool = calloc(n ? n : 1, sizeof *st->pool);
+    if (st->pool == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (!store_connect(st, &st->pool[i], err))
+            return false;
+        st->pool_available = i + 1;
+    }
+    st->pool_size = n;
+    return true;
+}
+
+bool store_borrow(store *st, duckdb_connection *con, ds_error *err)
+{
+    if (st->pool_size == 0)
+        return store_connect(st, con, err);
+    pthread_mutex_lock(&st->pool_lock);
+    while (st->pool_available == 0)
+        pthread_cond_wait(&st->pool_free, &st->pool_lock);
+    *con = st->pool[--st->pool_available];
+    pthread_mutex_unlock(&st->pool_lock);
+    return true;
+}
+
+void store_release(store *st, duckdb_connection *con)
+{
+    if (st->pool_size == 0) {
+        duckdb_disconnect(con);
+        return;
+    }
+    pthread_mutex_lock(&st->pool_lock);
+    st->pool[st->pool_available++] = *con;
+    pthread_cond_signal(&st->pool_free);
+    pthread_mutex_unlock(&st->pool_lock);
+    *con = NULL;
 }
 
 bool store_exec(duckdb_connection con, const char *sql, ds_error *err)

@@ -16,6 +16,11 @@ typedef struct store {
     char *path;
     /* Serialises the short commit transactions of concurrent syncs. */
     pthread_mutex_t commit_lock;
+    /* Read connections for API requests (query_concurrency); empty in the CLI. */
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_free;
+    duckdb_connection *pool;
+    size_t pool_size, pool_available;
 } store;
 
 /* Opens (creating parent folders and the file) and prepares the metadata
@@ -26,6 +31,14 @@ void store_close(store *st);
 /* A new connection, TimeZone UTC (watermark text must not depend on the
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);
+
+/* Opens a pool of n read connections. */
+bool store_pool_open(store *st, size_t n, ds_error *err);
+
+/* A connection for a short read: from the pool when there is one (waiting
+ * for a free one), else a new connection. Give it back with store_release. */
+bool store_borrow(store *st, duckdb_connection *con, ds_error *err);
+void store_release(store *st, duckdb_connection *con);
 
 bool store_exec(duckdb_connection con, const char *sql, ds_error *err);
 /* First column of the first row as text, malloc'd; *out NULL for NULL / no row. */

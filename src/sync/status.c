@@ -16,11 +16,11 @@ static void set_default(json_t *doc, const char *key, json_t *value)
 json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
 {
     duckdb_connection con;
-    if (!store_connect(st, &con, err))
+    if (!store_borrow(st, &con, err))
         return NULL;
     char *text = NULL;
     if (!store_get_status(con, src->name, &text, err)) {
-        duckdb_disconnect(&con);
+        store_release(st, &con);
         return NULL;
     }
     json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
@@ -48,18 +48,18 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
         if (!store_get_table_meta(con, names[i], &meta, err)) {
             json_decref(watermarks);
             json_decref(doc);
-            duckdb_disconnect(&con);
+            store_release(st, &con);
             return NULL;
         }
         json_object_set_new(watermarks, names[i], meta.watermark ? json_string(meta.watermark) : json_null());
         store_table_meta_free(&meta);
     }
-    duckdb_disconnect(&con);
+    store_release(st, &con);
     json_object_set_new(doc, "watermarks", watermarks);
     double interval = src->refresh_interval_minutes;
     json_object_set_new(doc, "refresh_interval_minutes",
                         interval == (double)(long long)interval ? json_integer((json_int_t)interval)
-                                                                 : json_real(interval));
+                                                                : json_real(interval));
     json_object_set_new(doc, "incremental_column",
                         src->incremental_column ? json_string(src->incremental_column) : json_null());
     return doc;
