@@ -465,6 +465,7 @@ static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source 
     if (!pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err))
         return false;
     if (!plan_partitions(conn, query, col, workers, &plan, err)) {
+        partition_plan_free(&plan); /* the exported snapshot's name is already set */
         pgsrc_exec(conn, "ROLLBACK", NULL);
         return false;
     }

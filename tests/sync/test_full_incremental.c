@@ -345,7 +345,7 @@ static void test_forced_full_rebuilds(void **state)
     tl_pg_exec(e.pg, "DELETE FROM llm_metric_results WHERE id %% 7 = 0");
     tl_pg_exec(e.pg, "INSERT INTO llm_metric_results (trace_id, metric_name, metric_value, created_at) "
                      "VALUES (md5('trace3')::uuid, 'late', 0.5, timestamptz '2000-01-01 00:00:00+00')");
-    int64_t want_rows = atoll(tl_pg_scalar(e.pg, "SELECT count(*) FROM llm_metric_results"));
+    int64_t want_rows = tl_pg_int(e.pg, "SELECT count(*) FROM llm_metric_results");
 
     tl_sync_ok(e.st, &e.cfg, "monitoring", true, &r);
     assert_false(r.incremental);

@@ -141,7 +141,7 @@ static void test_partitioned_equals_single_stream(void **state)
             free(hash);
             assert_int_equal(
                 tl_duck_int(e.con, "SELECT count(*) FROM %s WHERE %s IS NULL", table, columns[c]),
-                atoll(tl_pg_scalar(e.pg, "SELECT count(*) FROM part_src WHERE %s IS NULL", columns[c])));
+                tl_pg_int(e.pg, "SELECT count(*) FROM part_src WHERE %s IS NULL", columns[c]));
             iso = tl_duck_scalar(e.con, "SELECT string_agg(DISTINCT reader_isolation, ',') FROM %s", table);
             assert_string_equal(iso, "repeatable read");
             free(iso);

@@ -445,3 +445,18 @@ void tl_llm_assert_synced(tl_env *e, const char *name)
         free(got);
     }
 }
+
+int64_t tl_pg_int(PGconn *conn, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = vformat(fmt, ap);
+    va_end(ap);
+    char *text = tl_pg_scalar(conn, "%s", sql);
+    if (text == NULL)
+        fail_msg("NULL from: %s", sql);
+    int64_t v = strtoll(text, NULL, 10);
+    free(text);
+    free(sql);
+    return v;
+}

@@ -35,6 +35,9 @@ void tl_pg_exec(PGconn *conn, const char *fmt, ...) __attribute__((format(printf
 /* First column of the first row as a malloc'd string (NULL for SQL NULL). */
 char *tl_pg_scalar(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* First column of the first row as an integer; fails the test on NULL. */
+int64_t tl_pg_int(PGconn *conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* A new scratch directory under $TMPDIR; the caller removes it with
  * tl_rmtree(). */
 char *tl_mkdtemp(void);
