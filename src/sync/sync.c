@@ -132,6 +132,14 @@ static void add_warning(sync_report *report, const char *fmt, ...)
     report->nwarnings++;
 }
 
+/* The watermark is read back from DuckDB's copy of the column. An
+ * unconstrained numeric is a DOUBLE there: its rounded max would make
+ * `> watermark` re-read (duplicate) or skip rows, so it cannot serve. */
+static bool usable_as_watermark(const pgsrc_type *type)
+{
+    return pgtypes_is_orderable(type) && type->kind != PGSRC_NUMERIC_DOUBLE;
+}
+
 void sync_column_warnings(const cfg_source *src, const char *query_label, const pgsrc_desc *desc,
                           sync_report *report)
 {
@@ -139,8 +147,7 @@ void sync_column_warnings(const cfg_source *src, const char *query_label, const 
         const char *key, *column, *effect;
         bool (*usable)(const pgsrc_type *);
     } checks[] = {
-        {"incremental_column", src->incremental_column, "is read in full on every sync",
-         pgtypes_is_orderable},
+        {"incremental_column", src->incremental_column, "is read in full on every sync", usable_as_watermark},
         {"partition_column", src->partition_column, "is read in one stream", pgtypes_is_partitionable},
     };
     for (size_t i = 0; i < 2; i++) {
@@ -154,10 +161,16 @@ void sync_column_warnings(const cfg_source *src, const char *query_label, const 
                         "%s, or change %s",
                         src->name, checks[i].key, checks[i].column, query_label, cols ? cols : "",
                         query_label, checks[i].effect, checks[i].column, query_label, checks[i].key);
-        else if (!checks[i].usable(&desc->cols[idx].type))
-            add_warning(report, "%s: %s \"%s\" of %s has type %s, which cannot be used for it; %s %s",
+        else if (!checks[i].usable(&desc->cols[idx].type)) {
+            const char *fix =
+                desc->cols[idx].type.kind == PGSRC_NUMERIC_DOUBLE
+                    ? ". Fix: give it a precision in the query, e.g. ::numeric(20,0), so DuckDB "
+                      "stores it exactly"
+                    : "";
+            add_warning(report, "%s: %s \"%s\" of %s has type %s, which cannot be used for it; %s %s%s",
                         src->name, checks[i].key, checks[i].column, query_label, desc->cols[idx].pg_type,
-                        query_label, checks[i].effect);
+                        query_label, checks[i].effect, fix);
+        }
         free(cols);
     }
 }
@@ -574,7 +587,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         return false;
     }
     sync_column_warnings(src, job->label, &job->desc, &job->warnings);
-    job->has_inc_col = column_usable(&job->desc, src->incremental_column, pgtypes_is_orderable);
+    job->has_inc_col = column_usable(&job->desc, src->incremental_column, usable_as_watermark);
     job->signature = schema_signature(&job->desc);
     if (!decide_incremental(job, con, err))
         return false;

@@ -508,6 +508,55 @@ static void test_schema_change_rebuilds(void **state)
     tl_env_close(&e);
 }
 
+/* An unconstrained numeric is a DOUBLE in DuckDB, so its max cannot be an
+ * exact watermark: such a query is read in full (no duplicates), with a
+ * warning; given a precision it is an exact DECIMAL and works incrementally. */
+static void test_inexact_numeric_watermark(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "numeric_wm", "");
+    tl_pg_exec(e.pg, "CREATE TABLE seqs (k int PRIMARY KEY, seq numeric NOT NULL)");
+    /* 2^53 + 1 and 2^53: the same DOUBLE. */
+    tl_pg_exec(e.pg, "INSERT INTO seqs VALUES (1, 9007199254740993), (2, 9007199254740992)");
+    tl_env_source(&e, "loose", "  query: SELECT k, seq FROM seqs\n  incremental_column: seq\n");
+    sync_report r;
+    for (int round = 0; round < 3; round++) {
+        tl_sync_ok(e.st, &e.cfg, "loose", false, &r);
+        assert_false(r.incremental);
+        assert_int_equal(r.rows, 2);
+        assert_int_equal(r.nwarnings, 1);
+        assert_string_equal(r.warnings[0],
+                            "loose: incremental_column \"seq\" of query has type numeric, which cannot "
+                            "be used for it; query is read in full on every sync. Fix: give it a "
+                            "precision in the query, e.g. ::numeric(20,0), so DuckDB stores it exactly");
+    }
+
+    tl_env_source(&e, "exact",
+                  "  query: SELECT k, seq::numeric(20,0) AS seq FROM seqs\n  incremental_column: seq\n");
+    tl_sync_ok(e.st, &e.cfg, "exact", false, &r);
+    assert_false(r.incremental);
+    assert_int_equal(r.nwarnings, 0);
+    json_t *s = tl_sync_status(e.st, &e.cfg, "exact");
+    assert_string_equal(status_watermark(s, "exact_data"), "9007199254740993");
+    json_decref(s);
+    tl_sync_ok(e.st, &e.cfg, "exact", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows_added, 0);
+    tl_pg_exec(e.pg, "INSERT INTO seqs VALUES (3, 9007199254740995), (4, 9007199254740994)");
+    tl_sync_ok(e.st, &e.cfg, "exact", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows_added, 2);
+    assert_int_equal(r.rows, 4);
+    s = tl_sync_status(e.st, &e.cfg, "exact");
+    assert_string_equal(status_watermark(s, "exact_data"), "9007199254740995");
+    json_decref(s);
+    char *all = tl_duck_scalar(e.con, "SELECT string_agg(seq::VARCHAR, ',' ORDER BY k) FROM exact_data");
+    assert_string_equal(all, "9007199254740993,9007199254740992,9007199254740995,9007199254740994");
+    free(all);
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -517,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_forced_full_rebuilds),
         cmocka_unit_test(test_reset_watermarks_makes_next_sync_full),
         cmocka_unit_test(test_schema_change_rebuilds),
+        cmocka_unit_test(test_inexact_numeric_watermark),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
