@@ -151,7 +151,7 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full)
 {
     if (j->stopping)
         return JOBS_STOPPING;
-    if (r->syncing)
+    if (r->syncing || r->resetting)
         return JOBS_BUSY;
     sync_thread_arg *a = malloc(sizeof *a);
     if (a == NULL)
@@ -191,22 +191,29 @@ jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full)
 
 jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
 {
+    /* `resetting` keeps a sync from starting between the busy check and the
+     * reset: such a sync read the old watermark and, on commit, wrote a new
+     * one over the reset, so the "next sync is full" promise was lost. */
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
-    bool busy = r && r->syncing;
+    bool busy = r && (r->syncing || r->resetting);
+    if (r && !busy)
+        r->resetting = true;
     pthread_mutex_unlock(&j->lock);
     if (r == NULL)
         return JOBS_UNKNOWN;
     if (busy)
         return JOBS_BUSY;
-    if (!sync_reset_watermarks(j->st, r->src, err))
-        return JOBS_STOPPING;
-    json_t *status = load_status(j, r->src);
+    bool ok = sync_reset_watermarks(j->st, r->src, err);
+    json_t *status = ok ? load_status(j, r->src) : NULL;
     pthread_mutex_lock(&j->lock);
-    json_decref(r->status);
-    r->status = status;
+    if (status) {
+        json_decref(r->status);
+        r->status = status;
+    }
+    r->resetting = false;
     pthread_mutex_unlock(&j->lock);
-    return JOBS_STARTED;
+    return ok ? JOBS_STARTED : JOBS_STOPPING;
 }
 
 /* The scheduler: sleeps until the next source is due, starts every due
@@ -265,7 +272,12 @@ void jobs_start_background(jobs *j, bool startup_sync)
         for (size_t i = 0; i < j->n; i++)
             if (j->sources[i].src->enabled && j->sources[i].src->auto_load)
                 start_locked(j, &j->sources[i], false);
-    j->scheduler_started = pthread_create(&j->scheduler, NULL, scheduler_main, j) == 0;
+    /* duckdb.enabled: false turns syncing off: the periodic syncs too, not
+     * only the ones the API is asked for. */
+    if (j->cfg->store.enabled)
+        j->scheduler_started = pthread_create(&j->scheduler, NULL, scheduler_main, j) == 0;
+    else
+        ds_log_info("syncing is disabled (duckdb.enabled: false): no scheduler");
     pthread_mutex_unlock(&j->lock);
 }
 

@@ -16,6 +16,7 @@
 typedef struct source_runtime {
     const cfg_source *src;
     bool syncing;
+    bool resetting;      /* reset-watermark in progress: no sync may start */
     bool sync_full;      /* the running sync was asked to be full */
     double started_mono; /* monotonic start of the running sync */
     char started_iso[40];

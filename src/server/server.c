@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,7 @@ typedef struct request_ctx {
     struct timespec started;
     size_t body_bytes;
     unsigned status;
+    const char *allow; /* Allow header of a 405 answer */
     char method[16];
     char path[200]; /* printable copy for the access log */
 } request_ctx;
@@ -59,8 +61,8 @@ static enum MHD_Result send_text(struct MHD_Connection *conn, request_ctx *rc, u
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED && rc->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rc->allow);
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result ret = MHD_queue_response(conn, status, resp);
@@ -90,6 +92,15 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, request_ctx *rc, 
     return send_json(conn, rc, status, doc);
 }
 
+/* A 405 must name the methods the resource does take (RFC 9110 15.5.6);
+ * no resource takes both GET and POST, so each route passes its own. */
+static enum MHD_Result send_not_allowed(struct MHD_Connection *conn, request_ctx *rc, const char *allow,
+                                        const char *msg)
+{
+    rc->allow = allow;
+    return send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, msg);
+}
+
 static enum MHD_Result send_message(struct MHD_Connection *conn, request_ctx *rc, unsigned status,
                                     const char *msg)
 {
@@ -114,7 +125,8 @@ static bool authorized(http_server *srv, struct MHD_Connection *conn)
     if (srv->api_token == NULL)
         return true;
     const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
+    /* The auth scheme is case-insensitive (RFC 9110 11.1): "bearer" is fine. */
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
         return false;
     return token_matches(auth + 7, srv->api_token);
 }
@@ -296,7 +308,7 @@ static enum MHD_Result route(http_server *srv, struct MHD_Connection *conn, requ
     bool post = strcmp(method, "POST") == 0;
     if (strcmp(url, "/health") == 0)
         return get ? handle_health(srv, conn, rc)
-                   : send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET for /health");
+                   : send_not_allowed(conn, rc, "GET, HEAD", "use GET for /health");
     bool api = strncmp(url, "/api/", 5) == 0;
     if (!api && strcmp(url, "/metrics") != 0)
         return send_error(conn, rc, MHD_HTTP_NOT_FOUND, "no such endpoint; see docs/api.md");
@@ -304,13 +316,13 @@ static enum MHD_Result route(http_server *srv, struct MHD_Connection *conn, requ
         return send_error(conn, rc, MHD_HTTP_UNAUTHORIZED, "missing or wrong bearer token");
     if (strcmp(url, "/metrics") == 0)
         return get ? handle_metrics(srv, conn, rc)
-                   : send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET for /metrics");
+                   : send_not_allowed(conn, rc, "GET, HEAD", "use GET for /metrics");
     if (strcmp(url, "/api/store/status") == 0)
         return get ? handle_status(srv, conn, rc)
-                   : send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET for /api/store/status");
+                   : send_not_allowed(conn, rc, "GET, HEAD", "use GET for /api/store/status");
     if (strcmp(url, "/api/store/sync") == 0)
         return post ? handle_sync_all(srv, conn, rc)
-                    : send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST for /api/store/sync");
+                    : send_not_allowed(conn, rc, "POST", "use POST for /api/store/sync");
     static const char prefix[] = "/api/store/sync/";
     if (strncmp(url, prefix, sizeof prefix - 1) == 0) {
         const char *name = url + sizeof prefix - 1;
@@ -320,7 +332,7 @@ static enum MHD_Result route(http_server *srv, struct MHD_Connection *conn, requ
         if ((slash && !reset) || !valid_source_name(name, len))
             return send_error(conn, rc, MHD_HTTP_NOT_FOUND, "no such endpoint; see docs/api.md");
         if (!post)
-            return send_error(conn, rc, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST");
+            return send_not_allowed(conn, rc, "POST", "use POST");
         char source[64];
         memcpy(source, name, len);
         source[len] = '\0';
@@ -444,12 +456,17 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     }
     if (!sync_cleanup_staging(srv->st, cfg, err))
         ds_log_warn("could not drop leftover staging tables: %s", err->msg);
-    if (!jobs_init(&srv->jobs, srv->st, cfg, err)) {
+    /* API reads of DuckDB (status documents) share query_concurrency connections. */
+    if (!store_pool_open(srv->st, (size_t)cfg->store.query_concurrency, err) ||
+        !jobs_init(&srv->jobs, srv->st, cfg, err)) {
         store_close(srv->st);
         free(srv->api_token);
         free(srv);
         return false;
     }
+    /* Startup syncs begin before the first request is accepted, so the very
+     * first status answer already shows them as syncing, not not_synced. */
+    jobs_start_background(&srv->jobs, cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -461,6 +478,7 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     if (srv->daemon == NULL) {
         ds_error_set(err, DS_ERR_USAGE, "cannot listen on %s (address in use or not local?)",
                      opt->listen ? opt->listen : "127.0.0.1:8500");
+        jobs_shutdown(&srv->jobs);
         jobs_destroy(&srv->jobs);
         store_close(srv->st);
         free(srv->api_token);
@@ -471,7 +489,6 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     srv->port = info ? info->port : 0;
     ds_log_info("listening on %s (port %u)%s", opt->listen ? opt->listen : "127.0.0.1:8500", srv->port,
                 srv->api_token ? ", bearer token required for /api/ and /metrics" : "");
-    jobs_start_background(&srv->jobs, cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP);
     *out = srv;
     return true;
 }
