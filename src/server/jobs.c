@@ -110,6 +110,8 @@ static void *sync_thread(void *arg)
         ds_log_info("%s: %s sync done, %lld rows (%+lld) in %.2f s%s", r->src->name,
                     report.incremental ? "incremental" : "full", (long long)report.rows,
                     (long long)report.rows_added, report.duration_s, report.truncated ? ", truncated" : "");
+    else if (err.code == DS_ERR_CANCELLED) /* a shutdown, not a failure: no ERROR line to alert on */
+        ds_log_info("%s: sync cancelled; the previous data, watermarks and status stay", r->src->name);
     else
         ds_log_error("%s: sync failed: %s", r->src->name, err.msg);
     json_t *status = load_status(j, r->src);
