@@ -208,7 +208,7 @@ static void assert_syncs_alternate(const char *log, int *nsyncs)
             running = true;
             (*nsyncs)++;
         } else if (strstr(buf, " busy: full sync done") || strstr(buf, " busy: incremental sync done") ||
-                   strstr(buf, " busy: sync failed")) {
+                   strstr(buf, " busy: sync failed") || strstr(buf, " busy: sync cancelled")) {
             if (!running)
                 fail_msg("a sync of busy ended that never started:\n%s", log);
             running = false;
