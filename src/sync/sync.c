@@ -183,11 +183,13 @@ static bool column_usable(const pgsrc_desc *desc, const char *column, bool (*usa
     return idx >= 0 && usable(&desc->cols[idx].type);
 }
 
-/* "name TYPE\n" per column: equal signatures mean an incremental batch fits
- * the stored table. */
-static char *schema_signature(const pgsrc_desc *desc)
+/* "name TYPE\n" per column, and the row cap: equal signatures mean an
+ * incremental batch fits the stored table. A changed max_sync_rows rebuilds
+ * too: appending would keep rows a lower cap excludes, or never load those a
+ * higher cap admits (a capped sync's watermark can be past them). */
+static char *schema_signature(const pgsrc_desc *desc, int64_t max_sync_rows)
 {
-    size_t cap = 1;
+    size_t cap = 48;
     for (size_t i = 0; i < desc->ncols; i++)
         cap += strlen(desc->cols[i].name) + strlen(desc->cols[i].type.ddl) + 2;
     char *sig = malloc(cap);
@@ -198,6 +200,7 @@ static char *schema_signature(const pgsrc_desc *desc)
     for (size_t i = 0; i < desc->ncols; i++)
         used +=
             (size_t)snprintf(sig + used, cap - used, "%s %s\n", desc->cols[i].name, desc->cols[i].type.ddl);
+    snprintf(sig + used, cap - used, "max_sync_rows %lld\n", (long long)max_sync_rows);
     return sig;
 }
 
@@ -557,8 +560,9 @@ static bool decide_incremental(table_job *job, duckdb_connection con, ds_error *
         return true;
     }
     if (meta.schema_signature == NULL || strcmp(meta.schema_signature, job->signature) != 0) {
-        ds_log_warn("%s: the columns of %s changed since the last sync; rebuilding %s in full",
-                    job->src->name, job->label, job->table);
+        ds_log_warn(
+            "%s: the columns of %s (or max_sync_rows) changed since the last sync; rebuilding %s in full",
+            job->src->name, job->label, job->table);
         store_table_meta_free(&meta);
         return true;
     }
@@ -588,7 +592,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     }
     sync_column_warnings(src, job->label, &job->desc, &job->warnings);
     job->has_inc_col = column_usable(&job->desc, src->incremental_column, usable_as_watermark);
-    job->signature = schema_signature(&job->desc);
+    job->signature = schema_signature(&job->desc, job->cfg->store.max_sync_rows);
     if (!decide_incremental(job, con, err))
         return false;
 

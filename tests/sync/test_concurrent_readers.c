@@ -215,12 +215,72 @@ static void test_open_read_transaction_across_sync(void **state)
     tl_env_close(&e);
 }
 
+typedef struct sync_thread {
+    pthread_t thread;
+    tl_env *e;
+    const char *source;
+    int ok;
+    char error[1024];
+} sync_thread;
+
+static void *sync_thread_main(void *arg)
+{
+    sync_thread *t = arg;
+    for (int i = 0; i < 4; i++) {
+        sync_options opt = {.force_full = true};
+        sync_report r;
+        ds_error err;
+        if (sync_source(t->e->st, &t->e->cfg, cfg_find_source(&t->e->cfg, t->source), &opt, &r, &err))
+            t->ok++;
+        else if (t->error[0] == '\0')
+            snprintf(t->error, sizeof t->error, "%s", err.msg);
+    }
+    return NULL;
+}
+
+/* The scheduler syncs due sources concurrently: their staging, appends and
+ * commits interleave on one DuckDB database without conflicts. */
+static void test_sources_sync_concurrently(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "concurrent_sources", "  sync_workers: 2\n");
+    tl_llm_create(e.pg);
+    tl_llm_add(e.pg, 1, 4000, 3);
+    tl_env_source(&e, "alpha", TL_LLM_SOURCE_YAML "  partition_column: id\n");
+    tl_env_source(&e, "beta", TL_LLM_SOURCE_YAML);
+    tl_env_source(&e, "gamma", "  query: SELECT * FROM llm_metric_results\n  partition_column: created_at\n");
+    sync_thread threads[] = {
+        {.e = &e, .source = "alpha"}, {.e = &e, .source = "beta"}, {.e = &e, .source = "gamma"}};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&threads[i].thread, NULL, sync_thread_main, &threads[i]), 0);
+    for (size_t i = 0; i < 3; i++) {
+        pthread_join(threads[i].thread, NULL);
+        if (threads[i].ok != 4)
+            fail_msg("%s: %d of 4 syncs succeeded; first error: %s", threads[i].source, threads[i].ok,
+                     threads[i].error);
+    }
+    tl_llm_assert_synced(&e, "alpha");
+    tl_llm_assert_synced(&e, "beta");
+    char *want = tl_pg_checksum(e.pg, "(" TL_LLM_RESULTS_QUERY ") AS q", TL_LLM_RESULTS_SPEC);
+    char *got =
+        tl_duck_checksum(e.con,
+                         "(SELECT trace_id AS dataset_id, id, metric_name, metric_value AS metric_score, "
+                         "metric_category, explanation, details, created_at FROM gamma_data) AS g",
+                         TL_LLM_RESULTS_SPEC);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_readers_see_old_or_new_split_source),
         cmocka_unit_test(test_readers_see_old_or_new_single_table),
         cmocka_unit_test(test_open_read_transaction_across_sync),
+        cmocka_unit_test(test_sources_sync_concurrently),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

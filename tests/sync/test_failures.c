@@ -4,10 +4,12 @@
  * the configured columns, and a split source without dataset_id. */
 #include "testlib.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static char *g_conninfo;
 
@@ -268,6 +270,80 @@ static void test_query_timeout(void **state)
     tl_env_close(&e);
 }
 
+static void *cancel_soon(void *arg)
+{
+    usleep(300 * 1000);
+    sync_cancel_request(arg);
+    return NULL;
+}
+
+/* A sync cancelled from another thread (the server's shutdown) stops its
+ * PostgreSQL statements at once. A stop on request is no failure of the
+ * source: data, watermark and status stay as they were. */
+static void test_cancel_stops_a_running_sync(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "cancelled", "");
+    tl_pg_exec(e.pg,
+               "CREATE TABLE cancel_src (k int, created_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    tl_pg_exec(e.pg, "INSERT INTO cancel_src (k) SELECT generate_series(1, 10)");
+    static const char fast[] =
+        "  query: SELECT k, created_at FROM cancel_src\n  incremental_column: created_at\n"
+        "  partition_column: k\n";
+    tl_env_source(&e, "slow", fast);
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "slow", false, &r);
+    json_t *before = tl_sync_status(e.st, &e.cfg, "slow");
+    static const char *const stores[] = {"", "  sync_workers: 4\n"};
+    for (size_t i = 0; i < 2; i++) {
+        tl_env_store(&e, stores[i]);
+        tl_env_source(&e, "slow",
+                      "  query: SELECT k, created_at FROM cancel_src, (SELECT pg_sleep(5)) AS s\n"
+                      "  incremental_column: created_at\n  partition_column: k\n");
+        sync_cancel cancel;
+        sync_cancel_init(&cancel);
+        sync_options opt = {.cancel = &cancel};
+        pthread_t thread;
+        assert_int_equal(pthread_create(&thread, NULL, cancel_soon, &cancel), 0);
+        ds_error err;
+        double t0 = now_s();
+        assert_false(sync_source(e.st, &e.cfg, tl_source(&e.cfg, "slow"), &opt, &r, &err));
+        double took = now_s() - t0;
+        pthread_join(thread, NULL);
+        sync_cancel_destroy(&cancel);
+        if (took > 2.0)
+            fail_msg("the cancelled sync took %.2f s", took);
+        assert_int_equal(err.code, DS_ERR_CANCELLED);
+        tl_assert_contains(err.msg, "slow: ");
+        tl_assert_contains(err.msg, "cancel");
+        assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM slow_data"), 10);
+        assert_int_equal(
+            tl_duck_int(e.con, "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '%%staging%%'"),
+            0);
+        json_t *s = tl_sync_status(e.st, &e.cfg, "slow");
+        assert_string_equal(tl_json_str(s, "state"), "ready");
+        assert_true(json_is_null(json_object_get(s, "error")));
+        assert_string_equal(tl_json_str(json_object_get(s, "watermarks"), "slow_data"),
+                            tl_json_str(json_object_get(before, "watermarks"), "slow_data"));
+        json_decref(s);
+    }
+    json_decref(before);
+    /* No statement of the cancelled syncs is left running. */
+    assert_int_equal(tl_pg_int(e.pg,
+                               "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(5)%%' "
+                               "AND pid <> pg_backend_pid() AND state = 'active'"),
+                     0);
+    /* The next sync carries on incrementally. */
+    tl_env_store(&e, "");
+    tl_env_source(&e, "slow", fast);
+    tl_pg_exec(e.pg, "INSERT INTO cancel_src (k) VALUES (11)");
+    tl_sync_ok(e.st, &e.cfg, "slow", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows_added, 1);
+    tl_env_close(&e);
+}
+
 /* The runbook's own queries select neither created_at nor id: syncing still
  * works, in full every time, with a warning per query and key. */
 static void test_missing_columns_warn_and_sync_full(void **state)
@@ -398,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_failure_mid_stream),
         cmocka_unit_test(test_bad_query_in_config_then_fixed),
         cmocka_unit_test(test_query_timeout),
+        cmocka_unit_test(test_cancel_stops_a_running_sync),
         cmocka_unit_test(test_missing_columns_warn_and_sync_full),
         cmocka_unit_test(test_split_source_without_dataset_id),
     };

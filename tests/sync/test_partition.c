@@ -340,6 +340,42 @@ static void test_max_sync_rows(void **state)
     tl_sync_ok(e.st, &e.cfg, "room", false, &r);
     assert_int_equal(r.rows, 1000);
     assert_true(r.truncated);
+
+    /* Newest rows first, as the runbook's results_query orders them: the
+     * capped incremental keeps the newest, so its watermark is past rows it
+     * never loaded. Raising the cap must bring them back (a rebuild), and
+     * lowering it must shrink the table (a rebuild): never more than the cap. */
+    tl_pg_exec(e.pg, "CREATE TABLE newest_src (k int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT "
+                     "clock_timestamp())");
+    tl_pg_exec(e.pg, "INSERT INTO newest_src (k) SELECT generate_series(1, 900)");
+    tl_env_source(&e, "newest",
+                  "  query: SELECT k, created_at FROM newest_src ORDER BY created_at DESC\n"
+                  "  incremental_column: created_at\n");
+    sync_capped(&e, "newest", false, 900, false);
+    tl_pg_exec(e.pg, "INSERT INTO newest_src (k) SELECT generate_series(901, 1100)");
+    tl_sync_ok(e.st, &e.cfg, "newest", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows, 1000);
+    assert_int_equal(tl_duck_int(e.con, "SELECT min(k) FROM newest_data WHERE k > 900"), 1001);
+
+    tl_env_store(&e, "  max_sync_rows: 0\n");
+    tl_sync_ok(e.st, &e.cfg, "newest", false, &r);
+    assert_false(r.incremental);
+    assert_false(r.truncated);
+    assert_int_equal(r.rows, 1100);
+    char *want = tl_pg_checksum(e.pg, "newest_src", "k,created_at:ts");
+    char *got = tl_duck_checksum(e.con, "newest_data", "k,created_at:ts");
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    tl_sync_ok(e.st, &e.cfg, "newest", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows_added, 0);
+
+    tl_env_store(&e, "  max_sync_rows: 500\n");
+    sync_capped(&e, "newest", false, 500, true);
+    tl_pg_exec(e.pg, "INSERT INTO newest_src (k) VALUES (1101)");
+    sync_capped(&e, "newest", false, 500, true);
     tl_env_close(&e);
 }
 
