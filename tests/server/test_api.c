@@ -148,7 +148,7 @@ static void stop_ok(tl_server *srv)
 {
     double elapsed;
     assert_int_equal(tl_server_stop(srv, 20, &elapsed), 0);
-    tl_assert_no_sanitizer_report(g_log);
+    tl_assert_clean_log(g_log);
 }
 
 static void test_endpoints_and_errors(void **state)

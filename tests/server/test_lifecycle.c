@@ -129,7 +129,7 @@ static void stop_ok(tl_server *srv, const char *log)
     int code = tl_server_stop(srv, 20, &elapsed);
     if (code != 0)
         fail_msg("the server exited with %d; log:\n%s", code, tl_read_file(log));
-    tl_assert_no_sanitizer_report(log);
+    tl_assert_clean_log(log);
 }
 
 static void test_startup_mode_syncs_at_boot(void **state)
@@ -312,7 +312,7 @@ static void test_big_sync_status_latency_and_sigterm(void **state)
         fail_msg("exit code %d after SIGTERM (-1: still running after 10 s); log:\n%s", code,
                  tl_read_file(log));
     assert_true(elapsed < 10);
-    tl_assert_no_sanitizer_report(log);
+    tl_assert_clean_log(log);
     char *text = tl_read_file(log);
     assert_non_null(strstr(text, "SIGTERM received: shutting down"));
     assert_non_null(strstr(text, "INFO  stopped"));

@@ -414,11 +414,14 @@ size_t tl_count(const char *haystack, const char *needle)
     return n;
 }
 
-void tl_assert_no_sanitizer_report(const char *log_path)
+void tl_assert_clean_log(const char *log_path)
 {
     char *log = tl_read_file(log_path);
     if (log == NULL)
         return;
+    const char *password = getenv("DUCKSTORE_TEST_PG_PASSWORD");
+    if (password && password[0] && strstr(log, password))
+        fail_msg("the PostgreSQL password is in %s:\n%s", log_path, log);
     static const char *const markers[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                                           "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer"};
     for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)

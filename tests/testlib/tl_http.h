@@ -90,9 +90,10 @@ char *tl_read_file(const char *path);
 /* Number of (non-overlapping) occurrences of needle in haystack. */
 size_t tl_count(const char *haystack, const char *needle);
 
-/* Fails the test when the log holds an AddressSanitizer, LeakSanitizer or
- * UndefinedBehaviorSanitizer report. */
-void tl_assert_no_sanitizer_report(const char *log_path);
+/* Fails the test when the server log holds an AddressSanitizer,
+ * LeakSanitizer or UndefinedBehaviorSanitizer report, or the harness
+ * PostgreSQL password (DUCKSTORE_TEST_PG_PASSWORD). */
+void tl_assert_clean_log(const char *log_path);
 
 /* Monotonic clock in milliseconds, and a sleep. */
 double tl_now_ms(void);
