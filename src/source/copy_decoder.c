@@ -29,15 +29,16 @@ typedef struct col_state {
 struct copy_decoder {
     col_state *cols;
     size_t ncols;
-    duckdb_data_chunk chunk;
+    duckdb_data_chunk chunk; /* target, owned by the caller */
     idx_t capacity, rows;
     bool header_done, trailer_seen;
     uint64_t total_rows;
-    copy_sink_fn sink;
-    void *sink_ctx;
 };
 
-static inline uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint16_t rd16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
 static inline uint32_t rd32(const unsigned char *p)
 {
     uint32_t v;
@@ -68,8 +69,7 @@ static void bind_vectors(copy_decoder *dec)
     }
 }
 
-copy_decoder *copy_decoder_new(const pgsrc_type *types, duckdb_logical_type *chunk_types, size_t ncols,
-                               copy_sink_fn sink, void *sink_ctx)
+copy_decoder *copy_decoder_new(const pgsrc_type *types, size_t ncols)
 {
     copy_decoder *dec = calloc(1, sizeof *dec);
     if (dec == NULL)
@@ -82,11 +82,6 @@ copy_decoder *copy_decoder_new(const pgsrc_type *types, duckdb_logical_type *chu
     dec->ncols = ncols;
     for (size_t i = 0; i < ncols; i++)
         dec->cols[i].type = types[i];
-    dec->chunk = duckdb_create_data_chunk(chunk_types, ncols);
-    dec->capacity = duckdb_vector_size();
-    dec->sink = sink;
-    dec->sink_ctx = sink_ctx;
-    bind_vectors(dec);
     return dec;
 }
 
@@ -94,12 +89,34 @@ void copy_decoder_free(copy_decoder *dec)
 {
     if (dec == NULL)
         return;
-    duckdb_destroy_data_chunk(&dec->chunk);
     free(dec->cols);
     free(dec);
 }
 
-uint64_t copy_decoder_rows(const copy_decoder *dec) { return dec->total_rows; }
+void copy_decoder_start_chunk(copy_decoder *dec, duckdb_data_chunk chunk)
+{
+    dec->chunk = chunk;
+    dec->capacity = duckdb_vector_size();
+    dec->rows = 0;
+    bind_vectors(dec);
+}
+
+idx_t copy_decoder_finish_chunk(copy_decoder *dec)
+{
+    if (dec->chunk)
+        duckdb_data_chunk_set_size(dec->chunk, dec->rows);
+    return dec->rows;
+}
+
+bool copy_decoder_saw_trailer(const copy_decoder *dec)
+{
+    return dec->trailer_seen;
+}
+
+uint64_t copy_decoder_rows(const copy_decoder *dec)
+{
+    return dec->total_rows;
+}
 
 static inline void set_null(duckdb_vector vec, uint64_t **validity, idx_t row)
 {
@@ -152,7 +169,13 @@ static const __int128 pow10_i128[39] = {
     (__int128)1000000000000000000LL * 1000000000000000000LL * 100,
 };
 
-enum { NUMERIC_POS = 0x0000, NUMERIC_NEG = 0x4000, NUMERIC_NAN = 0xC000, NUMERIC_PINF = 0xD000, NUMERIC_NINF = 0xF000 };
+enum {
+    NUMERIC_POS = 0x0000,
+    NUMERIC_NEG = 0x4000,
+    NUMERIC_NAN = 0xC000,
+    NUMERIC_PINF = 0xD000,
+    NUMERIC_NINF = 0xF000
+};
 
 /* numeric wire format: int16 ndigits, int16 weight, uint16 sign, int16
  * dscale, then ndigits base-10000 digits; value = sum d[i] * 10000^(weight-i).
@@ -180,7 +203,8 @@ static int numeric_to_scaled(const unsigned char *p, int32_t len, int scale, int
             break;
         if (exp > 38)
             return -1;
-        __int128 part = exp >= 0 ? (__int128)digit * pow10_i128[exp] : (__int128)(digit / (int)pow10_i128[-exp]);
+        __int128 part =
+            exp >= 0 ? (__int128)digit * pow10_i128[exp] : (__int128)(digit / (int)pow10_i128[-exp]);
         acc += part;
         if (acc >= pow10_i128[precision])
             return -1;
@@ -201,12 +225,20 @@ static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
     if (ndigits < 0 || len != 8 + 2 * ndigits)
         return -1;
     switch (sign) {
-    case NUMERIC_NAN: *out = NAN; return 0;
-    case NUMERIC_PINF: *out = INFINITY; return 0;
-    case NUMERIC_NINF: *out = -INFINITY; return 0;
+    case NUMERIC_NAN:
+        *out = NAN;
+        return 0;
+    case NUMERIC_PINF:
+        *out = INFINITY;
+        return 0;
+    case NUMERIC_NINF:
+        *out = -INFINITY;
+        return 0;
     case NUMERIC_POS:
-    case NUMERIC_NEG: break;
-    default: return -1;
+    case NUMERIC_NEG:
+        break;
+    default:
+        return -1;
     }
     if (ndigits == 0) {
         *out = 0.0;
@@ -246,8 +278,8 @@ static bool bad_length(const pgsrc_type *t, int32_t len, ds_error *err)
 }
 
 /* Decodes one non-NULL scalar value into row `row` of a flat vector. */
-static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector vec, void *data, uint64_t **validity,
-                          idx_t row, const unsigned char *p, int32_t len, ds_error *err)
+static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector vec, void *data,
+                          uint64_t **validity, idx_t row, const unsigned char *p, int32_t len, ds_error *err)
 {
     switch (kind) {
     case PGSRC_BOOL:
@@ -299,9 +331,15 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
             return true;
         }
         switch (t->decimal_bytes) {
-        case 2: ((int16_t *)data)[row] = (int16_t)v; break;
-        case 4: ((int32_t *)data)[row] = (int32_t)v; break;
-        case 8: ((int64_t *)data)[row] = (int64_t)v; break;
+        case 2:
+            ((int16_t *)data)[row] = (int16_t)v;
+            break;
+        case 4:
+            ((int32_t *)data)[row] = (int32_t)v;
+            break;
+        case 8:
+            ((int64_t *)data)[row] = (int64_t)v;
+            break;
         default: {
             duckdb_hugeint h = {.lower = (uint64_t)v, .upper = (int64_t)(v >> 64)};
             ((duckdb_hugeint *)data)[row] = h;
@@ -367,7 +405,8 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
         ((duckdb_hugeint *)data)[row] = h;
         return true;
     }
-    case PGSRC_LIST: break;
+    case PGSRC_LIST:
+        break;
     }
     return ds_error_set(err, DS_ERR_DECODE, "internal: unexpected column kind");
 }
@@ -421,8 +460,8 @@ static bool decode_list(col_state *c, idx_t row, const unsigned char *p, int32_t
         }
         if (end - q < elen)
             return bad_length(&c->type, len, err);
-        if (!decode_scalar(c->type.elem_kind, &c->type, c->child, c->child_data, &c->child_validity, at, q, elen,
-                           err))
+        if (!decode_scalar(c->type.elem_kind, &c->type, c->child, c->child_data, &c->child_validity, at, q,
+                           elen, err))
             return false;
         q += elen;
     }
@@ -431,19 +470,6 @@ static bool decode_list(col_state *c, idx_t row, const unsigned char *p, int32_t
     c->list_size = needed;
     duckdb_list_vector_set_size(c->vec, needed);
     return true;
-}
-
-/* Hands the filled rows to the sink and starts a fresh chunk. */
-static bool flush_chunk(copy_decoder *dec, bool *stop, ds_error *err)
-{
-    if (dec->rows == 0)
-        return true;
-    duckdb_data_chunk_set_size(dec->chunk, dec->rows);
-    bool ok = dec->sink(dec->sink_ctx, dec->chunk, stop, err);
-    duckdb_data_chunk_reset(dec->chunk);
-    dec->rows = 0;
-    bind_vectors(dec);
-    return ok;
 }
 
 static bool parse_header(copy_decoder *dec, const unsigned char **pp, const unsigned char *end, ds_error *err)
@@ -459,34 +485,58 @@ static bool parse_header(copy_decoder *dec, const unsigned char **pp, const unsi
     return true;
 }
 
-copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, ds_error *err)
+copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, size_t *used, ds_error *err)
 {
-    const unsigned char *p = (const unsigned char *)buf, *end = p + len;
-    if (dec->trailer_seen)
-        return ds_error_set(err, DS_ERR_DECODE, "COPY data after the end marker"), COPY_ERROR;
-    if (!dec->header_done && !parse_header(dec, &p, end, err))
-        return COPY_ERROR;
+    const unsigned char *start = (const unsigned char *)buf, *p = start, *end = start + len;
+    copy_status st = COPY_MORE;
+    if (dec->trailer_seen) {
+        ds_error_set(err, DS_ERR_DECODE, "COPY data after the end marker");
+        st = COPY_ERROR;
+        goto out;
+    }
+    if (!dec->header_done && !parse_header(dec, &p, end, err)) {
+        st = COPY_ERROR;
+        goto out;
+    }
     while (p < end) {
-        if (end - p < 2)
-            return ds_error_set(err, DS_ERR_DECODE, "truncated tuple in COPY data"), COPY_ERROR;
+        if (dec->rows == dec->capacity) {
+            st = COPY_FULL;
+            goto out;
+        }
+        if (end - p < 2) {
+            ds_error_set(err, DS_ERR_DECODE, "truncated tuple in COPY data");
+            st = COPY_ERROR;
+            goto out;
+        }
         int16_t nfields = (int16_t)rd16(p);
-        p += 2;
         if (nfields == -1) {
             dec->trailer_seen = true;
-            return p == end ? COPY_DONE
-                            : (ds_error_set(err, DS_ERR_DECODE, "COPY data after the end marker"), COPY_ERROR);
+            p += 2;
+            if (p != end) {
+                ds_error_set(err, DS_ERR_DECODE, "COPY data after the end marker");
+                st = COPY_ERROR;
+            } else {
+                st = COPY_DONE;
+            }
+            goto out;
         }
-        if ((size_t)nfields != dec->ncols)
-            return ds_error_set(err, DS_ERR_DECODE, "tuple with %d fields in COPY data, expected %zu", nfields,
-                                dec->ncols),
-                   COPY_ERROR;
+        if ((size_t)nfields != dec->ncols) {
+            ds_error_set(err, DS_ERR_DECODE, "tuple with %d fields in COPY data, expected %zu", nfields,
+                         dec->ncols);
+            st = COPY_ERROR;
+            goto out;
+        }
+        const unsigned char *q = p + 2;
         idx_t row = dec->rows;
         for (size_t i = 0; i < dec->ncols; i++) {
             col_state *c = &dec->cols[i];
-            if (end - p < 4)
-                return ds_error_set(err, DS_ERR_DECODE, "truncated tuple in COPY data"), COPY_ERROR;
-            int32_t flen = (int32_t)rd32(p);
-            p += 4;
+            if (end - q < 4) {
+                ds_error_set(err, DS_ERR_DECODE, "truncated tuple in COPY data");
+                st = COPY_ERROR;
+                goto out;
+            }
+            int32_t flen = (int32_t)rd32(q);
+            q += 4;
             if (flen < 0) {
                 if (c->type.kind == PGSRC_LIST) {
                     duckdb_list_entry *entries = c->data;
@@ -496,31 +546,25 @@ copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, ds
                 set_null(c->vec, &c->validity, row);
                 continue;
             }
-            if (end - p < flen)
-                return ds_error_set(err, DS_ERR_DECODE, "truncated value in COPY data"), COPY_ERROR;
-            bool ok = c->type.kind == PGSRC_LIST
-                          ? decode_list(c, row, p, flen, err)
-                          : decode_scalar(c->type.kind, &c->type, c->vec, c->data, &c->validity, row, p, flen, err);
-            if (!ok)
-                return COPY_ERROR;
-            p += flen;
+            if (end - q < flen) {
+                ds_error_set(err, DS_ERR_DECODE, "truncated value in COPY data");
+                st = COPY_ERROR;
+                goto out;
+            }
+            bool ok = c->type.kind == PGSRC_LIST ? decode_list(c, row, q, flen, err)
+                                                 : decode_scalar(c->type.kind, &c->type, c->vec, c->data,
+                                                                 &c->validity, row, q, flen, err);
+            if (!ok) {
+                st = COPY_ERROR;
+                goto out;
+            }
+            q += flen;
         }
+        p = q;
+        dec->rows++;
         dec->total_rows++;
-        if (++dec->rows == dec->capacity) {
-            bool stop = false;
-            if (!flush_chunk(dec, &stop, err))
-                return COPY_ERROR;
-            if (stop)
-                return COPY_STOPPED;
-        }
     }
-    return COPY_MORE;
-}
-
-bool copy_decoder_finish(copy_decoder *dec, bool require_trailer, ds_error *err)
-{
-    if (require_trailer && !dec->trailer_seen)
-        return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
-    bool stop = false;
-    return flush_chunk(dec, &stop, err);
+out:
+    *used = (size_t)(p - start);
+    return st;
 }

@@ -11,8 +11,14 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
     memset(out, 0, sizeof *out);
     /* Defaults come before dbname so that a value in the user's URL wins;
      * client_encoding comes after it because the decoder needs UTF-8. */
-    const char *keys[] = {"connect_timeout",   "keepalives",     "keepalives_idle", "keepalives_interval",
-                          "keepalives_count",  "application_name", "dbname",        "client_encoding",
+    const char *keys[] = {"connect_timeout",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "application_name",
+                          "dbname",
+                          "client_encoding",
                           NULL};
     const char *vals[] = {"10", "1", "30", "10", "3", "duckstore", url, "UTF8", NULL};
     out->pg = PQconnectdbParams(keys, vals, 1);
@@ -206,7 +212,8 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
     }
     if (PQnparams(res) > 0) {
         PQclear(res);
-        return ds_error_set(err, DS_ERR_SOURCE, "the query has $n parameters; write the values into the query");
+        return ds_error_set(err, DS_ERR_SOURCE,
+                            "the query has $n parameters; write the values into the query");
     }
     out->cols = calloc((size_t)n, sizeof *out->cols);
     out->ncols = (size_t)n;
@@ -268,7 +275,8 @@ char *pgsrc_desc_column_list(const pgsrc_desc *desc)
     return out;
 }
 
-char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where, int64_t limit)
+char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,
+                     int64_t limit)
 {
     char *trimmed = pgsrc_trim_query(query);
     size_t cap = strlen(trimmed) + (where ? strlen(where) : 0) + 256;
@@ -285,7 +293,8 @@ char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc
         const char *cast = desc->cols[i].cast == PGSRC_CAST_TEXT         ? "::text"
                            : desc->cols[i].cast == PGSRC_CAST_TEXT_ARRAY ? "::text[]"
                                                                          : "";
-        used += (size_t)snprintf(sql + used, cap - used, "%s%s%s", i ? ", " : "", ident ? ident : "\"\"", cast);
+        used +=
+            (size_t)snprintf(sql + used, cap - used, "%s%s%s", i ? ", " : "", ident ? ident : "\"\"", cast);
         if (*cast)
             used += (size_t)snprintf(sql + used, cap - used, " AS %s", ident ? ident : "\"\"");
         free(ident);
@@ -314,45 +323,90 @@ static void drain_copy(pgsrc_conn *conn)
         PQclear(res);
 }
 
-bool pgsrc_copy_stream(pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec, _Atomic uint64_t *bytes,
-                       bool *stopped, ds_error *err)
+bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
+                       _Atomic uint64_t *bytes, ds_error *err)
 {
-    *stopped = false;
+    memset(s, 0, sizeof *s);
+    s->conn = conn;
+    s->dec = dec;
+    s->bytes = bytes;
     PGresult *res = PQexec(conn->pg, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
-        result_error(conn->pg, res, err);
+        pgsrc_result_error(conn, res, err);
         PQclear(res);
+        s->ended = true;
+        s->conn = NULL; /* nothing to drain */
         return false;
     }
     PQclear(res);
-    for (;;) {
-        char *buf = NULL;
-        int n = PQgetCopyData(conn->pg, &buf, 0);
-        if (n == -1)
-            break;
-        if (n < 0) {
-            ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(conn->pg));
-            err->msg[strcspn(err->msg, "\n")] = '\0';
-            drain_copy(conn);
-            return false;
-        }
-        if (bytes)
-            atomic_fetch_add_explicit(bytes, (uint64_t)n, memory_order_relaxed);
-        copy_status st = copy_decoder_feed(dec, buf, (size_t)n, err);
-        PQfreemem(buf);
-        if (st == COPY_ERROR || st == COPY_STOPPED) {
-            pgsrc_cancel(conn);
-            drain_copy(conn);
-            *stopped = st == COPY_STOPPED;
-            return st == COPY_STOPPED;
-        }
-    }
-    res = PQgetResult(conn->pg);
+    return true;
+}
+
+/* The COPY's final result: an error raised after the last row (or a
+ * cancel) shows up here. */
+static bool stream_finish(pgsrc_stream *s, ds_error *err)
+{
+    s->ended = true;
+    PGresult *res = PQgetResult(s->conn->pg);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
-        result_error(conn->pg, res, err);
+        pgsrc_result_error(s->conn, res, err);
     PQclear(res);
-    while ((res = PQgetResult(conn->pg)) != NULL)
+    while ((res = PQgetResult(s->conn->pg)) != NULL)
         PQclear(res);
-    return ok && copy_decoder_finish(dec, true, err);
+    s->conn = NULL;
+    if (ok && !copy_decoder_saw_trailer(s->dec))
+        return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
+    return ok;
+}
+
+bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
+{
+    copy_decoder_start_chunk(s->dec, chunk);
+    while (!s->ended) {
+        if (s->msg == NULL) {
+            char *buf = NULL;
+            int n = PQgetCopyData(s->conn->pg, &buf, 0);
+            if (n == -1) {
+                if (!stream_finish(s, err))
+                    return false;
+                break;
+            }
+            if (n < 0) {
+                ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(s->conn->pg));
+                err->msg[strcspn(err->msg, "\n")] = '\0';
+                return false;
+            }
+            if (s->bytes)
+                atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
+            s->msg = buf;
+            s->msg_len = (size_t)n;
+            s->msg_used = 0;
+        }
+        size_t used = 0;
+        copy_status st =
+            copy_decoder_feed(s->dec, s->msg + s->msg_used, s->msg_len - s->msg_used, &used, err);
+        s->msg_used += used;
+        if (st == COPY_ERROR)
+            return false;
+        if (st == COPY_FULL)
+            break;
+        PQfreemem(s->msg);
+        s->msg = NULL;
+    }
+    copy_decoder_finish_chunk(s->dec);
+    return true;
+}
+
+void pgsrc_stream_close(pgsrc_stream *s)
+{
+    if (s->msg)
+        PQfreemem(s->msg);
+    s->msg = NULL;
+    if (s->conn != NULL) {
+        pgsrc_cancel(s->conn);
+        drain_copy(s->conn);
+        s->conn = NULL;
+    }
+    s->ended = true;
 }

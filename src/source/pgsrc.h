@@ -69,12 +69,29 @@ char *pgsrc_trim_query(const char *query);
 
 /* COPY (SELECT <columns, casts applied> FROM (<query>) AS _ds [WHERE where]
  * [LIMIT limit]) TO STDOUT (FORMAT binary). limit < 0: none. Caller frees. */
-char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where, int64_t limit);
+char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,
+                     int64_t limit);
 
-/* Streams a COPY statement into the decoder until the end, an error, or the
- * decoder's sink asks to stop (then the statement is cancelled and
- * *stopped set). bytes, when not NULL, is increased as data arrives. */
-bool pgsrc_copy_stream(pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec, _Atomic uint64_t *bytes,
-                       bool *stopped, ds_error *err);
+/* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
+typedef struct pgsrc_stream {
+    pgsrc_conn *conn;
+    copy_decoder *dec;
+    char *msg; /* current CopyData message and how much of it is decoded */
+    size_t msg_len, msg_used;
+    bool ended;
+    _Atomic uint64_t *bytes; /* optional progress counter */
+} pgsrc_stream;
+
+/* Starts the COPY statement. */
+bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
+                       _Atomic uint64_t *bytes, ds_error *err);
+
+/* Decodes rows into chunk (from row 0) until it is full or the data ends,
+ * and sets the chunk's size; s->ended once the COPY completed cleanly. */
+bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err);
+
+/* Ends the stream; one still running is cancelled and its connection
+ * drained, so the connection can be reused or closed. */
+void pgsrc_stream_close(pgsrc_stream *s);
 
 #endif

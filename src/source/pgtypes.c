@@ -34,11 +34,11 @@ typedef struct array_oid {
 } array_oid;
 
 static const array_oid array_oids[] = {
-    {1000, OID_BOOL},   {1001, OID_BYTEA},       {1003, OID_NAME},      {1005, OID_INT2},
-    {1007, OID_INT4},   {1009, OID_TEXT},        {1014, OID_BPCHAR},    {1015, OID_VARCHAR},
-    {1016, OID_INT8},   {1021, OID_FLOAT4},      {1022, OID_FLOAT8},    {1182, OID_DATE},
-    {1183, OID_TIME},   {1115, OID_TIMESTAMP},   {1185, OID_TIMESTAMPTZ}, {1187, OID_INTERVAL},
-    {1231, OID_NUMERIC}, {2951, OID_UUID},       {199, OID_JSON},       {3807, OID_JSONB},
+    {1000, OID_BOOL},    {1001, OID_BYTEA},     {1003, OID_NAME},        {1005, OID_INT2},
+    {1007, OID_INT4},    {1009, OID_TEXT},      {1014, OID_BPCHAR},      {1015, OID_VARCHAR},
+    {1016, OID_INT8},    {1021, OID_FLOAT4},    {1022, OID_FLOAT8},      {1182, OID_DATE},
+    {1183, OID_TIME},    {1115, OID_TIMESTAMP}, {1185, OID_TIMESTAMPTZ}, {1187, OID_INTERVAL},
+    {1231, OID_NUMERIC}, {2951, OID_UUID},      {199, OID_JSON},         {3807, OID_JSONB},
     {1028, OID_OID},
 };
 
@@ -70,28 +70,65 @@ static void map_numeric(int32_t typmod, pgsrc_type *t)
 static bool map_scalar(uint32_t oid, int32_t typmod, pgsrc_type *t)
 {
     switch (oid) {
-    case OID_BOOL: set_scalar(t, PGSRC_BOOL, "BOOLEAN"); return true;
-    case OID_INT2: set_scalar(t, PGSRC_INT2, "SMALLINT"); return true;
-    case OID_INT4: set_scalar(t, PGSRC_INT4, "INTEGER"); return true;
-    case OID_INT8: set_scalar(t, PGSRC_INT8, "BIGINT"); return true;
-    case OID_OID: set_scalar(t, PGSRC_OID, "BIGINT"); return true;
-    case OID_FLOAT4: set_scalar(t, PGSRC_FLOAT4, "FLOAT"); return true;
-    case OID_FLOAT8: set_scalar(t, PGSRC_FLOAT8, "DOUBLE"); return true;
-    case OID_NUMERIC: map_numeric(typmod, t); return true;
+    case OID_BOOL:
+        set_scalar(t, PGSRC_BOOL, "BOOLEAN");
+        return true;
+    case OID_INT2:
+        set_scalar(t, PGSRC_INT2, "SMALLINT");
+        return true;
+    case OID_INT4:
+        set_scalar(t, PGSRC_INT4, "INTEGER");
+        return true;
+    case OID_INT8:
+        set_scalar(t, PGSRC_INT8, "BIGINT");
+        return true;
+    case OID_OID:
+        set_scalar(t, PGSRC_OID, "BIGINT");
+        return true;
+    case OID_FLOAT4:
+        set_scalar(t, PGSRC_FLOAT4, "FLOAT");
+        return true;
+    case OID_FLOAT8:
+        set_scalar(t, PGSRC_FLOAT8, "DOUBLE");
+        return true;
+    case OID_NUMERIC:
+        map_numeric(typmod, t);
+        return true;
     case OID_TEXT:
     case OID_VARCHAR:
     case OID_BPCHAR:
-    case OID_NAME: set_scalar(t, PGSRC_TEXT, "VARCHAR"); return true;
-    case OID_JSON: set_scalar(t, PGSRC_JSON, "JSON"); return true;
-    case OID_JSONB: set_scalar(t, PGSRC_JSONB, "JSON"); return true;
-    case OID_BYTEA: set_scalar(t, PGSRC_BYTEA, "BLOB"); return true;
-    case OID_DATE: set_scalar(t, PGSRC_DATE, "DATE"); return true;
-    case OID_TIME: set_scalar(t, PGSRC_TIME, "TIME"); return true;
-    case OID_TIMESTAMP: set_scalar(t, PGSRC_TIMESTAMP, "TIMESTAMP"); return true;
-    case OID_TIMESTAMPTZ: set_scalar(t, PGSRC_TIMESTAMPTZ, "TIMESTAMPTZ"); return true;
-    case OID_INTERVAL: set_scalar(t, PGSRC_INTERVAL, "INTERVAL"); return true;
-    case OID_UUID: set_scalar(t, PGSRC_UUID, "UUID"); return true;
-    default: return false;
+    case OID_NAME:
+        set_scalar(t, PGSRC_TEXT, "VARCHAR");
+        return true;
+    case OID_JSON:
+        set_scalar(t, PGSRC_JSON, "JSON");
+        return true;
+    case OID_JSONB:
+        set_scalar(t, PGSRC_JSONB, "JSON");
+        return true;
+    case OID_BYTEA:
+        set_scalar(t, PGSRC_BYTEA, "BLOB");
+        return true;
+    case OID_DATE:
+        set_scalar(t, PGSRC_DATE, "DATE");
+        return true;
+    case OID_TIME:
+        set_scalar(t, PGSRC_TIME, "TIME");
+        return true;
+    case OID_TIMESTAMP:
+        set_scalar(t, PGSRC_TIMESTAMP, "TIMESTAMP");
+        return true;
+    case OID_TIMESTAMPTZ:
+        set_scalar(t, PGSRC_TIMESTAMPTZ, "TIMESTAMPTZ");
+        return true;
+    case OID_INTERVAL:
+        set_scalar(t, PGSRC_INTERVAL, "INTERVAL");
+        return true;
+    case OID_UUID:
+        set_scalar(t, PGSRC_UUID, "UUID");
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -145,8 +182,10 @@ bool pgtypes_is_orderable(const pgsrc_type *type)
     case PGSRC_TIME:
     case PGSRC_TIMESTAMP:
     case PGSRC_TIMESTAMPTZ:
-    case PGSRC_UUID: return true;
-    default: return false;
+    case PGSRC_UUID:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -160,7 +199,9 @@ bool pgtypes_is_partitionable(const pgsrc_type *type)
     case PGSRC_NUMERIC_DOUBLE:
     case PGSRC_DATE:
     case PGSRC_TIMESTAMP:
-    case PGSRC_TIMESTAMPTZ: return true;
-    default: return false;
+    case PGSRC_TIMESTAMPTZ:
+        return true;
+    default:
+        return false;
     }
 }

@@ -33,10 +33,10 @@ typedef enum pgsrc_kind {
 
 typedef struct pgsrc_type {
     pgsrc_kind kind;
-    pgsrc_kind elem_kind;      /* PGSRC_LIST only */
-    uint8_t precision, scale;  /* decimals (of the element for lists) */
-    uint8_t decimal_bytes;     /* DuckDB storage of the decimal: 2, 4, 8 or 16 */
-    char ddl[40];              /* DuckDB column type, e.g. "DECIMAL(12,4)", "VARCHAR[]" */
+    pgsrc_kind elem_kind;     /* PGSRC_LIST only */
+    uint8_t precision, scale; /* decimals (of the element for lists) */
+    uint8_t decimal_bytes;    /* DuckDB storage of the decimal: 2, 4, 8 or 16 */
+    char ddl[40];             /* DuckDB column type, e.g. "DECIMAL(12,4)", "VARCHAR[]" */
 } pgsrc_type;
 
 /* How a query column should be read. cast is "" (read as is), "text" or

@@ -72,6 +72,11 @@ bool store_open(const char *path, store **out, ds_error *err)
         store_close(st);
         return false;
     }
+    if (!store_register_stream_function(con, err)) {
+        duckdb_disconnect(&con);
+        store_close(st);
+        return false;
+    }
     for (size_t i = 0; i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++) {
         if (!store_exec(con, metadata_ddl[i], err)) {
             duckdb_disconnect(&con);
@@ -214,8 +219,14 @@ static char *quote_with(const char *s, char q)
     return out;
 }
 
-char *store_quote_ident(const char *ident) { return quote_with(ident, '"'); }
-char *store_quote_literal(const char *value) { return quote_with(value, '\''); }
+char *store_quote_ident(const char *ident)
+{
+    return quote_with(ident, '"');
+}
+char *store_quote_literal(const char *value)
+{
+    return quote_with(value, '\'');
+}
 
 bool store_table_exists(duckdb_connection con, const char *table, bool *exists, ds_error *err)
 {
@@ -235,9 +246,10 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
     memset(out, 0, sizeof *out);
     char *lit = store_quote_literal(table);
     char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT schema_signature, watermark_column, watermark FROM _duckstore.tables WHERE table_name = %s",
-             lit);
+    snprintf(
+        sql, sizeof sql,
+        "SELECT schema_signature, watermark_column, watermark FROM _duckstore.tables WHERE table_name = %s",
+        lit);
     free(lit);
     duckdb_result res;
     if (duckdb_query(con, sql, &res) == DuckDBError) {
@@ -292,21 +304,23 @@ static bool exec_params(duckdb_connection con, const char *sql, const char *cons
     return ok;
 }
 
-bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta, ds_error *err)
+bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta,
+                          ds_error *err)
 {
     const char *del[] = {table};
     const char *ins[] = {table, meta->schema_signature, meta->watermark_column, meta->watermark};
     return exec_params(con, "DELETE FROM _duckstore.tables WHERE table_name = ?", del, 1, err) &&
-           exec_params(con,
-                       "INSERT INTO _duckstore.tables VALUES (?, ?, ?, ?, current_timestamp)", ins, 4, err);
+           exec_params(con, "INSERT INTO _duckstore.tables VALUES (?, ?, ?, ?, current_timestamp)", ins, 4,
+                       err);
 }
 
 bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err)
 {
     for (size_t i = 0; i < n; i++) {
         const char *p[] = {tables[i]};
-        if (!exec_params(con, "UPDATE _duckstore.tables SET watermark = NULL, updated_at = current_timestamp "
-                              "WHERE table_name = ?",
+        if (!exec_params(con,
+                         "UPDATE _duckstore.tables SET watermark = NULL, updated_at = current_timestamp "
+                         "WHERE table_name = ?",
                          p, 1, err))
             return false;
     }
@@ -327,55 +341,6 @@ bool store_put_status(duckdb_connection con, const char *source, const char *jso
     const char *del[] = {source};
     const char *ins[] = {source, json};
     return exec_params(con, "DELETE FROM _duckstore.sync_status WHERE source = ?", del, 1, err) &&
-           exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2, err);
-}
-
-bool store_appender_open(store *st, const char *table, uint64_t flush_every, store_appender *out, ds_error *err)
-{
-    memset(out, 0, sizeof *out);
-    out->flush_every = flush_every ? flush_every : 100000;
-    if (!store_connect(st, &out->con, err))
-        return false;
-    if (duckdb_appender_create(out->con, NULL, table, &out->app) == DuckDBError) {
-        ds_error_set(err, DS_ERR_STORE, "cannot append to DuckDB table %s: %s", table,
-                     duckdb_appender_error(out->app));
-        duckdb_appender_destroy(&out->app);
-        duckdb_disconnect(&out->con);
-        return false;
-    }
-    out->ncols = duckdb_appender_column_count(out->app);
-    out->types = calloc(out->ncols ? out->ncols : 1, sizeof *out->types);
-    for (size_t i = 0; i < out->ncols; i++)
-        out->types[i] = duckdb_appender_column_type(out->app, i);
-    return true;
-}
-
-bool store_appender_append(store_appender *ap, duckdb_data_chunk chunk, ds_error *err)
-{
-    if (duckdb_append_data_chunk(ap->app, chunk) == DuckDBError)
-        return ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
-    ap->rows_since_flush += duckdb_data_chunk_get_size(chunk);
-    if (ap->rows_since_flush >= ap->flush_every) {
-        ap->rows_since_flush = 0;
-        if (duckdb_appender_flush(ap->app) == DuckDBError)
-            return ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
-    }
-    return true;
-}
-
-bool store_appender_close(store_appender *ap, ds_error *err)
-{
-    bool ok = true;
-    if (ap->app) {
-        if (duckdb_appender_flush(ap->app) == DuckDBError)
-            ok = ds_error_set(err, DS_ERR_STORE, "DuckDB append failed: %s", duckdb_appender_error(ap->app));
-        duckdb_appender_destroy(&ap->app);
-    }
-    for (size_t i = 0; i < ap->ncols; i++)
-        duckdb_destroy_logical_type(&ap->types[i]);
-    free(ap->types);
-    ap->types = NULL;
-    if (ap->con)
-        duckdb_disconnect(&ap->con);
-    return ok;
+           exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2,
+                       err);
 }

@@ -1,4 +1,4 @@
-/* DuckDB side: the database file, connections, appenders, and duckstore's
+/* DuckDB side: the database file, connections, streamed inserts, and duckstore's
  * own metadata (schema _duckstore): per-table watermarks and schema
  * signatures, and the last sync status of each source. */
 #ifndef DS_STORE_STORE_H
@@ -61,7 +61,8 @@ typedef struct store_table_meta {
 bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err);
 void store_table_meta_free(store_table_meta *meta);
 /* Replaces the table's metadata row (inside the caller's transaction). */
-bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta, ds_error *err);
+bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta,
+                          ds_error *err);
 /* Sets the watermark of each listed table to NULL. */
 bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err);
 
@@ -69,18 +70,20 @@ bool store_clear_watermarks(duckdb_connection con, const char *const *tables, si
 bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err);
 bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err);
 
-/* An appender on its own connection, with the table's exact column types. */
-typedef struct store_appender {
-    duckdb_connection con;
-    duckdb_appender app;
-    duckdb_logical_type *types;
-    size_t ncols;
-    uint64_t rows_since_flush, flush_every;
-} store_appender;
+/* Fills out (capacity duckdb_vector_size(), columns typed like the target
+ * table) with the next rows and sets its size; size 0 ends the stream.
+ * Returns false on error (err set). */
+typedef bool (*store_fill_fn)(void *ctx, duckdb_data_chunk out, ds_error *err);
 
-bool store_appender_open(store *st, const char *table, uint64_t flush_every, store_appender *out, ds_error *err);
-bool store_appender_append(store_appender *ap, duckdb_data_chunk chunk, ds_error *err);
-/* Flushes and closes; returns false when the final flush failed. */
-bool store_appender_close(store_appender *ap, ds_error *err);
+/* INSERT INTO table SELECT * FROM <rows produced by fill>: the producer writes
+ * straight into the vectors DuckDB's insert pipeline reads, with no appender
+ * buffer between them. Runs on con, in its current transaction (autocommit
+ * when none). On failure err carries the producer's own error when it had
+ * one. */
+bool store_insert_stream(duckdb_connection con, const char *table, store_fill_fn fill, void *ctx,
+                         ds_error *err);
+
+/* Registers the table function behind store_insert_stream; store_open does. */
+bool store_register_stream_function(duckdb_connection con, ds_error *err);
 
 #endif

@@ -248,67 +248,74 @@ typedef struct load_shared {
     _Atomic uint64_t rows;
 } load_shared;
 
-typedef struct load_sink {
-    store_appender *app;
+/* The producer behind one INSERT: pulls decoded rows from the PostgreSQL
+ * stream, applies the shared row budget, and ends the statement after
+ * batch_rows rows so each batch commits on its own. */
+typedef struct load_fill {
+    pgsrc_stream stream;
     load_shared *shared;
     const sync_options *opt;
-} load_sink;
+    uint64_t batch_rows, batch_left;
+    bool capped_out; /* budget exhausted: no more rows, whatever PostgreSQL has */
+} load_fill;
 
-static bool sink_append(void *ctx, duckdb_data_chunk chunk, bool *stop, ds_error *err)
+static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 {
-    load_sink *s = ctx;
-    if (cancelled(s->opt))
+    load_fill *f = ctx;
+    if (f->capped_out || f->stream.ended || f->batch_left == 0) {
+        duckdb_data_chunk_set_size(out, 0);
+        return true;
+    }
+    if (cancelled(f->opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
-    int64_t n = (int64_t)duckdb_data_chunk_get_size(chunk);
+    if (!pgsrc_stream_fill(&f->stream, out, err))
+        return false;
+    int64_t n = (int64_t)duckdb_data_chunk_get_size(out);
     int64_t take = n;
-    if (s->shared->capped) {
-        int64_t cur = atomic_load(&s->shared->budget);
+    if (f->shared->capped) {
+        int64_t cur = atomic_load(&f->shared->budget);
         do {
             take = cur < n ? cur : n;
-        } while (!atomic_compare_exchange_weak(&s->shared->budget, &cur, cur - take));
+        } while (!atomic_compare_exchange_weak(&f->shared->budget, &cur, cur - take));
         if (take < n) {
-            atomic_store(&s->shared->truncated, true);
-            *stop = true;
-            duckdb_data_chunk_set_size(chunk, (idx_t)take);
+            atomic_store(&f->shared->truncated, true);
+            f->capped_out = true;
+            duckdb_data_chunk_set_size(out, (idx_t)take);
         }
     }
-    if (take == 0)
-        return true;
-    if (!store_appender_append(s->app, chunk, err))
-        return false;
-    atomic_fetch_add(&s->shared->rows, (uint64_t)take);
-    if (s->opt->progress)
-        atomic_fetch_add(&s->opt->progress->rows, (uint64_t)take);
+    f->batch_left = (uint64_t)take >= f->batch_left ? 0 : f->batch_left - (uint64_t)take;
+    atomic_fetch_add(&f->shared->rows, (uint64_t)take);
+    if (f->opt->progress)
+        atomic_fetch_add(&f->opt->progress->rows, (uint64_t)take);
     return true;
 }
 
-/* Streams one COPY statement into a table through a fresh appender. */
+/* Streams one COPY statement into a table: INSERT ... SELECT from the
+ * decoded stream, one statement per sync_chunk_size rows. */
 static bool stream_into(store *st, const cfg_config *cfg, const char *table, pgsrc_conn *conn,
                         const pgsrc_desc *desc, const char *copy_sql, load_shared *shared,
                         const sync_options *opt, ds_error *err)
 {
-    store_appender app;
-    if (!store_appender_open(st, table, (uint64_t)cfg->store.sync_chunk_size, &app, err))
+    duckdb_connection con;
+    if (!store_connect(st, &con, err))
         return false;
-    if (app.ncols != desc->ncols) {
-        store_appender_close(&app, NULL);
-        return ds_error_set(err, DS_ERR_STORE, "staging table %s has %zu columns, the query %zu", table,
-                            app.ncols, desc->ncols);
-    }
     pgsrc_type *types = malloc(desc->ncols * sizeof *types);
     for (size_t i = 0; i < desc->ncols; i++)
         types[i] = desc->cols[i].type;
-    load_sink sink = {.app = &app, .shared = shared, .opt = opt};
-    copy_decoder *dec = copy_decoder_new(types, app.types, desc->ncols, sink_append, &sink);
+    copy_decoder *dec = copy_decoder_new(types, desc->ncols);
     free(types);
-    bool stopped = false;
+    load_fill f = {.shared = shared, .opt = opt, .batch_rows = (uint64_t)cfg->store.sync_chunk_size};
     _Atomic uint64_t *bytes = opt->progress ? &opt->progress->bytes : NULL;
-    bool ok = dec != NULL && pgsrc_copy_stream(conn, copy_sql, dec, bytes, &stopped, err);
+    bool ok = dec != NULL && pgsrc_stream_open(&f.stream, conn, copy_sql, dec, bytes, err);
     if (dec == NULL)
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    while (ok && !f.capped_out && !f.stream.ended) {
+        f.batch_left = f.batch_rows;
+        ok = store_insert_stream(con, table, fill_rows, &f, err);
+    }
+    pgsrc_stream_close(&f.stream);
     copy_decoder_free(dec);
-    if (!store_appender_close(&app, ok ? err : NULL))
-        ok = false;
+    duckdb_disconnect(&con);
     if (!ok && cancelled(opt))
         ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     return ok;
