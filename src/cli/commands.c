@@ -70,7 +70,8 @@ static bool open_store(const cli_globals *g, const cfg_config *cfg, store **st)
 {
     ds_error err;
     const char *path = g->db_path ? g->db_path : cfg->store.path;
-    if (!store_open(path, st, &err)) {
+    store_settings settings = {.memory_limit = cfg->store.memory_limit, .threads = cfg->store.threads};
+    if (!store_open_ext(path, &settings, st, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         return false;
     }

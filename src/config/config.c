@@ -23,9 +23,11 @@
 #define MAX_QUERY_TIMEOUT_S 31536000.0 /* one year */
 #define MIN_QUERY_TIMEOUT_S 0.001      /* below 1 ms would round to "no timeout" */
 
-static const char *const store_keys[] = {
-    "enabled",         "path",          "sync_mode",         "sync_workers",
-    "sync_chunk_size", "max_sync_rows", "query_concurrency", NULL};
+static const char *const store_keys[] = {"enabled",           "path",
+                                         "sync_mode",         "sync_workers",
+                                         "sync_chunk_size",   "max_sync_rows",
+                                         "query_concurrency", "memory_limit",
+                                         "threads",           NULL};
 
 static const char *const source_keys[] = {"enabled",
                                           "auto_load",
@@ -326,6 +328,22 @@ static bool get_number(const yfile *f, const kv *p, double min, double max, cons
     return ok;
 }
 
+/* "256MB", "1.5 GB", "512MiB": what DuckDB's memory_limit accepts. */
+static bool valid_memory_limit(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0))
+        return false;
+    while (*end == ' ')
+        end++;
+    static const char *const units[] = {"B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB", NULL};
+    for (const char *const *u = units; *u; u++)
+        if (strcasecmp(end, *u) == 0)
+            return true;
+    return false;
+}
+
 static bool parse_store(const yfile *f, const yaml_node_t *map, cfg_store *st)
 {
     if (!check_keys(f, map, store_keys))
@@ -353,11 +371,27 @@ static bool parse_store(const yfile *f, const yaml_node_t *map, cfg_store *st)
             ok = get_int(f, &p, 1, 64, "an integer between 1 and 64", &n);
             st->sync_workers = (int)n;
         } else if (strcmp(p.key, "sync_chunk_size") == 0) {
-            ok = get_int(f, &p, 1, 2147483647, "an integer between 1 and 2147483647 (rows per append batch)",
+            ok = get_int(f, &p, 1, 2147483647, "an integer between 1 and 2147483647 (rows per insert batch)",
                          &n);
             st->sync_chunk_size = (int)n;
         } else if (strcmp(p.key, "max_sync_rows") == 0) {
             ok = get_int(f, &p, 0, INT64_MAX, "an integer >= 0 (0 = no cap)", &st->max_sync_rows);
+        } else if (strcmp(p.key, "memory_limit") == 0) {
+            char *limit = NULL;
+            ok = get_string(f, &p, "give a size such as 256MB or 2GB", &limit);
+            if (ok && !valid_memory_limit(limit))
+                ok =
+                    FAIL(f, p.line,
+                         "memory_limit must be a size such as 256MB, 1.5GB or 512MiB (got \"%.60s\")", limit);
+            if (ok) {
+                free(st->memory_limit);
+                st->memory_limit = limit;
+            } else {
+                free(limit);
+            }
+        } else if (strcmp(p.key, "threads") == 0) {
+            ok = get_int(f, &p, 0, 256, "an integer between 0 and 256 (0 = one per core)", &n);
+            st->threads = (int)n;
         } else {
             ok = get_int(f, &p, 1, 256, "an integer between 1 and 256", &n);
             st->query_concurrency = (int)n;
@@ -781,12 +815,14 @@ bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
     cfg.store.enabled = true;
     cfg.store.sync_mode = CFG_SYNC_STARTUP;
     cfg.store.sync_workers = 1;
-    cfg.store.sync_chunk_size = 100000;
+    cfg.store.sync_chunk_size = 1000000;
     cfg.store.max_sync_rows = 2000000;
     cfg.store.query_concurrency = 8;
     cfg.dir = strdup(dir);
     cfg.store.path = strdup("data/store.duckdb");
-    if (cfg.dir == NULL || cfg.store.path == NULL) {
+    cfg.store.memory_limit = strdup("128MB");
+    cfg.store.threads = 1;
+    if (cfg.dir == NULL || cfg.store.path == NULL || cfg.store.memory_limit == NULL) {
         cfg_free(&cfg);
         return nomem(err);
     }
@@ -842,6 +878,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->sources);
     free(cfg->dir);
     free(cfg->store.path);
+    free(cfg->store.memory_limit);
     memset(cfg, 0, sizeof *cfg);
 }
 

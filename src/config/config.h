@@ -19,9 +19,11 @@ typedef struct cfg_store {
     char *path;              /* default "data/store.duckdb", relative to the working directory */
     cfg_sync_mode sync_mode; /* default startup */
     int sync_workers;        /* default 1, 1..64 */
-    int sync_chunk_size;     /* rows per append batch, default 100000, >= 1 */
+    int sync_chunk_size;     /* rows per insert batch, default 1000000, >= 1 */
     int64_t max_sync_rows;   /* per table, default 2000000, 0 = no cap */
     int query_concurrency;   /* default 8, 1..256 */
+    char *memory_limit;      /* DuckDB memory_limit, default "128MB" */
+    int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
 } cfg_store;
 
 /* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the

@@ -120,6 +120,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  sync_chunk_size: %d\n", st->sync_chunk_size);
     fprintf(out, "  max_sync_rows: %lld\n", (long long)st->max_sync_rows);
     fprintf(out, "  query_concurrency: %d\n", st->query_concurrency);
+    print_string(out, "memory_limit", st->memory_limit);
+    fprintf(out, "  threads: %d\n", st->threads);
 
     for (size_t i = 0; i < cfg->n_sources; i++) {
         const cfg_source *src = &cfg->sources[i];

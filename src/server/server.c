@@ -449,7 +449,8 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     srv->cfg = cfg;
     if (opt->api_token && opt->api_token[0])
         srv->api_token = strdup(opt->api_token);
-    if (!store_open(opt->db_path ? opt->db_path : cfg->store.path, &srv->st, err)) {
+    store_settings settings = {.memory_limit = cfg->store.memory_limit, .threads = cfg->store.threads};
+    if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err)) {
         free(srv->api_token);
         free(srv);
         return false;

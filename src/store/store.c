@@ -38,6 +38,31 @@ static bool make_parent_dirs(const char *path, ds_error *err)
 
 bool store_open(const char *path, store **out, ds_error *err)
 {
+    return store_open_ext(path, NULL, out, err);
+}
+
+/* A duckdb_config carrying the settings; NULL when there are none. */
+static bool make_config(const store_settings *settings, duckdb_config *config, ds_error *err)
+{
+    *config = NULL;
+    if (settings == NULL || (settings->memory_limit == NULL && settings->threads <= 0))
+        return true;
+    if (duckdb_create_config(config) == DuckDBError)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char threads[16];
+    snprintf(threads, sizeof threads, "%d", settings->threads);
+    if ((settings->memory_limit &&
+         duckdb_set_config(*config, "memory_limit", settings->memory_limit) == DuckDBError) ||
+        (settings->threads > 0 && duckdb_set_config(*config, "threads", threads) == DuckDBError)) {
+        duckdb_destroy_config(config);
+        return ds_error_set(err, DS_ERR_CONFIG, "DuckDB rejected memory_limit \"%s\" or threads %d",
+                            settings->memory_limit ? settings->memory_limit : "", settings->threads);
+    }
+    return true;
+}
+
+bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err)
+{
     *out = NULL;
     if (!make_parent_dirs(path, err))
         return false;
@@ -45,7 +70,15 @@ bool store_open(const char *path, store **out, ds_error *err)
     if (st == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     char *open_error = NULL;
-    if (duckdb_open_ext(path, &st->db, NULL, &open_error) == DuckDBError) {
+    duckdb_config config;
+    if (!make_config(settings, &config, err)) {
+        free(st);
+        return false;
+    }
+    duckdb_state opened = duckdb_open_ext(path, &st->db, config, &open_error);
+    if (config)
+        duckdb_destroy_config(&config);
+    if (opened == DuckDBError) {
         const char *msg = open_error ? open_error : "unknown error";
         if (strstr(msg, "lock") != NULL) {
             const char *pid = strstr(msg, "PID ");

@@ -26,6 +26,15 @@ typedef struct store {
 /* Opens (creating parent folders and the file) and prepares the metadata
  * schema. A file held by another process gives DS_ERR_BUSY with its PID. */
 bool store_open(const char *path, store **out, ds_error *err);
+
+/* DuckDB settings applied when the file is opened; NULL / 0 keep DuckDB's
+ * defaults. */
+typedef struct store_settings {
+    const char *memory_limit; /* e.g. "256MB" */
+    int threads;
+} store_settings;
+
+bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
 void store_close(store *st);
 
 /* A new connection, TimeZone UTC (watermark text must not depend on the

@@ -117,9 +117,11 @@ static void assert_store_defaults(const cfg_store *st)
     assert_string_equal(st->path, "data/store.duckdb");
     assert_int_equal(st->sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(st->sync_workers, 1);
-    assert_int_equal(st->sync_chunk_size, 100000);
+    assert_int_equal(st->sync_chunk_size, 1000000);
     assert_int_equal(st->max_sync_rows, 2000000);
     assert_int_equal(st->query_concurrency, 8);
+    assert_string_equal(st->memory_limit, "128MB");
+    assert_int_equal(st->threads, 1);
 }
 
 static void test_empty_dir_gives_defaults(void **state)
@@ -193,7 +195,7 @@ static void test_runbook_example(void **state)
     assert_int_equal(cfg.store.sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(cfg.store.sync_workers, 4);
     assert_string_equal(cfg.store.path, "data/store.duckdb");
-    assert_int_equal(cfg.store.sync_chunk_size, 100000);
+    assert_int_equal(cfg.store.sync_chunk_size, 1000000);
 
     assert_int_equal(cfg.n_sources, 1);
     const cfg_source *s = cfg_find_source(&cfg, "monitoring");
@@ -467,9 +469,11 @@ static void test_print_runbook(void **state)
                           "  path: \"data/store.duckdb\"\n"
                           "  sync_mode: startup\n"
                           "  sync_workers: 4\n"
-                          "  sync_chunk_size: 100000\n"
+                          "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
-                          "  query_concurrency: 8\n");
+                          "  query_concurrency: 8\n"
+                          "  memory_limit: \"128MB\"\n"
+                          "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
                           "  auto_load: true\n"
@@ -626,7 +630,15 @@ static const error_case error_cases[] = {
     {"sync_chunk_size at least 1",
      {{"duckdb.yaml", "duckdb:\n  sync_chunk_size: 0\n"}},
      "duckdb.yaml:2:",
-     {"sync_chunk_size must be an integer between 1 and", "rows per append batch"}},
+     {"sync_chunk_size must be an integer between 1 and", "rows per insert batch"}},
+    {"memory_limit must be a size",
+     {{"duckdb.yaml", "duckdb:\n  memory_limit: lots\n"}},
+     "duckdb.yaml:2:",
+     {"memory_limit must be a size such as 256MB"}},
+    {"threads at most 256",
+     {{"duckdb.yaml", "duckdb:\n  threads: 1000\n"}},
+     "duckdb.yaml:2:",
+     {"threads must be an integer between 0 and 256"}},
     {"max_sync_rows not negative",
      {{"duckdb.yaml", "duckdb:\n  max_sync_rows: -1\n"}},
      "duckdb.yaml:2:",
