@@ -39,6 +39,10 @@ static const char *const source_keys[] = {"enabled",
                                           "incremental_column",
                                           "refresh_interval_minutes",
                                           "query_timeout",
+                                          "unique_key",
+                                          "lookback",
+                                          "full_refresh_interval_minutes",
+                                          "commit_horizon",
                                           NULL};
 
 static const char *const store_top_keys[] = {"duckdb", NULL};
@@ -427,6 +431,121 @@ static bool source_query_key(const yfile *f, const kv *p, char **dst, int *dst_l
     return get_string(f, p, "write the SQL SELECT (a `|` block keeps it readable), or remove the key", dst);
 }
 
+static void key_free(cfg_key *key)
+{
+    for (size_t i = 0; i < key->n; i++)
+        free(key->cols[i]);
+    free(key->cols);
+    key->cols = NULL;
+    key->n = 0;
+}
+
+/* A column name or a list of them. */
+static bool get_key(const yfile *f, const kv *p, cfg_key *out)
+{
+    key_free(out);
+    const char *hint = "name a column of the query, or a list of them: [dataset_id, metric_name]";
+    if (p->value->type != YAML_SEQUENCE_NODE) {
+        char *col = NULL;
+        if (!get_string(f, p, hint, &col))
+            return false;
+        out->cols = malloc(sizeof *out->cols);
+        if (out->cols == NULL) {
+            free(col);
+            return nomem(f->err);
+        }
+        out->cols[0] = col;
+        out->n = 1;
+        return true;
+    }
+    const yaml_node_item_t *start = p->value->data.sequence.items.start;
+    size_t n = (size_t)(p->value->data.sequence.items.top - start);
+    if (n == 0)
+        return FAIL(f, p->line, "%s is an empty list; %s", p->key, hint);
+    out->cols = calloc(n, sizeof *out->cols);
+    if (out->cols == NULL)
+        return nomem(f->err);
+    for (size_t i = 0; i < n; i++) {
+        kv item = {p->key, p->line, yaml_document_get_node((yaml_document_t *)&f->doc, start[i])};
+        item.line = line_of(item.value);
+        if (!get_string(f, &item, hint, &out->cols[i]))
+            return false;
+        out->n = i + 1;
+    }
+    return true;
+}
+
+/* unique_key: a column/list (single-query source) or a mapping per sub-table. */
+static bool get_unique_key(const yfile *f, const kv *p, cfg_source *src)
+{
+    src->unique_key_line = p->line;
+    if (p->value->type != YAML_MAPPING_NODE)
+        return get_key(f, p, &src->unique_key_data);
+    static const char *const sub_keys[] = {"dataset", "results", "data", NULL};
+    if (!check_keys(f, p->value, sub_keys))
+        return false;
+    for (const yaml_node_pair_t *pair = p->value->data.mapping.pairs.start;
+         pair < p->value->data.mapping.pairs.top; pair++) {
+        kv sub = pair_at(f, pair);
+        cfg_key *key = strcmp(sub.key, "dataset") == 0   ? &src->unique_key_dataset
+                       : strcmp(sub.key, "results") == 0 ? &src->unique_key_results
+                                                         : &src->unique_key_data;
+        if (!get_key(f, &sub, key))
+            return false;
+    }
+    return true;
+}
+
+/* "5 minutes", "1 hour 30 minutes", "90 seconds" or a plain number. */
+static bool get_lookback(const yfile *f, const kv *p, cfg_source *src)
+{
+    src->lookback_line = p->line;
+    char *text = NULL;
+    if (!get_string(f, p, "give an interval such as \"5 minutes\" or a number", &text))
+        return false;
+    char *end;
+    double v = strtod(text, &end);
+    while (*end == ' ')
+        end++;
+    bool ok = end != text && isfinite(v) && v >= 0;
+    src->lookback_is_number = ok && *end == '\0';
+    static const char *const units[] = {"microsecond", "millisecond", "second", "minute",
+                                        "hour",        "day",         "week",   NULL};
+    const char *q = text;
+    while (ok && !src->lookback_is_number && *q) { /* <number> <unit>[s] ... */
+        v = strtod(q, &end);
+        if (end == q || !(v >= 0)) {
+            ok = false;
+            break;
+        }
+        while (*end == ' ')
+            end++;
+        bool unit_ok = false;
+        for (const char *const *u = units; *u && !unit_ok; u++) {
+            size_t ul = strlen(*u);
+            if (strncasecmp(end, *u, ul) == 0) {
+                end += ul;
+                if (*end == 's' || *end == 'S')
+                    end++;
+                unit_ok = *end == '\0' || *end == ' ';
+            }
+        }
+        ok = unit_ok;
+        while (*end == ' ')
+            end++;
+        q = end;
+    }
+    if (!ok) {
+        free(text);
+        return FAIL(f, p->line,
+                    "lookback must be an interval such as \"5 minutes\" or \"1 hour\" (time columns) or a "
+                    "number (numeric columns)");
+    }
+    free(src->lookback);
+    src->lookback = text;
+    return true;
+}
+
 static bool parse_source_keys(const yfile *f, const yaml_node_t *map, cfg_source *src)
 {
     const char *column_hint = "name a column of the query, or remove the key";
@@ -463,6 +582,18 @@ static bool parse_source_keys(const yfile *f, const yaml_node_t *map, cfg_source
             ok = get_number(f, &p, 0, MAX_REFRESH_MINUTES,
                             "a number of minutes between 0 and 525600 (0 = no periodic sync)",
                             &src->refresh_interval_minutes);
+        } else if (strcmp(p.key, "full_refresh_interval_minutes") == 0) {
+            ok = get_number(f, &p, 0, MAX_REFRESH_MINUTES,
+                            "a number of minutes between 0 and 525600 (0 = never)",
+                            &src->full_refresh_interval_minutes);
+        } else if (strcmp(p.key, "unique_key") == 0) {
+            ok = get_unique_key(f, &p, src);
+        } else if (strcmp(p.key, "lookback") == 0) {
+            ok = get_lookback(f, &p, src);
+        } else if (strcmp(p.key, "commit_horizon") == 0) {
+            bool on = true;
+            ok = get_bool(f, &p, &on);
+            src->commit_horizon = on ? CFG_HORIZON_ON : CFG_HORIZON_OFF;
         } else {
             ok = get_number(f, &p, MIN_QUERY_TIMEOUT_S, MAX_QUERY_TIMEOUT_S,
                             "a number of seconds > 0 (at least 0.001, at most 31536000), e.g. 600",
@@ -501,6 +632,22 @@ static bool check_source(const yfile *f, const cfg_source *src, const char *key)
             f, src->dataset_query_line,
             "dataset_query without results_query; add results_query (both must select dataset_id), or "
             "use a single query");
+    if (split && src->unique_key_data.n > 0)
+        return FAIL(f, src->unique_key_line,
+                    "a split source needs one unique_key per query: unique_key: {dataset: dataset_id, "
+                    "results: [dataset_id, metric_name]}");
+    if (!split && (src->unique_key_dataset.n > 0 || src->unique_key_results.n > 0))
+        return FAIL(
+            f, src->unique_key_line,
+            "a single-query source takes unique_key: <column> or [columns], not dataset/results keys");
+    if ((src->unique_key_line || src->lookback || src->full_refresh_interval_minutes > 0) &&
+        src->incremental_column == NULL)
+        return FAIL(f,
+                    src->unique_key_line ? src->unique_key_line
+                    : src->lookback_line ? src->lookback_line
+                                         : src->line,
+                    "unique_key, lookback and full_refresh_interval_minutes work with incremental syncs; add "
+                    "incremental_column");
     return true;
 }
 
@@ -523,6 +670,10 @@ static void source_free(cfg_source *src)
     free(src->query);
     free(src->partition_column);
     free(src->incremental_column);
+    free(src->lookback);
+    key_free(&src->unique_key_dataset);
+    key_free(&src->unique_key_results);
+    key_free(&src->unique_key_data);
     memset(src, 0, sizeof *src);
 }
 

@@ -26,6 +26,14 @@ typedef struct cfg_store {
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
 } cfg_store;
 
+/* Columns of a unique key; n == 0 when none is configured. */
+typedef struct cfg_key {
+    char **cols;
+    size_t n;
+} cfg_key;
+
+typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;
+
 /* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the
  * config; optional ones are NULL when absent. Exactly one of `query` and the
  * pair dataset_query + results_query is set. */
@@ -43,6 +51,13 @@ typedef struct cfg_source {
     char *incremental_column;
     double refresh_interval_minutes; /* default 0 = no periodic sync; fractions allowed */
     double query_timeout_s;          /* default 600; > 0 */
+    /* Incremental sync that loses nothing (docs/incremental.md). */
+    cfg_key unique_key_dataset, unique_key_results, unique_key_data; /* upsert keys per sub-table */
+    char *lookback;                       /* "5 minutes" (time columns) or a number; NULL = none */
+    bool lookback_is_number;              /* lookback is a plain number (numeric columns) */
+    double full_refresh_interval_minutes; /* 0 = never */
+    cfg_horizon commit_horizon;           /* auto: on for timestamp columns */
+    int unique_key_line, lookback_line;
     /* Lines of keys, for messages that point at them later (0 = absent). */
     int url_line, dataset_query_line, results_query_line, query_line;
     int partition_column_line, incremental_column_line;

@@ -13,12 +13,27 @@ static bool needs_dollar_escape(const char *c)
     return c[0] == '$' && (c[1] == '$' || c[1] == '{');
 }
 
+/* Length of a UTF-8 NEL, LS or PS at c (0 if none): YAML reads those as
+ * line breaks, so they must be escaped and never sit in a block scalar. */
+static size_t unicode_break(const unsigned char *c)
+{
+    if (c[0] == 0xc2 && c[1] == 0x85)
+        return 2;
+    if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9))
+        return 3;
+    return 0;
+}
+
 /* Double-quoted YAML scalar: safe for any bytes. */
 static void print_quoted(FILE *out, const char *s)
 {
     fputc('"', out);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\')
+        size_t ub = unicode_break(c);
+        if (ub > 0) {
+            fputs(ub == 2 ? "\\N" : c[2] == 0xa8 ? "\\L" : "\\P", out);
+            c += ub - 1;
+        } else if (*c == '"' || *c == '\\')
             fprintf(out, "\\%c", *c);
         else if (*c == '\n')
             fputs("\\n", out);
@@ -35,11 +50,12 @@ static void print_quoted(FILE *out, const char *s)
 }
 
 /* Literal block scalars keep every byte except control characters other
- * than tab and newline; those values are printed double-quoted instead. */
+ * than tab and newline and the Unicode line breaks; values with those are
+ * printed double-quoted instead. */
 static bool fits_block(const char *s)
 {
     for (const unsigned char *c = (const unsigned char *)s; *c; c++)
-        if ((*c < 0x20 && *c != '\n' && *c != '\t') || *c == 0x7f)
+        if ((*c < 0x20 && *c != '\n' && *c != '\t') || *c == 0x7f || unicode_break(c) > 0)
             return false;
     return s[0] != '\0';
 }
@@ -142,5 +158,27 @@ void cfg_print(FILE *out, const cfg_config *cfg)
         print_string(out, "incremental_column", src->incremental_column);
         print_number(out, "refresh_interval_minutes", src->refresh_interval_minutes);
         print_number(out, "query_timeout", src->query_timeout_s);
+        const cfg_key *keys[] = {&src->unique_key_dataset, &src->unique_key_results, &src->unique_key_data};
+        const char *key_names[] = {"dataset", "results", "data"};
+        bool any_key = false;
+        for (size_t k = 0; k < 3; k++) {
+            if (keys[k]->n == 0)
+                continue;
+            if (!any_key)
+                fputs("  unique_key:\n", out);
+            any_key = true;
+            fprintf(out, "    %s: [", key_names[k]);
+            for (size_t c = 0; c < keys[k]->n; c++) {
+                fputs(c ? ", " : "", out);
+                print_quoted(out, keys[k]->cols[c]);
+            }
+            fputs("]\n", out);
+        }
+        if (src->lookback)
+            print_string(out, "lookback", src->lookback);
+        if (src->full_refresh_interval_minutes > 0)
+            print_number(out, "full_refresh_interval_minutes", src->full_refresh_interval_minutes);
+        if (src->commit_horizon != CFG_HORIZON_AUTO)
+            fprintf(out, "  commit_horizon: %s\n", yes_no(src->commit_horizon == CFG_HORIZON_ON));
     }
 }

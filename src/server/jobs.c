@@ -218,6 +218,23 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
     return ok ? JOBS_STARTED : JOBS_STOPPING;
 }
 
+/* full_refresh_interval_minutes: a scheduled sync becomes a full rebuild
+ * once that long has passed since the last full one, so deletes in the
+ * source reach the cache. Called with the lock held. */
+static bool full_refresh_due(const source_runtime *r)
+{
+    double interval = r->src->full_refresh_interval_minutes * 60.0;
+    if (interval <= 0)
+        return false;
+    json_t *last_full = json_object_get(r->status, "last_full");
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!json_is_string(last_full) ||
+        strptime(json_string_value(last_full), "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return true;
+    return unix_now() - (double)timegm(&tm) >= interval;
+}
+
 /* The scheduler: sleeps until the next source is due, starts every due
  * source (each on its own thread, so they run concurrently; incremental
  * whenever possible), and repeats until shutdown. A source already syncing
@@ -244,7 +261,7 @@ static void *scheduler_main(void *arg)
             if (!r->src->enabled || interval_s(r) <= 0 || r->next_due_mono == 0)
                 continue;
             if (r->next_due_mono <= now) {
-                if (start_locked(j, r, false) == JOBS_BUSY) {
+                if (start_locked(j, r, full_refresh_due(r)) == JOBS_BUSY) {
                     ds_log_info("%s: already syncing; skipped by the scheduler this time", r->src->name);
                     r->next_due_mono = now + interval_s(r);
                 }

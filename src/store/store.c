@@ -10,7 +10,7 @@
 static const char *const metadata_ddl[] = {
     "CREATE SCHEMA IF NOT EXISTS _duckstore",
     "CREATE TABLE IF NOT EXISTS _duckstore.tables (table_name VARCHAR NOT NULL, schema_signature VARCHAR, "
-    "watermark_column VARCHAR, watermark VARCHAR, updated_at TIMESTAMPTZ)",
+    "watermark_column VARCHAR, watermark VARCHAR, updated_at TIMESTAMPTZ, watermark_inclusive BOOLEAN)",
     "CREATE TABLE IF NOT EXISTS _duckstore.sync_status (source VARCHAR NOT NULL, status VARCHAR NOT NULL, "
     "updated_at TIMESTAMPTZ)",
 };
@@ -279,10 +279,10 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
     memset(out, 0, sizeof *out);
     char *lit = store_quote_literal(table);
     char sql[512];
-    snprintf(
-        sql, sizeof sql,
-        "SELECT schema_signature, watermark_column, watermark FROM _duckstore.tables WHERE table_name = %s",
-        lit);
+    snprintf(sql, sizeof sql,
+             "SELECT schema_signature, watermark_column, watermark, coalesce(watermark_inclusive, false) "
+             "FROM _duckstore.tables WHERE table_name = %s",
+             lit);
     free(lit);
     duckdb_result res;
     if (duckdb_query(con, sql, &res) == DuckDBError) {
@@ -299,6 +299,7 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
             *fields[c] = strdup(v);
             duckdb_free(v);
         }
+        out->watermark_inclusive = duckdb_value_boolean(&res, 3, 0);
     }
     duckdb_destroy_result(&res);
     return true;
@@ -341,10 +342,14 @@ bool store_put_table_meta(duckdb_connection con, const char *table, const store_
                           ds_error *err)
 {
     const char *del[] = {table};
-    const char *ins[] = {table, meta->schema_signature, meta->watermark_column, meta->watermark};
+    const char *ins[] = {table, meta->schema_signature, meta->watermark_column, meta->watermark,
+                         meta->watermark_inclusive ? "true" : "false"};
     return exec_params(con, "DELETE FROM _duckstore.tables WHERE table_name = ?", del, 1, err) &&
-           exec_params(con, "INSERT INTO _duckstore.tables VALUES (?, ?, ?, ?, current_timestamp)", ins, 4,
-                       err);
+           exec_params(
+               con,
+               "INSERT INTO _duckstore.tables (table_name, schema_signature, watermark_column, watermark, "
+               "watermark_inclusive, updated_at) VALUES (?, ?, ?, ?, ?::BOOLEAN, current_timestamp)",
+               ins, 5, err);
 }
 
 bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err)

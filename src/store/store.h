@@ -65,6 +65,9 @@ typedef struct store_table_meta {
     char *schema_signature;
     char *watermark_column;
     char *watermark;
+    /* The next read starts at the watermark itself (>=) rather than after
+     * it: set when the commit horizon held the watermark back. */
+    bool watermark_inclusive;
 } store_table_meta;
 
 bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "sync/incremental.h"
 
 /* ---- cancellation ---------------------------------------------------- */
 
@@ -535,12 +536,19 @@ typedef struct table_job {
     const char *label; /* dataset_query, results_query or query */
     const char *query;
     bool needs_dataset_id;
+    const cfg_key *key; /* unique_key of this sub-table (n == 0: none) */
     char table[160], staging[176];
     /* results */
     pgsrc_desc desc;
     char *signature;
     bool has_inc_col, incremental;
+    int inc_idx; /* incremental column in desc, -1 when absent */
     char *old_watermark;
+    bool old_inclusive;
+    inc_horizon horizon; /* value NULL when the horizon is off */
+    char *read_start;    /* incremental reads: where this one started */
+    bool start_inclusive, overlap;
+    int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
     bool truncated;
     sync_report warnings;
@@ -575,6 +583,7 @@ static bool decide_incremental(table_job *job, duckdb_connection con, ds_error *
     }
     job->incremental = true;
     job->old_watermark = meta.watermark;
+    job->old_inclusive = meta.watermark_inclusive;
     meta.watermark = NULL;
     store_table_meta_free(&meta);
     return true;
@@ -597,8 +606,11 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         free(cols);
         return false;
     }
+    if (!inc_check_key(src, job->label, job->key, &job->desc, err))
+        return false;
     sync_column_warnings(src, job->label, &job->desc, &job->warnings);
     job->has_inc_col = column_usable(&job->desc, src->incremental_column, usable_as_watermark);
+    job->inc_idx = job->has_inc_col ? pgsrc_desc_find(&job->desc, src->incremental_column) : -1;
     job->signature = schema_signature(&job->desc, job->cfg->store.max_sync_rows);
     if (!decide_incremental(job, con, err))
         return false;
@@ -630,6 +642,21 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         atomic_init(&shared.budget, budget);
     }
 
+    /* The horizon is taken before the read's snapshot (see incremental.h). */
+    if (job->has_inc_col && inc_horizon_enabled(src, &job->desc.cols[job->inc_idx])) {
+        if (!inc_take_horizon(conn, &job->desc.cols[job->inc_idx], &job->horizon, err))
+            return false;
+        if (!job->horizon.sees_all)
+            add_warning(&job->warnings,
+                        "%s: the source role cannot see other sessions' transactions, so the commit horizon "
+                        "only covers its own; GRANT pg_read_all_stats TO the role in the url",
+                        src->name);
+    }
+    if (job->incremental &&
+        !inc_read_start(con, src, job->desc.cols[job->inc_idx].type.ddl, job->old_watermark,
+                        job->old_inclusive, &job->read_start, &job->start_inclusive, &job->overlap, err))
+        return false;
+
     set_phase(job->opt, SYNC_PHASE_READING);
     int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
     if (!job->incremental && job->cfg->store.sync_workers > 1 && part_idx >= 0 &&
@@ -640,9 +667,9 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         char *where = NULL;
         if (job->incremental) {
             char *ident = pgsrc_quote_ident(conn, src->incremental_column);
-            char *lit = pgsrc_quote_literal(conn, job->old_watermark);
-            int inc = pgsrc_desc_find(&job->desc, src->incremental_column);
-            if (asprintf(&where, "%s > %s::%s", ident, lit, job->desc.cols[inc].pg_type) < 0)
+            char *lit = pgsrc_quote_literal(conn, job->read_start);
+            if (asprintf(&where, "%s %s %s::%s", ident, job->start_inclusive ? ">=" : ">", lit,
+                         job->desc.cols[job->inc_idx].pg_type) < 0)
                 where = NULL;
             free(ident);
             free(lit);
@@ -689,6 +716,8 @@ static void table_job_free(table_job *job)
     pgsrc_desc_free(&job->desc);
     free(job->signature);
     free(job->old_watermark);
+    free(job->read_start);
+    inc_horizon_free(&job->horizon);
 }
 
 /* ---- commit ------------------------------------------------------------ */
@@ -760,48 +789,45 @@ static bool apply_table(duckdb_connection con, const cfg_source *src, table_job 
                         ds_error *err)
 {
     char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
-    char *inc = job->has_inc_col ? store_quote_ident(src->incremental_column) : NULL;
-    char *watermark = NULL;
+    const char *duck_type = job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
     bool ok;
     if (job->incremental) {
-        watermark = job->old_watermark ? strdup(job->old_watermark) : NULL;
-        ok = true;
-        if (job->rows_loaded > 0) {
-            char *sql = NULL;
-            free(watermark);
-            watermark = NULL;
-            ok = asprintf(&sql, "SELECT max(%s)::VARCHAR FROM %s", inc, qs) >= 0 &&
-                 store_query_text(con, sql, &watermark, err) &&
-                 exec_fmt(con, err, "INSERT INTO %s SELECT * FROM %s", qt, qs);
-            free(sql);
-        }
-        ok = ok && exec_fmt(con, err, "DROP TABLE %s", qs);
+        ok = inc_apply(con, job->table, job->staging, job->key, src->incremental_column, duck_type,
+                       job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
+                       &job->rows_updated, err) &&
+             exec_fmt(con, err, "DROP TABLE %s", qs);
     } else {
         ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qt) &&
              exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
-        if (ok && inc) {
-            char *sql = NULL;
-            ok = asprintf(&sql, "SELECT max(%s)::VARCHAR FROM %s", inc, qt) >= 0 &&
-                 store_query_text(con, sql, &watermark, err);
-            free(sql);
-        }
+        job->rows_inserted = job->rows_loaded;
     }
+    char *watermark = NULL;
+    bool inclusive = false;
+    if (ok && job->has_inc_col)
+        ok = inc_next_watermark(con, job->table, src->incremental_column, duck_type, job->horizon.value,
+                                &watermark, &inclusive, err);
     if (ok) {
         store_table_meta meta = {.schema_signature = job->signature,
                                  .watermark_column = job->has_inc_col ? src->incremental_column : NULL,
-                                 .watermark = watermark};
+                                 .watermark = watermark,
+                                 .watermark_inclusive = inclusive};
         ok = store_put_table_meta(con, job->table, &meta, err);
     }
     snprintf(tr->table, sizeof tr->table, "%s", job->table);
     tr->incremental = job->incremental;
     tr->rows_loaded = job->rows_loaded;
+    tr->rows_inserted = job->rows_inserted;
+    tr->rows_updated = job->rows_updated;
     tr->truncated = job->truncated;
+    tr->upsert = job->key->n > 0;
+    snprintf(tr->horizon, sizeof tr->horizon, "%s", job->horizon.value ? job->horizon.value : "");
+    snprintf(tr->horizon_holder, sizeof tr->horizon_holder, "%s",
+             job->horizon.holder ? job->horizon.holder : "");
     if (ok)
         tr->rows_total = count_rows(con, job->table, err, &ok);
     free(watermark);
     free(qt);
     free(qs);
-    free(inc);
     return ok;
 }
 
@@ -871,9 +897,16 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         json_object_set_new(doc, "rows", json_integer(report->rows));
         json_object_set_new(doc, "sync_type", json_string(report->incremental ? "incremental" : "full"));
         json_object_set_new(doc, "last_sync", json_string(now));
+        int64_t inserted = 0, updated = 0;
+        for (size_t i = 0; i < njobs; i++) {
+            inserted += report->tables[i].rows_inserted;
+            updated += report->tables[i].rows_updated;
+        }
         if (report->incremental) {
             json_object_set_new(doc, "last_incremental", json_string(now));
             json_object_set_new(doc, "incremental_rows", json_integer(report->rows_added));
+            json_object_set_new(doc, "incremental_inserted", json_integer(inserted));
+            json_object_set_new(doc, "incremental_updated", json_integer(updated));
         } else {
             json_object_set_new(doc, "last_full", json_string(now));
         }
@@ -889,6 +922,16 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
             json_object_set_new(t, "mode",
                                 json_string(report->tables[i].incremental ? "incremental" : "full"));
             json_object_set_new(t, "truncated", json_boolean(report->tables[i].truncated));
+            json_object_set_new(t, "apply", json_string(report->tables[i].upsert ? "upsert" : "append"));
+            json_object_set_new(t, "rows_inserted", json_integer(report->tables[i].rows_inserted));
+            json_object_set_new(t, "rows_updated", json_integer(report->tables[i].rows_updated));
+            json_object_set_new(t, "commit_horizon",
+                                report->tables[i].horizon[0] ? json_string(report->tables[i].horizon)
+                                                             : json_null());
+            json_object_set_new(t, "horizon_held_by",
+                                report->tables[i].horizon_holder[0]
+                                    ? json_string(report->tables[i].horizon_holder)
+                                    : json_null());
             json_object_set_new(tables, report->tables[i].table, t);
         }
         json_object_set_new(doc, "tables", tables);
@@ -980,6 +1023,9 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         job->label = njobs == 2 ? labels[i] : "query";
         job->query = njobs == 2 ? queries[i] : src->query;
         job->needs_dataset_id = njobs == 2;
+        job->key = njobs == 2 ? (i == 0 ? &src->unique_key_dataset : &src->unique_key_results)
+                              : &src->unique_key_data;
+        job->inc_idx = -1;
         snprintf(job->table, sizeof job->table, "%s", names[i]);
         snprintf(job->staging, sizeof job->staging, "%.159s_staging", names[i]);
     }

@@ -54,8 +54,12 @@ typedef struct sync_options {
 typedef struct sync_table_report {
     char table[160];
     bool incremental;
+    bool upsert; /* unique_key configured: incremental batches replace rows by key */
     int64_t rows_loaded, rows_total;
+    int64_t rows_inserted, rows_updated; /* of this sync's batch */
     bool truncated;
+    char horizon[48];         /* commit horizon taken by this sync, "" when off */
+    char horizon_holder[256]; /* the open transaction that held it back, "" when none */
 } sync_table_report;
 
 typedef struct sync_report {

@@ -178,11 +178,15 @@ static void test_endpoints_and_errors(void **state)
     snprintf(expected, sizeof expected,
              "{\"success\":true,\"enabled\":true,\"datasets\":{"
              "\"broken_data\":%s\"watermarks\":{\"broken_data\":null},\"refresh_interval_minutes\":0,"
-             "\"incremental_column\":null},"
+             "\"incremental_column\":null,\"mode\":\"append\",\"lookback\":null,\"commit_horizon\":false,"
+             "\"full_refresh_interval_minutes\":null,\"next_full_refresh\":null},"
              "\"mon_data\":%s\"watermarks\":{\"mon_dataset\":null,\"mon_results\":null},"
-             "\"refresh_interval_minutes\":0,\"incremental_column\":\"created_at\"},"
+             "\"refresh_interval_minutes\":0,\"incremental_column\":\"created_at\",\"mode\":\"append\","
+             "\"lookback\":null,\"commit_horizon\":true,\"full_refresh_interval_minutes\":null,\"next_full_"
+             "refresh\":null},"
              "\"slow_data\":%s\"watermarks\":{\"slow_data\":null},\"refresh_interval_minutes\":0,"
-             "\"incremental_column\":null}}}",
+             "\"incremental_column\":null,\"mode\":\"append\",\"lookback\":null,\"commit_horizon\":false,"
+             "\"full_refresh_interval_minutes\":null,\"next_full_refresh\":null}}}",
              not_synced, not_synced, not_synced);
     expect_exact(&srv, "GET", "/api/store/status", NULL, 200, expected);
 
@@ -422,7 +426,12 @@ static void test_sync_over_http(void **state)
                                        "incremental_rows",
                                        "watermarks",
                                        "refresh_interval_minutes",
-                                       "incremental_column"};
+                                       "incremental_column",
+                                       "mode",
+                                       "lookback",
+                                       "commit_horizon",
+                                       "full_refresh_interval_minutes",
+                                       "next_full_refresh"};
     assert_int_equal(json_object_size(ds), sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (json_object_get(ds, keys[i]) == NULL)
