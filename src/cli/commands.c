@@ -351,6 +351,15 @@ static bool describe_source(const cfg_source *src)
                    src->name, labels[q]);
             ok = false;
         }
+        const cfg_key *key = n == 2 ? (q == 0 ? &src->unique_key_dataset : &src->unique_key_results)
+                                    : &src->unique_key_data;
+        for (size_t k = 0; k < key->n; k++) {
+            if (pgsrc_desc_find(&desc, key->cols[k]) < 0) {
+                printf("# %s: error: %s:%d: unique_key column \"%s\" is not a column of %s\n", src->name,
+                       src->file, src->unique_key_line, key->cols[k], labels[q]);
+                ok = false;
+            }
+        }
         sync_column_warnings(src, labels[q], &desc, &warnings);
         pgsrc_desc_free(&desc);
     }
