@@ -76,7 +76,9 @@ typedef struct sync_report {
 
 /* Syncs one source. On failure: the previous data stays, staging tables are
  * dropped, the source's watermarks are cleared (the next sync is full), the
- * persisted status says `error`, and err says why. */
+ * persisted status says `error`, and err says why. A sync cancelled through
+ * opt->cancel (shutdown) only drops its staging tables: data, watermarks and
+ * status still agree and are kept. */
 bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
                  sync_report *report, ds_error *err);
 
