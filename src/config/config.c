@@ -74,6 +74,50 @@ static void report(const yfile *f, int line, const char *fmt, ...) __attribute__
  * FAIL(...)`. A macro so that analyzers see the false through the varargs. */
 #define FAIL(f, line, ...) (report((f), (line), __VA_ARGS__), false)
 
+/* Length of the line break at text[i] (0 when there is none), counted the
+ * way libyaml counts them, so that our line numbers and its marks agree:
+ * CR LF, CR, LF, and in UTF-8 NEL, LS and PS. */
+static size_t break_at(const char *text, size_t len, size_t i)
+{
+    const unsigned char *t = (const unsigned char *)text;
+    if (t[i] == '\r')
+        return i + 1 < len && t[i + 1] == '\n' ? 2 : 1;
+    if (t[i] == '\n')
+        return 1;
+    if (t[i] == 0xc2 && i + 1 < len && t[i + 1] == 0x85)
+        return 2;
+    if (t[i] == 0xe2 && i + 2 < len && t[i + 1] == 0x80 && (t[i + 2] == 0xa8 || t[i + 2] == 0xa9))
+        return 3;
+    return 0;
+}
+
+/* Line of the byte at offset (1-based). */
+static int line_at_offset(const yfile *f, size_t offset)
+{
+    int line = 1;
+    for (size_t i = 0; i < offset && i < f->len;) {
+        size_t n = break_at(f->text, f->len, i);
+        line += n > 0;
+        i += n > 0 ? n : 1;
+    }
+    return line;
+}
+
+/* The last line that exists in the file. libyaml puts the end of the
+ * stream one line below a last line without a break, and errors found
+ * there would otherwise name a line no editor shows. */
+static int last_line(const yfile *f)
+{
+    if (f->text == NULL || f->len == 0)
+        return 1;
+    int line = line_at_offset(f, f->len);
+    size_t i = f->len - 1;
+    bool ends_with_break = break_at(f->text, f->len, i) > 0 ||
+                           (i >= 1 && break_at(f->text, f->len, i - 1) == 2) ||
+                           (i >= 2 && break_at(f->text, f->len, i - 2) == 3);
+    return ends_with_break && line > 1 ? line - 1 : line;
+}
+
 static void report(const yfile *f, int line, const char *fmt, ...)
 {
     char msg[900];
@@ -81,7 +125,8 @@ static void report(const yfile *f, int line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ds_error_set(f->err, DS_ERR_CONFIG, "%s:%d: %s", f->path, line, msg);
+    int last = last_line(f);
+    ds_error_set(f->err, DS_ERR_CONFIG, "%s:%d: %s", f->path, line < 1 ? 1 : line > last ? last : line, msg);
 }
 
 static bool nomem(ds_error *err)
@@ -791,15 +836,6 @@ static bool read_file(const char *path, char **text, size_t *len, ds_error *err)
     *text = buf;
     *len = size;
     return true;
-}
-
-static int line_at_offset(const yfile *f, size_t offset)
-{
-    int line = 1;
-    for (size_t i = 0; i < offset && i < f->len; i++)
-        if (f->text[i] == '\n')
-            line++;
-    return line;
 }
 
 static bool parse_error(yfile *f, const yaml_parser_t *parser)

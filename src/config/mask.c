@@ -15,45 +15,73 @@ static bool is_password_key(const char *key, size_t len)
     return len == 8 && strncasecmp(key, "password", 8) == 0;
 }
 
+/* A port list ("5432", "5432,5433"); an empty one is no port. */
 static bool all_port_chars(const char *s, const char *end)
 {
+    if (s == end)
+        return false;
     for (; s < end; s++)
         if (!isdigit((unsigned char)*s) && *s != ',')
             return false;
     return true;
 }
 
-/* Copies a URI query string (after the '?'), masking password=... parameters. */
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* A URI parameter name that libpq reads as "password" once it has decoded
+ * its %XX escapes ("pass%77ord" is one). */
+static bool is_password_param(const char *key, size_t len)
+{
+    char name[9];
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = key[i];
+        if (c == '%' && i + 2 < len && hex_value(key[i + 1]) >= 0 && hex_value(key[i + 2]) >= 0) {
+            c = (char)(hex_value(key[i + 1]) * 16 + hex_value(key[i + 2]));
+            i += 2;
+        }
+        if (n == sizeof name - 1)
+            return false;
+        name[n++] = c;
+    }
+    return is_password_key(name, n);
+}
+
+/* Copies a URI query string (after the '?'), masking password=... parameters.
+ * As in libpq, parameters end only at '&' ('#' starts no fragment). */
 static void mask_uri_params(FILE *out, const char *q)
 {
-    const char *frag = q + strcspn(q, "#");
     const char *p = q;
-    while (p < frag) {
-        const char *end = p + strcspn(p, "&#");
-        if (end > frag)
-            end = frag;
+    while (*p) {
+        const char *end = p + strcspn(p, "&");
         const char *eq = memchr(p, '=', (size_t)(end - p));
-        if (eq != NULL && is_password_key(p, (size_t)(eq - p))) {
+        if (eq != NULL && is_password_param(p, (size_t)(eq - p))) {
             fwrite(p, 1, (size_t)(eq + 1 - p), out);
             fputs(MASK, out);
         } else {
             fwrite(p, 1, (size_t)(end - p), out);
         }
         p = end;
-        if (p < frag && *p == '&')
+        if (*p == '&')
             fputc(*p++, out);
     }
-    fputs(frag, out);
 }
 
-/* scheme://[user[:password]@]host[:port][,...][/db][?params]. The userinfo
- * ends at the last '@' of the authority, so an unencoded '@' in the password
- * is hidden too. */
+/* scheme://[user[:password]@]host[:port][,...][/db][?params]. libpq ends
+ * the userinfo at the first '@' before any '/' ('?' and '#' included); we
+ * take the last such '@', so an unencoded '@' in the password is hidden
+ * too. */
 static void mask_uri(FILE *out, const char *url, const char *rest)
 {
-    size_t auth_len = strcspn(rest, "/?#");
+    size_t auth_len = strcspn(rest, "/?");
     const char *at = NULL;
-    for (const char *p = rest; p < rest + auth_len; p++)
+    for (const char *p = rest; *p && *p != '/'; p++)
         if (*p == '@')
             at = p;
 
@@ -65,8 +93,8 @@ static void mask_uri(FILE *out, const char *url, const char *rest)
             pw_end = at;
         }
     } else if (rest[0] != '[') {
-        /* No '@' before the first '/', '?' or '#': either there is no user
-         * info, or the password holds one of those characters unencoded.
+        /* No '@' before the first '/': either there is no user info, or
+         * the password holds an unencoded '/'.
          * "user:pa/ss@host" has a non-port after the ':' and an '@' later. */
         const char *colon = memchr(rest, ':', auth_len);
         const char *last_at = strrchr(rest, '@');
@@ -84,13 +112,12 @@ static void mask_uri(FILE *out, const char *url, const char *rest)
     } else {
         fwrite(url, 1, (size_t)(rest - url), out);
     }
-    size_t before_q = strcspn(tail, "?#");
+    size_t before_q = strcspn(tail, "?");
     fwrite(tail, 1, before_q, out);
     if (tail[before_q] == '?') {
         fputc('?', out);
         mask_uri_params(out, tail + before_q + 1);
-    } else
-        fputs(tail + before_q, out);
+    }
 }
 
 /* Reads a conninfo value the way libpq does (single quotes, backslash
