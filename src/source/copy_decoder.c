@@ -193,7 +193,11 @@ static int numeric_to_scaled(const unsigned char *p, int32_t len, int scale, int
         return -1;
     if (sign != NUMERIC_POS && sign != NUMERIC_NEG)
         return 1;
-    __int128 acc = 0;
+    /* Every partial sum stays below 10^precision <= 10^38 and each part is
+     * checked before it is computed, so nothing overflows; the unsigned sum
+     * has room for two such values. */
+    unsigned __int128 acc = 0;
+    const unsigned __int128 limit = (unsigned __int128)pow10_i128[precision];
     for (int i = 0; i < ndigits; i++) {
         int digit = rd16(p + 8 + 2 * i);
         if (digit > 9999)
@@ -201,15 +205,18 @@ static int numeric_to_scaled(const unsigned char *p, int32_t len, int scale, int
         int exp = 4 * (weight - i) + scale;
         if (exp <= -4)
             break;
-        if (exp > 38)
+        if (digit == 0)
+            continue;
+        /* digit * 10^exp < 10^precision needs digit < 10^(precision - exp). */
+        if (exp >= precision ||
+            (exp >= 0 && precision - exp < 4 && digit >= (int)pow10_i128[precision - exp]))
             return -1;
-        __int128 part =
-            exp >= 0 ? (__int128)digit * pow10_i128[exp] : (__int128)(digit / (int)pow10_i128[-exp]);
-        acc += part;
-        if (acc >= pow10_i128[precision])
+        acc += exp >= 0 ? (unsigned __int128)digit * (unsigned __int128)pow10_i128[exp]
+                        : (unsigned __int128)(digit / (int)pow10_i128[-exp]);
+        if (acc >= limit)
             return -1;
     }
-    *out = sign == NUMERIC_NEG ? -acc : acc;
+    *out = sign == NUMERIC_NEG ? -(__int128)acc : (__int128)acc;
     return 0;
 }
 
