@@ -3,16 +3,20 @@
 #   make test     install, build (plain + sanitizers), run every test on a throwaway PostgreSQL
 #   make demo     sync sample data from a throwaway PostgreSQL and show the status
 #   make bench    duckstore against the PostgreSQL COPY limit and the CSV pipeline (BENCH_TRACES=...)
+#   make fuzz     build the libFuzzer targets (clang, build-fuzz/) and run each for FUZZ_SECONDS (60)
 #   make format   clang-format the tree        make lint   cppcheck + clang-tidy
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 C_SOURCES = $(shell git ls-files -co --exclude-standard '*.c' '*.h' 2>/dev/null)
+FUZZ_SECONDS ?= 60
+# make test fuzzes each target for 60 s in CI (CI=true), 10 s elsewhere.
+TEST_FUZZ_SECONDS = $(if $(filter true,$(CI)),60,10)
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build build-asan test test-plain test-asan bench demo format format-check lint clean
+.PHONY: all deps build build-asan build-fuzz test test-plain test-asan fuzz bench demo format format-check lint clean
 
 all: build
 
@@ -27,8 +31,13 @@ build-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDUCKSTORE_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS) -- --no-print-directory
 
+build-fuzz: deps
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUCKSTORE_FUZZ=ON >/dev/null
+	@cmake --build build-fuzz -j $(JOBS) -- --no-print-directory
+
 test: build build-asan
 	@scripts/with-test-pg.sh $(MAKE) --no-print-directory test-plain test-asan
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 # These two expect DUCKSTORE_TEST_PG (set by scripts/with-test-pg.sh).
 test-plain:
@@ -38,6 +47,10 @@ test-plain:
 test-asan:
 	@echo "== tests (ASan + UBSan + LeakSanitizer build) =="
 	@$(SAN_ENV) ctest --test-dir build-asan --output-on-failure -j $(JOBS)
+
+fuzz: build-fuzz
+	@echo "== fuzzing, $(FUZZ_SECONDS) s per target (ASan + UBSan + LeakSanitizer) =="
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench: build
 	@bench/run.sh
@@ -57,4 +70,4 @@ lint: build
 	@clang-tidy --quiet -p build $(filter src/%.c,$(C_SOURCES)) 2>/dev/null
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

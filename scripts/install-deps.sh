@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what duckstore needs to build, test and run its demo on Debian 12:
 # the Debian packages below (skipped when present) and the pinned DuckDB C API.
+# clang and its runtime libraries (libFuzzer, sanitizers) serve `make fuzz`.
 # Safe to run again: a second run installs and downloads nothing.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ packages=(
   libpq-dev postgresql
   libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev
   curl jq npm openssl time
+  clang libclang-rt-14-dev
 )
 
 missing=()

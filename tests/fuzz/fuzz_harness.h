@@ -1,0 +1,44 @@
+/* The fuzz targets' bodies, shared by the libFuzzer entry points
+ * (fuzz_*.c, built by `make fuzz`) and by fuzz/test_replay, which runs every
+ * seed and every past crash input through them in the normal test builds.
+ * Each returns 0 and abort()s when it catches the code under test doing
+ * something wrong that the sanitizers would not see (a broken invariant). */
+#ifndef DS_TESTS_FUZZ_HARNESS_H
+#define DS_TESTS_FUZZ_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Input: byte 0 picks a column plan (FUZZ_COPY_PLANS), byte 1 says how the
+ * rest is cut into CopyData messages: with bit 7 set, one message per tuple
+ * as PostgreSQL sends them (header with the first); else its low 4 bits are
+ * a count n of big-endian uint16 cut offsets that follow. The rest is the
+ * binary COPY stream, decoded into DuckDB chunks. */
+int fuzz_copy_decoder_input(const uint8_t *data, size_t size);
+
+/* What one input decoded to, for the regression tests. */
+typedef struct fuzz_copy_result {
+    uint64_t rows;    /* rows decoded */
+    bool done;        /* the end marker was reached */
+    char error[1024]; /* the decoder's message when it failed, else "" */
+} fuzz_copy_result;
+
+/* fuzz_copy_decoder_input, also reporting the outcome into *out. */
+int fuzz_copy_decoder_run(const uint8_t *data, size_t size, fuzz_copy_result *out);
+
+/* Number of column plans; plan i has the columns of FUZZ_COPY_PLAN_SQL. */
+#define FUZZ_COPY_PLANS 8
+
+/* Input: the text of a source file (written as fuzz_db.yaml); when it holds
+ * a line "#@duckdb.yaml", what follows that line becomes duckdb.yaml. The
+ * directory is loaded, printed, masked, and the printed config is loaded
+ * again and must print the same. */
+int fuzz_config_input(const uint8_t *data, size_t size);
+
+/* The marker of fuzz_config_input. */
+#define FUZZ_CONFIG_STORE_MARKER "#@duckdb.yaml\n"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif
