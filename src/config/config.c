@@ -1007,7 +1007,7 @@ bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
     cfg.store.query_concurrency = 8;
     cfg.dir = strdup(dir);
     cfg.store.path = strdup("data/store.duckdb");
-    cfg.store.memory_limit = strdup("128MB");
+    cfg.store.memory_limit = strdup("64MB");
     cfg.store.threads = 1;
     if (cfg.dir == NULL || cfg.store.path == NULL || cfg.store.memory_limit == NULL) {
         cfg_free(&cfg);

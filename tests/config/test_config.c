@@ -120,7 +120,7 @@ static void assert_store_defaults(const cfg_store *st)
     assert_int_equal(st->sync_chunk_size, 1000000);
     assert_int_equal(st->max_sync_rows, 2000000);
     assert_int_equal(st->query_concurrency, 8);
-    assert_string_equal(st->memory_limit, "128MB");
+    assert_string_equal(st->memory_limit, "64MB");
     assert_int_equal(st->threads, 1);
 }
 
@@ -476,7 +476,7 @@ static void test_print_runbook(void **state)
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
-                          "  memory_limit: \"128MB\"\n"
+                          "  memory_limit: \"64MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
