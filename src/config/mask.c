@@ -191,6 +191,10 @@ static bool mask_conninfo(FILE *out, const char *s)
         if (val == NULL)
             return false;
         if (password) {
+            /* Text glued to a closing quote ('pw'x) is malformed for libpq;
+             * hide it with the value rather than show it as a new key. */
+            while (*p && !isspace((unsigned char)*p))
+                p++;
             fputs(MASK, out);
         } else if (key_len == 6 && strncmp(key, "dbname", 6) == 0 &&
                    (strstr(val, "://") || strchr(val, '='))) {
