@@ -88,6 +88,25 @@ static void unknown_source(const cfg_config *cfg, const char *name)
     fprintf(stderr, "%s\n", cfg->n_sources ? "" : " (none)");
 }
 
+/* Loads the config, finds the named source (when name is not NULL) and
+ * opens the store. Returns CLI_EXIT_OK, or the exit code after cleaning up. */
+static int open_session(const cli_globals *g, const char *name, cfg_config *cfg, const cfg_source **src,
+                        store **st)
+{
+    if (!load_config(g, cfg))
+        return CLI_EXIT_USAGE;
+    if (name != NULL && (*src = cfg_find_source(cfg, name)) == NULL) {
+        unknown_source(cfg, name);
+        cfg_free(cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (!open_store(g, cfg, st)) {
+        cfg_free(cfg);
+        return CLI_EXIT_SYNC_ERROR;
+    }
+    return CLI_EXIT_OK;
+}
+
 /* ---- sync with a live progress line ---------------------------------- */
 
 typedef struct progress_printer {
@@ -239,13 +258,10 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     if (parse_args("status", argc, argv, allowed, pos, 0) < 0)
         return CLI_EXIT_USAGE;
     cfg_config cfg;
-    if (!load_config(g, &cfg))
-        return CLI_EXIT_USAGE;
     store *st;
-    if (!open_store(g, &cfg, &st)) {
-        cfg_free(&cfg);
-        return CLI_EXIT_SYNC_ERROR;
-    }
+    int rc = open_session(g, NULL, &cfg, NULL, &st);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     ds_error err;
     json_t *doc = status_document(st, &cfg, &err);
     store_close(st);
@@ -291,19 +307,11 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     cfg_config cfg;
-    if (!load_config(g, &cfg))
-        return CLI_EXIT_USAGE;
-    const cfg_source *src = cfg_find_source(&cfg, argv[pos[0]]);
-    if (src == NULL) {
-        unknown_source(&cfg, argv[pos[0]]);
-        cfg_free(&cfg);
-        return CLI_EXIT_USAGE;
-    }
+    const cfg_source *src = NULL;
     store *st;
-    if (!open_store(g, &cfg, &st)) {
-        cfg_free(&cfg);
-        return CLI_EXIT_SYNC_ERROR;
-    }
+    int rc = open_session(g, argv[pos[0]], &cfg, &src, &st);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     ds_error err;
     bool ok = sync_reset_watermarks(st, src, &err);
     if (ok)
@@ -351,8 +359,8 @@ static bool describe_source(const cfg_source *src)
                    src->name, labels[q]);
             ok = false;
         }
-        const cfg_key *key = n == 2 ? (q == 0 ? &src->unique_key_dataset : &src->unique_key_results)
-                                    : &src->unique_key_data;
+        const cfg_key *key =
+            n == 2 ? (q == 0 ? &src->unique_key_dataset : &src->unique_key_results) : &src->unique_key_data;
         for (size_t k = 0; k < key->n; k++) {
             if (pgsrc_desc_find(&desc, key->cols[k]) < 0) {
                 printf("# %s: error: %s:%d: unique_key column \"%s\" is not a column of %s\n", src->name,
@@ -417,16 +425,12 @@ int cli_cmd_query(const cli_globals *g, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     cfg_config cfg;
-    if (!load_config(g, &cfg))
-        return CLI_EXIT_USAGE;
     store *st;
-    if (!open_store(g, &cfg, &st)) {
-        cfg_free(&cfg);
-        return CLI_EXIT_SYNC_ERROR;
-    }
+    int rc = open_session(g, NULL, &cfg, NULL, &st);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     duckdb_connection con;
     ds_error err;
-    int rc = CLI_EXIT_OK;
     if (!store_connect(st, &con, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         rc = CLI_EXIT_SYNC_ERROR;
