@@ -330,6 +330,16 @@ int tl_server_stop(tl_server *srv, double timeout_s, double *elapsed_s)
     return code;
 }
 
+void tl_server_kill(tl_server *srv)
+{
+    if (srv->pid <= 0)
+        fail_msg("tl_server_kill: no server running");
+    kill(srv->pid, SIGKILL);
+    waitpid(srv->pid, NULL, 0);
+    track(srv->pid, false);
+    srv->pid = 0;
+}
+
 json_t *tl_server_dataset(const tl_server *srv, const char *dataset)
 {
     json_t *doc =

@@ -65,6 +65,9 @@ void tl_server_start(tl_server *srv, const char *config_dir, const char *log_pat
  * the signal to the exit. */
 int tl_server_stop(tl_server *srv, double timeout_s, double *elapsed_s);
 
+/* SIGKILLs the server (a crash: no shutdown code runs) and reaps it. */
+void tl_server_kill(tl_server *srv);
+
 /* SIGKILLs every server still running (test teardown; also runs at exit). */
 void tl_server_kill_all(void);
 
