@@ -2,9 +2,87 @@
 #include "source/pgsrc.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+/* How long past query_timeout the server may stay silent (see silence_s). */
+#define SILENCE_GRACE_S 10.0
+
+static bool result_error(pgsrc_conn *conn, PGresult *res, ds_error *err);
+
+/* Waits until the server sends something, then lets libpq read it. Every
+ * wait for PostgreSQL goes through here, because libpq's own blocking calls
+ * wait forever for a server that hangs without closing the connection (a
+ * stopped backend, a dead path whose keepalives are still acknowledged).
+ * Past conn->silence_s the socket is shut down, so every later libpq call on
+ * it fails at once instead of blocking, and false is returned. */
+static bool await_input(pgsrc_conn *conn, ds_error *err)
+{
+    int fd = PQsocket(conn->pg);
+    if (fd < 0)
+        return true; /* already broken: libpq reports it */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ms = conn->silence_s > 0 ? (int)(conn->silence_s * 1000.0) : -1;
+    int r;
+    do
+        r = poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        shutdown(fd, SHUT_RDWR);
+        conn->hung = true;
+        return ds_error_set(err, DS_ERR_SOURCE,
+                            "PostgreSQL sent nothing for %g s (query_timeout + %g s): the server or the "
+                            "network path to it hangs; the connection was closed",
+                            conn->silence_s, SILENCE_GRACE_S);
+    }
+    PQconsumeInput(conn->pg); /* on failure the next libpq call reports it */
+    return true;
+}
+
+/* What PQexec would return for the statement just sent with PQsend*: the
+ * last result, the first error, or the COPY OUT start (whose rows the
+ * caller then reads); NULL with err set when the server went silent or the
+ * send failed. */
+static PGresult *await_result(pgsrc_conn *conn, ds_error *err)
+{
+    PGresult *kept = NULL;
+    for (;;) {
+        while (PQisBusy(conn->pg) && PQstatus(conn->pg) != CONNECTION_BAD) {
+            if (!await_input(conn, err)) {
+                PQclear(kept);
+                return NULL;
+            }
+        }
+        PGresult *res = PQgetResult(conn->pg);
+        if (res == NULL)
+            break;
+        ExecStatusType st = PQresultStatus(res);
+        if (kept != NULL && PQresultStatus(kept) == PGRES_FATAL_ERROR) {
+            PQclear(res);
+            continue;
+        }
+        PQclear(kept);
+        kept = res;
+        if (st == PGRES_COPY_OUT || st == PGRES_COPY_IN || st == PGRES_COPY_BOTH)
+            break;
+    }
+    if (kept == NULL)
+        result_error(conn, NULL, err);
+    return kept;
+}
+
+static PGresult *exec_query(pgsrc_conn *conn, const char *sql, ds_error *err)
+{
+    if (!PQsendQuery(conn->pg, sql)) {
+        result_error(conn, NULL, err);
+        return NULL;
+    }
+    return await_result(conn, err);
+}
 
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err)
 {
@@ -33,6 +111,7 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
         return ds_error_set(err, DS_ERR_SOURCE, "cannot connect to PostgreSQL: %s", msg);
     }
     out->cancel = PQgetCancel(out->pg);
+    out->silence_s = query_timeout_s + SILENCE_GRACE_S;
     char sql[128];
     snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(query_timeout_s * 1000.0 + 0.5));
     if (!pgsrc_exec(out, sql, err)) {
@@ -60,9 +139,13 @@ void pgsrc_cancel(pgsrc_conn *conn)
 }
 
 /* Turns a failed result into a ds_error: primary message, plus the
- * statement_timeout case as its own code. */
-static bool result_error(PGconn *pg, PGresult *res, ds_error *err)
+ * statement_timeout case as its own code. A connection given up as hung
+ * keeps the message that says so. */
+static bool result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
 {
+    PGconn *pg = conn->pg;
+    if (conn->hung && res == NULL)
+        return false;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *position = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
@@ -82,16 +165,18 @@ static bool result_error(PGconn *pg, PGresult *res, ds_error *err)
 
 bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
 {
-    return result_error(conn->pg, res, err);
+    return result_error(conn, res, err);
 }
 
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 {
-    PGresult *res = PQexec(conn->pg, sql);
+    PGresult *res = exec_query(conn, sql, err);
+    if (res == NULL)
+        return false;
     ExecStatusType st = PQresultStatus(res);
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok)
-        result_error(conn->pg, res, err);
+        result_error(conn, res, err);
     PQclear(res);
     return ok;
 }
@@ -99,9 +184,11 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err)
 {
     *out = NULL;
-    PGresult *res = PQexec(conn->pg, sql);
+    PGresult *res = exec_query(conn, sql, err);
+    if (res == NULL)
+        return false;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        result_error(conn->pg, res, err);
+        result_error(conn, res, err);
         PQclear(res);
         return false;
     }
@@ -148,13 +235,19 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
         used += (size_t)snprintf(oids + used, cap - used, "%s%u", i ? "," : "", desc->cols[i].oid);
     snprintf(oids + used, cap - used, "}");
     const char *params[] = {oids};
-    PGresult *res = PQexecParams(conn->pg,
-                                 "SELECT oid, format_type(oid, NULL), typtype, typcategory "
-                                 "FROM pg_catalog.pg_type WHERE oid = ANY($1::oid[])",
-                                 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = NULL;
+    if (PQsendQueryParams(conn->pg,
+                          "SELECT oid, format_type(oid, NULL), typtype, typcategory "
+                          "FROM pg_catalog.pg_type WHERE oid = ANY($1::oid[])",
+                          1, NULL, params, NULL, NULL, 0))
+        res = await_result(conn, err);
+    else
+        result_error(conn, NULL, err);
     free(oids);
+    if (res == NULL)
+        return false;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        result_error(conn->pg, res, err);
+        result_error(conn, res, err);
         PQclear(res);
         return false;
     }
@@ -191,17 +284,23 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
 {
     memset(out, 0, sizeof *out);
     char *trimmed = pgsrc_trim_query(query);
-    PGresult *res = PQprepare(conn->pg, "", trimmed, 0, NULL);
+    PGresult *res = PQsendPrepare(conn->pg, "", trimmed, 0, NULL) ? await_result(conn, err) : NULL;
     free(trimmed);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        result_error(conn->pg, res, err);
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (res)
+            result_error(conn, res, err);
+        else if (!conn->hung)
+            result_error(conn, NULL, err);
         PQclear(res);
         return false;
     }
     PQclear(res);
-    res = PQdescribePrepared(conn->pg, "");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        result_error(conn->pg, res, err);
+    res = PQsendDescribePrepared(conn->pg, "") ? await_result(conn, err) : NULL;
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+        if (res)
+            result_error(conn, res, err);
+        else if (!conn->hung)
+            result_error(conn, NULL, err);
         PQclear(res);
         return false;
     }
@@ -316,10 +415,15 @@ static void drain_copy(pgsrc_conn *conn)
 {
     char *buf;
     int n;
-    while ((n = PQgetCopyData(conn->pg, &buf, 0)) > 0)
-        PQfreemem(buf);
+    ds_error ignored;
+    while ((n = PQgetCopyData(conn->pg, &buf, 1)) >= 0) {
+        if (n > 0)
+            PQfreemem(buf);
+        else if (!await_input(conn, &ignored))
+            return;
+    }
     PGresult *res;
-    while ((res = PQgetResult(conn->pg)) != NULL)
+    while ((res = await_result(conn, &ignored)) != NULL)
         PQclear(res);
 }
 
@@ -330,9 +434,10 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
     s->conn = conn;
     s->dec = dec;
     s->bytes = bytes;
-    PGresult *res = PQexec(conn->pg, copy_sql);
+    PGresult *res = exec_query(conn, copy_sql, err);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
-        pgsrc_result_error(conn, res, err);
+        if (res)
+            pgsrc_result_error(conn, res, err);
         PQclear(res);
         s->ended = true;
         s->conn = NULL; /* nothing to drain */
@@ -347,13 +452,11 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
 static bool stream_finish(pgsrc_stream *s, ds_error *err)
 {
     s->ended = true;
-    PGresult *res = PQgetResult(s->conn->pg);
+    PGresult *res = await_result(s->conn, err);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok)
+    if (!ok && res)
         pgsrc_result_error(s->conn, res, err);
     PQclear(res);
-    while ((res = PQgetResult(s->conn->pg)) != NULL)
-        PQclear(res);
     s->conn = NULL;
     if (ok && !copy_decoder_saw_trailer(s->dec))
         return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
@@ -366,7 +469,12 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
     while (!s->ended) {
         if (s->msg == NULL) {
             char *buf = NULL;
-            int n = PQgetCopyData(s->conn->pg, &buf, 0);
+            int n = PQgetCopyData(s->conn->pg, &buf, 1);
+            if (n == 0) {
+                if (!await_input(s->conn, err))
+                    return false;
+                continue;
+            }
             if (n == -1) {
                 if (!stream_finish(s, err))
                     return false;
@@ -403,10 +511,12 @@ void pgsrc_stream_close(pgsrc_stream *s)
     if (s->msg)
         PQfreemem(s->msg);
     s->msg = NULL;
-    if (s->conn != NULL) {
+    /* A hung server gets no cancel request: PQcancel would wait for its
+     * answer with no time limit. */
+    if (s->conn != NULL && !s->conn->hung) {
         pgsrc_cancel(s->conn);
         drain_copy(s->conn);
-        s->conn = NULL;
     }
+    s->conn = NULL;
     s->ended = true;
 }

@@ -16,6 +16,12 @@
 typedef struct pgsrc_conn {
     PGconn *pg;
     PGcancel *cancel; /* for pgsrc_cancel() from another thread */
+    /* Longest wait for any byte from the server (query_timeout + a grace):
+     * statement_timeout ends every healthy statement before it, so a longer
+     * silence is a hung server or network path, which TCP keepalives do not
+     * see while the peer's kernel still acknowledges. */
+    double silence_s;
+    bool hung; /* that bound was hit: the socket is shut down */
 } pgsrc_conn;
 
 typedef struct pgsrc_column {

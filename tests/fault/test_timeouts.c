@@ -1,0 +1,189 @@
+/* Syncs that wait on PostgreSQL are bounded, under the server: a query past
+ * query_timeout, a server that accepts the connection and never answers
+ * (connect_timeout, 10 s), and a server that goes silent in the middle of a
+ * COPY (pgsrc's silence bound: query_timeout + 10 s). Each sync ends in
+ * `error` within its bound with a message saying why, and the next trigger
+ * of the same source syncs normally. The silent peers are a loopback TCP
+ * relay in front of the harness PostgreSQL (tl_proxy). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testlib.h"
+#include "tl_fault.h"
+#include "tl_http.h"
+
+#define ROWS 20000
+
+static char *g_dir, *g_conninfo, *g_config, *g_log;
+static PGconn *g_pg;
+static tl_proxy *g_proxy;
+static tl_server g_srv;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_conninfo = strdup(tl_pg_fresh_db("fault_timeouts"));
+    g_pg = tl_pg_connect(g_conninfo);
+    tl_pg_exec(g_pg,
+               "CREATE TABLE events (id bigint PRIMARY KEY, payload text NOT NULL);"
+               "INSERT INTO events SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, %d) g;"
+               "CREATE TABLE ctl (slow boolean NOT NULL); INSERT INTO ctl VALUES (true)",
+               ROWS);
+    g_proxy = tl_proxy_start((uint16_t)atoi(PQport(g_pg)), TL_PROXY_FORWARD);
+    g_dir = tl_mkdtemp();
+    if (asprintf(&g_log, "%s/server.log", g_dir) < 0)
+        fail_msg("out of memory");
+    char lines[700];
+    snprintf(lines, sizeof lines, "  path: %s/timeouts.duckdb\n  sync_mode: manual\n", g_dir);
+    g_config = tl_conf_dir(g_dir, "config", lines);
+    /* Sleeps 5 s before its first row while ctl.slow is set. */
+    tl_conf_source(g_config, "slowq",
+                   "  url: \"%s\"\n  query_timeout: 1\n  query: |\n"
+                   "    SELECT e.id, e.payload FROM events e,\n"
+                   "      (SELECT pg_sleep(CASE WHEN slow THEN 5 ELSE 0 END) FROM ctl) AS pause\n",
+                   g_conninfo);
+    /* Through the relay (a later port= wins in a conninfo); its COPY takes
+     * about a second, 10 ms pauses spread over the rows. */
+    tl_conf_source(
+        g_config, "relayed",
+        "  url: \"%s port=%u\"\n  query_timeout: 3\n  query: |\n"
+        "    SELECT id, payload FROM events WHERE (id %% 200 <> 0 OR pg_sleep(0.01) IS NOT NULL)\n",
+        g_conninfo, (unsigned)tl_proxy_port(g_proxy));
+    tl_server_start(&g_srv, g_config, g_log, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g_srv.pid > 0)
+        assert_int_equal(tl_server_stop(&g_srv, 30, NULL), 0);
+    tl_assert_clean_log(g_log);
+    tl_server_kill_all();
+    tl_proxy_stop(g_proxy);
+    PQfinish(g_pg);
+    tl_rmtree(g_dir);
+    free(g_dir);
+    free(g_conninfo);
+    free(g_config);
+    free(g_log);
+    return 0;
+}
+
+/* Waits for the sync to end and returns its final document; *elapsed_s is
+ * the time from `since_ms`. */
+static json_t *wait_done(const char *dataset, double since_ms, double timeout_s, double *elapsed_s)
+{
+    double deadline = tl_now_ms() + timeout_s * 1000;
+    for (;;) {
+        json_t *ds = tl_server_dataset(&g_srv, dataset);
+        const char *state = json_string_value(json_object_get(ds, "state"));
+        if (state && strcmp(state, "syncing") != 0) {
+            *elapsed_s = (tl_now_ms() - since_ms) / 1000;
+            return ds;
+        }
+        if (tl_now_ms() > deadline) {
+            char *text = json_dumps(ds, 0);
+            fail_msg("%s still syncing after %.0f s: a stuck sync; status %s", dataset, timeout_s, text);
+        }
+        json_decref(ds);
+        tl_sleep_ms(50);
+    }
+}
+
+static void assert_error(json_t *ds, const char *needle)
+{
+    assert_string_equal(json_string_value(json_object_get(ds, "state")), "error");
+    const char *msg = json_string_value(json_object_get(ds, "error"));
+    assert_non_null(msg);
+    tl_assert_contains(msg, needle);
+}
+
+/* The same source syncs normally on the next trigger. */
+static void assert_next_sync_ok(const char *source, const char *dataset)
+{
+    double t0 = tl_now_ms(), elapsed;
+    tl_trigger(&g_srv, source, false);
+    json_t *ds = wait_done(dataset, t0, 60, &elapsed);
+    if (strcmp(json_string_value(json_object_get(ds, "state")), "ready") != 0)
+        fail_msg("the next sync of %s failed: %s", source, json_string_value(json_object_get(ds, "error")));
+    assert_int_equal(json_integer_value(json_object_get(ds, "rows")), ROWS);
+    json_decref(ds);
+}
+
+static void test_query_timeout(void **state)
+{
+    (void)state;
+    double t0 = tl_now_ms(), elapsed;
+    tl_trigger(&g_srv, "slowq", false);
+    json_t *ds = wait_done("slowq_data", t0, 30, &elapsed);
+    assert_error(ds, "slowq: query (");
+    assert_error(ds, "exceeded query_timeout (1 s); narrow the query or raise query_timeout");
+    json_decref(ds);
+    printf("# query_timeout 1 s: the sync ended in error after %.2f s\n", elapsed);
+    assert_true(elapsed >= 0.9 && elapsed < 5);
+    tl_pg_exec(g_pg, "UPDATE ctl SET slow = false");
+    assert_next_sync_ok("slowq", "slowq_data");
+}
+
+static void test_server_never_answers(void **state)
+{
+    (void)state;
+    tl_proxy_set_mode(g_proxy, TL_PROXY_HANG);
+    int accepted = tl_proxy_accepted(g_proxy);
+    double t0 = tl_now_ms(), elapsed;
+    tl_trigger(&g_srv, "relayed", false);
+    json_t *ds = wait_done("relayed_data", t0, 40, &elapsed);
+    assert_error(ds, "relayed: cannot connect to PostgreSQL: ");
+    assert_error(ds, "timeout expired");
+    json_decref(ds);
+    printf("# a server that accepts and never answers: error after %.2f s (connect_timeout 10 s)\n", elapsed);
+    assert_true(tl_proxy_accepted(g_proxy) > accepted); /* it did reach the silent listener */
+    assert_true(elapsed >= 9.5 && elapsed < 16);
+    tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
+    assert_next_sync_ok("relayed", "relayed_data");
+}
+
+static void test_server_silent_mid_copy(void **state)
+{
+    (void)state;
+    tl_trigger(&g_srv, "relayed", true);
+    int64_t rows = 0;
+    double deadline = tl_now_ms() + 30000;
+    while (strcmp(tl_phase(&g_srv, "relayed_data", &rows), "reading") != 0 || rows == 0) {
+        if (tl_now_ms() > deadline)
+            fail_msg("the sync never started reading");
+        tl_sleep_ms(5);
+    }
+    tl_proxy_set_mode(g_proxy, TL_PROXY_FREEZE);
+    double t0 = tl_now_ms(), elapsed;
+    json_t *ds = wait_done("relayed_data", t0, 60, &elapsed);
+    assert_error(ds, "relayed: query: PostgreSQL sent nothing for 13 s (query_timeout + 10 s): the server or "
+                     "the network path to it hangs; the connection was closed");
+    assert_int_equal(json_integer_value(json_object_get(ds, "rows")), ROWS); /* previous result kept */
+    json_decref(ds);
+    printf("# PostgreSQL silent in the middle of a COPY (after %lld rows): error after %.2f s (query_timeout "
+           "3 s "
+           "+ 10 s)\n",
+           (long long)rows, elapsed);
+    assert_true(elapsed >= 12 && elapsed < 20);
+    tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
+    assert_next_sync_ok("relayed", "relayed_data");
+    char *metrics = tl_server_metrics(&g_srv);
+    assert_int_equal((int)tl_metric(metrics, "duckstore_syncs_total{source=\"relayed\",result=\"error\"}"),
+                     2);
+    assert_int_equal((int)tl_metric(metrics, "duckstore_syncs_total{source=\"relayed\",result=\"success\"}"),
+                     2);
+    free(metrics);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_query_timeout),
+        cmocka_unit_test(test_server_never_answers),
+        cmocka_unit_test(test_server_silent_mid_copy),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
