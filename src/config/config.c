@@ -1007,9 +1007,8 @@ bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
     cfg.store.query_concurrency = 8;
     cfg.dir = strdup(dir);
     cfg.store.path = strdup("data/store.duckdb");
-    cfg.store.memory_limit = strdup("64MB");
     cfg.store.threads = 1;
-    if (cfg.dir == NULL || cfg.store.path == NULL || cfg.store.memory_limit == NULL) {
+    if (cfg.dir == NULL || cfg.store.path == NULL) {
         cfg_free(&cfg);
         return nomem(err);
     }
@@ -1048,6 +1047,12 @@ bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
         }
     }
     free_names(names, n);
+    /* Default memory_limit: 64 MB per concurrent writer of a table (each
+     * partition worker inserts on its own), enough to never run out while
+     * keeping a single-stream sync near 200 MB of RSS. */
+    if (ok && cfg.store.memory_limit == NULL &&
+        asprintf(&cfg.store.memory_limit, "%dMB", 64 * cfg.store.sync_workers) < 0)
+        ok = nomem(err);
     if (!ok) {
         cfg_free(&cfg);
         return false;

@@ -22,7 +22,7 @@ typedef struct cfg_store {
     int sync_chunk_size;     /* rows per insert batch, default 1000000, >= 1 */
     int64_t max_sync_rows;   /* per table, default 2000000, 0 = no cap */
     int query_concurrency;   /* default 8, 1..256 */
-    char *memory_limit;      /* DuckDB memory_limit, default "64MB" */
+    char *memory_limit;      /* DuckDB memory_limit, default 64MB per sync worker */
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
 } cfg_store;
 

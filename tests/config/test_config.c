@@ -477,7 +477,7 @@ static void test_print_runbook(void **state)
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
-                          "  memory_limit: \"64MB\"\n"
+                          "  memory_limit: \"256MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
