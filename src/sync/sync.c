@@ -876,7 +876,8 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
     int64_t rows_before = 0;
     if (json_is_integer(previous_rows))
         rows_before = json_integer_value(previous_rows);
-    else if (ok && store_table_exists(con, njobs == 2 ? jobs[1].table : jobs[0].table, &existed, err) && existed)
+    else if (ok && store_table_exists(con, njobs == 2 ? jobs[1].table : jobs[0].table, &existed, err) &&
+             existed)
         rows_before = count_rows(con, data_name, err, &ok);
     json_decref(previous);
     bool changed = false;
