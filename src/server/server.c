@@ -43,13 +43,79 @@ typedef struct request_ctx {
     char path[200]; /* printable copy for the access log */
 } request_ctx;
 
-/* Copies untrusted text for the log, replacing control bytes. */
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, surrogates or code points past U+10FFFF), 0 if there is none. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+               : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+               : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                              : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) || (s[0] == 0xf0 && s[1] < 0x90) ||
+        (s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* Copies untrusted text (a path, a query parameter) for the log or a JSON
+ * message: control bytes and bytes that are not well-formed UTF-8 become
+ * '?', and a character is never cut in half, so the copy is always valid
+ * UTF-8 without line breaks. */
 static void printable_copy(char *dst, size_t cap, const char *src)
 {
-    size_t i = 0;
-    for (; src[i] && i + 1 < cap; i++)
-        dst[i] = (unsigned char)src[i] < 0x20 || src[i] == 0x7f ? '?' : src[i];
-    dst[i] = '\0';
+    const unsigned char *s = (const unsigned char *)src;
+    size_t i = 0, o = 0;
+    while (s[i] && o + 1 < cap) {
+        size_t n = utf8_sequence(s + i);
+        if (n == 0 || s[i] < 0x20 || s[i] == 0x7f) {
+            dst[o++] = '?';
+            i++;
+        } else if (o + n < cap) {
+            memcpy(dst + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            break;
+        }
+    }
+    dst[o] = '\0';
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decoding of the path and the query parameters, except %00 and
+ * %2F, which stay as they are: a decoded NUL would cut the path short
+ * ("/api/store/sync/x%00/y" is not "/api/store/sync/x") and an encoded
+ * slash is not a path separator (RFC 3986), so both paths simply match no
+ * route. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        int c = hi * 16 + lo;
+        if (lo >= 0 && c != 0 && c != '/') {
+            *w++ = (char)c;
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 static enum MHD_Result send_text(struct MHD_Connection *conn, request_ctx *rc, unsigned status,
@@ -88,7 +154,13 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, request_ctx *rc, 
 {
     json_t *doc = json_object();
     json_object_set_new(doc, "success", json_false());
-    json_object_set_new(doc, "error", json_string(msg));
+    json_t *text = json_string(msg);
+    if (text == NULL) { /* not UTF-8: still say what went wrong */
+        char safe[1024];
+        printable_copy(safe, sizeof safe, msg);
+        text = json_string(safe);
+    }
+    json_object_set_new(doc, "error", text);
     return send_json(conn, rc, status, doc);
 }
 
@@ -133,7 +205,8 @@ static bool authorized(http_server *srv, struct MHD_Connection *conn)
 
 typedef struct query_check {
     const char *allowed; /* the one accepted key, or NULL */
-    char bad[128];
+    bool rejected;
+    char bad[128]; /* the first other key, printable */
 } query_check;
 
 static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -141,17 +214,19 @@ static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const
     (void)kind;
     (void)value;
     query_check *qc = cls;
-    if (qc->bad[0] == '\0' && (qc->allowed == NULL || strcmp(key, qc->allowed) != 0))
-        snprintf(qc->bad, sizeof qc->bad, "%.100s", key);
+    if (!qc->rejected && (qc->allowed == NULL || strcmp(key, qc->allowed) != 0)) {
+        qc->rejected = true;
+        printable_copy(qc->bad, 101, key);
+    }
     return MHD_YES;
 }
 
 /* Rejects query parameters other than `allowed`; returns false and sends 400. */
 static bool query_ok(struct MHD_Connection *conn, request_ctx *rc, const char *allowed, enum MHD_Result *ret)
 {
-    query_check qc = {.allowed = allowed, .bad = ""};
+    query_check qc = {.allowed = allowed, .rejected = false, .bad = ""};
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
-    if (qc.bad[0] == '\0')
+    if (!qc.rejected)
         return true;
     char msg[256];
     snprintf(msg, sizeof msg, "unknown query parameter \"%s\"%s%s", qc.bad, allowed ? "; accepted: " : "",
@@ -193,8 +268,13 @@ static enum MHD_Result handle_sync_one(http_server *srv, struct MHD_Connection *
     enum MHD_Result ret;
     if (!query_ok(conn, rc, "full", &ret))
         return ret;
-    const char *full_arg = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "full");
+    const char *full_arg = NULL;
+    /* "?full" alone has a NULL value: an error, not the default false. */
+    bool given =
+        MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "full", 4, &full_arg, NULL) == MHD_YES;
     bool full = false;
+    if (given && full_arg == NULL)
+        return send_error(conn, rc, MHD_HTTP_BAD_REQUEST, "full must be true or false");
     if (full_arg != NULL) {
         if (strcmp(full_arg, "true") == 0 || strcmp(full_arg, "1") == 0)
             full = true;
@@ -475,7 +555,8 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+        (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+        NULL, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         ds_error_set(err, DS_ERR_USAGE, "cannot listen on %s (address in use or not local?)",
                      opt->listen ? opt->listen : "127.0.0.1:8500");

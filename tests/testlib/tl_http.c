@@ -439,3 +439,62 @@ void tl_assert_clean_log(const char *log_path)
             fail_msg("sanitizer report in %s:\n%s", log_path, strstr(log, markers[i]));
     free(log);
 }
+
+bool tl_http_raw(uint16_t port, const char *data, size_t len, int pause_ms, bool half_close, double timeout_s,
+                 tl_http_response *out)
+{
+    memset(out, 0, sizeof *out);
+    double start = tl_now_ms();
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        fail_msg("tl_http_raw: cannot connect to port %u: %s", (unsigned)port, strerror(errno));
+    struct timeval tv = {(time_t)timeout_s, (long)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    bool sent = true;
+    if (pause_ms > 0) {
+        for (size_t i = 0; i < len && sent; i++) {
+            sent = send_all(fd, data + i, 1);
+            tl_sleep_ms(pause_ms);
+        }
+    } else {
+        sent = send_all(fd, data, len);
+    }
+    if (half_close)
+        shutdown(fd, SHUT_WR);
+    size_t cap = 8192, got = 0;
+    char *raw = malloc(cap);
+    while (tl_now_ms() - start < timeout_s * 1000) {
+        if (cap - got < 4096) {
+            cap *= 2;
+            raw = realloc(raw, cap);
+        }
+        ssize_t r = recv(fd, raw + got, cap - got - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    raw[got] = '\0';
+    out->ms = tl_now_ms() - start;
+    (void)sent; /* the server may answer and close before taking every byte */
+    if (got == 0) {
+        free(raw);
+        out->headers = strdup("");
+        out->body = strdup("");
+        return false;
+    }
+    parse_response(raw, got, out);
+    if (transcript_path) {
+        FILE *f = fopen(transcript_path, "a");
+        if (f) {
+            fprintf(f, "(raw request of %zu bytes)\n%s\n\n%s\n\n", len, out->headers, out->body);
+            fclose(f);
+        }
+    }
+    free(raw);
+    return true;
+}

@@ -32,6 +32,15 @@ void tl_http_response_free(tl_http_response *resp);
  * NULL when absent. */
 const char *tl_http_header(const tl_http_response *resp, const char *name, char *buf, size_t cap);
 
+/* Sends len raw bytes (anything, not necessarily HTTP) to 127.0.0.1:port
+ * and reads the answer until the server closes or timeout_s has passed.
+ * pause_ms > 0 sends one byte at a time with that pause after each (a slow
+ * client); half_close shuts the write side after the last byte. Returns
+ * false (status 0) when no answer came; the answer is parsed and recorded
+ * like tl_http_request's. */
+bool tl_http_raw(uint16_t port, const char *data, size_t len, int pause_ms, bool half_close, double timeout_s,
+                 tl_http_response *out);
+
 /* Appends every later answer (status line, headers, body) to path; NULL
  * stops recording. Used to prove secrets never appear in any answer. */
 void tl_http_set_transcript(const char *path);
