@@ -1,6 +1,7 @@
 # Entry points for people and CI; the build itself is CMake (CMakeLists.txt).
 #   make          build build/duckstore (installs missing dependencies first)
 #   make test     install, build (plain + sanitizers), run every test on a throwaway PostgreSQL
+#   make soak     the long variants of tests/fault (DUCKSTORE_SOAK=1): more kills, 30 s of wrk, 500 syncs
 #   make demo     sync sample data from a throwaway PostgreSQL and show the status
 #   make bench    duckstore against the PostgreSQL COPY limit and the CSV pipeline (BENCH_TRACES=...)
 #   make fuzz     build the libFuzzer targets (clang, build-fuzz/) and run each for FUZZ_SECONDS (60)
@@ -16,7 +17,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build build-asan build-fuzz test test-plain test-asan fuzz bench demo format format-check lint clean
+.PHONY: all deps build build-asan build-fuzz test test-plain test-asan soak fuzz bench demo format format-check lint clean
 
 all: build
 
@@ -51,6 +52,11 @@ test-asan:
 fuzz: build-fuzz
 	@echo "== fuzzing, $(FUZZ_SECONDS) s per target (ASan + UBSan + LeakSanitizer) =="
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The programs of tests/fault that `make test` runs, in their long variants
+# (more kills, longer load, more syncs; docs/reliability.md): ~10 minutes.
+soak: build
+	@DUCKSTORE_SOAK=1 scripts/with-test-pg.sh ctest --test-dir build -R '^fault/' --output-on-failure -j $(JOBS)
 
 bench: build
 	@bench/run.sh

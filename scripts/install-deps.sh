@@ -12,6 +12,7 @@ packages=(
   libpq-dev postgresql
   libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev
   curl jq npm openssl time
+  wrk
   clang libclang-rt-14-dev
 )
 
