@@ -140,7 +140,20 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
-static bool run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
+/* Exit code of a failed sync or check: 2 when the config is at fault (a
+ * query PostgreSQL rejects as written, a missing dataset_id), else 1. */
+static int failure_code(const ds_error *err)
+{
+    return err->code == DS_ERR_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
+}
+
+/* Of several sources' results, a config error (2) outranks a failure (1). */
+static int worse(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
 {
     sync_progress progress;
     memset(&progress, 0, sizeof progress);
@@ -162,7 +175,7 @@ static bool run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src
         ds_log_warn("%s", report.warnings[i]);
     if (!ok) {
         fprintf(stderr, "duckstore: sync failed: %s\n", err.msg);
-        return false;
+        return failure_code(&err);
     }
     char data_name[160];
     sync_data_name(src, data_name, sizeof data_name);
@@ -174,7 +187,7 @@ static bool run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src
         printf("  %-32s %-11s %lld rows read, %lld rows total%s\n", report.tables[i].table,
                report.tables[i].incremental ? "incremental" : "full", (long long)report.tables[i].rows_loaded,
                (long long)report.tables[i].rows_total, report.tables[i].truncated ? " (truncated)" : "");
-    return true;
+    return CLI_EXIT_OK;
 }
 
 int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
@@ -212,8 +225,7 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         if (only ? src != only : !src->enabled)
             continue;
         synced++;
-        if (!run_one_sync(st, &cfg, src, full))
-            rc = CLI_EXIT_SYNC_ERROR;
+        rc = worse(rc, run_one_sync(st, &cfg, src, full));
     }
     if (synced == 0)
         fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
@@ -325,7 +337,9 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 
 /* ---- check-config -------------------------------------------------------- */
 
-static bool describe_source(const cfg_source *src)
+/* Prints the columns of each query of src; returns CLI_EXIT_OK, or the
+ * exit code of the worst problem found. */
+static int describe_source(const cfg_source *src)
 {
     const char *labels[2] = {"dataset_query", "results_query"};
     const char *queries[2] = {src->dataset_query, src->results_query};
@@ -338,16 +352,16 @@ static bool describe_source(const cfg_source *src)
     ds_error err;
     if (!pgsrc_connect(src->url, src->query_timeout_s, &conn, &err)) {
         printf("# %s: %s\n", src->name, err.msg);
-        return false;
+        return CLI_EXIT_SYNC_ERROR;
     }
-    bool ok = true;
+    int rc = CLI_EXIT_OK;
     sync_report warnings;
     memset(&warnings, 0, sizeof warnings);
     for (size_t q = 0; q < n; q++) {
         pgsrc_desc desc;
         if (!pgsrc_describe(&conn, queries[q], &desc, &err)) {
             printf("# %s: %s (%s:%d): %s\n", src->name, labels[q], src->file, src->line, err.msg);
-            ok = false;
+            rc = worse(rc, failure_code(&err));
             continue;
         }
         printf("# %s: %s returns %zu columns:\n", src->name, labels[q], desc.ncols);
@@ -355,9 +369,12 @@ static bool describe_source(const cfg_source *src)
             printf("#   %-28s %-28s -> %s%s\n", desc.cols[c].name, desc.cols[c].pg_type,
                    desc.cols[c].type.ddl, desc.cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
         if (n == 2 && pgsrc_desc_find(&desc, "dataset_id") < 0) {
-            printf("# %s: error: %s has no dataset_id column; alias one (e.g. trace_id AS dataset_id)\n",
-                   src->name, labels[q]);
-            ok = false;
+            char *cols = pgsrc_desc_column_list(&desc);
+            printf("# %s: %s (%s:%d) has no column named dataset_id (columns: %s); alias one (e.g. "
+                   "trace_id AS dataset_id)\n",
+                   src->name, labels[q], src->file, src->line, cols ? cols : "");
+            free(cols);
+            rc = CLI_EXIT_USAGE;
         }
         const cfg_key *key =
             n == 2 ? (q == 0 ? &src->unique_key_dataset : &src->unique_key_results) : &src->unique_key_data;
@@ -365,7 +382,7 @@ static bool describe_source(const cfg_source *src)
             if (pgsrc_desc_find(&desc, key->cols[k]) < 0) {
                 printf("# %s: error: %s:%d: unique_key column \"%s\" is not a column of %s\n", src->name,
                        src->file, src->unique_key_line, key->cols[k], labels[q]);
-                ok = false;
+                rc = CLI_EXIT_USAGE;
             }
         }
         sync_column_warnings(src, labels[q], &desc, &warnings);
@@ -374,7 +391,7 @@ static bool describe_source(const cfg_source *src)
     for (size_t w = 0; w < warnings.nwarnings; w++)
         printf("# warning: %s\n", warnings.warnings[w]);
     pgsrc_disconnect(&conn);
-    return ok;
+    return rc;
 }
 
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
@@ -387,13 +404,13 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     if (!load_config(g, &cfg))
         return CLI_EXIT_USAGE;
     cfg_print(stdout, &cfg);
-    bool ok = true;
+    int rc = CLI_EXIT_OK;
     if (!has_flag(argc, argv, "--offline"))
         for (size_t i = 0; i < cfg.n_sources; i++)
-            ok &= describe_source(&cfg.sources[i]);
-    printf("# config %s: %s\n", g->config_dir, ok ? "OK" : "errors above");
+            rc = worse(rc, describe_source(&cfg.sources[i]));
+    printf("# config %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
     cfg_free(&cfg);
-    return ok ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+    return rc;
 }
 
 int cli_cmd_serve(const cli_globals *g, int argc, char **argv)

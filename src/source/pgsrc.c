@@ -280,6 +280,20 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
     return true;
 }
 
+/* A query PostgreSQL rejects as written (SQLSTATE class 42: syntax error,
+ * unknown table, column or function, ...) is a config error, not a failure
+ * of the source; a missing privilege (42501) is for the database to fix. */
+static bool describe_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
+{
+    if (res == NULL && conn->hung)
+        return false;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    result_error(conn, res, err);
+    if (state && strncmp(state, "42", 2) == 0 && strcmp(state, "42501") != 0)
+        err->code = DS_ERR_CONFIG;
+    return false;
+}
+
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -287,31 +301,25 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
     PGresult *res = PQsendPrepare(conn->pg, "", trimmed, 0, NULL) ? await_result(conn, err) : NULL;
     free(trimmed);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        if (res)
-            result_error(conn, res, err);
-        else if (!conn->hung)
-            result_error(conn, NULL, err);
+        describe_error(conn, res, err);
         PQclear(res);
         return false;
     }
     PQclear(res);
     res = PQsendDescribePrepared(conn->pg, "") ? await_result(conn, err) : NULL;
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        if (res)
-            result_error(conn, res, err);
-        else if (!conn->hung)
-            result_error(conn, NULL, err);
+        describe_error(conn, res, err);
         PQclear(res);
         return false;
     }
     int n = PQnfields(res);
     if (n == 0) {
         PQclear(res);
-        return ds_error_set(err, DS_ERR_SOURCE, "the query returns no columns; it must be a SELECT");
+        return ds_error_set(err, DS_ERR_CONFIG, "the query returns no columns; it must be a SELECT");
     }
     if (PQnparams(res) > 0) {
         PQclear(res);
-        return ds_error_set(err, DS_ERR_SOURCE,
+        return ds_error_set(err, DS_ERR_CONFIG,
                             "the query has $n parameters; write the values into the query");
     }
     out->cols = calloc((size_t)n, sizeof *out->cols);
@@ -322,7 +330,7 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
         out->cols[i].typmod = PQfmod(res, i);
         for (int j = 0; j < i; j++) {
             if (strcmp(out->cols[j].name, out->cols[i].name) == 0) {
-                ds_error_set(err, DS_ERR_SOURCE,
+                ds_error_set(err, DS_ERR_CONFIG,
                              "the query returns two columns named \"%s\"; give one of them another name "
                              "(... AS other_name)",
                              out->cols[i].name);

@@ -58,7 +58,8 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);
 
 /* Prepares and describes the query: column names, types and the read plan
- * of each. Duplicate column names are an error. */
+ * of each. A query that cannot work as written (SQL PostgreSQL rejects,
+ * not a SELECT, $n parameters, duplicate column names) is DS_ERR_CONFIG. */
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err);
 void pgsrc_desc_free(pgsrc_desc *desc);
 int pgsrc_desc_find(const pgsrc_desc *desc, const char *name);

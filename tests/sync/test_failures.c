@@ -106,7 +106,9 @@ static void test_failed_incremental_keeps_data_and_recovers(void **state)
     tl_llm_add(e.pg, 131, 140, 3);
     tl_pg_exec(e.pg, "ALTER TABLE llm_traces RENAME TO llm_traces_moved");
     ds_error err = sync_fails(&e, "monitoring");
-    assert_int_equal(err.code, DS_ERR_SOURCE);
+    /* A query PostgreSQL rejects as written (SQLSTATE 42P01) is a config
+     * error: the CLI exits 2 for it. */
+    assert_int_equal(err.code, DS_ERR_CONFIG);
     tl_assert_contains(err.msg, "monitoring: dataset_query (");
     tl_assert_contains(err.msg, "monitoring_db.yaml:1");
     tl_assert_contains(err.msg, "relation \"llm_traces\" does not exist");
@@ -191,7 +193,7 @@ static void test_bad_query_in_config_then_fixed(void **state)
                   "    FROM llm_metric_results_v2\n"
                   "  incremental_column: created_at\n");
     ds_error err = sync_fails(&e, "monitoring");
-    assert_int_equal(err.code, DS_ERR_SOURCE);
+    assert_int_equal(err.code, DS_ERR_CONFIG);
     tl_assert_contains(err.msg, "monitoring: results_query (");
     tl_assert_contains(err.msg, "relation \"llm_metric_results_v2\" does not exist");
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM monitoring_data"), 160);
