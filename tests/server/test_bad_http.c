@@ -406,8 +406,8 @@ static void test_half_closed_clients(void **state)
 
     static const char *const partial[] = {
         "GET /health HTTP/1.1\r\nHo", "GET /hea", "POST /api/store/sync/events",
-        "POST /api/store/sync/events HTTP/1.1\r\nHost: x\r\nContent-Length: "
-        "100\r\n\r\nonly part of the body"};
+        ("POST /api/store/sync/events HTTP/1.1\r\nHost: x\r\nContent-Length: "
+         "100\r\n\r\nonly part of the body")};
     for (size_t i = 0; i < sizeof partial / sizeof partial[0]; i++) {
         bool answered = tl_http_raw(g_srv.port, partial[i], strlen(partial[i]), 0, true, 10, &resp);
         if (answered)
