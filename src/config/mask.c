@@ -2,6 +2,7 @@
  * it reaches a log, a status page or `duckstore config`. When the string is
  * malformed it errs on the side of hiding too much. */
 #include "config/config.h"
+#include "config/mask.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -73,37 +74,46 @@ static void mask_uri_params(FILE *out, const char *q)
     }
 }
 
-/* scheme://[user[:password]@]host[:port][,...][/db][?params]. libpq ends
- * the userinfo at the first '@' before any '/' ('?' and '#' included); we
- * take the last such '@', so an unencoded '@' in the password is hidden
- * too. */
-static void mask_uri(FILE *out, const char *url, const char *rest)
+/* scheme://[user[:password]@]host[:port][,...][/db][?params]: the password
+ * of the user info as we hide it (NULL when there is none; *end is where it
+ * stops) and how many '@' come before the first '/'. libpq ends the user
+ * info at the first '@' before any '/' ('?' and '#' included); we hide up
+ * to the last such '@', so an unencoded '@' in the password is hidden too. */
+static const char *uri_password(const char *rest, const char **end, int *ats)
 {
     size_t auth_len = strcspn(rest, "/?");
     const char *at = NULL;
-    for (const char *p = rest; *p && *p != '/'; p++)
-        if (*p == '@')
+    *ats = 0;
+    for (const char *p = rest; *p && *p != '/'; p++) {
+        if (*p == '@') {
             at = p;
-
-    const char *pw_start = NULL, *pw_end = NULL;
-    if (at != NULL) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        if (colon != NULL) {
-            pw_start = colon + 1;
-            pw_end = at;
-        }
-    } else if (rest[0] != '[') {
-        /* No '@' before the first '/': either there is no user info, or
-         * the password holds an unencoded '/'.
-         * "user:pa/ss@host" has a non-port after the ':' and an '@' later. */
-        const char *colon = memchr(rest, ':', auth_len);
-        const char *last_at = strrchr(rest, '@');
-        if (colon != NULL && last_at != NULL && !all_port_chars(colon + 1, rest + auth_len)) {
-            pw_start = colon + 1;
-            pw_end = last_at;
+            (*ats)++;
         }
     }
+    if (at != NULL) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        *end = at;
+        return colon != NULL ? colon + 1 : NULL;
+    }
+    if (rest[0] == '[')
+        return NULL;
+    /* No '@' before the first '/': either there is no user info, or the
+     * password holds an unencoded '/'. "user:pa/ss@host" has a non-port
+     * after the ':' and an '@' later. */
+    const char *colon = memchr(rest, ':', auth_len);
+    const char *last_at = strrchr(rest, '@');
+    if (colon != NULL && last_at != NULL && !all_port_chars(colon + 1, rest + auth_len)) {
+        *end = last_at;
+        return colon + 1;
+    }
+    return NULL;
+}
 
+static void mask_uri(FILE *out, const char *url, const char *rest)
+{
+    const char *pw_end = NULL;
+    int ats;
+    const char *pw_start = uri_password(rest, &pw_end, &ats);
     const char *tail = rest;
     if (pw_start != NULL) {
         fwrite(url, 1, (size_t)(pw_start - url), out);
@@ -166,6 +176,7 @@ static void write_quoted_conninfo_value(FILE *out, const char *v)
 static bool mask_conninfo(FILE *out, const char *s)
 {
     const char *p = s;
+    bool after_password = false;
     while (*p) {
         if (isspace((unsigned char)*p)) {
             fputc(*p++, out);
@@ -175,12 +186,19 @@ static bool mask_conninfo(FILE *out, const char *s)
         while (*p && *p != '=' && !isspace((unsigned char)*p))
             p++;
         size_t key_len = (size_t)(p - key);
+        bool password = is_password_key(key, key_len);
+        const char *eq = p + strspn(p, " \t\n\v\f\r");
+        if (*eq != '=' && !password) {
+            /* Malformed; libpq will say so. A bare word after a password is
+             * most likely the rest of it (an unquoted space): hide it. */
+            if (!after_password)
+                fwrite(key, 1, key_len, out);
+            continue;
+        }
+        after_password = password;
         fwrite(key, 1, key_len, out);
         while (isspace((unsigned char)*p))
             fputc(*p++, out);
-        bool password = is_password_key(key, key_len);
-        if (*p != '=' && !password)
-            continue; /* malformed; libpq will say so. Keep scanning. */
         if (*p == '=') {
             fputc(*p++, out);
             while (isspace((unsigned char)*p))
@@ -243,6 +261,57 @@ char *cfg_mask_url(const char *url)
     if (ferror(out))
         ok = false;
     if (fclose(out) != 0 || !ok) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+bool cfg_url_userinfo_ambiguous(const char *url)
+{
+    const char *rest = uri_rest(url);
+    if (rest == NULL)
+        return false;
+    const char *end;
+    int ats;
+    const char *pw = uri_password(rest, &end, &ats);
+    return ats > 1 || (ats == 0 && pw != NULL);
+}
+
+char *cfg_scrub_message(const char *url, const char *msg)
+{
+    char *masked = cfg_mask_url(url);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&buf, &size);
+    if (masked == NULL || out == NULL) {
+        free(masked);
+        if (out != NULL)
+            fclose(out);
+        free(buf);
+        return NULL;
+    }
+    const char *p = msg;
+    while (*p) {
+        const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (close == NULL) {
+            fputc(*p++, out);
+            continue;
+        }
+        size_t len = (size_t)(close - p - 1);
+        char *inner = strndup(p + 1, len);
+        bool shown = inner != NULL && (len == 0 || strstr(masked, inner) != NULL);
+        fputc('"', out);
+        if (shown)
+            fwrite(p + 1, 1, len, out);
+        else
+            fputs(MASK, out);
+        fputc('"', out);
+        free(inner);
+        p = close + 1;
+    }
+    free(masked);
+    if (fclose(out) != 0) {
         free(buf);
         return NULL;
     }

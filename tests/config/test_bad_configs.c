@@ -4,7 +4,8 @@
  * real binary, `duckstore --config-dir DIR --db FILE sync` and `check-config`,
  * against a DuckDB file that already holds synced data: each must exit 2
  * with exactly one message naming the file and line, never print the
- * PostgreSQL password, and leave the DuckDB file as it was (byte for byte
+ * PostgreSQL password (nor the `secret:` of the expect file, a piece of a
+ * password the url holds in a way libpq misreads), and leave the DuckDB file as it was (byte for byte
  * when the config does not load; same tables and rows when the problem is
  * only found on connecting). Cases with `when: connect` have their url set
  * to a database of the harness PostgreSQL. */
@@ -25,6 +26,7 @@ typedef struct bad_case {
     int line;
     bool connect;
     char message[512];
+    char secret[128]; /* a part of a password the output must not show, or "" */
 } bad_case;
 
 static bad_case cases[MAX_CASES];
@@ -68,6 +70,8 @@ static void read_expect(bad_case *c)
             c->connect = strcmp(line + 6, "connect") == 0;
         else if (strncmp(line, "message: ", 9) == 0)
             snprintf(c->message, sizeof c->message, "%s", line + 9);
+        else if (strncmp(line, "secret: ", 8) == 0)
+            snprintf(c->secret, sizeof c->secret, "%s", line + 8);
     }
     free(text);
     if (c->file[0] == '\0' || c->line < 1 || c->message[0] == '\0')
@@ -228,6 +232,9 @@ static void assert_one_message(const bad_case *c, const char *command, const cha
     const char *password = getenv("DUCKSTORE_TEST_PG_PASSWORD");
     if (password && password[0] && strstr(output, password))
         fail_msg("%s %s: the PostgreSQL password is in the output:\n%s", c->name, command, output);
+    if (c->secret[0] && strstr(output, c->secret))
+        fail_msg("%s %s: \"%s\", part of a password, is in the output:\n%s", c->name, command, c->secret,
+                 output);
 }
 
 static void run_case(void **state)

@@ -426,6 +426,7 @@ static void test_mask_conninfo(void **state)
         {"password='it\\'s a secret' host=db", "password=*** host=db"},
         {"password=sec\\ ret host=db", "password=*** host=db"},
         {"password='sec'ret host=db", "password=*** host=db"},
+        {"host=db password=my secret dbname=x", "host=db password=***  dbname=x"},
         {"PASSWORD=secret", "PASSWORD=***"},
         {"  host=db   password=secret  ", "  host=db   password=***  "},
         {"dbname='postgresql://u:secret@h/db' host=x", "dbname='postgresql://u:***@h/db' host=x"},
