@@ -36,6 +36,7 @@ static size_t ncases;
  * a DuckDB file synced from it by a good config. */
 static char *work_dir;
 static char template_db[600];
+static char *template_contents; /* store_contents() of template_db */
 static char pg_url[1100];
 
 static const char *bin(void)
@@ -250,14 +251,9 @@ static void run_case(void **state)
     char *out = NULL;
     assert_int_equal(tl_run(&out, "cp '%s' '%s'", template_db, db), 0);
     free(out);
-    size_t before_len;
+    size_t before_len, len;
     char *before = read_bytes(db, &before_len);
-    char *before_contents = store_contents(db);
-    /* store_contents opened the copy read-only: it must not have changed it. */
-    size_t len;
-    char *bytes = read_bytes(db, &len);
-    assert_true(len == before_len && memcmp(bytes, before, len) == 0);
-    free(bytes);
+    char *bytes;
 
     int rc = tl_run(&out, "'%s' --config-dir '%s' --db '%s' sync", bin(), cfg_dir, db);
     if (rc != 2)
@@ -273,11 +269,15 @@ static void run_case(void **state)
         free(bytes);
         struct stat st;
         assert_int_not_equal(stat(wal, &st), 0);
+    } else {
+        /* Found on connecting: the failure is recorded in the status, the
+         * synced tables and views hold what they held. */
+        char *after_contents = store_contents(db);
+        if (strcmp(template_contents, after_contents) != 0)
+            fail_msg("%s: the DuckDB tables changed:\nbefore:\n%s\nafter:\n%s", c->name, template_contents,
+                     after_contents);
+        free(after_contents);
     }
-    char *after_contents = store_contents(db);
-    if (strcmp(before_contents, after_contents) != 0)
-        fail_msg("%s: the DuckDB tables changed:\nbefore:\n%s\nafter:\n%s", c->name, before_contents,
-                 after_contents);
 
     rc = tl_run(&out, "'%s' --config-dir '%s' check-config", bin(), cfg_dir);
     if (rc != 2)
@@ -286,8 +286,6 @@ static void run_case(void **state)
     free(out);
 
     free(before);
-    free(before_contents);
-    free(after_contents);
     tl_rmtree(dir);
     free(dir);
 }
@@ -326,6 +324,7 @@ static int setup_world(void **state)
     if (rc != 0)
         fail_msg("the good config does not sync (exit %d):\n%s", rc, out);
     free(out);
+    template_contents = store_contents(template_db);
     return 0;
 }
 
@@ -334,6 +333,7 @@ static int teardown_world(void **state)
     (void)state;
     tl_rmtree(work_dir);
     free(work_dir);
+    free(template_contents);
     return 0;
 }
 
@@ -342,12 +342,11 @@ static int teardown_world(void **state)
 static void test_template_has_data(void **state)
 {
     (void)state;
-    char *contents = store_contents(template_db);
+    const char *contents = template_contents;
     tl_assert_contains(contents, "events_data: 500 ");
     tl_assert_contains(contents, "monitoring_dataset: 40 ");
     tl_assert_contains(contents, "monitoring_results: 80 ");
     tl_assert_contains(contents, "monitoring_data: 80 ");
-    free(contents);
 }
 
 /* At least 30 broken configs, each kind the issue names among them. */
