@@ -62,7 +62,8 @@ static bool fits_block(const char *s)
 
 /* `key: |` with the text indented by four spaces. The chomping indicator
  * keeps trailing newlines exact; an indentation indicator is needed when
- * the text starts with a space or an empty line. */
+ * the text starts with a space, a tab or an empty line (libyaml will not
+ * guess the indentation from a line that starts with a tab). */
 static void print_block(FILE *out, const char *key, const char *s)
 {
     if (!fits_block(s)) {
@@ -75,7 +76,7 @@ static void print_block(FILE *out, const char *key, const char *s)
     while (trailing < len && s[len - 1 - trailing] == '\n')
         trailing++;
     const char *chomp = trailing == 0 ? "-" : trailing == 1 ? "" : "+";
-    const char *indent = s[0] == ' ' || s[0] == '\n' ? "2" : "";
+    const char *indent = s[0] == ' ' || s[0] == '\t' || s[0] == '\n' ? "2" : "";
     fprintf(out, "  %s: |%s%s\n", key, indent, chomp);
 
     const char *line = s;

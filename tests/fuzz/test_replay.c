@@ -151,6 +151,34 @@ static void test_config_print_unicode_breaks(void **state)
     free(printed);
 }
 
+/* Found by fuzz_config: a query starting with a tab was printed in a `|`
+ * block without an indentation indicator, and libyaml refuses to guess the
+ * indentation from a line that starts with a tab. */
+static void test_config_print_tab_first_query(void **state)
+{
+    (void)state;
+    static const char text[] = "s_db:\n  url: dbname=x\n  query: \"\\tSELECT 1\\n\\t  FROM t\"\n";
+    cfg_config cfg;
+    char msg[1100];
+    load_source(text, sizeof text - 1, &cfg, msg, sizeof msg);
+    assert_string_equal(msg, "");
+    assert_string_equal(cfg.sources[0].query, "\tSELECT 1\n\t  FROM t");
+    char *printed = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&printed, &len);
+    cfg_print(out, &cfg);
+    fclose(out);
+    tl_assert_contains(printed, "  query: |2-\n    \tSELECT 1\n    \t  FROM t\n");
+    cfg_config again;
+    const char *section = strstr(printed, "s_db:");
+    load_source(section, strlen(section), &again, msg, sizeof msg);
+    assert_string_equal(msg, "");
+    assert_string_equal(again.sources[0].query, cfg.sources[0].query);
+    cfg_free(&again);
+    cfg_free(&cfg);
+    free(printed);
+}
+
 /* ---- binary COPY decoder ----------------------------------------------- */
 
 /* The seeds are PostgreSQL's own COPY output (tests/fuzz/make-seeds.sh):
@@ -288,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_config_corpus),
         cmocka_unit_test(test_config_error_line_inside_file),
         cmocka_unit_test(test_config_print_unicode_breaks),
+        cmocka_unit_test(test_config_print_tab_first_query),
         cmocka_unit_test(test_copy_seeds_decode_fully),
         cmocka_unit_test(test_copy_numeric_overflow_rejected),
     };
