@@ -11,7 +11,8 @@ JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 C_SOURCES = $(shell git ls-files -co --exclude-standard '*.c' '*.h' 2>/dev/null)
 FUZZ_SECONDS ?= 60
-# make test fuzzes each target for 60 s in CI (CI=true), 10 s elsewhere.
+# make test fuzzes each target for about 60 s in CI (CI=true), 10 s elsewhere,
+# on a fixed seed and input count (scripts/fuzz.sh), so its result repeats.
 TEST_FUZZ_SECONDS = $(if $(filter true,$(CI)),60,10)
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
@@ -38,7 +39,7 @@ build-fuzz: deps
 
 test: build build-asan
 	@scripts/with-test-pg.sh $(MAKE) --no-print-directory test-plain test-asan
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+	@FUZZ_SEED=1 $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 # These two expect DUCKSTORE_TEST_PG (set by scripts/with-test-pg.sh).
 test-plain:
