@@ -13,26 +13,41 @@ static bool needs_dollar_escape(const char *c)
     return c[0] == '$' && (c[1] == '$' || c[1] == '{');
 }
 
-/* Length of a UTF-8 NEL, LS or PS at c (0 if none): YAML reads those as
- * line breaks, so they must be escaped and never sit in a block scalar. */
-static size_t unicode_break(const unsigned char *c)
+/* The escape a double-quoted scalar needs for the UTF-8 character at c when
+ * YAML reads it as a line break (NEL, LS, PS) or does not allow it in a
+ * stream (the C1 controls, U+FFFE, U+FFFF); NULL for any other. *len is
+ * the character's length in bytes. Such values never go in a block. */
+static const char *unicode_escape(const unsigned char *c, size_t *len, char buf[8])
 {
-    if (c[0] == 0xc2 && c[1] == 0x85)
-        return 2;
-    if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9))
-        return 3;
-    return 0;
+    if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f) {
+        *len = 2;
+        if (c[1] == 0x85)
+            return "\\N";
+        snprintf(buf, 8, "\\x%02x", c[1]);
+        return buf;
+    }
+    if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9)) {
+        *len = 3;
+        return c[2] == 0xa8 ? "\\L" : "\\P";
+    }
+    if (c[0] == 0xef && c[1] == 0xbf && (c[2] == 0xbe || c[2] == 0xbf)) {
+        *len = 3;
+        return c[2] == 0xbe ? "\\uFFFE" : "\\uFFFF";
+    }
+    return NULL;
 }
 
-/* Double-quoted YAML scalar: safe for any bytes. */
+/* Double-quoted YAML scalar: safe for any UTF-8 text. */
 static void print_quoted(FILE *out, const char *s)
 {
     fputc('"', out);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        size_t ub = unicode_break(c);
-        if (ub > 0) {
-            fputs(ub == 2 ? "\\N" : c[2] == 0xa8 ? "\\L" : "\\P", out);
-            c += ub - 1;
+        char buf[8];
+        size_t len;
+        const char *esc = unicode_escape(c, &len, buf);
+        if (esc != NULL) {
+            fputs(esc, out);
+            c += len - 1;
         } else if (*c == '"' || *c == '\\')
             fprintf(out, "\\%c", *c);
         else if (*c == '\n')
@@ -49,14 +64,17 @@ static void print_quoted(FILE *out, const char *s)
     fputc('"', out);
 }
 
-/* Literal block scalars keep every byte except control characters other
- * than tab and newline and the Unicode line breaks; values with those are
- * printed double-quoted instead. */
+/* Literal block scalars keep every character except control characters
+ * other than tab and newline and those unicode_escape() handles; values
+ * with those are printed double-quoted instead. */
 static bool fits_block(const char *s)
 {
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++)
-        if ((*c < 0x20 && *c != '\n' && *c != '\t') || *c == 0x7f || unicode_break(c) > 0)
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        char buf[8];
+        size_t len;
+        if ((*c < 0x20 && *c != '\n' && *c != '\t') || *c == 0x7f || unicode_escape(c, &len, buf) != NULL)
             return false;
+    }
     return s[0] != '\0';
 }
 

@@ -122,24 +122,27 @@ static void test_config_error_line_inside_file(void **state)
 /* Found by fuzz_config: a query holding U+0085 (NEL, "\N" in a quoted YAML
  * string) was printed in a `|` block, where YAML reads NEL as a line break,
  * so the printed config no longer loaded. Such values are now printed
- * double-quoted with the escape. */
+ * double-quoted with the escape; so are the characters YAML does not allow
+ * raw in a stream (C1 controls, U+FFFE, U+FFFF). */
 static void test_config_print_unicode_breaks(void **state)
 {
     (void)state;
-    static const char text[] = "s_db:\n  url: dbname=x\n  query: \"SELECT 1\\Nun\\L2\\P3\"\n";
+    static const char text[] = "s_db:\n  url: dbname=x\n  query: \"SELECT 1\\Nun\\L2\\P3\\x9f4\\uFFFF5\"\n";
     cfg_config cfg;
     char msg[1100];
     load_source(text, sizeof text - 1, &cfg, msg, sizeof msg);
     assert_string_equal(msg, "");
     assert_string_equal(cfg.sources[0].query, "SELECT 1\xc2\x85un\xe2\x80\xa8"
                                               "2\xe2\x80\xa9"
-                                              "3");
+                                              "3\xc2\x9f"
+                                              "4\xef\xbf\xbf"
+                                              "5");
     char *printed = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&printed, &len);
     cfg_print(out, &cfg);
     fclose(out);
-    tl_assert_contains(printed, "  query: \"SELECT 1\\Nun\\L2\\P3\"\n");
+    tl_assert_contains(printed, "  query: \"SELECT 1\\Nun\\L2\\P3\\x9f4\\uFFFF5\"\n");
     const char *section = strstr(printed, "s_db:");
     assert_non_null(section);
     cfg_config again;
