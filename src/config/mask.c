@@ -119,6 +119,12 @@ static void mask_uri(FILE *out, const char *url, const char *rest)
         fwrite(url, 1, (size_t)(pw_start - url), out);
         fputs(MASK, out);
         tail = pw_end;
+        /* A hidden part that ran into the query string leaves us inside
+         * it: what follows is parameters too. */
+        if (memchr(pw_start, '?', (size_t)(pw_end - pw_start)) != NULL) {
+            mask_uri_params(out, tail);
+            return;
+        }
     } else {
         fwrite(url, 1, (size_t)(rest - url), out);
     }

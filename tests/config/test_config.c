@@ -400,6 +400,7 @@ static void test_mask_uri(void **state)
         {"postgresql://even#x:secret@host/db", "postgresql://even#x:***@host/db"},
         {"postgresql://u:sec?ret@host/db", "postgresql://u:***@host/db"},
         {"postgres://host:/x:secret@h/db", "postgres://host:***@h/db"},
+        {"postgresql://h:/p?a=1@x&password=secret", "postgresql://h:***@x&password=***"},
         {"postgresql://user@host/db", "postgresql://user@host/db"},
         {"postgresql://host:5432/db?sslmode=require", "postgresql://host:5432/db?sslmode=require"},
         {"postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"},
