@@ -54,22 +54,26 @@ static bool is_password_param(const char *key, size_t len)
     return is_password_key(name, n);
 }
 
-/* Copies a URI query string (after the '?'), masking password=... parameters.
- * As in libpq, parameters end only at '&' ('#' starts no fragment). */
-static void mask_uri_params(FILE *out, const char *q)
+/* Copies the rest of a URI after its user info, masking the value of every
+ * password=... parameter. A parameter starts after any '?' or '&' (so one
+ * is found wherever the query string begins, even after a part hidden as a
+ * password), and, as in libpq, its value ends only at '&' ('#' starts no
+ * fragment). */
+static void mask_uri_tail(FILE *out, const char *tail)
 {
-    const char *p = q;
+    const char *p = tail;
     while (*p) {
-        const char *end = p + strcspn(p, "&");
+        const char *end = p + strcspn(p, "&?");
         const char *eq = memchr(p, '=', (size_t)(end - p));
         if (eq != NULL && is_password_param(p, (size_t)(eq - p))) {
             fwrite(p, 1, (size_t)(eq + 1 - p), out);
             fputs(MASK, out);
+            p = eq + 1 + strcspn(eq + 1, "&");
         } else {
             fwrite(p, 1, (size_t)(end - p), out);
+            p = end;
         }
-        p = end;
-        if (*p == '&')
+        if (*p == '&' || *p == '?')
             fputc(*p++, out);
     }
 }
@@ -114,25 +118,13 @@ static void mask_uri(FILE *out, const char *url, const char *rest)
     const char *pw_end = NULL;
     int ats;
     const char *pw_start = uri_password(rest, &pw_end, &ats);
-    const char *tail = rest;
     if (pw_start != NULL) {
         fwrite(url, 1, (size_t)(pw_start - url), out);
         fputs(MASK, out);
-        tail = pw_end;
-        /* A hidden part that ran into the query string leaves us inside
-         * it: what follows is parameters too. */
-        if (memchr(pw_start, '?', (size_t)(pw_end - pw_start)) != NULL) {
-            mask_uri_params(out, tail);
-            return;
-        }
+        mask_uri_tail(out, pw_end);
     } else {
         fwrite(url, 1, (size_t)(rest - url), out);
-    }
-    size_t before_q = strcspn(tail, "?");
-    fwrite(tail, 1, before_q, out);
-    if (tail[before_q] == '?') {
-        fputc('?', out);
-        mask_uri_params(out, tail + before_q + 1);
+        mask_uri_tail(out, rest);
     }
 }
 

@@ -401,6 +401,8 @@ static void test_mask_uri(void **state)
         {"postgresql://u:sec?ret@host/db", "postgresql://u:***@host/db"},
         {"postgres://host:/x:secret@h/db", "postgres://host:***@h/db"},
         {"postgresql://h:/p?a=1@x&password=secret", "postgresql://h:***@x&password=***"},
+        {"postgresql://u:p?x=1@h/db?password=secret", "postgresql://u:***@h/db?password=***"},
+        {"postgresql://host/db?password=sec?ret&a=1", "postgresql://host/db?password=***&a=1"},
         {"postgresql://user@host/db", "postgresql://user@host/db"},
         {"postgresql://host:5432/db?sslmode=require", "postgresql://host:5432/db?sslmode=require"},
         {"postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db"},
