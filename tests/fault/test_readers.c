@@ -4,7 +4,7 @@
  * syncs, so every read must see both tables and the view at one committed
  * batch count: never a missing table, never a partial count, never a
  * duplicate id, never a result row without its trace, never going back.
- * DUCKSTORE_SOAK=1: 500 syncs. */
+ * DUCKSTORE_SOAK=1: 300 syncs. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -115,7 +115,7 @@ static void test_readers_during_back_to_back_syncs(void **state)
     sync_report r;
     reader rds[READERS];
     memset(rds, 0, sizeof rds);
-    int syncs = tl_scale(50, 500);
+    int syncs = tl_scale(50, 300);
     double t0 = tl_now_ms();
     for (int i = 0; i <= syncs; i++) {
         batches++;
