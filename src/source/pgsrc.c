@@ -75,7 +75,7 @@ static PGresult *await_result(pgsrc_conn *conn, ds_error *err)
     return kept;
 }
 
-static PGresult *exec_query(pgsrc_conn *conn, const char *sql, ds_error *err)
+PGresult *pgsrc_query(pgsrc_conn *conn, const char *sql, ds_error *err)
 {
     if (!PQsendQuery(conn->pg, sql)) {
         result_error(conn, NULL, err);
@@ -170,7 +170,7 @@ bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
 
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 {
-    PGresult *res = exec_query(conn, sql, err);
+    PGresult *res = pgsrc_query(conn, sql, err);
     if (res == NULL)
         return false;
     ExecStatusType st = PQresultStatus(res);
@@ -184,7 +184,7 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err)
 {
     *out = NULL;
-    PGresult *res = exec_query(conn, sql, err);
+    PGresult *res = pgsrc_query(conn, sql, err);
     if (res == NULL)
         return false;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -442,7 +442,7 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
     s->conn = conn;
     s->dec = dec;
     s->bytes = bytes;
-    PGresult *res = exec_query(conn, copy_sql, err);
+    PGresult *res = pgsrc_query(conn, copy_sql, err);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
         if (res)
             pgsrc_result_error(conn, res, err);

@@ -53,6 +53,11 @@ bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err);
 /* Runs a statement that returns no rows (or ignores them). */
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
 
+/* Runs a statement and returns its result, or NULL with err set when it
+ * could not be sent or the server stayed silent past the connection's bound.
+ * The caller checks the status and PQclear()s it. */
+PGresult *pgsrc_query(pgsrc_conn *conn, const char *sql, ds_error *err);
+
 /* Runs a query and returns the first column of the first row, malloc'd
  * (*out NULL for SQL NULL or no row). */
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);

@@ -47,7 +47,11 @@ bool inc_take_horizon(pgsrc_conn *conn, const pgsrc_column *col, inc_horizon *ou
             "o",
             value_expr) < 0)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    PGresult *res = PQexec(conn->pg, sql);
+    PGresult *res = pgsrc_query(conn, sql, err);
+    if (res == NULL) {
+        free(sql);
+        return false;
+    }
     free(sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         pgsrc_result_error(conn, res, err);

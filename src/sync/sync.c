@@ -383,7 +383,12 @@ static bool plan_partitions(pgsrc_conn *conn, const char *query, const pgsrc_col
         free(ident);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
-    PGresult *res = PQexec(conn->pg, sql);
+    PGresult *res = pgsrc_query(conn, sql, err);
+    if (res == NULL) {
+        free(sql);
+        free(ident);
+        return false;
+    }
     free(sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         /* Classified like every other statement: this query runs the user's

@@ -186,18 +186,12 @@ static void test_server_silent_mid_copy(void **state)
     free(metrics);
 }
 
-/* KNOWN BUG, in src/sync/sync.c (plan_partitions runs its query with a
- * bare PQexec, outside pgsrc's silence bound): PostgreSQL going silent while
- * the partition ranges are computed leaves the sync `syncing` forever, the
- * source refuses every later sync (409) and SIGTERM hangs. Runs only with
- * DUCKSTORE_KNOWN_BUGS=1 until the sync engine is fixed; then it belongs in
- * the suite unconditionally. */
+/* PostgreSQL going silent while the partition ranges are computed: the
+ * planning statement is bounded like every other (it once used a bare
+ * PQexec and left the source `syncing` forever). */
 static void test_server_silent_during_partition_planning(void **state)
 {
     (void)state;
-    const char *known = getenv("DUCKSTORE_KNOWN_BUGS");
-    if (known == NULL || strcmp(known, "1") != 0)
-        skip();
     tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
     tl_trigger(&g_srv, "planned", true);
     int64_t rows = 0;
