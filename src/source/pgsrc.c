@@ -26,11 +26,23 @@ static bool await_input(pgsrc_conn *conn, ds_error *err)
     if (fd < 0)
         return true; /* already broken: libpq reports it */
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    int ms = conn->silence_s > 0 ? (int)(conn->silence_s * 1000.0) : -1;
+    int left = conn->silence_s > 0 ? (int)(conn->silence_s * 1000.0) : -1;
     int r;
-    do
-        r = poll(&p, 1, ms);
-    while (r < 0 && errno == EINTR);
+    for (;;) {
+        /* Slices of 100 ms, to see a stop request while the server works. */
+        int slice = left < 0 || left > 100 ? 100 : left;
+        do
+            r = poll(&p, 1, slice);
+        while (r < 0 && errno == EINTR);
+        if (r != 0)
+            break;
+        if (conn->stop != NULL && !conn->stop_sent && atomic_load(conn->stop)) {
+            conn->stop_sent = true;
+            pgsrc_cancel(conn);
+        }
+        if (left >= 0 && (left -= slice) <= 0)
+            break;
+    }
     if (r == 0) {
         shutdown(fd, SHUT_RDWR);
         conn->hung = true;

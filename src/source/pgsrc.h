@@ -22,6 +22,11 @@ typedef struct pgsrc_conn {
      * see while the peer's kernel still acknowledges. */
     double silence_s;
     bool hung; /* that bound was hit: the socket is shut down */
+    /* Optional stop request (a sync's cancel flag): checked while waiting,
+     * so a request that arrives just before a statement starts still
+     * cancels it. */
+    atomic_bool *stop;
+    bool stop_sent;
 } pgsrc_conn;
 
 typedef struct pgsrc_column {

@@ -66,6 +66,8 @@ static bool source_connect(const cfg_source *src, const sync_options *opt, pgsrc
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     if (!pgsrc_connect(src->url, src->query_timeout_s, conn, err))
         return false;
+    if (opt->cancel != NULL)
+        conn->stop = &opt->cancel->requested;
     cancel_register(opt->cancel, conn, true);
     return true;
 }
