@@ -107,11 +107,11 @@ static int open_session(const cli_globals *g, const char *name, cfg_config *cfg,
     return CLI_EXIT_OK;
 }
 
-/* ---- sync with a live progress line ---------------------------------- */
+/* ---- sync with a live progress line per table ---------------------- */
 
 typedef struct progress_printer {
     pthread_t thread;
-    const char *name;
+    const cfg_source *src;
     sync_progress *progress;
     atomic_bool done;
 } progress_printer;
@@ -123,20 +123,36 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* One live line per table (rows, MB, rows/s), redrawn in place. */
 static void *progress_main(void *arg)
 {
     progress_printer *p = arg;
+    char names[2][160];
+    size_t n = sync_table_names(p->src, names);
     double start = now_s();
+    bool drawn = false;
     while (!atomic_load(&p->done)) {
         struct timespec delay = {0, 250 * 1000 * 1000};
         nanosleep(&delay, NULL);
         double elapsed = now_s() - start;
-        uint64_t rows = atomic_load(&p->progress->rows), bytes = atomic_load(&p->progress->bytes);
-        fprintf(stderr, "\r\033[K%s: %s %llu rows, %.1f MB, %.0f rows/s", p->name,
-                sync_phase_name((sync_phase)atomic_load(&p->progress->phase)), (unsigned long long)rows,
-                (double)bytes / 1e6, elapsed > 0 ? (double)rows / elapsed : 0.0);
+        if (drawn)
+            fprintf(stderr, "\033[%zuA", n);
+        const char *phase = sync_phase_name((sync_phase)atomic_load(&p->progress->phase));
+        for (size_t i = 0; i < n; i++) {
+            uint64_t rows = atomic_load(&p->progress->table_rows[i]);
+            uint64_t bytes = atomic_load(&p->progress->table_bytes[i]);
+            fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, names[i],
+                    (unsigned long long)rows, (double)bytes / 1e6,
+                    elapsed > 0 ? (double)rows / elapsed : 0.0);
+        }
+        drawn = true;
     }
-    fprintf(stderr, "\r\033[K");
+    if (drawn) { /* clear the lines for the summary */
+        fprintf(stderr, "\033[%zuA", n);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "\r\033[K\n");
+        fprintf(stderr, "\033[%zuA", n);
+    }
     return NULL;
 }
 
@@ -158,7 +174,7 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     sync_progress progress;
     memset(&progress, 0, sizeof progress);
     sync_options opt = {.force_full = full, .progress = &progress};
-    progress_printer printer = {.name = src->name, .progress = &progress};
+    progress_printer printer = {.src = src, .progress = &progress};
     atomic_init(&printer.done, false);
     bool live = isatty(STDERR_FILENO);
     if (live)

@@ -505,6 +505,7 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
                 err->msg[strcspn(err->msg, "\n")] = '\0';
                 return false;
             }
+            s->bytes_read += (uint64_t)n;
             if (s->bytes)
                 atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
             s->msg = buf;

@@ -97,6 +97,7 @@ typedef struct pgsrc_stream {
     size_t msg_len, msg_used;
     bool ended;
     _Atomic uint64_t *bytes; /* optional progress counter */
+    uint64_t bytes_read;     /* of this stream */
 } pgsrc_stream;
 
 /* Starts the COPY statement. */

@@ -249,6 +249,7 @@ typedef struct load_shared {
     bool capped;
     atomic_bool truncated;
     _Atomic uint64_t rows;
+    int slot; /* the table's place in sync_progress.table_rows */
 } load_shared;
 
 /* The producer behind one INSERT: pulls decoded rows from the PostgreSQL
@@ -259,7 +260,8 @@ typedef struct load_fill {
     load_shared *shared;
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
-    bool capped_out; /* budget exhausted: no more rows, whatever PostgreSQL has */
+    uint64_t bytes_seen; /* stream bytes already counted in the progress */
+    bool capped_out;     /* budget exhausted: no more rows, whatever PostgreSQL has */
 } load_fill;
 
 static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
@@ -288,8 +290,13 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     }
     f->batch_left = (uint64_t)take >= f->batch_left ? 0 : f->batch_left - (uint64_t)take;
     atomic_fetch_add(&f->shared->rows, (uint64_t)take);
-    if (f->opt->progress)
-        atomic_fetch_add(&f->opt->progress->rows, (uint64_t)take);
+    if (f->opt->progress) {
+        sync_progress *pr = f->opt->progress;
+        atomic_fetch_add(&pr->rows, (uint64_t)take);
+        atomic_fetch_add(&pr->table_rows[f->shared->slot], (uint64_t)take);
+        atomic_fetch_add(&pr->table_bytes[f->shared->slot], f->stream.bytes_read - f->bytes_seen);
+        f->bytes_seen = f->stream.bytes_read;
+    }
     return true;
 }
 
@@ -544,6 +551,7 @@ typedef struct table_job {
     const char *query;
     bool needs_dataset_id;
     const cfg_key *key; /* unique_key of this sub-table (n == 0: none) */
+    int slot;           /* index in sync_table_names() and the progress */
     char table[160], staging[176];
     /* results */
     pgsrc_desc desc;
@@ -632,6 +640,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
 
     load_shared shared;
     memset(&shared, 0, sizeof shared);
+    shared.slot = job->slot;
     int64_t cap = job->cfg->store.max_sync_rows;
     if (cap > 0) {
         shared.capped = true;
@@ -1025,6 +1034,10 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     if (opt->progress) {
         atomic_store(&opt->progress->rows, 0);
         atomic_store(&opt->progress->bytes, 0);
+        for (size_t i = 0; i < 2; i++) {
+            atomic_store(&opt->progress->table_rows[i], 0);
+            atomic_store(&opt->progress->table_bytes[i], 0);
+        }
     }
     set_phase(opt, SYNC_PHASE_DESCRIBING);
 
@@ -1043,6 +1056,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         job->label = njobs == 2 ? labels[i] : "query";
         job->query = njobs == 2 ? queries[i] : src->query;
         job->needs_dataset_id = njobs == 2;
+        job->slot = (int)i;
         job->key = njobs == 2 ? (i == 0 ? &src->unique_key_dataset : &src->unique_key_results)
                               : &src->unique_key_data;
         job->inc_idx = -1;

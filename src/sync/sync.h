@@ -39,6 +39,8 @@ typedef enum sync_phase {
 typedef struct sync_progress {
     _Atomic uint64_t rows, bytes;
     _Atomic int phase; /* sync_phase */
+    /* Per table, in sync_table_names() order. */
+    _Atomic uint64_t table_rows[2], table_bytes[2];
 } sync_progress;
 
 const char *sync_phase_name(sync_phase phase);
