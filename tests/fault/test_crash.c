@@ -95,11 +95,11 @@ static int group_setup(void **state)
                    "crash_db:\n  url: \"%s\"\n  dataset_query: |\n"
                    "    SELECT id AS dataset_id, id, batch, payload FROM traces\n"
                    "    WHERE (id %% 50 <> 0 OR batch < (SELECT max(batch) - 1 FROM traces)\n"
-                   "           OR pg_sleep(0.015) IS NOT NULL)\n"
+                   "           OR pg_sleep(0.008) IS NOT NULL)\n"
                    "  results_query: |\n"
                    "    SELECT trace_id AS dataset_id, id, batch, score FROM results\n"
                    "    WHERE (id %% 100 <> 0 OR batch < (SELECT max(batch) - 1 FROM results)\n"
-                   "           OR pg_sleep(0.015) IS NOT NULL)\n"
+                   "           OR pg_sleep(0.008) IS NOT NULL)\n"
                    "  incremental_column: id\n",
                    g.conninfo);
     return 0;
