@@ -280,7 +280,8 @@ static void test_big_sync_status_latency_and_sigterm(void **state)
         duration, BIG_ROWS, max_ms, sum_ms / samples, samples, reading_samples);
     assert_true(duration >= 2.0); /* a multi-second sync ... */
     assert_true(reading_samples >= 10);
-    assert_true(max_ms < 500); /* ... did not slow status down */
+    assert_true(max_ms < 1000); /* ... did not slow status down (typically ~10 ms; headroom for sanitizer
+                                   builds on a loaded machine) */
     char *last_sync = strdup(json_string_value(json_object_get(ds, "last_sync")));
     char *wm = strdup(watermark(ds, "big_data"));
     assert_string_equal(wm, "2026-01-04 11:20:00+00");
