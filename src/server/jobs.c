@@ -57,6 +57,7 @@ bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err)
         source_runtime *r = &j->sources[i];
         r->src = &cfg->sources[i];
         sync_cancel_init(&r->cancel);
+        sync_conn_cache_init(&r->conns);
         r->status = load_status(j, r->src);
     }
     return true;
@@ -66,6 +67,7 @@ void jobs_destroy(jobs *j)
 {
     for (size_t i = 0; i < j->n; i++) {
         sync_cancel_destroy(&j->sources[i].cancel);
+        sync_conn_cache_destroy(&j->sources[i].conns);
         json_decref(j->sources[i].status);
     }
     free(j->sources);
@@ -97,7 +99,8 @@ static void *sync_thread(void *arg)
     sync_thread_arg *a = arg;
     jobs *j = a->j;
     source_runtime *r = a->r;
-    sync_options opt = {.force_full = a->full, .cancel = &r->cancel, .progress = &r->progress};
+    sync_options opt = {
+        .force_full = a->full, .cancel = &r->cancel, .progress = &r->progress, .conns = &r->conns};
     free(a);
     sync_report report;
     ds_error err;

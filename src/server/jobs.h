@@ -24,7 +24,8 @@ typedef struct source_runtime {
     int consecutive_failures;
     sync_progress progress;
     sync_cancel cancel;
-    json_t *status; /* last persisted status document */
+    sync_conn_cache conns; /* PostgreSQL connections kept between syncs */
+    json_t *status;        /* last persisted status document */
     /* metrics */
     uint64_t syncs_ok, syncs_failed, rows_synced;
     double last_success_unix, last_duration_s;

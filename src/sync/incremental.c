@@ -208,28 +208,57 @@ bool inc_apply(duckdb_connection con, const char *table, const char *staging, co
     return ok;
 }
 
+/* max(inc_col) of the table. The previous watermark is normally a floor
+ * for it (the rows that set it are still stored), so the scan is filtered
+ * to col >= floor: DuckDB's row-group min/max then skips all but the
+ * newest row groups, and any maximum found there is the table's. Nothing
+ * at or past the floor (an upsert replaced those rows) means a full scan. */
+static bool table_max(duckdb_connection con, const char *qt, const char *qi, const char *duck_type,
+                      const char *floor, char **max, ds_error *err)
+{
+    *max = NULL;
+    if (floor != NULL) {
+        char *lit = store_quote_literal(floor);
+        bool ok = query_text(con, max, err, "SELECT max(%s)::VARCHAR FROM %s WHERE %s >= CAST(%s AS %s)", qi,
+                             qt, qi, lit, duck_type);
+        free(lit);
+        if (!ok || *max != NULL)
+            return ok;
+    }
+    return query_text(con, max, err, "SELECT max(%s)::VARCHAR FROM %s", qi, qt);
+}
+
 bool inc_next_watermark(duckdb_connection con, const char *table, const char *inc_col, const char *duck_type,
-                        const char *horizon, char **watermark, bool *inclusive, ds_error *err)
+                        const char *floor, const char *horizon, char **watermark, bool *inclusive,
+                        ds_error *err)
 {
     *watermark = NULL;
     *inclusive = false;
     char *qt = store_quote_ident(table), *qi = store_quote_ident(inc_col);
-    bool ok;
-    if (horizon == NULL) {
-        ok = query_text(con, watermark, err, "SELECT max(%s)::VARCHAR FROM %s", qi, qt);
-    } else {
-        char *h = store_quote_literal(horizon);
-        char *held = NULL;
-        ok = query_text(con, &held, err, "SELECT max(%s) >= CAST(%s AS %s) FROM %s", qi, h, duck_type, qt);
-        *inclusive = ok && held != NULL && strcmp(held, "true") == 0;
-        if (ok && *inclusive)
-            ok = query_text(con, watermark, err, "SELECT CAST(%s AS %s)::VARCHAR", h, duck_type);
-        else if (ok)
-            ok = query_text(con, watermark, err, "SELECT max(%s)::VARCHAR FROM %s", qi, qt);
-        free(held);
-        free(h);
-    }
+    char *max = NULL;
+    bool ok = table_max(con, qt, qi, duck_type, floor, &max, err);
     free(qt);
     free(qi);
+    if (ok && horizon != NULL && max != NULL) {
+        /* Held at the horizon when rows reach it: a transaction still open
+         * there may commit more rows at or past it. */
+        char *h = store_quote_literal(horizon), *m = store_quote_literal(max);
+        char *held = NULL;
+        ok = query_text(con, &held, err, "SELECT CAST(%s AS %s) >= CAST(%s AS %s)", m, duck_type, h,
+                        duck_type);
+        *inclusive = ok && held != NULL && strcmp(held, "true") == 0;
+        if (*inclusive) {
+            free(max);
+            max = NULL;
+            ok = query_text(con, &max, err, "SELECT CAST(%s AS %s)::VARCHAR", h, duck_type);
+        }
+        free(held);
+        free(h);
+        free(m);
+    }
+    if (ok)
+        *watermark = max;
+    else
+        free(max);
     return ok;
 }

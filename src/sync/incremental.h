@@ -50,8 +50,10 @@ bool inc_apply(duckdb_connection con, const char *table, const char *staging, co
                bool overlap, int64_t *inserted, int64_t *updated, ds_error *err);
 
 /* The watermark to store after a sync: max(inc_col) of the table, held at
- * the horizon (then inclusive) when the horizon is lower. */
+ * the horizon (then inclusive) when the horizon is lower. floor, the
+ * previous watermark (NULL after a full load), narrows the scan. */
 bool inc_next_watermark(duckdb_connection con, const char *table, const char *inc_col, const char *duck_type,
-                        const char *horizon, char **watermark, bool *inclusive, ds_error *err);
+                        const char *floor, const char *horizon, char **watermark, bool *inclusive,
+                        ds_error *err);
 
 #endif

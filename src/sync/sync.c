@@ -59,22 +59,76 @@ static bool cancelled(const sync_options *opt)
     return opt->cancel != NULL && atomic_load(&opt->cancel->requested);
 }
 
-/* Connects and registers the connection for cancellation. */
+/* ---- connections ------------------------------------------------------ */
+
+void sync_conn_cache_init(sync_conn_cache *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->lock, NULL);
+}
+
+void sync_conn_cache_destroy(sync_conn_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        pgsrc_disconnect(&c->idle[i]);
+    c->n = 0;
+    pthread_mutex_destroy(&c->lock);
+}
+
+static bool conn_idle(const pgsrc_conn *conn)
+{
+    return !conn->hung && !conn->stop_sent && PQstatus(conn->pg) == CONNECTION_OK &&
+           PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
+}
+
+/* A kept connection, checked with a round trip (the server may have closed
+ * it while idle), or false when none is usable. */
+static bool take_kept(sync_conn_cache *cache, pgsrc_conn *conn)
+{
+    for (;;) {
+        pthread_mutex_lock(&cache->lock);
+        bool any = cache->n > 0;
+        if (any)
+            *conn = cache->idle[--cache->n];
+        pthread_mutex_unlock(&cache->lock);
+        if (!any)
+            return false;
+        ds_error ignored;
+        if (conn_idle(conn) && pgsrc_exec(conn, "SELECT 1", &ignored))
+            return true;
+        pgsrc_disconnect(conn);
+    }
+}
+
+/* Connects (or reuses a kept connection) and registers it for
+ * cancellation. */
 static bool source_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err)
 {
     if (cancelled(opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
-    if (!pgsrc_connect(src->url, src->query_timeout_s, conn, err))
+    if ((opt->conns == NULL || !take_kept(opt->conns, conn)) &&
+        !pgsrc_connect(src->url, src->query_timeout_s, conn, err))
         return false;
-    if (opt->cancel != NULL)
-        conn->stop = &opt->cancel->requested;
+    conn->stop = opt->cancel != NULL ? &opt->cancel->requested : NULL;
     cancel_register(opt->cancel, conn, true);
     return true;
 }
 
-static void source_disconnect(const sync_options *opt, pgsrc_conn *conn)
+/* reusable: the caller's work on the connection succeeded, so it may be
+ * kept for the next sync when it is idle and healthy. */
+static void source_disconnect(const sync_options *opt, pgsrc_conn *conn, bool reusable)
 {
     cancel_register(opt->cancel, conn, false);
+    if (reusable && opt->conns != NULL && conn_idle(conn) && !cancelled(opt)) {
+        conn->stop = NULL;
+        pthread_mutex_lock(&opt->conns->lock);
+        bool kept = opt->conns->n < SYNC_IDLE_CONNS;
+        if (kept)
+            opt->conns->idle[opt->conns->n++] = *conn;
+        pthread_mutex_unlock(&opt->conns->lock);
+        if (kept)
+            return;
+    }
     pgsrc_disconnect(conn);
 }
 
@@ -121,6 +175,15 @@ static double monotonic_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* `duckstore -v` logs how long each step of a sync took: the first thing
+ * to look at when a sync is slower than expected. */
+static void trace_step(const char *source, const char *what, double *since)
+{
+    double now = monotonic_s();
+    ds_log_debug("%s: %s in %.1f ms", source, what, (now - *since) * 1e3);
+    *since = now;
 }
 
 static void add_warning(sync_report *report, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -468,7 +531,7 @@ static void *partition_worker_main(void *arg)
     free(snap);
     if (!pgsrc_exec(&conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &w->err) ||
         !pgsrc_exec(&conn, sql, &w->err)) {
-        source_disconnect(w->opt, &conn);
+        source_disconnect(w->opt, &conn, false);
         goto out;
     }
     w->ok = true;
@@ -487,7 +550,7 @@ static void *partition_worker_main(void *arg)
     }
     if (w->ok)
         w->ok = pgsrc_exec(&conn, "COMMIT", &w->err);
-    source_disconnect(w->opt, &conn);
+    source_disconnect(w->opt, &conn, w->ok);
 out:
     if (!w->ok)
         atomic_store(w->failed, true);
@@ -566,6 +629,9 @@ typedef struct table_job {
     int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
     bool truncated;
+    /* Dataset table of a split source: each dataset_id stored at most once
+     * (1), not (0), unknown (-1). Before the commit, the previous sync's. */
+    int ids_unique;
     sync_report warnings;
     bool ok;
     ds_error err;
@@ -608,6 +674,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
 {
     ds_error *err = &job->err;
     const cfg_source *src = job->src;
+    double t = monotonic_s();
     if (!pgsrc_describe(conn, job->query, &job->desc, err)) {
         ds_error_prefix(err, "%s (%s:%d): ", job->label, src->file, src->line);
         return false;
@@ -629,6 +696,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     job->signature = schema_signature(&job->desc, job->cfg->store.max_sync_rows);
     if (!decide_incremental(job, con, err))
         return false;
+    trace_step(job->table, "described and decided", &t);
 
     char *create = create_table_sql(job->staging, &job->desc);
     char *qs = store_quote_ident(job->staging);
@@ -637,6 +705,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     free(qs);
     if (!ok)
         return false;
+    trace_step(job->table, "staging table created", &t);
 
     load_shared shared;
     memset(&shared, 0, sizeof shared);
@@ -672,6 +741,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         !inc_read_start(con, src, job->desc.cols[job->inc_idx].type.ddl, job->old_watermark,
                         job->old_inclusive, &job->read_start, &job->start_inclusive, &job->overlap, err))
         return false;
+    trace_step(job->table, "commit horizon and read start", &t);
 
     set_phase(job->opt, SYNC_PHASE_READING);
     int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
@@ -708,6 +778,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     }
     job->rows_loaded = (int64_t)atomic_load(&shared.rows);
     job->truncated = atomic_load(&shared.truncated);
+    trace_step(job->table, "read", &t);
     return true;
 }
 
@@ -717,13 +788,15 @@ static void *table_job_main(void *arg)
     pgsrc_conn conn;
     duckdb_connection con = NULL;
     job->ok = false;
+    double t = monotonic_s();
     if (!source_connect(job->src, job->opt, &conn, &job->err))
         return NULL;
+    trace_step(job->table, "connected to PostgreSQL", &t);
     if (store_connect(job->st, &con, &job->err)) {
         job->ok = run_table_job(job, &conn, con);
         duckdb_disconnect(&con);
     }
-    source_disconnect(job->opt, &conn);
+    source_disconnect(job->opt, &conn, job->ok);
     return NULL;
 }
 
@@ -799,6 +872,33 @@ static int64_t count_rows(duckdb_connection con, const char *name, ds_error *err
     return n;
 }
 
+/* Whether each dataset_id is stored at most once in the dataset table:
+ * then the <name>_data view has exactly one row per result and is counted
+ * by counting the results table, instead of running its join. After an
+ * incremental apply only the ids just loaded can have become duplicates. */
+static bool update_ids_unique(duckdb_connection con, table_job *job, const char *qt, const char *qs,
+                              ds_error *err)
+{
+    if (job->incremental && job->rows_inserted == 0 && job->rows_updated == 0 && job->ids_unique >= 0)
+        return true;
+    if (job->incremental && job->ids_unique == 0)
+        return true; /* stays so until the next full sync */
+    char sql[1024];
+    if (job->incremental && job->ids_unique == 1)
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) = 0 FROM (SELECT dataset_id FROM %s WHERE dataset_id IN "
+                 "(SELECT dataset_id FROM %s) GROUP BY dataset_id HAVING count(*) > 1)",
+                 qt, qs);
+    else
+        snprintf(sql, sizeof sql, "SELECT count(dataset_id) = count(DISTINCT dataset_id) FROM %s", qt);
+    char *answer = NULL;
+    if (!store_query_text(con, sql, &answer, err))
+        return false;
+    job->ids_unique = answer != NULL && strcmp(answer, "true") == 0;
+    free(answer);
+    return true;
+}
+
 /* Applies one table's staging data and its metadata, inside the commit
  * transaction. */
 static bool apply_table(duckdb_connection con, const cfg_source *src, table_job *job, sync_table_report *tr,
@@ -807,21 +907,28 @@ static bool apply_table(duckdb_connection con, const cfg_source *src, table_job 
     char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
     const char *duck_type = job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
     bool ok;
+    bool dataset_of_split = job->needs_dataset_id && job->slot == 0;
     if (job->incremental) {
-        ok = inc_apply(con, job->table, job->staging, job->key, src->incremental_column, duck_type,
-                       job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
-                       &job->rows_updated, err) &&
+        /* An empty batch changes nothing (an upsert deletes only what it
+         * replaces). */
+        ok = (job->rows_loaded == 0 ||
+              inc_apply(con, job->table, job->staging, job->key, src->incremental_column, duck_type,
+                        job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
+                        &job->rows_updated, err)) &&
+             (!dataset_of_split || update_ids_unique(con, job, qt, qs, err)) &&
              exec_fmt(con, err, "DROP TABLE %s", qs);
     } else {
         ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qt) &&
-             exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
+             exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt) &&
+             (!dataset_of_split || update_ids_unique(con, job, qt, qs, err));
         job->rows_inserted = job->rows_loaded;
     }
     char *watermark = NULL;
     bool inclusive = false;
     if (ok && job->has_inc_col)
-        ok = inc_next_watermark(con, job->table, src->incremental_column, duck_type, job->horizon.value,
-                                &watermark, &inclusive, err);
+        ok = inc_next_watermark(con, job->table, src->incremental_column, duck_type,
+                                job->incremental ? job->old_watermark : NULL, job->horizon.value, &watermark,
+                                &inclusive, err);
     if (ok) {
         store_table_meta meta = {.schema_signature = job->signature,
                                  .watermark_column = job->has_inc_col ? src->incremental_column : NULL,
@@ -888,6 +995,8 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
      * nothing is counted when no row changed. */
     json_t *previous = load_status_doc(con, src->name);
     json_t *previous_rows = json_object_get(previous, "rows");
+    json_t *previous_unique = json_object_get(previous, "dataset_id_unique");
+    jobs[0].ids_unique = json_is_boolean(previous_unique) ? json_is_true(previous_unique) : -1;
     bool existed = false;
     int64_t rows_before = 0;
     if (json_is_integer(previous_rows))
@@ -897,8 +1006,10 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         rows_before = count_rows(con, data_name, err, &ok);
     json_decref(previous);
     bool changed = false;
+    double step = monotonic_s();
     for (size_t i = 0; ok && i < njobs; i++) {
         ok = apply_table(con, src, &jobs[i], &report->tables[i], err);
+        trace_step(jobs[i].table, "applied", &step);
         changed |= !jobs[i].incremental || jobs[i].rows_inserted > 0 || jobs[i].rows_updated > 0;
     }
     report->ntables = njobs;
@@ -908,9 +1019,12 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         free(sql);
     }
     report->rows = rows_before;
-    if (ok && changed)
+    if (ok && njobs == 2 && jobs[0].ids_unique == 1)
+        report->rows = report->tables[1].rows_total;
+    else if (ok && changed)
         report->rows = count_rows(con, data_name, err, &ok);
     report->rows_added = report->rows - rows_before;
+    trace_step(src->name, "view created and counted", &step);
     report->incremental = false;
     report->truncated = false;
     for (size_t i = 0; i < njobs; i++) {
@@ -924,6 +1038,8 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         json_t *doc = load_status_doc(con, src->name);
         json_object_set_new(doc, "state", json_string("ready"));
         json_object_set_new(doc, "rows", json_integer(report->rows));
+        if (njobs == 2)
+            json_object_set_new(doc, "dataset_id_unique", json_boolean(jobs[0].ids_unique == 1));
         json_object_set_new(doc, "sync_type", json_string(report->incremental ? "incremental" : "full"));
         json_object_set_new(doc, "last_sync", json_string(now));
         int64_t inserted = 0, updated = 0;
@@ -969,6 +1085,7 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
     }
     if (ok)
         ok = store_exec(con, "COMMIT", err);
+    trace_step(src->name, "status saved and committed", &step);
     if (!ok)
         store_exec(con, "ROLLBACK", NULL);
     pthread_mutex_unlock(&st->commit_lock);

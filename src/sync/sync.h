@@ -28,6 +28,22 @@ void sync_cancel_init(sync_cancel *c);
 void sync_cancel_destroy(sync_cancel *c);
 void sync_cancel_request(sync_cancel *c);
 
+/* PostgreSQL connections kept open between the syncs of one source by a
+ * long-running process (the server): a periodic incremental sync then skips
+ * connecting (TCP, TLS, authentication: 25-50 ms) and the new backend's
+ * cold catalog caches. A kept connection is checked with a round trip
+ * before reuse; one that fails is replaced by a new connection. */
+#define SYNC_IDLE_CONNS 2
+typedef struct sync_conn_cache {
+    pthread_mutex_t lock;
+    pgsrc_conn idle[SYNC_IDLE_CONNS];
+    size_t n;
+} sync_conn_cache;
+
+void sync_conn_cache_init(sync_conn_cache *c);
+/* Closes the kept connections. */
+void sync_conn_cache_destroy(sync_conn_cache *c);
+
 typedef enum sync_phase {
     SYNC_PHASE_IDLE,
     SYNC_PHASE_DESCRIBING,
@@ -49,6 +65,7 @@ typedef struct sync_options {
     bool force_full;
     sync_cancel *cancel;     /* optional */
     sync_progress *progress; /* optional */
+    sync_conn_cache *conns;  /* optional: reuse connections across syncs */
 } sync_options;
 
 #define SYNC_MAX_WARNINGS 6

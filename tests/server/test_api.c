@@ -431,12 +431,14 @@ static void test_sync_over_http(void **state)
                                        "lookback",
                                        "commit_horizon",
                                        "full_refresh_interval_minutes",
-                                       "next_full_refresh"};
+                                       "next_full_refresh",
+                                       "dataset_id_unique"};
     assert_int_equal(json_object_size(ds), sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (json_object_get(ds, keys[i]) == NULL)
             fail_msg("status has no %s", keys[i]);
     assert_int_equal(int_of(ds, "rows"), 40);
+    assert_true(json_is_true(json_object_get(ds, "dataset_id_unique")));
     assert_string_equal(tl_json_str(ds, "sync_type"), "full");
     assert_true(json_is_null(json_object_get(ds, "last_incremental")));
     assert_int_equal(int_of(ds, "incremental_rows"), 0);

@@ -227,6 +227,78 @@ static void test_incremental_appends_only_new_rows(void **state)
     tl_env_close(&e);
 }
 
+/* rows of <name>_data after a sync, as PostgreSQL counts the same join. */
+static void assert_view_rows(tl_env *e, const sync_report *r, bool ids_unique)
+{
+    int64_t want = tl_pg_int(e->pg, "SELECT count(*) FROM %s", TL_LLM_VIEW_RELATION);
+    assert_int_equal(r->rows, want);
+    assert_int_equal(tl_duck_int(e->con, "SELECT count(*) FROM monitoring_data"), want);
+    json_t *s = tl_sync_status(e->st, &e->cfg, "monitoring");
+    assert_int_equal(status_int(s, "rows"), want);
+    json_t *unique = json_object_get(s, "dataset_id_unique");
+    if (!json_is_boolean(unique) || json_is_true(unique) != ids_unique)
+        fail_msg("dataset_id_unique should be %s", ids_unique ? "true" : "false");
+    json_decref(s);
+}
+
+/* The view's row count is the results table's while every dataset_id is
+ * stored once; a repeated dataset_id (in one batch, or matching a stored
+ * row) makes each of its results appear once per copy, and the count must
+ * follow, through incremental and full syncs. */
+static void test_view_rows_with_repeated_dataset_ids(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "repeated_ids", "");
+    tl_llm_create(e.pg);
+    tl_llm_add(e.pg, 1, 50, 2);
+    tl_env_source(&e, "monitoring", TL_LLM_SOURCE_YAML);
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_false(r.incremental);
+    assert_int_equal(r.rows, 100);
+    assert_view_rows(&e, &r, true);
+
+    tl_llm_add(e.pg, 51, 60, 2); /* new ids only */
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows, 120);
+    assert_int_equal(r.rows_added, 20);
+    assert_view_rows(&e, &r, true);
+
+    tl_llm_add(e.pg, 61, 61, 3);
+    tl_llm_add(e.pg, 5, 5, 0); /* a second dataset row for a stored id: its 2 results show twice */
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows, 125);
+    assert_int_equal(r.rows_added, 5);
+    assert_view_rows(&e, &r, false);
+
+    tl_llm_add(e.pg, 5, 5, 1); /* a third copy and one more result: 3 × 3 rows for id 5 */
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_int_equal(r.rows, 130);
+    assert_view_rows(&e, &r, false);
+    tl_llm_assert_synced(&e, "monitoring");
+
+    tl_sync_ok(e.st, &e.cfg, "monitoring", true, &r);
+    assert_false(r.incremental);
+    assert_int_equal(r.rows, 130);
+    assert_view_rows(&e, &r, false);
+
+    /* Unique again after a full rebuild; then a repeat inside one batch. */
+    tl_pg_exec(e.pg, "DELETE FROM llm_traces WHERE id > 61");
+    tl_sync_ok(e.st, &e.cfg, "monitoring", true, &r);
+    assert_view_rows(&e, &r, true);
+    tl_pg_exec(e.pg, "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) "
+                     "SELECT md5('trace' || 70)::uuid, now(), 'copy ' || c FROM generate_series(1, 2) AS c");
+    tl_llm_add(e.pg, 70, 70, 2);
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_true(r.incremental);
+    assert_view_rows(&e, &r, false);
+    tl_llm_assert_synced(&e, "monitoring");
+    tl_env_close(&e);
+}
+
 /* Rows 1 µs apart straddling the watermark, across the New York DST switch
  * (2026-03-08 07:00 UTC): each incremental sync takes exactly the rows past
  * the watermark, for timestamptz and for timestamp columns. */
@@ -562,6 +634,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_sync_is_full),
         cmocka_unit_test(test_incremental_appends_only_new_rows),
+        cmocka_unit_test(test_view_rows_with_repeated_dataset_ids),
         cmocka_unit_test(test_watermarks_exact_to_the_microsecond),
         cmocka_unit_test(test_forced_full_rebuilds),
         cmocka_unit_test(test_reset_watermarks_makes_next_sync_full),
