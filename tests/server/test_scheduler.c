@@ -181,6 +181,83 @@ static void test_scheduler_runs_incremental_syncs(void **state)
     free(log);
 }
 
+/* duckstore's backends on the test database, as "pid,pid". */
+static char *duckstore_backends(void)
+{
+    return tl_pg_scalar(g_pg, "SELECT coalesce(string_agg(pid::text, ',' ORDER BY pid), '') FROM "
+                              "pg_stat_activity WHERE application_name = 'duckstore' AND "
+                              "datname = current_database()");
+}
+
+static void sync_and_count(const tl_server *srv, double nth)
+{
+    json_decref(tl_http_json(srv->port, "POST", "/api/store/sync/keep", NULL, 202, NULL));
+    wait_metric(srv, "duckstore_syncs_total{source=\"keep\",result=\"success\"}", nth, 20);
+}
+
+/* The server keeps a source's PostgreSQL connections between syncs (no
+ * connect per periodic sync); a kept connection the server has closed
+ * meanwhile is replaced, and the sync stays incremental (a stale
+ * connection must not fail it and clear the watermarks). */
+static void test_connections_kept_between_syncs(void **state)
+{
+    (void)state;
+    char source[2048];
+    snprintf(source, sizeof source,
+             "keep_db:\n  url: \"%s\"\n  query: SELECT id, created_at, v FROM events\n"
+             "  incremental_column: created_at\n",
+             g_conninfo);
+    char *config = make_config("keep", "  sync_mode: manual\n", source), *log = log_of("keep");
+    tl_server srv;
+    tl_server_start(&srv, config, log, NULL);
+    char *none = duckstore_backends();
+    assert_string_equal(none, "");
+    free(none);
+
+    sync_and_count(&srv, 1);
+    char *first = duckstore_backends();
+    assert_string_not_equal(first, ""); /* kept open after the sync */
+    assert_null(strchr(first, ','));    /* one query, one connection */
+    sync_and_count(&srv, 2);
+    char *second = duckstore_backends();
+    assert_string_equal(second, first);
+
+    tl_pg_exec(g_pg, "SELECT pg_terminate_backend(%s)", first);
+    tl_pg_exec(g_pg,
+               "INSERT INTO events (created_at, v) SELECT max(created_at) + interval '1 s', 'after kill' "
+               "FROM events");
+    sync_and_count(&srv, 3);
+    json_t *ds = tl_server_dataset(&srv, "keep_data");
+    assert_string_equal(json_string_value(json_object_get(ds, "sync_type")), "incremental");
+    assert_int_equal(int_of(ds, "incremental_rows"), 1);
+    assert_int_equal(int_of(ds, "rows"), tl_pg_int(g_pg, "SELECT count(*) FROM events"));
+    char *wm = max_created("events");
+    assert_string_equal(watermark(ds, "keep_data"), wm);
+    free(wm);
+    json_decref(ds);
+    char *third = duckstore_backends();
+    assert_string_not_equal(third, "");
+    assert_string_not_equal(third, first);
+
+    assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
+    tl_assert_clean_log(log);
+    /* Closed at shutdown (the backend exits a moment after the client). */
+    double deadline = tl_now_ms() + 5000;
+    char *left = duckstore_backends();
+    while (left[0] != '\0' && tl_now_ms() < deadline) {
+        free(left);
+        tl_sleep_ms(20);
+        left = duckstore_backends();
+    }
+    assert_string_equal(left, "");
+    free(left);
+    free(first);
+    free(second);
+    free(third);
+    free(config);
+    free(log);
+}
+
 /* Backends of the harness running the busy source's query right now. */
 static int active_busy_queries(void)
 {
@@ -380,6 +457,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_scheduler_runs_incremental_syncs, teardown_test),
         cmocka_unit_test_teardown(test_busy_source_is_not_synced_twice, teardown_test),
+        cmocka_unit_test_teardown(test_connections_kept_between_syncs, teardown_test),
         cmocka_unit_test_teardown(test_failure_is_retried_and_recovers, teardown_test),
         cmocka_unit_test_teardown(test_no_syncs_when_disabled, teardown_test),
     };
