@@ -12,8 +12,9 @@
 #include "common/error.h"
 
 typedef struct store {
-    duckdb_database db;
-    char *path;
+    duckdb_database db; /* in memory; the file is attached as catalog `alias` */
+    char *path, *alias;
+    bool locks_ready;
     /* Serialises the short commit transactions of concurrent syncs. */
     pthread_mutex_t commit_lock;
     /* Read connections for API requests (query_concurrency); empty in the CLI. */
