@@ -194,6 +194,7 @@ static void test_runbook_example(void **state)
 
     assert_int_equal(cfg.store.sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(cfg.store.sync_workers, 4);
+    assert_string_equal(cfg.store.memory_limit, "112MB"); /* 64 MB + 16 MB per further worker */
     assert_string_equal(cfg.store.path, "data/store.duckdb");
     assert_int_equal(cfg.store.sync_chunk_size, 1000000);
 
@@ -481,7 +482,7 @@ static void test_print_runbook(void **state)
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
-                          "  memory_limit: \"256MB\"\n"
+                          "  memory_limit: \"112MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
