@@ -4,6 +4,7 @@
  * appends, and writes watermarks and status together. */
 #include "sync/sync.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -630,8 +631,9 @@ typedef struct table_job {
     int64_t rows_loaded;
     bool truncated;
     /* Dataset table of a split source: each dataset_id stored at most once
-     * (1), not (0), unknown (-1). Before the commit, the previous sync's. */
-    int ids_unique;
+     * (1) or not known to be (0). batch_ids_unique is this sync's check of
+     * the rows it loaded (-1: not checked); ids_unique the outcome. */
+    int batch_ids_unique, ids_unique;
     sync_report warnings;
     bool ok;
     ds_error err;
@@ -668,6 +670,50 @@ static bool decide_incremental(table_job *job, duckdb_connection con, ds_error *
     meta.watermark = NULL;
     store_table_meta_free(&meta);
     return true;
+}
+
+/* Whether the ids just loaded keep every dataset_id stored at most once:
+ * then the <name>_data view has exactly one row per result and is counted
+ * by counting the results table instead of running its join. Runs before
+ * the commit, next to the other table's load, on the staging table (full)
+ * or on staging plus the stored rows with the same ids (incremental), in
+ * slices of the id hash so that each GROUP BY fits the memory_limit (one
+ * over 1M uuids did not fit 64 MB). Any failure only means "not known":
+ * the view's join is counted then. An upsert batch is not checked (its
+ * overlap with stored rows is what it replaces). */
+static void check_loaded_ids(table_job *job, duckdb_connection con)
+{
+    job->batch_ids_unique = -1;
+    if (job->incremental && (job->rows_loaded == 0 || job->key->n > 0))
+        return;
+    char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
+    int64_t slices = job->rows_loaded / 200000 + 1;
+    bool unique = true, ok = true;
+    for (int64_t i = 0; ok && unique && i < slices; i++) {
+        char in_slice[96], sql[2048];
+        if (slices == 1)
+            snprintf(in_slice, sizeof in_slice, "true");
+        else
+            snprintf(in_slice, sizeof in_slice, "hash(dataset_id) %% %" PRId64 " = %" PRId64, slices, i);
+        if (job->incremental)
+            snprintf(sql, sizeof sql,
+                     "SELECT count(*) FROM (SELECT dataset_id FROM (SELECT dataset_id FROM %s WHERE %s "
+                     "UNION ALL SELECT dataset_id FROM %s WHERE %s AND dataset_id IN (SELECT dataset_id FROM "
+                     "%s WHERE %s)) GROUP BY dataset_id HAVING count(*) > 1)",
+                     qs, in_slice, qt, in_slice, qs, in_slice);
+        else
+            snprintf(sql, sizeof sql,
+                     "SELECT count(*) FROM (SELECT dataset_id FROM %s WHERE %s GROUP BY dataset_id "
+                     "HAVING count(*) > 1)",
+                     qs, in_slice);
+        int64_t repeated = 0;
+        ds_error ignored;
+        ok = store_query_int(con, sql, &repeated, &ignored);
+        unique = repeated == 0;
+    }
+    job->batch_ids_unique = ok ? unique : -1;
+    free(qt);
+    free(qs);
 }
 
 static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection con)
@@ -779,6 +825,10 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     job->rows_loaded = (int64_t)atomic_load(&shared.rows);
     job->truncated = atomic_load(&shared.truncated);
     trace_step(job->table, "read", &t);
+    if (job->needs_dataset_id && job->slot == 0) {
+        check_loaded_ids(job, con);
+        trace_step(job->table, "dataset_id uniqueness checked", &t);
+    }
     return true;
 }
 
@@ -872,33 +922,6 @@ static int64_t count_rows(duckdb_connection con, const char *name, ds_error *err
     return n;
 }
 
-/* Whether each dataset_id is stored at most once in the dataset table:
- * then the <name>_data view has exactly one row per result and is counted
- * by counting the results table, instead of running its join. After an
- * incremental apply only the ids just loaded can have become duplicates. */
-static bool update_ids_unique(duckdb_connection con, table_job *job, const char *qt, const char *qs,
-                              ds_error *err)
-{
-    if (job->incremental && job->rows_inserted == 0 && job->rows_updated == 0 && job->ids_unique >= 0)
-        return true;
-    if (job->incremental && job->ids_unique == 0)
-        return true; /* stays so until the next full sync */
-    char sql[1024];
-    if (job->incremental && job->ids_unique == 1)
-        snprintf(sql, sizeof sql,
-                 "SELECT count(*) = 0 FROM (SELECT dataset_id FROM %s WHERE dataset_id IN "
-                 "(SELECT dataset_id FROM %s) GROUP BY dataset_id HAVING count(*) > 1)",
-                 qt, qs);
-    else
-        snprintf(sql, sizeof sql, "SELECT count(dataset_id) = count(DISTINCT dataset_id) FROM %s", qt);
-    char *answer = NULL;
-    if (!store_query_text(con, sql, &answer, err))
-        return false;
-    job->ids_unique = answer != NULL && strcmp(answer, "true") == 0;
-    free(answer);
-    return true;
-}
-
 /* Applies one table's staging data and its metadata, inside the commit
  * transaction. */
 static bool apply_table(duckdb_connection con, const cfg_source *src, table_job *job, sync_table_report *tr,
@@ -907,7 +930,6 @@ static bool apply_table(duckdb_connection con, const cfg_source *src, table_job 
     char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
     const char *duck_type = job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
     bool ok;
-    bool dataset_of_split = job->needs_dataset_id && job->slot == 0;
     if (job->incremental) {
         /* An empty batch changes nothing (an upsert deletes only what it
          * replaces). */
@@ -915,12 +937,10 @@ static bool apply_table(duckdb_connection con, const cfg_source *src, table_job 
               inc_apply(con, job->table, job->staging, job->key, src->incremental_column, duck_type,
                         job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
                         &job->rows_updated, err)) &&
-             (!dataset_of_split || update_ids_unique(con, job, qt, qs, err)) &&
              exec_fmt(con, err, "DROP TABLE %s", qs);
     } else {
         ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qt) &&
-             exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt) &&
-             (!dataset_of_split || update_ids_unique(con, job, qt, qs, err));
+             exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
         job->rows_inserted = job->rows_loaded;
     }
     char *watermark = NULL;
@@ -995,8 +1015,15 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
      * nothing is counted when no row changed. */
     json_t *previous = load_status_doc(con, src->name);
     json_t *previous_rows = json_object_get(previous, "rows");
-    json_t *previous_unique = json_object_get(previous, "dataset_id_unique");
-    jobs[0].ids_unique = json_is_boolean(previous_unique) ? json_is_true(previous_unique) : -1;
+    if (njobs == 2) {
+        /* A full load decides alone; an incremental one keeps uniqueness
+         * when it held before and the loaded ids are new and distinct. */
+        bool before = json_is_true(json_object_get(previous, "dataset_id_unique"));
+        const table_job *d = &jobs[0];
+        jobs[0].ids_unique = !d->incremental       ? d->batch_ids_unique == 1
+                             : d->rows_loaded == 0 ? before
+                                                   : before && d->batch_ids_unique == 1;
+    }
     bool existed = false;
     int64_t rows_before = 0;
     if (json_is_integer(previous_rows))

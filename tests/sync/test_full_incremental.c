@@ -299,6 +299,49 @@ static void test_view_rows_with_repeated_dataset_ids(void **state)
     tl_env_close(&e);
 }
 
+/* Over 200,000 loaded ids the uniqueness check runs in slices of the id
+ * hash (each GROUP BY must fit memory_limit): a repeat is still found, in a
+ * full load and in a large incremental batch. */
+static void test_uniqueness_checked_in_slices(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "sliced_ids", "");
+    tl_llm_create(e.pg);
+    tl_llm_add(e.pg, 1, 10, 2);
+    tl_pg_exec(e.pg,
+               "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) SELECT md5('trace' || i)::uuid, "
+               "now(), 'bulk' FROM generate_series(11, 250010) AS i");
+    tl_env_source(&e, "monitoring", TL_LLM_SOURCE_YAML);
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_int_equal(r.tables[0].rows_loaded, 250010);
+    assert_view_rows(&e, &r, true);
+
+    tl_pg_exec(e.pg,
+               "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) SELECT md5('trace' || i)::uuid, "
+               "now(), 'more' FROM generate_series(250011, 460010) AS i");
+    tl_pg_exec(e.pg, "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) "
+                     "VALUES (md5('trace' || 3)::uuid, now(), 'a second copy of trace 3')");
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.tables[0].rows_loaded, 210001);
+    assert_int_equal(r.rows, 22);
+    assert_view_rows(&e, &r, false);
+
+    tl_pg_exec(e.pg, "DELETE FROM llm_traces WHERE prompt = 'a second copy of trace 3'");
+    tl_sync_ok(e.st, &e.cfg, "monitoring", true, &r);
+    assert_int_equal(r.rows, 20);
+    assert_view_rows(&e, &r, true);
+    tl_pg_exec(e.pg,
+               "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) SELECT md5('trace' || 7)::uuid, "
+               "now(), 'copy ' || c FROM generate_series(1, 2) AS c");
+    tl_sync_ok(e.st, &e.cfg, "monitoring", true, &r);
+    assert_int_equal(r.rows, 24);
+    assert_view_rows(&e, &r, false);
+    tl_env_close(&e);
+}
+
 /* Rows 1 µs apart straddling the watermark, across the New York DST switch
  * (2026-03-08 07:00 UTC): each incremental sync takes exactly the rows past
  * the watermark, for timestamptz and for timestamp columns. */
@@ -635,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_first_sync_is_full),
         cmocka_unit_test(test_incremental_appends_only_new_rows),
         cmocka_unit_test(test_view_rows_with_repeated_dataset_ids),
+        cmocka_unit_test(test_uniqueness_checked_in_slices),
         cmocka_unit_test(test_watermarks_exact_to_the_microsecond),
         cmocka_unit_test(test_forced_full_rebuilds),
         cmocka_unit_test(test_reset_watermarks_makes_next_sync_full),
