@@ -88,12 +88,16 @@ bool store_put_status(duckdb_connection con, const char *source, const char *jso
  * Returns false on error (err set). */
 typedef bool (*store_fill_fn)(void *ctx, duckdb_data_chunk out, ds_error *err);
 
-/* INSERT INTO table SELECT * FROM <rows produced by fill>: the producer writes
- * straight into the vectors DuckDB's insert pipeline reads, with no appender
- * buffer between them. Runs on con, in its current transaction (autocommit
- * when none). On failure err carries the producer's own error when it had
- * one. */
-bool store_insert_stream(duckdb_connection con, const char *table, store_fill_fn fill, void *ctx,
+/* The in-memory catalog beside the attached file (store_open_ext): for
+ * data that needs no durability, such as an incremental batch before it is
+ * merged. Writing there costs no WAL and no fsync. */
+#define STORE_SCRATCH_CATALOG "memory"
+
+/* INSERT INTO table_ref (a quoted, possibly qualified name) SELECT * FROM <rows produced by fill>: the
+ * producer writes straight into the vectors DuckDB's insert pipeline reads, with no appender buffer between
+ * them. Runs on con, in its current transaction (autocommit when none). On failure err carries the producer's
+ * own error when it had one. */
+bool store_insert_stream(duckdb_connection con, const char *table_ref, store_fill_fn fill, void *ctx,
                          ds_error *err);
 
 /* Registers the table function behind store_insert_stream; store_open does. */

@@ -121,11 +121,11 @@ static bool describe_table(duckdb_connection con, const char *qtable, stream_ent
     return true;
 }
 
-bool store_insert_stream(duckdb_connection con, const char *table, store_fill_fn fill, void *ctx,
+bool store_insert_stream(duckdb_connection con, const char *table_ref, store_fill_fn fill, void *ctx,
                          ds_error *err)
 {
     stream_entry e = {.fill = fill, .ctx = ctx};
-    char *qtable = store_quote_ident(table);
+    const char *qtable = table_ref;
     bool ok = describe_table(con, qtable, &e, err);
     if (ok) {
         pthread_mutex_lock(&registry_lock);
@@ -143,7 +143,7 @@ bool store_insert_stream(duckdb_connection con, const char *table, store_fill_fn
             if (e.failed)
                 *err = e.err;
             else
-                ds_error_set(err, DS_ERR_STORE, "DuckDB insert into %s failed: %s", table,
+                ds_error_set(err, DS_ERR_STORE, "DuckDB insert into %s failed: %s", table_ref,
                              duckdb_result_error(&res));
         }
         duckdb_destroy_result(&res);
@@ -161,6 +161,5 @@ bool store_insert_stream(duckdb_connection con, const char *table, store_fill_fn
     }
     free(e.types);
     free(e.names);
-    free(qtable);
     return ok;
 }

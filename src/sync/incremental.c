@@ -167,11 +167,11 @@ static void key_sql(const cfg_key *key, char **list, char **match)
     }
 }
 
-bool inc_apply(duckdb_connection con, const char *table, const char *staging, const cfg_key *key,
+bool inc_apply(duckdb_connection con, const char *table, const char *staging_ref, const cfg_key *key,
                const char *inc_col, const char *duck_type, const char *start, bool start_inclusive,
                bool overlap, int64_t *inserted, int64_t *updated, ds_error *err)
 {
-    char *qt = store_quote_ident(table), *qs = store_quote_ident(staging), *qi = store_quote_ident(inc_col);
+    char *qt = store_quote_ident(table), *qs = strdup(staging_ref), *qi = store_quote_ident(inc_col);
     int64_t added = 0, removed = 0;
     bool ok;
     if (key != NULL && key->n > 0) {

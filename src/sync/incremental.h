@@ -42,10 +42,11 @@ bool inc_read_start(duckdb_connection con, const cfg_source *src, const char *du
                     const char *watermark, bool watermark_inclusive, char **start, bool *start_inclusive,
                     bool *overlap, ds_error *err);
 
-/* Merges staging into table inside the caller's transaction: upsert when a
+/* Merges staging_ref (a quoted, possibly qualified name) into table inside
+ * the caller's transaction: upsert when a
  * key is given, EXCEPT ALL against stored rows past the read start when the
  * read overlaps, plain append otherwise. */
-bool inc_apply(duckdb_connection con, const char *table, const char *staging, const cfg_key *key,
+bool inc_apply(duckdb_connection con, const char *table, const char *staging_ref, const cfg_key *key,
                const char *inc_col, const char *duck_type, const char *start, bool start_inclusive,
                bool overlap, int64_t *inserted, int64_t *updated, ds_error *err);
 

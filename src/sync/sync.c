@@ -271,9 +271,9 @@ static char *schema_signature(const pgsrc_desc *desc, int64_t max_sync_rows)
     return sig;
 }
 
-static char *create_table_sql(const char *table, const pgsrc_desc *desc)
+static char *create_table_sql(const char *table_ref, const pgsrc_desc *desc)
 {
-    char *qt = store_quote_ident(table);
+    char *qt = strdup(table_ref);
     size_t cap = strlen(qt) + 64;
     for (size_t i = 0; i < desc->ncols; i++)
         cap += 2 * strlen(desc->cols[i].name) + strlen(desc->cols[i].type.ddl) + 8;
@@ -366,7 +366,7 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 
 /* Streams one COPY statement into a table: INSERT ... SELECT from the
  * decoded stream, one statement per sync_chunk_size rows. */
-static bool stream_into(store *st, const cfg_config *cfg, const char *table, pgsrc_conn *conn,
+static bool stream_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *conn,
                         const pgsrc_desc *desc, const char *copy_sql, load_shared *shared,
                         const sync_options *opt, ds_error *err)
 {
@@ -385,7 +385,7 @@ static bool stream_into(store *st, const cfg_config *cfg, const char *table, pgs
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     while (ok && !f.capped_out && !f.stream.ended) {
         f.batch_left = f.batch_rows;
-        ok = store_insert_stream(con, table, fill_rows, &f, err);
+        ok = store_insert_stream(con, table_ref, fill_rows, &f, err);
     }
     pgsrc_stream_close(&f.stream);
     copy_decoder_free(dec);
@@ -559,8 +559,9 @@ out:
 }
 
 static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
-                             pgsrc_conn *conn, const char *table, const char *query, const pgsrc_desc *desc,
-                             const pgsrc_column *col, load_shared *shared, ds_error *err)
+                             pgsrc_conn *conn, const char *table_ref, const char *query,
+                             const pgsrc_desc *desc, const pgsrc_column *col, load_shared *shared,
+                             ds_error *err)
 {
     int workers = cfg->store.sync_workers;
     partition_plan plan;
@@ -571,7 +572,7 @@ static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source 
         pgsrc_exec(conn, "ROLLBACK", NULL);
         return false;
     }
-    ds_log_debug("%s: reading %s in %zu ranges with %d workers", src->name, table, plan.n, workers);
+    ds_log_debug("%s: reading %s in %zu ranges with %d workers", src->name, table_ref, plan.n, workers);
     partition_worker *ws = calloc((size_t)workers, sizeof *ws);
     atomic_bool failed;
     atomic_init(&failed, false);
@@ -580,7 +581,7 @@ static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source 
                                    .cfg = cfg,
                                    .src = src,
                                    .opt = opt,
-                                   .table = table,
+                                   .table = table_ref,
                                    .query = query,
                                    .desc = desc,
                                    .plan = &plan,
@@ -617,6 +618,10 @@ typedef struct table_job {
     const cfg_key *key; /* unique_key of this sub-table (n == 0: none) */
     int slot;           /* index in sync_table_names() and the progress */
     char table[160], staging[176];
+    /* The staging table in SQL: in the file for a full load (it is renamed
+     * into place), in the in-memory catalog for an incremental batch (no
+     * WAL or fsync for rows that are merged moments later). */
+    char staging_ref[400];
     /* results */
     pgsrc_desc desc;
     char *signature;
@@ -686,7 +691,7 @@ static void check_loaded_ids(table_job *job, duckdb_connection con)
     job->batch_ids_unique = -1;
     if (job->incremental && (job->rows_loaded == 0 || job->key->n > 0))
         return;
-    char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
+    char *qt = store_quote_ident(job->table), *qs = strdup(job->staging_ref);
     int64_t slices = job->rows_loaded / 200000 + 1;
     bool unique = true, ok = true;
     for (int64_t i = 0; ok && unique && i < slices; i++) {
@@ -744,11 +749,13 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         return false;
     trace_step(job->table, "described and decided", &t);
 
-    char *create = create_table_sql(job->staging, &job->desc);
     char *qs = store_quote_ident(job->staging);
-    bool ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qs) && store_exec(con, create, err);
-    free(create);
+    snprintf(job->staging_ref, sizeof job->staging_ref, "%s%s",
+             job->incremental ? STORE_SCRATCH_CATALOG ".main." : "", qs);
     free(qs);
+    char *create = create_table_sql(job->staging_ref, &job->desc);
+    bool ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", job->staging_ref) && store_exec(con, create, err);
+    free(create);
     if (!ok)
         return false;
     trace_step(job->table, "staging table created", &t);
@@ -793,8 +800,8 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
     int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
     if (!job->incremental && job->cfg->store.sync_workers > 1 && part_idx >= 0 &&
         pgtypes_is_partitionable(&job->desc.cols[part_idx].type)) {
-        ok = load_partitioned(job->st, job->cfg, src, job->opt, conn, job->staging, job->query, &job->desc,
-                              &job->desc.cols[part_idx], &shared, err);
+        ok = load_partitioned(job->st, job->cfg, src, job->opt, conn, job->staging_ref, job->query,
+                              &job->desc, &job->desc.cols[part_idx], &shared, err);
     } else {
         char *where = NULL;
         if (job->incremental) {
@@ -808,7 +815,7 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
         }
         int64_t limit = shared.capped ? atomic_load(&shared.budget) + 1 : -1;
         char *copy = pgsrc_copy_sql(conn, job->query, &job->desc, where, limit);
-        ok = stream_into(job->st, job->cfg, job->staging, conn, &job->desc, copy, &shared, job->opt, err);
+        ok = stream_into(job->st, job->cfg, job->staging_ref, conn, &job->desc, copy, &shared, job->opt, err);
         free(copy);
         free(where);
     }
@@ -927,17 +934,17 @@ static int64_t count_rows(duckdb_connection con, const char *name, ds_error *err
 static bool apply_table(duckdb_connection con, const cfg_source *src, table_job *job, sync_table_report *tr,
                         ds_error *err)
 {
-    char *qt = store_quote_ident(job->table), *qs = store_quote_ident(job->staging);
+    char *qt = store_quote_ident(job->table), *qs = strdup(job->staging_ref);
     const char *duck_type = job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
     bool ok;
     if (job->incremental) {
         /* An empty batch changes nothing (an upsert deletes only what it
-         * replaces). */
-        ok = (job->rows_loaded == 0 ||
-              inc_apply(con, job->table, job->staging, job->key, src->incremental_column, duck_type,
-                        job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
-                        &job->rows_updated, err)) &&
-             exec_fmt(con, err, "DROP TABLE %s", qs);
+         * replaces). The in-memory staging table is dropped after the
+         * commit: one transaction may write to one database only. */
+        ok = job->rows_loaded == 0 ||
+             inc_apply(con, job->table, job->staging_ref, job->key, src->incremental_column, duck_type,
+                       job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
+                       &job->rows_updated, err);
     } else {
         ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qt) &&
              exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
@@ -1116,6 +1123,9 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
     if (!ok)
         store_exec(con, "ROLLBACK", NULL);
     pthread_mutex_unlock(&st->commit_lock);
+    for (size_t i = 0; ok && i < njobs; i++)
+        if (jobs[i].incremental)
+            exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
     duckdb_disconnect(&con);
     return ok;
 }
@@ -1137,6 +1147,8 @@ static void record_failure(store *st, const cfg_source *src, table_job *jobs, si
         char *qs = store_quote_ident(jobs[i].staging);
         exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", qs);
         free(qs);
+        if (jobs[i].staging_ref[0] != '\0')
+            exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
         tables[i] = jobs[i].table;
     }
     if (cause->code == DS_ERR_CANCELLED) {
