@@ -18,16 +18,23 @@ static void fill(store *st)
     duckdb_disconnect(&con);
 }
 
+/* Opens DIR/NAME through duckstore (path receives the file's path). */
+static store *open_at(const char *dir, const char *name, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    store *st;
+    ds_error err;
+    if (!store_open(path, &st, &err))
+        fail_msg("%s: %s", name, err.msg);
+    return st;
+}
+
 static void test_small_row_groups_and_direct_open(void **state)
 {
     (void)state;
     char *dir = tl_mkdtemp();
     char path[512];
-    snprintf(path, sizeof path, "%s/cache.duckdb", dir);
-    store *st;
-    ds_error err;
-    if (!store_open(path, &st, &err))
-        fail_msg("%s", err.msg);
+    store *st = open_at(dir, "cache.duckdb", path, sizeof path);
     fill(st);
     duckdb_connection con = tl_store_connect(st);
     /* 40,000 rows: 16,384 + 16,384 + 7,232. */
@@ -63,15 +70,10 @@ static void test_file_named_like_a_builtin_catalog(void **state)
     static const char *const names[] = {"memory.duckdb", "system.db", "temp", "main.duckdb"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        store *st;
-        ds_error err;
-        if (!store_open(path, &st, &err))
-            fail_msg("%s: %s", names[i], err.msg);
+        store *st = open_at(dir, names[i], path, sizeof path);
         fill(st);
         store_close(st);
-        if (!store_open(path, &st, &err))
-            fail_msg("%s reopened: %s", names[i], err.msg);
+        st = open_at(dir, names[i], path, sizeof path);
         duckdb_connection con = tl_store_connect(st);
         assert_int_equal(tl_duck_int(con, "SELECT n FROM v"), 40000);
         duckdb_disconnect(&con);
@@ -87,11 +89,7 @@ static void test_second_process_is_refused(void **state)
     (void)state;
     char *dir = tl_mkdtemp();
     char path[512];
-    snprintf(path, sizeof path, "%s/busy.duckdb", dir);
-    store *st;
-    ds_error err;
-    if (!store_open(path, &st, &err))
-        fail_msg("%s", err.msg);
+    store *st = open_at(dir, "busy.duckdb", path, sizeof path);
     fill(st);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
