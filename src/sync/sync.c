@@ -82,21 +82,42 @@ static bool conn_idle(const pgsrc_conn *conn)
            PQtransactionStatus(conn->pg) == PQTRANS_IDLE;
 }
 
-/* A kept connection, checked with a round trip (the server may have closed
- * it while idle), or false when none is usable. */
-static bool take_kept(sync_conn_cache *cache, pgsrc_conn *conn)
+/* How long checking a kept connection waits for the answer: an idle
+ * backend answers at once; one that stays silent (frozen host, dropped
+ * path) is given up for a new connection instead of holding the sync up
+ * for query_timeout. */
+#define KEPT_CHECK_SILENCE_S 5.0
+
+/* A kept connection, registered for cancellation and checked with a round
+ * trip (the server may have closed it while idle), or false when none is
+ * usable. */
+static bool take_kept(const sync_options *opt, pgsrc_conn *conn)
 {
+    sync_conn_cache *cache = opt->conns;
     for (;;) {
         pthread_mutex_lock(&cache->lock);
         bool any = cache->n > 0;
         if (any)
             *conn = cache->idle[--cache->n];
         pthread_mutex_unlock(&cache->lock);
-        if (!any)
+        if (!any || cancelled(opt)) {
+            if (any)
+                pgsrc_disconnect(conn);
             return false;
+        }
+        conn->stop = opt->cancel != NULL ? &opt->cancel->requested : NULL;
+        cancel_register(opt->cancel, conn, true);
+        double silence = conn->silence_s;
+        if (conn->silence_s > KEPT_CHECK_SILENCE_S)
+            conn->silence_s = KEPT_CHECK_SILENCE_S;
         ds_error ignored;
-        if (conn_idle(conn) && pgsrc_exec(conn, "SELECT 1", &ignored))
+        ds_error_set(&ignored, DS_ERR_SOURCE, "closed");
+        bool ok = conn_idle(conn) && pgsrc_exec(conn, "SELECT 1", &ignored);
+        conn->silence_s = silence;
+        if (ok)
             return true;
+        cancel_register(opt->cancel, conn, false);
+        ds_log_debug("a kept PostgreSQL connection did not answer (%s); connecting anew", ignored.msg);
         pgsrc_disconnect(conn);
     }
 }
@@ -107,8 +128,11 @@ static bool source_connect(const cfg_source *src, const sync_options *opt, pgsrc
 {
     if (cancelled(opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
-    if ((opt->conns == NULL || !take_kept(opt->conns, conn)) &&
-        !pgsrc_connect(src->url, src->query_timeout_s, conn, err))
+    if (opt->conns != NULL && take_kept(opt, conn))
+        return true;
+    if (cancelled(opt))
+        return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
+    if (!pgsrc_connect(src->url, src->query_timeout_s, conn, err))
         return false;
     conn->stop = opt->cancel != NULL ? &opt->cancel->requested : NULL;
     cancel_register(opt->cancel, conn, true);

@@ -3,6 +3,7 @@
  * busy with a manual sync is skipped (never two syncs of one source at
  * once), retry after a failure with auto-recovery, and no periodic syncs
  * when duckdb.enabled is false. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,14 @@
 static char *g_dir, *g_conninfo;
 static PGconn *g_pg;
 
+static pid_t g_frozen; /* a PostgreSQL backend a test stopped with SIGSTOP */
+
 static int teardown_test(void **state)
 {
     (void)state;
+    if (g_frozen > 0)
+        kill(g_frozen, SIGCONT);
+    g_frozen = 0;
     tl_server_kill_all();
     return 0;
 }
@@ -238,6 +244,21 @@ static void test_connections_kept_between_syncs(void **state)
     char *third = duckstore_backends();
     assert_string_not_equal(third, "");
     assert_string_not_equal(third, first);
+
+    /* A kept connection whose backend went silent (frozen with SIGSTOP) is
+     * given up after a short check, not query_timeout (600 s here). */
+    g_frozen = (pid_t)atoi(third);
+    assert_int_equal(kill(g_frozen, SIGSTOP), 0);
+    double started = tl_now_ms();
+    sync_and_count(&srv, 4);
+    double took_s = (tl_now_ms() - started) / 1000;
+    kill(g_frozen, SIGCONT);
+    g_frozen = 0;
+    if (took_s < 4.0 || took_s > 15.0)
+        fail_msg("the sync past a frozen kept connection took %.1f s; the check waits 5 s", took_s);
+    ds = tl_server_dataset(&srv, "keep_data");
+    assert_string_equal(json_string_value(json_object_get(ds, "sync_type")), "incremental");
+    json_decref(ds);
 
     assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
     tl_assert_clean_log(log);
