@@ -584,10 +584,9 @@ out:
 
 static bool load_partitioned(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
                              pgsrc_conn *conn, const char *table_ref, const char *query,
-                             const pgsrc_desc *desc, const pgsrc_column *col, load_shared *shared,
-                             ds_error *err)
+                             const pgsrc_desc *desc, const pgsrc_column *col, int workers,
+                             load_shared *shared, ds_error *err)
 {
-    int workers = cfg->store.sync_workers;
     partition_plan plan;
     if (!pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err))
         return false;
@@ -745,6 +744,21 @@ static void check_loaded_ids(table_job *job, duckdb_connection con)
     free(qs);
 }
 
+/* sync_workers is the source's budget of parallel readers (and DuckDB
+ * insert streams): the two queries of a split source share it, the results
+ * query (usually the larger) taking the odd one, each at least one. Eight
+ * streams for sync_workers 4 were slower than four on two cores and needed
+ * twice the memory. */
+static int workers_for(const table_job *job)
+{
+    int total = job->cfg->store.sync_workers;
+    if (!job->needs_dataset_id)
+        return total;
+    int dataset = total / 2, results = total - total / 2;
+    int mine = job->slot == 0 ? dataset : results;
+    return mine < 1 ? 1 : mine;
+}
+
 static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection con)
 {
     ds_error *err = &job->err;
@@ -822,10 +836,11 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
 
     set_phase(job->opt, SYNC_PHASE_READING);
     int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
-    if (!job->incremental && job->cfg->store.sync_workers > 1 && part_idx >= 0 &&
+    int workers = workers_for(job);
+    if (!job->incremental && workers > 1 && part_idx >= 0 &&
         pgtypes_is_partitionable(&job->desc.cols[part_idx].type)) {
         ok = load_partitioned(job->st, job->cfg, src, job->opt, conn, job->staging_ref, job->query,
-                              &job->desc, &job->desc.cols[part_idx], &shared, err);
+                              &job->desc, &job->desc.cols[part_idx], workers, &shared, err);
     } else {
         char *where = NULL;
         if (job->incremental) {

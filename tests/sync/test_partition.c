@@ -234,6 +234,39 @@ static void test_partitioned_split_source(void **state)
     tl_env_close(&e);
 }
 
+/* sync_workers is per source: the queries of a split source share it
+ * (4: two readers each; 3: one for the dataset, two for the results). */
+static void test_split_source_shares_workers(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "partitioned_share", "  sync_workers: 4\n");
+    static const char source[] =
+        "  dataset_query: SELECT k AS id, md5(k::text)::uuid AS dataset_id, pg_backend_pid() AS reader_pid "
+        "FROM part_src\n"
+        "  results_query: SELECT k AS id, md5((k % 5000)::text)::uuid AS dataset_id, pg_backend_pid() AS "
+        "reader_pid FROM part_src\n"
+        "  partition_column: id\n";
+    create_part_src(e.pg);
+    sync_report r;
+    for (int workers = 4; workers >= 3; workers--) {
+        char store_yaml[64];
+        snprintf(store_yaml, sizeof store_yaml, "  sync_workers: %d\n", workers);
+        tl_env_store(&e, store_yaml);
+        tl_env_source(&e, "shared", "%s", source);
+        tl_sync_ok(e.st, &e.cfg, "shared", true, &r);
+        assert_int_equal(r.tables[0].rows_loaded, PART_ROWS);
+        assert_int_equal(r.tables[1].rows_loaded, PART_ROWS);
+        int64_t dataset = tl_duck_int(e.con, "SELECT count(DISTINCT reader_pid) FROM shared_dataset");
+        int64_t results = tl_duck_int(e.con, "SELECT count(DISTINCT reader_pid) FROM shared_results");
+        if (dataset > workers / 2 || results > workers - workers / 2)
+            fail_msg("sync_workers %d: %lld dataset and %lld results readers", workers, (long long)dataset,
+                     (long long)results);
+        assert_true(dataset >= 1 && results >= 1);
+    }
+    tl_env_close(&e);
+}
+
 static void assert_truncated_status(tl_env *e, const char *source, bool truncated)
 {
     json_t *s = tl_sync_status(e->st, &e->cfg, source);
@@ -385,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_partitioned_equals_single_stream),
         cmocka_unit_test(test_partition_with_infinite_values),
         cmocka_unit_test(test_partitioned_split_source),
+        cmocka_unit_test(test_split_source_shares_workers),
         cmocka_unit_test(test_max_sync_rows),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
