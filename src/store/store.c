@@ -2,6 +2,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +302,46 @@ bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_err
     }
     duckdb_destroy_result(&res);
     return true;
+}
+
+/* The SQL of a printf-style call; NULL when out of memory. */
+static char *format_sql(const char *fmt, va_list ap)
+{
+    char *sql = NULL;
+    return vasprintf(&sql, fmt, ap) < 0 ? NULL : sql;
+}
+
+bool store_execf(duckdb_connection con, int64_t *changed, ds_error *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = format_sql(fmt, ap);
+    va_end(ap);
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    duckdb_result res;
+    bool ok = duckdb_query(con, sql, &res) == DuckDBSuccess;
+    if (ok && changed)
+        *changed = (int64_t)duckdb_rows_changed(&res);
+    if (!ok)
+        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
+    duckdb_destroy_result(&res);
+    free(sql);
+    return ok;
+}
+
+bool store_query_textf(duckdb_connection con, char **out, ds_error *err, const char *fmt, ...)
+{
+    *out = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    char *sql = format_sql(fmt, ap);
+    va_end(ap);
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_query_text(con, sql, out, err);
+    free(sql);
+    return ok;
 }
 
 bool store_query_int(duckdb_connection con, const char *sql, int64_t *out, ds_error *err)

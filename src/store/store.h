@@ -53,6 +53,12 @@ void store_release(store *st, duckdb_connection *con);
 bool store_exec(duckdb_connection con, const char *sql, ds_error *err);
 /* First column of the first row as text, malloc'd; *out NULL for NULL / no row. */
 bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_error *err);
+/* The same with the SQL built from a printf format; store_execf also
+ * reports the rows the statement changed when changed is not NULL. */
+bool store_execf(duckdb_connection con, int64_t *changed, ds_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+bool store_query_textf(duckdb_connection con, char **out, ds_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 bool store_query_int(duckdb_connection con, const char *sql, int64_t *out, ds_error *err);
 
 /* "ident" with quotes doubled / 'literal' with quotes doubled. Caller frees. */

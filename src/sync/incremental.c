@@ -1,7 +1,6 @@
 /* Commit horizon, lookback and overlap-safe merges for incremental syncs. */
 #include "sync/incremental.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,23 +83,6 @@ bool inc_check_key(const cfg_source *src, const char *label, const cfg_key *key,
     return true;
 }
 
-/* First value of a query as text, the query built from a format. */
-static bool query_text(duckdb_connection con, char **out, ds_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bool query_text(duckdb_connection con, char **out, ds_error *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *sql = NULL;
-    int n = vasprintf(&sql, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = store_query_text(con, sql, out, err);
-    free(sql);
-    return ok;
-}
-
 bool inc_read_start(duckdb_connection con, const cfg_source *src, const char *duck_type,
                     const char *watermark, bool watermark_inclusive, char **start, bool *start_inclusive,
                     bool *overlap, ds_error *err)
@@ -114,38 +96,17 @@ bool inc_read_start(duckdb_connection con, const cfg_source *src, const char *du
     *overlap = true;
     char *wm = store_quote_literal(watermark);
     char *lb = store_quote_literal(src->lookback);
-    bool ok = src->lookback_is_number
-                  ? query_text(con, start, err, "SELECT (CAST(%s AS %s) - CAST(%s AS DOUBLE))::%s::VARCHAR",
-                               wm, duck_type, lb, duck_type)
-                  : query_text(con, start, err, "SELECT (CAST(%s AS %s) - CAST(%s AS INTERVAL))::VARCHAR", wm,
-                               duck_type, lb);
+    bool ok =
+        src->lookback_is_number
+            ? store_query_textf(con, start, err, "SELECT (CAST(%s AS %s) - CAST(%s AS DOUBLE))::%s::VARCHAR",
+                                wm, duck_type, lb, duck_type)
+            : store_query_textf(con, start, err, "SELECT (CAST(%s AS %s) - CAST(%s AS INTERVAL))::VARCHAR",
+                                wm, duck_type, lb);
     free(wm);
     free(lb);
     if (ok && *start == NULL)
         ok = ds_error_set(err, DS_ERR_CONFIG, "%s:%d: lookback \"%s\" does not apply to the watermark %s",
                           src->file, src->lookback_line, src->lookback, watermark);
-    return ok;
-}
-
-static bool exec_count(duckdb_connection con, int64_t *changed, ds_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bool exec_count(duckdb_connection con, int64_t *changed, ds_error *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *sql = NULL;
-    int n = vasprintf(&sql, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    duckdb_result res;
-    bool ok = duckdb_query(con, sql, &res) == DuckDBSuccess;
-    if (ok && changed)
-        *changed = (int64_t)duckdb_rows_changed(&res);
-    if (!ok)
-        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
-    duckdb_destroy_result(&res);
-    free(sql);
     return ok;
 }
 
@@ -178,10 +139,10 @@ bool inc_apply(duckdb_connection con, const char *table, const char *staging_ref
         /* Upsert: the newest version of each key replaces what is stored. */
         char *list, *match;
         key_sql(key, &list, &match);
-        ok = exec_count(con, &removed, err,
-                        "DELETE FROM %s AS t USING (SELECT DISTINCT %s FROM %s) AS s WHERE %s", qt, list, qs,
-                        match) &&
-             exec_count(
+        ok = store_execf(con, &removed, err,
+                         "DELETE FROM %s AS t USING (SELECT DISTINCT %s FROM %s) AS s WHERE %s", qt, list, qs,
+                         match) &&
+             store_execf(
                  con, &added, err,
                  "INSERT INTO %s SELECT * FROM %s QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s "
                  "DESC NULLS LAST) = 1",
@@ -192,13 +153,13 @@ bool inc_apply(duckdb_connection con, const char *table, const char *staging_ref
         /* No key: rows already stored past the read start are not stored
          * again (exact for append-only tables). */
         char *lit = store_quote_literal(start);
-        ok = exec_count(
+        ok = store_execf(
             con, &added, err,
             "INSERT INTO %s SELECT * FROM %s EXCEPT ALL SELECT * FROM %s WHERE %s %s CAST(%s AS %s)", qt, qs,
             qt, qi, start_inclusive ? ">=" : ">", lit, duck_type);
         free(lit);
     } else {
-        ok = exec_count(con, &added, err, "INSERT INTO %s SELECT * FROM %s", qt, qs);
+        ok = store_execf(con, &added, err, "INSERT INTO %s SELECT * FROM %s", qt, qs);
     }
     *updated = removed < added ? removed : added;
     *inserted = added - *updated;
@@ -219,13 +180,14 @@ static bool table_max(duckdb_connection con, const char *qt, const char *qi, con
     *max = NULL;
     if (floor != NULL) {
         char *lit = store_quote_literal(floor);
-        bool ok = query_text(con, max, err, "SELECT max(%s)::VARCHAR FROM %s WHERE %s >= CAST(%s AS %s)", qi,
-                             qt, qi, lit, duck_type);
+        bool ok =
+            store_query_textf(con, max, err, "SELECT max(%s)::VARCHAR FROM %s WHERE %s >= CAST(%s AS %s)", qi,
+                              qt, qi, lit, duck_type);
         free(lit);
         if (!ok || *max != NULL)
             return ok;
     }
-    return query_text(con, max, err, "SELECT max(%s)::VARCHAR FROM %s", qi, qt);
+    return store_query_textf(con, max, err, "SELECT max(%s)::VARCHAR FROM %s", qi, qt);
 }
 
 bool inc_next_watermark(duckdb_connection con, const char *table, const char *inc_col, const char *duck_type,
@@ -244,13 +206,13 @@ bool inc_next_watermark(duckdb_connection con, const char *table, const char *in
          * there may commit more rows at or past it. */
         char *h = store_quote_literal(horizon), *m = store_quote_literal(max);
         char *held = NULL;
-        ok = query_text(con, &held, err, "SELECT CAST(%s AS %s) >= CAST(%s AS %s)", m, duck_type, h,
-                        duck_type);
+        ok = store_query_textf(con, &held, err, "SELECT CAST(%s AS %s) >= CAST(%s AS %s)", m, duck_type, h,
+                               duck_type);
         *inclusive = ok && held != NULL && strcmp(held, "true") == 0;
         if (*inclusive) {
             free(max);
             max = NULL;
-            ok = query_text(con, &max, err, "SELECT CAST(%s AS %s)::VARCHAR", h, duck_type);
+            ok = store_query_textf(con, &max, err, "SELECT CAST(%s AS %s)::VARCHAR", h, duck_type);
         }
         free(held);
         free(h);

@@ -314,22 +314,6 @@ static char *create_table_sql(const char *table_ref, const pgsrc_desc *desc)
     return sql;
 }
 
-static bool exec_fmt(duckdb_connection con, ds_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool exec_fmt(duckdb_connection con, ds_error *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *sql = NULL;
-    int n = vasprintf(&sql, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = store_exec(con, sql, err);
-    free(sql);
-    return ok;
-}
-
 /* ---- loading: the sink between decoder and appender ----------------- */
 
 typedef struct load_shared {
@@ -658,10 +642,9 @@ typedef struct table_job {
     int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
     bool truncated;
-    /* Dataset table of a split source: each dataset_id stored at most once
-     * (1) or not known to be (0). batch_ids_unique is this sync's check of
-     * the rows it loaded (-1: not checked); ids_unique the outcome. */
-    int batch_ids_unique, ids_unique;
+    /* Dataset table of a split source: the rows this sync loaded keep each
+     * dataset_id stored at most once (1), do not (0), not checked (-1). */
+    int batch_ids_unique;
     sync_report warnings;
     bool ok;
     ds_error err;
@@ -714,34 +697,34 @@ static void check_loaded_ids(table_job *job, duckdb_connection con)
     job->batch_ids_unique = -1;
     if (job->incremental && (job->rows_loaded == 0 || job->key->n > 0))
         return;
-    char *qt = store_quote_ident(job->table), *qs = strdup(job->staging_ref);
+    char *qt = store_quote_ident(job->table);
+    const char *qs = job->staging_ref;
     int64_t slices = job->rows_loaded / 200000 + 1;
-    bool unique = true, ok = true;
+    bool ok = true, unique = true;
     for (int64_t i = 0; ok && unique && i < slices; i++) {
-        char in_slice[96], sql[2048];
+        char in_slice[96];
         if (slices == 1)
             snprintf(in_slice, sizeof in_slice, "true");
         else
             snprintf(in_slice, sizeof in_slice, "hash(dataset_id) %% %" PRId64 " = %" PRId64, slices, i);
-        if (job->incremental)
-            snprintf(sql, sizeof sql,
-                     "SELECT count(*) FROM (SELECT dataset_id FROM (SELECT dataset_id FROM %s WHERE %s "
-                     "UNION ALL SELECT dataset_id FROM %s WHERE %s AND dataset_id IN (SELECT dataset_id FROM "
-                     "%s WHERE %s)) GROUP BY dataset_id HAVING count(*) > 1)",
-                     qs, in_slice, qt, in_slice, qs, in_slice);
-        else
-            snprintf(sql, sizeof sql,
-                     "SELECT count(*) FROM (SELECT dataset_id FROM %s WHERE %s GROUP BY dataset_id "
-                     "HAVING count(*) > 1)",
-                     qs, in_slice);
-        int64_t repeated = 0;
+        char *answer = NULL;
         ds_error ignored;
-        ok = store_query_int(con, sql, &repeated, &ignored);
-        unique = repeated == 0;
+        ok = job->incremental
+                 ? store_query_textf(
+                       con, &answer, &ignored,
+                       "SELECT count(*) = 0 FROM (SELECT dataset_id FROM (SELECT dataset_id FROM %s "
+                       "WHERE %s UNION ALL SELECT dataset_id FROM %s WHERE %s AND dataset_id IN "
+                       "(SELECT dataset_id FROM %s WHERE %s)) GROUP BY dataset_id HAVING count(*) > 1)",
+                       qs, in_slice, qt, in_slice, qs, in_slice)
+                 : store_query_textf(con, &answer, &ignored,
+                                     "SELECT count(*) = 0 FROM (SELECT dataset_id FROM %s WHERE %s GROUP BY "
+                                     "dataset_id HAVING count(*) > 1)",
+                                     qs, in_slice);
+        unique = answer != NULL && strcmp(answer, "true") == 0;
+        free(answer);
     }
     job->batch_ids_unique = ok ? unique : -1;
     free(qt);
-    free(qs);
 }
 
 /* sync_workers is the source's budget of parallel readers (and DuckDB
@@ -792,7 +775,8 @@ static bool run_table_job(table_job *job, pgsrc_conn *conn, duckdb_connection co
              job->incremental ? STORE_SCRATCH_CATALOG ".main." : "", qs);
     free(qs);
     char *create = create_table_sql(job->staging_ref, &job->desc);
-    bool ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", job->staging_ref) && store_exec(con, create, err);
+    bool ok = store_execf(con, NULL, err, "DROP TABLE IF EXISTS %s", job->staging_ref) &&
+              store_exec(con, create, err);
     free(create);
     if (!ok)
         return false;
@@ -985,8 +969,8 @@ static bool apply_table(duckdb_connection con, const cfg_source *src, table_job 
                        job->read_start, job->start_inclusive, job->overlap, &job->rows_inserted,
                        &job->rows_updated, err);
     } else {
-        ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", qt) &&
-             exec_fmt(con, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
+        ok = store_execf(con, NULL, err, "DROP TABLE IF EXISTS %s", qt) &&
+             store_execf(con, NULL, err, "ALTER TABLE %s RENAME TO %s", qs, qt);
         job->rows_inserted = job->rows_loaded;
     }
     char *watermark = NULL;
@@ -1061,14 +1045,16 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
      * nothing is counted when no row changed. */
     json_t *previous = load_status_doc(con, src->name);
     json_t *previous_rows = json_object_get(previous, "rows");
+    /* Each dataset_id stored at most once (split sources): a full load
+     * decides alone; an incremental one keeps it when it held before and the
+     * loaded ids are new and distinct. */
+    bool ids_unique = false;
     if (njobs == 2) {
-        /* A full load decides alone; an incremental one keeps uniqueness
-         * when it held before and the loaded ids are new and distinct. */
         bool before = json_is_true(json_object_get(previous, "dataset_id_unique"));
         const table_job *d = &jobs[0];
-        jobs[0].ids_unique = !d->incremental       ? d->batch_ids_unique == 1
-                             : d->rows_loaded == 0 ? before
-                                                   : before && d->batch_ids_unique == 1;
+        ids_unique = !d->incremental       ? d->batch_ids_unique == 1
+                     : d->rows_loaded == 0 ? before
+                                           : before && d->batch_ids_unique == 1;
     }
     bool existed = false;
     int64_t rows_before = 0;
@@ -1092,7 +1078,7 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         free(sql);
     }
     report->rows = rows_before;
-    if (ok && njobs == 2 && jobs[0].ids_unique == 1)
+    if (ok && ids_unique)
         report->rows = report->tables[1].rows_total;
     else if (ok && changed)
         report->rows = count_rows(con, data_name, err, &ok);
@@ -1112,7 +1098,7 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
         json_object_set_new(doc, "state", json_string("ready"));
         json_object_set_new(doc, "rows", json_integer(report->rows));
         if (njobs == 2)
-            json_object_set_new(doc, "dataset_id_unique", json_boolean(jobs[0].ids_unique == 1));
+            json_object_set_new(doc, "dataset_id_unique", json_boolean(ids_unique));
         json_object_set_new(doc, "sync_type", json_string(report->incremental ? "incremental" : "full"));
         json_object_set_new(doc, "last_sync", json_string(now));
         int64_t inserted = 0, updated = 0;
@@ -1164,7 +1150,7 @@ static bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_
     pthread_mutex_unlock(&st->commit_lock);
     for (size_t i = 0; ok && i < njobs; i++)
         if (jobs[i].incremental)
-            exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
+            store_execf(con, NULL, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
     duckdb_disconnect(&con);
     return ok;
 }
@@ -1184,10 +1170,10 @@ static void record_failure(store *st, const cfg_source *src, table_job *jobs, si
     const char *tables[2];
     for (size_t i = 0; i < njobs; i++) {
         char *qs = store_quote_ident(jobs[i].staging);
-        exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", qs);
+        store_execf(con, NULL, NULL, "DROP TABLE IF EXISTS %s", qs);
         free(qs);
         if (jobs[i].staging_ref[0] != '\0')
-            exec_fmt(con, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
+            store_execf(con, NULL, NULL, "DROP TABLE IF EXISTS %s", jobs[i].staging_ref);
         tables[i] = jobs[i].table;
     }
     if (cause->code == DS_ERR_CANCELLED) {
@@ -1316,7 +1302,7 @@ bool sync_cleanup_staging(store *st, const cfg_config *cfg, ds_error *err)
             char staging[176];
             snprintf(staging, sizeof staging, "%.159s_staging", names[i]);
             char *q = store_quote_ident(staging);
-            ok = exec_fmt(con, err, "DROP TABLE IF EXISTS %s", q);
+            ok = store_execf(con, NULL, err, "DROP TABLE IF EXISTS %s", q);
             free(q);
         }
     }
