@@ -19,7 +19,7 @@
 #include <yaml.h>
 
 #define MAX_FILE_SIZE (16L * 1024 * 1024)
-#define MAX_SOURCE_NAME 63
+#define MAX_SOURCE_NAME CFG_SOURCE_NAME_MAX
 /* Upper bounds keep later conversions to milliseconds far from overflow. */
 #define MAX_REFRESH_MINUTES 525600.0   /* one year */
 #define MAX_QUERY_TIMEOUT_S 31536000.0 /* one year */
@@ -997,6 +997,35 @@ static bool list_yaml_files(const char *dir, char ***names, size_t *n, ds_error 
     return true;
 }
 
+static void plan_query(cfg_source *src, const char *label, const char *sql, int line, const cfg_key *key,
+                       const char *suffix)
+{
+    cfg_query_plan *plan = &src->plans[src->n_plans++];
+    plan->label = label;
+    plan->sql = sql;
+    plan->line = line;
+    plan->key = key;
+    plan->needs_dataset_id = src->query == NULL;
+    snprintf(plan->table, sizeof plan->table, "%s_%s", src->name, suffix);
+    snprintf(plan->staging, sizeof plan->staging, "%s_%s_staging", src->name, suffix);
+}
+
+/* The source's queries as a list, built once: the sync, the status and the
+ * server walk it instead of knowing that a source has one or two. */
+static void build_query_plans(cfg_source *src)
+{
+    src->n_plans = 0;
+    if (src->query != NULL) {
+        plan_query(src, "query", src->query, src->query_line, &src->unique_key_data, "data");
+    } else {
+        plan_query(src, "dataset_query", src->dataset_query, src->dataset_query_line,
+                   &src->unique_key_dataset, "dataset");
+        plan_query(src, "results_query", src->results_query, src->results_query_line,
+                   &src->unique_key_results, "results");
+    }
+    snprintf(src->data_name, sizeof src->data_name, "%s_data", src->name);
+}
+
 static int compare_sources(const void *a, const void *b)
 {
     const cfg_source *x = a, *y = b;
@@ -1090,6 +1119,9 @@ bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
         }
     }
     free_names(names, n);
+    /* After sorting: a plan points at its source's unique_key. */
+    for (size_t i = 0; ok && i < cfg.n_sources; i++)
+        build_query_plans(&cfg.sources[i]);
     /* Default memory_limit: 64 MB, plus 16 MB per further partition worker
      * (each inserts on its own, holding its unfinished row group). With
      * 16,384-row row groups a 5M-row sync stays near 150 MB of RSS with one

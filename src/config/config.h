@@ -34,6 +34,28 @@ typedef struct cfg_key {
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;
 
+/* Names derived from a source name fit fixed buffers: a source name is at
+ * most CFG_SOURCE_NAME_MAX characters (checked at load), so every table name
+ * duckstore derives from it ("<name>_results_staging") fits
+ * CFG_TABLE_NAME_CAP bytes with room to spare. */
+#define CFG_SOURCE_NAME_MAX 63
+#define CFG_TABLE_NAME_CAP (CFG_SOURCE_NAME_MAX + 32)
+
+/* A source reads one query (`query`) or two (`dataset_query` +
+ * `results_query`, joined on dataset_id by the <name>_data view). */
+#define CFG_MAX_QUERIES 2
+
+/* One query of a source and the table it fills, built once at load. */
+typedef struct cfg_query_plan {
+    const char *label;                    /* "dataset_query", "results_query" or "query" */
+    const char *sql;                      /* the query text, owned by the source */
+    int line;                             /* line of its key */
+    const cfg_key *key;                   /* its unique_key (n == 0: none) */
+    bool needs_dataset_id;                /* part of a split source: joined on dataset_id */
+    char table[CFG_TABLE_NAME_CAP];       /* "<name>_dataset", "<name>_results" or "<name>_data" */
+    char staging[CFG_TABLE_NAME_CAP + 8]; /* "<table>_staging" */
+} cfg_query_plan;
+
 /* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the
  * config; optional ones are NULL when absent. Exactly one of `query` and the
  * pair dataset_query + results_query is set. */
@@ -61,6 +83,10 @@ typedef struct cfg_source {
     /* Lines of keys, for messages that point at them later (0 = absent). */
     int url_line, dataset_query_line, results_query_line, query_line;
     int partition_column_line, incremental_column_line;
+    /* The queries in sync order: the dataset query before the results query. */
+    cfg_query_plan plans[CFG_MAX_QUERIES];
+    size_t n_plans;
+    char data_name[CFG_TABLE_NAME_CAP]; /* "<name>_data": the view (split) or table users read */
 } cfg_source;
 
 typedef struct cfg_config {

@@ -170,6 +170,14 @@ static void test_source_defaults(void **state)
     assert_int_equal(s->url_line, 2);
     assert_string_equal(s->query, "SELECT * FROM events");
     assert_int_equal(s->query_line, 3);
+    assert_int_equal(s->n_plans, 1);
+    assert_string_equal(s->plans[0].label, "query");
+    assert_ptr_equal(s->plans[0].sql, s->query);
+    assert_ptr_equal(s->plans[0].key, &s->unique_key_data);
+    assert_false(s->plans[0].needs_dataset_id);
+    assert_string_equal(s->plans[0].table, "events_data");
+    assert_string_equal(s->plans[0].staging, "events_data_staging");
+    assert_string_equal(s->data_name, "events_data");
     assert_null(s->dataset_query);
     assert_null(s->results_query);
     assert_null(s->partition_column);
@@ -215,6 +223,20 @@ static void test_runbook_example(void **state)
     assert_int_equal(s->dataset_query_line, 6);
     assert_string_equal(s->results_query, runbook_results_query);
     assert_int_equal(s->results_query_line, 19);
+    /* The two queries as a plan list, dataset first. */
+    assert_int_equal(s->n_plans, 2);
+    assert_string_equal(s->plans[0].label, "dataset_query");
+    assert_ptr_equal(s->plans[0].sql, s->dataset_query);
+    assert_int_equal(s->plans[0].line, 6);
+    assert_ptr_equal(s->plans[0].key, &s->unique_key_dataset);
+    assert_true(s->plans[0].needs_dataset_id);
+    assert_string_equal(s->plans[0].table, "monitoring_dataset");
+    assert_string_equal(s->plans[0].staging, "monitoring_dataset_staging");
+    assert_string_equal(s->plans[1].label, "results_query");
+    assert_ptr_equal(s->plans[1].key, &s->unique_key_results);
+    assert_string_equal(s->plans[1].table, "monitoring_results");
+    assert_string_equal(s->plans[1].staging, "monitoring_results_staging");
+    assert_string_equal(s->data_name, "monitoring_data");
     assert_null(s->query);
     assert_int_equal(s->query_line, 0);
     assert_string_equal(s->partition_column, "id");
