@@ -127,8 +127,7 @@ static double now_s(void)
 static void *progress_main(void *arg)
 {
     progress_printer *p = arg;
-    char names[2][160];
-    size_t n = sync_table_names(p->src, names);
+    size_t n = p->src->n_plans;
     double start = now_s();
     bool drawn = false;
     while (!atomic_load(&p->done)) {
@@ -141,7 +140,7 @@ static void *progress_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             uint64_t rows = atomic_load(&p->progress->table_rows[i]);
             uint64_t bytes = atomic_load(&p->progress->table_bytes[i]);
-            fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, names[i],
+            fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, p->src->plans[i].table,
                     (unsigned long long)rows, (double)bytes / 1e6,
                     elapsed > 0 ? (double)rows / elapsed : 0.0);
         }
@@ -193,10 +192,8 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         fprintf(stderr, "duckstore: sync failed: %s\n", err.msg);
         return failure_code(&err);
     }
-    char data_name[160];
-    sync_data_name(src, data_name, sizeof data_name);
     printf("%s: %s sync, %lld rows in %s (%+lld), %.2f s%s\n", src->name,
-           report.incremental ? "incremental" : "full", (long long)report.rows, data_name,
+           report.incremental ? "incremental" : "full", (long long)report.rows, src->data_name,
            (long long)report.rows_added, report.duration_s,
            report.truncated ? ", truncated at max_sync_rows" : "");
     for (size_t i = 0; i < report.ntables; i++)
@@ -265,9 +262,7 @@ static json_t *status_document(store *st, const cfg_config *cfg, ds_error *err)
             json_decref(doc);
             return NULL;
         }
-        char name[160];
-        sync_data_name(&cfg->sources[i], name, sizeof name);
-        json_object_set_new(datasets, name, s);
+        json_object_set_new(datasets, cfg->sources[i].data_name, s);
     }
     json_object_set_new(doc, "datasets", datasets);
     return doc;
@@ -353,17 +348,19 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 
 /* ---- check-config -------------------------------------------------------- */
 
-/* Prints the columns of each query of src; returns CLI_EXIT_OK, or the
- * exit code of the worst problem found. */
+static void print_columns(const cfg_source *src, const cfg_query_plan *plan, const pgsrc_desc *desc)
+{
+    printf("# %s: %s returns %zu columns:\n", src->name, plan->label, desc->ncols);
+    for (size_t c = 0; c < desc->ncols; c++)
+        printf("#   %-28s %-28s -> %s%s\n", desc->cols[c].name, desc->cols[c].pg_type, desc->cols[c].type.ddl,
+               desc->cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
+}
+
+/* Describes each query of src (no row is read) and runs the checks a sync
+ * runs before reading; returns CLI_EXIT_OK, or the exit code of the worst
+ * problem found. */
 static int describe_source(const cfg_source *src)
 {
-    const char *labels[2] = {"dataset_query", "results_query"};
-    const char *queries[2] = {src->dataset_query, src->results_query};
-    size_t n = cfg_source_is_split(src) ? 2 : 1;
-    if (n == 1) {
-        labels[0] = "query";
-        queries[0] = src->query;
-    }
     pgsrc_conn conn;
     ds_error err;
     if (!pgsrc_connect(src->url, src->query_timeout_s, &conn, &err)) {
@@ -373,35 +370,19 @@ static int describe_source(const cfg_source *src)
     int rc = CLI_EXIT_OK;
     sync_report warnings;
     memset(&warnings, 0, sizeof warnings);
-    for (size_t q = 0; q < n; q++) {
+    for (size_t q = 0; q < src->n_plans; q++) {
+        const cfg_query_plan *plan = &src->plans[q];
         pgsrc_desc desc;
-        if (!pgsrc_describe(&conn, queries[q], &desc, &err)) {
-            printf("# %s: %s (%s:%d): %s\n", src->name, labels[q], src->file, src->line, err.msg);
+        if (!pgsrc_describe(&conn, plan->sql, &desc, &err)) {
+            printf("# %s: %s (%s:%d): %s\n", src->name, plan->label, src->file, src->line, err.msg);
             rc = worse(rc, failure_code(&err));
             continue;
         }
-        printf("# %s: %s returns %zu columns:\n", src->name, labels[q], desc.ncols);
-        for (size_t c = 0; c < desc.ncols; c++)
-            printf("#   %-28s %-28s -> %s%s\n", desc.cols[c].name, desc.cols[c].pg_type,
-                   desc.cols[c].type.ddl, desc.cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
-        if (n == 2 && pgsrc_desc_find(&desc, "dataset_id") < 0) {
-            char *cols = pgsrc_desc_column_list(&desc);
-            printf("# %s: %s (%s:%d) has no column named dataset_id (columns: %s); alias one (e.g. "
-                   "trace_id AS dataset_id)\n",
-                   src->name, labels[q], src->file, src->line, cols ? cols : "");
-            free(cols);
-            rc = CLI_EXIT_USAGE;
+        print_columns(src, plan, &desc);
+        if (!sync_check_query(src, plan, &desc, &warnings, &err)) {
+            printf("# %s: %s\n", src->name, err.msg);
+            rc = worse(rc, failure_code(&err));
         }
-        const cfg_key *key =
-            n == 2 ? (q == 0 ? &src->unique_key_dataset : &src->unique_key_results) : &src->unique_key_data;
-        for (size_t k = 0; k < key->n; k++) {
-            if (pgsrc_desc_find(&desc, key->cols[k]) < 0) {
-                printf("# %s: error: %s:%d: unique_key column \"%s\" is not a column of %s\n", src->name,
-                       src->file, src->unique_key_line, key->cols[k], labels[q]);
-                rc = CLI_EXIT_USAGE;
-            }
-        }
-        sync_column_warnings(src, labels[q], &desc, &warnings);
         pgsrc_desc_free(&desc);
     }
     for (size_t w = 0; w < warnings.nwarnings; w++)

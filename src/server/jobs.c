@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 
 static double mono_now(void)
 {
@@ -31,9 +32,7 @@ static json_t *load_status(jobs *j, const cfg_source *src)
     json_t *doc = sync_status_json(j->st, src, &err);
     if (doc == NULL) {
         ds_log_error("%s: cannot read status: %s", src->name, err.msg);
-        doc = json_object();
-        json_object_set_new(doc, "state", json_string("error"));
-        json_object_set_new(doc, "error", json_string(err.msg));
+        doc = sync_status_unreadable(&err);
     }
     return doc;
 }
@@ -229,13 +228,10 @@ static bool full_refresh_due(const source_runtime *r)
     double interval = r->src->full_refresh_interval_minutes * 60.0;
     if (interval <= 0)
         return false;
-    json_t *last_full = json_object_get(r->status, "last_full");
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (!json_is_string(last_full) ||
-        strptime(json_string_value(last_full), "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+    time_t last_full;
+    if (!sync_parse_iso(json_string_value(json_object_get(r->status, "last_full")), &last_full))
         return true;
-    return unix_now() - (double)timegm(&tm) >= interval;
+    return unix_now() - (double)last_full >= interval;
 }
 
 /* The scheduler: sleeps until the next source is due, starts every due
@@ -305,13 +301,24 @@ void jobs_start_background(jobs *j, bool startup_sync)
 
 void jobs_shutdown(jobs *j)
 {
+    /* The cancel requests are sent outside the lock: PQcancel waits for the
+     * server's answer with no time limit of its own, and status requests
+     * need the lock meanwhile. The sources array does not change, and no
+     * sync starts once stopping is set. */
     pthread_mutex_lock(&j->lock);
     j->stopping = true;
+    bool *syncing = calloc(j->n ? j->n : 1, sizeof *syncing);
     for (size_t i = 0; i < j->n; i++)
-        if (j->sources[i].syncing)
+        if (syncing != NULL)
+            syncing[i] = j->sources[i].syncing;
+        else if (j->sources[i].syncing) /* no memory to note it: cancel now, under the lock */
             sync_cancel_request(&j->sources[i].cancel);
     pthread_cond_broadcast(&j->changed);
     pthread_mutex_unlock(&j->lock);
+    for (size_t i = 0; syncing != NULL && i < j->n; i++)
+        if (syncing[i])
+            sync_cancel_request(&j->sources[i].cancel);
+    free(syncing);
     if (j->scheduler_started)
         pthread_join(j->scheduler, NULL);
     j->scheduler_started = false;
@@ -328,98 +335,53 @@ json_t *jobs_status_json(jobs *j)
     for (size_t i = 0; i < j->n; i++) {
         source_runtime *r = &j->sources[i];
         json_t *doc = json_deep_copy(r->status);
-        if (r->syncing) {
-            json_object_set_new(doc, "state", json_string("syncing"));
-            json_t *progress = json_object();
-            json_object_set_new(progress, "phase",
-                                json_string(sync_phase_name((sync_phase)atomic_load(&r->progress.phase))));
-            json_object_set_new(progress, "rows_read",
-                                json_integer((json_int_t)atomic_load(&r->progress.rows)));
-            json_object_set_new(progress, "bytes_read",
-                                json_integer((json_int_t)atomic_load(&r->progress.bytes)));
-            json_object_set_new(progress, "started_at", json_string(r->started_iso));
-            json_object_set_new(progress, "full", json_boolean(r->sync_full));
-            json_object_set_new(doc, "progress", progress);
-        }
-        char name[160];
-        sync_data_name(r->src, name, sizeof name);
-        json_object_set_new(datasets, name, doc);
+        if (r->syncing)
+            sync_status_overlay_syncing(doc, &r->progress, r->started_iso, r->sync_full);
+        json_object_set_new(datasets, r->src->data_name, doc);
     }
     pthread_mutex_unlock(&j->lock);
     return datasets;
 }
 
-static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+/* One metric family: its help and type lines, then a sample per source. */
+static void metric_header(ds_buf *b, const char *name, const char *type, const char *help)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < *cap - *len) {
-            *len += (size_t)n;
-            return;
-        }
-        char *grown = realloc(*buf, *cap * 2);
-        if (grown == NULL)
-            return;
-        *buf = grown;
-        *cap *= 2;
-    }
+    ds_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 char *jobs_metrics_text(jobs *j)
 {
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (buf == NULL)
-        return NULL;
-    buf[0] = '\0';
-    appendf(
-        &buf, &len, &cap,
-        "# HELP duckstore_syncs_total Completed syncs by result.\n# TYPE duckstore_syncs_total counter\n");
+    ds_buf b = DS_BUF_INIT;
     pthread_mutex_lock(&j->lock);
+    metric_header(&b, "duckstore_syncs_total", "counter", "Completed syncs by result.");
     for (size_t i = 0; i < j->n; i++) {
         source_runtime *r = &j->sources[i];
-        appendf(&buf, &len, &cap, "duckstore_syncs_total{source=\"%s\",result=\"success\"} %llu\n",
-                r->src->name, (unsigned long long)r->syncs_ok);
-        appendf(&buf, &len, &cap, "duckstore_syncs_total{source=\"%s\",result=\"error\"} %llu\n",
-                r->src->name, (unsigned long long)r->syncs_failed);
+        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"success\"} %llu\n", r->src->name,
+                       (unsigned long long)r->syncs_ok);
+        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"error\"} %llu\n", r->src->name,
+                       (unsigned long long)r->syncs_failed);
     }
-    appendf(&buf, &len, &cap,
-            "# HELP duckstore_rows_synced_total Rows read from PostgreSQL and stored.\n"
-            "# TYPE duckstore_rows_synced_total counter\n");
+    metric_header(&b, "duckstore_rows_synced_total", "counter", "Rows read from PostgreSQL and stored.");
     for (size_t i = 0; i < j->n; i++)
-        appendf(&buf, &len, &cap, "duckstore_rows_synced_total{source=\"%s\"} %llu\n",
-                j->sources[i].src->name, (unsigned long long)j->sources[i].rows_synced);
-    appendf(&buf, &len, &cap,
-            "# HELP duckstore_last_success_timestamp_seconds Unix time of the last successful sync.\n"
-            "# TYPE duckstore_last_success_timestamp_seconds gauge\n");
+        ds_buf_appendf(&b, "duckstore_rows_synced_total{source=\"%s\"} %llu\n", j->sources[i].src->name,
+                       (unsigned long long)j->sources[i].rows_synced);
+    metric_header(&b, "duckstore_last_success_timestamp_seconds", "gauge",
+                  "Unix time of the last successful sync.");
     for (size_t i = 0; i < j->n; i++)
-        appendf(&buf, &len, &cap, "duckstore_last_success_timestamp_seconds{source=\"%s\"} %.3f\n",
-                j->sources[i].src->name, j->sources[i].last_success_unix);
-    appendf(&buf, &len, &cap,
-            "# HELP duckstore_last_sync_duration_seconds Duration of the last sync.\n"
-            "# TYPE duckstore_last_sync_duration_seconds gauge\n");
+        ds_buf_appendf(&b, "duckstore_last_success_timestamp_seconds{source=\"%s\"} %.3f\n",
+                       j->sources[i].src->name, j->sources[i].last_success_unix);
+    metric_header(&b, "duckstore_last_sync_duration_seconds", "gauge", "Duration of the last sync.");
     for (size_t i = 0; i < j->n; i++)
-        appendf(&buf, &len, &cap, "duckstore_last_sync_duration_seconds{source=\"%s\"} %.3f\n",
-                j->sources[i].src->name, j->sources[i].last_duration_s);
-    appendf(&buf, &len, &cap,
-            "# HELP duckstore_source_state Current state of each source (1 = in that state).\n"
-            "# TYPE duckstore_source_state gauge\n");
-    static const char *const states[] = {"not_synced", "syncing", "ready", "error"};
+        ds_buf_appendf(&b, "duckstore_last_sync_duration_seconds{source=\"%s\"} %.3f\n",
+                       j->sources[i].src->name, j->sources[i].last_duration_s);
+    metric_header(&b, "duckstore_source_state", "gauge", "Current state of each source (1 = in that state).");
     for (size_t i = 0; i < j->n; i++) {
         source_runtime *r = &j->sources[i];
-        json_t *st = json_object_get(r->status, "state");
-        const char *state = r->syncing           ? "syncing"
-                            : json_is_string(st) ? json_string_value(st)
-                                                 : "not_synced";
-        for (size_t s = 0; s < 4; s++)
-            appendf(&buf, &len, &cap, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->src->name,
-                    states[s], strcmp(state, states[s]) == 0);
+        sync_state state = r->syncing ? SYNC_STATE_SYNCING : sync_status_state(r->status);
+        for (int s = 0; s < SYNC_STATE_COUNT; s++)
+            ds_buf_appendf(&b, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->src->name,
+                           sync_state_name((sync_state)s), state == (sync_state)s);
     }
     pthread_mutex_unlock(&j->lock);
-    return buf;
+    return ds_buf_take(&b);
 }

@@ -19,7 +19,7 @@ typedef struct source_runtime {
     bool resetting;      /* reset-watermark in progress: no sync may start */
     bool sync_full;      /* the running sync was asked to be full */
     double started_mono; /* monotonic start of the running sync */
-    char started_iso[40];
+    char started_iso[SYNC_TIME_CAP];
     double next_due_mono; /* scheduler: when the next periodic sync is due (0 = never) */
     int consecutive_failures;
     sync_progress progress;

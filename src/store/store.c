@@ -520,3 +520,18 @@ bool store_put_status(duckdb_connection con, const char *source, const char *jso
            exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2,
                        err);
 }
+
+void store_commit_lock(store *st)
+{
+    pthread_mutex_lock(&st->commit_lock);
+}
+
+void store_commit_unlock(store *st)
+{
+    pthread_mutex_unlock(&st->commit_lock);
+}
+
+const char *store_path(const store *st)
+{
+    return st->path;
+}

@@ -38,6 +38,13 @@ typedef struct store_settings {
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
 void store_close(store *st);
 
+/* Serialises the short commit transactions of concurrent syncs. */
+void store_commit_lock(store *st);
+void store_commit_unlock(store *st);
+
+/* The DuckDB file's path. */
+const char *store_path(const store *st);
+
 /* A new connection, TimeZone UTC (watermark text must not depend on the
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);

@@ -1,68 +1,185 @@
 /* The status document of a source, as the runbook's section 3 shows it:
- * the persisted result of the last sync, the watermarks and the config. */
+ * the one place that knows its fields, states, defaults and time format.
+ * A sync records its result here; the CLI and the server read it here. */
+#include "sync/status.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "sync/sync.h"
+#include "store/store.h"
+
+static const char *const state_names[SYNC_STATE_COUNT] = {"not_synced", "syncing", "ready", "error"};
+
+const char *sync_state_name(sync_state state)
+{
+    return (unsigned)state < SYNC_STATE_COUNT ? state_names[state] : state_names[0];
+}
+
+sync_state sync_status_state(const json_t *doc)
+{
+    const char *text = json_string_value(json_object_get(doc, "state"));
+    for (int i = 0; text != NULL && i < SYNC_STATE_COUNT; i++)
+        if (strcmp(text, state_names[i]) == 0)
+            return (sync_state)i;
+    return SYNC_STATE_NOT_SYNCED;
+}
+
+#define ISO_FORMAT "%Y-%m-%dT%H:%M:%S+00:00"
+
+static void format_iso(time_t t, char *out, size_t cap)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, ISO_FORMAT, &tm);
+}
+
+void sync_now_iso(char *out, size_t cap)
+{
+    format_iso(time(NULL), out, cap);
+}
+
+bool sync_parse_iso(const char *text, time_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (text == NULL || strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return false;
+    *out = timegm(&tm);
+    return true;
+}
+
+static void set(json_t *doc, const char *key, json_t *value)
+{
+    json_object_set_new(doc, key, value);
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s && s[0] ? json_string(s) : json_null();
+}
+
+json_t *status_load(duckdb_connection duck, const char *source)
+{
+    char *text = NULL;
+    json_t *doc = NULL;
+    if (store_get_status(duck, source, &text, NULL) && text)
+        doc = json_loads(text, 0, NULL);
+    free(text);
+    if (json_is_object(doc))
+        return doc;
+    json_decref(doc);
+    return json_object();
+}
+
+bool status_save(duckdb_connection duck, const char *source, json_t *doc, ds_error *err)
+{
+    if (doc == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char *text = json_dumps(doc, JSON_COMPACT);
+    bool ok =
+        text ? store_put_status(duck, source, text, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    free(text);
+    return ok;
+}
+
+static json_t *warnings_json(const sync_report *report)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < report->nwarnings; i++)
+        json_array_append_new(arr, json_string(report->warnings[i]));
+    return arr;
+}
+
+static json_t *table_json(const sync_table_report *t)
+{
+    json_t *doc = json_object();
+    set(doc, "rows", json_integer(t->rows_total));
+    set(doc, "rows_loaded", json_integer(t->rows_loaded));
+    set(doc, "mode", json_string(t->incremental ? "incremental" : "full"));
+    set(doc, "truncated", json_boolean(t->truncated));
+    set(doc, "apply", json_string(t->upsert ? "upsert" : "append"));
+    set(doc, "rows_inserted", json_integer(t->rows_inserted));
+    set(doc, "rows_updated", json_integer(t->rows_updated));
+    set(doc, "commit_horizon", string_or_null(t->horizon));
+    set(doc, "horizon_held_by", string_or_null(t->horizon_holder));
+    return doc;
+}
+
+void status_record_success(json_t *doc, const sync_report *report, bool split, bool ids_unique)
+{
+    char now[SYNC_TIME_CAP];
+    sync_now_iso(now, sizeof now);
+    set(doc, "state", json_string(sync_state_name(SYNC_STATE_READY)));
+    set(doc, "rows", json_integer(report->rows));
+    if (split)
+        set(doc, "dataset_id_unique", json_boolean(ids_unique));
+    set(doc, "sync_type", json_string(report->incremental ? "incremental" : "full"));
+    set(doc, "last_sync", json_string(now));
+    int64_t inserted = 0, updated = 0;
+    json_t *tables = json_object();
+    for (size_t i = 0; i < report->ntables; i++) {
+        inserted += report->tables[i].rows_inserted;
+        updated += report->tables[i].rows_updated;
+        set(tables, report->tables[i].table, table_json(&report->tables[i]));
+    }
+    if (report->incremental) {
+        set(doc, "last_incremental", json_string(now));
+        set(doc, "incremental_rows", json_integer(report->rows_added));
+        set(doc, "incremental_inserted", json_integer(inserted));
+        set(doc, "incremental_updated", json_integer(updated));
+    } else {
+        set(doc, "last_full", json_string(now));
+    }
+    set(doc, "truncated", json_boolean(report->truncated));
+    set(doc, "error", json_null());
+    set(doc, "warnings", warnings_json(report));
+    set(doc, "duration_seconds", json_real(report->duration_s));
+    set(doc, "tables", tables);
+}
+
+void status_record_failure(json_t *doc, const char *reason, double duration_s, const sync_report *report)
+{
+    char now[SYNC_TIME_CAP];
+    sync_now_iso(now, sizeof now);
+    set(doc, "state", json_string(sync_state_name(SYNC_STATE_ERROR)));
+    set(doc, "error", json_string(reason));
+    set(doc, "last_error", json_string(now));
+    set(doc, "last_sync", json_string(now));
+    set(doc, "duration_seconds", json_real(duration_s));
+    set(doc, "warnings", warnings_json(report));
+}
+
+json_t *sync_status_unreadable(const ds_error *err)
+{
+    json_t *doc = json_object();
+    set(doc, "state", json_string(sync_state_name(SYNC_STATE_ERROR)));
+    set(doc, "error", json_string(err->msg));
+    return doc;
+}
+
+void sync_status_overlay_syncing(json_t *doc, const sync_progress *progress, const char *started_at,
+                                 bool full)
+{
+    set(doc, "state", json_string(sync_state_name(SYNC_STATE_SYNCING)));
+    json_t *p = json_object();
+    set(p, "phase", json_string(sync_phase_name((sync_phase)atomic_load(&progress->phase))));
+    set(p, "rows_read", json_integer((json_int_t)atomic_load(&progress->rows)));
+    set(p, "bytes_read", json_integer((json_int_t)atomic_load(&progress->bytes)));
+    set(p, "started_at", json_string(started_at));
+    set(p, "full", json_boolean(full));
+    set(doc, "progress", p);
+}
 
 static void set_default(json_t *doc, const char *key, json_t *value)
 {
     if (json_object_get(doc, key) == NULL)
-        json_object_set_new(doc, key, value);
+        set(doc, key, value);
     else
         json_decref(value);
 }
 
-/* How incremental batches are applied, and when the next full refresh is
- * due (docs/incremental.md). */
-static void add_incremental_settings(json_t *doc, const cfg_source *src)
+static void add_defaults(json_t *doc)
 {
-    bool upsert =
-        src->unique_key_dataset.n > 0 || src->unique_key_results.n > 0 || src->unique_key_data.n > 0;
-    json_object_set_new(doc, "mode", json_string(upsert ? "upsert" : "append"));
-    json_object_set_new(doc, "lookback", src->lookback ? json_string(src->lookback) : json_null());
-    /* Applies to timestamp columns only; the tables' commit_horizon says
-     * whether a sync took one. */
-    json_object_set_new(
-        doc, "commit_horizon",
-        json_boolean(src->incremental_column != NULL && src->commit_horizon != CFG_HORIZON_OFF));
-    json_object_set_new(doc, "full_refresh_interval_minutes",
-                        src->full_refresh_interval_minutes > 0 ? json_real(src->full_refresh_interval_minutes)
-                                                               : json_null());
-    json_t *last_full = json_object_get(doc, "last_full");
-    json_t *next = json_null();
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (src->full_refresh_interval_minutes > 0 && json_is_string(last_full) &&
-        strptime(json_string_value(last_full), "%Y-%m-%dT%H:%M:%S", &tm) != NULL) {
-        time_t due = timegm(&tm) + (time_t)(src->full_refresh_interval_minutes * 60.0);
-        struct tm due_tm;
-        gmtime_r(&due, &due_tm);
-        char text[40];
-        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S+00:00", &due_tm);
-        next = json_string(text);
-    }
-    json_object_set_new(doc, "next_full_refresh", next);
-}
-
-json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
-{
-    duckdb_connection con;
-    if (!store_borrow(st, &con, err))
-        return NULL;
-    char *text = NULL;
-    if (!store_get_status(con, src->name, &text, err)) {
-        store_release(st, &con);
-        return NULL;
-    }
-    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
-    free(text);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        doc = json_object();
-        json_object_set_new(doc, "state", json_string("not_synced"));
-    }
     set_default(doc, "rows", json_integer(0));
     set_default(doc, "sync_type", json_null());
     set_default(doc, "last_incremental", json_null());
@@ -72,29 +189,78 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
     set_default(doc, "warnings", json_array());
     set_default(doc, "last_sync", json_null());
     set_default(doc, "duration_seconds", json_null());
+}
 
+/* How incremental batches are applied, and when the next full refresh is
+ * due (docs/incremental.md). */
+static void add_incremental_settings(json_t *doc, const cfg_source *src)
+{
+    bool upsert = false;
+    for (size_t i = 0; i < src->n_plans; i++)
+        upsert |= src->plans[i].key->n > 0;
+    set(doc, "mode", json_string(upsert ? "upsert" : "append"));
+    set(doc, "lookback", src->lookback ? json_string(src->lookback) : json_null());
+    /* Applies to timestamp columns only; the tables' commit_horizon says
+     * whether a sync took one. */
+    set(doc, "commit_horizon",
+        json_boolean(src->incremental_column != NULL && src->commit_horizon != CFG_HORIZON_OFF));
+    double every = src->full_refresh_interval_minutes;
+    set(doc, "full_refresh_interval_minutes", every > 0 ? json_real(every) : json_null());
+    time_t last_full;
+    json_t *next = json_null();
+    if (every > 0 && sync_parse_iso(json_string_value(json_object_get(doc, "last_full")), &last_full)) {
+        char text[SYNC_TIME_CAP];
+        format_iso(last_full + (time_t)(every * 60.0), text, sizeof text);
+        next = json_string(text);
+    }
+    set(doc, "next_full_refresh", next);
+}
+
+/* {"<table>": watermark or null} for each table of the source. */
+static json_t *watermarks_json(duckdb_connection duck, const cfg_source *src, ds_error *err)
+{
     json_t *watermarks = json_object();
-    char names[2][160];
-    size_t n = sync_table_names(src, names);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < src->n_plans; i++) {
         store_table_meta meta;
-        if (!store_get_table_meta(con, names[i], &meta, err)) {
+        if (!store_get_table_meta(duck, src->plans[i].table, &meta, err)) {
             json_decref(watermarks);
-            json_decref(doc);
-            store_release(st, &con);
             return NULL;
         }
-        json_object_set_new(watermarks, names[i], meta.watermark ? json_string(meta.watermark) : json_null());
+        set(watermarks, src->plans[i].table, meta.watermark ? json_string(meta.watermark) : json_null());
         store_table_meta_free(&meta);
     }
-    store_release(st, &con);
-    json_object_set_new(doc, "watermarks", watermarks);
+    return watermarks;
+}
+
+json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
+{
+    duckdb_connection duck;
+    if (!store_borrow(st, &duck, err))
+        return NULL;
+    char *text = NULL;
+    json_t *doc = NULL, *watermarks = NULL;
+    if (store_get_status(duck, src->name, &text, err)) {
+        doc = text ? json_loads(text, 0, NULL) : NULL;
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            doc = json_object();
+            set(doc, "state", json_string(sync_state_name(SYNC_STATE_NOT_SYNCED)));
+        }
+        watermarks = watermarks_json(duck, src, err);
+    }
+    free(text);
+    store_release(st, &duck);
+    if (watermarks == NULL) {
+        json_decref(doc);
+        return NULL;
+    }
+    add_defaults(doc);
+    set(doc, "watermarks", watermarks);
     double interval = src->refresh_interval_minutes;
-    json_object_set_new(doc, "refresh_interval_minutes",
-                        interval == (double)(long long)interval ? json_integer((json_int_t)interval)
-                                                                : json_real(interval));
-    json_object_set_new(doc, "incremental_column",
-                        src->incremental_column ? json_string(src->incremental_column) : json_null());
+    set(doc, "refresh_interval_minutes",
+        interval == (double)(long long)interval ? json_integer((json_int_t)interval) : json_real(interval));
+    set(doc, "incremental_column",
+        src->incremental_column ? json_string(src->incremental_column) : json_null());
     add_incremental_settings(doc, src);
     return doc;
 }

@@ -1,6 +1,7 @@
 /* The sync engine: full rebuilds (staging tables + one swap transaction) and
  * watermark-driven incremental syncs of one source, called by the CLI and
- * the server alike. */
+ * the server alike; the describe-only check check-config shares with it;
+ * the status document of a source. */
 #ifndef DS_SYNC_SYNC_H
 #define DS_SYNC_SYNC_H
 
@@ -9,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "config/config.h"
@@ -55,8 +57,8 @@ typedef enum sync_phase {
 typedef struct sync_progress {
     _Atomic uint64_t rows, bytes;
     _Atomic int phase; /* sync_phase */
-    /* Per table, in sync_table_names() order. */
-    _Atomic uint64_t table_rows[2], table_bytes[2];
+    /* Per table, in the order of the source's query plans. */
+    _Atomic uint64_t table_rows[CFG_MAX_QUERIES], table_bytes[CFG_MAX_QUERIES];
 } sync_progress;
 
 const char *sync_phase_name(sync_phase phase);
@@ -71,7 +73,7 @@ typedef struct sync_options {
 #define SYNC_MAX_WARNINGS 6
 
 typedef struct sync_table_report {
-    char table[160];
+    char table[CFG_TABLE_NAME_CAP];
     bool incremental;
     bool upsert; /* unique_key configured: incremental batches replace rows by key */
     int64_t rows_loaded, rows_total;
@@ -87,7 +89,7 @@ typedef struct sync_report {
     int64_t rows_added;
     bool truncated;
     double duration_s;
-    sync_table_report tables[2];
+    sync_table_report tables[CFG_MAX_QUERIES];
     size_t ntables;
     char warnings[SYNC_MAX_WARNINGS][768];
     size_t nwarnings;
@@ -107,21 +109,46 @@ bool sync_reset_watermarks(store *st, const cfg_source *src, ds_error *err);
 /* Drops staging tables a crashed sync may have left behind. */
 bool sync_cleanup_staging(store *st, const cfg_config *cfg, ds_error *err);
 
-/* Warnings about columns the config names but a query lacks, or cannot use,
- * appended to report (also used by check-config). */
-void sync_column_warnings(const cfg_source *src, const char *query_label, const pgsrc_desc *desc,
-                          sync_report *report);
+/* Adds a warning to the report (the first SYNC_MAX_WARNINGS are kept). */
+void sync_report_warning(sync_report *report, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The checks a query must pass before it is read, on its description only
+ * (no row read), shared by a sync and check-config: dataset_id in both
+ * queries of a split source and the unique_key columns (a DS_ERR_CONFIG
+ * error naming the file and line), and warnings about incremental_column
+ * and partition_column (appended to warnings). */
+bool sync_check_query(const cfg_source *src, const cfg_query_plan *plan, const pgsrc_desc *desc,
+                      sync_report *warnings, ds_error *err);
+
+/* ---- the status document (sync/status.c owns every field) ---- */
+
+typedef enum sync_state {
+    SYNC_STATE_NOT_SYNCED,
+    SYNC_STATE_SYNCING,
+    SYNC_STATE_READY,
+    SYNC_STATE_ERROR
+} sync_state;
+#define SYNC_STATE_COUNT 4
+
+const char *sync_state_name(sync_state state);
+/* The state a status document records (not_synced when it has none). */
+sync_state sync_status_state(const json_t *doc);
 
 /* The status document of one source (runbook section 3 plus duckstore's
  * fields), from the persisted status, watermarks and the config. */
 json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err);
 
-/* Names of a source's tables: "<name>_dataset"/"<name>_results" or "<name>_data". */
-size_t sync_table_names(const cfg_source *src, char names[2][160]);
-/* "<name>_data": the view (split) or table (single query) users read. */
-void sync_data_name(const cfg_source *src, char *out, size_t cap);
+/* The document to show when the persisted status cannot be read. */
+json_t *sync_status_unreadable(const ds_error *err);
 
-/* Current UTC time as ISO 8601 with offset. */
+/* Marks a copy of a status document as syncing, with the live progress. */
+void sync_status_overlay_syncing(json_t *doc, const sync_progress *progress, const char *started_at,
+                                 bool full);
+
+/* Current UTC time as ISO 8601 with offset, the format of every time in a
+ * status document; and back (false when text is not such a time). */
+#define SYNC_TIME_CAP 40
 void sync_now_iso(char *out, size_t cap);
+bool sync_parse_iso(const char *text, time_t *out);
 
 #endif

@@ -1,0 +1,174 @@
+/* Snapshot export/import and partition-column ranges for parallel reads. */
+#include "source/ranges.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/strbuf.h"
+
+bool pgsrc_export_snapshot(pgsrc_conn *conn, char **snapshot, ds_error *err)
+{
+    *snapshot = NULL;
+    return pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err) &&
+           pgsrc_query_value(conn, "SELECT pg_export_snapshot()", snapshot, err);
+}
+
+bool pgsrc_import_snapshot(pgsrc_conn *conn, const char *snapshot, ds_error *err)
+{
+    char *lit = pgsrc_quote_literal(conn, snapshot);
+    if (lit == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_appendf(&sql, "SET TRANSACTION SNAPSHOT %s", lit);
+    free(lit);
+    char *text = ds_buf_take_or_err(&sql, err);
+    bool ok = text != NULL && pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err) &&
+              pgsrc_exec(conn, text, err);
+    free(text);
+    return ok;
+}
+
+char *pgsrc_bounds_sql(const char *query, const pgsrc_column *col, int ranges)
+{
+    /* PostgreSQL cannot subtract ±infinity dates and timestamps: span the
+     * finite values only; the open first and last ranges take the rest. */
+    bool temporal = false;
+    const char *step;
+    switch (col->type.kind) {
+    case PGSRC_DATE:
+        step = "lo + ((hi - lo) * i / %d)";
+        temporal = true;
+        break;
+    case PGSRC_TIMESTAMP:
+    case PGSRC_TIMESTAMPTZ:
+        step = "lo + (hi - lo) * (i::float8 / %d)";
+        temporal = true;
+        break;
+    default:
+        step = "(lo::numeric + (hi::numeric - lo::numeric) * i / %d)";
+        break;
+    }
+    char *trimmed = pgsrc_trim_query(query);
+    char *ident = ds_quote_ident(col->name);
+    ds_buf b = DS_BUF_INIT;
+    if (trimmed == NULL || ident == NULL) {
+        free(trimmed);
+        free(ident);
+        return NULL;
+    }
+    ds_buf_appendf(&b, "WITH b AS (SELECT min(%s) AS lo, max(%s) AS hi FROM (%s\n) AS _p", ident, ident,
+                   trimmed);
+    if (temporal)
+        ds_buf_appendf(&b, " WHERE isfinite(%s)", ident);
+    ds_buf_append(&b, ") SELECT bound::text AS bound_text FROM (SELECT DISTINCT (");
+    ds_buf_appendf(&b, step, ranges);
+    ds_buf_appendf(
+        &b,
+        ")::%s AS bound FROM b, generate_series(1, %d) AS i WHERE lo IS NOT NULL) AS bounds ORDER BY "
+        "bound",
+        col->pg_type, ranges - 1);
+    free(trimmed);
+    free(ident);
+    return ds_buf_take(&b);
+}
+
+char *pgsrc_range_sql(const char *col, const char *lo, const char *hi)
+{
+    ds_buf b = DS_BUF_INIT;
+    if (lo == NULL && hi == NULL) {
+        ds_buf_append_ident(&b, col);
+        ds_buf_append(&b, " IS NOT NULL");
+    }
+    if (lo != NULL) {
+        ds_buf_append_ident(&b, col);
+        ds_buf_appendf(&b, " >= %s", lo);
+    }
+    if (hi != NULL) {
+        if (lo != NULL)
+            ds_buf_append(&b, " AND ");
+        ds_buf_append_ident(&b, col);
+        ds_buf_appendf(&b, " < %s", hi);
+    }
+    return ds_buf_take(&b);
+}
+
+char *pgsrc_since_sql(const char *col, const char *literal, bool inclusive, const char *pg_type)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append_ident(&b, col);
+    ds_buf_appendf(&b, " %s %s::%s", inclusive ? ">=" : ">", literal, pg_type);
+    return ds_buf_take(&b);
+}
+
+void pgsrc_ranges_free(pgsrc_ranges *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->conditions[i]);
+    free(r->conditions);
+    memset(r, 0, sizeof *r);
+}
+
+/* The boundaries of res as typed literals: 'b'::type. */
+static char **bound_literals(pgsrc_conn *conn, PGresult *res, const char *pg_type)
+{
+    int nb = PQntuples(res);
+    char **lits = calloc((size_t)nb + 1, sizeof *lits);
+    for (int i = 0; lits != NULL && i < nb; i++) {
+        char *q = pgsrc_quote_literal(conn, PQgetvalue(res, i, 0));
+        ds_buf b = DS_BUF_INIT;
+        ds_buf_appendf(&b, "%s::%s", q ? q : "", pg_type);
+        lits[i] = q ? ds_buf_take(&b) : (ds_buf_free(&b), NULL);
+        free(q);
+        if (lits[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                free(lits[j]);
+            free(lits);
+            return NULL;
+        }
+    }
+    return lits;
+}
+
+bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *col, int ranges,
+                       pgsrc_ranges *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char *sql = pgsrc_bounds_sql(query, col, ranges);
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    PGresult *res = pgsrc_query(conn, sql, err);
+    free(sql);
+    if (res == NULL)
+        return false;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* Classified like every other statement: this query runs the user's
+         * query too, so its statement_timeout must read as query_timeout. */
+        pgsrc_result_error(conn, res, err);
+        ds_error_prefix(err, "cannot split partition_column %s into ranges: ", col->name);
+        PQclear(res);
+        return false;
+    }
+    int nb = PQntuples(res);
+    char **lits = bound_literals(conn, res, col->pg_type);
+    PQclear(res);
+    out->conditions = calloc((size_t)nb + 2, sizeof *out->conditions);
+    bool ok = lits != NULL && out->conditions != NULL;
+    for (int i = 0; ok && i <= nb; i++) {
+        const char *lo = i > 0 ? lits[i - 1] : NULL, *hi = i < nb ? lits[i] : NULL;
+        ok = (out->conditions[out->n++] = pgsrc_range_sql(col->name, lo, hi)) != NULL;
+    }
+    if (ok) {
+        ds_buf b = DS_BUF_INIT;
+        ds_buf_append_ident(&b, col->name);
+        ds_buf_append(&b, " IS NULL");
+        ok = (out->conditions[out->n++] = ds_buf_take(&b)) != NULL;
+    }
+    for (int i = 0; lits != NULL && i < nb; i++)
+        free(lits[i]);
+    free(lits);
+    if (!ok) {
+        pgsrc_ranges_free(out);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    return true;
+}

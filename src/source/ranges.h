@@ -1,0 +1,43 @@
+/* Partitioned reads on PostgreSQL: one snapshot exported by a coordinating
+ * transaction and imported by every worker, and the ranges of the
+ * partition column each worker reads (boundaries computed by PostgreSQL in
+ * the column's own type). */
+#ifndef DS_SOURCE_RANGES_H
+#define DS_SOURCE_RANGES_H
+
+#include <stdbool.h>
+
+#include "common/error.h"
+#include "source/pgsrc.h"
+
+/* Conditions on the partition column that together cover every row once:
+ * (-inf, b1), [b1, b2), ..., [bn, +inf), and IS NULL. */
+typedef struct pgsrc_ranges {
+    char **conditions;
+    size_t n;
+} pgsrc_ranges;
+
+/* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY and pg_export_snapshot():
+ * the snapshot's name (malloc'd). The transaction must stay open until
+ * every worker has imported it. */
+bool pgsrc_export_snapshot(pgsrc_conn *conn, char **snapshot, ds_error *err);
+/* A read-only repeatable-read transaction on an exported snapshot. */
+bool pgsrc_import_snapshot(pgsrc_conn *conn, const char *snapshot, ds_error *err);
+
+/* The query that returns up to ranges-1 distinct inner boundaries of col
+ * over the query's rows, as text in order. */
+char *pgsrc_bounds_sql(const char *query, const pgsrc_column *col, int ranges);
+/* col >= lo AND col < hi; lo or hi NULL leaves that side open; both NULL
+ * is col IS NOT NULL. lo and hi are SQL expressions (typed literals). */
+char *pgsrc_range_sql(const char *col, const char *lo, const char *hi);
+
+/* The condition of an incremental read: col > literal::pg_type (>= when
+ * inclusive); literal already quoted (pgsrc_quote_literal). */
+char *pgsrc_since_sql(const char *col, const char *literal, bool inclusive, const char *pg_type);
+
+/* Computes the ranges (about `ranges` of them) on conn. */
+bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *col, int ranges,
+                       pgsrc_ranges *out, ds_error *err);
+void pgsrc_ranges_free(pgsrc_ranges *r);
+
+#endif

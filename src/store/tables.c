@@ -1,0 +1,349 @@
+/* DuckDB table SQL for the sync engine: every statement is built in a
+ * ds_buf with quoted identifiers and literals, then run on the caller's
+ * connection (and transaction). */
+#include "store/tables.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store.h"
+
+bool store_append_typed_literal(ds_buf *b, const char *value, const char *type)
+{
+    ds_buf_append(b, "CAST(");
+    ds_buf_append_literal(b, value);
+    return ds_buf_appendf(b, " AS %s)", type);
+}
+
+char *store_create_table_sql(const char *ref, const store_column *cols, size_t n)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(&b, "CREATE TABLE %s (", ref);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            ds_buf_append(&b, ", ");
+        ds_buf_append_ident(&b, cols[i].name);
+        ds_buf_appendf(&b, " %s", cols[i].type);
+    }
+    ds_buf_appendc(&b, ')');
+    return ds_buf_take(&b);
+}
+
+/* Runs a statement built by a builder, which returned NULL when out of memory. */
+static bool exec_built(duckdb_connection con, char *sql, int64_t *changed, ds_error *err)
+{
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_execf(con, changed, err, "%s", sql);
+    free(sql);
+    return ok;
+}
+
+static bool query_built(duckdb_connection con, char *sql, char **out, ds_error *err)
+{
+    *out = NULL;
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_query_text(con, sql, out, err);
+    free(sql);
+    return ok;
+}
+
+bool store_drop_table(duckdb_connection con, const char *ref, ds_error *err)
+{
+    return store_execf(con, NULL, err, "DROP TABLE IF EXISTS %s", ref);
+}
+
+bool store_create_empty(duckdb_connection con, const char *ref, const store_column *cols, size_t n,
+                        ds_error *err)
+{
+    return store_drop_table(con, ref, err) &&
+           exec_built(con, store_create_table_sql(ref, cols, n), NULL, err);
+}
+
+bool store_swap_in(duckdb_connection con, const char *staging_ref, const char *table, ds_error *err)
+{
+    char *qt = ds_quote_ident(table);
+    if (qt == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_drop_table(con, qt, err) &&
+              store_execf(con, NULL, err, "ALTER TABLE %s RENAME TO %s", staging_ref, qt);
+    free(qt);
+    return ok;
+}
+
+bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds_error *err)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "SELECT count(*) FROM ");
+    ds_buf_append_ident(&b, name);
+    char *sql = ds_buf_take_or_err(&b, err);
+    bool ok = sql != NULL && store_query_int(con, sql, rows, err);
+    free(sql);
+    return ok;
+}
+
+static bool has_column(const store_column *cols, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cols[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* dataset_<name>, prefixed again while the results use that name too (as
+ * for "id" when the results have both id and dataset_id). */
+static char *dataset_alias(const char *name, const store_column *results_cols, size_t n_results)
+{
+    ds_buf alias = DS_BUF_INIT;
+    ds_buf_append(&alias, "dataset_");
+    ds_buf_append(&alias, name);
+    while (!alias.failed && has_column(results_cols, n_results, alias.data)) {
+        ds_buf again = DS_BUF_INIT;
+        ds_buf_append(&again, "dataset_");
+        ds_buf_append(&again, alias.data);
+        ds_buf_free(&alias);
+        alias = again;
+    }
+    return ds_buf_take(&alias);
+}
+
+char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
+                     size_t n_dataset, const char *results_table, const store_column *results_cols,
+                     size_t n_results)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "CREATE OR REPLACE VIEW ");
+    ds_buf_append_ident(&b, view);
+    ds_buf_append(&b, " AS SELECT ");
+    for (size_t i = 0; i < n_results; i++) {
+        ds_buf_append(&b, i ? ", r." : "r.");
+        ds_buf_append_ident(&b, results_cols[i].name);
+    }
+    for (size_t i = 0; i < n_dataset; i++) {
+        const char *name = dataset_cols[i].name;
+        if (strcmp(name, "dataset_id") == 0)
+            continue;
+        ds_buf_append(&b, n_results ? ", d." : "d.");
+        ds_buf_append_ident(&b, name);
+        if (has_column(results_cols, n_results, name)) {
+            char *alias = dataset_alias(name, results_cols, n_results);
+            if (alias == NULL) {
+                ds_buf_free(&b);
+                return NULL;
+            }
+            ds_buf_append(&b, " AS ");
+            ds_buf_append_ident(&b, alias);
+            free(alias);
+        }
+    }
+    ds_buf_append(&b, " FROM ");
+    ds_buf_append_ident(&b, results_table);
+    ds_buf_append(&b, " AS r LEFT JOIN ");
+    ds_buf_append_ident(&b, dataset_table);
+    ds_buf_append(&b, " AS d ON r.\"dataset_id\" = d.\"dataset_id\"");
+    return ds_buf_take(&b);
+}
+
+/* `"a", "b"` or `t."a" IS NOT DISTINCT FROM s."a" AND ...`. */
+static void append_key(ds_buf *b, char *const *key, size_t nkey, bool match)
+{
+    for (size_t i = 0; i < nkey; i++) {
+        if (i > 0)
+            ds_buf_append(b, match ? " AND " : ", ");
+        if (match) {
+            ds_buf_append(b, "t.");
+            ds_buf_append_ident(b, key[i]);
+            ds_buf_append(b, " IS NOT DISTINCT FROM s.");
+        }
+        ds_buf_append_ident(b, key[i]);
+    }
+}
+
+size_t store_merge_sql(const store_batch *batch, char *sql[2])
+{
+    ds_buf b = DS_BUF_INIT;
+    size_t n = 0;
+    sql[0] = sql[1] = NULL;
+    if (batch->nkey > 0) {
+        /* Upsert: the newest version of each key replaces what is stored. */
+        ds_buf_append(&b, "DELETE FROM ");
+        ds_buf_append_ident(&b, batch->table);
+        ds_buf_append(&b, " AS t USING (SELECT DISTINCT ");
+        append_key(&b, batch->key, batch->nkey, false);
+        ds_buf_appendf(&b, " FROM %s) AS s WHERE ", batch->staging_ref);
+        append_key(&b, batch->key, batch->nkey, true);
+        sql[n++] = ds_buf_take(&b);
+        ds_buf_append(&b, "INSERT INTO ");
+        ds_buf_append_ident(&b, batch->table);
+        ds_buf_appendf(&b, " SELECT * FROM %s QUALIFY row_number() OVER (PARTITION BY ", batch->staging_ref);
+        append_key(&b, batch->key, batch->nkey, false);
+        ds_buf_append(&b, " ORDER BY ");
+        ds_buf_append_ident(&b, batch->order_col);
+        ds_buf_append(&b, " DESC NULLS LAST) = 1");
+    } else {
+        ds_buf_append(&b, "INSERT INTO ");
+        ds_buf_append_ident(&b, batch->table);
+        ds_buf_appendf(&b, " SELECT * FROM %s", batch->staging_ref);
+        if (batch->overlap) {
+            /* Exact for append-only tables: a row read again is not stored twice. */
+            ds_buf_append(&b, " EXCEPT ALL SELECT * FROM ");
+            ds_buf_append_ident(&b, batch->table);
+            ds_buf_append(&b, " WHERE ");
+            ds_buf_append_ident(&b, batch->order_col);
+            ds_buf_append(&b, batch->start_inclusive ? " >= " : " > ");
+            store_append_typed_literal(&b, batch->start, batch->type);
+        }
+    }
+    sql[n++] = ds_buf_take(&b);
+    for (size_t i = 0; i < n; i++)
+        if (sql[i] == NULL) {
+            for (size_t j = 0; j < n; j++)
+                free(sql[j]);
+            sql[0] = sql[1] = NULL;
+            return 0;
+        }
+    return n;
+}
+
+bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
+                 ds_error *err)
+{
+    char *sql[2];
+    size_t n = store_merge_sql(batch, sql);
+    if (n == 0)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    int64_t removed = 0, added = 0;
+    bool ok = true;
+    if (n == 2)
+        ok = exec_built(con, sql[0], &removed, err);
+    if (ok)
+        ok = exec_built(con, sql[n - 1], &added, err);
+    else if (n == 2)
+        free(sql[1]);
+    *updated = removed < added ? removed : added;
+    *inserted = added - *updated;
+    return ok;
+}
+
+char *store_max_sql(const char *table, const char *col, const char *type, const char *floor)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "SELECT max(");
+    ds_buf_append_ident(&b, col);
+    ds_buf_append(&b, ")::VARCHAR FROM ");
+    ds_buf_append_ident(&b, table);
+    if (floor != NULL) {
+        ds_buf_append(&b, " WHERE ");
+        ds_buf_append_ident(&b, col);
+        ds_buf_append(&b, " >= ");
+        store_append_typed_literal(&b, floor, type);
+    }
+    return ds_buf_take(&b);
+}
+
+/* The previous watermark is normally a floor for the maximum (the rows that
+ * set it are still stored), so the scan is filtered to col >= floor:
+ * DuckDB's row-group min/max then skips all but the newest row groups.
+ * Nothing at or past the floor (an upsert replaced those rows) means a full
+ * scan. */
+bool store_max_value(duckdb_connection con, const char *table, const char *col, const char *type,
+                     const char *floor, char **out, ds_error *err)
+{
+    *out = NULL;
+    if (floor != NULL &&
+        (!query_built(con, store_max_sql(table, col, type, floor), out, err) || *out != NULL))
+        return *out != NULL;
+    return query_built(con, store_max_sql(table, col, type, NULL), out, err);
+}
+
+bool store_value_at_least(duckdb_connection con, const char *a, const char *b, const char *type, bool *out,
+                          ds_error *err)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "SELECT ");
+    store_append_typed_literal(&sql, a, type);
+    ds_buf_append(&sql, " >= ");
+    store_append_typed_literal(&sql, b, type);
+    char *answer = NULL;
+    bool ok = query_built(con, ds_buf_take(&sql), &answer, err);
+    *out = ok && answer != NULL && strcmp(answer, "true") == 0;
+    free(answer);
+    return ok;
+}
+
+bool store_canonical_value(duckdb_connection con, const char *value, const char *type, char **out,
+                           ds_error *err)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "SELECT ");
+    store_append_typed_literal(&sql, value, type);
+    ds_buf_append(&sql, "::VARCHAR");
+    return query_built(con, ds_buf_take(&sql), out, err);
+}
+
+char *store_minus_sql(const char *value, const char *type, const char *lookback, bool lookback_is_number)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "SELECT (");
+    store_append_typed_literal(&b, value, type);
+    ds_buf_append(&b, " - ");
+    store_append_typed_literal(&b, lookback, lookback_is_number ? "DOUBLE" : "INTERVAL");
+    if (lookback_is_number)
+        ds_buf_appendf(&b, ")::%s::VARCHAR", type);
+    else
+        ds_buf_append(&b, ")::VARCHAR");
+    return ds_buf_take(&b);
+}
+
+bool store_value_minus(duckdb_connection con, const char *value, const char *type, const char *lookback,
+                       bool lookback_is_number, char **out, ds_error *err)
+{
+    return query_built(con, store_minus_sql(value, type, lookback, lookback_is_number), out, err);
+}
+
+char *store_duplicate_ids_sql(const char *staging_ref, const char *table, int64_t slices, int64_t slice)
+{
+    ds_buf in_slice = DS_BUF_INIT, b = DS_BUF_INIT;
+    if (slices <= 1)
+        ds_buf_append(&in_slice, "true");
+    else
+        ds_buf_appendf(&in_slice, "hash(dataset_id) %% %" PRId64 " = %" PRId64, slices, slice);
+    const char *cond = ds_buf_str(&in_slice);
+    if (cond == NULL) {
+        ds_buf_free(&in_slice);
+        return NULL;
+    }
+    ds_buf_append(&b, "SELECT count(*) = 0 FROM (SELECT dataset_id FROM ");
+    if (table == NULL) {
+        ds_buf_appendf(&b, "%s WHERE %s", staging_ref, cond);
+    } else {
+        ds_buf_appendf(&b, "(SELECT dataset_id FROM %s WHERE %s UNION ALL SELECT dataset_id FROM ",
+                       staging_ref, cond);
+        ds_buf_append_ident(&b, table);
+        ds_buf_appendf(&b, " WHERE %s AND dataset_id IN (SELECT dataset_id FROM %s WHERE %s))", cond,
+                       staging_ref, cond);
+    }
+    ds_buf_append(&b, " GROUP BY dataset_id HAVING count(*) > 1)");
+    ds_buf_free(&in_slice);
+    return ds_buf_take(&b);
+}
+
+/* One GROUP BY over 1M uuids did not fit 64 MB: about 200k ids a slice. */
+#define IDS_PER_SLICE 200000
+
+bool store_ids_unique(duckdb_connection con, const char *staging_ref, const char *table, int64_t rows,
+                      bool *unique, ds_error *err)
+{
+    int64_t slices = rows / IDS_PER_SLICE + 1;
+    *unique = true;
+    for (int64_t i = 0; *unique && i < slices; i++) {
+        char *answer = NULL;
+        if (!query_built(con, store_duplicate_ids_sql(staging_ref, table, slices, i), &answer, err))
+            return false;
+        *unique = answer != NULL && strcmp(answer, "true") == 0;
+        free(answer);
+    }
+    return true;
+}

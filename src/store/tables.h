@@ -1,0 +1,96 @@
+/* DuckDB statements on the tables duckstore fills: staging tables and the
+ * swap, merging an incremental batch (append, upsert, EXCEPT ALL), the view
+ * that joins a split source, counts and the values a watermark is made of.
+ * The builders (`*_sql`) are pure: they return the statement text, or NULL
+ * when out of memory, so tests and fuzzers can check them alone. */
+#ifndef DS_STORE_TABLES_H
+#define DS_STORE_TABLES_H
+
+#include <duckdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "common/strbuf.h"
+
+/* A column as the store sees it: its name and DuckDB type ("DECIMAL(12,4)"). */
+typedef struct store_column {
+    const char *name;
+    const char *type;
+} store_column;
+
+/* CAST('value' AS type): a value given as text in a column's type. */
+bool store_append_typed_literal(ds_buf *b, const char *value, const char *type);
+
+/* CREATE TABLE ref (...), ref a quoted, possibly qualified name. */
+char *store_create_table_sql(const char *ref, const store_column *cols, size_t n);
+/* Drops ref when it exists and creates it empty with cols. */
+bool store_create_empty(duckdb_connection con, const char *ref, const store_column *cols, size_t n,
+                        ds_error *err);
+/* DROP TABLE IF EXISTS ref (quoted, possibly qualified). */
+bool store_drop_table(duckdb_connection con, const char *ref, ds_error *err);
+/* Replaces table (a plain name) by the staging table ref, in the caller's
+ * transaction. */
+bool store_swap_in(duckdb_connection con, const char *staging_ref, const char *table, ds_error *err);
+/* count(*) of a table or view (plain name). */
+bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds_error *err);
+
+/* CREATE OR REPLACE VIEW view: every results column, then every dataset
+ * column but dataset_id, LEFT JOINed on dataset_id. A dataset column whose
+ * name the results already use is exposed as dataset_<col> (prefixed again
+ * while that is taken too). */
+char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
+                     size_t n_dataset, const char *results_table, const store_column *results_cols,
+                     size_t n_results);
+
+/* An incremental batch in a staging table, merged into its table. */
+typedef struct store_batch {
+    const char *table;       /* plain name */
+    const char *staging_ref; /* quoted, possibly qualified */
+    const char *order_col;   /* the incremental column */
+    const char *type;        /* its DuckDB type */
+    char *const *key;        /* unique key columns: upsert when nkey > 0 */
+    size_t nkey;
+    /* Without a key, overlap: rows already stored past start (>= when
+     * start_inclusive) are not stored again. */
+    bool overlap;
+    const char *start;
+    bool start_inclusive;
+} store_batch;
+
+/* The statements that merge a batch, in order: an upsert's DELETE then its
+ * INSERT, or one INSERT. Returns how many (0 when out of memory); the caller
+ * frees each. */
+size_t store_merge_sql(const store_batch *batch, char *sql[2]);
+/* Runs them in the caller's transaction: rows inserted, and of those the
+ * ones that replaced a stored row (updated). */
+bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
+                 ds_error *err);
+
+/* SELECT max(col)::VARCHAR FROM table [WHERE col >= CAST(floor AS type)]. */
+char *store_max_sql(const char *table, const char *col, const char *type, const char *floor);
+/* max(col) as text (*out NULL when the table holds no value), scanning only
+ * values >= floor when one is given and any exist there. */
+bool store_max_value(duckdb_connection con, const char *table, const char *col, const char *type,
+                     const char *floor, char **out, ds_error *err);
+/* Whether a >= b, both text in type. */
+bool store_value_at_least(duckdb_connection con, const char *a, const char *b, const char *type, bool *out,
+                          ds_error *err);
+/* value in type's canonical text (how max()::VARCHAR would print it). */
+bool store_canonical_value(duckdb_connection con, const char *value, const char *type, char **out,
+                           ds_error *err);
+/* value minus lookback ("5 minutes" or, numeric, "100") in type, as text;
+ * *out NULL when that is NULL. */
+char *store_minus_sql(const char *value, const char *type, const char *lookback, bool lookback_is_number);
+bool store_value_minus(duckdb_connection con, const char *value, const char *type, const char *lookback,
+                       bool lookback_is_number, char **out, ds_error *err);
+
+/* Whether the dataset_ids of the staging table (plus, when table is not NULL,
+ * the stored rows with the same ids) are each present once; counted in
+ * slices of the id hash so each GROUP BY fits memory_limit. */
+char *store_duplicate_ids_sql(const char *staging_ref, const char *table, int64_t slices, int64_t slice);
+bool store_ids_unique(duckdb_connection con, const char *staging_ref, const char *table, int64_t rows,
+                      bool *unique, ds_error *err);
+
+#endif

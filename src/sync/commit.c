@@ -1,0 +1,233 @@
+/* The commit transaction of a sync, and the record of a failed one. */
+#include "sync/commit.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "sync/incremental.h"
+#include "sync/status.h"
+
+double sync_monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool apply_rows(duckdb_connection duck, const cfg_source *src, table_job *job, ds_error *err)
+{
+    if (!job->incremental) {
+        job->rows_inserted = job->rows_loaded;
+        return store_swap_in(duck, job->staging_ref, job->plan->table, err);
+    }
+    /* An empty batch changes nothing (an upsert deletes only what it
+     * replaces). The in-memory staging table is dropped after the commit:
+     * one transaction may write to one database only. */
+    inc_batch batch = {.table = job->plan->table,
+                       .staging_ref = job->staging_ref,
+                       .key = job->plan->key,
+                       .inc_col = src->incremental_column,
+                       .duck_type = job_inc_type(job),
+                       .start = job->read_start,
+                       .start_inclusive = job->start_inclusive,
+                       .overlap = job->overlap};
+    return job->rows_loaded == 0 || inc_apply(duck, &batch, &job->rows_inserted, &job->rows_updated, err);
+}
+
+static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, ds_error *err)
+{
+    char *watermark = NULL;
+    bool inclusive = false;
+    if (job->has_inc_col &&
+        !inc_next_watermark(duck, job->plan->table, src->incremental_column, job_inc_type(job),
+                            job->incremental ? job->old_watermark : NULL, job->horizon.value, &watermark,
+                            &inclusive, err))
+        return false;
+    store_table_meta meta = {.schema_signature = job->signature,
+                             .watermark_column = job->has_inc_col ? src->incremental_column : NULL,
+                             .watermark = watermark,
+                             .watermark_inclusive = inclusive};
+    bool ok = store_put_table_meta(duck, job->plan->table, &meta, err);
+    free(watermark);
+    return ok;
+}
+
+static void report_table(const table_job *job, sync_table_report *tr)
+{
+    snprintf(tr->table, sizeof tr->table, "%s", job->plan->table);
+    tr->incremental = job->incremental;
+    tr->rows_loaded = job->rows_loaded;
+    tr->rows_inserted = job->rows_inserted;
+    tr->rows_updated = job->rows_updated;
+    tr->truncated = job->truncated;
+    tr->upsert = job->plan->key->n > 0;
+    snprintf(tr->horizon, sizeof tr->horizon, "%s", job->horizon.value ? job->horizon.value : "");
+    snprintf(tr->horizon_holder, sizeof tr->horizon_holder, "%s",
+             job->horizon.holder ? job->horizon.holder : "");
+}
+
+/* One table's staging data and metadata, inside the commit transaction. */
+static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job *job, sync_table_report *tr,
+                        ds_error *err)
+{
+    bool ok = apply_rows(duck, src, job, err) && store_watermark(duck, src, job, err);
+    report_table(job, tr);
+    return ok && store_count_rows(duck, job->plan->table, &tr->rows_total, err);
+}
+
+static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, ds_error *err)
+{
+    const table_job *d = &jobs[0], *r = &jobs[1];
+    char *sql = store_view_sql(src->data_name, d->plan->table, d->columns, d->desc.ncols, r->plan->table,
+                               r->columns, r->desc.ncols);
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_exec(duck, sql, err);
+    free(sql);
+    return ok;
+}
+
+/* Each dataset_id stored at most once (split sources): a full load decides
+ * alone; an incremental one keeps it when it held before and the loaded ids
+ * are new and distinct. */
+static bool ids_unique_after(const table_job *jobs, size_t njobs, const json_t *previous)
+{
+    if (njobs < 2)
+        return false;
+    bool before = json_is_true(json_object_get(previous, "dataset_id_unique"));
+    const table_job *d = &jobs[0];
+    return !d->incremental       ? d->batch_ids_unique == 1
+           : d->rows_loaded == 0 ? before
+                                 : before && d->batch_ids_unique == 1;
+}
+
+/* Rows of <name>_data before this sync: from the status when it has them
+ * (counting the view runs its join), else counted. */
+static bool rows_before(duckdb_connection duck, const cfg_source *src, const json_t *previous, int64_t *rows,
+                        ds_error *err)
+{
+    *rows = 0;
+    json_t *known = json_object_get(previous, "rows");
+    if (json_is_integer(known)) {
+        *rows = json_integer_value(known);
+        return true;
+    }
+    bool exists = false;
+    return store_table_exists(duck, src->plans[src->n_plans - 1].table, &exists, err) &&
+           (!exists || store_count_rows(duck, src->data_name, rows, err));
+}
+
+static void summarize(sync_report *report, const table_job *jobs, size_t njobs, double started)
+{
+    report->ntables = njobs;
+    report->incremental = false;
+    report->truncated = false;
+    for (size_t i = 0; i < njobs; i++) {
+        report->incremental |= jobs[i].incremental;
+        report->truncated |= jobs[i].truncated;
+    }
+    report->duration_s = sync_monotonic_s() - started;
+}
+
+/* Everything of the commit between BEGIN and COMMIT. */
+static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job *jobs, size_t njobs,
+                        sync_report *report, double started, ds_error *err)
+{
+    json_t *previous = status_load(duck, src->name);
+    bool ids_unique = ids_unique_after(jobs, njobs, previous);
+    int64_t before = 0;
+    bool ok = rows_before(duck, src, previous, &before, err);
+    json_decref(previous);
+    bool changed = false;
+    double step = sync_monotonic_s();
+    for (size_t i = 0; ok && i < njobs; i++) {
+        ok = apply_table(duck, src, &jobs[i], &report->tables[i], err);
+        ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, (sync_monotonic_s() - step) * 1e3);
+        changed |= !jobs[i].incremental || jobs[i].rows_inserted > 0 || jobs[i].rows_updated > 0;
+    }
+    if (ok && njobs == 2)
+        ok = create_view(duck, src, jobs, err);
+    /* Nothing is counted when no row changed; the results table is the view's
+     * count while dataset_id is unique. */
+    report->rows = before;
+    if (ok && ids_unique)
+        report->rows = report->tables[njobs - 1].rows_total;
+    else if (ok && changed)
+        ok = store_count_rows(duck, src->data_name, &report->rows, err);
+    report->rows_added = report->rows - before;
+    summarize(report, jobs, njobs, started);
+    if (!ok)
+        return false;
+    json_t *doc = status_load(duck, src->name);
+    status_record_success(doc, report, njobs == 2, ids_unique);
+    ok = status_save(duck, src->name, doc, err);
+    json_decref(doc);
+    return ok;
+}
+
+bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs, sync_report *report,
+                 double started, ds_error *err)
+{
+    duckdb_connection duck;
+    if (!store_connect(st, &duck, err))
+        return false;
+    store_commit_lock(st);
+    double t = sync_monotonic_s();
+    bool ok = store_exec(duck, "BEGIN TRANSACTION", err) &&
+              commit_body(duck, src, jobs, njobs, report, started, err) && store_exec(duck, "COMMIT", err);
+    ds_log_debug("%s: committed in %.1f ms", src->name, (sync_monotonic_s() - t) * 1e3);
+    if (!ok)
+        store_exec(duck, "ROLLBACK", NULL);
+    store_commit_unlock(st);
+    for (size_t i = 0; ok && i < njobs; i++)
+        if (jobs[i].incremental)
+            store_drop_table(duck, jobs[i].staging_ref, NULL);
+    duckdb_disconnect(&duck);
+    return ok;
+}
+
+static void drop_staging(duckdb_connection duck, const table_job *jobs, size_t njobs)
+{
+    for (size_t i = 0; i < njobs; i++) {
+        char *file_staging = ds_quote_ident(jobs[i].plan->staging);
+        if (file_staging != NULL)
+            store_drop_table(duck, file_staging, NULL);
+        free(file_staging);
+        if (jobs[i].staging_ref != NULL)
+            store_drop_table(duck, jobs[i].staging_ref, NULL);
+    }
+}
+
+void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, size_t njobs,
+                           const sync_report *report, double started, const ds_error *cause)
+{
+    duckdb_connection duck;
+    ds_error err;
+    if (!store_connect(st, &duck, &err)) {
+        ds_log_error("%s: cannot record the failed sync: %s", src->name, err.msg);
+        return;
+    }
+    store_commit_lock(st);
+    drop_staging(duck, jobs, njobs);
+    /* A stop on request (shutdown) is not a failure of the source: the
+     * stored data, watermarks and status still agree, so keep them. */
+    if (cause->code != DS_ERR_CANCELLED) {
+        const char *tables[CFG_MAX_QUERIES];
+        for (size_t i = 0; i < njobs; i++)
+            tables[i] = jobs[i].plan->table;
+        json_t *doc = status_load(duck, src->name);
+        status_record_failure(doc, cause->msg, sync_monotonic_s() - started, report);
+        bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) &&
+                  store_clear_watermarks(duck, tables, njobs, &err) &&
+                  status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
+        if (!ok) {
+            store_exec(duck, "ROLLBACK", NULL);
+            ds_log_error("%s: cannot record the failed sync: %s", src->name, err.msg);
+        }
+        json_decref(doc);
+    }
+    store_commit_unlock(st);
+    duckdb_disconnect(&duck);
+}

@@ -1,0 +1,21 @@
+/* The end of a sync: one DuckDB transaction that swaps in or merges every
+ * table, rebuilds the view, stores watermarks and the status together; or,
+ * after a failure, the cleanup that leaves the previous data readable.
+ * Internal to the sync engine. */
+#ifndef DS_SYNC_COMMIT_H
+#define DS_SYNC_COMMIT_H
+
+#include "sync/job.h"
+
+bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs, sync_report *report,
+                 double started, ds_error *err);
+
+/* No staging table left, watermarks cleared (runbook auto-recovery), status
+ * `error` with the reason; the data stays. A cancelled sync (shutdown) only
+ * drops its staging tables. */
+void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, size_t njobs,
+                           const sync_report *report, double started, const ds_error *cause);
+
+double sync_monotonic_s(void);
+
+#endif

@@ -1,0 +1,307 @@
+/* A table job: describe → decide → staging → horizon → read → check. */
+#include "sync/job.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "source/ranges.h"
+#include "sync/conns.h"
+#include "sync/incremental.h"
+#include "sync/partition.h"
+
+void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source *src,
+              const sync_options *opt, size_t slot)
+{
+    memset(job, 0, sizeof *job);
+    job->st = st;
+    job->cfg = cfg;
+    job->src = src;
+    job->opt = opt;
+    job->plan = &src->plans[slot];
+    job->slot = (int)slot;
+    job->inc_idx = -1;
+    job->batch_ids_unique = -1;
+}
+
+void job_free(table_job *job)
+{
+    pgsrc_desc_free(&job->desc);
+    free(job->columns);
+    free(job->signature);
+    free(job->old_watermark);
+    free(job->read_start);
+    free(job->staging_ref);
+    pgsrc_horizon_free(&job->horizon);
+}
+
+const char *job_inc_type(const table_job *job)
+{
+    return job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
+}
+
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* `duckstore -v` logs how long each step of a sync took: the first thing
+ * to look at when a sync is slower than expected. */
+static void trace_step(const char *table, const char *what, double *since)
+{
+    double now = monotonic_s();
+    ds_log_debug("%s: %s in %.1f ms", table, what, (now - *since) * 1e3);
+    *since = now;
+}
+
+/* "name TYPE\n" per column, and the row cap: equal signatures mean an
+ * incremental batch fits the stored table. A changed max_sync_rows rebuilds
+ * too: appending would keep rows a lower cap excludes, or never load those a
+ * higher cap admits (a capped sync's watermark can be past them). */
+static char *schema_signature(const pgsrc_desc *desc, int64_t max_sync_rows)
+{
+    ds_buf b = DS_BUF_INIT;
+    for (size_t i = 0; i < desc->ncols; i++)
+        ds_buf_appendf(&b, "%s %s\n", desc->cols[i].name, desc->cols[i].type.ddl);
+    ds_buf_appendf(&b, "max_sync_rows %lld\n", (long long)max_sync_rows);
+    return ds_buf_take(&b);
+}
+
+static store_column *store_columns(const pgsrc_desc *desc)
+{
+    store_column *cols = calloc(desc->ncols ? desc->ncols : 1, sizeof *cols);
+    for (size_t i = 0; cols != NULL && i < desc->ncols; i++)
+        cols[i] = (store_column){.name = desc->cols[i].name, .type = desc->cols[i].type.ddl};
+    return cols;
+}
+
+/* Incremental when the table exists with a watermark of the same column
+ * and the same schema signature; otherwise a full load. */
+static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error *err)
+{
+    job->incremental = false;
+    if (job->opt->force_full || !job->has_inc_col)
+        return true;
+    bool exists = false;
+    if (!store_table_exists(duck, job->plan->table, &exists, err))
+        return false;
+    store_table_meta meta;
+    if (!exists || !store_get_table_meta(duck, job->plan->table, &meta, err))
+        return !exists;
+    bool same_column = meta.watermark != NULL && meta.watermark_column != NULL &&
+                       strcmp(meta.watermark_column, job->src->incremental_column) == 0;
+    if (same_column &&
+        (meta.schema_signature == NULL || strcmp(meta.schema_signature, job->signature) != 0)) {
+        ds_log_warn(
+            "%s: the columns of %s (or max_sync_rows) changed since the last sync; rebuilding %s in full",
+            job->src->name, job->plan->label, job->plan->table);
+        same_column = false;
+    }
+    if (same_column) {
+        job->incremental = true;
+        job->old_watermark = meta.watermark;
+        job->old_inclusive = meta.watermark_inclusive;
+        meta.watermark = NULL;
+    }
+    store_table_meta_free(&meta);
+    return true;
+}
+
+static bool describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+{
+    ds_error *err = &job->err;
+    const cfg_source *src = job->src;
+    if (!pgsrc_describe(pg, job->plan->sql, &job->desc, err)) {
+        ds_error_prefix(err, "%s (%s:%d): ", job->plan->label, src->file, src->line);
+        return false;
+    }
+    if (!sync_check_query(src, job->plan, &job->desc, &job->warnings, err))
+        return false;
+    int idx = src->incremental_column ? pgsrc_desc_find(&job->desc, src->incremental_column) : -1;
+    job->has_inc_col = idx >= 0 && inc_usable_as_watermark(&job->desc.cols[idx].type);
+    job->inc_idx = job->has_inc_col ? idx : -1;
+    job->signature = schema_signature(&job->desc, job->cfg->store.max_sync_rows);
+    job->columns = store_columns(&job->desc);
+    if (job->signature == NULL || job->columns == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    return decide_incremental(job, duck, err);
+}
+
+static bool create_staging(table_job *job, duckdb_connection duck)
+{
+    ds_buf ref = DS_BUF_INIT;
+    if (job->incremental)
+        ds_buf_append(&ref, STORE_SCRATCH_CATALOG ".main.");
+    ds_buf_append_ident(&ref, job->plan->staging);
+    job->staging_ref = ds_buf_take_or_err(&ref, &job->err);
+    return job->staging_ref != NULL &&
+           store_create_empty(duck, job->staging_ref, job->columns, job->desc.ncols, &job->err);
+}
+
+/* max_sync_rows caps the table: an incremental batch may add what the
+ * stored rows leave of it. */
+static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *shared)
+{
+    memset(shared, 0, sizeof *shared);
+    shared->slot = job->slot;
+    int64_t cap = job->cfg->store.max_sync_rows;
+    if (cap <= 0)
+        return true;
+    shared->capped = true;
+    int64_t existing = 0;
+    if (job->incremental && !store_count_rows(duck, job->plan->table, &existing, &job->err))
+        return false;
+    atomic_init(&shared->budget, existing >= cap ? 0 : cap - existing);
+    return true;
+}
+
+/* The horizon is taken before the read's snapshot (see source/horizon.h). */
+static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+{
+    const cfg_source *src = job->src;
+    if (job->has_inc_col && inc_horizon_enabled(src, &job->desc.cols[job->inc_idx])) {
+        bool tz = job->desc.cols[job->inc_idx].type.kind == PGSRC_TIMESTAMPTZ;
+        if (!pgsrc_take_horizon(pg, tz, &job->horizon, &job->err))
+            return false;
+        if (!job->horizon.sees_all)
+            sync_report_warning(&job->warnings,
+                                "%s: the source role cannot see other sessions' transactions, so the commit "
+                                "horizon only covers its own; GRANT pg_read_all_stats TO the role in the url",
+                                src->name);
+    }
+    return !job->incremental ||
+           inc_read_start(duck, src, job_inc_type(job), job->old_watermark, job->old_inclusive,
+                          &job->read_start, &job->start_inclusive, &job->overlap, &job->err);
+}
+
+/* The WHERE of an incremental read, NULL for a full one (or out of memory). */
+static char *read_condition(table_job *job, pgsrc_conn *pg)
+{
+    if (!job->incremental)
+        return NULL;
+    char *lit = pgsrc_quote_literal(pg, job->read_start);
+    char *where = lit ? pgsrc_since_sql(job->src->incremental_column, lit, job->start_inclusive,
+                                        job->desc.cols[job->inc_idx].pg_type)
+                      : NULL;
+    free(lit);
+    return where;
+}
+
+static int workers_for(const table_job *job);
+
+static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
+{
+    const cfg_source *src = job->src;
+    int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
+    int workers = workers_for(job);
+    if (!job->incremental && workers > 1 && part_idx >= 0 &&
+        pgtypes_is_partitionable(&job->desc.cols[part_idx].type)) {
+        partition_read read = {.st = job->st,
+                               .cfg = job->cfg,
+                               .src = src,
+                               .opt = job->opt,
+                               .table_ref = job->staging_ref,
+                               .query = job->plan->sql,
+                               .desc = &job->desc,
+                               .col = &job->desc.cols[part_idx],
+                               .workers = workers,
+                               .shared = shared};
+        return partition_load(&read, pg, &job->err);
+    }
+    char *where = read_condition(job, pg);
+    if (job->incremental && where == NULL)
+        return ds_error_set(&job->err, DS_ERR_NOMEM, "out of memory");
+    char *copy = pgsrc_copy_sql(pg, job->plan->sql, &job->desc, where, pump_copy_limit(shared));
+    bool ok = pump_copy_into(job->st, job->cfg, job->staging_ref, pg, &job->desc, copy, shared, job->opt,
+                             &job->err);
+    free(copy);
+    free(where);
+    return ok;
+}
+
+/* sync_workers is the source's budget of parallel readers (and DuckDB
+ * insert streams): the queries of a split source share it, the results
+ * query (usually the larger) taking the odd one, each at least one. Eight
+ * streams for sync_workers 4 were slower than four on two cores and needed
+ * twice the memory. */
+static int workers_for(const table_job *job)
+{
+    int total = job->cfg->store.sync_workers;
+    size_t n = job->src->n_plans;
+    int mine = total / (int)n + (job->slot == (int)n - 1 ? total % (int)n : 0);
+    return mine < 1 ? 1 : mine;
+}
+
+/* Whether the ids just loaded keep every dataset_id stored at most once:
+ * then the <name>_data view has exactly one row per result and is counted
+ * by counting the results table instead of running its join. Any failure
+ * only means "not known": the view's join is counted then. An upsert batch
+ * is not checked (its overlap with stored rows is what it replaces). */
+static void check_loaded_ids(table_job *job, duckdb_connection duck)
+{
+    job->batch_ids_unique = -1;
+    if (job->incremental && (job->rows_loaded == 0 || job->plan->key->n > 0))
+        return;
+    bool unique = false;
+    ds_error ignored;
+    if (store_ids_unique(duck, job->staging_ref, job->incremental ? job->plan->table : NULL, job->rows_loaded,
+                         &unique, &ignored))
+        job->batch_ids_unique = unique;
+}
+
+static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+{
+    double t = monotonic_s();
+    const char *table = job->plan->table;
+    if (!describe_and_decide(job, pg, duck))
+        return false;
+    trace_step(table, "described and decided", &t);
+    if (!create_staging(job, duck))
+        return false;
+    trace_step(table, "staging table created", &t);
+    pump_shared shared;
+    if (!init_budget(job, duck, &shared) || !take_horizon(job, pg, duck))
+        return false;
+    trace_step(table, "commit horizon and read start", &t);
+    if (job->opt->progress)
+        atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);
+    if (!read_rows(job, pg, &shared)) {
+        const cfg_source *src = job->src;
+        if (job->err.code == DS_ERR_TIMEOUT)
+            ds_error_set(&job->err, DS_ERR_TIMEOUT,
+                         "%s (%s:%d) exceeded query_timeout (%g s); narrow the query or raise query_timeout",
+                         job->plan->label, src->file, src->line, src->query_timeout_s);
+        else
+            ds_error_prefix(&job->err, "%s: ", job->plan->label);
+        return false;
+    }
+    job->rows_loaded = (int64_t)atomic_load(&shared.rows);
+    job->truncated = atomic_load(&shared.truncated);
+    trace_step(table, "read", &t);
+    if (job->plan->needs_dataset_id && job->slot == 0) {
+        check_loaded_ids(job, duck);
+        trace_step(table, "dataset_id uniqueness checked", &t);
+    }
+    return true;
+}
+
+void *job_main(void *arg)
+{
+    table_job *job = arg;
+    pgsrc_conn pg;
+    duckdb_connection duck = NULL;
+    job->ok = false;
+    double t = monotonic_s();
+    if (!sync_connect(job->src, job->opt, &pg, &job->err))
+        return NULL;
+    trace_step(job->plan->table, "connected to PostgreSQL", &t);
+    if (store_connect(job->st, &duck, &job->err)) {
+        job->ok = run_job(job, &pg, duck);
+        duckdb_disconnect(&duck);
+    }
+    sync_disconnect(job->opt, &pg, job->ok);
+    return NULL;
+}

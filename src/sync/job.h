@@ -1,0 +1,54 @@
+/* One table of a sync: describe its query, decide full or incremental,
+ * and read it into a staging table, on a thread of its own. What it leaves
+ * in the job is what the commit applies. Internal to the sync engine. */
+#ifndef DS_SYNC_JOB_H
+#define DS_SYNC_JOB_H
+
+#include "source/horizon.h"
+#include "store/tables.h"
+#include "sync/sync.h"
+
+typedef struct table_job {
+    pthread_t thread;
+    store *st;
+    const cfg_config *cfg;
+    const cfg_source *src;
+    const sync_options *opt;
+    const cfg_query_plan *plan;
+    int slot; /* index in the source's plans and the progress */
+    /* The staging table in SQL: in the file for a full load (it is renamed
+     * into place), in the in-memory catalog for an incremental batch (no
+     * WAL or fsync for rows that are merged moments later). */
+    char *staging_ref;
+    /* results */
+    pgsrc_desc desc;
+    store_column *columns; /* desc as the store sees it */
+    char *signature;
+    bool has_inc_col, incremental;
+    int inc_idx; /* incremental column in desc, -1 when absent */
+    char *old_watermark;
+    bool old_inclusive;
+    pgsrc_horizon horizon; /* value NULL when the horizon is off */
+    char *read_start;      /* incremental reads: where this one started */
+    bool start_inclusive, overlap;
+    int64_t rows_inserted, rows_updated;
+    int64_t rows_loaded;
+    bool truncated;
+    /* Dataset table of a split source: the rows this sync loaded keep each
+     * dataset_id stored at most once (1), do not (0), not checked (-1). */
+    int batch_ids_unique;
+    sync_report warnings;
+    bool ok;
+    ds_error err;
+} table_job;
+
+void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
+              size_t slot);
+/* The thread body: connects, runs the job, sets job->ok / job->err. */
+void *job_main(void *arg);
+void job_free(table_job *job);
+
+/* DuckDB type of the incremental column, NULL when the job has none. */
+const char *job_inc_type(const table_job *job);
+
+#endif

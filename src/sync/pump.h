@@ -1,0 +1,33 @@
+/* The hot path of a sync: rows decoded from PostgreSQL's binary COPY are
+ * written straight into the chunks of a DuckDB INSERT, under a row budget
+ * shared by every stream of a table (max_sync_rows). Internal. */
+#ifndef DS_SYNC_PUMP_H
+#define DS_SYNC_PUMP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sync/sync.h"
+
+/* What the streams loading one table share. */
+typedef struct pump_shared {
+    _Atomic int64_t budget; /* rows still allowed; only used when capped */
+    bool capped;
+    atomic_bool truncated;
+    _Atomic uint64_t rows;
+    int slot; /* the table's place in sync_progress.table_rows */
+} pump_shared;
+
+/* The row limit to put on a COPY: one past the budget (so a cut is seen),
+ * or -1 when uncapped. */
+int64_t pump_copy_limit(pump_shared *shared);
+
+/* Streams one COPY statement into table_ref (quoted, possibly qualified):
+ * INSERT ... SELECT from the decoded stream, one statement per
+ * sync_chunk_size rows, on a connection of its own. */
+bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *conn,
+                    const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
+                    const sync_options *opt, ds_error *err);
+
+#endif

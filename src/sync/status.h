@@ -1,0 +1,20 @@
+/* Reading, recording and saving a source's persisted status document
+ * inside the sync's own DuckDB transaction. Internal to the sync engine;
+ * the public half (states, the served document, times) is in sync.h. */
+#ifndef DS_SYNC_STATUS_H
+#define DS_SYNC_STATUS_H
+
+#include "sync/sync.h"
+
+/* The persisted document, or an empty object. Never NULL but when out of memory. */
+json_t *status_load(duckdb_connection duck, const char *source);
+bool status_save(duckdb_connection duck, const char *source, json_t *doc, ds_error *err);
+
+/* A successful sync: state ready, counts, times, tables. dataset_id_unique
+ * is recorded for split sources only (split true). */
+void status_record_success(json_t *doc, const sync_report *report, bool split, bool ids_unique);
+
+/* A failed sync: state error with the reason; the rest is kept. */
+void status_record_failure(json_t *doc, const char *reason, double duration_s, const sync_report *report);
+
+#endif
