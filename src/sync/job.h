@@ -42,8 +42,8 @@ typedef struct table_job {
     ds_error err;
 } table_job;
 
-void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
-              size_t slot);
+void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source *src,
+              const sync_options *opt, size_t slot);
 /* The thread body: connects, runs the job, sets job->ok / job->err. */
 void *job_main(void *arg);
 void job_free(table_job *job);
