@@ -25,7 +25,7 @@ typedef struct partition_worker {
 } partition_worker;
 
 /* Reads ranges until none is left, a worker failed or the budget ran out. */
-static bool read_ranges(partition_worker *w, pgsrc_conn *conn)
+static bool read_ranges(partition_worker *w, pgsrc_conn *pg)
 {
     const partition_read *r = w->read;
     for (;;) {
@@ -34,10 +34,9 @@ static bool read_ranges(partition_worker *w, pgsrc_conn *conn)
         size_t i = atomic_fetch_add(&w->queue->next, 1);
         if (i >= w->queue->ranges.n)
             return true;
-        char *copy = pgsrc_copy_sql(conn, r->query, r->desc, w->queue->ranges.conditions[i],
-                                    pump_copy_limit(r->shared));
-        bool ok =
-            pump_copy_into(r->st, r->cfg, r->table_ref, conn, r->desc, copy, r->shared, r->opt, &w->err);
+        char *copy =
+            pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
+        bool ok = pump_copy_into(r->st, r->cfg, r->table_ref, pg, r->desc, copy, r->shared, r->opt, &w->err);
         free(copy);
         if (!ok)
             return false;
@@ -48,12 +47,12 @@ static void *worker_main(void *arg)
 {
     partition_worker *w = arg;
     const partition_read *r = w->read;
-    pgsrc_conn conn;
+    pgsrc_conn pg;
     w->ok = false;
-    if (sync_connect(r->src, r->opt, &conn, &w->err)) {
-        w->ok = pgsrc_import_snapshot(&conn, w->queue->snapshot, &w->err) && read_ranges(w, &conn) &&
-                pgsrc_exec(&conn, "COMMIT", &w->err);
-        sync_disconnect(r->opt, &conn, w->ok);
+    if (sync_connect(r->src, r->opt, &pg, &w->err)) {
+        w->ok = pgsrc_import_snapshot(&pg, w->queue->snapshot, &w->err) && read_ranges(w, &pg) &&
+                pgsrc_exec(&pg, "COMMIT", &w->err);
+        sync_disconnect(r->opt, &pg, w->ok);
     }
     if (!w->ok)
         atomic_store(&w->queue->failed, true);
@@ -87,17 +86,17 @@ static bool run_workers(const partition_read *read, range_queue *queue, ds_error
     return ok;
 }
 
-bool partition_load(const partition_read *read, pgsrc_conn *conn, ds_error *err)
+bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
 {
     range_queue queue;
     memset(&queue, 0, sizeof queue);
     atomic_init(&queue.next, 0);
     atomic_init(&queue.failed, false);
     char *snapshot = NULL;
-    if (!pgsrc_export_snapshot(conn, &snapshot, err) ||
-        !pgsrc_plan_ranges(conn, read->query, read->col, read->workers * 4, &queue.ranges, err)) {
+    if (!pgsrc_export_snapshot(pg, &snapshot, err) ||
+        !pgsrc_plan_ranges(pg, read->query, read->col, read->workers * 4, &queue.ranges, err)) {
         free(snapshot);
-        pgsrc_exec(conn, "ROLLBACK", NULL);
+        pgsrc_exec(pg, "ROLLBACK", NULL);
         return false;
     }
     queue.snapshot = snapshot;
@@ -105,7 +104,7 @@ bool partition_load(const partition_read *read, pgsrc_conn *conn, ds_error *err)
                  queue.ranges.n, read->workers);
     bool ok = run_workers(read, &queue, err);
     /* The exporting transaction must outlive the workers' SET TRANSACTION SNAPSHOT. */
-    pgsrc_exec(conn, "COMMIT", NULL);
+    pgsrc_exec(pg, "COMMIT", NULL);
     pgsrc_ranges_free(&queue.ranges);
     free(snapshot);
     return ok;

@@ -22,6 +22,6 @@ typedef struct partition_read {
 
 /* Exports a snapshot on conn (kept open until the workers are done), plans
  * about 4 ranges per worker and runs the workers. */
-bool partition_load(const partition_read *read, pgsrc_conn *conn, ds_error *err);
+bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err);
 
 #endif

@@ -83,7 +83,7 @@ static copy_decoder *decoder_for(const pgsrc_desc *desc)
     return dec;
 }
 
-bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *conn,
+bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
                     const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
                     const sync_options *opt, ds_error *err)
 {
@@ -95,7 +95,7 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
     copy_decoder *dec = decoder_for(desc);
     pump_fill f = {.shared = shared, .opt = opt, .batch_rows = (uint64_t)cfg->store.sync_chunk_size};
     _Atomic uint64_t *bytes = opt->progress ? &opt->progress->bytes : NULL;
-    bool ok = dec != NULL ? pgsrc_stream_open(&f.stream, conn, copy_sql, dec, bytes, err)
+    bool ok = dec != NULL ? pgsrc_stream_open(&f.stream, pg, copy_sql, dec, bytes, err)
                           : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     while (ok && !f.capped_out && !f.stream.ended) {
         f.batch_left = f.batch_rows;

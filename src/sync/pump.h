@@ -26,7 +26,7 @@ int64_t pump_copy_limit(pump_shared *shared);
 /* Streams one COPY statement into table_ref (quoted, possibly qualified):
  * INSERT ... SELECT from the decoded stream, one statement per
  * sync_chunk_size rows, on a connection of its own. */
-bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *conn,
+bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
                     const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
                     const sync_options *opt, ds_error *err);
 
