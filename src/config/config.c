@@ -4,12 +4,11 @@
  * error "file:line: what is wrong; how to fix it". */
 #include "config/config.h"
 #include "config/expand.h"
-#include "config/mask.h"
+#include "config/url.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <libpq-fe.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -464,52 +463,17 @@ static bool valid_source_name(const char *name)
     return true;
 }
 
-/* Enough to catch a URL pasted into the wrong key or a MySQL URI; libpq
- * checks the rest when the source connects. */
-static bool looks_like_pg_url(const char *url)
-{
-    return strncasecmp(url, "postgresql://", 13) == 0 || strncasecmp(url, "postgres://", 11) == 0 ||
-           (strstr(url, "://") == NULL && strchr(url, '=') != NULL);
-}
-
-/* The url as libpq will read it: it must parse, and nothing of a password
- * may end up where libpq would show it in an error (a password that libpq
- * reads as the host or port, a dbname holding a whole connection string).
- * Messages never echo the password. */
+/* The url rules (url.c), reported at the url's line. */
 static bool check_url(const yfile *f, const kv *p, const char *url)
 {
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &errmsg);
-    if (opts == NULL) {
-        if (errmsg == NULL)
-            return nomem(f->err);
-        errmsg[strcspn(errmsg, "\n")] = '\0';
-        char *safe = cfg_scrub_message(url, errmsg);
-        PQfreemem(errmsg);
-        if (safe == NULL)
-            return nomem(f->err);
-        report(f, p->line,
-               "url is not a connection string libpq can read: %s; quote a value that holds spaces "
-               "(password='a b') and percent-encode special characters in a URI",
-               safe);
-        free(safe);
+    ds_error e = {0};
+    if (cfg_url_check(url, &e))
+        return true;
+    if (e.code != DS_ERR_CONFIG) {
+        *f->err = e;
         return false;
     }
-    bool nested = false;
-    for (const PQconninfoOption *o = opts; o->keyword; o++)
-        if (strcmp(o->keyword, "dbname") == 0 && o->val && (strstr(o->val, "://") || strchr(o->val, '=')))
-            nested = true;
-    PQconninfoFree(opts);
-    if (nested)
-        return FAIL(f, p->line,
-                    "url: its dbname holds a connection string, which libpq does not read here; write those "
-                    "settings into url itself");
-    if (cfg_url_userinfo_ambiguous(url))
-        return FAIL(
-            f, p->line,
-            "url: the user name or password holds an unencoded '@' or '/', so libpq would read part of "
-            "it as the host, port or database; percent-encode them ('@' as %%40, '/' as %%2F)");
-    return true;
+    return FAIL(f, p->line, "%s", e.msg);
 }
 
 static bool source_query_key(const yfile *f, const kv *p, char **dst, int *dst_line)
@@ -649,10 +613,6 @@ static bool parse_source_keys(const yfile *f, const yaml_node_t *map, cfg_source
         } else if (strcmp(p.key, "url") == 0) {
             src->url_line = p.line;
             ok = get_string(f, &p, "set a postgresql://user:${DB_PASSWORD}@host:5432/dbname URI", &src->url);
-            if (ok && !looks_like_pg_url(src->url))
-                ok = FAIL(f, p.line,
-                          "url must be a postgresql://user:password@host:port/dbname URI or a key=value "
-                          "conninfo (host=... dbname=...)");
             ok = ok && check_url(f, &p, src->url);
         } else if (strcmp(p.key, "dataset_query") == 0) {
             ok = source_query_key(f, &p, &src->dataset_query, &src->dataset_query_line);
