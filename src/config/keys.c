@@ -34,9 +34,10 @@ typedef struct key_table {
     size_t n;
 } key_table;
 
+/* A table row names the key first, then labels what it sets. */
 struct key_spec {
     const char *name;
-    key_parser *parse;
+    key_parser *parse;    /* its kind: how the value is read, checked and stored */
     size_t field;         /* offsetof the value in the struct the table fills */
     size_t line;          /* offsetof the int that gets the key's line; 0: none */
     const char *expect;   /* what the value must be: "an integer between 1 and 64" */
@@ -364,69 +365,35 @@ static bool parse_section(const cfg_yfile *f, const cfg_kv *p, const key_spec *k
 
 #define STORE(member) offsetof(cfg_store, member)
 #define SOURCE(member) offsetof(cfg_source, member)
-#define TABLE(keys)                                                                                          \
-    {                                                                                                        \
-        keys, sizeof keys / sizeof keys[0]                                                                   \
-    }
+#define N_KEYS(keys) (sizeof keys / sizeof keys[0])
 
 /* Under `duckdb:` in duckdb.yaml. */
 static const key_spec store_keys[] = {
-    {.name = "enabled", .parse = parse_bool, .field = STORE(enabled)},
-    {.name = "path",
-     .parse = parse_string,
-     .field = STORE(path),
+    {"enabled", .parse = parse_bool, .field = STORE(enabled)},
+    {"path", .parse = parse_string, .field = STORE(path),
      .hint = "give the DuckDB file, e.g. data/store.duckdb"},
-    {.name = "sync_mode",
-     .parse = parse_sync_mode,
-     .field = STORE(sync_mode),
-     .expect = "\"startup\" or \"manual\""},
-    {.name = "sync_workers",
-     .parse = parse_int,
-     .field = STORE(sync_workers),
-     .min = 1,
-     .max = 64,
+    {"sync_mode", .parse = parse_sync_mode, .field = STORE(sync_mode), .expect = "\"startup\" or \"manual\""},
+    {"sync_workers", .parse = parse_int, .field = STORE(sync_workers), .min = 1, .max = 64,
      .expect = "an integer between 1 and 64"},
-    {.name = "sync_chunk_size",
-     .parse = parse_int,
-     .field = STORE(sync_chunk_size),
-     .min = 1,
-     .max = INT_MAX,
+    {"sync_chunk_size", .parse = parse_int, .field = STORE(sync_chunk_size), .min = 1, .max = INT_MAX,
      .expect = "an integer between 1 and 2147483647 (rows per insert batch)"},
-    {.name = "max_sync_rows",
-     .parse = parse_int64,
-     .field = STORE(max_sync_rows),
-     .min = 0,
-     .max = INT64_MAX,
+    {"max_sync_rows", .parse = parse_int64, .field = STORE(max_sync_rows), .min = 0, .max = INT64_MAX,
      .expect = "an integer >= 0 (0 = no cap)"},
-    {.name = "query_concurrency",
-     .parse = parse_int,
-     .field = STORE(query_concurrency),
-     .min = 1,
-     .max = 256,
+    {"query_concurrency", .parse = parse_int, .field = STORE(query_concurrency), .min = 1, .max = 256,
      .expect = "an integer between 1 and 256"},
-    {.name = "memory_limit",
-     .parse = parse_memory_limit,
-     .field = STORE(memory_limit),
-     .expect = "a size such as 256MB, 1.5GB or 512MiB",
-     .hint = "give a size such as 256MB or 2GB"},
-    {.name = "threads",
-     .parse = parse_int,
-     .field = STORE(threads),
-     .min = 0,
-     .max = 256,
+    {"memory_limit", .parse = parse_memory_limit, .field = STORE(memory_limit),
+     .expect = "a size such as 256MB, 1.5GB or 512MiB", .hint = "give a size such as 256MB or 2GB"},
+    {"threads", .parse = parse_int, .field = STORE(threads), .min = 0, .max = 256,
      .expect = "an integer between 0 and 256 (0 = one per core)"},
 };
-static const key_table store_table = TABLE(store_keys);
+static const key_table store_table = {store_keys, N_KEYS(store_keys)};
 
 /* The top level of duckdb.yaml; the settings go into the cfg_store itself. */
 static const key_spec store_file_keys[] = {
-    {.name = "duckdb",
-     .parse = parse_section,
-     .field = 0,
-     .expect = "a mapping of store settings (path, sync_mode, ...)",
-     .sub = &store_table},
+    {"duckdb", .parse = parse_section, .field = 0,
+     .expect = "a mapping of store settings (path, sync_mode, ...)", .sub = &store_table},
 };
-static const key_table store_file_table = TABLE(store_file_keys);
+static const key_table store_file_table = {store_file_keys, N_KEYS(store_file_keys)};
 
 #define KEY_HINT "name a column of the query, or a list of them: [dataset_id, metric_name]"
 #define QUERY_HINT "write the SQL SELECT (a `|` block keeps it readable), or remove the key"
@@ -434,83 +401,47 @@ static const key_table store_file_table = TABLE(store_file_keys);
 
 /* unique_key as a mapping: one key per table of the source. */
 static const key_spec unique_key_keys[] = {
-    {.name = "dataset", .parse = parse_columns, .field = SOURCE(unique_key_dataset), .hint = KEY_HINT},
-    {.name = "results", .parse = parse_columns, .field = SOURCE(unique_key_results), .hint = KEY_HINT},
-    {.name = "data", .parse = parse_columns, .field = SOURCE(unique_key_data), .hint = KEY_HINT},
+    {"dataset", .parse = parse_columns, .field = SOURCE(unique_key_dataset), .hint = KEY_HINT},
+    {"results", .parse = parse_columns, .field = SOURCE(unique_key_results), .hint = KEY_HINT},
+    {"data", .parse = parse_columns, .field = SOURCE(unique_key_data), .hint = KEY_HINT},
 };
-static const key_table unique_key_table = TABLE(unique_key_keys);
+static const key_table unique_key_table = {unique_key_keys, N_KEYS(unique_key_keys)};
 
 /* Under `<name>_db:` in a source file. */
 static const key_spec source_keys[] = {
-    {.name = "enabled", .parse = parse_bool, .field = SOURCE(enabled)},
-    {.name = "auto_load", .parse = parse_bool, .field = SOURCE(auto_load)},
-    {.name = "url",
-     .parse = parse_url,
-     .field = SOURCE(url),
-     .line = SOURCE(url_line),
+    {"enabled", .parse = parse_bool, .field = SOURCE(enabled)},
+    {"auto_load", .parse = parse_bool, .field = SOURCE(auto_load)},
+    {"url", .parse = parse_url, .field = SOURCE(url), .line = SOURCE(url_line),
      .hint = "set a postgresql://user:${DB_PASSWORD}@host:5432/dbname URI"},
-    {.name = "dataset_query",
-     .parse = parse_string,
-     .field = SOURCE(dataset_query),
-     .line = SOURCE(dataset_query_line),
-     .hint = QUERY_HINT},
-    {.name = "results_query",
-     .parse = parse_string,
-     .field = SOURCE(results_query),
-     .line = SOURCE(results_query_line),
-     .hint = QUERY_HINT},
-    {.name = "query",
-     .parse = parse_string,
-     .field = SOURCE(query),
-     .line = SOURCE(query_line),
-     .hint = QUERY_HINT},
-    {.name = "partition_column",
-     .parse = parse_string,
-     .field = SOURCE(partition_column),
-     .line = SOURCE(partition_column_line),
-     .hint = COLUMN_HINT},
-    {.name = "incremental_column",
-     .parse = parse_string,
-     .field = SOURCE(incremental_column),
-     .line = SOURCE(incremental_column_line),
-     .hint = COLUMN_HINT},
-    {.name = "refresh_interval_minutes",
-     .parse = parse_number,
-     .field = SOURCE(refresh_interval_minutes),
-     .low = 0,
+    {"dataset_query", .parse = parse_string, .field = SOURCE(dataset_query),
+     .line = SOURCE(dataset_query_line), .hint = QUERY_HINT},
+    {"results_query", .parse = parse_string, .field = SOURCE(results_query),
+     .line = SOURCE(results_query_line), .hint = QUERY_HINT},
+    {"query", .parse = parse_string, .field = SOURCE(query), .line = SOURCE(query_line), .hint = QUERY_HINT},
+    {"partition_column", .parse = parse_string, .field = SOURCE(partition_column),
+     .line = SOURCE(partition_column_line), .hint = COLUMN_HINT},
+    {"incremental_column", .parse = parse_string, .field = SOURCE(incremental_column),
+     .line = SOURCE(incremental_column_line), .hint = COLUMN_HINT},
+    {"refresh_interval_minutes", .parse = parse_number, .field = SOURCE(refresh_interval_minutes), .low = 0,
      .high = MAX_REFRESH_MINUTES,
      .expect = "a number of minutes between 0 and 525600 (0 = no periodic sync)"},
-    {.name = "query_timeout",
-     .parse = parse_number,
-     .field = SOURCE(query_timeout_s),
-     .low = MIN_QUERY_TIMEOUT_S,
+    {"query_timeout", .parse = parse_number, .field = SOURCE(query_timeout_s), .low = MIN_QUERY_TIMEOUT_S,
      .high = MAX_QUERY_TIMEOUT_S,
      .expect = "a number of seconds > 0 (at least 0.001, at most 31536000), e.g. 600"},
-    {.name = "unique_key",
-     .parse = parse_unique_key,
-     .field = SOURCE(unique_key_data),
-     .line = SOURCE(unique_key_line),
-     .hint = KEY_HINT,
-     .sub = &unique_key_table},
-    {.name = "lookback",
-     .parse = parse_lookback,
-     .field = SOURCE(lookback),
-     .line = SOURCE(lookback_line),
+    {"unique_key", .parse = parse_unique_key, .field = SOURCE(unique_key_data),
+     .line = SOURCE(unique_key_line), .hint = KEY_HINT, .sub = &unique_key_table},
+    {"lookback", .parse = parse_lookback, .field = SOURCE(lookback), .line = SOURCE(lookback_line),
      .flag = SOURCE(lookback_is_number),
      .expect = "an interval such as \"5 minutes\" or \"1 hour\" (time columns) or a number (numeric columns)",
      .hint = "give an interval such as \"5 minutes\" or a number"},
-    {.name = "full_refresh_interval_minutes",
-     .parse = parse_number,
-     .field = SOURCE(full_refresh_interval_minutes),
-     .low = 0,
-     .high = MAX_REFRESH_MINUTES,
-     .expect = "a number of minutes between 0 and 525600 (0 = never)"},
-    {.name = "commit_horizon", .parse = parse_horizon, .field = SOURCE(commit_horizon)},
+    {"full_refresh_interval_minutes", .parse = parse_number, .field = SOURCE(full_refresh_interval_minutes),
+     .low = 0, .high = MAX_REFRESH_MINUTES, .expect = "a number of minutes between 0 and 525600 (0 = never)"},
+    {"commit_horizon", .parse = parse_horizon, .field = SOURCE(commit_horizon)},
 };
-static const key_table source_table = TABLE(source_keys);
+static const key_table source_table = {source_keys, N_KEYS(source_keys)};
 
-_Static_assert(sizeof store_keys / sizeof store_keys[0] <= MAX_TABLE_KEYS, "raise MAX_TABLE_KEYS");
-_Static_assert(sizeof source_keys / sizeof source_keys[0] <= MAX_TABLE_KEYS, "raise MAX_TABLE_KEYS");
+_Static_assert(N_KEYS(store_keys) <= MAX_TABLE_KEYS, "raise MAX_TABLE_KEYS");
+_Static_assert(N_KEYS(source_keys) <= MAX_TABLE_KEYS, "raise MAX_TABLE_KEYS");
 
 static const key_spec *find_key(const key_table *t, const char *name)
 {
