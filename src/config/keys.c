@@ -365,7 +365,7 @@ static bool parse_section(const cfg_yfile *f, const cfg_kv *p, const key_spec *k
 
 #define STORE(member) offsetof(cfg_store, member)
 #define SOURCE(member) offsetof(cfg_source, member)
-#define N_KEYS(keys) (sizeof keys / sizeof keys[0])
+#define N_KEYS(keys) (sizeof(keys) / sizeof((keys)[0]))
 
 /* Under `duckdb:` in duckdb.yaml. */
 static const key_spec store_keys[] = {

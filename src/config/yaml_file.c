@@ -189,8 +189,9 @@ static bool unknown_key(const cfg_yfile *f, const cfg_kv *p, const char *const *
     for (size_t i = 0; i < n_known; i++)
         ds_buf_appendf(&list, "%s%s", i == 0 ? "" : ", ", known[i]);
     if (ds_buf_str(&list) == NULL)
-        return cfg_yaml_nomem(f->err);
-    cfg_yaml_report(f, p->line, "unknown key \"%.80s\"; valid keys: %s", p->key, ds_buf_str(&list));
+        cfg_yaml_nomem(f->err);
+    else
+        cfg_yaml_report(f, p->line, "unknown key \"%.80s\"; valid keys: %s", p->key, ds_buf_str(&list));
     ds_buf_free(&list);
     return false;
 }
