@@ -2,6 +2,8 @@
  * expanded once, after YAML parsing, so quoting in YAML never matters. */
 #include "config/expand.h"
 
+#include "common/strbuf.h"
+
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,7 +21,7 @@ static bool fail(cfg_expand_error *e, size_t offset, const char *what)
 
 /* Expands the reference that starts at s[*i] == '$', s[*i + 1] == '{'. The
  * text inside the braces is never echoed: it may sit inside a password. */
-static bool expand_ref(const char *s, size_t len, size_t *i, FILE *out, cfg_expand_error *e)
+static bool expand_ref(const char *s, size_t len, size_t *i, ds_buf *out, cfg_expand_error *e)
 {
     size_t dollar = *i, start = *i + 2, close = start;
     while (close < len && s[close] != '}')
@@ -44,7 +46,7 @@ static bool expand_ref(const char *s, size_t len, size_t *i, FILE *out, cfg_expa
     const char *value = getenv(name);
     if (has_default && (value == NULL || value[0] == '\0')) {
         /* Like the shell's ${VAR:-x}: unset and empty both take the default. */
-        fwrite(s + name_end + 2, 1, close - name_end - 2, out);
+        ds_buf_appendn(out, s + name_end + 2, close - name_end - 2);
     } else if (value == NULL) {
         snprintf(e->what, sizeof e->what,
                  "environment variable %s is not set; export it, or give a default: ${%s:-value}", name,
@@ -52,7 +54,7 @@ static bool expand_ref(const char *s, size_t len, size_t *i, FILE *out, cfg_expa
         e->offset = dollar;
         return false;
     } else {
-        fputs(value, out);
+        ds_buf_append(out, value);
     }
     *i = close + 1;
     return true;
@@ -62,34 +64,24 @@ char *cfg_expand_env(const char *s, size_t len, cfg_expand_error *e)
 {
     e->offset = 0;
     e->what[0] = '\0';
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    if (out == NULL)
-        return NULL;
-
+    ds_buf out = DS_BUF_INIT;
     bool ok = true;
     size_t i = 0;
     while (ok && i < len) {
         char next = i + 1 < len ? s[i + 1] : '\0';
         if (s[i] == '$' && next == '$') {
-            fputc('$', out);
+            ds_buf_appendc(&out, '$');
             i += 2;
         } else if (s[i] == '$' && next == '{') {
-            ok = expand_ref(s, len, &i, out, e);
+            ok = expand_ref(s, len, &i, &out, e);
         } else {
-            fputc(s[i], out);
+            ds_buf_appendc(&out, s[i]);
             i++;
         }
     }
-    bool write_failed = ferror(out) != 0;
-    if (fclose(out) != 0 || write_failed) {
-        ok = false;
-        e->what[0] = '\0';
-    }
     if (!ok) {
-        free(buf);
+        ds_buf_free(&out);
         return NULL;
     }
-    return buf;
+    return ds_buf_take(&out); /* NULL with e->what empty: out of memory */
 }

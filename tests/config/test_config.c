@@ -611,6 +611,65 @@ static void test_print_reads_back(void **state)
     free(dir2);
 }
 
+/* A mapping the loader reads, and how to set one of its keys. */
+typedef struct key_set {
+    const char *file;
+    const char *unknown;  /* the mapping with a key it does not take */
+    const char *template; /* the mapping with key %s set to a list of lists */
+    int line;             /* of that key */
+    size_t n;             /* how many keys the mapping takes */
+} key_set;
+
+/* cfg_load_dir's message for dir, which must not load. */
+static void load_fails(const char *dir, ds_error *err)
+{
+    cfg_config cfg;
+    if (cfg_load_dir(dir, &cfg, err)) {
+        cfg_free(&cfg);
+        fail_msg("loaded without error");
+    }
+    assert_int_equal(err->code, DS_ERR_CONFIG);
+}
+
+/* Every key the loader lists as valid for a mapping is parsed as itself: a
+ * value no kind takes (a list of lists) is reported under that key's own
+ * name and line, never as another key's. */
+static void test_every_listed_key_parses_as_itself(void **state)
+{
+    (void)state;
+    static const key_set sets[] = {
+        {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 9},
+        {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 14},
+        {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        const key_set *set = &sets[i];
+        char *dir = tl_mkdtemp();
+        put(dir, set->file, set->unknown);
+        ds_error listed = {0};
+        load_fails(dir, &listed);
+        char *list = strstr(listed.msg, "; valid keys: ");
+        if (list == NULL)
+            fail_msg("no list of valid keys in: %s", listed.msg);
+        size_t n = 0;
+        char *save = NULL;
+        for (char *key = strtok_r(list + 14, ", ", &save); key; key = strtok_r(NULL, ", ", &save), n++) {
+            char text[256], want[1400];
+            snprintf(text, sizeof text, set->template, key);
+            put(dir, set->file, text);
+            ds_error err = {0};
+            load_fails(dir, &err);
+            snprintf(want, sizeof want, "%s/%s:%d: %s must be ", dir, set->file, set->line, key);
+            if (strncmp(err.msg, want, strlen(want)) != 0)
+                fail_msg("expected\n  %s...\ngot\n  %s", want, err.msg);
+        }
+        assert_int_equal(n, set->n);
+        tl_rmtree(dir);
+        free(dir);
+    }
+}
+
 /* One error case: files to write, where the message must point and what
  * it must say. */
 typedef struct error_case {
@@ -923,6 +982,7 @@ int main(void)
         cmocka_unit_test(test_mask_conninfo),
         cmocka_unit_test_setup_teardown(test_print_runbook, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_print_reads_back, setup_dir, teardown_dir),
+        cmocka_unit_test(test_every_listed_key_parses_as_itself),
     };
     size_t n_fixed = sizeof fixed / sizeof fixed[0];
     size_t n_errors = sizeof error_cases / sizeof error_cases[0];

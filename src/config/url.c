@@ -1,10 +1,15 @@
-/* cfg_mask_url: hides the password of a PostgreSQL connection string before
- * it reaches a log, a status page or `duckstore config`. When the string is
- * malformed it errs on the side of hiding too much. */
+/* A source url: the rules it must meet to load (cfg_url_check) and the
+ * masking of its password (cfg_mask_url) before it reaches a log, a status
+ * page, `duckstore config` or an error message. Both read the url the way
+ * libpq does; when it is malformed, masking errs on the side of hiding too
+ * much. */
 #include "config/config.h"
-#include "config/mask.h"
+#include "config/url.h"
+
+#include "common/strbuf.h"
 
 #include <ctype.h>
+#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -59,22 +64,22 @@ static bool is_password_param(const char *key, size_t len)
  * is found wherever the query string begins, even after a part hidden as a
  * password), and, as in libpq, its value ends only at '&' ('#' starts no
  * fragment). */
-static void mask_uri_tail(FILE *out, const char *tail)
+static void mask_uri_tail(ds_buf *out, const char *tail)
 {
     const char *p = tail;
     while (*p) {
         const char *end = p + strcspn(p, "&?");
         const char *eq = memchr(p, '=', (size_t)(end - p));
         if (eq != NULL && is_password_param(p, (size_t)(eq - p))) {
-            fwrite(p, 1, (size_t)(eq + 1 - p), out);
-            fputs(MASK, out);
+            ds_buf_appendn(out, p, (size_t)(eq + 1 - p));
+            ds_buf_append(out, MASK);
             p = eq + 1 + strcspn(eq + 1, "&");
         } else {
-            fwrite(p, 1, (size_t)(end - p), out);
+            ds_buf_appendn(out, p, (size_t)(end - p));
             p = end;
         }
         if (*p == '&' || *p == '?')
-            fputc(*p++, out);
+            ds_buf_appendc(out, *p++);
     }
 }
 
@@ -113,19 +118,25 @@ static const char *uri_password(const char *rest, const char **end, int *ats)
     return NULL;
 }
 
-static void mask_uri(FILE *out, const char *url, const char *rest)
+static void mask_uri(ds_buf *out, const char *url, const char *rest)
 {
     const char *pw_end = NULL;
     int ats;
     const char *pw_start = uri_password(rest, &pw_end, &ats);
     if (pw_start != NULL) {
-        fwrite(url, 1, (size_t)(pw_start - url), out);
-        fputs(MASK, out);
+        ds_buf_appendn(out, url, (size_t)(pw_start - url));
+        ds_buf_append(out, MASK);
         mask_uri_tail(out, pw_end);
     } else {
-        fwrite(url, 1, (size_t)(rest - url), out);
+        ds_buf_appendn(out, url, (size_t)(rest - url));
         mask_uri_tail(out, rest);
     }
+}
+
+/* A dbname that libpq would read as a whole connection string. */
+static bool holds_conninfo(const char *dbname)
+{
+    return strstr(dbname, "://") != NULL || strchr(dbname, '=') != NULL;
 }
 
 /* Reads a conninfo value the way libpq does (single quotes, backslash
@@ -158,26 +169,26 @@ static char *read_conninfo_value(const char **pp)
     return val;
 }
 
-static void write_quoted_conninfo_value(FILE *out, const char *v)
+static void write_quoted_conninfo_value(ds_buf *out, const char *v)
 {
-    fputc('\'', out);
+    ds_buf_appendc(out, '\'');
     for (; *v; v++) {
         if (*v == '\'' || *v == '\\')
-            fputc('\\', out);
-        fputc(*v, out);
+            ds_buf_appendc(out, '\\');
+        ds_buf_appendc(out, *v);
     }
-    fputc('\'', out);
+    ds_buf_appendc(out, '\'');
 }
 
 /* key = value pairs separated by spaces. libpq lets dbname hold a whole
  * connection string, so such a dbname is masked as well. */
-static bool mask_conninfo(FILE *out, const char *s)
+static bool mask_conninfo(ds_buf *out, const char *s)
 {
     const char *p = s;
     bool after_password = false;
     while (*p) {
         if (isspace((unsigned char)*p)) {
-            fputc(*p++, out);
+            ds_buf_appendc(out, *p++);
             continue;
         }
         const char *key = p;
@@ -190,17 +201,17 @@ static bool mask_conninfo(FILE *out, const char *s)
             /* Malformed; libpq will say so. A bare word after a password is
              * most likely the rest of it (an unquoted space): hide it. */
             if (!after_password)
-                fwrite(key, 1, key_len, out);
+                ds_buf_appendn(out, key, key_len);
             continue;
         }
         after_password = password;
-        fwrite(key, 1, key_len, out);
+        ds_buf_appendn(out, key, key_len);
         while (isspace((unsigned char)*p))
-            fputc(*p++, out);
+            ds_buf_appendc(out, *p++);
         if (*p == '=') {
-            fputc(*p++, out);
+            ds_buf_appendc(out, *p++);
             while (isspace((unsigned char)*p))
-                fputc(*p++, out);
+                ds_buf_appendc(out, *p++);
         }
         const char *raw = p;
         char *val = read_conninfo_value(&p);
@@ -211,9 +222,8 @@ static bool mask_conninfo(FILE *out, const char *s)
              * hide it with the value rather than show it as a new key. */
             while (*p && !isspace((unsigned char)*p))
                 p++;
-            fputs(MASK, out);
-        } else if (key_len == 6 && strncmp(key, "dbname", 6) == 0 &&
-                   (strstr(val, "://") || strchr(val, '='))) {
+            ds_buf_append(out, MASK);
+        } else if (key_len == 6 && strncmp(key, "dbname", 6) == 0 && holds_conninfo(val)) {
             char *masked = cfg_mask_url(val);
             if (masked == NULL) {
                 free(val);
@@ -222,7 +232,7 @@ static bool mask_conninfo(FILE *out, const char *s)
             write_quoted_conninfo_value(out, masked);
             free(masked);
         } else {
-            fwrite(raw, 1, (size_t)(p - raw), out);
+            ds_buf_appendn(out, raw, (size_t)(p - raw));
         }
         free(val);
     }
@@ -245,27 +255,24 @@ char *cfg_mask_url(const char *url)
 {
     if (url == NULL)
         return NULL;
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    if (out == NULL)
-        return NULL;
-    bool ok = true;
+    ds_buf out = DS_BUF_INIT;
     const char *rest = uri_rest(url);
+    bool ok = true;
     if (rest != NULL)
-        mask_uri(out, url, rest);
+        mask_uri(&out, url, rest);
     else
-        ok = mask_conninfo(out, url);
-    if (ferror(out))
-        ok = false;
-    if (fclose(out) != 0 || !ok) {
-        free(buf);
+        ok = mask_conninfo(&out, url);
+    if (!ok) {
+        ds_buf_free(&out);
         return NULL;
     }
-    return buf;
+    return ds_buf_take(&out);
 }
 
-bool cfg_url_userinfo_ambiguous(const char *url)
+/* True when a URI's user info holds an unencoded '@' or '/': libpq would
+ * then read part of the password as the host, port or database, and show
+ * it in its errors. */
+static bool userinfo_ambiguous(const char *url)
 {
     const char *rest = uri_rest(url);
     if (rest == NULL)
@@ -276,42 +283,91 @@ bool cfg_url_userinfo_ambiguous(const char *url)
     return ats > 1 || (ats == 0 && pw != NULL);
 }
 
-char *cfg_scrub_message(const char *url, const char *msg)
+/* Copy of a libpq message about url in which every "quoted" part that the
+ * masked url does not show is replaced by "***". NULL when out of memory. */
+static char *scrub_message(const char *url, const char *msg)
 {
     char *masked = cfg_mask_url(url);
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&buf, &size);
-    if (masked == NULL || out == NULL) {
-        free(masked);
-        if (out != NULL)
-            fclose(out);
-        free(buf);
+    if (masked == NULL)
         return NULL;
-    }
+    ds_buf out = DS_BUF_INIT;
     const char *p = msg;
     while (*p) {
         const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
         if (close == NULL) {
-            fputc(*p++, out);
+            ds_buf_appendc(&out, *p++);
             continue;
         }
         size_t len = (size_t)(close - p - 1);
         char *inner = strndup(p + 1, len);
         bool shown = inner != NULL && (len == 0 || strstr(masked, inner) != NULL);
-        fputc('"', out);
+        ds_buf_appendc(&out, '"');
         if (shown)
-            fwrite(p + 1, 1, len, out);
+            ds_buf_appendn(&out, p + 1, len);
         else
-            fputs(MASK, out);
-        fputc('"', out);
+            ds_buf_append(&out, MASK);
+        ds_buf_appendc(&out, '"');
         free(inner);
         p = close + 1;
     }
     free(masked);
-    if (fclose(out) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
+    return ds_buf_take(&out);
+}
+
+static bool nomem(ds_error *err)
+{
+    return ds_error_set(err, DS_ERR_NOMEM, "out of memory while checking a url");
+}
+
+/* Enough to catch a URL pasted into the wrong key or a MySQL URI; libpq
+ * checks the rest when the source connects. */
+static bool looks_like_pg_url(const char *url)
+{
+    return strncasecmp(url, "postgresql://", 13) == 0 || strncasecmp(url, "postgres://", 11) == 0 ||
+           (strstr(url, "://") == NULL && strchr(url, '=') != NULL);
+}
+
+/* libpq's parse error, without any part of a password it quotes. */
+static bool unreadable(const char *url, char *errmsg, ds_error *err)
+{
+    if (errmsg == NULL)
+        return nomem(err);
+    errmsg[strcspn(errmsg, "\n")] = '\0';
+    char *safe = scrub_message(url, errmsg);
+    PQfreemem(errmsg);
+    if (safe == NULL)
+        return nomem(err);
+    ds_error_set(err, DS_ERR_CONFIG,
+                 "url is not a connection string libpq can read: %s; quote a value that holds spaces "
+                 "(password='a b') and percent-encode special characters in a URI",
+                 safe);
+    free(safe);
+    return false;
+}
+
+bool cfg_url_check(const char *url, ds_error *err)
+{
+    if (!looks_like_pg_url(url))
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "url must be a postgresql://user:password@host:port/dbname URI or a key=value "
+                            "conninfo (host=... dbname=...)");
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &errmsg);
+    if (opts == NULL)
+        return unreadable(url, errmsg, err);
+    bool nested = false;
+    for (const PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "dbname") == 0 && o->val && holds_conninfo(o->val))
+            nested = true;
+    PQconninfoFree(opts);
+    if (nested)
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "url: its dbname holds a connection string, which libpq does not read here; "
+                            "write those settings into url itself");
+    if (userinfo_ambiguous(url))
+        return ds_error_set(
+            err, DS_ERR_CONFIG,
+            "url: the user name or password holds an unencoded '@' or '/', so libpq would read part of "
+            "it as the host, port or database; percent-encode them ('@' as %%40, '/' as %%2F)");
+    return true;
 }
