@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "common/version.h"
 #include "config/config.h"
 #include "server/server.h"
@@ -26,31 +27,51 @@ static bool has_flag(int argc, char **argv, const char *flag)
     return false;
 }
 
-/* Rejects options other than the allowed ones; returns the number of
- * positional arguments (their indexes in pos). */
-static int parse_args(const char *cmd, int argc, char **argv, const char *const *allowed, int *pos,
-                      int max_pos)
+/* What a command accepts: the options (NULL-terminated; NULL: none) and
+ * min_pos or max_pos (0 or 1) positional arguments. usage, when not NULL,
+ * is printed after any mistake. names_source: the positional argument is a
+ * source's name. */
+typedef struct cli_args {
+    const char *cmd;
+    const char *usage;
+    const char *const *options;
+    int min_pos, max_pos;
+    bool names_source;
+} cli_args;
+
+static bool check_arg(const cli_args *spec, const char *arg, int npos)
+{
+    if (arg[0] == '-') {
+        for (const char *const *o = spec->options; o && *o; o++)
+            if (strcmp(arg, *o) == 0)
+                return true;
+        fprintf(stderr, "duckstore %s: unknown option %s (see duckstore --help)\n", spec->cmd, arg);
+        return false;
+    }
+    if (npos < spec->max_pos)
+        return true;
+    fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore --help)\n", spec->cmd, arg);
+    return false;
+}
+
+/* Checks the arguments against spec; *arg: the positional one, or NULL.
+ * False after saying what is wrong. */
+static bool parse_args(const cli_args *spec, int argc, char **argv, const char **arg)
 {
     int npos = 0;
-    for (int i = 0; i < argc; i++) {
-        if (argv[i][0] == '-') {
-            bool ok = false;
-            for (const char *const *a = allowed; *a; a++)
-                ok |= strcmp(argv[i], *a) == 0;
-            if (!ok) {
-                fprintf(stderr, "duckstore %s: unknown option %s (see duckstore --help)\n", cmd, argv[i]);
-                return -1;
-            }
-        } else {
-            if (npos == max_pos) {
-                fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore --help)\n", cmd,
-                        argv[i]);
-                return -1;
-            }
-            pos[npos++] = i;
+    bool ok = true;
+    *arg = NULL;
+    for (int i = 0; ok && i < argc; i++) {
+        ok = check_arg(spec, argv[i], npos);
+        if (ok && argv[i][0] != '-') {
+            *arg = argv[i];
+            npos++;
         }
     }
-    return npos;
+    ok = ok && npos >= spec->min_pos;
+    if (!ok && spec->usage)
+        fprintf(stderr, "usage: duckstore %s\n", spec->usage);
+    return ok;
 }
 
 static bool load_config(const cli_globals *g, cfg_config *cfg)
@@ -66,45 +87,82 @@ static bool load_config(const cli_globals *g, cfg_config *cfg)
     return true;
 }
 
-static bool open_store(const cli_globals *g, const cfg_config *cfg, store **st)
-{
-    ds_error err;
-    const char *path = g->db_path ? g->db_path : cfg->store.path;
-    store_settings settings = {.memory_limit = cfg->store.memory_limit, .threads = cfg->store.threads};
-    if (!store_open_ext(path, &settings, st, &err)) {
-        fprintf(stderr, "duckstore: %s\n", err.msg);
-        return false;
-    }
-    if (!sync_cleanup_staging(*st, cfg, &err))
-        ds_log_warn("could not drop leftover staging tables: %s", err.msg);
-    return true;
-}
-
 static void unknown_source(const cfg_config *cfg, const char *name)
 {
-    fprintf(stderr, "duckstore: no source named \"%s\" in the config; known sources:", name);
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(&b, "no source named \"%s\" in the config; known sources:", name);
     for (size_t i = 0; i < cfg->n_sources; i++)
-        fprintf(stderr, " %s", cfg->sources[i].name);
-    fprintf(stderr, "%s\n", cfg->n_sources ? "" : " (none)");
+        ds_buf_appendf(&b, " %s", cfg->sources[i].name);
+    if (cfg->n_sources == 0)
+        ds_buf_append(&b, " (none)");
+    if (ds_buf_str(&b) != NULL)
+        fprintf(stderr, "duckstore: %s\n", ds_buf_str(&b));
+    else
+        fprintf(stderr, "duckstore: no source named \"%s\" in the config (out of memory listing them)\n",
+                name);
+    ds_buf_free(&b);
 }
 
-/* Loads the config, finds the named source (when name is not NULL) and
- * opens the store. Returns CLI_EXIT_OK, or the exit code after cleaning up. */
-static int open_session(const cli_globals *g, const char *name, cfg_config *cfg, const cfg_source **src,
-                        store **st)
+/* What a command works on: the config, the source it names (if any) and
+ * the store. */
+typedef struct cli_session {
+    cfg_config cfg;
+    const cfg_source *src;
+    store *st;
+} cli_session;
+
+/* Loads the config and finds the named source (when name is not NULL).
+ * Returns CLI_EXIT_OK, or the exit code after cleaning up. */
+static int session_load(const cli_globals *g, const char *name, cli_session *s)
 {
-    if (!load_config(g, cfg))
+    s->src = NULL;
+    s->st = NULL;
+    if (!load_config(g, &s->cfg))
         return CLI_EXIT_USAGE;
-    if (name != NULL && (*src = cfg_find_source(cfg, name)) == NULL) {
-        unknown_source(cfg, name);
-        cfg_free(cfg);
+    if (name != NULL && (s->src = cfg_find_source(&s->cfg, name)) == NULL) {
+        unknown_source(&s->cfg, name);
+        cfg_free(&s->cfg);
         return CLI_EXIT_USAGE;
-    }
-    if (!open_store(g, cfg, st)) {
-        cfg_free(cfg);
-        return CLI_EXIT_SYNC_ERROR;
     }
     return CLI_EXIT_OK;
+}
+
+/* Opens the store of a loaded session; on failure frees the config. */
+static int session_open_store(const cli_globals *g, cli_session *s)
+{
+    ds_error err;
+    const char *path = g->db_path ? g->db_path : s->cfg.store.path;
+    store_settings settings = {.memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads};
+    if (!store_open_ext(path, &settings, &s->st, &err)) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        cfg_free(&s->cfg);
+        return CLI_EXIT_SYNC_ERROR;
+    }
+    if (!sync_cleanup_staging(s->st, &s->cfg, &err))
+        ds_log_warn("could not drop leftover staging tables: %s", err.msg);
+    return CLI_EXIT_OK;
+}
+
+static int session_open(const cli_globals *g, const char *name, cli_session *s)
+{
+    int rc = session_load(g, name, s);
+    return rc == CLI_EXIT_OK ? session_open_store(g, s) : rc;
+}
+
+static void session_close(cli_session *s)
+{
+    store_close(s->st);
+    cfg_free(&s->cfg);
+}
+
+/* The start of a command that works on the store: checks the arguments and
+ * opens the session. *arg: the positional argument, or NULL. */
+static int begin_command(const cli_globals *g, const cli_args *spec, int argc, char **argv, cli_session *s,
+                         const char **arg)
+{
+    if (!parse_args(spec, argc, argv, arg))
+        return CLI_EXIT_USAGE;
+    return session_open(g, spec->names_source ? *arg : NULL, s);
 }
 
 /* ---- sync with a live progress line per table ---------------------- */
@@ -176,8 +234,11 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     progress_printer printer = {.src = src, .progress = &progress};
     atomic_init(&printer.done, false);
     bool live = isatty(STDERR_FILENO);
-    if (live)
-        pthread_create(&printer.thread, NULL, progress_main, &printer);
+    int thread_rc = live ? pthread_create(&printer.thread, NULL, progress_main, &printer) : 0;
+    if (thread_rc != 0) {
+        ds_log_warn("no live progress: cannot start its thread: %s", strerror(thread_rc));
+        live = false;
+    }
     sync_report report;
     ds_error err;
     ds_error_clear(&err);
@@ -205,45 +266,35 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
 
 int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
 {
-    static const char *const allowed[] = {"--full", NULL};
-    int pos[1];
-    int npos = parse_args("sync", argc, argv, allowed, pos, 1);
-    if (npos < 0)
+    static const char *const options[] = {"--full", NULL};
+    static const cli_args spec = {"sync", NULL, options, 0, 1, true};
+    const char *name;
+    if (!parse_args(&spec, argc, argv, &name))
         return CLI_EXIT_USAGE;
-    cfg_config cfg;
-    if (!load_config(g, &cfg))
-        return CLI_EXIT_USAGE;
-    const cfg_source *only = NULL;
-    if (npos == 1 && (only = cfg_find_source(&cfg, argv[pos[0]])) == NULL) {
-        unknown_source(&cfg, argv[pos[0]]);
-        cfg_free(&cfg);
-        return CLI_EXIT_USAGE;
-    }
-    if (!cfg.store.enabled) {
+    cli_session s;
+    int rc = session_load(g, name, &s);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (!s.cfg.store.enabled) {
         fprintf(stderr, "duckstore: duckdb.enabled is false in %s/duckdb.yaml; nothing synced\n",
                 g->config_dir);
-        cfg_free(&cfg);
+        cfg_free(&s.cfg);
         return CLI_EXIT_OK;
     }
-    store *st;
-    if (!open_store(g, &cfg, &st)) {
-        cfg_free(&cfg);
-        return CLI_EXIT_SYNC_ERROR;
-    }
+    if ((rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+        return rc;
     bool full = has_flag(argc, argv, "--full");
-    int rc = CLI_EXIT_OK;
     size_t synced = 0;
-    for (size_t i = 0; i < cfg.n_sources; i++) {
-        const cfg_source *src = &cfg.sources[i];
-        if (only ? src != only : !src->enabled)
+    for (size_t i = 0; i < s.cfg.n_sources; i++) {
+        const cfg_source *src = &s.cfg.sources[i];
+        if (s.src ? src != s.src : !src->enabled)
             continue;
         synced++;
-        rc = worse(rc, run_one_sync(st, &cfg, src, full));
+        rc = worse(rc, run_one_sync(s.st, &s.cfg, src, full));
     }
     if (synced == 0)
         fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
-    store_close(st);
-    cfg_free(&cfg);
+    session_close(&s);
     return rc;
 }
 
@@ -251,20 +302,22 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
 
 static json_t *status_document(store *st, const cfg_config *cfg, ds_error *err)
 {
-    json_t *doc = json_object();
-    json_object_set_new(doc, "success", json_true());
-    json_object_set_new(doc, "enabled", json_boolean(cfg->store.enabled));
     json_t *datasets = json_object();
-    for (size_t i = 0; i < cfg->n_sources; i++) {
+    for (size_t i = 0; datasets != NULL && i < cfg->n_sources; i++) {
         json_t *s = sync_status_json(st, &cfg->sources[i], err);
         if (s == NULL) {
             json_decref(datasets);
-            json_decref(doc);
             return NULL;
         }
-        json_object_set_new(datasets, cfg->sources[i].data_name, s);
+        if (json_object_set_new(datasets, cfg->sources[i].data_name, s) != 0) {
+            json_decref(datasets);
+            datasets = NULL;
+        }
     }
-    json_object_set_new(doc, "datasets", datasets);
+    json_t *doc =
+        json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", cfg->store.enabled, "datasets", datasets);
+    if (doc == NULL)
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     return doc;
 }
 
@@ -274,75 +327,73 @@ static const char *json_text(json_t *obj, const char *key, const char *fallback)
     return json_is_string(v) ? json_string_value(v) : fallback;
 }
 
+/* A few lines per source: state, rows, last sync, watermarks, problems. */
+static void print_status_text(json_t *doc)
+{
+    const char *key;
+    json_t *s;
+    json_object_foreach(json_object_get(doc, "datasets"), key, s)
+    {
+        printf("%s: %s, %lld rows, last sync %s (%s)%s\n", key, json_text(s, "state", "?"),
+               (long long)json_integer_value(json_object_get(s, "rows")), json_text(s, "last_sync", "never"),
+               json_text(s, "sync_type", "-"),
+               json_is_true(json_object_get(s, "truncated")) ? ", truncated" : "");
+        const char *wkey;
+        json_t *wm;
+        json_object_foreach(json_object_get(s, "watermarks"), wkey, wm)
+            printf("  watermark %-28s %s\n", wkey, json_is_string(wm) ? json_string_value(wm) : "(none)");
+        if (json_is_string(json_object_get(s, "error")))
+            printf("  error: %s\n", json_text(s, "error", ""));
+        size_t i;
+        json_t *w;
+        json_array_foreach(json_object_get(s, "warnings"), i, w)
+            printf("  warning: %s\n", json_string_value(w));
+    }
+}
+
 int cli_cmd_status(const cli_globals *g, int argc, char **argv)
 {
-    static const char *const allowed[] = {"--json", NULL};
-    int pos[1];
-    if (parse_args("status", argc, argv, allowed, pos, 0) < 0)
-        return CLI_EXIT_USAGE;
-    cfg_config cfg;
-    store *st;
-    int rc = open_session(g, NULL, &cfg, NULL, &st);
+    static const char *const options[] = {"--json", NULL};
+    static const cli_args spec = {"status", NULL, options, 0, 0, false};
+    cli_session s;
+    const char *none;
+    int rc = begin_command(g, &spec, argc, argv, &s, &none);
     if (rc != CLI_EXIT_OK)
         return rc;
     ds_error err;
-    json_t *doc = status_document(st, &cfg, &err);
-    store_close(st);
-    cfg_free(&cfg);
+    json_t *doc = status_document(s.st, &s.cfg, &err);
+    session_close(&s);
     if (doc == NULL) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         return CLI_EXIT_SYNC_ERROR;
     }
-    if (has_flag(argc, argv, "--json")) {
-        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
+    if (!has_flag(argc, argv, "--json")) {
+        print_status_text(doc);
+    } else if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) == 0) {
         printf("\n");
     } else {
-        const char *key;
-        json_t *s;
-        json_object_foreach(json_object_get(doc, "datasets"), key, s)
-        {
-            printf("%s: %s, %lld rows, last sync %s (%s)%s\n", key, json_text(s, "state", "?"),
-                   (long long)json_integer_value(json_object_get(s, "rows")),
-                   json_text(s, "last_sync", "never"), json_text(s, "sync_type", "-"),
-                   json_is_true(json_object_get(s, "truncated")) ? ", truncated" : "");
-            const char *wkey;
-            json_t *wm;
-            json_object_foreach(json_object_get(s, "watermarks"), wkey, wm)
-                printf("  watermark %-28s %s\n", wkey, json_is_string(wm) ? json_string_value(wm) : "(none)");
-            if (json_is_string(json_object_get(s, "error")))
-                printf("  error: %s\n", json_text(s, "error", ""));
-            size_t i;
-            json_t *w;
-            json_array_foreach(json_object_get(s, "warnings"), i, w)
-                printf("  warning: %s\n", json_string_value(w));
-        }
+        fprintf(stderr, "duckstore: cannot write the status document (out of memory or output closed)\n");
+        rc = CLI_EXIT_SYNC_ERROR;
     }
     json_decref(doc);
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 {
-    static const char *const allowed[] = {NULL};
-    int pos[1];
-    if (parse_args("reset-watermark", argc, argv, allowed, pos, 1) != 1) {
-        fprintf(stderr, "usage: duckstore reset-watermark NAME\n");
-        return CLI_EXIT_USAGE;
-    }
-    cfg_config cfg;
-    const cfg_source *src = NULL;
-    store *st;
-    int rc = open_session(g, argv[pos[0]], &cfg, &src, &st);
+    static const cli_args spec = {"reset-watermark", "reset-watermark NAME", NULL, 1, 1, true};
+    cli_session s;
+    const char *name;
+    int rc = begin_command(g, &spec, argc, argv, &s, &name);
     if (rc != CLI_EXIT_OK)
         return rc;
     ds_error err;
-    bool ok = sync_reset_watermarks(st, src, &err);
+    bool ok = sync_reset_watermarks(s.st, s.src, &err);
     if (ok)
-        printf("%s: watermarks cleared; the next sync is a full rebuild\n", src->name);
+        printf("%s: watermarks cleared; the next sync is a full rebuild\n", s.src->name);
     else
         fprintf(stderr, "duckstore: %s\n", err.msg);
-    store_close(st);
-    cfg_free(&cfg);
+    session_close(&s);
     return ok ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
 }
 
@@ -393,9 +444,10 @@ static int describe_source(const cfg_source *src)
 
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
 {
-    static const char *const allowed[] = {"--offline", NULL};
-    int pos[1];
-    if (parse_args("check-config", argc, argv, allowed, pos, 0) < 0)
+    static const char *const options[] = {"--offline", NULL};
+    static const cli_args spec = {"check-config", NULL, options, 0, 0, false};
+    const char *none;
+    if (!parse_args(&spec, argc, argv, &none))
         return CLI_EXIT_USAGE;
     cfg_config cfg;
     if (!load_config(g, &cfg))
@@ -430,57 +482,74 @@ int cli_cmd_serve(const cli_globals *g, int argc, char **argv)
     return rc;
 }
 
+/* Prints a result tab-separated, a header line first, NULL for nulls. */
+static int print_result(duckdb_result *res)
+{
+    idx_t ncols = duckdb_column_count(res);
+    for (idx_t c = 0; c < ncols; c++)
+        printf("%s%s", c ? "\t" : "", duckdb_column_name(res, c));
+    printf("\n");
+    for (idx_t r = 0; r < duckdb_row_count(res); r++) {
+        for (idx_t c = 0; c < ncols; c++) {
+            bool null = duckdb_value_is_null(res, c, r);
+            char *v = null ? NULL : duckdb_value_varchar(res, c, r);
+            if (!null && v == NULL) {
+                fprintf(stderr, "duckstore: out of memory reading row %llu\n", (unsigned long long)r + 1);
+                return CLI_EXIT_SYNC_ERROR;
+            }
+            printf("%s%s", c ? "\t" : "", v ? v : "NULL");
+            duckdb_free(v);
+        }
+        printf("\n");
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Runs sql and prints its result. */
+static int run_query(duckdb_connection con, const char *sql)
+{
+    /* Every value as text: the row-wise result API prints VARCHAR only. A
+     * statement that cannot be wrapped so runs as it is. */
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(&b, "SELECT COLUMNS(*)::VARCHAR FROM (%s)", sql);
+    char *as_text = ds_buf_take(&b);
+    if (as_text == NULL) {
+        fprintf(stderr, "duckstore: out of memory\n");
+        return CLI_EXIT_SYNC_ERROR;
+    }
+    duckdb_result res;
+    if (duckdb_query(con, as_text, &res) == DuckDBError) {
+        duckdb_destroy_result(&res);
+        duckdb_query(con, sql, &res);
+    }
+    free(as_text);
+    int rc = CLI_EXIT_SYNC_ERROR;
+    if (duckdb_result_error(&res) != NULL)
+        fprintf(stderr, "duckstore: %s\n", duckdb_result_error(&res));
+    else
+        rc = print_result(&res);
+    duckdb_destroy_result(&res);
+    return rc;
+}
+
 int cli_cmd_query(const cli_globals *g, int argc, char **argv)
 {
-    static const char *const allowed[] = {NULL};
-    int pos[1];
-    if (parse_args("query", argc, argv, allowed, pos, 1) != 1) {
-        fprintf(stderr, "usage: duckstore query SQL\n");
-        return CLI_EXIT_USAGE;
-    }
-    cfg_config cfg;
-    store *st;
-    int rc = open_session(g, NULL, &cfg, NULL, &st);
+    static const cli_args spec = {"query", "query SQL", NULL, 1, 1, false};
+    cli_session s;
+    const char *sql;
+    int rc = begin_command(g, &spec, argc, argv, &s, &sql);
     if (rc != CLI_EXIT_OK)
         return rc;
     duckdb_connection con;
     ds_error err;
-    if (!store_connect(st, &con, &err)) {
+    if (store_connect(s.st, &con, &err)) {
+        rc = run_query(con, sql);
+        duckdb_disconnect(&con);
+    } else {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         rc = CLI_EXIT_SYNC_ERROR;
-    } else {
-        /* Every value as text: the row-wise result API prints VARCHAR only. */
-        char *sql = NULL;
-        if (asprintf(&sql, "SELECT COLUMNS(*)::VARCHAR FROM (%s)", argv[pos[0]]) < 0)
-            sql = NULL;
-        duckdb_result res;
-        if (sql == NULL || duckdb_query(con, sql, &res) == DuckDBError) {
-            duckdb_destroy_result(&res);
-            duckdb_query(con, argv[pos[0]], &res);
-        }
-        free(sql);
-        if (duckdb_result_error(&res) != NULL) {
-            fprintf(stderr, "duckstore: %s\n", duckdb_result_error(&res));
-            rc = CLI_EXIT_SYNC_ERROR;
-        } else {
-            idx_t ncols = duckdb_column_count(&res);
-            for (idx_t c = 0; c < ncols; c++)
-                printf("%s%s", c ? "\t" : "", duckdb_column_name(&res, c));
-            printf("\n");
-            for (idx_t r = 0; r < duckdb_row_count(&res); r++) {
-                for (idx_t c = 0; c < ncols; c++) {
-                    char *v = duckdb_value_is_null(&res, c, r) ? NULL : duckdb_value_varchar(&res, c, r);
-                    printf("%s%s", c ? "\t" : "", v ? v : "NULL");
-                    duckdb_free(v);
-                }
-                printf("\n");
-            }
-        }
-        duckdb_destroy_result(&res);
-        duckdb_disconnect(&con);
     }
-    store_close(st);
-    cfg_free(&cfg);
+    session_close(&s);
     return rc;
 }
 

@@ -11,18 +11,21 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 
-static double mono_now(void)
+static double clock_s(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double mono_now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 static double unix_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return clock_s(CLOCK_REALTIME);
 }
 
 /* Reads the persisted status of a source (outside the lock). */
@@ -151,15 +154,17 @@ static void *sync_thread(void *arg)
 }
 
 /* Called with the lock held. */
-static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full)
+static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_error *err)
 {
     if (j->stopping)
         return JOBS_STOPPING;
     if (r->syncing || r->resetting)
         return JOBS_BUSY;
     sync_thread_arg *a = malloc(sizeof *a);
-    if (a == NULL)
-        return JOBS_BUSY;
+    if (a == NULL) {
+        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync: out of memory", r->src->name);
+        return JOBS_FAILED;
+    }
     *a = (sync_thread_arg){.j = j, .r = r, .full = full};
     atomic_store(&r->cancel.requested, false);
     atomic_store(&r->progress.rows, 0);
@@ -170,25 +175,23 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full)
     r->started_mono = mono_now();
     sync_now_iso(r->started_iso, sizeof r->started_iso);
     pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, sync_thread, a) != 0) {
-        pthread_attr_destroy(&attr);
+    int rc = pthread_create(&t, NULL, sync_thread, a);
+    if (rc != 0) {
         free(a);
         r->syncing = false;
-        return JOBS_BUSY;
+        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync thread: %s", r->src->name, strerror(rc));
+        return JOBS_FAILED;
     }
-    pthread_attr_destroy(&attr);
+    pthread_detach(t); /* the thread ends alone; shutdown waits on j->active */
     j->active++;
     return JOBS_STARTED;
 }
 
-jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full)
+jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error *err)
 {
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
-    jobs_start_result res = r ? start_locked(j, r, full) : JOBS_UNKNOWN;
+    jobs_start_result res = r ? start_locked(j, r, full, err) : JOBS_UNKNOWN;
     pthread_mutex_unlock(&j->lock);
     return res;
 }
@@ -217,7 +220,7 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
     }
     r->resetting = false;
     pthread_mutex_unlock(&j->lock);
-    return ok ? JOBS_STARTED : JOBS_STOPPING;
+    return ok ? JOBS_STARTED : JOBS_FAILED;
 }
 
 /* full_refresh_interval_minutes: a scheduled sync becomes a full rebuild
@@ -232,6 +235,20 @@ static bool full_refresh_due(const source_runtime *r)
     if (!sync_parse_iso(json_string_value(json_object_get(r->status, "last_full")), &last_full))
         return true;
     return unix_now() - (double)last_full >= interval;
+}
+
+/* Starts a scheduled sync; one that cannot start now is tried again an
+ * interval later. Called with the lock held. */
+static void start_due(jobs *j, source_runtime *r, double now)
+{
+    ds_error err;
+    jobs_start_result res = start_locked(j, r, full_refresh_due(r), &err);
+    if (res == JOBS_BUSY)
+        ds_log_info("%s: already syncing; skipped by the scheduler this time", r->src->name);
+    else if (res == JOBS_FAILED)
+        ds_log_error("%s; the scheduler tries again in %.0f s", err.msg, interval_s(r));
+    if (res != JOBS_STARTED)
+        r->next_due_mono = now + interval_s(r);
 }
 
 /* The scheduler: sleeps until the next source is due, starts every due
@@ -260,10 +277,7 @@ static void *scheduler_main(void *arg)
             if (!r->src->enabled || interval_s(r) <= 0 || r->next_due_mono == 0)
                 continue;
             if (r->next_due_mono <= now) {
-                if (start_locked(j, r, full_refresh_due(r)) == JOBS_BUSY) {
-                    ds_log_info("%s: already syncing; skipped by the scheduler this time", r->src->name);
-                    r->next_due_mono = now + interval_s(r);
-                }
+                start_due(j, r, now);
                 if (r->syncing)
                     continue; /* next_due is set when this sync ends */
             }
@@ -283,20 +297,28 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
-void jobs_start_background(jobs *j, bool startup_sync)
+bool jobs_start_background(jobs *j, bool startup_sync, ds_error *err)
 {
     pthread_mutex_lock(&j->lock);
-    if (startup_sync)
-        for (size_t i = 0; i < j->n; i++)
-            if (j->sources[i].src->enabled && j->sources[i].src->auto_load)
-                start_locked(j, &j->sources[i], false);
+    for (size_t i = 0; startup_sync && i < j->n; i++) {
+        source_runtime *r = &j->sources[i];
+        ds_error start_err;
+        if (r->src->enabled && r->src->auto_load && start_locked(j, r, false, &start_err) == JOBS_FAILED)
+            ds_log_error("%s; startup sync skipped", start_err.msg);
+    }
     /* duckdb.enabled: false turns syncing off: the periodic syncs too, not
      * only the ones the API is asked for. */
-    if (j->cfg->store.enabled)
-        j->scheduler_started = pthread_create(&j->scheduler, NULL, scheduler_main, j) == 0;
-    else
+    int rc = 0;
+    if (j->cfg->store.enabled) {
+        rc = pthread_create(&j->scheduler, NULL, scheduler_main, j);
+        j->scheduler_started = rc == 0;
+    } else {
         ds_log_info("syncing is disabled (duckdb.enabled: false): no scheduler");
+    }
     pthread_mutex_unlock(&j->lock);
+    if (rc != 0)
+        return ds_error_set(err, DS_ERR_NOMEM, "cannot start the scheduler thread: %s", strerror(rc));
+    return true;
 }
 
 void jobs_shutdown(jobs *j)
@@ -331,15 +353,20 @@ void jobs_shutdown(jobs *j)
 json_t *jobs_status_json(jobs *j)
 {
     json_t *datasets = json_object();
+    bool ok = datasets != NULL;
     pthread_mutex_lock(&j->lock);
-    for (size_t i = 0; i < j->n; i++) {
+    for (size_t i = 0; ok && i < j->n; i++) {
         source_runtime *r = &j->sources[i];
         json_t *doc = json_deep_copy(r->status);
-        if (r->syncing)
+        if (doc != NULL && r->syncing)
             sync_status_overlay_syncing(doc, &r->progress, r->started_iso, r->sync_full);
-        json_object_set_new(datasets, r->src->data_name, doc);
+        ok = json_object_set_new(datasets, r->src->data_name, doc) == 0;
     }
     pthread_mutex_unlock(&j->lock);
+    if (!ok) {
+        json_decref(datasets);
+        return NULL;
+    }
     return datasets;
 }
 

@@ -47,14 +47,23 @@ typedef struct jobs {
 bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err);
 void jobs_destroy(jobs *j);
 
-typedef enum jobs_start_result { JOBS_STARTED, JOBS_BUSY, JOBS_UNKNOWN, JOBS_STOPPING } jobs_start_result;
+/* JOBS_FAILED: err says why (no memory or no thread for a sync, DuckDB
+ * failed a reset). */
+typedef enum jobs_start_result {
+    JOBS_STARTED,
+    JOBS_BUSY,
+    JOBS_UNKNOWN,
+    JOBS_STOPPING,
+    JOBS_FAILED
+} jobs_start_result;
 
 /* Starts a background sync of one source (by name). Never blocks. */
-jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full);
+jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error *err);
 
 /* Boot: syncs every enabled auto_load source (sync_mode startup), then
- * starts the scheduler once those syncs are done. */
-void jobs_start_background(jobs *j, bool startup_sync);
+ * starts the scheduler once those syncs are done. False when the scheduler
+ * thread cannot be started (the startup syncs may be running: shut down). */
+bool jobs_start_background(jobs *j, bool startup_sync, ds_error *err);
 
 /* Clears a source's watermarks; JOBS_BUSY while it syncs. */
 jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err);
@@ -62,10 +71,12 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
 /* Stops the scheduler, cancels running syncs and waits for them. */
 void jobs_shutdown(jobs *j);
 
-/* The status document of every source ({"<name>_data": {...}}), from memory. */
+/* The status document of every source ({"<name>_data": {...}}), from
+ * memory; NULL when out of memory. */
 json_t *jobs_status_json(jobs *j);
 
-/* Prometheus text exposition of the per-source metrics. Caller frees. */
+/* Prometheus text exposition of the per-source metrics. Caller frees; NULL
+ * when out of memory. */
 char *jobs_metrics_text(jobs *j);
 
 source_runtime *jobs_find(jobs *j, const char *name);

@@ -1,0 +1,222 @@
+/* The endpoints of api.h: status, health, metrics, syncs and watermark
+ * resets, and the router that checks path, token, method and parameters
+ * in the documented order. */
+#include "server/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char no_endpoint[] = "no such endpoint; see docs/api.md";
+static const char sync_disabled[] = "syncing is disabled (duckdb.enabled: false)";
+
+static bool valid_source_name(const char *name, size_t len)
+{
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9')))
+            return false;
+    }
+    return true;
+}
+
+/* Appends a JSON string; false (and arr unchanged) when out of memory. */
+static bool append_name(json_t *arr, const char *name)
+{
+    return json_array_append_new(arr, json_string(name)) == 0;
+}
+
+static enum MHD_Result unknown_source(api_ctx *a, http_request *req, const char *name)
+{
+    json_t *known = json_array();
+    for (size_t i = 0; known != NULL && i < a->cfg->n_sources; i++)
+        if (!append_name(known, a->cfg->sources[i].name)) {
+            json_decref(known);
+            known = NULL;
+        }
+    return http_send_json(req, MHD_HTTP_NOT_FOUND,
+                          json_pack("{s:b,s:o,s:o}", "success", 0, "error",
+                                    http_json_stringf("no source named \"%s\"", name), "sources", known));
+}
+
+/* What a source action answers for each result of its jobs_* call; every
+ * message has one %s, the source's name. */
+typedef struct action_answers {
+    unsigned done_status;
+    const char *done;
+    const char *busy;       /* 409 */
+    unsigned failed_status; /* JOBS_FAILED: err's message */
+} action_answers;
+
+static enum MHD_Result answer_action(api_ctx *a, http_request *req, const char *name, jobs_start_result res,
+                                     const ds_error *err, const action_answers *answers)
+{
+    switch (res) {
+    case JOBS_STARTED:
+        return http_send_messagef(req, answers->done_status, answers->done, name);
+    case JOBS_BUSY:
+        return http_send_errorf(req, MHD_HTTP_CONFLICT, answers->busy, name);
+    case JOBS_STOPPING:
+        return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is shutting down");
+    case JOBS_FAILED:
+        return http_send_error(req, answers->failed_status, err->msg);
+    case JOBS_UNKNOWN:
+        break;
+    }
+    return unknown_source(a, req, name);
+}
+
+/* ?full=true|1|false|0, absent = false; "?full" alone has a NULL value:
+ * an error, not the default. */
+static bool full_param(http_request *req, bool *full)
+{
+    const char *arg = NULL;
+    bool given =
+        MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "full", 4, &arg, NULL) == MHD_YES;
+    *full = false;
+    if (!given)
+        return true;
+    if (arg != NULL && (strcmp(arg, "true") == 0 || strcmp(arg, "1") == 0))
+        *full = true;
+    return arg != NULL && (*full || strcmp(arg, "false") == 0 || strcmp(arg, "0") == 0);
+}
+
+static enum MHD_Result handle_sync_one(api_ctx *a, http_request *req, const char *name)
+{
+    static const action_answers sync = {MHD_HTTP_ACCEPTED, "sync of %s started", "%s is already syncing",
+                                        MHD_HTTP_SERVICE_UNAVAILABLE};
+    static const action_answers full_sync = {MHD_HTTP_ACCEPTED, "full sync of %s started",
+                                             "%s is already syncing", MHD_HTTP_SERVICE_UNAVAILABLE};
+    enum MHD_Result ret;
+    if (!http_query_ok(req, "full", &ret))
+        return ret;
+    bool full;
+    if (!full_param(req, &full))
+        return http_send_error(req, MHD_HTTP_BAD_REQUEST, "full must be true or false");
+    if (!a->cfg->store.enabled)
+        return http_send_error(req, MHD_HTTP_CONFLICT, sync_disabled);
+    ds_error err;
+    jobs_start_result res = jobs_start_sync(a->jobs, name, full, &err);
+    return answer_action(a, req, name, res, &err, full ? &full_sync : &sync);
+}
+
+static enum MHD_Result handle_reset(api_ctx *a, http_request *req, const char *name)
+{
+    static const action_answers reset = {
+        MHD_HTTP_OK, "watermarks of %s cleared; the next sync is a full rebuild",
+        "%s is syncing; reset its watermarks when the sync is done", MHD_HTTP_INTERNAL_SERVER_ERROR};
+    enum MHD_Result ret;
+    if (!http_query_ok(req, NULL, &ret))
+        return ret;
+    ds_error err;
+    jobs_start_result res = jobs_reset_watermark(a->jobs, name, &err);
+    return answer_action(a, req, name, res, &err, &reset);
+}
+
+/* Starts every enabled source; the answer lists those started and those
+ * already syncing. A source that could not start (no memory or thread)
+ * turns the answer into a 503 that still lists what did start. */
+static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
+{
+    enum MHD_Result ret;
+    if (!http_query_ok(req, NULL, &ret))
+        return ret;
+    if (!a->cfg->store.enabled)
+        return http_send_error(req, MHD_HTTP_CONFLICT, sync_disabled);
+    json_t *started = json_array(), *busy = json_array();
+    bool ok = started != NULL && busy != NULL;
+    ds_error err, failure;
+    ds_error_clear(&failure);
+    for (size_t i = 0; i < a->cfg->n_sources; i++) {
+        const cfg_source *src = &a->cfg->sources[i];
+        if (!src->enabled)
+            continue;
+        jobs_start_result r = jobs_start_sync(a->jobs, src->name, false, &err);
+        if (r == JOBS_FAILED && failure.code == DS_OK)
+            failure = err;
+        else if (r != JOBS_FAILED)
+            ok = ok && append_name(r == JOBS_STARTED ? started : busy, src->name);
+    }
+    json_t *doc = NULL;
+    if (ok && failure.code != DS_OK)
+        doc = json_pack("{s:b,s:o,s:O,s:O}", "success", 0, "error", http_json_text(failure.msg), "started",
+                        started, "already_syncing", busy);
+    else if (ok)
+        doc = json_pack("{s:b,s:o,s:O,s:O}", "success", 1, "message",
+                        http_json_stringf("sync started for %zu source(s)", json_array_size(started)),
+                        "started", started, "already_syncing", busy);
+    json_decref(started);
+    json_decref(busy);
+    unsigned status = failure.code != DS_OK ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_ACCEPTED;
+    return http_send_json(req, status, doc);
+}
+
+static enum MHD_Result handle_status(api_ctx *a, http_request *req)
+{
+    enum MHD_Result ret;
+    if (!http_query_ok(req, NULL, &ret))
+        return ret;
+    return http_send_json(req, MHD_HTTP_OK,
+                          json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", a->cfg->store.enabled,
+                                    "datasets", jobs_status_json(a->jobs)));
+}
+
+static enum MHD_Result handle_health(api_ctx *a, http_request *req)
+{
+    return http_send_json(req, MHD_HTTP_OK,
+                          json_pack("{s:s,s:s,s:o}", "status", "ok", "store", a->st ? "open" : "closed",
+                                    "path", http_json_text(a->st ? store_path(a->st) : "")));
+}
+
+static enum MHD_Result handle_metrics(api_ctx *a, http_request *req)
+{
+    char *text = jobs_metrics_text(a->jobs);
+    if (text == NULL)
+        return http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    enum MHD_Result ret = http_send_text(req, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text);
+    free(text);
+    return ret;
+}
+
+/* /api/store/sync/NAME and /api/store/sync/NAME/reset-watermark. */
+static enum MHD_Result route_source(api_ctx *a, http_request *req, const char *rest, bool post)
+{
+    const char *slash = strchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+    bool reset = slash && strcmp(slash, "/reset-watermark") == 0;
+    if ((slash && !reset) || !valid_source_name(rest, len))
+        return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
+    if (!post)
+        return http_send_not_allowed(req, "POST", "use POST");
+    char name[64]; /* valid_source_name: at most 63 bytes */
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    return reset ? handle_reset(a, req, name) : handle_sync_one(a, req, name);
+}
+
+enum MHD_Result api_route(void *cls, http_request *req, const char *url, const char *method)
+{
+    api_ctx *a = cls;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    if (strcmp(url, "/health") == 0)
+        return get ? handle_health(a, req) : http_send_not_allowed(req, "GET, HEAD", "use GET for /health");
+    bool api = strncmp(url, "/api/", 5) == 0;
+    if (!api && strcmp(url, "/metrics") != 0)
+        return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
+    if (!http_authorized(req, a->api_token))
+        return http_send_error(req, MHD_HTTP_UNAUTHORIZED, "missing or wrong bearer token");
+    if (strcmp(url, "/metrics") == 0)
+        return get ? handle_metrics(a, req) : http_send_not_allowed(req, "GET, HEAD", "use GET for /metrics");
+    if (strcmp(url, "/api/store/status") == 0)
+        return get ? handle_status(a, req)
+                   : http_send_not_allowed(req, "GET, HEAD", "use GET for /api/store/status");
+    if (strcmp(url, "/api/store/sync") == 0)
+        return post ? handle_sync_all(a, req)
+                    : http_send_not_allowed(req, "POST", "use POST for /api/store/sync");
+    static const char prefix[] = "/api/store/sync/";
+    if (strncmp(url, prefix, sizeof prefix - 1) == 0)
+        return route_source(a, req, url + sizeof prefix - 1, post);
+    return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
+}

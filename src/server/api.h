@@ -1,0 +1,22 @@
+/* The runbook's endpoints (docs/api.md) and their router (internal to
+ * src/server). Handlers read memory or start background work, so every
+ * answer is immediate. */
+#ifndef DS_SERVER_API_H
+#define DS_SERVER_API_H
+
+#include "config/config.h"
+#include "server/http.h"
+#include "server/jobs.h"
+#include "store/store.h"
+
+typedef struct api_ctx {
+    const cfg_config *cfg;
+    store *st;
+    jobs *jobs;
+    const char *api_token; /* NULL: no auth */
+} api_ctx;
+
+/* An http_route_fn; cls is an api_ctx. */
+enum MHD_Result api_route(void *cls, http_request *req, const char *url, const char *method);
+
+#endif

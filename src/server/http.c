@@ -1,0 +1,349 @@
+/* libmicrohttpd under the server's endpoints: request contexts, limits,
+ * percent-decoding, answers, auth and the access log (see http.h). */
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/strbuf.h"
+
+#define MAX_URL_BYTES 2048
+#define MAX_BODY_BYTES 65536
+
+/* Sent when an answer cannot be built for want of memory: a constant, so
+ * sending it needs no allocation of ours. */
+static const char oom_body[] = "{\"success\":false,\"error\":\"out of memory\"}";
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, surrogates or code points past U+10FFFF), 0 if there is none. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+               : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+               : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                              : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) || (s[0] == 0xf0 && s[1] < 0x90) ||
+        (s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* Copies untrusted text (a path, a query parameter) for the log or a JSON
+ * message: control bytes and bytes that are not well-formed UTF-8 become
+ * '?', and a character is never cut in half, so the copy is always valid
+ * UTF-8 without line breaks. It is never longer than src, and is cut at
+ * cap - 1 bytes. */
+static void printable_copy(char *dst, size_t cap, const char *src)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t i = 0, o = 0;
+    while (s[i] && o + 1 < cap) {
+        size_t n = utf8_sequence(s + i);
+        if (n == 0 || s[i] < 0x20 || s[i] == 0x7f) {
+            dst[o++] = '?';
+            i++;
+        } else if (o + n < cap) {
+            memcpy(dst + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            break;
+        }
+    }
+    dst[o] = '\0';
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decoding of the path and the query parameters, except %00 and
+ * %2F, which stay as they are: a decoded NUL would cut the path short
+ * ("/api/store/sync/x%00/y" is not "/api/store/sync/x") and an encoded
+ * slash is not a path separator (RFC 3986), so both paths simply match no
+ * route. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        int c = hi * 16 + lo;
+        if (lo >= 0 && c != 0 && c != '/') {
+            *w++ = (char)c;
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+enum MHD_Result http_send_text(http_request *req, unsigned status, const char *type, const char *body)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        ds_log_error("%s %s: no memory for the answer; connection closed", req->method, req->path);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED && req->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(req->conn, status, resp);
+    MHD_destroy_response(resp);
+    req->status = status;
+    return ret;
+}
+
+enum MHD_Result http_send_json(http_request *req, unsigned status, json_t *doc)
+{
+    char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
+    json_decref(doc);
+    if (body == NULL) {
+        ds_log_error("%s %s: out of memory building the answer", req->method, req->path);
+        return http_send_text(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json", oom_body);
+    }
+    enum MHD_Result ret = http_send_text(req, status, "application/json", body);
+    free(body);
+    return ret;
+}
+
+json_t *http_json_text(const char *msg)
+{
+    json_t *text = json_string(msg);
+    if (text != NULL)
+        return text;
+    size_t cap = strlen(msg) + 1; /* a printable copy is never longer */
+    char *safe = malloc(cap);
+    if (safe == NULL)
+        return NULL;
+    printable_copy(safe, cap, msg);
+    text = json_string(safe);
+    free(safe);
+    return text;
+}
+
+static json_t *json_vstringf(const char *fmt, va_list ap)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_vappendf(&b, fmt, ap);
+    char *text = ds_buf_take(&b);
+    if (text == NULL)
+        return NULL;
+    json_t *s = http_json_text(text);
+    free(text);
+    return s;
+}
+
+json_t *http_json_stringf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *s = json_vstringf(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+enum MHD_Result http_send_error(http_request *req, unsigned status, const char *msg)
+{
+    return http_send_json(req, status, json_pack("{s:b,s:o}", "success", 0, "error", http_json_text(msg)));
+}
+
+/* The answer of http_send_errorf and http_send_messagef. */
+static enum MHD_Result send_formatted(http_request *req, unsigned status, bool success, const char *fmt,
+                                      va_list ap)
+{
+    json_t *doc =
+        json_pack("{s:b,s:o}", "success", success, success ? "message" : "error", json_vstringf(fmt, ap));
+    return http_send_json(req, status, doc);
+}
+
+enum MHD_Result http_send_errorf(http_request *req, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = send_formatted(req, status, false, fmt, ap);
+    va_end(ap);
+    return ret;
+}
+
+enum MHD_Result http_send_messagef(http_request *req, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum MHD_Result ret = send_formatted(req, status, true, fmt, ap);
+    va_end(ap);
+    return ret;
+}
+
+/* A 405 must name the methods the resource does take (RFC 9110 15.5.6);
+ * no resource takes both GET and POST, so each route passes its own. */
+enum MHD_Result http_send_not_allowed(http_request *req, const char *allow, const char *msg)
+{
+    req->allow = allow;
+    return http_send_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, msg);
+}
+
+/* Constant-time comparison, so response timing does not leak the token. */
+static bool token_matches(const char *given, const char *expected)
+{
+    size_t lg = strlen(given), le = strlen(expected);
+    unsigned char diff = (unsigned char)(lg != le);
+    for (size_t i = 0; i < le; i++)
+        diff |= (unsigned char)(expected[i] ^ (i < lg ? given[i] : 0));
+    return diff == 0;
+}
+
+bool http_authorized(const http_request *req, const char *token)
+{
+    if (token == NULL)
+        return true;
+    const char *auth = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    /* The auth scheme is case-insensitive (RFC 9110 11.1): "bearer" is fine. */
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    return token_matches(auth + 7, token);
+}
+
+typedef struct query_check {
+    const char *allowed; /* the one accepted key, or NULL */
+    bool rejected;
+    char bad[101]; /* the first other key, printable, at most 100 bytes */
+} query_check;
+
+static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    query_check *qc = cls;
+    if (!qc->rejected && (qc->allowed == NULL || strcmp(key, qc->allowed) != 0)) {
+        qc->rejected = true;
+        printable_copy(qc->bad, sizeof qc->bad, key);
+    }
+    return MHD_YES;
+}
+
+bool http_query_ok(http_request *req, const char *allowed, enum MHD_Result *ret)
+{
+    query_check qc = {.allowed = allowed, .rejected = false, .bad = ""};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
+    if (!qc.rejected)
+        return true;
+    *ret = http_send_errorf(req, MHD_HTTP_BAD_REQUEST, "unknown query parameter \"%s\"%s%s", qc.bad,
+                            allowed ? "; accepted: " : "", allowed ? allowed : "");
+    return false;
+}
+
+/* The first call of a request: its context. Without memory for one, the
+ * request is answered at once (and gets no access line). */
+static enum MHD_Result begin_request(struct MHD_Connection *conn, const char *url, const char *method,
+                                     void **con_cls)
+{
+    http_request *req = calloc(1, sizeof *req);
+    if (req == NULL) {
+        http_request unlogged = {.conn = conn, .method = "-", .path = "-"};
+        ds_log_error("out of memory for a new request; answered 503");
+        return http_send_text(&unlogged, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", oom_body);
+    }
+    req->conn = conn;
+    clock_gettime(CLOCK_MONOTONIC, &req->started);
+    printable_copy(req->method, sizeof req->method, method);
+    printable_copy(req->path, sizeof req->path, url);
+    *con_cls = req;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    (void)upload_data;
+    http_router *router = cls;
+    http_request *req = *con_cls;
+    if (req == NULL)
+        return begin_request(conn, url, method, con_cls);
+    if (*upload_data_size > 0) { /* bodies are not used; count them to enforce the limit */
+        req->body_bytes += *upload_data_size;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->body_bytes > MAX_BODY_BYTES)
+        return http_send_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
+    if (strlen(url) > MAX_URL_BYTES)
+        return http_send_error(req, MHD_HTTP_URI_TOO_LONG, "URL too long");
+    return router->route(router->cls, req, url, method);
+}
+
+/* The access log: one line per request, when it is done. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)toe;
+    http_request *req = *con_cls;
+    if (req == NULL)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double ms =
+        (double)(now.tv_sec - req->started.tv_sec) * 1e3 + (double)(now.tv_nsec - req->started.tv_nsec) / 1e6;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char addr[INET6_ADDRSTRLEN] = "-";
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, addr, sizeof addr);
+    else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, addr, sizeof addr);
+    ds_log_info("%s %s %s %u %.1fms", addr, req->method, req->path, req->status, ms);
+    free(req);
+    *con_cls = NULL;
+}
+
+/* libmicrohttpd's own messages (requests it rejects itself), one line each. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_vappendf(&b, fmt, ap);
+    char *line = ds_buf_take(&b);
+    if (line == NULL) {
+        ds_log_warn("http: %s (no memory to format the message)", fmt);
+        return;
+    }
+    line[strcspn(line, "\n")] = '\0';
+    ds_log_warn("http: %s", line);
+    free(line);
+}
+
+struct MHD_Daemon *http_daemon_start(const struct sockaddr_storage *addr, http_router *router)
+{
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    if (addr->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, router, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                            NULL, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+}
