@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/version.h"
@@ -174,24 +175,17 @@ typedef struct progress_printer {
     atomic_bool done;
 } progress_printer;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* One live line per table (rows, MB, rows/s), redrawn in place. */
 static void *progress_main(void *arg)
 {
     progress_printer *p = arg;
     size_t n = p->src->n_plans;
-    double start = now_s();
+    double start = ds_monotonic_s();
     bool drawn = false;
     while (!atomic_load(&p->done)) {
         struct timespec delay = {0, 250 * 1000 * 1000};
         nanosleep(&delay, NULL);
-        double elapsed = now_s() - start;
+        double elapsed = ds_monotonic_s() - start;
         if (drawn)
             fprintf(stderr, "\033[%zuA", n);
         const char *phase = sync_phase_name((sync_phase)atomic_load(&p->progress->phase));

@@ -8,25 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-
-static double clock_s(clockid_t clock)
-{
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double mono_now(void)
-{
-    return clock_s(CLOCK_MONOTONIC);
-}
-
-static double unix_now(void)
-{
-    return clock_s(CLOCK_REALTIME);
-}
 
 /* Reads the persisted status of a source (outside the lock). */
 static json_t *load_status(jobs *j, const cfg_source *src)
@@ -122,7 +106,7 @@ static void *sync_thread(void *arg)
     json_t *status = load_status(j, r->src);
 
     pthread_mutex_lock(&j->lock);
-    double now = mono_now();
+    double now = ds_monotonic_s();
     json_decref(r->status);
     r->status = status;
     r->syncing = false;
@@ -130,7 +114,7 @@ static void *sync_thread(void *arg)
     if (ok) {
         r->syncs_ok++;
         r->consecutive_failures = 0;
-        r->last_success_unix = unix_now();
+        r->last_success_unix = ds_unix_s();
         for (size_t i = 0; i < report.ntables; i++)
             r->rows_synced += (uint64_t)report.tables[i].rows_loaded;
     } else if (err.code != DS_ERR_CANCELLED) {
@@ -172,7 +156,7 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_
     atomic_store(&r->progress.phase, SYNC_PHASE_DESCRIBING);
     r->syncing = true;
     r->sync_full = full;
-    r->started_mono = mono_now();
+    r->started_mono = ds_monotonic_s();
     sync_now_iso(r->started_iso, sizeof r->started_iso);
     pthread_t t;
     int rc = pthread_create(&t, NULL, sync_thread, a);
@@ -234,7 +218,7 @@ static bool full_refresh_due(const source_runtime *r)
     time_t last_full;
     if (!sync_parse_iso(json_string_value(json_object_get(r->status, "last_full")), &last_full))
         return true;
-    return unix_now() - (double)last_full >= interval;
+    return ds_unix_s() - (double)last_full >= interval;
 }
 
 /* Starts a scheduled sync; one that cannot start now is tried again an
@@ -262,7 +246,7 @@ static void *scheduler_main(void *arg)
     /* The scheduler starts after the startup syncs complete. */
     while (!j->stopping && j->active > 0)
         pthread_cond_wait(&j->changed, &j->lock);
-    double now = mono_now();
+    double now = ds_monotonic_s();
     for (size_t i = 0; i < j->n; i++) {
         source_runtime *r = &j->sources[i];
         if (r->src->enabled && interval_s(r) > 0 && r->next_due_mono == 0)
@@ -270,7 +254,7 @@ static void *scheduler_main(void *arg)
     }
     ds_log_info("scheduler started");
     while (!j->stopping) {
-        now = mono_now();
+        now = ds_monotonic_s();
         double next = 0;
         for (size_t i = 0; i < j->n; i++) {
             source_runtime *r = &j->sources[i];

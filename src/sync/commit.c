@@ -5,16 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "sync/incremental.h"
 #include "sync/status.h"
-
-double sync_monotonic_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static bool apply_rows(duckdb_connection duck, const cfg_source *src, table_job *job, ds_error *err)
 {
@@ -128,7 +122,7 @@ static void summarize(sync_report *report, const table_job *jobs, size_t njobs, 
         report->incremental |= jobs[i].incremental;
         report->truncated |= jobs[i].truncated;
     }
-    report->duration_s = sync_monotonic_s() - started;
+    report->duration_s = ds_monotonic_s() - started;
 }
 
 /* Everything of the commit between BEGIN and COMMIT. */
@@ -141,10 +135,10 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
     bool ok = rows_before(duck, src, previous, &before, err);
     json_decref(previous);
     bool changed = false;
-    double step = sync_monotonic_s();
+    double step = ds_monotonic_s();
     for (size_t i = 0; ok && i < njobs; i++) {
         ok = apply_table(duck, src, &jobs[i], &report->tables[i], err);
-        ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, (sync_monotonic_s() - step) * 1e3);
+        ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, (ds_monotonic_s() - step) * 1e3);
         changed |= !jobs[i].incremental || jobs[i].rows_inserted > 0 || jobs[i].rows_updated > 0;
     }
     if (ok && njobs == 2)
@@ -174,10 +168,10 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
     if (!store_connect(st, &duck, err))
         return false;
     store_commit_lock(st);
-    double t = sync_monotonic_s();
+    double t = ds_monotonic_s();
     bool ok = store_exec(duck, "BEGIN TRANSACTION", err) &&
               commit_body(duck, src, jobs, njobs, report, started, err) && store_exec(duck, "COMMIT", err);
-    ds_log_debug("%s: committed in %.1f ms", src->name, (sync_monotonic_s() - t) * 1e3);
+    ds_log_debug("%s: committed in %.1f ms", src->name, (ds_monotonic_s() - t) * 1e3);
     if (!ok)
         store_exec(duck, "ROLLBACK", NULL);
     store_commit_unlock(st);
@@ -218,7 +212,7 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
         for (size_t i = 0; i < njobs; i++)
             tables[i] = jobs[i].plan->table;
         json_t *doc = status_load(duck, src->name);
-        status_record_failure(doc, cause->msg, sync_monotonic_s() - started, report);
+        status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
         bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) &&
                   store_clear_watermarks(duck, tables, njobs, &err) &&
                   status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);

@@ -16,6 +16,4 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
 void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, size_t njobs,
                            const sync_report *report, double started, const ds_error *cause);
 
-double sync_monotonic_s(void);
-
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "source/ranges.h"
 #include "sync/conns.h"
@@ -41,18 +42,11 @@ const char *job_inc_type(const table_job *job)
     return job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
 }
 
-static double monotonic_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* `duckstore -v` logs how long each step of a sync took: the first thing
  * to look at when a sync is slower than expected. */
 static void trace_step(const char *table, const char *what, double *since)
 {
-    double now = monotonic_s();
+    double now = ds_monotonic_s();
     ds_log_debug("%s: %s in %.1f ms", table, what, (now - *since) * 1e3);
     *since = now;
 }
@@ -254,7 +248,7 @@ static void check_loaded_ids(table_job *job, duckdb_connection duck)
 
 static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
-    double t = monotonic_s();
+    double t = ds_monotonic_s();
     const char *table = job->plan->table;
     if (!describe_and_decide(job, pg, duck))
         return false;
@@ -294,7 +288,7 @@ void *job_main(void *arg)
     pgsrc_conn pg;
     duckdb_connection duck = NULL;
     job->ok = false;
-    double t = monotonic_s();
+    double t = ds_monotonic_s();
     if (!sync_connect(job->src, job->opt, &pg, &job->err))
         return NULL;
     trace_step(job->plan->table, "connected to PostgreSQL", &t);

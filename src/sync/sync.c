@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "sync/commit.h"
 #include "sync/conns.h"
 
@@ -59,7 +60,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     if (opt == NULL)
         opt = &no_options;
     memset(report, 0, sizeof *report);
-    double started = sync_monotonic_s();
+    double started = ds_monotonic_s();
     if (opt->progress)
         reset_progress(opt->progress);
     set_phase(opt, SYNC_PHASE_DESCRIBING);
