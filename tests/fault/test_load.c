@@ -126,40 +126,57 @@ static double after(const char *out, const char *label)
     return p ? strtod(p + strlen(label), NULL) : 0;
 }
 
-static void run_wrk(const char *path)
+/* One wrk run of `seconds` against path; fails on any error, adds its
+ * requests to *total and returns its output (caller frees). */
+static char *wrk_round(const char *path, int seconds, long *total)
 {
-    int seconds = tl_scale(10, 30);
-    syncer s = {0};
-    atomic_init(&s.stop, false);
-    double ok_before = metric("duckstore_syncs_total{source=\"load\",result=\"success\"}");
-    assert_int_equal(pthread_create(&s.thread, NULL, syncer_main, &s), 0);
     char *out = NULL;
     int rc = tl_run(&out, "wrk -t2 -c16 -d%ds --timeout 5s --latency http://127.0.0.1:%u%s", seconds,
                     (unsigned)g_srv.port, path);
-    atomic_store(&s.stop, true);
-    pthread_join(s.thread, NULL);
-    json_decref(tl_server_wait_state(&g_srv, "load_data", "ready", 60));
-    double ok = metric("duckstore_syncs_total{source=\"load\",result=\"success\"}") - ok_before;
-    double failed = metric("duckstore_syncs_total{source=\"load\",result=\"error\"}");
     if (rc != 0)
         fail_msg("wrk failed (%d):\n%s", rc, out);
     const char *requests = strstr(out, " requests in ");
-    const char *p99 = strstr(out, "     99%");
-    const char *p50 = strstr(out, "     50%");
-    if (requests == NULL || p99 == NULL || p50 == NULL)
+    if (requests == NULL || strstr(out, "     99%") == NULL || strstr(out, "     50%") == NULL)
         fail_msg("unexpected wrk output:\n%s", out);
     while (requests > out && requests[-1] != '\n')
         requests--;
-    long total = strtol(requests, NULL, 10);
-    double rps = after(out, "Requests/sec:");
-    double non2xx = after(out, "Non-2xx or 3xx responses:");
-    double p99_ms = wrk_ms(p99 + 8 + strspn(p99 + 8, " ")), p50_ms = wrk_ms(p50 + 8 + strspn(p50 + 8, " "));
-    printf(
-        "# wrk GET %s for %d s (2 threads, 16 connections) during %.0f full syncs of %d rows: %ld requests, "
-        "%.0f requests/s, latency p50 %.2f ms, p99 %.2f ms\n",
-        path, seconds, ok, ROWS, total, rps, p50_ms, p99_ms);
-    if (non2xx != 0 || strstr(out, "Socket errors:") != NULL)
+    *total += strtol(requests, NULL, 10);
+    if (after(out, "Non-2xx or 3xx responses:") != 0 || strstr(out, "Socket errors:") != NULL)
         fail_msg("errors under load:\n%s", out);
+    return out;
+}
+
+/* wrk for `seconds` while the syncer asks for full syncs; on a machine so
+ * slow that fewer than two of them finished meanwhile, wrk runs again (at
+ * most 5 more times): the point is syncs succeeding under load, however
+ * long a sync takes here. */
+static void run_wrk(const char *path)
+{
+    int seconds = tl_scale(10, 30);
+    const char *ok_series = "duckstore_syncs_total{source=\"load\",result=\"success\"}";
+    syncer s = {0};
+    atomic_init(&s.stop, false);
+    double ok_before = metric(ok_series);
+    assert_int_equal(pthread_create(&s.thread, NULL, syncer_main, &s), 0);
+    long total = 0;
+    int rounds = 1;
+    char *out = wrk_round(path, seconds, &total);
+    for (; metric(ok_series) - ok_before < 2 && rounds < 6; rounds++) {
+        char *next = wrk_round(path, seconds, &total);
+        free(out);
+        out = next;
+    }
+    atomic_store(&s.stop, true);
+    pthread_join(s.thread, NULL);
+    json_decref(tl_server_wait_state(&g_srv, "load_data", "ready", 120));
+    double ok = metric(ok_series) - ok_before;
+    double failed = metric("duckstore_syncs_total{source=\"load\",result=\"error\"}");
+    const char *p99 = strstr(out, "     99%"), *p50 = strstr(out, "     50%");
+    double rps = after(out, "Requests/sec:");
+    double p99_ms = wrk_ms(p99 + 8 + strspn(p99 + 8, " ")), p50_ms = wrk_ms(p50 + 8 + strspn(p50 + 8, " "));
+    printf("# wrk GET %s for %d x %d s (2 threads, 16 connections) during %.0f full syncs of %d rows: %ld "
+           "requests; last run %.0f requests/s, latency p50 %.2f ms, p99 %.2f ms\n",
+           path, rounds, seconds, ok, ROWS, total, rps, p50_ms, p99_ms);
     assert_int_equal(s.other, 0);
     assert_true(s.started >= 2);
     assert_true(ok >= 2);

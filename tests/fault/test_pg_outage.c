@@ -20,6 +20,11 @@
 
 #define FIRST_ROWS 50000
 #define MORE_ROWS 10000
+/* A full sync's COPY stops before row GATE_ID while the test holds this
+ * advisory lock, so PostgreSQL is stopped in the middle of it however slow
+ * the machine. */
+#define GATE 6161
+#define GATE_ID 5000
 
 static tl_pg_instance g_pg;
 static char *g_dir;
@@ -52,20 +57,22 @@ static int group_teardown(void **state)
 }
 
 /* A config dir DIR/name: store DIR/name.duckdb, source `outage` reading
- * events with 20 ms pauses every 1000 rows (a full sync of 50k rows takes
- * ~1 s), incremental on id. */
-static char *outage_config(const char *name, const char *mode, const char *interval, const char *extra)
+ * events with 20 ms pauses every `every` rows (with 1000, a full sync of
+ * 50k rows takes ~1 s), waiting for GATE before row GATE_ID, incremental
+ * on id. */
+static char *outage_config(const char *name, const char *mode, const char *interval, int every,
+                           const char *extra)
 {
     char lines[700];
     snprintf(lines, sizeof lines, "  path: %s/%s.duckdb\n  sync_mode: %s\n  max_sync_rows: 0\n", g_dir, name,
              mode);
     char *dir = tl_conf_dir(g_dir, name, lines);
-    tl_conf_source(
-        dir, "outage",
-        "  url: \"%s\"\n  query: |\n"
-        "    SELECT id, payload FROM events WHERE (id %% 1000 <> 0 OR pg_sleep(0.02) IS NOT NULL)\n"
-        "  incremental_column: id\n  refresh_interval_minutes: %s\n%s",
-        g_pg.conninfo, interval, extra);
+    tl_conf_source(dir, "outage",
+                   "  url: \"%s\"\n  query: |\n"
+                   "    SELECT id, payload FROM events WHERE (id %% %d <> 0 OR pg_sleep(0.02) IS NOT NULL)\n"
+                   "      AND (id <> %d OR pg_advisory_xact_lock_shared(%d) IS NOT NULL)\n"
+                   "  incremental_column: id\n  refresh_interval_minutes: %s\n%s",
+                   g_pg.conninfo, every, GATE_ID, GATE, interval, extra);
     return dir;
 }
 
@@ -142,7 +149,7 @@ static size_t log_times(const char *log_path, const char *needle, double *out, s
 static void test_stopped_in_the_middle_of_a_copy(void **state)
 {
     (void)state;
-    char *config = outage_config("midcopy", "startup", "0.05", ""), *log = path_in("midcopy.log");
+    char *config = outage_config("midcopy", "startup", "0.05", 1000, ""), *log = path_in("midcopy.log");
     char *db_path = path_in("midcopy.duckdb");
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
@@ -155,7 +162,10 @@ static void test_stopped_in_the_middle_of_a_copy(void **state)
     PQfinish(pg);
 
     /* A full sync (the scheduler's incremental ones run every 3 s too):
-     * stop PostgreSQL once rows are flowing. */
+     * stop PostgreSQL once rows are flowing (the gate holds the COPY before
+     * row GATE_ID until then). */
+    PGconn *gate = tl_pg_connect(g_pg.conninfo);
+    tl_pg_exec(gate, "SELECT pg_advisory_lock(%d)", GATE);
     tl_trigger(&srv, "outage", true);
     int64_t rows = 0;
     double deadline = tl_now_ms() + 30000;
@@ -165,7 +175,8 @@ static void test_stopped_in_the_middle_of_a_copy(void **state)
         tl_sleep_ms(5);
     }
     tl_pg_instance_stop(&g_pg, "fast");
-    ds = tl_server_wait_state(&srv, "outage_data", "error", 30);
+    PQfinish(gate);
+    ds = tl_server_wait_state(&srv, "outage_data", "error", 60);
     const char *msg = str(ds, "error");
     printf("# PostgreSQL stopped after %lld rows of the COPY: %s\n", (long long)rows, msg);
     tl_assert_contains(msg, "outage: query: ");
@@ -178,7 +189,7 @@ static void test_stopped_in_the_middle_of_a_copy(void **state)
 
     /* The scheduler keeps trying every 3 s while PostgreSQL is down. */
     int before = failures(&srv);
-    double until = tl_now_ms() + 15000;
+    double until = tl_now_ms() + 60000;
     while (failures(&srv) < before + 2 && tl_now_ms() < until)
         tl_sleep_ms(100);
     assert_true(failures(&srv) >= before + 2);
@@ -195,12 +206,12 @@ static void test_stopped_in_the_middle_of_a_copy(void **state)
      * persisted error; once PostgreSQL is back the next scheduled sync
      * rebuilds in full, with no trigger. */
     tl_server_start(&srv, config, log, NULL);
-    ds = tl_server_wait_state(&srv, "outage_data", "error", 30);
+    ds = tl_server_wait_state(&srv, "outage_data", "error", 60);
     tl_assert_contains(str(ds, "error"), "cannot connect to PostgreSQL");
     json_decref(ds);
     double t0 = tl_now_ms();
     tl_pg_instance_start(&g_pg);
-    ds = tl_server_wait_state(&srv, "outage_data", "ready", 30);
+    ds = tl_server_wait_state(&srv, "outage_data", "ready", 60);
     printf("# recovered %.1f s after PostgreSQL came back\n", (tl_now_ms() - t0) / 1000);
     assert_string_equal(str(ds, "sync_type"), "full");
     assert_int_equal(json_integer_value(json_object_get(ds, "rows")), FIRST_ROWS + MORE_ROWS);
@@ -219,7 +230,7 @@ static void test_unreachable_at_startup(void **state)
     (void)state;
     const char *interval = tl_soak() ? "1" : "0.05";
     double interval_s = atof(interval) * 60;
-    char *config = outage_config("startup", "startup", interval, ""), *log = path_in("startup.log");
+    char *config = outage_config("startup", "startup", interval, 1000, ""), *log = path_in("startup.log");
     tl_pg_instance_stop(&g_pg, "fast");
     tl_server srv;
     double t0 = tl_now_ms();
@@ -233,27 +244,31 @@ static void test_unreachable_at_startup(void **state)
     json_decref(ds);
 
     /* Retries: 30 s x 2^(n-1) after n failures, never later than the
-     * interval. */
+     * interval, counted from the end of the failed sync to the start of
+     * the next (how long a failing attempt takes is the machine's
+     * business). */
     int want = 4;
-    double deadline = tl_now_ms() + (tl_soak() ? 240000 : 30000);
+    double deadline = tl_now_ms() + (tl_soak() ? 300000 : 60000);
     while (failures(&srv) < want) {
         if (tl_now_ms() > deadline)
             fail_msg("only %d failed syncs so far", failures(&srv));
         tl_sleep_ms(100);
     }
-    double ends[16];
+    double ends[16], starts[16];
     size_t n = log_times(log, "outage: sync failed", ends, 16);
+    size_t nstarts = log_times(log, "outage: sync started", starts, 16);
     assert_true(n >= (size_t)want);
+    assert_true(nstarts >= n);
     for (size_t i = 1; i < n; i++) {
         double backoff = 30.0 * (double)(1 << (i - 1));
         double expected = backoff < interval_s ? backoff : interval_s;
-        double gap = ends[i] - ends[i - 1];
+        double gap = starts[i] - ends[i - 1];
         printf("# retry %zu came %.2f s after the failure before it (expected %.0f s)\n", i, gap, expected);
         assert_true(gap >= expected - 0.5 && gap <= expected + 2.5);
     }
     t0 = tl_now_ms();
     tl_pg_instance_start(&g_pg);
-    ds = tl_server_wait_state(&srv, "outage_data", "ready", interval_s + 30);
+    ds = tl_server_wait_state(&srv, "outage_data", "ready", interval_s + 60);
     printf("# recovered %.1f s after PostgreSQL came up\n", (tl_now_ms() - t0) / 1000);
     assert_int_equal(json_integer_value(json_object_get(ds, "rows")), FIRST_ROWS + MORE_ROWS);
     json_decref(ds);
@@ -266,8 +281,10 @@ static void test_unreachable_at_startup(void **state)
 static void test_backend_frozen(void **state)
 {
     (void)state;
-    /* query_timeout 3 s: the sync gives up after 13 s of silence. */
-    char *config = outage_config("frozen", "manual", "0", "  query_timeout: 3\n"),
+    /* query_timeout 10 s: the sync gives up after 20 s of silence. */
+    /* Pauses every 200 rows: its COPY lasts ~6 s (within query_timeout),
+     * time enough to catch it. */
+    char *config = outage_config("frozen", "manual", "0", 200, "  query_timeout: 10\n"),
          *log = path_in("frozen.log");
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
@@ -289,16 +306,17 @@ static void test_backend_frozen(void **state)
     printf("# backend %d stopped (SIGSTOP) after %lld rows: error after %.2f s\n", (int)g_stopped_backend,
            (long long)rows, elapsed);
     assert_string_equal(str(ds, "error"),
-                        "outage: query: PostgreSQL sent nothing for 13 s (query_timeout + 10 s): "
+                        "outage: query: PostgreSQL sent nothing for 20 s (query_timeout + 10 s): "
                         "the server or the network path to it hangs; the connection was closed");
-    assert_true(elapsed >= 12 && elapsed < 19);
+    /* From the last bytes the backend sent, a moment before SIGSTOP. */
+    assert_true(elapsed >= 18 && elapsed < 26);
     json_decref(ds);
     kill(g_stopped_backend, SIGCONT);
     g_stopped_backend = 0;
     PQfinish(pg);
     /* The source is not blocked: the next trigger syncs. */
     tl_trigger(&srv, "outage", false);
-    ds = tl_server_wait_state(&srv, "outage_data", "ready", 30);
+    ds = tl_server_wait_state(&srv, "outage_data", "ready", 60);
     assert_int_equal(json_integer_value(json_object_get(ds, "rows")), FIRST_ROWS + MORE_ROWS);
     json_decref(ds);
     assert_int_equal(tl_server_stop(&srv, 30, NULL), 0);

@@ -14,6 +14,9 @@
 #include "tl_http.h"
 
 #define ROWS 20000
+/* The planned source's statements wait for this advisory lock while the test
+ * holds it (the partition ranges query first). */
+#define PLAN_GATE 7171
 
 static char *g_dir, *g_conninfo, *g_config, *g_log;
 static PGconn *g_pg;
@@ -38,11 +41,13 @@ static int group_setup(void **state)
     snprintf(lines, sizeof lines, "  path: %s/timeouts.duckdb\n  sync_mode: manual\n  sync_workers: 2\n",
              g_dir);
     g_config = tl_conf_dir(g_dir, "config", lines);
-    /* Sleeps 5 s before its first row while ctl.slow is set. */
+    /* Sleeps 30 s before its first row while ctl.slow is set: far longer
+     * than query_timeout, so a sync that waited for the query to end is
+     * told apart from one that gave up, whatever the machine's speed. */
     tl_conf_source(g_config, "slowq",
                    "  url: \"%s\"\n  query_timeout: 1\n  query: |\n"
                    "    SELECT e.id, e.payload FROM events e,\n"
-                   "      (SELECT pg_sleep(CASE WHEN slow THEN 5 ELSE 0 END) FROM ctl) AS pause\n",
+                   "      (SELECT pg_sleep(CASE WHEN slow THEN 30 ELSE 0 END) FROM ctl) AS pause\n",
                    g_conninfo);
     /* Through the relay (a later port= wins in a conninfo); its COPY takes
      * about a second, 10 ms pauses spread over the rows (query_timeout
@@ -53,11 +58,12 @@ static int group_setup(void **state)
         "    SELECT id, payload FROM events WHERE (id %% 200 <> 0 OR pg_sleep(0.01) IS NOT NULL)\n",
         g_conninfo, (unsigned)tl_proxy_port(g_proxy));
     /* Partitioned: a full sync first asks PostgreSQL for the ranges; every
-     * statement over this query pauses 1 s first, so the ranges take 1 s. */
-    tl_conf_source(g_config, "planned",
-                   "  url: \"%s port=%u\"\n  query_timeout: 3\n  partition_column: id\n  query: |\n"
-                   "    SELECT e.id, e.payload FROM events e, (SELECT pg_sleep(1)) AS pause\n",
-                   g_conninfo, (unsigned)tl_proxy_port(g_proxy));
+     * statement over this query waits for PLAN_GATE first. */
+    tl_conf_source(
+        g_config, "planned",
+        "  url: \"%s port=%u\"\n  query_timeout: 3\n  partition_column: id\n  query: |\n"
+        "    SELECT e.id, e.payload FROM events e, (SELECT pg_advisory_xact_lock_shared(%d)) AS gate\n",
+        g_conninfo, (unsigned)tl_proxy_port(g_proxy), PLAN_GATE);
     tl_server_start(&g_srv, g_config, g_log, NULL);
     return 0;
 }
@@ -130,7 +136,7 @@ static void test_query_timeout(void **state)
     assert_error(ds, "exceeded query_timeout (1 s); narrow the query or raise query_timeout");
     json_decref(ds);
     printf("# query_timeout 1 s: the sync ended in error after %.2f s\n", elapsed);
-    assert_true(elapsed >= 0.9 && elapsed < 5);
+    assert_true(elapsed >= 0.9 && elapsed < 20); /* not the query's 30 s */
     tl_pg_exec(g_pg, "UPDATE ctl SET slow = false");
     assert_next_sync_ok("slowq", "slowq_data");
 }
@@ -142,13 +148,25 @@ static void test_server_never_answers(void **state)
     int accepted = tl_proxy_accepted(g_proxy);
     double t0 = tl_now_ms(), elapsed;
     tl_trigger(&g_srv, "relayed", false);
+    /* The bound runs from the connection, not from the trigger: a loaded
+     * machine may take a while to get there. */
+    double deadline = t0 + 30000;
+    while (tl_proxy_accepted(g_proxy) == accepted) {
+        if (tl_now_ms() > deadline)
+            fail_msg("the sync never connected to the silent listener");
+        tl_sleep_ms(5);
+    }
+    double connected = tl_now_ms();
     json_t *ds = wait_done("relayed_data", t0, 40, &elapsed);
+    double since_connect = elapsed - (connected - t0) / 1000;
     assert_error(ds, "relayed: cannot connect to PostgreSQL: ");
     assert_error(ds, "timeout expired");
     json_decref(ds);
-    printf("# a server that accepts and never answers: error after %.2f s (connect_timeout 10 s)\n", elapsed);
-    assert_true(tl_proxy_accepted(g_proxy) > accepted); /* it did reach the silent listener */
-    assert_true(elapsed >= 9.5 && elapsed < 16);
+    printf("# a server that accepts and never answers: error %.2f s after the trigger, %.2f s after the "
+           "connection (connect_timeout 10 s)\n",
+           elapsed, since_connect);
+    assert_true(elapsed >= 9.5);     /* the trigger came before the connection */
+    assert_true(since_connect < 18); /* one connect_timeout, not two */
     tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
     assert_next_sync_ok("relayed", "relayed_data");
 }
@@ -175,7 +193,10 @@ static void test_server_silent_mid_copy(void **state)
            "8 s "
            "+ 10 s)\n",
            (long long)rows, elapsed);
-    assert_true(elapsed >= 17 && elapsed < 26);
+    /* The last bytes may have left PostgreSQL a moment before the relay
+     * froze (a busy machine stretches that moment): 15 s tells the 18 s
+     * bound from query_timeout alone. */
+    assert_true(elapsed >= 15 && elapsed < 26);
     tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
     assert_next_sync_ok("relayed", "relayed_data");
     char *metrics = tl_server_metrics(&g_srv);
@@ -186,30 +207,59 @@ static void test_server_silent_mid_copy(void **state)
     free(metrics);
 }
 
+/* Backends of duckstore on the test database waiting for PLAN_GATE. */
+static int64_t gate_waiters(void)
+{
+    return tl_pg_int(
+        g_pg,
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted "
+        "AND l.locktype = 'advisory' AND l.objid = %d AND a.datname = current_database() AND "
+        "a.application_name = 'duckstore'",
+        PLAN_GATE);
+}
+
 /* PostgreSQL going silent while the partition ranges are computed: the
  * planning statement is bounded like every other (it once used a bare
- * PQexec and left the source `syncing` forever). */
+ * PQexec and left the source `syncing` forever). The test holds PLAN_GATE,
+ * so the ranges query waits in PostgreSQL until the relay is frozen; only
+ * then is it let finish, and its answer never arrives. The ranges query
+ * gives up after query_timeout (3 s) by itself: when the test was too slow
+ * to freeze the relay before that, the sync is let end and tried again. */
 static void test_server_silent_during_partition_planning(void **state)
 {
     (void)state;
-    tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
-    tl_trigger(&g_srv, "planned", true);
-    int64_t rows = 0;
-    double deadline = tl_now_ms() + 30000;
-    while (strcmp(tl_phase(&g_srv, "planned_data", &rows), "reading") != 0) {
-        if (tl_now_ms() > deadline)
-            fail_msg("the sync never started reading");
+    bool frozen_in_planning = false;
+    for (int attempt = 0; attempt < 5 && !frozen_in_planning; attempt++) {
+        tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
+        tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", PLAN_GATE);
+        tl_trigger(&g_srv, "planned", true);
+        double deadline = tl_now_ms() + 30000;
+        while (gate_waiters() == 0) {
+            if (tl_now_ms() > deadline)
+                fail_msg("the sync never sent its partition ranges query");
+            tl_sleep_ms(5);
+        }
+        tl_proxy_set_mode(g_proxy, TL_PROXY_FREEZE);
+        /* Still waiting after the freeze: whatever PostgreSQL sends from now
+         * on, the server does not get it. */
+        frozen_in_planning = gate_waiters() > 0;
+        int64_t rows = -1;
+        tl_phase(&g_srv, "planned_data", &rows);
+        tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", PLAN_GATE);
+        double t0 = tl_now_ms(), elapsed;
+        if (!frozen_in_planning) {
+            printf("# the ranges query ended before the relay froze; again\n");
+            tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
+            json_decref(wait_done("planned_data", t0, 60, &elapsed));
+            continue;
+        }
+        assert_int_equal(rows, 0); /* still planning: no row read yet */
+        json_t *ds = wait_done("planned_data", t0, 40, &elapsed);
+        assert_error(ds, "PostgreSQL sent nothing for 13 s");
+        json_decref(ds);
     }
-    /* Past BEGIN and pg_export_snapshot, inside the 1 s of the ranges
-     * query. */
-    tl_sleep_ms(300);
-    tl_phase(&g_srv, "planned_data", &rows);
-    assert_int_equal(rows, 0); /* still planning: no row read yet */
-    tl_proxy_set_mode(g_proxy, TL_PROXY_FREEZE);
-    double t0 = tl_now_ms(), elapsed;
-    json_t *ds = wait_done("planned_data", t0, 40, &elapsed);
-    assert_error(ds, "PostgreSQL sent nothing for 13 s");
-    json_decref(ds);
+    if (!frozen_in_planning)
+        fail_msg("in 5 attempts the relay never froze while the ranges query waited");
     tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
     assert_next_sync_ok("planned", "planned_data");
 }

@@ -13,6 +13,9 @@
 
 #define TOKEN "t0ken-for-tests"
 
+/* See slow_hold. */
+#define SLOW_GATE 5151
+
 static char *g_dir, *g_config, *g_log, *g_transcript, *g_conninfo;
 static PGconn *g_pg;
 
@@ -76,15 +79,16 @@ static int setup_group(void **state)
                    "  incremental_column: created_at\n",
                    g_conninfo);
     free(file);
-    /* Slow enough (1.5 s before the first row) to be caught syncing. */
+    /* Caught syncing however slow the machine: its query waits for the
+     * advisory lock SLOW_GATE while the test holds it (slow_hold). */
     file = path_in(g_config, "slow_db.yaml");
     tl_write_filef(file,
                    "slow_db:\n"
                    "  url: \"%s\"\n"
                    "  query: |\n"
-                   "    WITH pause AS MATERIALIZED (SELECT pg_sleep(1.5))\n"
-                   "    SELECT t.id, t.created_at FROM traces t, pause\n",
-                   g_conninfo);
+                   "    WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%d))\n"
+                   "    SELECT t.id, t.created_at FROM traces t, gate\n",
+                   g_conninfo, SLOW_GATE);
     free(file);
     /* A postgresql:// URL with the password in it, to a database that does
      * not exist: its syncs fail, and the message must not show the password. */
@@ -372,6 +376,28 @@ static json_t *sync_and_wait(const tl_server *srv, const char *target, const cha
     return tl_server_wait_state(srv, dataset, state, 60);
 }
 
+/* Holds (or releases) SLOW_GATE: syncs of `slow` wait meanwhile. */
+static void slow_hold(bool hold)
+{
+    tl_pg_exec(g_pg, "SELECT pg_advisory_%s(%d)", hold ? "lock" : "unlock", SLOW_GATE);
+}
+
+/* Polls a file (written by a background command) until it holds needle. */
+static void wait_for_text(const char *path, const char *needle)
+{
+    double deadline = tl_now_ms() + 60000;
+    for (;;) {
+        char *text = tl_read_file(path);
+        bool found = text && strstr(text, needle);
+        free(text);
+        if (found)
+            return;
+        if (tl_now_ms() > deadline)
+            fail_msg("no \"%s\" in %s after 60 s", needle, path);
+        tl_sleep_ms(20);
+    }
+}
+
 static void test_sync_over_http(void **state)
 {
     (void)state;
@@ -379,6 +405,7 @@ static void test_sync_over_http(void **state)
     tl_server_start(&srv, g_config, g_log, NULL);
 
     /* 202, then 409 while that sync runs; status shows progress. */
+    slow_hold(true);
     expect_exact(&srv, "POST", "/api/store/sync/slow", NULL, 202,
                  "{\"success\":true,\"message\":\"sync of slow started\"}");
     expect_exact(&srv, "POST", "/api/store/sync/slow", NULL, 409,
@@ -403,6 +430,7 @@ static void test_sync_over_http(void **state)
     char *metrics = tl_server_metrics(&srv);
     assert_true(tl_metric(metrics, "duckstore_source_state{source=\"slow\",state=\"syncing\"}") == 1);
     free(metrics);
+    slow_hold(false);
     ds = tl_server_wait_state(&srv, "slow_data", "ready", 60);
     assert_int_equal(int_of(ds, "rows"), 20);
     assert_null(json_object_get(ds, "progress"));
@@ -500,6 +528,7 @@ static void test_sync_over_http(void **state)
     free(wm_r);
 
     /* POST /api/store/sync: every enabled source; busy ones are listed. */
+    slow_hold(true);
     expect_exact(&srv, "POST", "/api/store/sync", NULL, 202,
                  "{\"success\":true,\"message\":\"sync started for 3 source(s)\","
                  "\"started\":[\"broken\",\"mon\",\"slow\"],\"already_syncing\":[]}");
@@ -510,6 +539,7 @@ static void test_sync_over_http(void **state)
         slow_busy |= strcmp(json_string_value(json_array_get(busy, i)), "slow") == 0;
     assert_true(slow_busy);
     json_decref(again);
+    slow_hold(false);
     json_decref(tl_server_wait_state(&srv, "slow_data", "ready", 60));
     json_decref(tl_server_wait_state(&srv, "mon_data", "ready", 60));
     ds = tl_server_wait_state(&srv, "broken_data", "error", 60);
@@ -624,11 +654,26 @@ static void test_token_auth(void **state)
     assert_non_null(strstr(out, "sync-once: broken_data failed: broken: "));
     assert_non_null(strstr(out, "no_such_database"));
     free(out);
-    /* While slow syncs, a second run waits for that sync. */
+    /* While slow syncs, a second run waits for that sync: it runs in the
+     * background until it says so, then the sync is let finish. */
+    slow_hold(true);
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/slow", TOKEN, 202, NULL));
-    rc = tl_run(&out, "DUCKSTORE_API_TOKEN=%s '%s' slow --url http://127.0.0.1:%u --interval 0.2", TOKEN,
-                script, (unsigned)srv.port);
+    char *bg_out = path_in(g_dir, "sync-once.out"), *bg_rc = path_in(g_dir, "sync-once.rc");
+    rc = tl_run(&out,
+                "(DUCKSTORE_API_TOKEN=%s '%s' slow --url http://127.0.0.1:%u --interval 0.2 >'%s' 2>&1;"
+                " echo $? >'%s.tmp' && mv '%s.tmp' '%s') </dev/null >/dev/null 2>&1 &",
+                TOKEN, script, (unsigned)srv.port, bg_out, bg_rc, bg_rc, bg_rc);
     assert_int_equal(rc, 0);
+    free(out);
+    wait_for_text(bg_out, "waiting for that sync");
+    slow_hold(false);
+    wait_for_text(bg_rc, "\n");
+    char *code = tl_read_file(bg_rc);
+    assert_int_equal(atoi(code), 0);
+    free(code);
+    out = tl_read_file(bg_out);
+    free(bg_out);
+    free(bg_rc);
     assert_non_null(strstr(out, "slow is already syncing; waiting for that sync"));
     assert_non_null(strstr(out, "sync-once: slow_data ready: 25 rows"));
     free(out);

@@ -1,7 +1,8 @@
 /* The server's life cycle: startup vs manual sync mode, the persisted status
  * after a restart, status latency while a multi-second sync of a 300k-row
- * source runs, and SIGTERM in the middle of a sync (clean exit 0 within
- * 10 s, no staging tables, previous data and status intact). */
+ * source runs (against the idle latency of the same run), and SIGTERM in
+ * the middle of a sync (clean exit 0 within 10 s, no staging tables,
+ * previous data and status intact). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,11 @@
 
 #define BIG_ROWS 300000
 #define MORE_ROWS 50000
+/* The small query waits for this advisory lock while the test holds it, so
+ * the startup sync is still running when its first status is asked for,
+ * however slow the machine. */
+#define SMALL_GATE 4242
+#define MAX_SAMPLES 8192
 
 static char *g_dir, *g_conninfo;
 static PGconn *g_pg;
@@ -73,10 +79,10 @@ static int setup_group(void **state)
     g_dir = tl_mkdtemp();
     if (asprintf(&g_small_yaml,
                  "small_db:\n  url: \"%s\"\n  query: |\n"
-                 "    WITH pause AS MATERIALIZED (SELECT pg_sleep(1))\n"
-                 "    SELECT s.id, s.created_at FROM small s, pause\n"
+                 "    WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%d))\n"
+                 "    SELECT s.id, s.created_at FROM small s, gate\n"
                  "  incremental_column: created_at\n",
-                 g_conninfo) < 0 ||
+                 g_conninfo, SMALL_GATE) < 0 ||
         asprintf(&g_lazy_yaml, "lazy_db:\n  url: \"%s\"\n  auto_load: false\n  query: SELECT 1 AS one\n",
                  g_conninfo) < 0 ||
         asprintf(&g_big_yaml,
@@ -137,6 +143,7 @@ static void test_startup_mode_syncs_at_boot(void **state)
     (void)state;
     const char *const files[] = {"small_db.yaml", g_small_yaml, "lazy_db.yaml", g_lazy_yaml, NULL};
     char *config = make_config("boot", "boot.duckdb", "startup", files), *log = in_dir("boot.log");
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", SMALL_GATE);
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
     /* The first status answer already shows the startup sync, with no
@@ -148,6 +155,7 @@ static void test_startup_mode_syncs_at_boot(void **state)
     ds = tl_server_dataset(&srv, "lazy_data");
     assert_string_equal(state_of(ds), "not_synced");
     json_decref(ds);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", SMALL_GATE);
     ds = tl_server_wait_state(&srv, "small_data", "ready", 30);
     assert_int_equal(int_of(ds, "rows"), 20);
     assert_string_equal(json_string_value(json_object_get(ds, "sync_type")), "full");
@@ -215,6 +223,32 @@ static void test_restart_shows_persisted_status(void **state)
     free(log);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile (0..1) of n samples; sorts them. */
+static double quantile(double *v, int n, double q)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n > 0 ? v[(int)(q * (n - 1))] : 0;
+}
+
+/* GET /api/store/status, timed; the parsed body when doc is not NULL. */
+static double status_ms(const tl_server *srv, json_t **doc)
+{
+    tl_http_response resp;
+    assert_true(tl_http_request(srv->port, "GET", "/api/store/status", NULL, NULL, 0, &resp));
+    assert_int_equal(resp.status, 200);
+    double ms = resp.ms;
+    if (doc)
+        *doc = json_loads(resp.body, 0, NULL);
+    tl_http_response_free(&resp);
+    return ms;
+}
+
 /* Opens the store file read-only (the server must be stopped). */
 static void open_store_ro(const char *path, duckdb_database *db, duckdb_connection *con)
 {
@@ -238,20 +272,28 @@ static void test_big_sync_status_latency_and_sigterm(void **state)
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
 
-    /* Status answers in milliseconds while the sync reads and appends. */
+    /* Status answers in milliseconds while the sync reads and appends. One
+     * slow answer only says the machine was busy; a status that waits for
+     * the sync shows in most answers. So the median and the 90th percentile
+     * while reading are bounded, each against the same quantile with no
+     * sync running, measured first in this run (the machine's load and the
+     * build's speed count in both). */
+    static double idle[40], busy[MAX_SAMPLES];
+    int nidle = 0, nbusy = 0;
+    for (; nidle < 40; nidle++) {
+        idle[nidle] = status_ms(&srv, NULL);
+        tl_sleep_ms(25);
+    }
+    double idle_p50 = quantile(idle, nidle, 0.5), idle_p90 = quantile(idle, nidle, 0.9);
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/big", NULL, 202, NULL));
-    double max_ms = 0, sum_ms = 0;
-    int samples = 0, reading_samples = 0;
+    double max_ms = 0;
+    int samples = 0;
     json_int_t last_rows_read = -1;
     for (;;) {
-        tl_http_response resp;
-        assert_true(tl_http_request(srv.port, "GET", "/api/store/status", NULL, NULL, 0, &resp));
-        assert_int_equal(resp.status, 200);
-        max_ms = resp.ms > max_ms ? resp.ms : max_ms;
-        sum_ms += resp.ms;
+        json_t *doc = NULL;
+        double ms = status_ms(&srv, &doc);
+        max_ms = ms > max_ms ? ms : max_ms;
         samples++;
-        json_t *doc = json_loads(resp.body, 0, NULL);
-        tl_http_response_free(&resp);
         json_t *ds = json_object_get(json_object_get(doc, "datasets"), "big_data");
         bool syncing = strcmp(state_of(ds), "syncing") == 0;
         if (syncing) {
@@ -259,7 +301,8 @@ static void test_big_sync_status_latency_and_sigterm(void **state)
             json_int_t rows_read = int_of(progress, "rows_read");
             if (strcmp(json_string_value(json_object_get(progress, "phase")), "reading") == 0 &&
                 rows_read > 0) {
-                reading_samples++;
+                if (nbusy < MAX_SAMPLES)
+                    busy[nbusy++] = ms;
                 assert_true(rows_read >= last_rows_read); /* live, monotonic progress */
                 assert_true(int_of(progress, "bytes_read") > 0);
                 last_rows_read = rows_read;
@@ -274,14 +317,20 @@ static void test_big_sync_status_latency_and_sigterm(void **state)
     assert_string_equal(state_of(ds), "ready");
     assert_int_equal(int_of(ds, "rows"), BIG_ROWS);
     double duration = json_number_value(json_object_get(ds, "duration_seconds"));
-    print_message(
-        "status latency during a %.1f s sync of %d rows: max %.1f ms, mean %.1f ms over %d requests "
-        "(%d while reading)\n",
-        duration, BIG_ROWS, max_ms, sum_ms / samples, samples, reading_samples);
-    assert_true(duration >= 2.0); /* a multi-second sync ... */
-    assert_true(reading_samples >= 10);
-    assert_true(max_ms < 1000); /* ... did not slow status down (typically ~10 ms; headroom for sanitizer
-                                   builds on a loaded machine) */
+    double busy_p50 = quantile(busy, nbusy, 0.5), busy_p90 = quantile(busy, nbusy, 0.9);
+    print_message("status latency during a %.1f s sync of %d rows: median %.1f ms, p90 %.1f ms, max %.1f ms "
+                  "over %d requests (%d while reading); idle: median %.1f ms, p90 %.1f ms\n",
+                  duration, BIG_ROWS, busy_p50, busy_p90, max_ms, samples, nbusy, idle_p50, idle_p90);
+    /* A multi-second sync (its query sleeps 3 s in all) ... */
+    assert_true(duration >= 2.0);
+    /* ... read for seconds, so even slow answers sampled it many times ... */
+    assert_true(nbusy >= 10);
+    /* ... and did not slow status down (typically a few ms; a status that
+     * waited for the sync would take seconds). */
+    if (busy_p50 > 250 + 10 * idle_p50 || busy_p90 > 1000 + 10 * idle_p90)
+        fail_msg("status slowed down by the sync: median %.1f ms, p90 %.1f ms while reading; idle median "
+                 "%.1f ms, p90 %.1f ms",
+                 busy_p50, busy_p90, idle_p50, idle_p90);
     char *last_sync = strdup(json_string_value(json_object_get(ds, "last_sync")));
     char *wm = strdup(watermark(ds, "big_data"));
     assert_string_equal(wm, "2026-01-04 11:20:00+00");

@@ -1,8 +1,11 @@
 /* Readers on their own DuckDB connections while full syncs swap the tables:
  * every read sees the complete old data or the complete new data, never an
  * empty or missing table, and the tables and the view of a split source
- * change together. */
+ * change together. Each reader has read once before the first sync and reads
+ * twice more after the last, so it saw at least two states whatever the
+ * scheduler did meanwhile. */
 #include "testlib.h"
+#include "tl_http.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,7 +44,8 @@ typedef struct reader {
     const char *sql; /* one row of ncols counts */
     size_t ncols;
     atomic_bool stop;
-    uint64_t reads, errors;
+    _Atomic uint64_t reads, attempts; /* successful reads; queries run */
+    uint64_t errors;
     char first_error[1024];
     counts seen[MAX_SEEN];
     size_t nseen;
@@ -60,7 +64,9 @@ static void *reader_main(void *arg)
     }
     while (!atomic_load(&rd->stop)) {
         duckdb_result res;
-        if (duckdb_query(con, rd->sql, &res) == DuckDBError) {
+        duckdb_state qs = duckdb_query(con, rd->sql, &res);
+        atomic_fetch_add(&rd->attempts, 1);
+        if (qs == DuckDBError) {
             if (rd->errors++ == 0)
                 snprintf(rd->first_error, sizeof rd->first_error, "%s", duckdb_result_error(&res));
             duckdb_destroy_result(&res);
@@ -70,16 +76,28 @@ static void *reader_main(void *arg)
         for (size_t i = 0; i < rd->ncols; i++)
             c.v[i] = duckdb_value_int64(&res, i, 0);
         duckdb_destroy_result(&res);
-        rd->reads++;
         if (rd->nseen == 0 || memcmp(&rd->seen[rd->nseen - 1], &c, sizeof c) != 0) {
             if (rd->nseen < MAX_SEEN)
                 rd->seen[rd->nseen++] = c;
             else
                 rd->overflow = true;
         }
+        atomic_fetch_add(&rd->reads, 1);
     }
     duckdb_disconnect(&con);
     return NULL;
+}
+
+/* Waits until the reader has run at least n queries (bounded). */
+static void reader_wait(reader *rd, uint64_t n)
+{
+    double deadline = tl_now_ms() + 120000;
+    while (atomic_load(&rd->attempts) < n) {
+        if (tl_now_ms() > deadline)
+            fail_msg("the reader ran %llu queries in 120 s, not %llu",
+                     (unsigned long long)atomic_load(&rd->attempts), (unsigned long long)n);
+        tl_sleep_ms(1);
+    }
 }
 
 static void reader_start(reader *rd, store *st, const char *sql, size_t ncols)
@@ -89,20 +107,25 @@ static void reader_start(reader *rd, store *st, const char *sql, size_t ncols)
     rd->sql = sql;
     rd->ncols = ncols;
     atomic_init(&rd->stop, false);
+    atomic_init(&rd->reads, 0);
+    atomic_init(&rd->attempts, 0);
     assert_int_equal(pthread_create(&rd->thread, NULL, reader_main, rd), 0);
+    reader_wait(rd, 1);
 }
 
 /* Stops the reader and checks that everything it saw is one of the synced
  * states, in sync order. */
 static void reader_check(reader *rd, const counts *states, size_t nstates)
 {
+    uint64_t n = atomic_load(&rd->attempts) + 2;
+    reader_wait(rd, n > 20 ? n : 20);
     atomic_store(&rd->stop, true);
     pthread_join(rd->thread, NULL);
     if (rd->errors > 0)
         fail_msg("%llu of the reader's queries failed, first: %s", (unsigned long long)rd->errors,
                  rd->first_error);
     assert_false(rd->overflow);
-    assert_true(rd->reads >= 20);
+    assert_true(atomic_load(&rd->reads) >= 20);
     size_t last = 0;
     for (size_t i = 0; i < rd->nseen; i++) {
         size_t match = nstates;
@@ -118,7 +141,8 @@ static void reader_check(reader *rd, const counts *states, size_t nstates)
     }
     /* It read while the data changed: it saw more than one state. */
     assert_true(rd->nseen >= 2);
-    printf("reader: %llu reads, %zu states seen of %zu\n", (unsigned long long)rd->reads, rd->nseen, nstates);
+    printf("reader: %llu reads, %zu states seen of %zu\n", (unsigned long long)atomic_load(&rd->reads),
+           rd->nseen, nstates);
 }
 
 static void test_readers_see_old_or_new_split_source(void **state)

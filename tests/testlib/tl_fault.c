@@ -295,6 +295,9 @@ const char *tl_phase(const tl_server *srv, const char *dataset, int64_t *rows_re
 
 struct tl_proxy {
     pthread_t thread;
+    /* Held while the thread accepts or relays: once tl_proxy_set_mode
+     * returns, no byte moves unless the new mode is TL_PROXY_FORWARD. */
+    pthread_mutex_t lock;
     int listener;
     uint16_t port, target;
     _Atomic int mode;
@@ -359,6 +362,8 @@ static void *proxy_main(void *arg)
                 }
         if (poll(pfd, n, 50) <= 0)
             continue;
+        pthread_mutex_lock(&p->lock);
+        bool relay = atomic_load(&p->mode) == TL_PROXY_FORWARD;
         if (pfd[0].revents & POLLIN) {
             int c = accept4(p->listener, NULL, NULL, SOCK_CLOEXEC);
             if (c >= 0) {
@@ -372,7 +377,7 @@ static void *proxy_main(void *arg)
                     proxy_add_pair(p, c, t);
             }
         }
-        for (nfds_t k = 1; k < n; k++) {
+        for (nfds_t k = 1; k < n && relay; k++) {
             if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             size_t i = idx[k];
@@ -393,6 +398,7 @@ static void *proxy_main(void *arg)
                 sent += w;
             }
         }
+        pthread_mutex_unlock(&p->lock);
     }
     for (size_t i = 0; i < PROXY_MAX_FDS; i++)
         if (p->fds[i] >= 0)
@@ -406,6 +412,7 @@ tl_proxy *tl_proxy_start(uint16_t target_port, tl_proxy_mode mode)
     for (size_t i = 0; i < PROXY_MAX_FDS; i++)
         p->fds[i] = -1;
     p->target = target_port;
+    pthread_mutex_init(&p->lock, NULL);
     atomic_init(&p->mode, (int)mode);
     atomic_init(&p->stop, false);
     atomic_init(&p->accepted, 0);
@@ -431,7 +438,9 @@ uint16_t tl_proxy_port(const tl_proxy *p)
 
 void tl_proxy_set_mode(tl_proxy *p, tl_proxy_mode mode)
 {
+    pthread_mutex_lock(&p->lock);
     atomic_store(&p->mode, (int)mode);
+    pthread_mutex_unlock(&p->lock);
 }
 
 int tl_proxy_accepted(tl_proxy *p)
@@ -444,5 +453,6 @@ void tl_proxy_stop(tl_proxy *p)
     atomic_store(&p->stop, true);
     pthread_join(p->thread, NULL);
     close(p->listener);
+    pthread_mutex_destroy(&p->lock);
     free(p);
 }

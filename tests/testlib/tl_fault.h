@@ -79,6 +79,8 @@ typedef enum tl_proxy_mode { TL_PROXY_HANG, TL_PROXY_FORWARD, TL_PROXY_FREEZE } 
 typedef struct tl_proxy tl_proxy;
 tl_proxy *tl_proxy_start(uint16_t target_port, tl_proxy_mode mode);
 uint16_t tl_proxy_port(const tl_proxy *p);
+/* Takes effect before it returns: no byte is relayed afterwards unless the
+ * new mode is TL_PROXY_FORWARD. */
 void tl_proxy_set_mode(tl_proxy *p, tl_proxy_mode mode);
 /* Connections accepted so far. */
 int tl_proxy_accepted(tl_proxy *p);
