@@ -38,6 +38,16 @@ typedef struct store_settings {
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
 void store_close(store *st);
 
+/* The DuckDB file's path as given to store_open. */
+const char *store_path(const store *st);
+
+/* The store's commit lock: held around the short transactions in which
+ * concurrent syncs change the synced tables and duckstore's metadata (a
+ * sync's commit, recording a failed sync, clearing watermarks), so they
+ * run one at a time. */
+void store_commit_lock(store *st);
+void store_commit_unlock(store *st);
+
 /* A new connection, TimeZone UTC (watermark text must not depend on the
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);
