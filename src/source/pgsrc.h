@@ -133,14 +133,16 @@ typedef struct pgsrc_stream {
     uint64_t bytes_read;     /* of this stream */
 } pgsrc_stream;
 
-/* Starts the COPY statement (copy_sql NULL, as a failed builder returns:
- * DS_ERR_NOMEM). On failure the stream is ended and closing it is a no-op. */
+/* Starts the COPY statement. A NULL copy_sql or dec (what a failed
+ * allocation leaves) is DS_ERR_NOMEM; pgsrc_append_copy_sql tells a
+ * builder's own failure apart. On failure the stream is ended and closing
+ * it is a no-op. */
 bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
                        _Atomic uint64_t *bytes, ds_error *err);
 
 /* Decodes rows into chunk (from row 0) until it is full or the data ends,
- * and sets the chunk's size (0 once the stream has ended, so it serves as a
- * store_fill_fn as it is); s->ended once the COPY completed cleanly. */
+ * and sets the chunk's size (0 once the stream has ended); s->ended once
+ * the COPY completed cleanly. */
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err);
 
 /* Ends the stream; one still running is cancelled and its connection
