@@ -221,7 +221,8 @@ static int numeric_to_scaled(const unsigned char *p, int32_t len, int scale, int
 }
 
 /* Unconstrained numeric → double: the digits and a decimal exponent go
- * through strtod, which rounds correctly. */
+ * through strtod, which rounds correctly. Returns -1 on malformed input, -2
+ * when out of memory. */
 static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
 {
     if (len < 8)
@@ -251,11 +252,13 @@ static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
         *out = 0.0;
         return 0;
     }
+    /* Sign, four characters per digit, "e" and an exponent of at most
+     * 4 * 32768 with its sign, NUL: ndigits * 4 + 16 bytes at most. */
     char stack_buf[128];
     size_t need = (size_t)ndigits * 4 + 16;
     char *buf = need <= sizeof stack_buf ? stack_buf : malloc(need);
     if (buf == NULL)
-        return -1;
+        return -2;
     char *w = buf;
     if (sign == NUMERIC_NEG)
         *w++ = '-';
@@ -272,7 +275,7 @@ static int numeric_to_double(const unsigned char *p, int32_t len, double *out)
         w[3] = (char)('0' + digit % 10);
         w += 4;
     }
-    sprintf(w, "e%d", 4 * (weight - ndigits + 1));
+    snprintf(w, need - (size_t)(w - buf), "e%d", 4 * (weight - ndigits + 1));
     *out = strtod(buf, NULL);
     if (buf != stack_buf)
         free(buf);
@@ -355,8 +358,12 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
         return true;
     }
     case PGSRC_NUMERIC_DOUBLE:
-        if (numeric_to_double(p, len, &((double *)data)[row]) < 0)
+        switch (numeric_to_double(p, len, &((double *)data)[row])) {
+        case -2:
+            return ds_error_set(err, DS_ERR_NOMEM, "out of memory decoding a numeric value");
+        case -1:
             return bad_length(t, len, err);
+        }
         return true;
     case PGSRC_TEXT:
     case PGSRC_JSON:

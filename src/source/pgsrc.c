@@ -9,10 +9,19 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/strbuf.h"
+
 /* How long past query_timeout the server may stay silent (see silence_s). */
 #define SILENCE_GRACE_S 10.0
 
 static bool result_error(pgsrc_conn *conn, PGresult *res, ds_error *err);
+
+/* Length of msg's first line: libpq's messages end in a newline and may
+ * carry DETAIL lines; ours are one line. */
+static int first_line_len(const char *msg)
+{
+    return (int)strcspn(msg, "\n");
+}
 
 /* Waits until the server sends something, then lets libpq read it. Every
  * wait for PostgreSQL goes through here, because libpq's own blocking calls
@@ -115,22 +124,27 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
     if (out->pg == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory connecting to PostgreSQL");
     if (PQstatus(out->pg) != CONNECTION_OK) {
-        char msg[768];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(out->pg));
-        msg[strcspn(msg, "\n")] = '\0';
+        const char *msg = PQerrorMessage(out->pg);
+        ds_error_set(err, DS_ERR_SOURCE, "cannot connect to PostgreSQL: %.*s", first_line_len(msg), msg);
         PQfinish(out->pg);
         out->pg = NULL;
-        return ds_error_set(err, DS_ERR_SOURCE, "cannot connect to PostgreSQL: %s", msg);
-    }
-    out->cancel = PQgetCancel(out->pg);
-    out->silence_s = query_timeout_s + SILENCE_GRACE_S;
-    char sql[128];
-    snprintf(sql, sizeof sql, "SET statement_timeout = %lld", (long long)(query_timeout_s * 1000.0 + 0.5));
-    if (!pgsrc_exec(out, sql, err)) {
-        pgsrc_disconnect(out);
         return false;
     }
-    return true;
+    out->cancel = PQgetCancel(out->pg);
+    if (out->cancel == NULL) {
+        pgsrc_disconnect(out);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory connecting to PostgreSQL");
+    }
+    out->silence_s = query_timeout_s + SILENCE_GRACE_S;
+    ds_buf sql = DS_BUF_INIT;
+    bool ok =
+        ds_buf_appendf(&sql, "SET statement_timeout = %lld", (long long)(query_timeout_s * 1000.0 + 0.5))
+            ? pgsrc_exec(out, ds_buf_str(&sql), err)
+            : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
+    if (!ok)
+        pgsrc_disconnect(out);
+    return ok;
 }
 
 void pgsrc_disconnect(pgsrc_conn *conn)
@@ -161,18 +175,17 @@ static bool result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *position = res ? PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) : NULL;
-    char msg[768];
-    snprintf(msg, sizeof msg, "%s", primary ? primary : PQerrorMessage(pg));
-    msg[strcspn(msg, "\n")] = '\0';
-    if (state && strcmp(state, "57014") == 0 && strstr(msg, "statement timeout"))
-        return ds_error_set(err, DS_ERR_TIMEOUT, "%s", msg);
-    if (state && strcmp(state, "57014") == 0)
-        return ds_error_set(err, DS_ERR_CANCELLED, "%s", msg);
+    const char *msg = primary ? primary : PQerrorMessage(pg);
+    int len = first_line_len(msg);
+    if (state && strcmp(state, "57014") == 0) {
+        bool timeout = strstr(msg, "statement timeout") != NULL;
+        return ds_error_set(err, timeout ? DS_ERR_TIMEOUT : DS_ERR_CANCELLED, "%.*s", len, msg);
+    }
     if (position)
-        return ds_error_set(err, DS_ERR_SOURCE, "%s (SQLSTATE %s, at character %s)", msg, state ? state : "?",
-                            position);
-    return ds_error_set(err, DS_ERR_SOURCE, "%s%s%s%s", msg, state ? " (SQLSTATE " : "", state ? state : "",
-                        state ? ")" : "");
+        return ds_error_set(err, DS_ERR_SOURCE, "%.*s (SQLSTATE %s, at character %s)", len, msg,
+                            state ? state : "?", position);
+    return ds_error_set(err, DS_ERR_SOURCE, "%.*s%s%s%s", len, msg, state ? " (SQLSTATE " : "",
+                        state ? state : "", state ? ")" : "");
 }
 
 bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
@@ -204,48 +217,89 @@ bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *
         PQclear(res);
         return false;
     }
-    if (PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
+    bool ok = true;
+    if (PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0)) {
         *out = strdup(PQgetvalue(res, 0, 0));
+        if (*out == NULL)
+            ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     PQclear(res);
-    return true;
+    return ok;
 }
 
-char *pgsrc_trim_query(const char *query)
+/* Length of the query without its trailing semicolons and blanks. */
+static size_t trimmed_len(const char *query)
 {
     size_t len = strlen(query);
     while (len > 0 && (isspace((unsigned char)query[len - 1]) || query[len - 1] == ';'))
         len--;
-    return strndup(query, len);
+    return len;
+}
+
+char *pgsrc_trim_query(const char *query)
+{
+    return strndup(query, trimmed_len(query));
+}
+
+/* Appends libpq's escaping of s (PQescapeIdentifier or PQescapeLiteral).
+ * libpq refuses text that is not valid in the client encoding, and fails
+ * when out of memory; the buffer is then marked failed too, so a builder
+ * that checks only at the end never runs the incomplete text. */
+static bool append_escaped(ds_buf *b, pgsrc_conn *conn, const char *s, bool ident, ds_error *err)
+{
+    if (b->failed)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char *q = ident ? PQescapeIdentifier(conn->pg, s, strlen(s)) : PQescapeLiteral(conn->pg, s, strlen(s));
+    if (q == NULL) {
+        b->failed = true;
+        const char *msg = PQerrorMessage(conn->pg);
+        if (ident)
+            return ds_error_set(err, DS_ERR_SOURCE, "cannot quote the name \"%s\" for PostgreSQL: %.*s", s,
+                                first_line_len(msg), msg);
+        return ds_error_set(err, DS_ERR_SOURCE, "cannot quote a value for PostgreSQL: %.*s",
+                            first_line_len(msg), msg);
+    }
+    bool ok = ds_buf_append(b, q);
+    PQfreemem(q);
+    return ok || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+}
+
+bool pgsrc_append_ident(ds_buf *b, pgsrc_conn *conn, const char *ident, ds_error *err)
+{
+    return append_escaped(b, conn, ident, true, err);
+}
+
+bool pgsrc_append_literal(ds_buf *b, pgsrc_conn *conn, const char *value, ds_error *err)
+{
+    return append_escaped(b, conn, value, false, err);
 }
 
 char *pgsrc_quote_ident(pgsrc_conn *conn, const char *ident)
 {
-    char *q = PQescapeIdentifier(conn->pg, ident, strlen(ident));
-    char *out = q ? strdup(q) : NULL;
-    PQfreemem(q);
-    return out;
+    ds_buf b = DS_BUF_INIT;
+    pgsrc_append_ident(&b, conn, ident, NULL);
+    return ds_buf_take(&b);
 }
 
 char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value)
 {
-    char *q = PQescapeLiteral(conn->pg, value, strlen(value));
-    char *out = q ? strdup(q) : NULL;
-    PQfreemem(q);
-    return out;
+    ds_buf b = DS_BUF_INIT;
+    pgsrc_append_literal(&b, conn, value, NULL);
+    return ds_buf_take(&b);
 }
 
 /* Catalog facts for the columns' types: the name to cast literals to, and
  * what to do with types that have no built-in mapping. */
 static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
 {
-    size_t cap = 32 + desc->ncols * 12;
-    char *oids = malloc(cap);
-    if (oids == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    size_t used = (size_t)snprintf(oids, cap, "{");
+    ds_buf list = DS_BUF_INIT;
+    ds_buf_appendc(&list, '{');
     for (size_t i = 0; i < desc->ncols; i++)
-        used += (size_t)snprintf(oids + used, cap - used, "%s%u", i ? "," : "", desc->cols[i].oid);
-    snprintf(oids + used, cap - used, "}");
+        ds_buf_appendf(&list, "%s%u", i ? "," : "", desc->cols[i].oid);
+    ds_buf_appendc(&list, '}');
+    char *oids = ds_buf_take_or_err(&list, err);
+    if (oids == NULL)
+        return false;
     const char *params[] = {oids};
     PGresult *res = NULL;
     if (PQsendQueryParams(conn->pg,
@@ -266,15 +320,19 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
     for (size_t i = 0; i < desc->ncols; i++) {
         pgsrc_column *c = &desc->cols[i];
         char typtype = 'b', category = 'U';
+        const char *pg_type = "text";
         for (int r = 0; r < PQntuples(res); r++) {
             if ((uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10) != c->oid)
                 continue;
-            c->pg_type = strdup(PQgetvalue(res, r, 1));
+            pg_type = PQgetvalue(res, r, 1);
             typtype = PQgetvalue(res, r, 2)[0];
             category = PQgetvalue(res, r, 3)[0];
         }
-        if (c->pg_type == NULL)
-            c->pg_type = strdup("text");
+        c->pg_type = strdup(pg_type);
+        if (c->pg_type == NULL) {
+            PQclear(res);
+            return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        }
         if (pgtypes_map_builtin(c->oid, c->typmod, &c->type)) {
             c->cast = PGSRC_CAST_NONE;
         } else if (typtype == 'e') { /* enum: its binary form is the label */
@@ -310,6 +368,8 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
 {
     memset(out, 0, sizeof *out);
     char *trimmed = pgsrc_trim_query(query);
+    if (trimmed == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     PGresult *res = PQsendPrepare(conn->pg, "", trimmed, 0, NULL) ? await_result(conn, err) : NULL;
     free(trimmed);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
@@ -335,9 +395,19 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
                             "the query has $n parameters; write the values into the query");
     }
     out->cols = calloc((size_t)n, sizeof *out->cols);
+    if (out->cols == NULL) {
+        PQclear(res);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     out->ncols = (size_t)n;
     for (int i = 0; i < n; i++) {
         out->cols[i].name = strdup(PQfname(res, i));
+        if (out->cols[i].name == NULL) {
+            ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            PQclear(res);
+            pgsrc_desc_free(out);
+            return false;
+        }
         out->cols[i].oid = PQftype(res, i);
         out->cols[i].typmod = PQfmod(res, i);
         for (int j = 0; j < i; j++) {
@@ -381,52 +451,55 @@ int pgsrc_desc_find(const pgsrc_desc *desc, const char *name)
 
 char *pgsrc_desc_column_list(const pgsrc_desc *desc)
 {
-    size_t cap = 1;
-    for (size_t i = 0; i < desc->ncols; i++)
-        cap += strlen(desc->cols[i].name) + 2;
-    char *out = malloc(cap);
-    if (out == NULL)
-        return NULL;
-    size_t used = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < desc->ncols; i++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? ", " : "", desc->cols[i].name);
-    return out;
+    ds_buf b = DS_BUF_INIT;
+    for (size_t i = 0; i < desc->ncols; i++) {
+        if (i)
+            ds_buf_append(&b, ", ");
+        ds_buf_append(&b, desc->cols[i].name);
+    }
+    return ds_buf_take(&b);
+}
+
+bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
+                           const char *where, int64_t limit, ds_error *err)
+{
+    ds_buf_append(b, "COPY (SELECT ");
+    for (size_t i = 0; i < desc->ncols; i++) {
+        const pgsrc_column *c = &desc->cols[i];
+        if (i)
+            ds_buf_append(b, ", ");
+        if (!pgsrc_append_ident(b, conn, c->name, err))
+            return false;
+        if (c->cast == PGSRC_CAST_NONE)
+            continue;
+        ds_buf_append(b, c->cast == PGSRC_CAST_TEXT_ARRAY ? "::text[] AS " : "::text AS ");
+        if (!pgsrc_append_ident(b, conn, c->name, err))
+            return false;
+    }
+    /* The newline ends a trailing "-- comment" in the query. */
+    ds_buf_append(b, " FROM (");
+    ds_buf_appendn(b, query, trimmed_len(query));
+    ds_buf_append(b, "\n) AS _ds");
+    if (where) {
+        ds_buf_append(b, " WHERE ");
+        ds_buf_append(b, where);
+    }
+    if (limit >= 0)
+        ds_buf_appendf(b, " LIMIT %lld", (long long)limit);
+    if (!ds_buf_append(b, ") TO STDOUT (FORMAT binary)"))
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    return true;
 }
 
 char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,
                      int64_t limit)
 {
-    char *trimmed = pgsrc_trim_query(query);
-    size_t cap = strlen(trimmed) + (where ? strlen(where) : 0) + 256;
-    for (size_t i = 0; i < desc->ncols; i++)
-        cap += strlen(desc->cols[i].name) * 2 + 16;
-    char *sql = malloc(cap);
-    if (sql == NULL) {
-        free(trimmed);
+    ds_buf b = DS_BUF_INIT;
+    if (!pgsrc_append_copy_sql(&b, conn, query, desc, where, limit, NULL)) {
+        ds_buf_free(&b);
         return NULL;
     }
-    size_t used = (size_t)snprintf(sql, cap, "COPY (SELECT ");
-    for (size_t i = 0; i < desc->ncols; i++) {
-        char *ident = pgsrc_quote_ident(conn, desc->cols[i].name);
-        const char *cast = desc->cols[i].cast == PGSRC_CAST_TEXT         ? "::text"
-                           : desc->cols[i].cast == PGSRC_CAST_TEXT_ARRAY ? "::text[]"
-                                                                         : "";
-        used +=
-            (size_t)snprintf(sql + used, cap - used, "%s%s%s", i ? ", " : "", ident ? ident : "\"\"", cast);
-        if (*cast)
-            used += (size_t)snprintf(sql + used, cap - used, " AS %s", ident ? ident : "\"\"");
-        free(ident);
-    }
-    /* The newline ends a trailing "-- comment" in the user's query. */
-    used += (size_t)snprintf(sql + used, cap - used, " FROM (%s\n) AS _ds", trimmed);
-    if (where)
-        used += (size_t)snprintf(sql + used, cap - used, " WHERE %s", where);
-    if (limit >= 0)
-        used += (size_t)snprintf(sql + used, cap - used, " LIMIT %lld", (long long)limit);
-    snprintf(sql + used, cap - used, ") TO STDOUT (FORMAT binary)");
-    free(trimmed);
-    return sql;
+    return ds_buf_take(&b);
 }
 
 /* After a cancel or an error: read what is left so the connection can be
@@ -454,6 +527,12 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
     s->conn = conn;
     s->dec = dec;
     s->bytes = bytes;
+    if (copy_sql == NULL || dec == NULL) {
+        /* The caller's builder (or decoder) ran out of memory. */
+        s->ended = true;
+        s->conn = NULL;
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     PGresult *res = pgsrc_query(conn, copy_sql, err);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
         if (res)

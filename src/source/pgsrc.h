@@ -1,6 +1,9 @@
 /* PostgreSQL side of a sync: connections with duckstore's session settings,
- * describing a query without running it, and streaming it with binary COPY
- * through a copy_decoder. */
+ * statements whose every wait is bounded, describing a query without running
+ * it (its columns and how each is read), the SQL that reads it, and
+ * streaming that with binary COPY through a copy_decoder into DuckDB chunks.
+ * PostgreSQL statements are built here, through ds_buf and libpq's
+ * escaping. */
 #ifndef DS_SOURCE_PGSRC_H
 #define DS_SOURCE_PGSRC_H
 
@@ -10,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/strbuf.h"
 #include "source/copy_decoder.h"
 #include "source/pgtypes.h"
 
@@ -33,9 +37,9 @@ typedef struct pgsrc_column {
     char *name;
     uint32_t oid;
     int32_t typmod;
-    char *pg_type; /* format_type(oid, NULL): the cast target for literals */
-    pgsrc_type type;
-    pgsrc_cast cast;
+    char *pg_type;   /* format_type(oid, NULL): the cast target for literals */
+    pgsrc_type type; /* how the value is decoded, and its DuckDB type */
+    pgsrc_cast cast; /* what the COPY query casts the column to first */
 } pgsrc_column;
 
 typedef struct pgsrc_desc {
@@ -43,19 +47,26 @@ typedef struct pgsrc_desc {
     size_t ncols;
 } pgsrc_desc;
 
-/* Connects with connect_timeout, TCP keepalives, client_encoding UTF8 and
- * statement_timeout = query_timeout_s. Messages never contain the password. */
+/* Connects with connect_timeout 10 s, TCP keepalives, application_name
+ * duckstore (each overridable in the URL), client_encoding UTF8 (not
+ * overridable: the decoder needs UTF-8) and statement_timeout =
+ * query_timeout_s; waits for the server are bounded by query_timeout_s +
+ * 10 s (silence_s). Messages never contain the password. */
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err);
 void pgsrc_disconnect(pgsrc_conn *conn);
 
-/* Asks the server to cancel the running statement; callable from any thread. */
+/* Asks the server to cancel the running statement; callable from any
+ * thread. Waits for the server's answer without a bound. */
 void pgsrc_cancel(pgsrc_conn *conn);
 
-/* Fills err from a failed result: the primary message, DS_ERR_TIMEOUT for
- * statement_timeout, DS_ERR_CANCELLED for a cancel. Returns false. */
+/* Fills err from a failed result (res NULL: from the connection's last
+ * error): the primary message with its SQLSTATE and position, DS_ERR_TIMEOUT
+ * for statement_timeout, DS_ERR_CANCELLED for another cancel, else
+ * DS_ERR_SOURCE. Keeps err as it is for a connection given up as hung.
+ * Returns false. */
 bool pgsrc_result_error(pgsrc_conn *conn, PGresult *res, ds_error *err);
 
-/* Runs a statement that returns no rows (or ignores them). */
+/* Runs a statement, ignoring the rows it returns. */
 bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
 
 /* Runs a statement and returns its result, or NULL with err set when it
@@ -63,29 +74,51 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
  * The caller checks the status and PQclear()s it. */
 PGresult *pgsrc_query(pgsrc_conn *conn, const char *sql, ds_error *err);
 
-/* Runs a query and returns the first column of the first row, malloc'd
- * (*out NULL for SQL NULL or no row). */
+/* Runs a query and returns the first column of the first row as text,
+ * malloc'd (*out NULL for SQL NULL or no row). */
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);
 
-/* Prepares and describes the query: column names, types and the read plan
- * of each. A query that cannot work as written (SQL PostgreSQL rejects,
- * not a SELECT, $n parameters, duplicate column names) is DS_ERR_CONFIG. */
+/* Prepares the query as the unnamed statement (trailing semicolons
+ * dropped), describes it and looks its column types up in pg_type: column
+ * names, types and the read plan of each (built-in types are decoded as
+ * they are, enums as text, other arrays cast to text[], any other type cast
+ * to text). A query that cannot work as written (SQL PostgreSQL rejects
+ * other than for a missing privilege, no columns, $n parameters, duplicate
+ * column names) is DS_ERR_CONFIG. */
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err);
 void pgsrc_desc_free(pgsrc_desc *desc);
 int pgsrc_desc_find(const pgsrc_desc *desc, const char *name);
 
-/* "a, b, c" (at most max_chars long, then ", …"), for messages. Caller frees. */
+/* Every column name, unquoted, as "a, b, c", for messages. Caller frees;
+ * NULL when out of memory. */
 char *pgsrc_desc_column_list(const pgsrc_desc *desc);
 
-/* Escaping through libpq (encoding-aware). Caller frees with free(). */
+/* Appends an identifier / a literal escaped by libpq for the connection's
+ * encoding (PQescapeIdentifier / PQescapeLiteral; a literal holding a
+ * backslash comes out as " E'...'", space included). False with err set (and the buffer
+ * marked failed) when libpq refuses the text or memory runs out. */
+bool pgsrc_append_ident(ds_buf *b, pgsrc_conn *conn, const char *ident, ds_error *err);
+bool pgsrc_append_literal(ds_buf *b, pgsrc_conn *conn, const char *value, ds_error *err);
+
+/* The same, freshly allocated (caller frees); NULL on failure. */
 char *pgsrc_quote_ident(pgsrc_conn *conn, const char *ident);
 char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value);
 
-/* The user's query without trailing semicolons and blanks. Caller frees. */
+/* The user's query without trailing semicolons and blanks. Caller frees;
+ * NULL when out of memory. */
 char *pgsrc_trim_query(const char *query);
 
-/* COPY (SELECT <columns, casts applied> FROM (<query>) AS _ds [WHERE where]
- * [LIMIT limit]) TO STDOUT (FORMAT binary). limit < 0: none. Caller frees. */
+/* Appends COPY (SELECT <columns> FROM (<query>\n) AS _ds [WHERE where]
+ * [LIMIT limit]) TO STDOUT (FORMAT binary): each column by its quoted name,
+ * those with a cast as "name"::text AS "name" (or ::text[]); the query
+ * without trailing semicolons, the newline ending a trailing comment in it;
+ * where is SQL put in as it is; limit < 0: none. False with err set on
+ * failure. */
+bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
+                           const char *where, int64_t limit, ds_error *err);
+
+/* pgsrc_append_copy_sql into a fresh string (caller frees); NULL on
+ * failure (out of memory, or a name libpq cannot quote). */
 char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,
                      int64_t limit);
 
@@ -100,12 +133,16 @@ typedef struct pgsrc_stream {
     uint64_t bytes_read;     /* of this stream */
 } pgsrc_stream;
 
-/* Starts the COPY statement. */
+/* Starts the COPY statement. A NULL copy_sql or dec (what a failed
+ * allocation leaves) is DS_ERR_NOMEM; pgsrc_append_copy_sql tells a
+ * builder's own failure apart. On failure the stream is ended and closing
+ * it is a no-op. */
 bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
                        _Atomic uint64_t *bytes, ds_error *err);
 
 /* Decodes rows into chunk (from row 0) until it is full or the data ends,
- * and sets the chunk's size; s->ended once the COPY completed cleanly. */
+ * and sets the chunk's size (0 once the stream has ended); s->ended once
+ * the COPY completed cleanly. */
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err);
 
 /* Ends the stream; one still running is cancelled and its connection

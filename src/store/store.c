@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "common/strbuf.h"
+
 static const char *const metadata_ddl[] = {
     "CREATE SCHEMA IF NOT EXISTS _duckstore",
     "CREATE TABLE IF NOT EXISTS _duckstore.tables (table_name VARCHAR NOT NULL, schema_signature VARCHAR, "
@@ -38,6 +40,23 @@ static bool make_parent_dirs(const char *path, ds_error *err)
     return true;
 }
 
+/* The store's mutexes and condition variable, all or none (locks_ready). */
+static bool init_locks(store *st, ds_error *err)
+{
+    int rc = pthread_mutex_init(&st->commit_lock, NULL);
+    if (rc == 0 && (rc = pthread_mutex_init(&st->pool_lock, NULL)) != 0)
+        pthread_mutex_destroy(&st->commit_lock);
+    if (rc == 0 && (rc = pthread_cond_init(&st->pool_free, NULL)) != 0) {
+        pthread_mutex_destroy(&st->commit_lock);
+        pthread_mutex_destroy(&st->pool_lock);
+    }
+    if (rc != 0)
+        return ds_error_set(err, rc == ENOMEM ? DS_ERR_NOMEM : DS_ERR_STORE,
+                            "cannot create the store's locks: %s", strerror(rc));
+    st->locks_ready = true;
+    return true;
+}
+
 bool store_open(const char *path, store **out, ds_error *err)
 {
     return store_open_ext(path, NULL, out, err);
@@ -58,13 +77,21 @@ static bool make_config(const char *path, const store_settings *settings, duckdb
     *config = NULL;
     if (duckdb_create_config(config) == DuckDBError)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    char threads[16], temp[4096];
+    char threads[16];
     snprintf(threads, sizeof threads, "%d", settings ? settings->threads : 0);
-    snprintf(temp, sizeof temp, "%s.tmp", path);
-    if (duckdb_set_config(*config, "temp_directory", temp) == DuckDBError) {
+    ds_buf temp = DS_BUF_INIT;
+    if (!ds_buf_appendf(&temp, "%s.tmp", path)) {
+        ds_buf_free(&temp);
         duckdb_destroy_config(config);
-        return ds_error_set(err, DS_ERR_STORE, "DuckDB rejected temp_directory %s", temp);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
+    if (duckdb_set_config(*config, "temp_directory", ds_buf_str(&temp)) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "DuckDB rejected temp_directory %s", ds_buf_str(&temp));
+        ds_buf_free(&temp);
+        duckdb_destroy_config(config);
+        return false;
+    }
+    ds_buf_free(&temp);
     if (settings != NULL &&
         ((settings->memory_limit &&
           duckdb_set_config(*config, "memory_limit", settings->memory_limit) == DuckDBError) ||
@@ -121,22 +148,22 @@ static bool attach_file(store *st, const char *path, ds_error *err)
     duckdb_connection con;
     if (duckdb_connect(st->db, &con) == DuckDBError)
         return ds_error_set(err, DS_ERR_STORE, "cannot open a DuckDB connection to %s", path);
-    char *qpath = store_quote_literal(path), *qalias = store_quote_ident(st->alias), *sql = NULL;
-    bool ok = qpath && qalias &&
-              asprintf(&sql, "ATTACH %s AS %s (ROW_GROUP_SIZE %d)", qpath, qalias, STORE_ROW_GROUP_SIZE) >= 0;
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "ATTACH ");
+    ds_buf_append_literal(&sql, path);
+    ds_buf_append(&sql, " AS ");
+    ds_buf_append_ident(&sql, st->alias);
+    bool ok = ds_buf_appendf(&sql, " (ROW_GROUP_SIZE %d)", STORE_ROW_GROUP_SIZE);
     duckdb_result res;
     if (!ok) {
-        sql = NULL;
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    } else if (duckdb_query(con, sql, &res) == DuckDBError) {
+    } else if (duckdb_query(con, ds_buf_str(&sql), &res) == DuckDBError) {
         ok = open_error(path, duckdb_result_error(&res), err);
         duckdb_destroy_result(&res);
     } else {
         duckdb_destroy_result(&res);
     }
-    free(sql);
-    free(qpath);
-    free(qalias);
+    ds_buf_free(&sql);
     duckdb_disconnect(&con);
     return ok;
 }
@@ -166,11 +193,7 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         duckdb_free(failure);
         goto fail;
     }
-    pthread_mutex_init(&st->commit_lock, NULL);
-    pthread_mutex_init(&st->pool_lock, NULL);
-    pthread_cond_init(&st->pool_free, NULL);
-    st->locks_ready = true;
-    if (!attach_file(st, path, err)) {
+    if (!init_locks(st, err) || !attach_file(st, path, err)) {
         store_close(st);
         return false;
     }
@@ -219,17 +242,30 @@ void store_close(store *st)
     free(st);
 }
 
+const char *store_path(const store *st)
+{
+    return st->path;
+}
+
+void store_commit_lock(store *st)
+{
+    pthread_mutex_lock(&st->commit_lock);
+}
+
+void store_commit_unlock(store *st)
+{
+    pthread_mutex_unlock(&st->commit_lock);
+}
+
 bool store_connect(store *st, duckdb_connection *con, ds_error *err)
 {
     if (duckdb_connect(st->db, con) == DuckDBError)
         return ds_error_set(err, DS_ERR_STORE, "cannot open a DuckDB connection to %s", st->path);
-    char *alias = store_quote_ident(st->alias), *use = NULL;
-    bool ok = alias && asprintf(&use, "USE %s", alias) >= 0;
-    if (!ok)
-        use = NULL;
-    ok = ok && store_exec(*con, use, err) && store_exec(*con, "SET TimeZone = 'UTC'", err);
-    free(use);
-    free(alias);
+    ds_buf use = DS_BUF_INIT;
+    ds_buf_append(&use, "USE ");
+    bool ok = ds_buf_append_ident(&use, st->alias) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ok = ok && store_exec(*con, ds_buf_str(&use), err) && store_exec(*con, "SET TimeZone = 'UTC'", err);
+    ds_buf_free(&use);
     if (!ok)
         duckdb_disconnect(con);
     return ok;
@@ -286,6 +322,15 @@ bool store_exec(duckdb_connection con, const char *sql, ds_error *err)
     return true;
 }
 
+/* The value at (column col, row 0) of res as text, malloc'd. */
+static bool copy_value(duckdb_result *res, idx_t col, char **out, ds_error *err)
+{
+    char *v = duckdb_value_varchar(res, col, 0);
+    *out = v ? strdup(v) : NULL;
+    duckdb_free(v);
+    return *out != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+}
+
 bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_error *err)
 {
     *out = NULL;
@@ -295,52 +340,46 @@ bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_err
         duckdb_destroy_result(&res);
         return false;
     }
-    if (duckdb_row_count(&res) > 0 && duckdb_column_count(&res) > 0 && !duckdb_value_is_null(&res, 0, 0)) {
-        char *v = duckdb_value_varchar(&res, 0, 0);
-        *out = strdup(v);
-        duckdb_free(v);
-    }
+    bool ok = true;
+    if (duckdb_row_count(&res) > 0 && duckdb_column_count(&res) > 0 && !duckdb_value_is_null(&res, 0, 0))
+        ok = copy_value(&res, 0, out, err);
     duckdb_destroy_result(&res);
-    return true;
-}
-
-/* The SQL of a printf-style call; NULL when out of memory. */
-static char *format_sql(const char *fmt, va_list ap)
-{
-    char *sql = NULL;
-    return vasprintf(&sql, fmt, ap) < 0 ? NULL : sql;
+    return ok;
 }
 
 bool store_execf(duckdb_connection con, int64_t *changed, ds_error *err, const char *fmt, ...)
 {
+    ds_buf sql = DS_BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
-    char *sql = format_sql(fmt, ap);
+    bool ok = ds_buf_vappendf(&sql, fmt, ap);
     va_end(ap);
-    if (sql == NULL)
+    if (!ok) {
+        ds_buf_free(&sql);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     duckdb_result res;
-    bool ok = duckdb_query(con, sql, &res) == DuckDBSuccess;
+    ok = duckdb_query(con, ds_buf_str(&sql), &res) == DuckDBSuccess;
     if (ok && changed)
         *changed = (int64_t)duckdb_rows_changed(&res);
     if (!ok)
         ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
     duckdb_destroy_result(&res);
-    free(sql);
+    ds_buf_free(&sql);
     return ok;
 }
 
 bool store_query_textf(duckdb_connection con, char **out, ds_error *err, const char *fmt, ...)
 {
     *out = NULL;
+    ds_buf sql = DS_BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
-    char *sql = format_sql(fmt, ap);
+    bool ok = ds_buf_vappendf(&sql, fmt, ap);
     va_end(ap);
-    if (sql == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = store_query_text(con, sql, out, err);
-    free(sql);
+    ok = ok ? store_query_text(con, ds_buf_str(&sql), out, err)
+            : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
     return ok;
 }
 
@@ -359,33 +398,22 @@ bool store_query_int(duckdb_connection con, const char *sql, int64_t *out, ds_er
     return true;
 }
 
-static char *quote_with(const char *s, char q)
-{
-    size_t n = 2;
-    for (const char *p = s; *p; p++)
-        n += *p == q ? 2 : 1;
-    char *out = malloc(n + 1);
-    if (out == NULL)
-        return NULL;
-    char *w = out;
-    *w++ = q;
-    for (const char *p = s; *p; p++) {
-        if (*p == q)
-            *w++ = q;
-        *w++ = *p;
-    }
-    *w++ = q;
-    *w = '\0';
-    return out;
-}
-
 char *store_quote_ident(const char *ident)
 {
-    return quote_with(ident, '"');
+    return ds_quote_ident(ident);
 }
+
 char *store_quote_literal(const char *value)
 {
-    return quote_with(value, '\'');
+    return ds_quote_literal(value);
+}
+
+/* head followed by value as a literal, in b; NULL when out of memory. */
+static const char *sql_with_literal(ds_buf *b, const char *head, const char *value)
+{
+    ds_buf_append(b, head);
+    ds_buf_append_literal(b, value);
+    return ds_buf_str(b);
 }
 
 bool store_table_exists(duckdb_connection con, const char *table, bool *exists, ds_error *err)
@@ -401,13 +429,12 @@ bool store_table_exists(duckdb_connection con, const char *table, bool *exists, 
         *exists = true;
         return true;
     }
-    char *lit = store_quote_literal(table);
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = %s", lit);
-    free(lit);
+    ds_buf sql = DS_BUF_INIT;
+    const char *q = sql_with_literal(
+        &sql, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ", table);
     int64_t n = 0;
-    bool ok = store_query_int(con, sql, &n, err);
+    bool ok = q ? store_query_int(con, q, &n, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
     *exists = n > 0;
     return ok;
 }
@@ -415,32 +442,35 @@ bool store_table_exists(duckdb_connection con, const char *table, bool *exists, 
 bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
-    char *lit = store_quote_literal(table);
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT schema_signature, watermark_column, watermark, coalesce(watermark_inclusive, false) "
-             "FROM _duckstore.tables WHERE table_name = %s",
-             lit);
-    free(lit);
+    ds_buf sql = DS_BUF_INIT;
+    const char *q = sql_with_literal(&sql,
+                                     "SELECT schema_signature, watermark_column, watermark, "
+                                     "coalesce(watermark_inclusive, false) FROM _duckstore.tables WHERE "
+                                     "table_name = ",
+                                     table);
+    if (q == NULL) {
+        ds_buf_free(&sql);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     duckdb_result res;
-    if (duckdb_query(con, sql, &res) == DuckDBError) {
+    bool ok = duckdb_query(con, q, &res) == DuckDBSuccess;
+    ds_buf_free(&sql);
+    if (!ok) {
         ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(&res));
         duckdb_destroy_result(&res);
         return false;
     }
     if (duckdb_row_count(&res) > 0) {
         char **fields[] = {&out->schema_signature, &out->watermark_column, &out->watermark};
-        for (idx_t c = 0; c < 3; c++) {
-            if (duckdb_value_is_null(&res, c, 0))
-                continue;
-            char *v = duckdb_value_varchar(&res, c, 0);
-            *fields[c] = strdup(v);
-            duckdb_free(v);
-        }
+        for (idx_t c = 0; c < 3 && ok; c++)
+            if (!duckdb_value_is_null(&res, c, 0))
+                ok = copy_value(&res, c, fields[c], err);
         out->watermark_inclusive = duckdb_value_boolean(&res, 3, 0);
     }
     duckdb_destroy_result(&res);
-    return true;
+    if (!ok)
+        store_table_meta_free(out);
+    return ok;
 }
 
 void store_table_meta_free(store_table_meta *meta)
@@ -505,11 +535,13 @@ bool store_clear_watermarks(duckdb_connection con, const char *const *tables, si
 
 bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err)
 {
-    char *lit = store_quote_literal(source);
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT status FROM _duckstore.sync_status WHERE source = %s", lit);
-    free(lit);
-    return store_query_text(con, sql, json, err);
+    *json = NULL;
+    ds_buf sql = DS_BUF_INIT;
+    const char *q =
+        sql_with_literal(&sql, "SELECT status FROM _duckstore.sync_status WHERE source = ", source);
+    bool ok = q ? store_query_text(con, q, json, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
+    return ok;
 }
 
 bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err)
@@ -519,19 +551,4 @@ bool store_put_status(duckdb_connection con, const char *source, const char *jso
     return exec_params(con, "DELETE FROM _duckstore.sync_status WHERE source = ?", del, 1, err) &&
            exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2,
                        err);
-}
-
-void store_commit_lock(store *st)
-{
-    pthread_mutex_lock(&st->commit_lock);
-}
-
-void store_commit_unlock(store *st)
-{
-    pthread_mutex_unlock(&st->commit_lock);
-}
-
-const char *store_path(const store *st)
-{
-    return st->path;
 }

@@ -38,12 +38,15 @@ typedef struct store_settings {
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
 void store_close(store *st);
 
-/* Serialises the short commit transactions of concurrent syncs. */
+/* The DuckDB file's path as given to store_open. */
+const char *store_path(const store *st);
+
+/* The store's commit lock: held around the short transactions in which
+ * concurrent syncs change the synced tables and duckstore's metadata (a
+ * sync's commit, recording a failed sync, clearing watermarks), so they
+ * run one at a time. */
 void store_commit_lock(store *st);
 void store_commit_unlock(store *st);
-
-/* The DuckDB file's path. */
-const char *store_path(const store *st);
 
 /* A new connection, TimeZone UTC (watermark text must not depend on the
  * machine's zone). */
@@ -108,12 +111,15 @@ typedef bool (*store_fill_fn)(void *ctx, duckdb_data_chunk out, ds_error *err);
 
 /* INSERT INTO table_ref (a quoted, possibly qualified name) SELECT * FROM <rows produced by fill>: the
  * producer writes straight into the vectors DuckDB's insert pipeline reads, with no appender buffer between
- * them. Runs on con, in its current transaction (autocommit when none). On failure err carries the producer's
- * own error when it had one. */
+ * them. Runs on con, in its current transaction (autocommit when none); one stream per connection at a
+ * time, any number on other connections and databases. On failure err carries the producer's own error
+ * when it had one. */
 bool store_insert_stream(duckdb_connection con, const char *table_ref, store_fill_fn fill, void *ctx,
                          ds_error *err);
 
-/* Registers the table function behind store_insert_stream; store_open does. */
+/* Registers the functions behind store_insert_stream, with the database's own
+ * registry of running streams (no state outside the database); store_open
+ * does, once per database. */
 bool store_register_stream_function(duckdb_connection con, ds_error *err);
 
 #endif
