@@ -42,16 +42,15 @@ bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, pgsrc_horizon *ou
 {
     memset(out, 0, sizeof *out);
     char *sql = pgsrc_horizon_sql(with_time_zone);
-    if (sql == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    PGresult *res = pgsrc_query(conn, sql, err);
+    PGresult *res = pgsrc_query_rows(conn, sql, err);
     free(sql);
-    if (res == NULL)
-        return false;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        pgsrc_result_error(conn, res, err);
-        ds_error_prefix(err, "cannot take the commit horizon: ");
+    if (res != NULL && PQntuples(res) != 1) {
+        ds_error_set(err, DS_ERR_SOURCE, "%d rows", PQntuples(res));
         PQclear(res);
+        res = NULL;
+    }
+    if (res == NULL) {
+        ds_error_prefix(err, "cannot take the commit horizon: ");
         return false;
     }
     out->value = strdup(PQgetvalue(res, 0, 0));

@@ -105,6 +105,21 @@ PGresult *pgsrc_query(pgsrc_conn *conn, const char *sql, ds_error *err)
     return await_result(conn, err);
 }
 
+PGresult *pgsrc_query_rows(pgsrc_conn *conn, const char *sql, ds_error *err)
+{
+    if (sql == NULL) {
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    PGresult *res = pgsrc_query(conn, sql, err);
+    if (res != NULL && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        result_error(conn, res, err);
+        PQclear(res);
+        res = NULL;
+    }
+    return res;
+}
+
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -209,14 +224,9 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err)
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err)
 {
     *out = NULL;
-    PGresult *res = pgsrc_query(conn, sql, err);
+    PGresult *res = pgsrc_query_rows(conn, sql, err);
     if (res == NULL)
         return false;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        result_error(conn, res, err);
-        PQclear(res);
-        return false;
-    }
     bool ok = true;
     if (PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0)) {
         *out = strdup(PQgetvalue(res, 0, 0));

@@ -74,6 +74,11 @@ bool pgsrc_exec(pgsrc_conn *conn, const char *sql, ds_error *err);
  * The caller checks the status and PQclear()s it. */
 PGresult *pgsrc_query(pgsrc_conn *conn, const char *sql, ds_error *err);
 
+/* Runs a query that returns rows: its result (status PGRES_TUPLES_OK), or
+ * NULL with err set, classified like every statement (query_timeout,
+ * cancel). sql NULL (a builder out of memory) is DS_ERR_NOMEM. */
+PGresult *pgsrc_query_rows(pgsrc_conn *conn, const char *sql, ds_error *err);
+
 /* Runs a query and returns the first column of the first row as text,
  * malloc'd (*out NULL for SQL NULL or no row). */
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);

@@ -133,19 +133,13 @@ bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *
                        pgsrc_ranges *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
+    /* Classified like every other statement: this query runs the user's
+     * query too, so its statement_timeout must read as query_timeout. */
     char *sql = pgsrc_bounds_sql(query, col, ranges);
-    if (sql == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    PGresult *res = pgsrc_query(conn, sql, err);
+    PGresult *res = pgsrc_query_rows(conn, sql, err);
     free(sql);
-    if (res == NULL)
-        return false;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        /* Classified like every other statement: this query runs the user's
-         * query too, so its statement_timeout must read as query_timeout. */
-        pgsrc_result_error(conn, res, err);
+    if (res == NULL) {
         ds_error_prefix(err, "cannot split partition_column %s into ranges: ", col->name);
-        PQclear(res);
         return false;
     }
     int nb = PQntuples(res);
