@@ -12,8 +12,15 @@ int main(int argc, char **argv)
     }
     duckdb_database db;
     duckdb_connection con;
-    if (duckdb_open(argv[1], &db) == DuckDBError || duckdb_connect(db, &con) == DuckDBError) {
-        fprintf(stderr, "cannot open %s\n", argv[1]);
+    char *failure = NULL;
+    if (duckdb_open_ext(argv[1], &db, NULL, &failure) == DuckDBError) {
+        fprintf(stderr, "cannot open %s: %s\n", argv[1], failure ? failure : "unknown error");
+        duckdb_free(failure);
+        return 1;
+    }
+    if (duckdb_connect(db, &con) == DuckDBError) {
+        fprintf(stderr, "cannot connect to %s\n", argv[1]);
+        duckdb_close(&db);
         return 1;
     }
     int rc = 0;

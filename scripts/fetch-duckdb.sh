@@ -1,36 +1,19 @@
 #!/usr/bin/env bash
-# Fetches the pinned DuckDB C API (library + header) from the npm registry,
-# the one reachable place that serves an official DuckDB build, checks both
-# tarballs against pinned sha512 values and unpacks them into
-# .deps/duckdb-<version>/{include,lib}. Nothing is done when already present
-# or when DUCKDB_DIR points at a system DuckDB.
+# Fetches the DuckDB C API pinned in scripts/duckdb.pin (library + header)
+# from the npm registry, the one reachable place that serves an official
+# DuckDB build, checks every tarball against its pinned sha512 and unpacks
+# into .deps/duckdb-<version>/{include,lib}: the version duckstore builds
+# against, and the older one that must still read its files (tests only).
+# Nothing is done for a version already present; DUCKDB_DIR pointing at a
+# system DuckDB takes the place of the first.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-version=1.4.4
-dest="$root/.deps/duckdb-$version"
+# shellcheck source=duckdb.pin
+. "$root/scripts/duckdb.pin"
 
-lib_pkg="@duckdb/node-bindings-linux-x64@1.4.4-r.4"
-lib_tgz="duckdb-node-bindings-linux-x64-1.4.4-r.4.tgz"
-lib_sha512="jBTL/WvfwxLToFa/pVHfT6elMtltJGnc3wSuxZD9OfMltit9YUdVFS37vBFQzXMT1Z8OWjtSjMh+zPKxOwHLHA=="
-hdr_pkg="duckdb@1.4.4"
-hdr_tgz="duckdb-1.4.4.tgz"
-hdr_sha512="hEJJ5hyVF0VLj3dmOLpsWrQR0b3d4Ykqtygm6iUXjHJDDnSqg/USKxcb5qvNrOhFYPgktayU6dXCtgPqcmmpog=="
-
-if [ -n "${DUCKDB_DIR:-}" ]; then
-  if [ -f "$DUCKDB_DIR/include/duckdb.h" ] && [ -f "$DUCKDB_DIR/lib/libduckdb.so" ]; then
-    exit 0
-  fi
-  echo "fetch-duckdb: DUCKDB_DIR=$DUCKDB_DIR needs include/duckdb.h and lib/libduckdb.so" >&2
-  exit 1
-fi
-
-if [ -f "$dest/include/duckdb.h" ] && [ -f "$dest/lib/libduckdb.so" ]; then
-  exit 0
-fi
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+work=""
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
 
 check_sha512() { # file expected-base64
   local got
@@ -41,21 +24,41 @@ check_sha512() { # file expected-base64
   fi
 }
 
-echo "fetch-duckdb: downloading DuckDB $version C API from the npm registry"
-# npm pack downloads the tarballs without running any install script.
-(cd "$work" && npm pack --silent "$lib_pkg" "$hdr_pkg" >/dev/null)
-check_sha512 "$work/$lib_tgz" "$lib_sha512"
-check_sha512 "$work/$hdr_tgz" "$hdr_sha512"
+fetch() { # package tarball sha512: downloads into $work (once) and checks it
+  [ -n "$work" ] || work="$(mktemp -d)"
+  [ -f "$work/$2" ] && return 0
+  # npm pack downloads the tarball without running any install script.
+  (cd "$work" && npm pack --silent "$1" >/dev/null)
+  check_sha512 "$work/$2" "$3"
+}
 
-mkdir -p "$work/lib" "$work/hdr"
-tar -xzf "$work/$lib_tgz" -C "$work/lib" package/libduckdb.so package/LICENSE
-tar -xzf "$work/$hdr_tgz" -C "$work/hdr" package/src/duckdb/src/include/duckdb.h
+install_duckdb() { # version lib-revision lib-sha512
+  local version="$1" dest="$root/.deps/duckdb-$1"
+  if [ -f "$dest/include/duckdb.h" ] && [ -f "$dest/lib/libduckdb.so" ]; then
+    return 0
+  fi
+  echo "fetch-duckdb: downloading DuckDB $version C API from the npm registry"
+  local lib_tgz="duckdb-node-bindings-linux-x64-$version-$2.tgz"
+  local hdr_tgz="duckdb-$DUCKDB_HEADER_VERSION.tgz"
+  fetch "@duckdb/node-bindings-linux-x64@$version-$2" "$lib_tgz" "$3"
+  fetch "duckdb@$DUCKDB_HEADER_VERSION" "$hdr_tgz" "$DUCKDB_HEADER_SHA512"
 
-rm -rf "$dest.tmp"
-mkdir -p "$dest.tmp/include" "$dest.tmp/lib"
-cp "$work/lib/package/libduckdb.so" "$dest.tmp/lib/"
-cp "$work/lib/package/LICENSE" "$dest.tmp/LICENSE"
-cp "$work/hdr/package/src/duckdb/src/include/duckdb.h" "$dest.tmp/include/"
-rm -rf "$dest"
-mv "$dest.tmp" "$dest"
-echo "fetch-duckdb: installed into $dest"
+  rm -rf "$dest.tmp"
+  mkdir -p "$dest.tmp/include" "$dest.tmp/lib"
+  tar -xzOf "$work/$lib_tgz" package/libduckdb.so >"$dest.tmp/lib/libduckdb.so"
+  tar -xzOf "$work/$lib_tgz" package/LICENSE >"$dest.tmp/LICENSE"
+  tar -xzOf "$work/$hdr_tgz" package/src/duckdb/src/include/duckdb.h >"$dest.tmp/include/duckdb.h"
+  rm -rf "$dest"
+  mv "$dest.tmp" "$dest"
+  echo "fetch-duckdb: installed into $dest"
+}
+
+if [ -n "${DUCKDB_DIR:-}" ]; then
+  if [ ! -f "$DUCKDB_DIR/include/duckdb.h" ] || [ ! -f "$DUCKDB_DIR/lib/libduckdb.so" ]; then
+    echo "fetch-duckdb: DUCKDB_DIR=$DUCKDB_DIR needs include/duckdb.h and lib/libduckdb.so" >&2
+    exit 1
+  fi
+else
+  install_duckdb "$DUCKDB_VERSION" "$DUCKDB_LIB_REVISION" "$DUCKDB_LIB_SHA512"
+fi
+install_duckdb "$DUCKDB_READER_VERSION" "$DUCKDB_READER_LIB_REVISION" "$DUCKDB_READER_LIB_SHA512"
