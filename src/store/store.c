@@ -11,6 +11,19 @@
 
 #include "common/strbuf.h"
 
+struct store {
+    duckdb_database db; /* in memory; the file is attached as catalog `alias` */
+    char *path, *alias;
+    bool locks_ready;
+    /* Serialises the short commit transactions of concurrent syncs. */
+    pthread_mutex_t commit_lock;
+    /* Read connections for API requests (query_concurrency); empty in the CLI. */
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_free;
+    duckdb_connection *pool;
+    size_t pool_size, pool_available;
+};
+
 static const char *const metadata_ddl[] = {
     "CREATE SCHEMA IF NOT EXISTS _duckstore",
     "CREATE TABLE IF NOT EXISTS _duckstore.tables (table_name VARCHAR NOT NULL, schema_signature VARCHAR, "

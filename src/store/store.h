@@ -11,18 +11,8 @@
 
 #include "common/error.h"
 
-typedef struct store {
-    duckdb_database db; /* in memory; the file is attached as catalog `alias` */
-    char *path, *alias;
-    bool locks_ready;
-    /* Serialises the short commit transactions of concurrent syncs. */
-    pthread_mutex_t commit_lock;
-    /* Read connections for API requests (query_concurrency); empty in the CLI. */
-    pthread_mutex_t pool_lock;
-    pthread_cond_t pool_free;
-    duckdb_connection *pool;
-    size_t pool_size, pool_available;
-} store;
+/* An open DuckDB file; its fields are the store's own (store.c). */
+typedef struct store store;
 
 /* Opens (creating parent folders and the file) and prepares the metadata
  * schema. A file held by another process gives DS_ERR_BUSY with its PID. */
