@@ -1,0 +1,126 @@
+/* Streaming a binary COPY ... TO STDOUT chunk by chunk into the decoder,
+ * and ending it cleanly (cancel, drain) so the connection can be reused. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "source/pgsrc.h"
+#include "source/pgsrc_wait.h"
+
+/* After a cancel or an error: read what is left so the connection can be
+ * used (or closed) cleanly. */
+static void drain_copy(pgsrc_conn *conn)
+{
+    char *buf;
+    int n;
+    ds_error ignored;
+    while ((n = PQgetCopyData(conn->pg, &buf, 1)) >= 0) {
+        if (n > 0)
+            PQfreemem(buf);
+        else if (!pgsrc_await_input(conn, &ignored))
+            return;
+    }
+    PGresult *res;
+    while ((res = pgsrc_await_result(conn, &ignored)) != NULL)
+        PQclear(res);
+}
+
+bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
+                       _Atomic uint64_t *bytes, ds_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->conn = conn;
+    s->dec = dec;
+    s->bytes = bytes;
+    if (copy_sql == NULL || dec == NULL) {
+        /* The caller's builder (or decoder) ran out of memory. */
+        s->ended = true;
+        s->conn = NULL;
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    PGresult *res = pgsrc_query(conn, copy_sql, err);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        if (res)
+            pgsrc_result_error(conn, res, err);
+        PQclear(res);
+        s->ended = true;
+        s->conn = NULL; /* nothing to drain */
+        return false;
+    }
+    PQclear(res);
+    return true;
+}
+
+/* The COPY's final result: an error raised after the last row (or a
+ * cancel) shows up here. */
+static bool stream_finish(pgsrc_stream *s, ds_error *err)
+{
+    s->ended = true;
+    PGresult *res = pgsrc_await_result(s->conn, err);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok && res)
+        pgsrc_result_error(s->conn, res, err);
+    PQclear(res);
+    s->conn = NULL;
+    if (ok && !copy_decoder_saw_trailer(s->dec))
+        return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
+    return ok;
+}
+
+bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
+{
+    copy_decoder_start_chunk(s->dec, chunk);
+    while (!s->ended) {
+        if (s->msg == NULL) {
+            char *buf = NULL;
+            int n = PQgetCopyData(s->conn->pg, &buf, 1);
+            if (n == 0) {
+                if (!pgsrc_await_input(s->conn, err))
+                    return false;
+                continue;
+            }
+            if (n == -1) {
+                if (!stream_finish(s, err))
+                    return false;
+                break;
+            }
+            if (n < 0) {
+                ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(s->conn->pg));
+                err->msg[strcspn(err->msg, "\n")] = '\0';
+                return false;
+            }
+            s->bytes_read += (uint64_t)n;
+            if (s->bytes)
+                atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
+            s->msg = buf;
+            s->msg_len = (size_t)n;
+            s->msg_used = 0;
+        }
+        size_t used = 0;
+        copy_status st =
+            copy_decoder_feed(s->dec, s->msg + s->msg_used, s->msg_len - s->msg_used, &used, err);
+        s->msg_used += used;
+        if (st == COPY_ERROR)
+            return false;
+        if (st == COPY_FULL)
+            break;
+        PQfreemem(s->msg);
+        s->msg = NULL;
+    }
+    copy_decoder_finish_chunk(s->dec);
+    return true;
+}
+
+void pgsrc_stream_close(pgsrc_stream *s)
+{
+    if (s->msg)
+        PQfreemem(s->msg);
+    s->msg = NULL;
+    /* A hung server gets no cancel request: PQcancel would wait for its
+     * answer with no time limit. */
+    if (s->conn != NULL && !s->conn->hung) {
+        pgsrc_cancel(s->conn);
+        drain_copy(s->conn);
+    }
+    s->conn = NULL;
+    s->ended = true;
+}
