@@ -39,6 +39,18 @@ int fuzz_config_input(const uint8_t *data, size_t size);
 /* The marker of fuzz_config_input. */
 #define FUZZ_CONFIG_STORE_MARKER "#@duckdb.yaml\n"
 
+/* Input: 19 control bytes (missing ones are 0): [0] counts (bits 0-2
+ * dataset columns, 3-5 results columns besides dataset_id) and the merge
+ * (bit 6 overlap, bit 7 inclusive start), [1] the incremental column, [2]
+ * flags (bit 0 qualified staging table, bit 1 new dataset_ids, bits 2-3 a
+ * value index, bit 4 VARCHAR dataset_id), [3] further choices, [4..10] and
+ * [11..17] the types of the dataset and results columns, [18] the unique
+ * key (a mask of results columns). Then, separated by NUL bytes, the names
+ * of the dataset, results, view and staging tables, of the dataset and the
+ * results columns, and a value. The SQL builders of store/tables.h and the
+ * conditions of source/ranges.h are run on them (tests/fuzz/harness_sql.c). */
+int fuzz_sql_input(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #endif

@@ -78,6 +78,13 @@ static void test_config_corpus(void **state)
     assert_true(replay_dir("regressions", "config", fuzz_config_input) >= 1);
 }
 
+/* The SQL builders' seeds: hostile names, collisions, every kind of merge. */
+static void test_sql_corpus(void **state)
+{
+    (void)state;
+    assert_true(replay_dir("corpus", "sql", fuzz_sql_input) >= 10);
+}
+
 /* ---- config loader: crashes found by fuzzing ------------------------- */
 
 /* Loads one source file; returns the error message ("" on success) and
@@ -317,6 +324,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_copy_decoder_corpus),
         cmocka_unit_test(test_config_corpus),
+        cmocka_unit_test(test_sql_corpus),
         cmocka_unit_test(test_config_error_line_inside_file),
         cmocka_unit_test(test_config_print_unicode_breaks),
         cmocka_unit_test(test_config_print_tab_first_query),
