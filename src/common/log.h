@@ -1,6 +1,6 @@
 /* Logging to stderr: one line per event, ISO 8601 UTC timestamp and level.
  * Callers never pass secrets; connection strings go through
- * pgsrc_mask_conninfo() first. */
+ * cfg_mask_url() first. */
 #ifndef DS_COMMON_LOG_H
 #define DS_COMMON_LOG_H
 
