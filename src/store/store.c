@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "common/strbuf.h"
+#include "store/stream_insert.h"
 
 struct store {
     duckdb_database db; /* in memory; the file is attached as catalog `alias` */
@@ -22,6 +23,7 @@ struct store {
     pthread_cond_t pool_free;
     duckdb_connection *pool;
     size_t pool_size, pool_available;
+    stream_registry *streams; /* the insert streams running on db */
 };
 
 static const char *const metadata_ddl[] = {
@@ -215,7 +217,8 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         store_close(st);
         return false;
     }
-    if (!store_register_stream_function(con, err)) {
+    st->streams = stream_registry_create(con, err);
+    if (st->streams == NULL) {
         duckdb_disconnect(&con);
         store_close(st);
         return false;
@@ -245,6 +248,7 @@ void store_close(store *st)
         duckdb_disconnect(&st->pool[i]);
     free(st->pool);
     duckdb_close(&st->db);
+    stream_registry_release(st->streams);
     if (st->locks_ready) {
         pthread_mutex_destroy(&st->commit_lock);
         pthread_mutex_destroy(&st->pool_lock);
@@ -564,4 +568,10 @@ bool store_put_status(duckdb_connection con, const char *source, const char *jso
     return exec_params(con, "DELETE FROM _duckstore.sync_status WHERE source = ?", del, 1, err) &&
            exec_params(con, "INSERT INTO _duckstore.sync_status VALUES (?, ?, current_timestamp)", ins, 2,
                        err);
+}
+
+bool store_insert_stream(store *st, duckdb_connection con, const char *table_ref, store_fill_fn fill,
+                         void *ctx, ds_error *err)
+{
+    return stream_insert(st->streams, con, table_ref, fill, ctx, err);
 }

@@ -104,12 +104,7 @@ typedef bool (*store_fill_fn)(void *ctx, duckdb_data_chunk out, ds_error *err);
  * them. Runs on con, in its current transaction (autocommit when none); one stream per connection at a
  * time, any number on other connections and databases. On failure err carries the producer's own error
  * when it had one. */
-bool store_insert_stream(duckdb_connection con, const char *table_ref, store_fill_fn fill, void *ctx,
-                         ds_error *err);
-
-/* Registers the functions behind store_insert_stream, with the database's own
- * registry of running streams (no state outside the database); store_open
- * does, once per database. */
-bool store_register_stream_function(duckdb_connection con, ds_error *err);
+bool store_insert_stream(store *st, duckdb_connection con, const char *table_ref, store_fill_fn fill,
+                         void *ctx, ds_error *err);
 
 #endif

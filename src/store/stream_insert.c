@@ -11,12 +11,11 @@
 #include <string.h>
 
 #include "common/strbuf.h"
-#include "store/store.h"
+#include "store/stream_insert.h"
 
 #define STREAM_FUNCTION "duckstore_stream"
-#define REGISTRY_FUNCTION "duckstore_stream_registry"
-/* Both are called through the system catalog, where they are registered,
- * so that a macro of the same name in the user's file cannot stand in. */
+/* Called through the system catalog, where it is registered, so that a
+ * macro of the same name in the user's file cannot stand in. */
 #define SYSTEM_SCHEMA "system.main."
 
 typedef struct stream_entry {
@@ -32,16 +31,12 @@ typedef struct stream_entry {
 } stream_entry;
 
 /* The streams running on one database, one per connection at most. It
- * belongs to the database, not to the process: both functions hold it as
- * their extra info, and DuckDB frees it with them when the database closes.
- *
- * store_insert_stream is given a connection only, and DuckDB's C API has no
- * way from a connection to its database (nor to anything attached to it),
- * so it asks the database: REGISTRY_FUNCTION() returns the address of the
- * registry it holds. Addresses only ever travel from DuckDB to duckstore,
- * never from SQL into memory: the stream function takes no argument and
- * finds its producer by the id of the connection whose query calls it, so
- * a stray call from a user's query finds nothing. */
+ * belongs to the database, not to the process: the table function holds it
+ * as its extra info (freed by DuckDB when the database closes) and the
+ * store that opened the database holds the other reference. The stream
+ * function takes no argument and finds its producer by the id of the
+ * connection whose query calls it, so a stray call from a user's query
+ * finds nothing, and no address ever reaches SQL. */
 typedef struct stream_registry {
     pthread_mutex_t lock;
     stream_entry *active;
@@ -144,14 +139,6 @@ static void stream_function(duckdb_function_info info, duckdb_data_chunk output)
         e->ended = true;
 }
 
-static void registry_address(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output)
-{
-    uint64_t address = (uint64_t)(uintptr_t)duckdb_scalar_function_get_extra_info(info);
-    uint64_t *out = duckdb_vector_get_data(output);
-    for (idx_t i = 0, n = duckdb_data_chunk_get_size(input); i < n; i++)
-        out[i] = address;
-}
-
 static bool register_table_function(duckdb_connection con, stream_registry *reg)
 {
     duckdb_table_function tf = duckdb_create_table_function();
@@ -169,59 +156,35 @@ static bool register_table_function(duckdb_connection con, stream_registry *reg)
     return ok;
 }
 
-static bool register_registry_function(duckdb_connection con, stream_registry *reg)
-{
-    duckdb_scalar_function sf = duckdb_create_scalar_function();
-    if (sf == NULL) {
-        registry_unref(reg);
-        return false;
-    }
-    duckdb_scalar_function_set_extra_info(sf, reg, registry_unref);
-    duckdb_scalar_function_set_name(sf, REGISTRY_FUNCTION);
-    duckdb_logical_type ubigint = duckdb_create_logical_type(DUCKDB_TYPE_UBIGINT);
-    duckdb_scalar_function_set_return_type(sf, ubigint);
-    duckdb_destroy_logical_type(&ubigint);
-    duckdb_scalar_function_set_function(sf, registry_address);
-    bool ok = duckdb_register_scalar_function(con, sf) == DuckDBSuccess;
-    duckdb_destroy_scalar_function(&sf);
-    return ok;
-}
-
-bool store_register_stream_function(duckdb_connection con, ds_error *err)
+stream_registry *stream_registry_create(duckdb_connection con, ds_error *err)
 {
     stream_registry *reg = calloc(1, sizeof *reg);
-    if (reg == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    if (reg == NULL) {
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
     int rc = pthread_mutex_init(&reg->lock, NULL);
     if (rc != 0) {
         free(reg);
-        return ds_error_set(err, rc == ENOMEM ? DS_ERR_NOMEM : DS_ERR_STORE,
-                            "cannot create the insert stream registry: %s", strerror(rc));
-    }
-    /* Each function gets a reference, released by DuckDB (or on failure). */
-    atomic_init(&reg->refs, 2);
-    bool ok = register_table_function(con, reg);
-    ok = register_registry_function(con, reg) && ok;
-    if (!ok)
-        return ds_error_set(err, DS_ERR_STORE, "cannot register the %s table function", STREAM_FUNCTION);
-    return true;
-}
-
-/* The registry of con's database (see stream_registry). */
-static stream_registry *find_registry(duckdb_connection con, ds_error *err)
-{
-    duckdb_result res;
-    if (duckdb_query(con, "SELECT " SYSTEM_SCHEMA REGISTRY_FUNCTION "()", &res) == DuckDBError) {
-        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s (store_register_stream_function was not called?)",
-                     duckdb_result_error(&res));
-        duckdb_destroy_result(&res);
+        ds_error_set(err, rc == ENOMEM ? DS_ERR_NOMEM : DS_ERR_STORE,
+                     "cannot create the insert stream registry: %s", strerror(rc));
         return NULL;
     }
-    stream_registry *reg = (stream_registry *)(uintptr_t)duckdb_value_uint64(&res, 0, 0);
-    duckdb_destroy_result(&res);
-    if (reg == NULL)
-        ds_error_set(err, DS_ERR_STORE, "DuckDB returned no insert stream registry");
+    /* One reference for the table function (released by DuckDB, or by
+     * register_table_function on failure), one for the caller. */
+    atomic_init(&reg->refs, 2);
+    if (!register_table_function(con, reg)) {
+        registry_unref(reg);
+        ds_error_set(err, DS_ERR_STORE, "cannot register the %s table function", STREAM_FUNCTION);
+        return NULL;
+    }
     return reg;
+}
+
+void stream_registry_release(stream_registry *reg)
+{
+    if (reg != NULL)
+        registry_unref(reg);
 }
 
 static bool connection_id(duckdb_connection con, idx_t *id, ds_error *err)
@@ -274,13 +237,11 @@ static void entry_free(stream_entry *e)
     free(e->names);
 }
 
-bool store_insert_stream(duckdb_connection con, const char *table_ref, store_fill_fn fill, void *ctx,
-                         ds_error *err)
+bool stream_insert(stream_registry *reg, duckdb_connection con, const char *table_ref, store_fill_fn fill,
+                   void *ctx, ds_error *err)
 {
     stream_entry e = {.fill = fill, .ctx = ctx};
-    stream_registry *reg = find_registry(con, err);
-    bool ok =
-        reg != NULL && connection_id(con, &e.connection, err) && describe_table(con, table_ref, &e, err);
+    bool ok = connection_id(con, &e.connection, err) && describe_table(con, table_ref, &e, err);
     ds_buf sql = DS_BUF_INIT;
     if (ok &&
         !ds_buf_appendf(&sql, "INSERT INTO %s SELECT * FROM " SYSTEM_SCHEMA STREAM_FUNCTION "()", table_ref))

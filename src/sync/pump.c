@@ -99,7 +99,7 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
                           : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     while (ok && !f.capped_out && !f.stream.ended) {
         f.batch_left = f.batch_rows;
-        ok = store_insert_stream(duck, table_ref, fill_rows, &f, err);
+        ok = store_insert_stream(st, duck, table_ref, fill_rows, &f, err);
     }
     pgsrc_stream_close(&f.stream);
     copy_decoder_free(dec);

@@ -240,7 +240,7 @@ static void test_wide_cast_columns_with_hostile_names(void **state)
     pgsrc_stream stream;
     if (!pgsrc_stream_open(&stream, &conn, copy_sql, dec, NULL, &err))
         fail_msg("%s", err.msg);
-    if (!store_insert_stream(con, "t", fill_from_stream, &stream, &err))
+    if (!store_insert_stream(st, con, "t", fill_from_stream, &stream, &err))
         fail_msg("%s", err.msg);
     assert_true(stream.ended);
     assert_int_equal(copy_decoder_rows(dec), N_ROWS);

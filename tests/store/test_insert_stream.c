@@ -68,10 +68,10 @@ static store *open_store(const char *dir, const char *name)
     return st;
 }
 
-static void insert_ok(duckdb_connection con, const char *table_ref, producer *p)
+static void insert_ok(store *st, duckdb_connection con, const char *table_ref, producer *p)
 {
     ds_error err = {0};
-    if (!store_insert_stream(con, table_ref, produce, p, &err))
+    if (!store_insert_stream(st, con, table_ref, produce, p, &err))
         fail_msg("store_insert_stream into %s: %s", table_ref, err.msg);
 }
 
@@ -95,7 +95,7 @@ static void test_rows_arrive(void **state)
     duckdb_connection con = tl_store_connect(st);
     tl_duck_exec(con, "CREATE TABLE \"we\"\"ird \\ t\" (i BIGINT, s VARCHAR)");
     producer p = rows(1, 5000, 2048);
-    insert_ok(con, "\"we\"\"ird \\ t\"", &p);
+    insert_ok(st, con, "\"we\"\"ird \\ t\"", &p);
     assert_int_equal(p.chunks, 3);
     /* 9 one-digit, 90 two-digit, 900 three-digit, 4001 four-digit ids. */
     assert_rows(con, "\"we\"\"ird \\ t\"", "5000/1/5000/23893");
@@ -103,7 +103,7 @@ static void test_rows_arrive(void **state)
     /* Inside the caller's transaction: a rollback takes the rows back. */
     tl_duck_exec(con, "BEGIN TRANSACTION");
     p = rows(5001, 10, 2048);
-    insert_ok(con, "\"we\"\"ird \\ t\"", &p);
+    insert_ok(st, con, "\"we\"\"ird \\ t\"", &p);
     tl_duck_exec(con, "ROLLBACK");
     assert_int_equal(tl_duck_int(con, "SELECT count(*) FROM \"we\"\"ird \\ t\""), 5000);
 
@@ -123,7 +123,7 @@ static void test_producer_error_comes_back(void **state)
     producer p = rows(0, 10000, 1000);
     p.fail_after = 3000;
     ds_error err = {0};
-    assert_false(store_insert_stream(con, "t", produce, &p, &err));
+    assert_false(store_insert_stream(st, con, "t", produce, &p, &err));
     assert_int_equal(err.code, DS_ERR_DECODE);
     assert_string_equal(err.msg, "producer gave up at row 3000");
     assert_int_equal(tl_duck_int(con, "SELECT count(*) FROM t"), 0);
@@ -132,10 +132,10 @@ static void test_producer_error_comes_back(void **state)
      * streams again afterwards. */
     memset(&err, 0, sizeof err);
     p = rows(0, 5, 1000);
-    assert_false(store_insert_stream(con, "missing", produce, &p, &err));
+    assert_false(store_insert_stream(st, con, "missing", produce, &p, &err));
     assert_int_equal(err.code, DS_ERR_STORE);
     tl_assert_contains(err.msg, "missing");
-    insert_ok(con, "t", &p);
+    insert_ok(st, con, "t", &p);
     assert_rows(con, "t", "5/0/4/10");
 
     duckdb_disconnect(&con);
@@ -161,7 +161,7 @@ static void test_stray_calls_reach_no_producer(void **state)
 
     producer p = rows(0, 100, 2048);
     p.probe_con = other;
-    insert_ok(con, "t", &p);
+    insert_ok(st, con, "t", &p);
     assert_non_null(p.probe_error);
     tl_assert_contains(p.probe_error, "internal to duckstore syncs");
     free(p.probe_error);
@@ -174,8 +174,8 @@ static void test_stray_calls_reach_no_producer(void **state)
     free(dir);
 }
 
-/* Macros named like the stream's functions in the user's file are not
- * what the stream calls. */
+/* A macro named like the stream's function in the user's file is not what
+ * the stream calls. */
 static void test_user_macros_do_not_stand_in(void **state)
 {
     (void)state;
@@ -183,11 +183,22 @@ static void test_user_macros_do_not_stand_in(void **state)
     store *st = open_store(dir, "a.duckdb");
     duckdb_connection con = tl_store_connect(st);
     tl_duck_exec(con, "CREATE TABLE t (i BIGINT, s VARCHAR)");
-    tl_duck_exec(con, "CREATE MACRO duckstore_stream_registry() AS 12345");
     tl_duck_exec(con, "CREATE MACRO duckstore_stream() AS TABLE SELECT -1::BIGINT AS i, 'macro' AS s");
     producer p = rows(7, 3, 2048);
-    insert_ok(con, "t", &p);
+    insert_ok(st, con, "t", &p);
     assert_rows(con, "t", "3/7/9/6");
+    /* The store registers one function, which takes no argument and
+     * returns rows only to the connection whose insert it serves: no
+     * address or handle of duckstore's memory is reachable from SQL. */
+    assert_int_equal(tl_duck_int(con,
+                                 "SELECT count(*) FROM duckdb_functions() WHERE database_name = 'system' "
+                                 "AND function_name LIKE 'duckstore%%'"),
+                     1);
+    duckdb_result res;
+    assert_int_equal(duckdb_query(con, "SELECT count(*) FROM system.main.duckstore_stream()", &res),
+                     DuckDBError);
+    tl_assert_contains(duckdb_result_error(&res), "internal to duckstore syncs");
+    duckdb_destroy_result(&res);
     duckdb_disconnect(&con);
     store_close(st);
     tl_rmtree(dir);
@@ -195,6 +206,7 @@ static void test_user_macros_do_not_stand_in(void **state)
 }
 
 typedef struct stream_job {
+    store *st;
     duckdb_connection con;
     const char *table;
     producer p;
@@ -205,7 +217,7 @@ typedef struct stream_job {
 static void *run_stream(void *arg)
 {
     stream_job *j = arg;
-    j->ok = store_insert_stream(j->con, j->table, produce, &j->p, &j->err);
+    j->ok = store_insert_stream(j->st, j->con, j->table, produce, &j->p, &j->err);
     return NULL;
 }
 
@@ -219,10 +231,13 @@ static void test_streams_of_databases_and_connections_run_at_once(void **state)
     store *stores[3] = {open_store(dir, "a.duckdb"), open_store(dir, "b.duckdb"),
                         open_store(dir, "c.duckdb")};
     stream_job jobs[4] = {
-        {.con = tl_store_connect(stores[0]), .table = "t1", .p = rows(0, 200000, 2048)},
-        {.con = tl_store_connect(stores[0]), .table = "t2", .p = rows(1000000, 150000, 1000)},
-        {.con = tl_store_connect(stores[1]), .table = "t", .p = rows(2000000, 100000, 2048)},
-        {.con = tl_store_connect(stores[2]), .table = "t", .p = rows(3000000, 120000, 777)},
+        {.st = stores[0], .con = tl_store_connect(stores[0]), .table = "t1", .p = rows(0, 200000, 2048)},
+        {.st = stores[0],
+         .con = tl_store_connect(stores[0]),
+         .table = "t2",
+         .p = rows(1000000, 150000, 1000)},
+        {.st = stores[1], .con = tl_store_connect(stores[1]), .table = "t", .p = rows(2000000, 100000, 2048)},
+        {.st = stores[2], .con = tl_store_connect(stores[2]), .table = "t", .p = rows(3000000, 120000, 777)},
     };
     for (int i = 0; i < 4; i++)
         tl_duck_exec(jobs[i].con, "CREATE TABLE %s (i BIGINT, s VARCHAR)", jobs[i].table);
