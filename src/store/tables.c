@@ -92,14 +92,26 @@ static bool has_column(const store_column *cols, size_t n, const char *name)
     return false;
 }
 
-/* dataset_<name>, prefixed again while the results use that name too (as
- * for "id" when the results have both id and dataset_id). */
-static char *dataset_alias(const char *name, const store_column *results_cols, size_t n_results)
+static bool chosen(char *const *aliases, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (aliases[i] != NULL && strcmp(aliases[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The view's name for a dataset column that the results also have:
+ * dataset_<name>, prefixed again while that names another column of the
+ * view (a results column, a dataset column, or an alias chosen before). */
+static char *dataset_alias(const char *name, const store_column *dataset_cols, size_t n_dataset,
+                           const store_column *results_cols, size_t n_results, char *const *aliases)
 {
     ds_buf alias = DS_BUF_INIT;
     ds_buf_append(&alias, "dataset_");
     ds_buf_append(&alias, name);
-    while (!alias.failed && has_column(results_cols, n_results, alias.data)) {
+    while (!alias.failed &&
+           (has_column(results_cols, n_results, alias.data) ||
+            has_column(dataset_cols, n_dataset, alias.data) || chosen(aliases, n_dataset, alias.data))) {
         ds_buf again = DS_BUF_INIT;
         ds_buf_append(&again, "dataset_");
         ds_buf_append(&again, alias.data);
@@ -109,10 +121,20 @@ static char *dataset_alias(const char *name, const store_column *results_cols, s
     return ds_buf_take(&alias);
 }
 
+static void free_aliases(char **aliases, size_t n)
+{
+    for (size_t i = 0; aliases != NULL && i < n; i++)
+        free(aliases[i]);
+    free(aliases);
+}
+
 char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
                      size_t n_dataset, const char *results_table, const store_column *results_cols,
                      size_t n_results)
 {
+    char **aliases = calloc(n_dataset ? n_dataset : 1, sizeof *aliases);
+    if (aliases == NULL)
+        return NULL;
     ds_buf b = DS_BUF_INIT;
     ds_buf_append(&b, "CREATE OR REPLACE VIEW ");
     ds_buf_append_ident(&b, view);
@@ -121,23 +143,21 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
         ds_buf_append(&b, i ? ", r." : "r.");
         ds_buf_append_ident(&b, results_cols[i].name);
     }
-    for (size_t i = 0; i < n_dataset; i++) {
+    for (size_t i = 0; i < n_dataset && !b.failed; i++) {
         const char *name = dataset_cols[i].name;
         if (strcmp(name, "dataset_id") == 0)
             continue;
         ds_buf_append(&b, n_results ? ", d." : "d.");
         ds_buf_append_ident(&b, name);
-        if (has_column(results_cols, n_results, name)) {
-            char *alias = dataset_alias(name, results_cols, n_results);
-            if (alias == NULL) {
-                ds_buf_free(&b);
-                return NULL;
-            }
-            ds_buf_append(&b, " AS ");
-            ds_buf_append_ident(&b, alias);
-            free(alias);
-        }
+        if (!has_column(results_cols, n_results, name))
+            continue;
+        aliases[i] = dataset_alias(name, dataset_cols, n_dataset, results_cols, n_results, aliases);
+        if (aliases[i] == NULL)
+            b.failed = true;
+        ds_buf_append(&b, " AS ");
+        ds_buf_append_ident(&b, aliases[i] ? aliases[i] : "");
     }
+    free_aliases(aliases, n_dataset);
     ds_buf_append(&b, " FROM ");
     ds_buf_append_ident(&b, results_table);
     ds_buf_append(&b, " AS r LEFT JOIN ");

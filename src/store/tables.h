@@ -38,8 +38,9 @@ bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds
 
 /* CREATE OR REPLACE VIEW view: every results column, then every dataset
  * column but dataset_id, LEFT JOINed on dataset_id. A dataset column whose
- * name the results already use is exposed as dataset_<col> (prefixed again
- * while that is taken too). */
+ * name the results already use is exposed as dataset_<col>, prefixed again
+ * while that names another column of the view (a results column, a dataset
+ * column or an earlier alias), so every column of the view has its own name. */
 char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
                      size_t n_dataset, const char *results_table, const store_column *results_cols,
                      size_t n_results);

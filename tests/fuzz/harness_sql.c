@@ -637,14 +637,22 @@ static void check_view(const fuzz_case *c)
     size_t n = 0;
     for (size_t i = 0; i < c->nr; i++)
         snprintf(names[n++], sizeof names[0], "%s", c->rcols[i]);
+    /* A dataset column the results also name becomes dataset_<col>,
+     * prefixed again while that names any other column of the view: a
+     * results column, a dataset column or an alias chosen before. */
+    size_t first_alias = n;
     for (size_t i = 1; i < c->nd; i++) {
         ds_buf alias = DS_BUF_INIT;
         ds_buf_append(&alias, c->dcols[i]);
-        for (bool taken = true; taken;) {
-            taken = false;
-            for (size_t k = 0; k < c->nr && !taken; k++)
-                taken = strcmp(c->rcols[k], ds_buf_str(&alias)) == 0;
-            if (taken) {
+        for (bool clash = true, first = true; clash; first = false) {
+            clash = false;
+            for (size_t k = 0; k < c->nr && !clash; k++)
+                clash = strcmp(c->rcols[k], ds_buf_str(&alias)) == 0;
+            for (size_t k = 1; !first && k < c->nd && !clash; k++)
+                clash = strcmp(c->dcols[k], ds_buf_str(&alias)) == 0;
+            for (size_t k = first_alias; !first && k < n && !clash; k++)
+                clash = strcmp(names[k], ds_buf_str(&alias)) == 0;
+            if (clash) {
                 char *prev = ds_buf_take(&alias);
                 ds_buf_appendf(&alias, "dataset_%s", prev);
                 free(prev);
