@@ -795,6 +795,18 @@ static void check_duplicate_ids(const fuzz_case *c, const char *staging)
     ds_buf_free(&b);
 }
 
+/* The key columns of a row of rows_of, as one string. */
+static char *key_of(const fuzz_case *c, const char *row)
+{
+    ds_buf b = DS_BUF_INIT;
+    for (size_t k = 0; k < c->nkey; k++) {
+        char *v = field_of(row, c->keyidx[k]);
+        ds_buf_appendf(&b, "%s\x1f", v);
+        free(v);
+    }
+    return ds_buf_take(&b);
+}
+
 /* Merges the staging table into the results table; the rows left must be
  * what the kind of merge promises, counted from the rows before. */
 static void check_merge(const fuzz_case *c, const char *staging)
@@ -818,13 +830,7 @@ static void check_merge(const fuzz_case *c, const char *staging)
         char **skeys = calloc(staged.n + 1, sizeof *skeys);
         size_t distinct = 0;
         for (size_t r = 0; r < staged.n; r++) {
-            ds_buf b = DS_BUF_INIT;
-            for (size_t k = 0; k < c->nkey; k++) {
-                char *v = field_of(staged.row[r], c->keyidx[k]);
-                ds_buf_appendf(&b, "%s\x1f", v);
-                free(v);
-            }
-            skeys[r] = ds_buf_take(&b);
+            skeys[r] = key_of(c, staged.row[r]);
             bool seen = false;
             for (size_t q = 0; q < r && !seen; q++)
                 seen = strcmp(skeys[q], skeys[r]) == 0;
@@ -832,17 +838,12 @@ static void check_merge(const fuzz_case *c, const char *staging)
         }
         expect = distinct;
         for (size_t r = 0; r < stored.n; r++) {
-            ds_buf b = DS_BUF_INIT;
-            for (size_t k = 0; k < c->nkey; k++) {
-                char *v = field_of(stored.row[r], c->keyidx[k]);
-                ds_buf_appendf(&b, "%s\x1f", v);
-                free(v);
-            }
+            char *key = key_of(c, stored.row[r]);
             bool replaced = false;
             for (size_t q = 0; q < staged.n && !replaced; q++)
-                replaced = strcmp(skeys[q], ds_buf_str(&b)) == 0;
+                replaced = strcmp(skeys[q], key) == 0;
             expect += !replaced;
-            ds_buf_free(&b);
+            free(key);
         }
         for (size_t r = 0; r < staged.n; r++)
             free(skeys[r]);

@@ -137,6 +137,14 @@ static void describe(const char *query, pgsrc_desc *desc)
         fail_msg("pgsrc_describe: %s", err.msg);
 }
 
+/* pgsrc_plan_ranges, failing the test with its message. */
+static void plan(const char *query, const pgsrc_column *col, int ranges, pgsrc_ranges *r)
+{
+    ds_error err = {0};
+    if (!pgsrc_plan_ranges(&g_src, query, col, ranges, r, &err))
+        fail_msg("pgsrc_plan_ranges(%s): %s", col->name, err.msg);
+}
+
 /* The rows of a query, first column, joined by ','. */
 static char *column_text(const char *sql)
 {
@@ -238,9 +246,7 @@ static void check_column_partition(const partition_case *c)
     assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, col, 4))), c->bounds);
 
     pgsrc_ranges r;
-    ds_error err = {0};
-    if (!pgsrc_plan_ranges(&g_src, query, col, 4, &r, &err))
-        fail_msg("pgsrc_plan_ranges(%s): %s", c->column, err.msg);
+    plan(query, col, 4, &r);
     int64_t counts[8] = {0};
     assert_true(r.n <= 8);
     check_partition(query, &r, 1000, counts);
@@ -294,9 +300,7 @@ static void test_partition_timestamps(void **state)
         pgsrc_desc desc;
         describe(table_query(), &desc);
         pgsrc_ranges r;
-        ds_error err = {0};
-        assert_true(pgsrc_plan_ranges(&g_src, table_query(), &desc.cols[pgsrc_desc_find(&desc, cols[i])], 4,
-                                      &r, &err));
+        plan(table_query(), &desc.cols[pgsrc_desc_find(&desc, cols[i])], 4, &r);
         assert_int_equal(r.n, 5);
         const char *c = ident(cols[i]);
         assert_string_equal(column_text(keepf("SELECT %s::text FROM %s WHERE %s AND NOT isfinite(%s)", c,
@@ -331,8 +335,7 @@ static void test_partition_numeric(void **state)
     pgsrc_desc desc;
     describe(query, &desc);
     pgsrc_ranges r;
-    ds_error err = {0};
-    assert_true(pgsrc_plan_ranges(&g_src, query, &desc.cols[0], 4, &r, &err));
+    plan(query, &desc.cols[0], 4, &r);
     int64_t counts[8];
     assert_true(r.n <= 8);
     check_partition(query, &r, 1004, counts);
@@ -350,8 +353,7 @@ static void test_partition_empty(void **state)
     describe(query, &desc);
     assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))), "");
     pgsrc_ranges r;
-    ds_error err = {0};
-    assert_true(pgsrc_plan_ranges(&g_src, query, &desc.cols[0], 4, &r, &err));
+    plan(query, &desc.cols[0], 4, &r);
     assert_int_equal(r.n, 2);
     assert_string_equal(r.conditions[0], "\"c\"\"1\"\"\" IS NOT NULL");
     int64_t counts[2];
@@ -398,8 +400,7 @@ static void test_partition_1600_columns(void **state)
     assert_string_equal(desc.cols[1599].name, names[1599]);
     assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[1599], 5))), "20,40,59,79");
     pgsrc_ranges r;
-    ds_error err = {0};
-    assert_true(pgsrc_plan_ranges(&g_src, query, &desc.cols[1599], 5, &r, &err));
+    plan(query, &desc.cols[1599], 5, &r);
     int64_t counts[6];
     assert_int_equal(r.n, 6);
     check_partition(query, &r, 100, counts);

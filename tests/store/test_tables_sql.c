@@ -418,6 +418,17 @@ static void create_merge_tables(const char *stored_rows, const char *staged_rows
     tl_duck_exec(g_con, "INSERT INTO " MERGE_STAGING " VALUES %s", staged_rows);
 }
 
+/* An upsert of the merge tables on a two-column key. */
+static store_batch upsert_batch(char **key)
+{
+    return (store_batch){.table = MERGE_TABLE,
+                         .staging_ref = MERGE_STAGING,
+                         .order_col = "back\\slash",
+                         .type = "TIMESTAMP",
+                         .key = key,
+                         .nkey = 2};
+}
+
 static void run_merge(const store_batch *batch, size_t statements)
 {
     char *sql[2];
@@ -439,12 +450,7 @@ static void test_merge_upsert(void **state)
                         "(2, 'b\\', NULL, 'new 2 null'), (2, 'b\\', '2023-01-01', 'new 2 older'), "
                         "(NULL, 'n', '2024-01-02', 'new null'), (4, 'd', '2024-01-02', 'added')");
     char *key[] = {"c\"1\"", "'"};
-    store_batch batch = {.table = MERGE_TABLE,
-                         .staging_ref = MERGE_STAGING,
-                         .order_col = "back\\slash",
-                         .type = "TIMESTAMP",
-                         .key = key,
-                         .nkey = 2};
+    store_batch batch = upsert_batch(key);
     run_merge(&batch, 2);
     assert_string_equal(rows_of("SELECT * FROM %s", ident(MERGE_TABLE)),
                         "1|a'|2024-01-03 00:00:00|newest 1\n"
@@ -464,12 +470,7 @@ static void test_merge_counts(void **state)
                         "(1, 'a', '2024-01-02', 'y'), (2, 'b', '2024-01-02', 'y'), "
                         "(NULL, 'n', '2024-01-02', 'y'), (5, 'e', '2024-01-02', 'y')");
     char *key[] = {"'", "c\"1\""};
-    store_batch batch = {.table = MERGE_TABLE,
-                         .staging_ref = MERGE_STAGING,
-                         .order_col = "back\\slash",
-                         .type = "TIMESTAMP",
-                         .key = key,
-                         .nkey = 2};
+    store_batch batch = upsert_batch(key);
     int64_t inserted = -1, updated = -1;
     ds_error err = {0};
     if (!store_merge(g_con, &batch, &inserted, &updated, &err))
