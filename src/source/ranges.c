@@ -36,7 +36,8 @@ char *pgsrc_bounds_sql(const char *query, const pgsrc_column *col, int ranges)
     const char *step;
     switch (col->type.kind) {
     case PGSRC_DATE:
-        step = "lo + ((hi - lo) * i / %d)";
+        /* The span of two dates can be close to 2^31 days: times i in bigint. */
+        step = "lo + ((hi - lo)::int8 * i / %d)::int4";
         temporal = true;
         break;
     case PGSRC_TIMESTAMP:

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "store/store.h"
 
@@ -84,10 +85,11 @@ bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds
     return ok;
 }
 
+/* DuckDB compares names without case (ASCII only), so does this. */
 static bool has_column(const store_column *cols, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(cols[i].name, name) == 0)
+        if (strcasecmp(cols[i].name, name) == 0)
             return true;
     return false;
 }
@@ -95,7 +97,7 @@ static bool has_column(const store_column *cols, size_t n, const char *name)
 static bool chosen(char *const *aliases, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
-        if (aliases[i] != NULL && strcmp(aliases[i], name) == 0)
+        if (aliases[i] != NULL && strcasecmp(aliases[i], name) == 0)
             return true;
     return false;
 }
@@ -143,11 +145,13 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
         ds_buf_append(&b, i ? ", r." : "r.");
         ds_buf_append_ident(&b, results_cols[i].name);
     }
+    bool listed = n_results > 0;
     for (size_t i = 0; i < n_dataset && !b.failed; i++) {
         const char *name = dataset_cols[i].name;
         if (strcmp(name, "dataset_id") == 0)
             continue;
-        ds_buf_append(&b, n_results ? ", d." : "d.");
+        ds_buf_append(&b, listed ? ", d." : "d.");
+        listed = true;
         ds_buf_append_ident(&b, name);
         if (!has_column(results_cols, n_results, name))
             continue;
@@ -303,17 +307,26 @@ bool store_canonical_value(duckdb_connection con, const char *value, const char 
     return query_built(con, ds_buf_take(&sql), out, err);
 }
 
+/* The start never passes the value: a numeric lookback is subtracted
+ * exactly (DECIMAL) unless the type is floating point, and a time of day
+ * that would wrap to the evening before stays at the value. */
 char *store_minus_sql(const char *value, const char *type, const char *lookback, bool lookback_is_number)
 {
+    bool floating = strcmp(type, "DOUBLE") == 0 || strcmp(type, "FLOAT") == 0;
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT (");
+    ds_buf_append(&b, "SELECT least(");
+    store_append_typed_literal(&b, value, type);
+    ds_buf_append(&b, ", (");
     store_append_typed_literal(&b, value, type);
     ds_buf_append(&b, " - ");
-    store_append_typed_literal(&b, lookback, lookback_is_number ? "DOUBLE" : "INTERVAL");
+    store_append_typed_literal(&b, lookback,
+                               !lookback_is_number ? "INTERVAL"
+                               : floating          ? "DOUBLE"
+                                                   : "DECIMAL(38,10)");
     if (lookback_is_number)
-        ds_buf_appendf(&b, ")::%s::VARCHAR", type);
+        ds_buf_appendf(&b, ")::%s)::VARCHAR", type);
     else
-        ds_buf_append(&b, ")::VARCHAR");
+        ds_buf_append(&b, "))::VARCHAR");
     return ds_buf_take(&b);
 }
 

@@ -197,7 +197,7 @@ static void test_bounds_sql_text(void **state)
         keep(pgsrc_bounds_sql("SELECT 1 -- c", &col, 3)),
         "WITH b AS (SELECT min(\"'\") AS lo, max(\"'\") AS hi FROM (SELECT 1 -- c\n) AS _p WHERE "
         "isfinite(\"'\")) SELECT bound::text AS bound_text FROM (SELECT DISTINCT (lo + ((hi - "
-        "lo) * i / 3))::date AS bound FROM b, generate_series(1, 2) AS i WHERE lo IS NOT NULL) "
+        "lo)::int8 * i / 3)::int4)::date AS bound FROM b, generate_series(1, 2) AS i WHERE lo IS NOT NULL) "
         "AS bounds ORDER BY bound");
     col = (pgsrc_column){
         .name = "\\", .pg_type = "timestamp with time zone", .type = {.kind = PGSRC_TIMESTAMPTZ}};
@@ -339,6 +339,28 @@ static void test_partition_numeric(void **state)
     int64_t counts[8];
     assert_true(r.n <= 8);
     check_partition(query, &r, 1004, counts);
+    pgsrc_ranges_free(&r);
+    pgsrc_desc_free(&desc);
+}
+
+/* Dates as far apart as PostgreSQL allows: the span in days times the
+ * range number must not overflow an integer. */
+static void test_partition_date_extremes(void **state)
+{
+    (void)state;
+    const char *query =
+        keepf("SELECT * FROM (VALUES ('4713-01-01 BC'::date), ('5874897-12-31'), ('2024-02-29'), "
+              "('infinity'), (NULL)) AS v(%s)",
+              ident("back\\slash"));
+    pgsrc_desc desc;
+    describe(query, &desc);
+    assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))),
+                        "1465190-07-02,2935092-12-31,4404995-07-02");
+    pgsrc_ranges r;
+    plan(query, &desc.cols[0], 4, &r);
+    int64_t counts[8];
+    assert_int_equal(r.n, 5);
+    check_partition(query, &r, 5, counts);
     pgsrc_ranges_free(&r);
     pgsrc_desc_free(&desc);
 }
@@ -537,6 +559,7 @@ int main(void)
         T(test_bounds_sql_text),
         T(test_partition_int),
         T(test_partition_date),
+        T(test_partition_date_extremes),
         T(test_partition_timestamps),
         T(test_partition_numeric),
         T(test_partition_empty),

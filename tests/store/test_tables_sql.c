@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/strbuf.h"
 #include "store/store.h"
@@ -361,6 +362,31 @@ static void test_view_hostile_names(void **state)
                         "11|n1");
 }
 
+/* DuckDB compares names without case (ASCII only), and an alias may be
+ * the name of another dataset column or alias: each view column must still
+ * have a name of its own, or a query by that name reads another column. */
+static void test_view_names_unique_to_duckdb(void **state)
+{
+    (void)state;
+    const store_column data[] = {
+        {"dataset_id", "INTEGER"}, {"name", "VARCHAR"}, {"x", "VARCHAR"}, {"dataset_x", "VARCHAR"}};
+    const store_column results[] = {{"dataset_id", "INTEGER"}, {"Name", "VARCHAR"}, {"x", "VARCHAR"}};
+    run_built(store_create_table_sql(ident("d"), data, 4));
+    run_built(store_create_table_sql(ident("r"), results, 3));
+    tl_duck_exec(g_con, "INSERT INTO d VALUES (1, 'd.name', 'd.x', 'd.dataset_x')");
+    tl_duck_exec(g_con, "INSERT INTO r VALUES (1, 'r.Name', 'r.x')");
+    run_built(store_view_sql("v", "d", data, 4, "r", results, 3));
+    table_cols got;
+    columns_of("v", &got);
+    for (size_t i = 0; i < got.n; i++)
+        for (size_t k = 0; k < i; k++)
+            if (strcasecmp(got.names[i], got.names[k]) == 0)
+                fail_msg("view columns %zu \"%s\" and %zu \"%s\" are one name to DuckDB", k, got.names[k], i,
+                         got.names[i]);
+    assert_string_equal(rows_of("SELECT \"Name\", dataset_name, x, dataset_x, dataset_dataset_x FROM v"),
+                        "r.Name|d.name|r.x|d.dataset_x|d.x");
+}
+
 /* ---- merging an incremental batch -------------------------------------- */
 
 static void test_merge_sql_text(void **state)
@@ -576,11 +602,15 @@ static void test_minus_sql(void **state)
 {
     (void)state;
     assert_string_equal(keep(store_minus_sql("2024-01-01 00:00:00", "TIMESTAMP", "5 minutes", false)),
-                        "SELECT (CAST('2024-01-01 00:00:00' AS TIMESTAMP) - CAST('5 minutes' AS "
-                        "INTERVAL))::VARCHAR");
+                        "SELECT least(CAST('2024-01-01 00:00:00' AS TIMESTAMP), (CAST('2024-01-01 00:00:00' "
+                        "AS TIMESTAMP) - CAST('5 minutes' AS INTERVAL)))::VARCHAR");
     assert_string_equal(
         keep(store_minus_sql("10", "DECIMAL(12,4)", "2.5", true)),
-        "SELECT (CAST('10' AS DECIMAL(12,4)) - CAST('2.5' AS DOUBLE))::DECIMAL(12,4)::VARCHAR");
+        "SELECT least(CAST('10' AS DECIMAL(12,4)), (CAST('10' AS DECIMAL(12,4)) - CAST('2.5' AS "
+        "DECIMAL(38,10)))::DECIMAL(12,4))::VARCHAR");
+    assert_string_equal(keep(store_minus_sql("1.5", "DOUBLE", "0.5", true)),
+                        "SELECT least(CAST('1.5' AS DOUBLE), (CAST('1.5' AS DOUBLE) - CAST('0.5' AS "
+                        "DOUBLE))::DOUBLE)::VARCHAR");
     static const char *const cases[][5] = {
         /* value, type, lookback, number?, result */
         {"2024-01-01 00:00:00", "TIMESTAMP", "5 minutes", "", "2023-12-31 23:55:00"},
@@ -602,6 +632,26 @@ static void test_minus_sql(void **state)
 }
 
 /* ---- dataset_id uniqueness --------------------------------------------- */
+
+/* The read start of a lookback is never past the watermark: a start above
+ * it would skip the rows in between for good. */
+static void test_minus_never_above_value(void **state)
+{
+    (void)state;
+    /* Exact in the column's type, not through a DOUBLE (2^53). */
+    char *v =
+        tl_duck_scalar(g_con, "%s", keep(store_minus_sql("1499999999999999990", "BIGINT", "100", true)));
+    assert_string_equal(v, "1499999999999999890");
+    free(v);
+    v = tl_duck_scalar(g_con, "%s",
+                       keep(store_minus_sql("12345678901234569116", "DECIMAL(38,10)", "1", true)));
+    assert_string_equal(v, "12345678901234569115.0000000000");
+    free(v);
+    /* A time of day does not wrap to the evening before. */
+    v = tl_duck_scalar(g_con, "%s", keep(store_minus_sql("00:02:00", "TIME", "5 minutes", false)));
+    assert_int_equal(tl_duck_int(g_con, "SELECT CAST('%s' AS TIME) <= TIME '00:02:00'", v), 1);
+    free(v);
+}
 
 static bool ids_unique(const char *staging_ref, const char *table, int64_t slices)
 {
@@ -668,6 +718,7 @@ int main(void)
         T(test_create_table_1600_columns),
         T(test_view_sql_text),
         T(test_view_hostile_names),
+        T(test_view_names_unique_to_duckdb),
         T(test_merge_sql_text),
         T(test_merge_upsert),
         T(test_merge_counts),
@@ -675,6 +726,7 @@ int main(void)
         T(test_merge_append),
         T(test_max_sql),
         T(test_minus_sql),
+        T(test_minus_never_above_value),
         T(test_duplicate_ids_sql),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
