@@ -6,9 +6,12 @@
 #ifndef DS_TESTS_FUZZ_HARNESS_H
 #define DS_TESTS_FUZZ_HARNESS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 /* Input: byte 0 picks a column plan (FUZZ_COPY_PLANS), byte 1 says how the
  * rest is cut into CopyData messages: with bit 7 set, one message per tuple
@@ -50,6 +53,27 @@ int fuzz_config_input(const uint8_t *data, size_t size);
  * results columns, and a value. The SQL builders of store/tables.h and the
  * conditions of source/ranges.h are run on them (tests/fuzz/harness_sql.c). */
 int fuzz_sql_input(const uint8_t *data, size_t size);
+
+/* Aborts with the condition, file:line and an optional printf-style
+ * message when an invariant of the code under test does not hold (the
+ * sanitizers would not see it): CHECK(ok) or CHECK(ok, "row %d", r). */
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        if (!(cond))                                                                                         \
+            fuzz_broken(__FILE__, __LINE__, #cond, "  " __VA_ARGS__);                                        \
+    } while (0)
+
+__attribute__((noreturn, format(printf, 4, 5))) static inline void
+fuzz_broken(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    fprintf(stderr, "%s:%d: broken invariant: %s\n", file, line, cond);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

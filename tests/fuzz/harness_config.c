@@ -19,16 +19,6 @@
 #define SOURCE_FILE "fuzz_db.yaml"
 #define STORE_FILE "duckdb.yaml"
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: broken invariant: %s\n", __FILE__, __LINE__, #cond);                     \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
-
 static char *dirs[2];
 
 static void remove_files(const char *dir)

@@ -93,14 +93,6 @@ static const plan plans[FUZZ_COPY_PLANS] = {
     {5, {{1082, -1}, {1114, -1}, {1184, -1}, {1083, -1}, {1186, -1}}},
 };
 
-#define CHECK(cond)                                                                                          \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: broken invariant: %s\n", __FILE__, __LINE__, #cond);                     \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
-
 static duckdb_logical_type scalar_logical_type(pgsrc_kind kind, const pgsrc_type *t)
 {
     duckdb_type id = DUCKDB_TYPE_VARCHAR;

@@ -26,16 +26,6 @@
 #include "store/store.h"
 #include "store/tables.h"
 
-#define CHECK(cond, ...)                                                                                     \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: broken invariant: %s\n", __FILE__, __LINE__, #cond);                     \
-            fprintf(stderr, __VA_ARGS__);                                                                    \
-            fputc('\n', stderr);                                                                             \
-            abort();                                                                                         \
-        }                                                                                                    \
-    } while (0)
-
 /* A DuckDB type a PostgreSQL column maps to (source/pgtypes.c), how
  * duckdb_columns() spells it, three values, and the lookback it takes as an
  * incremental column ("" when it cannot be one). */

@@ -40,38 +40,10 @@ static const char *const COLS[][2] = {
 };
 #define NCOLS (sizeof COLS / sizeof COLS[0])
 
-static char *g_kept[4096];
-static size_t g_nkept;
-
-static char *keep(char *s)
-{
-    assert_non_null(s);
-    assert_true(g_nkept < sizeof g_kept / sizeof g_kept[0]);
-    return g_kept[g_nkept++] = s;
-}
-
-static char *keepf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *keepf(const char *fmt, ...)
-{
-    ds_buf b = DS_BUF_INIT;
-    va_list ap;
-    va_start(ap, fmt);
-    ds_buf_vappendf(&b, fmt, ap);
-    va_end(ap);
-    return keep(ds_buf_take(&b));
-}
-
-static char *ident(const char *name)
-{
-    return keep(ds_quote_ident(name));
-}
-
 static int free_kept(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < g_nkept; i++)
-        free(g_kept[i]);
-    g_nkept = 0;
+    tl_free_kept();
     return 0;
 }
 
@@ -127,7 +99,7 @@ static int group_teardown(void **state)
 /* The query a source would run, and its description. */
 static const char *table_query(void)
 {
-    return keepf("SELECT * FROM %s;\n", ident(TABLE));
+    return tl_keepf("SELECT * FROM %s;\n", tl_keep_ident(TABLE));
 }
 
 static void describe(const char *query, pgsrc_desc *desc)
@@ -159,7 +131,7 @@ static char *column_text(const char *sql)
         ds_buf_append(&b, PQgetisnull(res, r, 0) ? "NULL" : PQgetvalue(res, r, 0));
     }
     PQclear(res);
-    return keep(ds_buf_take(&b));
+    return tl_keep(ds_buf_take(&b));
 }
 
 /* ---- the text of each statement ---------------------------------------- */
@@ -167,16 +139,16 @@ static char *column_text(const char *sql)
 static void test_range_and_since_sql_text(void **state)
 {
     (void)state;
-    assert_string_equal(keep(pgsrc_range_sql("c\"1\"", "'5'::integer", NULL)),
+    assert_string_equal(tl_keep(pgsrc_range_sql("c\"1\"", "'5'::integer", NULL)),
                         "\"c\"\"1\"\"\" >= '5'::integer");
-    assert_string_equal(keep(pgsrc_range_sql("c\"1\"", NULL, "'5'::integer")),
+    assert_string_equal(tl_keep(pgsrc_range_sql("c\"1\"", NULL, "'5'::integer")),
                         "\"c\"\"1\"\"\" < '5'::integer");
-    assert_string_equal(keep(pgsrc_range_sql("'", "'1'::date", "'2'::date")),
+    assert_string_equal(tl_keep(pgsrc_range_sql("'", "'1'::date", "'2'::date")),
                         "\"'\" >= '1'::date AND \"'\" < '2'::date");
-    assert_string_equal(keep(pgsrc_range_sql("back\\slash", NULL, NULL)), "\"back\\slash\" IS NOT NULL");
-    assert_string_equal(keep(pgsrc_since_sql("it's \"x\"", "'a''b'", false, "timestamp with time zone")),
+    assert_string_equal(tl_keep(pgsrc_range_sql("back\\slash", NULL, NULL)), "\"back\\slash\" IS NOT NULL");
+    assert_string_equal(tl_keep(pgsrc_since_sql("it's \"x\"", "'a''b'", false, "timestamp with time zone")),
                         "\"it's \"\"x\"\"\" > 'a''b'::timestamp with time zone");
-    assert_string_equal(keep(pgsrc_since_sql("\\", " E'a\\\\b'", true, "text")),
+    assert_string_equal(tl_keep(pgsrc_since_sql("\\", " E'a\\\\b'", true, "text")),
                         "\"\\\" >=  E'a\\\\b'::text");
 }
 
@@ -185,7 +157,7 @@ static void test_bounds_sql_text(void **state)
     (void)state;
     pgsrc_column col = {.name = "c\"1\"", .pg_type = "integer", .type = {.kind = PGSRC_INT4}};
     assert_string_equal(
-        keep(pgsrc_bounds_sql("SELECT * FROM t; \n;", &col, 4)),
+        tl_keep(pgsrc_bounds_sql("SELECT * FROM t; \n;", &col, 4)),
         "WITH b AS (SELECT min(\"c\"\"1\"\"\") AS lo, max(\"c\"\"1\"\"\") AS hi FROM (SELECT * FROM t\n) AS "
         "_p) "
         "SELECT bound::text AS bound_text FROM (SELECT DISTINCT ((lo::numeric + (hi::numeric - lo::numeric) "
@@ -194,7 +166,7 @@ static void test_bounds_sql_text(void **state)
         "bound");
     col = (pgsrc_column){.name = "'", .pg_type = "date", .type = {.kind = PGSRC_DATE}};
     assert_string_equal(
-        keep(pgsrc_bounds_sql("SELECT 1 -- c", &col, 3)),
+        tl_keep(pgsrc_bounds_sql("SELECT 1 -- c", &col, 3)),
         "WITH b AS (SELECT min(\"'\") AS lo, max(\"'\") AS hi FROM (SELECT 1 -- c\n) AS _p WHERE "
         "isfinite(\"'\")) SELECT bound::text AS bound_text FROM (SELECT DISTINCT (lo + ((hi - "
         "lo)::int8 * i / 3)::int4)::date AS bound FROM b, generate_series(1, 2) AS i WHERE lo IS NOT NULL) "
@@ -202,7 +174,7 @@ static void test_bounds_sql_text(void **state)
     col = (pgsrc_column){
         .name = "\\", .pg_type = "timestamp with time zone", .type = {.kind = PGSRC_TIMESTAMPTZ}};
     assert_string_equal(
-        keep(pgsrc_bounds_sql("q", &col, 2)),
+        tl_keep(pgsrc_bounds_sql("q", &col, 2)),
         "WITH b AS (SELECT min(\"\\\") AS lo, max(\"\\\") AS hi FROM (q\n) AS _p WHERE "
         "isfinite(\"\\\")) SELECT bound::text AS bound_text FROM (SELECT DISTINCT (lo + (hi - "
         "lo) * (i::float8 / 2))::timestamp with time zone AS bound FROM b, generate_series(1, "
@@ -215,11 +187,11 @@ static void test_bounds_sql_text(void **state)
  * row is selected by exactly one. */
 static void check_partition(const char *query, const pgsrc_ranges *r, int64_t rows, int64_t *counts)
 {
-    char *trimmed = keep(pgsrc_trim_query(query));
+    char *trimmed = tl_keep(pgsrc_trim_query(query));
     ds_buf sum = DS_BUF_INIT;
     for (size_t i = 0; i < r->n; i++)
         ds_buf_appendf(&sum, "%scoalesce((%s)::int, 0)", i ? " + " : "", r->conditions[i]);
-    char *total = keep(ds_buf_take(&sum));
+    char *total = tl_keep(ds_buf_take(&sum));
     assert_int_equal(tl_pg_int(g_pg, "SELECT count(*) FROM (%s\n) AS _p", trimmed), rows);
     int64_t wrong = tl_pg_int(g_pg, "SELECT count(*) FROM (%s\n) AS _p WHERE %s <> 1", trimmed, total);
     if (wrong != 0)
@@ -243,7 +215,7 @@ static void check_column_partition(const partition_case *c)
     int idx = pgsrc_desc_find(&desc, c->column);
     assert_true(idx >= 0);
     const pgsrc_column *col = &desc.cols[idx];
-    assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, col, 4))), c->bounds);
+    assert_string_equal(column_text(tl_keep(pgsrc_bounds_sql(query, col, 4))), c->bounds);
 
     pgsrc_ranges r;
     plan(query, col, 4, &r);
@@ -255,7 +227,7 @@ static void check_column_partition(const partition_case *c)
             fail_msg("%s: range %zu (%s) has %lld rows, expected %lld", c->column, i, r.conditions[i],
                      (long long)counts[i], (long long)c->counts[i]);
     assert_int_equal(c->counts[r.n], -1);
-    assert_string_equal(r.conditions[r.n - 1], keepf("%s IS NULL", ident(c->column)));
+    assert_string_equal(r.conditions[r.n - 1], tl_keepf("%s IS NULL", tl_keep_ident(c->column)));
     pgsrc_ranges_free(&r);
     pgsrc_desc_free(&desc);
 }
@@ -302,12 +274,12 @@ static void test_partition_timestamps(void **state)
         pgsrc_ranges r;
         plan(table_query(), &desc.cols[pgsrc_desc_find(&desc, cols[i])], 4, &r);
         assert_int_equal(r.n, 5);
-        const char *c = ident(cols[i]);
-        assert_string_equal(column_text(keepf("SELECT %s::text FROM %s WHERE %s AND NOT isfinite(%s)", c,
-                                              ident(TABLE), r.conditions[0], c)),
+        const char *c = tl_keep_ident(cols[i]);
+        assert_string_equal(column_text(tl_keepf("SELECT %s::text FROM %s WHERE %s AND NOT isfinite(%s)", c,
+                                                 tl_keep_ident(TABLE), r.conditions[0], c)),
                             "-infinity");
-        assert_string_equal(column_text(keepf("SELECT %s::text FROM %s WHERE %s AND NOT isfinite(%s)", c,
-                                              ident(TABLE), r.conditions[3], c)),
+        assert_string_equal(column_text(tl_keepf("SELECT %s::text FROM %s WHERE %s AND NOT isfinite(%s)", c,
+                                                 tl_keep_ident(TABLE), r.conditions[3], c)),
                             "infinity");
         pgsrc_ranges_free(&r);
         pgsrc_desc_free(&desc);
@@ -328,10 +300,10 @@ static void test_partition_numeric(void **state)
 
     /* NaN and ±Infinity (numeric sorts NaN above Infinity) still fall in
      * exactly one range each. */
-    const char *query = keepf(
+    const char *query = tl_keepf(
         "SELECT %s FROM %s UNION ALL SELECT v::numeric FROM unnest(ARRAY['NaN', 'Infinity', '-Infinity', "
         "'NaN']) AS v",
-        ident("order"), ident(TABLE));
+        tl_keep_ident("order"), tl_keep_ident(TABLE));
     pgsrc_desc desc;
     describe(query, &desc);
     pgsrc_ranges r;
@@ -349,12 +321,12 @@ static void test_partition_date_extremes(void **state)
 {
     (void)state;
     const char *query =
-        keepf("SELECT * FROM (VALUES ('4713-01-01 BC'::date), ('5874897-12-31'), ('2024-02-29'), "
-              "('infinity'), (NULL)) AS v(%s)",
-              ident("back\\slash"));
+        tl_keepf("SELECT * FROM (VALUES ('4713-01-01 BC'::date), ('5874897-12-31'), ('2024-02-29'), "
+                 "('infinity'), (NULL)) AS v(%s)",
+                 tl_keep_ident("back\\slash"));
     pgsrc_desc desc;
     describe(query, &desc);
-    assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))),
+    assert_string_equal(column_text(tl_keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))),
                         "1465190-07-02,2935092-12-31,4404995-07-02");
     pgsrc_ranges r;
     plan(query, &desc.cols[0], 4, &r);
@@ -369,11 +341,11 @@ static void test_partition_date_extremes(void **state)
 static void test_partition_empty(void **state)
 {
     (void)state;
-    const char *query =
-        keepf("SELECT %s FROM %s WHERE %s IS NULL", ident("c\"1\""), ident(TABLE), ident("c\"1\""));
+    const char *query = tl_keepf("SELECT %s FROM %s WHERE %s IS NULL", tl_keep_ident("c\"1\""),
+                                 tl_keep_ident(TABLE), tl_keep_ident("c\"1\""));
     pgsrc_desc desc;
     describe(query, &desc);
-    assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))), "");
+    assert_string_equal(column_text(tl_keep(pgsrc_bounds_sql(query, &desc.cols[0], 4))), "");
     pgsrc_ranges r;
     plan(query, &desc.cols[0], 4, &r);
     assert_int_equal(r.n, 2);
@@ -414,13 +386,13 @@ static void test_partition_1600_columns(void **state)
     ds_buf_free(&create);
     ds_buf_free(&insert);
 
-    const char *query = keepf("SELECT * FROM %s", ident(NAME63));
+    const char *query = tl_keepf("SELECT * FROM %s", tl_keep_ident(NAME63));
     pgsrc_desc desc;
     describe(query, &desc);
     assert_int_equal(desc.ncols, 1600);
     assert_int_equal(strlen(desc.cols[1599].name), 63);
     assert_string_equal(desc.cols[1599].name, names[1599]);
-    assert_string_equal(column_text(keep(pgsrc_bounds_sql(query, &desc.cols[1599], 5))), "20,40,59,79");
+    assert_string_equal(column_text(tl_keep(pgsrc_bounds_sql(query, &desc.cols[1599], 5))), "20,40,59,79");
     pgsrc_ranges r;
     plan(query, &desc.cols[1599], 5, &r);
     int64_t counts[6];
@@ -444,10 +416,11 @@ static int64_t rows_since(const char *column, const char *watermark, bool inclus
     describe(query, &desc);
     int idx = pgsrc_desc_find(&desc, column);
     assert_true(idx >= 0);
-    char *lit = keep(pgsrc_quote_literal(&g_src, watermark));
-    char *cond = keep(pgsrc_since_sql(column, lit, inclusive, desc.cols[idx].pg_type));
+    char *lit = tl_keep(pgsrc_quote_literal(&g_src, watermark));
+    char *cond = tl_keep(pgsrc_since_sql(column, lit, inclusive, desc.cols[idx].pg_type));
     pgsrc_desc_free(&desc);
-    return tl_pg_int(g_pg, "SELECT count(*) FROM (%s) AS _p WHERE %s", keep(pgsrc_trim_query(query)), cond);
+    return tl_pg_int(g_pg, "SELECT count(*) FROM (%s) AS _p WHERE %s", tl_keep(pgsrc_trim_query(query)),
+                     cond);
 }
 
 static void test_since_sql(void **state)
@@ -475,16 +448,16 @@ static void test_since_sql(void **state)
 /* The horizon query's one row: value, holder, sees_all. */
 static void horizon_row(PGconn *conn, bool with_time_zone, char **value, char **holder, char **sees_all)
 {
-    char *sql = keep(pgsrc_horizon_sql(with_time_zone));
+    char *sql = tl_keep(pgsrc_horizon_sql(with_time_zone));
     PGresult *res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         fail_msg("PostgreSQL error: %s\nSQL: %s", PQerrorMessage(conn), sql);
     assert_int_equal(PQntuples(res), 1);
     assert_int_equal(PQnfields(res), 3);
     assert_false(PQgetisnull(res, 0, 0));
-    *value = keep(strdup(PQgetvalue(res, 0, 0)));
-    *holder = PQgetisnull(res, 0, 1) ? NULL : keep(strdup(PQgetvalue(res, 0, 1)));
-    *sees_all = keep(strdup(PQgetvalue(res, 0, 2)));
+    *value = tl_keep(strdup(PQgetvalue(res, 0, 0)));
+    *holder = PQgetisnull(res, 0, 1) ? NULL : tl_keep(strdup(PQgetvalue(res, 0, 1)));
+    *sees_all = tl_keep(strdup(PQgetvalue(res, 0, 2)));
     PQclear(res);
 }
 
@@ -512,18 +485,18 @@ static void test_horizon_sql(void **state)
 
     /* A transaction left open by another client holds it back; duckstore's
      * own sessions do not. */
-    PGconn *holder_conn = tl_pg_connect(keepf("%s application_name='holder\\'s \\\\app'", g_conninfo));
-    PGconn *own = tl_pg_connect(keepf("%s application_name=duckstore", g_conninfo));
+    PGconn *holder_conn = tl_pg_connect(tl_keepf("%s application_name='holder\\'s \\\\app'", g_conninfo));
+    PGconn *own = tl_pg_connect(tl_keepf("%s application_name=duckstore", g_conninfo));
     tl_pg_exec(own, "BEGIN");
     tl_pg_exec(own, "SELECT 1");
     usleep(20000);
     tl_pg_exec(holder_conn, "BEGIN");
     tl_pg_exec(holder_conn, "SELECT 1");
-    char *pid = keep(tl_pg_scalar(holder_conn, "SELECT pg_backend_pid()"));
-    char *start_utc = keep(tl_pg_scalar(
+    char *pid = tl_keep(tl_pg_scalar(holder_conn, "SELECT pg_backend_pid()"));
+    char *start_utc = tl_keep(tl_pg_scalar(
         holder_conn, "SELECT to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM "
                      "pg_stat_activity WHERE pid = pg_backend_pid()"));
-    char *start_ny = keep(tl_pg_scalar(
+    char *start_ny = tl_keep(tl_pg_scalar(
         holder_conn, "SELECT to_char(xact_start AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI:SS.US') "
                      "FROM pg_stat_activity WHERE pid = pg_backend_pid()"));
     /* The holder's transaction must have started before this one's now(). */
@@ -533,12 +506,12 @@ static void test_horizon_sql(void **state)
             break;
         usleep(10000);
     }
-    assert_string_equal(value, keepf("%s+00", start_utc));
+    assert_string_equal(value, tl_keepf("%s+00", start_utc));
     assert_non_null(holder);
     tl_assert_contains(holder,
-                       keepf("pid %s (user postgres, application holder's \\app) in a transaction open "
-                             "since %.10sT%.8s+00:00",
-                             pid, start_utc, start_utc + 11));
+                       tl_keepf("pid %s (user postgres, application holder's \\app) in a transaction open "
+                                "since %.10sT%.8s+00:00",
+                                pid, start_utc, start_utc + 11));
     horizon_row(conn, false, &value, &holder, &sees_all);
     assert_string_equal(value, start_ny);
     tl_pg_exec(holder_conn, "COMMIT");

@@ -18,36 +18,10 @@ static duckdb_database g_db;
 static duckdb_connection g_con;
 
 /* Strings a test allocates, freed after it. */
-static char *g_kept[8192];
-static size_t g_nkept;
-
-static char *keep(char *s)
-{
-    assert_non_null(s);
-    assert_true(g_nkept < sizeof g_kept / sizeof g_kept[0]);
-    return g_kept[g_nkept++] = s;
-}
-
-static char *keepf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *keepf(const char *fmt, ...)
-{
-    ds_buf b = DS_BUF_INIT;
-    va_list ap;
-    va_start(ap, fmt);
-    ds_buf_vappendf(&b, fmt, ap);
-    va_end(ap);
-    return keep(ds_buf_take(&b));
-}
-
-static char *ident(const char *name)
-{
-    return keep(ds_quote_ident(name));
-}
 
 static int duck_setup(void **state)
 {
     (void)state;
-    g_nkept = 0;
     if (duckdb_open(NULL, &g_db) != DuckDBSuccess || duckdb_connect(g_db, &g_con) != DuckDBSuccess)
         return -1;
     duckdb_result res;
@@ -61,9 +35,7 @@ static int duck_teardown(void **state)
     (void)state;
     duckdb_disconnect(&g_con);
     duckdb_close(&g_db);
-    for (size_t i = 0; i < g_nkept; i++)
-        free(g_kept[i]);
-    g_nkept = 0;
+    tl_free_kept();
     return 0;
 }
 
@@ -88,8 +60,8 @@ static char *rows_of(const char *fmt, ...)
     va_start(ap, fmt);
     ds_buf_vappendf(&q, fmt, ap);
     va_end(ap);
-    char *inner = keep(ds_buf_take(&q));
-    char *sql = keepf("SELECT COLUMNS(*)::VARCHAR FROM (%s) ORDER BY ALL", inner);
+    char *inner = tl_keep(ds_buf_take(&q));
+    char *sql = tl_keepf("SELECT COLUMNS(*)::VARCHAR FROM (%s) ORDER BY ALL", inner);
     duckdb_result res;
     if (duckdb_query(g_con, sql, &res) != DuckDBSuccess)
         fail_msg("DuckDB error: %s\nSQL: %s", duckdb_result_error(&res), sql);
@@ -106,7 +78,7 @@ static char *rows_of(const char *fmt, ...)
         }
     }
     duckdb_destroy_result(&res);
-    return keep(ds_buf_take(&out));
+    return tl_keep(ds_buf_take(&out));
 }
 
 /* name and data_type of each column of a table or view of the main schema,
@@ -133,8 +105,8 @@ static void columns_of(const char *table, table_cols *out)
     assert_true(out->n <= 2048);
     for (idx_t r = 0; r < out->n; r++) {
         char *name = duckdb_value_varchar(&res, 0, r), *type = duckdb_value_varchar(&res, 1, r);
-        out->names[r] = keep(strdup(name));
-        out->types[r] = keep(strdup(type));
+        out->names[r] = tl_keep(strdup(name));
+        out->types[r] = tl_keep(strdup(type));
         duckdb_free(name);
         duckdb_free(type);
     }
@@ -186,7 +158,7 @@ static char *typed_literal(const char *value, const char *type)
 {
     ds_buf b = DS_BUF_INIT;
     store_append_typed_literal(&b, value, type);
-    return keep(ds_buf_take(&b));
+    return tl_keep(ds_buf_take(&b));
 }
 
 static void test_typed_literal(void **state)
@@ -222,7 +194,7 @@ static void test_typed_literal(void **state)
 
     /* Text that is not a value of the type is a conversion error, never SQL. */
     duckdb_result res;
-    char *sql = keepf("SELECT %s", typed_literal("1' OR '1' = '1", "INTEGER"));
+    char *sql = tl_keepf("SELECT %s", typed_literal("1' OR '1' = '1", "INTEGER"));
     assert_int_equal(duckdb_query(g_con, sql, &res), DuckDBError);
     assert_int_equal(duckdb_result_error_type(&res), DUCKDB_ERROR_CONVERSION);
     duckdb_destroy_result(&res);
@@ -234,10 +206,10 @@ static void test_create_table_sql_text(void **state)
 {
     (void)state;
     const store_column cols[] = {{"c\"1\"", "INTEGER"}, {"'", "VARCHAR"}, {"back\\slash", "DECIMAL(12,4)"}};
-    char *sql = keep(store_create_table_sql("memory.main.\"st\"\"g\"", cols, 3));
+    char *sql = tl_keep(store_create_table_sql("memory.main.\"st\"\"g\"", cols, 3));
     assert_string_equal(sql, "CREATE TABLE memory.main.\"st\"\"g\" (\"c\"\"1\"\"\" INTEGER, \"'\" VARCHAR, "
                              "\"back\\slash\" DECIMAL(12,4))");
-    assert_string_equal(keep(store_create_table_sql("\"t\"", cols, 0)), "CREATE TABLE \"t\" ()");
+    assert_string_equal(tl_keep(store_create_table_sql("\"t\"", cols, 0)), "CREATE TABLE \"t\" ()");
 }
 
 /* Every hostile name as a table, each with every hostile name as a column:
@@ -254,7 +226,8 @@ static void test_create_table_hostile_names(void **state)
     tables[NHOSTILE] = NAME63;
     for (size_t t = 0; t <= NHOSTILE; t++) {
         /* The staging tables of incremental syncs are qualified. */
-        char *ref = t % 2 ? ident(tables[t]) : keepf(STORE_SCRATCH_CATALOG ".main.%s", ident(tables[t]));
+        char *ref = t % 2 ? tl_keep_ident(tables[t])
+                          : tl_keepf(STORE_SCRATCH_CATALOG ".main.%s", tl_keep_ident(tables[t]));
         run_built(store_create_table_sql(ref, cols, NHOSTILE + 1));
         table_cols got;
         columns_of(tables[t], &got);
@@ -265,9 +238,10 @@ static void test_create_table_hostile_names(void **state)
         }
     }
     assert_int_equal(tl_duck_int(g_con, "SELECT count(*) FROM duckdb_tables()"), NHOSTILE + 1);
-    tl_duck_exec(g_con, "INSERT INTO %s (%s, %s) VALUES (42, 'x''y')", ident("it's"), ident("c\"1\""),
-                 ident(NAME63));
-    assert_string_equal(rows_of("SELECT %s, %s FROM %s", ident(NAME63), ident("c\"1\""), ident("it's")),
+    tl_duck_exec(g_con, "INSERT INTO %s (%s, %s) VALUES (42, 'x''y')", tl_keep_ident("it's"),
+                 tl_keep_ident("c\"1\""), tl_keep_ident(NAME63));
+    assert_string_equal(rows_of("SELECT %s, %s FROM %s", tl_keep_ident(NAME63), tl_keep_ident("c\"1\""),
+                                tl_keep_ident("it's")),
                         "x'y|42");
 }
 
@@ -278,11 +252,11 @@ static void test_create_table_1600_columns(void **state)
     assert_int_equal(strlen(NAME63), 63);
     static store_column cols[1600];
     for (size_t i = 0; i < 1600; i++) {
-        char *name = keepf("%04zu%s", i, NAME63);
+        char *name = tl_keepf("%04zu%s", i, NAME63);
         name[63] = '\0';
         cols[i] = (store_column){name, TYPES[i % NTYPES][0]};
     }
-    char *sql = store_create_table_sql(ident(NAME63), cols, 1600);
+    char *sql = store_create_table_sql(tl_keep_ident(NAME63), cols, 1600);
     assert_non_null(sql);
     assert_true(strlen(sql) > 1600 * 70);
     run_built(sql);
@@ -304,14 +278,14 @@ static void test_view_sql_text(void **state)
     const store_column data[] = {{"dataset_id", "UUID"}, {"x", "INTEGER"}, {"c\"1\"", "VARCHAR"}};
     const store_column results[] = {
         {"dataset_id", "UUID"}, {"x", "INTEGER"}, {"dataset_x", "INTEGER"}, {"dataset_dataset_x", "INTEGER"}};
-    char *sql = keep(store_view_sql("v'\"", "d\"s", data, 3, "r\"s", results, 4));
+    char *sql = tl_keep(store_view_sql("v'\"", "d\"s", data, 3, "r\"s", results, 4));
     assert_string_equal(sql,
                         "CREATE OR REPLACE VIEW \"v'\"\"\" AS SELECT r.\"dataset_id\", r.\"x\", "
                         "r.\"dataset_x\", r.\"dataset_dataset_x\", d.\"x\" AS \"dataset_dataset_dataset_x\", "
                         "d.\"c\"\"1\"\"\" FROM \"r\"\"s\" AS r LEFT JOIN \"d\"\"s\" AS d ON "
                         "r.\"dataset_id\" = d.\"dataset_id\"");
     /* Without other columns on either side. */
-    sql = keep(store_view_sql("v", "d", data, 1, "r", results, 1));
+    sql = tl_keep(store_view_sql("v", "d", data, 1, "r", results, 1));
     assert_string_equal(sql, "CREATE OR REPLACE VIEW \"v\" AS SELECT r.\"dataset_id\" FROM \"r\" AS r LEFT "
                              "JOIN \"d\" AS d ON r.\"dataset_id\" = d.\"dataset_id\"");
 }
@@ -329,16 +303,16 @@ static void test_view_hostile_names(void **state)
     const store_column results[] = {{"dataset_id", "INTEGER"}, {"c\"1\"", "VARCHAR"}, {"'", "VARCHAR"},
                                     {"dataset_'", "VARCHAR"},  {"r", "VARCHAR"},      {"d", "INTEGER"}};
     const char *dtable = "it's \"data\"", *rtable = "r", *view = NAME63;
-    run_built(store_create_table_sql(ident(dtable), data, 7));
-    run_built(store_create_table_sql(ident(rtable), results, 6));
+    run_built(store_create_table_sql(tl_keep_ident(dtable), data, 7));
+    run_built(store_create_table_sql(tl_keep_ident(rtable), results, 6));
     tl_duck_exec(g_con,
                  "INSERT INTO %s VALUES ('d1', 1, 'q1', 'b1', 'e1', 11, 'n1'), "
                  "('d3', 3, 'q3', 'b3', 'e3', 33, 'n3')",
-                 ident(dtable));
+                 tl_keep_ident(dtable));
     tl_duck_exec(g_con,
                  "INSERT INTO %s VALUES (1, 'rc1', 'rq1', 'rdq1', 'rr1', 111), "
                  "(2, 'rc2', 'rq2', 'rdq2', 'rr2', 222), (1, 'rc1b', NULL, NULL, NULL, NULL)",
-                 ident(rtable));
+                 tl_keep_ident(rtable));
     run_built(store_view_sql(view, dtable, data, 7, rtable, results, 6));
 
     table_cols got;
@@ -349,16 +323,17 @@ static void test_view_hostile_names(void **state)
     assert_int_equal(got.n, sizeof expect / sizeof expect[0]);
     for (size_t i = 0; i < got.n; i++)
         assert_string_equal(got.names[i], expect[i]);
-    assert_string_equal(rows_of("SELECT * FROM %s", ident(view)),
+    assert_string_equal(rows_of("SELECT * FROM %s", tl_keep_ident(view)),
                         "1|rc1|rq1|rdq1|rr1|111|d1|q1|b1|e1|11|n1\n"
                         "1|rc1b|NULL|NULL|NULL|NULL|d1|q1|b1|e1|11|n1\n"
                         "2|rc2|rq2|rdq2|rr2|222|NULL|NULL|NULL|NULL|NULL|NULL");
     /* Each column is reachable by its name. */
-    assert_string_equal(rows_of("SELECT %s, %s, %s FROM %s WHERE dataset_id = 2", ident("dataset_dataset_'"),
-                                ident("'"), ident("d"), ident(view)),
+    assert_string_equal(rows_of("SELECT %s, %s, %s FROM %s WHERE dataset_id = 2",
+                                tl_keep_ident("dataset_dataset_'"), tl_keep_ident("'"), tl_keep_ident("d"),
+                                tl_keep_ident(view)),
                         "NULL|rq2|222");
-    assert_string_equal(rows_of("SELECT %s, %s FROM %s WHERE %s = 'rc1'", ident("dataset_d"), ident(NAME63),
-                                ident(view), ident("c\"1\"")),
+    assert_string_equal(rows_of("SELECT %s, %s FROM %s WHERE %s = 'rc1'", tl_keep_ident("dataset_d"),
+                                tl_keep_ident(NAME63), tl_keep_ident(view), tl_keep_ident("c\"1\"")),
                         "11|n1");
 }
 
@@ -371,8 +346,8 @@ static void test_view_names_unique_to_duckdb(void **state)
     const store_column data[] = {
         {"dataset_id", "INTEGER"}, {"name", "VARCHAR"}, {"x", "VARCHAR"}, {"dataset_x", "VARCHAR"}};
     const store_column results[] = {{"dataset_id", "INTEGER"}, {"Name", "VARCHAR"}, {"x", "VARCHAR"}};
-    run_built(store_create_table_sql(ident("d"), data, 4));
-    run_built(store_create_table_sql(ident("r"), results, 3));
+    run_built(store_create_table_sql(tl_keep_ident("d"), data, 4));
+    run_built(store_create_table_sql(tl_keep_ident("r"), results, 3));
     tl_duck_exec(g_con, "INSERT INTO d VALUES (1, 'd.name', 'd.x', 'd.dataset_x')");
     tl_duck_exec(g_con, "INSERT INTO r VALUES (1, 'r.Name', 'r.x')");
     run_built(store_view_sql("v", "d", data, 4, "r", results, 3));
@@ -401,8 +376,8 @@ static void test_merge_sql_text(void **state)
                           .nkey = 2};
     char *sql[2];
     assert_int_equal(store_merge_sql(&upsert, sql), 2);
-    keep(sql[0]);
-    keep(sql[1]);
+    tl_keep(sql[0]);
+    tl_keep(sql[1]);
     assert_string_equal(sql[0], "DELETE FROM \"it's\" AS t USING (SELECT DISTINCT \"c\"\"1\"\"\", \"'\" FROM "
                                 "memory.main.\"s\"\"g\") AS s WHERE t.\"c\"\"1\"\"\" IS NOT DISTINCT FROM "
                                 "s.\"c\"\"1\"\"\" AND t.\"'\" IS NOT DISTINCT FROM s.\"'\"");
@@ -418,15 +393,15 @@ static void test_merge_sql_text(void **state)
                            .start = "it's",
                            .start_inclusive = true};
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                      "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR)");
+    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+                                         "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR)");
     overlap.start_inclusive = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                      "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
+    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+                                         "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
     overlap.overlap = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\"");
+    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\"");
 }
 
 /* The columns of the merge tests: a two-column key, the incremental column
@@ -438,9 +413,9 @@ static const store_column MERGE_COLS[] = {
 
 static void create_merge_tables(const char *stored_rows, const char *staged_rows)
 {
-    run_built(store_create_table_sql(ident(MERGE_TABLE), MERGE_COLS, 4));
+    run_built(store_create_table_sql(tl_keep_ident(MERGE_TABLE), MERGE_COLS, 4));
     run_built(store_create_table_sql(MERGE_STAGING, MERGE_COLS, 4));
-    tl_duck_exec(g_con, "INSERT INTO %s VALUES %s", ident(MERGE_TABLE), stored_rows);
+    tl_duck_exec(g_con, "INSERT INTO %s VALUES %s", tl_keep_ident(MERGE_TABLE), stored_rows);
     tl_duck_exec(g_con, "INSERT INTO " MERGE_STAGING " VALUES %s", staged_rows);
 }
 
@@ -478,7 +453,7 @@ static void test_merge_upsert(void **state)
     char *key[] = {"c\"1\"", "'"};
     store_batch batch = upsert_batch(key);
     run_merge(&batch, 2);
-    assert_string_equal(rows_of("SELECT * FROM %s", ident(MERGE_TABLE)),
+    assert_string_equal(rows_of("SELECT * FROM %s", tl_keep_ident(MERGE_TABLE)),
                         "1|a'|2024-01-03 00:00:00|newest 1\n"
                         "1|b\\|2024-01-01 00:00:00|other key\n"
                         "2|b\\|2023-01-01 00:00:00|new 2 older\n"
@@ -503,7 +478,7 @@ static void test_merge_counts(void **state)
         fail_msg("store_merge: %s", err.msg);
     assert_int_equal(inserted, 1);
     assert_int_equal(updated, 3);
-    assert_int_equal(tl_duck_int(g_con, "SELECT count(*) FROM %s", ident(MERGE_TABLE)), 4);
+    assert_int_equal(tl_duck_int(g_con, "SELECT count(*) FROM %s", tl_keep_ident(MERGE_TABLE)), 4);
 }
 
 /* Overlap without a key: staged rows already stored at or past the start
@@ -513,15 +488,15 @@ static void test_merge_overlap(void **state)
 {
     (void)state;
     static const store_column cols[] = {{"o'", "VARCHAR"}, {"c\"1\"", "INTEGER"}};
-    run_built(store_create_table_sql(ident("t"), cols, 2));
-    run_built(store_create_table_sql(ident("s\"'"), cols, 2));
+    run_built(store_create_table_sql(tl_keep_ident("t"), cols, 2));
+    run_built(store_create_table_sql(tl_keep_ident("s\"'"), cols, 2));
     tl_duck_exec(g_con, "INSERT INTO t VALUES ('a''1', 1), ('a''2', 2), ('a''3', 3), ('a''3', 3)");
     tl_duck_exec(g_con,
                  "INSERT INTO %s VALUES ('a''2', 2), ('a''3', 3), ('a''3', 3), ('a''3', 3), "
                  "('a''3', 30), ('a''4', 4), ('a''1', 1)",
-                 ident("s\"'"));
+                 tl_keep_ident("s\"'"));
     store_batch batch = {.table = "t",
-                         .staging_ref = ident("s\"'"),
+                         .staging_ref = tl_keep_ident("s\"'"),
                          .order_col = "o'",
                          .type = "VARCHAR",
                          .overlap = true,
@@ -547,7 +522,7 @@ static void test_merge_append(void **state)
     create_merge_tables("(1, 'a', '2024-01-01', 'x')", "(1, 'a', '2024-01-01', 'x'), (2, 'b', NULL, NULL)");
     store_batch batch = {.table = MERGE_TABLE, .staging_ref = MERGE_STAGING, .order_col = "back\\slash"};
     run_merge(&batch, 1);
-    assert_string_equal(rows_of("SELECT * FROM %s", ident(MERGE_TABLE)),
+    assert_string_equal(rows_of("SELECT * FROM %s", tl_keep_ident(MERGE_TABLE)),
                         "1|a|2024-01-01 00:00:00|x\n1|a|2024-01-01 00:00:00|x\n2|b|NULL|NULL");
 }
 
@@ -556,17 +531,17 @@ static void test_merge_append(void **state)
 static void test_max_sql(void **state)
 {
     (void)state;
-    assert_string_equal(keep(store_max_sql("t\"", "c\"1\"", "DECIMAL(12,4)", NULL)),
+    assert_string_equal(tl_keep(store_max_sql("t\"", "c\"1\"", "DECIMAL(12,4)", NULL)),
                         "SELECT max(\"c\"\"1\"\"\")::VARCHAR FROM \"t\"\"\"");
-    assert_string_equal(keep(store_max_sql("t\"", "c\"1\"", "DECIMAL(12,4)", "it's")),
+    assert_string_equal(tl_keep(store_max_sql("t\"", "c\"1\"", "DECIMAL(12,4)", "it's")),
                         "SELECT max(\"c\"\"1\"\"\")::VARCHAR FROM \"t\"\"\" WHERE \"c\"\"1\"\"\" >= "
                         "CAST('it''s' AS DECIMAL(12,4))");
 
     /* A table named like one of its columns, whose column is named t too. */
     static const store_column cols[] = {{"t", "DECIMAL(12,4)"}, {"c\"1\"", "VARCHAR"}, {"'", "TIMESTAMPTZ"}};
-    run_built(store_create_table_sql(ident("t"), cols, 3));
+    run_built(store_create_table_sql(tl_keep_ident("t"), cols, 3));
     for (size_t i = 0; i < 3; i++) {
-        char *v = tl_duck_scalar(g_con, "%s", keep(store_max_sql("t", cols[i].name, cols[i].type, NULL)));
+        char *v = tl_duck_scalar(g_con, "%s", tl_keep(store_max_sql("t", cols[i].name, cols[i].type, NULL)));
         assert_null(v);
     }
     tl_duck_exec(g_con, "INSERT INTO t VALUES (1.5, 'it''s', '2024-01-01 00:00:00+00'), "
@@ -575,14 +550,14 @@ static void test_max_sql(void **state)
                                           {"z\\", "it's", "zz"},
                                           {"2024-06-01 10:00:00+00", "2024-06-01 10:00:00+00", "2025-01-01"}};
     for (size_t i = 0; i < 3; i++) {
-        char *v = tl_duck_scalar(g_con, "%s", keep(store_max_sql("t", cols[i].name, cols[i].type, NULL)));
+        char *v = tl_duck_scalar(g_con, "%s", tl_keep(store_max_sql("t", cols[i].name, cols[i].type, NULL)));
         assert_string_equal(v, want[i][0]);
         free(v);
         /* With a floor the answer is the same, or NULL when nothing reaches it. */
-        v = tl_duck_scalar(g_con, "%s", keep(store_max_sql("t", cols[i].name, cols[i].type, want[i][1])));
+        v = tl_duck_scalar(g_con, "%s", tl_keep(store_max_sql("t", cols[i].name, cols[i].type, want[i][1])));
         assert_string_equal(v, want[i][0]);
         free(v);
-        v = tl_duck_scalar(g_con, "%s", keep(store_max_sql("t", cols[i].name, cols[i].type, want[i][2])));
+        v = tl_duck_scalar(g_con, "%s", tl_keep(store_max_sql("t", cols[i].name, cols[i].type, want[i][2])));
         if (i == 0) {
             assert_string_equal(v, want[i][0]);
         } else {
@@ -601,14 +576,14 @@ static void test_max_sql(void **state)
 static void test_minus_sql(void **state)
 {
     (void)state;
-    assert_string_equal(keep(store_minus_sql("2024-01-01 00:00:00", "TIMESTAMP", "5 minutes", false)),
+    assert_string_equal(tl_keep(store_minus_sql("2024-01-01 00:00:00", "TIMESTAMP", "5 minutes", false)),
                         "SELECT least(CAST('2024-01-01 00:00:00' AS TIMESTAMP), (CAST('2024-01-01 00:00:00' "
                         "AS TIMESTAMP) - CAST('5 minutes' AS INTERVAL)))::VARCHAR");
     assert_string_equal(
-        keep(store_minus_sql("10", "DECIMAL(12,4)", "2.5", true)),
+        tl_keep(store_minus_sql("10", "DECIMAL(12,4)", "2.5", true)),
         "SELECT least(CAST('10' AS DECIMAL(12,4)), (CAST('10' AS DECIMAL(12,4)) - CAST('2.5' AS "
         "DECIMAL(38,10)))::DECIMAL(12,4))::VARCHAR");
-    assert_string_equal(keep(store_minus_sql("1.5", "DOUBLE", "0.5", true)),
+    assert_string_equal(tl_keep(store_minus_sql("1.5", "DOUBLE", "0.5", true)),
                         "SELECT least(CAST('1.5' AS DOUBLE), (CAST('1.5' AS DOUBLE) - CAST('0.5' AS "
                         "DOUBLE))::DOUBLE)::VARCHAR");
     static const char *const cases[][5] = {
@@ -625,7 +600,7 @@ static void test_minus_sql(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *v = tl_duck_scalar(
             g_con, "%s",
-            keep(store_minus_sql(cases[i][0], cases[i][1], cases[i][2], cases[i][3][0] != '\0')));
+            tl_keep(store_minus_sql(cases[i][0], cases[i][1], cases[i][2], cases[i][3][0] != '\0')));
         assert_string_equal(v, cases[i][4]);
         free(v);
     }
@@ -640,15 +615,15 @@ static void test_minus_never_above_value(void **state)
     (void)state;
     /* Exact in the column's type, not through a DOUBLE (2^53). */
     char *v =
-        tl_duck_scalar(g_con, "%s", keep(store_minus_sql("1499999999999999990", "BIGINT", "100", true)));
+        tl_duck_scalar(g_con, "%s", tl_keep(store_minus_sql("1499999999999999990", "BIGINT", "100", true)));
     assert_string_equal(v, "1499999999999999890");
     free(v);
     v = tl_duck_scalar(g_con, "%s",
-                       keep(store_minus_sql("12345678901234569116", "DECIMAL(38,10)", "1", true)));
+                       tl_keep(store_minus_sql("12345678901234569116", "DECIMAL(38,10)", "1", true)));
     assert_string_equal(v, "12345678901234569115.0000000000");
     free(v);
     /* A time of day does not wrap to the evening before. */
-    v = tl_duck_scalar(g_con, "%s", keep(store_minus_sql("00:02:00", "TIME", "5 minutes", false)));
+    v = tl_duck_scalar(g_con, "%s", tl_keep(store_minus_sql("00:02:00", "TIME", "5 minutes", false)));
     assert_int_equal(tl_duck_int(g_con, "SELECT CAST('%s' AS TIME) <= TIME '00:02:00'", v), 1);
     free(v);
 }
@@ -657,7 +632,8 @@ static bool ids_unique(const char *staging_ref, const char *table, int64_t slice
 {
     bool unique = true;
     for (int64_t i = 0; unique && i < slices; i++) {
-        char *v = tl_duck_scalar(g_con, "%s", keep(store_duplicate_ids_sql(staging_ref, table, slices, i)));
+        char *v =
+            tl_duck_scalar(g_con, "%s", tl_keep(store_duplicate_ids_sql(staging_ref, table, slices, i)));
         assert_non_null(v);
         unique = strcmp(v, "true") == 0;
         free(v);
@@ -668,11 +644,11 @@ static bool ids_unique(const char *staging_ref, const char *table, int64_t slice
 static void test_duplicate_ids_sql(void **state)
 {
     (void)state;
-    assert_string_equal(keep(store_duplicate_ids_sql("memory.main.\"s\"\"'\"", NULL, 1, 0)),
+    assert_string_equal(tl_keep(store_duplicate_ids_sql("memory.main.\"s\"\"'\"", NULL, 1, 0)),
                         "SELECT count(*) = 0 FROM (SELECT dataset_id FROM memory.main.\"s\"\"'\" WHERE true "
                         "GROUP BY dataset_id HAVING count(*) > 1)");
     assert_string_equal(
-        keep(store_duplicate_ids_sql("\"s\"", "it's \"t\"", 3, 2)),
+        tl_keep(store_duplicate_ids_sql("\"s\"", "it's \"t\"", 3, 2)),
         "SELECT count(*) = 0 FROM (SELECT dataset_id FROM (SELECT dataset_id FROM \"s\" WHERE "
         "hash(dataset_id) % 3 = 2 UNION ALL SELECT dataset_id FROM \"it's \"\"t\"\"\" WHERE "
         "hash(dataset_id) % 3 = 2 AND dataset_id IN (SELECT dataset_id FROM \"s\" WHERE "
@@ -681,15 +657,15 @@ static void test_duplicate_ids_sql(void **state)
     static const store_column cols[] = {{"c\"1\"", "VARCHAR"}, {"dataset_id", "VARCHAR"}};
     const char *staging = STORE_SCRATCH_CATALOG ".main.\"s\"\"'\"", *table = "it's \"t\"";
     run_built(store_create_table_sql(staging, cols, 2));
-    run_built(store_create_table_sql(ident(table), cols, 2));
+    run_built(store_create_table_sql(tl_keep_ident(table), cols, 2));
     tl_duck_exec(g_con, "INSERT INTO %s SELECT 'x', 'id-' || i FROM range(100) AS r(i)", staging);
-    tl_duck_exec(g_con, "INSERT INTO %s VALUES ('y', 'stored-1'), ('y', 'stored-1')", ident(table));
+    tl_duck_exec(g_con, "INSERT INTO %s VALUES ('y', 'stored-1'), ('y', 'stored-1')", tl_keep_ident(table));
     for (int64_t slices = 1; slices <= 7; slices += 3) {
         assert_true(ids_unique(staging, NULL, slices));
         /* The stored duplicate is not among the staged ids. */
         assert_true(ids_unique(staging, table, slices));
     }
-    tl_duck_exec(g_con, "INSERT INTO %s VALUES ('y', 'id-42')", ident(table));
+    tl_duck_exec(g_con, "INSERT INTO %s VALUES ('y', 'id-42')", tl_keep_ident(table));
     for (int64_t slices = 1; slices <= 7; slices += 3) {
         assert_true(ids_unique(staging, NULL, slices));
         assert_false(ids_unique(staging, table, slices));
@@ -697,7 +673,7 @@ static void test_duplicate_ids_sql(void **state)
     /* The duplicate is in exactly one slice. */
     int found = 0;
     for (int64_t i = 0; i < 5; i++) {
-        char *v = tl_duck_scalar(g_con, "%s", keep(store_duplicate_ids_sql(staging, table, 5, i)));
+        char *v = tl_duck_scalar(g_con, "%s", tl_keep(store_duplicate_ids_sql(staging, table, 5, i)));
         found += strcmp(v, "false") == 0;
         free(v);
     }

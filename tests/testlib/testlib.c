@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/strbuf.h"
+
 static char *vformat(const char *fmt, va_list ap)
 {
     char *out = NULL;
@@ -459,4 +461,42 @@ int64_t tl_pg_int(PGconn *conn, const char *fmt, ...)
     free(text);
     free(sql);
     return v;
+}
+
+static char **kept;
+static size_t nkept, kept_cap;
+
+char *tl_keep(char *s)
+{
+    assert_non_null(s);
+    if (nkept == kept_cap) {
+        kept_cap = kept_cap ? 2 * kept_cap : 256;
+        kept = realloc(kept, kept_cap * sizeof *kept);
+        assert_non_null(kept);
+    }
+    return kept[nkept++] = s;
+}
+
+char *tl_keepf(const char *fmt, ...)
+{
+    ds_buf b = DS_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    ds_buf_vappendf(&b, fmt, ap);
+    va_end(ap);
+    return tl_keep(ds_buf_take(&b));
+}
+
+char *tl_keep_ident(const char *name)
+{
+    return tl_keep(ds_quote_ident(name));
+}
+
+void tl_free_kept(void)
+{
+    for (size_t i = 0; i < nkept; i++)
+        free(kept[i]);
+    free(kept);
+    kept = NULL;
+    nkept = kept_cap = 0;
 }

@@ -51,6 +51,15 @@ char *tl_duck_scalar(duckdb_connection con, const char *fmt, ...) __attribute__(
 
 int64_t tl_duck_int(duckdb_connection con, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Strings a test allocates and reads until it ends: tl_keep() takes one
+ * (failing the test on NULL, a builder out of memory), tl_free_kept()
+ * frees them all (call it from a teardown). */
+char *tl_keep(char *s);
+char *tl_keepf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "name" quoted as an identifier, kept. */
+char *tl_keep_ident(const char *name);
+void tl_free_kept(void);
+
 /* Writes text to a file (for configs). */
 void tl_write_file(const char *path, const char *text);
 
