@@ -1,5 +1,6 @@
 /* ds_error helpers: formatting into the fixed message buffer. */
 #include "common/error.h"
+#include "common/strbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@ bool ds_error_set(ds_error *err, ds_error_code code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
+    ds_utf8_trim_end(err->msg);
     return false;
 }
 
@@ -26,6 +28,7 @@ void ds_error_prefix(ds_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    ds_utf8_trim_end(prefix);
     size_t plen = strlen(prefix);
     if (plen >= sizeof err->msg)
         plen = sizeof err->msg - 1;
@@ -35,6 +38,7 @@ void ds_error_prefix(ds_error *err, const char *fmt, ...)
     memmove(err->msg + plen, err->msg, mlen);
     memcpy(err->msg, prefix, plen);
     err->msg[plen + mlen] = '\0';
+    ds_utf8_trim_end(err->msg);
 }
 
 void ds_error_clear(ds_error *err)

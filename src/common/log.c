@@ -1,6 +1,7 @@
 /* stderr logger shared by the CLI and the server; thread-safe because each
  * line is written with a single fprintf on an unbuffered stream. */
 #include "common/log.h"
+#include "common/strbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,5 +32,6 @@ void ds_log(ds_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    ds_utf8_trim_end(line);
     fprintf(stderr, "%s.%03ldZ %-5s %s\n", stamp, (long)(tv.tv_usec / 1000), names[level], line);
 }

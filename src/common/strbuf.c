@@ -169,3 +169,23 @@ char *ds_quote_literal(const char *value)
     ds_buf_append_literal(&b, value);
     return ds_buf_take(&b);
 }
+
+size_t ds_utf8_cut(const char *s, size_t len)
+{
+    size_t i = len, cont = 0;
+    while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        cont++;
+    }
+    if (i == 0)
+        return len;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = (lead & 0xE0) == 0xC0 ? 1 : (lead & 0xF0) == 0xE0 ? 2 : (lead & 0xF8) == 0xF0 ? 3 : 0;
+    /* A lead byte whose sequence ends early: drop it and what follows. */
+    return lead >= 0xC0 && cont < need ? i - 1 : len;
+}
+
+void ds_utf8_trim_end(char *s)
+{
+    s[ds_utf8_cut(s, strlen(s))] = '\0';
+}

@@ -54,6 +54,14 @@ char *ds_buf_take(ds_buf *b);
 /* ds_buf_take(), or NULL with err set to DS_ERR_NOMEM. */
 char *ds_buf_take_or_err(ds_buf *b, ds_error *err);
 
+/* The length of s[0, len) without a UTF-8 sequence cut short at its end:
+ * where a fixed buffer truncated a message, cutting there keeps it valid
+ * UTF-8 (jansson refuses a string that is not, and the text would vanish
+ * from a status document). */
+size_t ds_utf8_cut(const char *s, size_t len);
+/* Truncates s (NUL-terminated) to ds_utf8_cut(s, strlen(s)). */
+void ds_utf8_trim_end(char *s);
+
 /* Freshly allocated "ident" / 'literal' (NULL when out of memory). */
 char *ds_quote_ident(const char *ident);
 char *ds_quote_literal(const char *value);

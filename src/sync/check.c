@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/strbuf.h"
 #include "sync/incremental.h"
 #include "sync/sync.h"
 
@@ -16,6 +17,7 @@ void sync_report_warning(sync_report *report, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(report->warnings[report->nwarnings], sizeof report->warnings[0], fmt, ap);
     va_end(ap);
+    ds_utf8_trim_end(report->warnings[report->nwarnings]);
     report->nwarnings++;
 }
 

@@ -7,6 +7,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "sync/incremental.h"
 #include "sync/status.h"
 
@@ -60,6 +61,7 @@ static void report_table(const table_job *job, sync_table_report *tr)
     snprintf(tr->horizon, sizeof tr->horizon, "%s", job->horizon.value ? job->horizon.value : "");
     snprintf(tr->horizon_holder, sizeof tr->horizon_holder, "%s",
              job->horizon.holder ? job->horizon.holder : "");
+    ds_utf8_trim_end(tr->horizon_holder); /* the application name may be cut inside a character */
 }
 
 /* One table's staging data and metadata, inside the commit transaction. */

@@ -2,6 +2,7 @@
  * hostile names, and the sticky failure that builders check once. */
 #include "testlib.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,12 +65,39 @@ static void test_failure_is_sticky(void **state)
     ds_buf_free(&b);
 }
 
+/* Cutting a truncated message at a character boundary. */
+static void test_utf8_cut(void **state)
+{
+    (void)state;
+    const char *s = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"; /* a é € 😀 */
+    size_t expect[] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10};
+    for (size_t len = 0; len <= 10; len++)
+        assert_int_equal(ds_utf8_cut(s, len), expect[len]);
+    char buf[] = "ab\xe2\x82\xac\xe2"; /* cut after one byte of a second € */
+    ds_utf8_trim_end(buf);
+    assert_string_equal(buf, "ab\xe2\x82\xac");
+    /* Error messages are cut so, also after a prefix. */
+    ds_error err;
+    char long_text[3000];
+    for (size_t i = 0; i + 3 < sizeof long_text; i += 3)
+        memcpy(long_text + i, "\xe2\x82\xac", 3);
+    long_text[2997] = '\0';
+    for (int pad = 0; pad < 3; pad++) {
+        ds_error_set(&err, DS_ERR_CONFIG, "%.*s%s", pad, "xx", long_text);
+        assert_int_equal(ds_utf8_cut(err.msg, strlen(err.msg)), strlen(err.msg));
+        assert_true(strlen(err.msg) >= sizeof err.msg - 3);
+        ds_error_prefix(&err, "%.*s: ", pad + 1, "yyy");
+        assert_int_equal(ds_utf8_cut(err.msg, strlen(err.msg)), strlen(err.msg));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grows_and_formats),
         cmocka_unit_test(test_quotes_hostile_names),
         cmocka_unit_test(test_failure_is_sticky),
+        cmocka_unit_test(test_utf8_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
