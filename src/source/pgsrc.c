@@ -153,8 +153,13 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
     }
     out->silence_s = query_timeout_s + SILENCE_GRACE_S;
     ds_buf sql = DS_BUF_INIT;
+    /* idle_in_transaction_session_timeout off as well: a partitioned read's
+     * coordinator sits idle in the transaction that exported the snapshot
+     * while the workers connect and read, and a role's limit would end it
+     * (the workers then fail with "invalid snapshot identifier"). */
     bool ok =
-        ds_buf_appendf(&sql, "SET statement_timeout = %lld", (long long)(query_timeout_s * 1000.0 + 0.5))
+        ds_buf_appendf(&sql, "SET statement_timeout = %lld; SET idle_in_transaction_session_timeout = 0",
+                       (long long)(query_timeout_s * 1000.0 + 0.5))
             ? pgsrc_exec(out, ds_buf_str(&sql), err)
             : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&sql);

@@ -49,8 +49,9 @@ typedef struct pgsrc_desc {
 
 /* Connects with connect_timeout 10 s, TCP keepalives, application_name
  * duckstore (each overridable in the URL), client_encoding UTF8 (not
- * overridable: the decoder needs UTF-8) and statement_timeout =
- * query_timeout_s; waits for the server are bounded by query_timeout_s +
+ * overridable: the decoder needs UTF-8), statement_timeout =
+ * query_timeout_s and idle_in_transaction_session_timeout off (whatever the
+ * role or database sets); waits for the server are bounded by query_timeout_s +
  * 10 s (silence_s). Messages never contain the password. */
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err);
 void pgsrc_disconnect(pgsrc_conn *conn);

@@ -412,6 +412,37 @@ static void test_max_sync_rows(void **state)
     tl_env_close(&e);
 }
 
+/* A role or database with idle_in_transaction_session_timeout set: the
+ * coordinator's transaction, idle while the workers connect and read, must
+ * keep its exported snapshot alive (the session turns the timeout off, as
+ * it sets statement_timeout), or the workers fail with "invalid snapshot
+ * identifier". */
+static void test_idle_in_transaction_timeout_of_the_role(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "partitioned_idle", "  sync_workers: 4\n");
+    create_part_src(e.pg);
+    char *want = tl_pg_checksum(e.pg, "part_src", PART_SPEC);
+    /* As a role setting would: every session starts with a 10 ms limit. */
+    snprintf(e.url, sizeof e.url,
+             "%s options='-c search_path=partitioned_idle -c "
+             "idle_in_transaction_session_timeout=10'",
+             g_conninfo);
+    tl_env_source(&e, "idle", "  query: %s\n  partition_column: id\n", PART_QUERY);
+    sync_report r;
+    for (int round = 0; round < 3; round++) {
+        tl_sync_ok(e.st, &e.cfg, "idle", true, &r);
+        assert_int_equal(r.rows, PART_ROWS);
+        char *got = tl_duck_checksum(e.con, "idle_data", PART_SPEC);
+        assert_string_equal(got, want);
+        free(got);
+        assert_true(tl_duck_int(e.con, "SELECT count(DISTINCT reader_pid) FROM idle_data") > 1);
+    }
+    free(want);
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_partitioned_split_source),
         cmocka_unit_test(test_split_source_shares_workers),
         cmocka_unit_test(test_max_sync_rows),
+        cmocka_unit_test(test_idle_in_transaction_timeout_of_the_role),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
