@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/log.h"
 #include "common/strbuf.h"
 
 /* How long past query_timeout the server may stay silent (see silence_s). */
@@ -121,6 +122,25 @@ PGresult *pgsrc_query_rows(pgsrc_conn *conn, const char *sql, ds_error *err)
     return res;
 }
 
+/* NOTICE and WARNING messages of the server (a RAISE NOTICE in a function
+ * the query calls, say) become duckstore log lines instead of libpq's raw
+ * stderr output; arg is the source's name, or NULL. */
+static void log_notice(void *arg, const PGresult *res)
+{
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (severity == NULL)
+        severity = "NOTICE";
+    bool warning = strcmp(severity, "WARNING") == 0;
+    ds_log(warning ? DS_LOG_WARN : DS_LOG_INFO, "%s%sPostgreSQL %s: %s", arg ? (const char *)arg : "",
+           arg ? ": " : "", severity, msg ? msg : "");
+}
+
+void pgsrc_set_log_name(pgsrc_conn *conn, const char *name)
+{
+    PQsetNoticeReceiver(conn->pg, log_notice, (void *)name);
+}
+
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -146,6 +166,7 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
         out->pg = NULL;
         return false;
     }
+    pgsrc_set_log_name(out, NULL);
     out->cancel = PQgetCancel(out->pg);
     if (out->cancel == NULL) {
         pgsrc_disconnect(out);

@@ -56,6 +56,10 @@ typedef struct pgsrc_desc {
 bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_error *err);
 void pgsrc_disconnect(pgsrc_conn *conn);
 
+/* The server's NOTICE and WARNING messages go to duckstore's log, prefixed
+ * with name (a source's; it must outlive the connection) or nothing. */
+void pgsrc_set_log_name(pgsrc_conn *conn, const char *name);
+
 /* Asks the server to cancel the running statement; callable from any
  * thread. Waits for the server's answer without a bound. */
 void pgsrc_cancel(pgsrc_conn *conn);

@@ -126,6 +126,7 @@ bool sync_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *co
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     if (!pgsrc_connect(src->url, src->query_timeout_s, conn, err))
         return false;
+    pgsrc_set_log_name(conn, src->name);
     attach(opt, conn);
     return true;
 }

@@ -98,11 +98,45 @@ static void test_long_warning_cut_inside_a_character(void **state)
     }
 }
 
+/* The server's NOTICE and WARNING lines (a RAISE in a function the query
+ * calls) come out as duckstore log lines naming the source, not as libpq's
+ * raw "NOTICE:  ..." on stderr. */
+static void test_postgresql_notices_go_through_the_log(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "notices", "");
+    tl_pg_exec(e.pg,
+               "CREATE FUNCTION noisy(i int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+               "RAISE NOTICE 'row %% seen', i; IF i = 2 THEN RAISE WARNING 'careful with %%', i; END IF; "
+               "RETURN i; END $$");
+    tl_env_source(&e, "loud", "  query: SELECT noisy(g) AS n FROM generate_series(1, 3) AS g\n");
+    char *out = NULL;
+    int rc = tl_run(&out, "'%s' --config-dir '%s' --db '%s/cli.duckdb' sync", getenv("DUCKSTORE_BIN"), e.dir,
+                    e.dir);
+    if (rc != 0)
+        fail_msg("sync: exit %d:\n%s", rc, out);
+    static const char *const expected[] = {
+        "Z INFO  loud: PostgreSQL NOTICE: row 1 seen",
+        "Z INFO  loud: PostgreSQL NOTICE: row 2 seen",
+        "Z WARN  loud: PostgreSQL WARNING: careful with 2",
+        "Z INFO  loud: PostgreSQL NOTICE: row 3 seen",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
+        tl_assert_contains(out, expected[i]);
+    /* Nothing of them reaches stderr any other way. */
+    if (strstr(out, "NOTICE:  ") != NULL || strstr(out, "WARNING:  ") != NULL)
+        fail_msg("a raw libpq notice in the output:\n%s", out);
+    free(out);
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_long_error_cut_inside_a_character),
         cmocka_unit_test(test_long_warning_cut_inside_a_character),
+        cmocka_unit_test(test_postgresql_notices_go_through_the_log),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
