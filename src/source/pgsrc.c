@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "common/log.h"
@@ -447,12 +448,16 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
         }
         out->cols[i].oid = PQftype(res, i);
         out->cols[i].typmod = PQfmod(res, i);
+        /* DuckDB's names ignore (ASCII) case: "A" and "a" would be one
+         * column there. */
         for (int j = 0; j < i; j++) {
-            if (strcmp(out->cols[j].name, out->cols[i].name) == 0) {
+            if (strcasecmp(out->cols[j].name, out->cols[i].name) == 0) {
+                bool same = strcmp(out->cols[j].name, out->cols[i].name) == 0;
                 ds_error_set(err, DS_ERR_CONFIG,
-                             "the query returns two columns named \"%s\"; give one of them another name "
-                             "(... AS other_name)",
-                             out->cols[i].name);
+                             "the query returns two columns named \"%s\"%s%s%s; give one of them another "
+                             "name (... AS other_name)%s",
+                             out->cols[j].name, same ? "" : " and \"", same ? "" : out->cols[i].name,
+                             same ? "" : "\"", same ? "" : ": DuckDB's column names ignore case");
                 PQclear(res);
                 pgsrc_desc_free(out);
                 return false;
