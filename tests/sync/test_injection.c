@@ -219,6 +219,34 @@ static void test_hostile_names_in_split_view(void **state)
     tl_env_close(&e);
 }
 
+/* The split view's columns each keep a name of their own when the two
+ * queries' names differ only by case ("Score" and score: one name to
+ * DuckDB) or an alias would repeat a dataset column's name. */
+static void test_split_view_names_equal_but_for_case(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "split_case", "");
+    tl_pg_exec(e.pg, "CREATE TABLE ds (id int PRIMARY KEY, \"Score\" int, \"dataset_SCORE\" int)");
+    tl_pg_exec(e.pg, "CREATE TABLE rs (ds_id int, score int)");
+    tl_pg_exec(e.pg, "INSERT INTO ds SELECT g, 10 * g, 100 * g FROM generate_series(1, 4) AS g");
+    tl_pg_exec(e.pg, "INSERT INTO rs SELECT g, g FROM generate_series(1, 4) AS g");
+    tl_env_source(&e, "cased",
+                  "  dataset_query: SELECT id AS dataset_id, \"Score\", \"dataset_SCORE\" FROM ds\n"
+                  "  results_query: SELECT ds_id AS dataset_id, score FROM rs\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "cased", false, &r);
+    assert_int_equal(r.rows, 4);
+    char *cols = tl_duck_scalar(e.con, "SELECT string_agg(column_name, '|' ORDER BY ordinal_position) FROM "
+                                       "information_schema.columns WHERE table_name = 'cased_data'");
+    assert_string_equal(cols, "dataset_id|score|dataset_dataset_Score|dataset_SCORE");
+    free(cols);
+    assert_int_equal(tl_duck_int(e.con, "SELECT sum(score) FROM cased_data"), 10);
+    assert_int_equal(tl_duck_int(e.con, "SELECT sum(dataset_dataset_Score) FROM cased_data"), 100);
+    assert_int_equal(tl_duck_int(e.con, "SELECT sum(\"dataset_SCORE\") FROM cased_data"), 1000);
+    tl_env_close(&e);
+}
+
 /* Parallel reads split the table on a partition column named like a
  * statement; the bounds are literals built from its values. */
 static void test_hostile_partition_column(void **state)
@@ -252,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_hostile_names_and_text_watermark),
         cmocka_unit_test(test_hostile_names_in_split_view),
         cmocka_unit_test(test_hostile_partition_column),
+        cmocka_unit_test(test_split_view_names_equal_but_for_case),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
