@@ -63,12 +63,31 @@ bool store_create_empty(duckdb_connection con, const char *ref, const store_colu
            exec_built(con, store_create_table_sql(ref, cols, n), NULL, err);
 }
 
+bool store_is_table(duckdb_connection con, const char *name)
+{
+    duckdb_table_description desc = NULL;
+    bool found = duckdb_table_description_create(con, "main", name, &desc) == DuckDBSuccess;
+    duckdb_table_description_destroy(&desc);
+    return found;
+}
+
+bool store_drop_relation(duckdb_connection con, const char *name, ds_error *err)
+{
+    char *q = ds_quote_ident(name);
+    if (q == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = store_is_table(con, name) ? store_drop_table(con, q, err)
+                                        : store_execf(con, NULL, err, "DROP VIEW IF EXISTS %s", q);
+    free(q);
+    return ok;
+}
+
 bool store_swap_in(duckdb_connection con, const char *staging_ref, const char *table, ds_error *err)
 {
     char *qt = ds_quote_ident(table);
     if (qt == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = store_drop_table(con, qt, err) &&
+    bool ok = store_drop_relation(con, table, err) &&
               store_execf(con, NULL, err, "ALTER TABLE %s RENAME TO %s", staging_ref, qt);
     free(qt);
     return ok;

@@ -33,6 +33,13 @@ bool store_drop_table(duckdb_connection con, const char *ref, ds_error *err);
 /* Replaces table (a plain name) by the staging table ref, in the caller's
  * transaction. */
 bool store_swap_in(duckdb_connection con, const char *staging_ref, const char *table, ds_error *err);
+/* Whether name is a table of the store's main schema (a catalog lookup
+ * only: no storage metadata is read). */
+bool store_is_table(duckdb_connection con, const char *name);
+/* Makes room for a table or view called name, whichever kind is there now
+ * (a source changed from one query to two, or back): DROP TABLE or DROP VIEW. */
+bool store_drop_relation(duckdb_connection con, const char *name, ds_error *err);
+
 /* count(*) of a table or view (plain name). */
 bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds_error *err);
 

@@ -73,15 +73,36 @@ static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job
     return ok && store_count_rows(duck, job->plan->table, &tr->rows_total, err);
 }
 
+/* The view of a split source; a table of its name (the source had one
+ * query before) makes way for it. */
 static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, ds_error *err)
 {
     const table_job *d = &jobs[0], *r = &jobs[1];
+    if (store_is_table(duck, src->data_name) && !store_drop_relation(duck, src->data_name, err))
+        return false;
     char *sql = store_view_sql(src->data_name, d->plan->table, d->columns, d->desc.ncols, r->plan->table,
                                r->columns, r->desc.ncols);
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     bool ok = store_exec(duck, sql, err);
     free(sql);
+    return ok;
+}
+
+/* A source that had two queries and now has one: its dataset and results
+ * tables are no longer part of it. */
+static bool drop_split_tables(duckdb_connection duck, const cfg_source *src, ds_error *err)
+{
+    static const char *const suffixes[] = {"dataset", "results"};
+    bool ok = true;
+    for (size_t i = 0; ok && i < 2; i++) {
+        ds_buf name = DS_BUF_INIT;
+        ds_buf_appendf(&name, "%s_%s", src->name, suffixes[i]);
+        const char *text = ds_buf_str(&name);
+        ok = text != NULL ? !store_is_table(duck, text) || store_drop_relation(duck, text, err)
+                          : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        ds_buf_free(&name);
+    }
     return ok;
 }
 
@@ -145,6 +166,8 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
     }
     if (ok && njobs == 2)
         ok = create_view(duck, src, jobs, err);
+    else if (ok && !jobs[0].incremental)
+        ok = drop_split_tables(duck, src, err);
     /* Nothing is counted when no row changed; the results table is the view's
      * count while dataset_id is unique. */
     report->rows = before;
