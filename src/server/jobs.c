@@ -309,22 +309,14 @@ void jobs_shutdown(jobs *j)
 {
     /* The cancel requests are sent outside the lock: PQcancel waits for the
      * server's answer with no time limit of its own, and status requests
-     * need the lock meanwhile. The sources array does not change, and no
-     * sync starts once stopping is set. */
+     * need the lock meanwhile. Once stopping is set no sync starts, so every
+     * source is asked to stop: an idle one has no statement to cancel. */
     pthread_mutex_lock(&j->lock);
     j->stopping = true;
-    bool *syncing = calloc(j->n ? j->n : 1, sizeof *syncing);
-    for (size_t i = 0; i < j->n; i++)
-        if (syncing != NULL)
-            syncing[i] = j->sources[i].syncing;
-        else if (j->sources[i].syncing) /* no memory to note it: cancel now, under the lock */
-            sync_cancel_request(&j->sources[i].cancel);
     pthread_cond_broadcast(&j->changed);
     pthread_mutex_unlock(&j->lock);
-    for (size_t i = 0; syncing != NULL && i < j->n; i++)
-        if (syncing[i])
-            sync_cancel_request(&j->sources[i].cancel);
-    free(syncing);
+    for (size_t i = 0; i < j->n; i++)
+        sync_cancel_request(&j->sources[i].cancel);
     if (j->scheduler_started)
         pthread_join(j->scheduler, NULL);
     j->scheduler_started = false;

@@ -295,9 +295,12 @@ bool store_max_value(duckdb_connection con, const char *table, const char *col, 
                      const char *floor, char **out, ds_error *err)
 {
     *out = NULL;
-    if (floor != NULL &&
-        (!query_built(con, store_max_sql(table, col, type, floor), out, err) || *out != NULL))
-        return *out != NULL;
+    if (floor != NULL) {
+        if (!query_built(con, store_max_sql(table, col, type, floor), out, err))
+            return false;
+        if (*out != NULL)
+            return true;
+    }
     return query_built(con, store_max_sql(table, col, type, NULL), out, err);
 }
 
