@@ -419,7 +419,8 @@ static int describe_source(const cfg_source *src)
         const cfg_query_plan *plan = &src->plans[q];
         pgsrc_desc desc;
         if (!pgsrc_describe(&conn, plan->sql, &desc, &err)) {
-            printf("# %s: %s (%s:%d): %s\n", src->name, plan->label, src->file, src->line, err.msg);
+            cfg_plan_error_prefix(src, plan, desc.error_at, &err);
+            printf("# %s: %s\n", src->name, err.msg);
             rc = worse(rc, failure_code(&err));
             continue;
         }

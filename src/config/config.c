@@ -268,13 +268,14 @@ static bool list_yaml_files(const char *dir, char ***names, size_t *n, ds_error 
     return true;
 }
 
-static void plan_query(cfg_source *src, const char *label, const char *sql, int line, const cfg_key *key,
-                       const char *suffix)
+static void plan_query(cfg_source *src, const char *label, const char *sql, int line, const cfg_text_at *at,
+                       const cfg_key *key, const char *suffix)
 {
     cfg_query_plan *plan = &src->plans[src->n_plans++];
     plan->label = label;
     plan->sql = sql;
     plan->line = line;
+    plan->at = at;
     plan->key = key;
     plan->needs_dataset_id = src->query == NULL;
     snprintf(plan->table, sizeof plan->table, "%s_%s", src->name, suffix);
@@ -287,11 +288,11 @@ static void build_query_plans(cfg_source *src)
 {
     src->n_plans = 0;
     if (src->query != NULL) {
-        plan_query(src, "query", src->query, src->query_line, &src->unique_key_data, "data");
+        plan_query(src, "query", src->query, src->query_line, &src->query_at, &src->unique_key_data, "data");
     } else {
-        plan_query(src, "dataset_query", src->dataset_query, src->dataset_query_line,
+        plan_query(src, "dataset_query", src->dataset_query, src->dataset_query_line, &src->dataset_query_at,
                    &src->unique_key_dataset, "dataset");
-        plan_query(src, "results_query", src->results_query, src->results_query_line,
+        plan_query(src, "results_query", src->results_query, src->results_query_line, &src->results_query_at,
                    &src->unique_key_results, "results");
     }
     snprintf(src->data_name, sizeof src->data_name, "%s_data", src->name);
@@ -312,11 +313,12 @@ static bool add_source(const cfg_yfile *f, cfg_config *cfg)
     return true;
 }
 
-static bool load_file(const char *path, bool store, cfg_config *cfg, ds_error *err)
+static bool load_file(const char *path, bool store, unsigned flags, cfg_config *cfg, ds_error *err)
 {
     cfg_yfile f;
     if (!cfg_yaml_open(&f, path, err))
         return false;
+    f.no_pg = (flags & CFG_LOAD_NO_PG) != 0;
     bool ok = store ? load_store_file(&f, &cfg->store) : add_source(&f, cfg);
     cfg_yaml_close(&f);
     return ok;
@@ -324,7 +326,7 @@ static bool load_file(const char *path, bool store, cfg_config *cfg, ds_error *e
 
 /* Every YAML file of dir, in name order; one of duckdb.yaml and duckdb.yml
  * at most. */
-static bool load_files(const char *dir, cfg_config *cfg, ds_error *err)
+static bool load_files(const char *dir, unsigned flags, cfg_config *cfg, ds_error *err)
 {
     char **names = NULL;
     size_t n = 0;
@@ -339,7 +341,7 @@ static bool load_files(const char *dir, cfg_config *cfg, ds_error *err)
             ok = ds_error_set(err, DS_ERR_CONFIG, "%s:1: both %s and %s exist; keep only one of them", path,
                               store_file, names[i]);
         else
-            ok = load_file(path, store, cfg, err);
+            ok = load_file(path, store, flags, cfg, err);
         if (store)
             store_file = names[i];
         free(path);
@@ -402,12 +404,17 @@ static bool default_memory_limit(cfg_store *st, ds_error *err)
 
 bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
 {
+    return cfg_load_dir_flags(dir, 0, out, err);
+}
+
+bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_error *err)
+{
     memset(out, 0, sizeof *out);
     if (dir == NULL || dir[0] == '\0')
         return ds_error_set(err, DS_ERR_CONFIG, "no config directory given; pass --config-dir DIR");
 
     cfg_config cfg;
-    bool ok = config_defaults(&cfg, dir, err) && load_files(dir, &cfg, err) && sort_sources(&cfg, err);
+    bool ok = config_defaults(&cfg, dir, err) && load_files(dir, flags, &cfg, err) && sort_sources(&cfg, err);
     /* After sorting: a plan points at its source's unique_key. */
     for (size_t i = 0; ok && i < cfg.n_sources; i++)
         build_query_plans(&cfg.sources[i]);
@@ -447,4 +454,31 @@ const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name)
 bool cfg_source_is_split(const cfg_source *src)
 {
     return src != NULL && src->dataset_query != NULL && src->results_query != NULL;
+}
+
+void cfg_plan_error_prefix(const cfg_source *src, const cfg_query_plan *plan, long at, ds_error *err)
+{
+    const cfg_text_at *where = plan->at;
+    if (at < 0 || where == NULL || where->line < 1) {
+        ds_error_prefix(err, "%s:%d: %s: ", src->file, plan->line, plan->label);
+        return;
+    }
+    if (!where->verbatim || (size_t)at > strlen(plan->sql)) {
+        ds_error_prefix(err, "%s:%d: %s: ", src->file, where->line, plan->label);
+        return;
+    }
+    /* Lines of a | block are the file's lines, less the indentation; a
+     * one-line value is the file's text from its column on. Columns count
+     * characters, as editors do. */
+    int line = where->line, col = where->col;
+    for (long i = 0; i < at; i++) {
+        unsigned char c = (unsigned char)plan->sql[i];
+        if (c == '\n' && where->literal) {
+            line++;
+            col = where->indent + 1;
+        } else if ((c & 0xc0) != 0x80) {
+            col++;
+        }
+    }
+    ds_error_prefix(err, "%s:%d:%d: %s: ", src->file, line, col, plan->label);
 }

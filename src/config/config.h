@@ -45,11 +45,24 @@ typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } c
  * `results_query`, joined on dataset_id by the <name>_data view). */
 #define CFG_MAX_QUERIES 2
 
+/* Where a value's text sits in its YAML file, so that a place inside the
+ * text (PostgreSQL's error position in a query) can be shown as a line and
+ * column an editor jumps to. */
+typedef struct cfg_text_at {
+    int line;      /* of the text's first character (a | block: the line after the |) */
+    int col;       /* 1-based column of that character (one line values) */
+    int indent;    /* | block: the columns of indentation cut from each line */
+    bool literal;  /* a | block: its lines are the file's lines */
+    bool verbatim; /* the text is the file's, character for character (no
+                      ${VAR} expanded, no escape, no line folded) */
+} cfg_text_at;
+
 /* One query of a source and the table it fills, built once at load. */
 typedef struct cfg_query_plan {
     const char *label;                    /* "dataset_query", "results_query" or "query" */
     const char *sql;                      /* the query text, owned by the source */
     int line;                             /* line of its key */
+    const cfg_text_at *at;                /* where its text is */
     const cfg_key *key;                   /* its unique_key (n == 0: none) */
     bool needs_dataset_id;                /* part of a split source: joined on dataset_id */
     char table[CFG_TABLE_NAME_CAP];       /* "<name>_dataset", "<name>_results" or "<name>_data" */
@@ -83,6 +96,10 @@ typedef struct cfg_source {
     /* Lines of keys, for messages that point at them later (0 = absent). */
     int url_line, dataset_query_line, results_query_line, query_line;
     int partition_column_line, incremental_column_line;
+    cfg_text_at dataset_query_at, results_query_at, query_at;
+    /* Loaded with CFG_LOAD_NO_PG: the url is kept as written, neither
+     * ${VAR}-expanded nor checked, and must not be used to connect. */
+    bool url_unexpanded;
     /* The queries in sync order: the dataset query before the results query. */
     cfg_query_plan plans[CFG_MAX_QUERIES];
     size_t n_plans;
@@ -99,6 +116,19 @@ typedef struct cfg_config {
 /* Loads every *.yaml / *.yml file of dir. On failure returns false with
  * err->code DS_ERR_CONFIG and a message "file:line: problem; fix". */
 bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err);
+
+/* For commands that never connect to PostgreSQL (query, status): a url is
+ * kept as written (url_unexpanded), so the variables that hold its
+ * password need not be set; every other key is loaded and checked as by
+ * cfg_load_dir. */
+#define CFG_LOAD_NO_PG 1u
+bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_error *err);
+
+/* Prefixes err with where the query's text at byte offset `at` is in its
+ * file: "file:line:col: label: " (a | block, or a one-line value that is
+ * the file's text), "file:line: label: " with the query's first line when
+ * the column cannot be known, or with its key's line when at < 0. */
+void cfg_plan_error_prefix(const cfg_source *src, const cfg_query_plan *plan, long at, ds_error *err);
 void cfg_free(cfg_config *cfg);
 
 const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name);

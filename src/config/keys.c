@@ -45,6 +45,7 @@ struct key_spec {
     int64_t min, max;     /* integer kinds */
     double low, high;     /* number kinds */
     size_t flag;          /* lookback: offsetof the bool "is a plain number" */
+    size_t at;            /* queries: offsetof the cfg_text_at of the value */
     const key_table *sub; /* the keys of the mapping a section or unique_key holds */
 };
 
@@ -223,6 +224,17 @@ static bool parse_string(const cfg_yfile *f, const cfg_kv *p, const key_spec *k,
     return get_string(f, p, k->hint, field_at(obj, k->field));
 }
 
+/* A query, and where its text is: PostgreSQL's error positions in it are
+ * shown as the file's line and column. */
+static bool parse_query(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    char **sql = field_at(obj, k->field);
+    if (!get_string(f, p, k->hint, sql))
+        return false;
+    cfg_yaml_text_at(f, p->value, *sql, field_at(obj, k->at));
+    return true;
+}
+
 /* "256MB", "1.5 GB", "512MiB": what DuckDB's memory_limit accepts. */
 static bool valid_memory_limit(const char *s)
 {
@@ -250,6 +262,12 @@ static bool parse_memory_limit(const cfg_yfile *f, const cfg_kv *p, const key_sp
 static bool parse_url(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
 {
     char **url = field_at(obj, k->field);
+    if (f->no_pg) {
+        /* Never connected with: its ${VAR} (a password) need not be set. */
+        ((cfg_source *)obj)->url_unexpanded = true;
+        free(*url);
+        return cfg_yaml_scalar_verbatim(f, p, "a string", url);
+    }
     if (!get_string(f, p, k->hint, url))
         return false;
     ds_error e = {0};
@@ -413,11 +431,12 @@ static const key_spec source_keys[] = {
     {"auto_load", .parse = parse_bool, .field = SOURCE(auto_load)},
     {"url", .parse = parse_url, .field = SOURCE(url), .line = SOURCE(url_line),
      .hint = "set a postgresql://user:${DB_PASSWORD}@host:5432/dbname URI"},
-    {"dataset_query", .parse = parse_string, .field = SOURCE(dataset_query),
-     .line = SOURCE(dataset_query_line), .hint = QUERY_HINT},
-    {"results_query", .parse = parse_string, .field = SOURCE(results_query),
-     .line = SOURCE(results_query_line), .hint = QUERY_HINT},
-    {"query", .parse = parse_string, .field = SOURCE(query), .line = SOURCE(query_line), .hint = QUERY_HINT},
+    {"dataset_query", .parse = parse_query, .field = SOURCE(dataset_query),
+     .line = SOURCE(dataset_query_line), .hint = QUERY_HINT, .at = SOURCE(dataset_query_at)},
+    {"results_query", .parse = parse_query, .field = SOURCE(results_query),
+     .line = SOURCE(results_query_line), .hint = QUERY_HINT, .at = SOURCE(results_query_at)},
+    {"query", .parse = parse_query, .field = SOURCE(query), .line = SOURCE(query_line), .hint = QUERY_HINT,
+     .at = SOURCE(query_at)},
     {"partition_column", .parse = parse_string, .field = SOURCE(partition_column),
      .line = SOURCE(partition_column_line), .hint = COLUMN_HINT},
     {"incremental_column", .parse = parse_string, .field = SOURCE(incremental_column),

@@ -240,24 +240,99 @@ static int value_line(const yaml_node_t *v, size_t offset)
     return line;
 }
 
-bool cfg_yaml_scalar_text(const cfg_yfile *f, const cfg_kv *p, const char *expect, char **out)
+/* The checks both readers of a scalar make; *len: its length ("" for null). */
+static bool scalar_checks(const cfg_yfile *f, const cfg_kv *p, const char *expect, size_t *len)
 {
     const yaml_node_t *v = p->value;
     if (v->type != YAML_SCALAR_NODE)
         return CFG_FAIL(f, p->line, "%s must be %s, not %s", p->key, expect, cfg_yaml_node_kind(v));
     const char *s = (const char *)v->data.scalar.value;
-    size_t len = v->data.scalar.length;
-    if (memchr(s, '\0', len) != NULL)
+    *len = v->data.scalar.length;
+    if (memchr(s, '\0', *len) != NULL)
         return CFG_FAIL(f, cfg_yaml_line_of(v), "%s contains a NUL character; remove it", p->key);
     if (cfg_yaml_is_null(v))
-        len = 0;
+        *len = 0;
+    return true;
+}
+
+bool cfg_yaml_scalar_text(const cfg_yfile *f, const cfg_kv *p, const char *expect, char **out)
+{
+    size_t len;
+    if (!scalar_checks(f, p, expect, &len))
+        return false;
+    const yaml_node_t *v = p->value;
     cfg_expand_error e;
-    *out = cfg_expand_env(s, len, &e);
+    *out = cfg_expand_env((const char *)v->data.scalar.value, len, &e);
     if (*out != NULL)
         return true;
     if (e.what[0] == '\0')
         return cfg_yaml_nomem(f->err);
     return CFG_FAIL(f, value_line(v, e.offset), "%s: %s", p->key, e.what);
+}
+
+bool cfg_yaml_scalar_verbatim(const cfg_yfile *f, const cfg_kv *p, const char *expect, char **out)
+{
+    size_t len;
+    if (!scalar_checks(f, p, expect, &len))
+        return false;
+    *out = strndup((const char *)p->value->data.scalar.value, len);
+    return *out != NULL || cfg_yaml_nomem(f->err);
+}
+
+static size_t utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return n;
+}
+
+/* The indentation of a | block: that of its first line holding more than
+ * spaces, from the file's text (libyaml keeps only the text). */
+static int block_indent(const cfg_yfile *f, const yaml_node_t *v)
+{
+    size_t off = 0; /* to the line after the | */
+    int line = 0;
+    while (off < f->len && line < (int)v->start_mark.line + 1) {
+        size_t n = break_at(f->text, f->len, off);
+        line += n > 0;
+        off += n > 0 ? n : 1;
+    }
+    while (off < f->len) {
+        int indent = 0;
+        while (off < f->len && f->text[off] == ' ') {
+            indent++;
+            off++;
+        }
+        size_t n = off < f->len ? break_at(f->text, f->len, off) : 0;
+        if (off < f->len && n == 0)
+            return indent;
+        off += n > 0 ? n : 1;
+    }
+    return 0;
+}
+
+void cfg_yaml_text_at(const cfg_yfile *f, const yaml_node_t *v, const char *text, cfg_text_at *at)
+{
+    memset(at, 0, sizeof *at);
+    at->line = cfg_yaml_line_of(v);
+    const char *raw = (const char *)v->data.scalar.value;
+    size_t raw_len = v->data.scalar.length;
+    bool unexpanded = strlen(text) == raw_len && memcmp(text, raw, raw_len) == 0;
+    yaml_scalar_style_t style = v->data.scalar.style;
+    if (style == YAML_LITERAL_SCALAR_STYLE) {
+        at->line++;
+        at->literal = true;
+        at->indent = block_indent(f, v);
+        at->col = at->indent + 1;
+        at->verbatim = unexpanded;
+        return;
+    }
+    size_t span = v->end_mark.index - v->start_mark.index;
+    size_t quotes = style == YAML_PLAIN_SCALAR_STYLE ? 0 : 2;
+    at->col = (int)v->start_mark.column + 1 + (quotes ? 1 : 0);
+    at->verbatim = unexpanded && style != YAML_FOLDED_SCALAR_STYLE &&
+                   v->start_mark.line == v->end_mark.line && span == utf8_chars(raw, raw_len) + quotes;
 }
 
 static bool read_file(cfg_yfile *f)

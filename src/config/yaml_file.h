@@ -9,6 +9,7 @@
 #include <yaml.h>
 
 #include "common/error.h"
+#include "config/config.h"
 
 typedef struct cfg_yfile {
     const char *path;
@@ -16,6 +17,7 @@ typedef struct cfg_yfile {
     size_t len;
     yaml_document_t doc;
     ds_error *err; /* where problems go */
+    bool no_pg;    /* CFG_LOAD_NO_PG: the url is kept as written */
 } cfg_yfile;
 
 /* A key of a mapping with its value. */
@@ -67,5 +69,13 @@ bool cfg_yaml_check_keys(const cfg_yfile *f, const yaml_node_t *map, const char 
  * A mapping or list where a value belongs is reported as "<key> must be
  * <expect>, not a list". */
 bool cfg_yaml_scalar_text(const cfg_yfile *f, const cfg_kv *p, const char *expect, char **out);
+
+/* p's scalar value exactly as written (malloc'd), for a value that is not
+ * ${VAR}-expanded; same checks and messages as cfg_yaml_scalar_text. */
+bool cfg_yaml_scalar_verbatim(const cfg_yfile *f, const cfg_kv *p, const char *expect, char **out);
+
+/* Where the text of scalar v (its value after expansion: text) is in the
+ * file. */
+void cfg_yaml_text_at(const cfg_yfile *f, const yaml_node_t *v, const char *text, cfg_text_at *at);
 
 #endif

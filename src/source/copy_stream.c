@@ -24,6 +24,23 @@ static void drain_copy(pgsrc_conn *conn)
         PQclear(res);
 }
 
+PGresult *pgsrc_copy_run(pgsrc_conn *conn, const char *copy_sql, ds_error *err)
+{
+    PGresult *res = pgsrc_query(conn, copy_sql, err);
+    if (PQresultStatus(res) != PGRES_COPY_OUT)
+        return res;
+    PQclear(res);
+    char *buf;
+    int n;
+    while ((n = PQgetCopyData(conn->pg, &buf, 1)) >= 0) {
+        if (n > 0)
+            PQfreemem(buf);
+        else if (!pgsrc_await_input(conn, err))
+            return NULL;
+    }
+    return pgsrc_await_result(conn, err); /* the COPY's own result */
+}
+
 bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
                        _Atomic uint64_t *bytes, ds_error *err)
 {

@@ -265,11 +265,103 @@ bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *
     return ok;
 }
 
-/* Length of the query without its trailing semicolons and blanks. */
+/* End of the quoted text or comment that starts at q[i] (a ', ", $tag$ or
+ * comment opener), or 0 when there is none there. One that is not closed
+ * runs to the end and sets *open. */
+static size_t skip_quoted(const char *q, size_t len, size_t i, bool *open)
+{
+    *open = false;
+    if (q[i] == '-' && i + 1 < len && q[i + 1] == '-') {
+        while (i < len && q[i] != '\n')
+            i++;
+        return i;
+    }
+    if (q[i] == '/' && i + 1 < len && q[i + 1] == '*') {
+        int depth = 0; /* PostgreSQL's block comments nest */
+        while (i < len) {
+            if (q[i] == '/' && i + 1 < len && q[i + 1] == '*') {
+                depth++;
+                i += 2;
+            } else if (q[i] == '*' && i + 1 < len && q[i + 1] == '/') {
+                i += 2;
+                if (--depth == 0)
+                    return i;
+            } else {
+                i++;
+            }
+        }
+        *open = true;
+        return len;
+    }
+    if (q[i] == '\'' || q[i] == '"') {
+        char quote = q[i];
+        /* E'...' takes backslash escapes. */
+        bool escapes = quote == '\'' && i > 0 && (q[i - 1] == 'E' || q[i - 1] == 'e') &&
+                       (i == 1 || !(isalnum((unsigned char)q[i - 2]) || q[i - 2] == '_'));
+        for (i++; i < len; i++) {
+            if (escapes && q[i] == '\\' && i + 1 < len)
+                i++;
+            else if (q[i] == quote && i + 1 < len && q[i + 1] == quote)
+                i++;
+            else if (q[i] == quote)
+                return i + 1;
+        }
+        *open = true;
+        return len;
+    }
+    if (q[i] == '$' && !(i > 0 && (isalnum((unsigned char)q[i - 1]) || q[i - 1] == '_' || q[i - 1] == '$' ||
+                                   (unsigned char)q[i - 1] >= 0x80))) {
+        size_t t = i + 1; /* $tag$ ... $tag$; $1 is a parameter */
+        if (t < len && isdigit((unsigned char)q[t]))
+            return 0;
+        while (t < len && (isalnum((unsigned char)q[t]) || q[t] == '_' || (unsigned char)q[t] >= 0x80))
+            t++;
+        if (t >= len || q[t] != '$')
+            return 0;
+        size_t tag = t + 1 - i;
+        for (size_t j = t + 1; j + tag <= len; j++)
+            if (memcmp(q + j, q + i, tag) == 0)
+                return j + tag;
+        *open = true;
+        return len;
+    }
+    return 0;
+}
+
+/* Length of the query without what a query pasted from psql ends with:
+ * semicolons, and blanks and comments after them ("...; -- comment"),
+ * which a subquery cannot hold. Semicolons inside quotes or comments are
+ * text; one between two statements stays (PostgreSQL refuses the two). A
+ * comment with no semicolon before it stays: the wrapper's newline ends it. */
 static size_t trimmed_len(const char *query)
 {
-    size_t len = strlen(query);
-    while (len > 0 && (isspace((unsigned char)query[len - 1]) || query[len - 1] == ';'))
+    size_t len = strlen(query), end = 0;
+    bool semicolon = false; /* after end */
+    for (size_t i = 0; i < len;) {
+        bool comment = (query[i] == '-' || query[i] == '/') && i + 1 < len &&
+                       query[i + 1] == (query[i] == '-' ? '-' : '*');
+        bool open;
+        size_t next = skip_quoted(query, len, i, &open);
+        if (next > i) {
+            /* An unclosed comment stays, for PostgreSQL to report. */
+            if (!comment || open) {
+                end = next;
+                semicolon = false;
+            }
+            i = next;
+            continue;
+        }
+        if (query[i] == ';') {
+            semicolon = true;
+        } else if (!isspace((unsigned char)query[i])) {
+            end = i + 1;
+            semicolon = false;
+        }
+        i++;
+    }
+    if (semicolon)
+        return end;
+    while (len > end && isspace((unsigned char)query[len - 1]))
         len--;
     return len;
 }
@@ -388,40 +480,153 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
     return true;
 }
 
-/* A query PostgreSQL rejects as written (SQLSTATE class 42: syntax error,
- * unknown table, column or function, ...) is a config error, not a failure
- * of the source; a missing privilege (42501) is for the database to fix. */
-static bool describe_error(pgsrc_conn *conn, PGresult *res, ds_error *err)
+/* pgsrc_append_copy_sql, setting *query_at to the byte where the query
+ * starts in b. */
+static bool append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
+                            const char *where, int64_t limit, size_t *query_at, ds_error *err)
 {
-    if (res == NULL && conn->hung)
-        return false;
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    result_error(conn, res, err);
-    if (state && strncmp(state, "42", 2) == 0 && strcmp(state, "42501") != 0)
-        err->code = DS_ERR_CONFIG;
+    ds_buf_append(b, "COPY (SELECT ");
+    for (size_t i = 0; i < desc->ncols; i++) {
+        const pgsrc_column *c = &desc->cols[i];
+        if (i)
+            ds_buf_append(b, ", ");
+        if (!pgsrc_append_ident(b, conn, c->name, err))
+            return false;
+        if (c->cast == PGSRC_CAST_NONE)
+            continue;
+        ds_buf_append(b, c->cast == PGSRC_CAST_TEXT_ARRAY ? "::text[] AS " : "::text AS ");
+        if (!pgsrc_append_ident(b, conn, c->name, err))
+            return false;
+    }
+    /* The newline ends a trailing "-- comment" in the query. */
+    ds_buf_append(b, " FROM (");
+    *query_at = b->len;
+    ds_buf_appendn(b, query, trimmed_len(query));
+    ds_buf_append(b, "\n) AS _ds");
+    if (where) {
+        ds_buf_append(b, " WHERE ");
+        ds_buf_append(b, where);
+    }
+    if (limit >= 0)
+        ds_buf_appendf(b, " LIMIT %lld", (long long)limit);
+    if (!ds_buf_append(b, ") TO STDOUT (FORMAT binary)"))
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    return true;
+}
+
+bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
+                           const char *where, int64_t limit, ds_error *err)
+{
+    size_t query_at;
+    return append_copy_sql(b, conn, query, desc, where, limit, &query_at, err);
+}
+
+/* SQLSTATE classes of failures that are not the query's: the connection,
+ * the server's resources, locks, transactions, operator actions, internal
+ * errors, a foreign server. Anything else PostgreSQL rejects the query with
+ * is for the config to fix. */
+static bool transient_state(const char *state)
+{
+    static const char *const classes[] = {"08", "25", "40", "53", "55", "57", "58", "XX", "F0", "HV"};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++)
+        if (strncmp(state, classes[i], 2) == 0)
+            return true;
     return false;
+}
+
+/* Byte offset of the 1-based character position pos in text (UTF-8, the
+ * client encoding), or -1 past its end. */
+static long char_to_byte(const char *text, size_t len, long pos)
+{
+    long chars = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (((unsigned char)text[i] & 0xc0) == 0x80)
+            continue;
+        if (++chars == pos)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* A failed describe or probe: the server's message and hint, the error
+ * position as a byte offset in the query (out->error_at; sent is the SQL
+ * sent, which holds the query at byte query_at), DS_ERR_CONFIG unless the
+ * failure is the server's or the connection's. */
+static bool describe_error(pgsrc_conn *conn, PGresult *res, const char *sent, size_t query_at,
+                           size_t query_len, bool wrapped, pgsrc_desc *out, ds_error *err)
+{
+    out->error_at = -1;
+    if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR) {
+        if (res == NULL && conn->hung)
+            return false;
+        return result_error(conn, res, err);
+    }
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    const char *position = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+    if (state == NULL || primary == NULL || strcmp(state, "57014") == 0 || transient_state(state))
+        return result_error(conn, res, err);
+    long at = position ? char_to_byte(sent, strlen(sent), strtol(position, NULL, 10)) : -1;
+    if (at >= (long)query_at && at < (long)(query_at + query_len))
+        out->error_at = at - (long)query_at;
+    /* The query prepared on its own: a syntax error once wrapped is a
+     * statement that cannot be a subquery (DELETE ... RETURNING), as is a
+     * data-modifying WITH. */
+    bool not_select = wrapped && (strcmp(state, "42601") == 0 || strcmp(state, "0A000") == 0);
+    return ds_error_set(err, DS_ERR_CONFIG, "%.*s (SQLSTATE %s%s%.*s)%s", first_line_len(primary), primary,
+                        state, hint ? "; HINT: " : "", hint ? first_line_len(hint) : 0, hint ? hint : "",
+                        not_select
+                            ? "; duckstore reads the query as a subquery (COPY (SELECT ... FROM (query)) "
+                              "...): it must be a single SELECT that changes nothing"
+                            : "");
+}
+
+/* Runs the query wrapped exactly as the sync's COPY wraps it, returning no
+ * row (LIMIT 0): what preparing alone does not check fails here, at the
+ * cost of one round trip: privileges (checked when the executor starts),
+ * statements that cannot be a subquery (DELETE ... RETURNING, a
+ * data-modifying WITH) and text the wrapper breaks. */
+static bool probe_copy(pgsrc_conn *conn, const char *query, pgsrc_desc *desc, ds_error *err)
+{
+    ds_buf sql = DS_BUF_INIT;
+    size_t query_at = 0;
+    if (!append_copy_sql(&sql, conn, query, desc, NULL, 0, &query_at, err)) {
+        ds_buf_free(&sql);
+        return false;
+    }
+    PGresult *res = pgsrc_copy_run(conn, ds_buf_str(&sql), err);
+    bool ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        describe_error(conn, res, ds_buf_str(&sql), query_at, trimmed_len(query), true, desc, err);
+    PQclear(res);
+    ds_buf_free(&sql);
+    return ok;
 }
 
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
+    out->error_at = -1;
     char *trimmed = pgsrc_trim_query(query);
     if (trimmed == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     PGresult *res = PQsendPrepare(conn->pg, "", trimmed, 0, NULL) ? pgsrc_await_result(conn, err) : NULL;
-    free(trimmed);
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        describe_error(conn, res, err);
+        describe_error(conn, res, trimmed, 0, strlen(trimmed), false, out, err);
+        free(trimmed);
         PQclear(res);
         return false;
     }
     PQclear(res);
     res = PQsendDescribePrepared(conn->pg, "") ? pgsrc_await_result(conn, err) : NULL;
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        describe_error(conn, res, err);
+        describe_error(conn, res, trimmed, 0, strlen(trimmed), false, out, err);
+        free(trimmed);
         PQclear(res);
         return false;
     }
+    free(trimmed);
     int n = PQnfields(res);
     if (n == 0) {
         PQclear(res);
@@ -465,7 +670,7 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
         }
     }
     PQclear(res);
-    if (!lookup_types(conn, out, err)) {
+    if (!lookup_types(conn, out, err) || !probe_copy(conn, query, out, err)) {
         pgsrc_desc_free(out);
         return false;
     }
@@ -500,37 +705,6 @@ char *pgsrc_desc_column_list(const pgsrc_desc *desc)
         ds_buf_append(&b, desc->cols[i].name);
     }
     return ds_buf_take(&b);
-}
-
-bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
-                           const char *where, int64_t limit, ds_error *err)
-{
-    ds_buf_append(b, "COPY (SELECT ");
-    for (size_t i = 0; i < desc->ncols; i++) {
-        const pgsrc_column *c = &desc->cols[i];
-        if (i)
-            ds_buf_append(b, ", ");
-        if (!pgsrc_append_ident(b, conn, c->name, err))
-            return false;
-        if (c->cast == PGSRC_CAST_NONE)
-            continue;
-        ds_buf_append(b, c->cast == PGSRC_CAST_TEXT_ARRAY ? "::text[] AS " : "::text AS ");
-        if (!pgsrc_append_ident(b, conn, c->name, err))
-            return false;
-    }
-    /* The newline ends a trailing "-- comment" in the query. */
-    ds_buf_append(b, " FROM (");
-    ds_buf_appendn(b, query, trimmed_len(query));
-    ds_buf_append(b, "\n) AS _ds");
-    if (where) {
-        ds_buf_append(b, " WHERE ");
-        ds_buf_append(b, where);
-    }
-    if (limit >= 0)
-        ds_buf_appendf(b, " LIMIT %lld", (long long)limit);
-    if (!ds_buf_append(b, ") TO STDOUT (FORMAT binary)"))
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    return true;
 }
 
 char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,

@@ -45,6 +45,9 @@ typedef struct pgsrc_column {
 typedef struct pgsrc_desc {
     pgsrc_column *cols;
     size_t ncols;
+    /* After a failed pgsrc_describe: the byte offset in the query where
+     * PostgreSQL located the error, -1 when it named no place in it. */
+    long error_at;
 } pgsrc_desc;
 
 /* Connects with connect_timeout 10 s, TCP keepalives, application_name
@@ -88,13 +91,17 @@ PGresult *pgsrc_query_rows(pgsrc_conn *conn, const char *sql, ds_error *err);
  * malloc'd (*out NULL for SQL NULL or no row). */
 bool pgsrc_query_value(pgsrc_conn *conn, const char *sql, char **out, ds_error *err);
 
-/* Prepares the query as the unnamed statement (trailing semicolons
- * dropped), describes it and looks its column types up in pg_type: column
- * names, types and the read plan of each (built-in types are decoded as
- * they are, enums as text, other arrays cast to text[], any other type cast
- * to text). A query that cannot work as written (SQL PostgreSQL rejects
- * other than for a missing privilege, no columns, $n parameters, duplicate
- * column names) is DS_ERR_CONFIG. */
+/* Prepares the query as the unnamed statement (pgsrc_trim_query's text),
+ * describes it and looks its column types up in pg_type: column names,
+ * types and the read plan of each (built-in types are decoded as they are,
+ * enums as text, other arrays cast to text[], any other type cast to text).
+ * Then runs it wrapped exactly as the sync's COPY wraps it, with LIMIT 0, so
+ * that privileges, statements that cannot be a subquery and the wrapped
+ * text are checked by the server too. A query that cannot work as written
+ * (anything PostgreSQL rejects it with but for the connection, the
+ * server's resources, locks or a cancel; no columns, $n parameters,
+ * duplicate column names) is DS_ERR_CONFIG; out->error_at then locates
+ * PostgreSQL's error position in the query. */
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err);
 void pgsrc_desc_free(pgsrc_desc *desc);
 int pgsrc_desc_find(const pgsrc_desc *desc, const char *name);
@@ -114,14 +121,17 @@ bool pgsrc_append_literal(ds_buf *b, pgsrc_conn *conn, const char *value, ds_err
 char *pgsrc_quote_ident(pgsrc_conn *conn, const char *ident);
 char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value);
 
-/* The user's query without trailing semicolons and blanks. Caller frees;
- * NULL when out of memory. */
+/* The user's query without the trailing blanks, and without the
+ * semicolons a query pasted from psql ends with and any blanks and
+ * comments after them ("...; -- comment"); quotes, dollar quotes and
+ * comments are skipped as PostgreSQL reads them (an unclosed one stays).
+ * Only a suffix is cut. Caller frees; NULL when out of memory. */
 char *pgsrc_trim_query(const char *query);
 
 /* Appends COPY (SELECT <columns> FROM (<query>\n) AS _ds [WHERE where]
  * [LIMIT limit]) TO STDOUT (FORMAT binary): each column by its quoted name,
- * those with a cast as "name"::text AS "name" (or ::text[]); the query
- * without trailing semicolons, the newline ending a trailing comment in it;
+ * those with a cast as "name"::text AS "name" (or ::text[]); the query as
+ * pgsrc_trim_query cuts it, the newline ending any comment left in it;
  * where is SQL put in as it is; limit < 0: none. False with err set on
  * failure. */
 bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const pgsrc_desc *desc,
@@ -131,6 +141,12 @@ bool pgsrc_append_copy_sql(ds_buf *b, pgsrc_conn *conn, const char *query, const
  * failure (out of memory, or a name libpq cannot quote). */
 char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc, const char *where,
                      int64_t limit);
+
+/* Runs a COPY ... TO STDOUT and reads its data to the end, discarding it
+ * (meant for one of no rows). Returns the COPY's final result (status
+ * PGRES_COMMAND_OK, or the error; the caller PQclear()s it), or NULL with
+ * err set when the server went silent or the send failed. */
+PGresult *pgsrc_copy_run(pgsrc_conn *conn, const char *copy_sql, ds_error *err);
 
 /* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
 typedef struct pgsrc_stream {

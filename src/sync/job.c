@@ -109,7 +109,7 @@ static bool describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connectio
     ds_error *err = &job->err;
     const cfg_source *src = job->src;
     if (!pgsrc_describe(pg, job->plan->sql, &job->desc, err)) {
-        ds_error_prefix(err, "%s (%s:%d): ", job->plan->label, src->file, src->line);
+        cfg_plan_error_prefix(src, job->plan, job->desc.error_at, err);
         return false;
     }
     if (!sync_check_query(src, job->plan, &job->desc, &job->warnings, err))

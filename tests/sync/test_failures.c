@@ -109,9 +109,8 @@ static void test_failed_incremental_keeps_data_and_recovers(void **state)
     /* A query PostgreSQL rejects as written (SQLSTATE 42P01) is a config
      * error: the CLI exits 2 for it. */
     assert_int_equal(err.code, DS_ERR_CONFIG);
-    tl_assert_contains(err.msg, "monitoring: dataset_query (");
-    tl_assert_contains(err.msg, "monitoring_db.yaml:1");
-    tl_assert_contains(err.msg, "relation \"llm_traces\" does not exist");
+    tl_assert_contains(err.msg, "monitoring_db.yaml:4:");
+    tl_assert_contains(err.msg, ": dataset_query: relation \"llm_traces\" does not exist");
     /* The previous data is still there, complete. */
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM monitoring_data"), 390);
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM monitoring_dataset"), 130);
@@ -194,8 +193,9 @@ static void test_bad_query_in_config_then_fixed(void **state)
                   "  incremental_column: created_at\n");
     ds_error err = sync_fails(&e, "monitoring");
     assert_int_equal(err.code, DS_ERR_CONFIG);
-    tl_assert_contains(err.msg, "monitoring: results_query (");
-    tl_assert_contains(err.msg, "relation \"llm_metric_results_v2\" does not exist");
+    /* The line and column of the unknown name in the | block. */
+    tl_assert_contains(
+        err.msg, "monitoring_db.yaml:7:10: results_query: relation \"llm_metric_results_v2\" does not exist");
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM monitoring_data"), 160);
     assert_error_status(&e, "monitoring", &err);
 
