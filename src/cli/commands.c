@@ -75,17 +75,23 @@ static bool parse_args(const cli_args *spec, int argc, char **argv, const char *
     return ok;
 }
 
-static bool load_config(const cli_globals *g, cfg_config *cfg)
+/* flags: CFG_LOAD_NO_PG for a command that never connects to PostgreSQL. */
+static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *cfg)
 {
     ds_error err;
     ds_error_clear(&err);
     if (g->verbose)
         ds_log_set_level(DS_LOG_DEBUG);
-    if (!cfg_load_dir(g->config_dir, cfg, &err)) {
+    if (!cfg_load_dir_flags(g->config_dir, flags, cfg, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         return false;
     }
     return true;
+}
+
+static bool load_config(const cli_globals *g, cfg_config *cfg)
+{
+    return load_config_flags(g, 0, cfg);
 }
 
 static void unknown_source(const cfg_config *cfg, const char *name)
@@ -114,11 +120,11 @@ typedef struct cli_session {
 
 /* Loads the config and finds the named source (when name is not NULL).
  * Returns CLI_EXIT_OK, or the exit code after cleaning up. */
-static int session_load(const cli_globals *g, const char *name, cli_session *s)
+static int session_load(const cli_globals *g, const char *name, unsigned flags, cli_session *s)
 {
     s->src = NULL;
     s->st = NULL;
-    if (!load_config(g, &s->cfg))
+    if (!load_config_flags(g, flags, &s->cfg))
         return CLI_EXIT_USAGE;
     if (name != NULL && (s->src = cfg_find_source(&s->cfg, name)) == NULL) {
         unknown_source(&s->cfg, name);
@@ -144,9 +150,9 @@ static int session_open_store(const cli_globals *g, cli_session *s)
     return CLI_EXIT_OK;
 }
 
-static int session_open(const cli_globals *g, const char *name, cli_session *s)
+static int session_open(const cli_globals *g, const char *name, unsigned flags, cli_session *s)
 {
-    int rc = session_load(g, name, s);
+    int rc = session_load(g, name, flags, s);
     return rc == CLI_EXIT_OK ? session_open_store(g, s) : rc;
 }
 
@@ -163,7 +169,7 @@ static int begin_command(const cli_globals *g, const cli_args *spec, int argc, c
 {
     if (!parse_args(spec, argc, argv, arg))
         return CLI_EXIT_USAGE;
-    return session_open(g, spec->names_source ? *arg : NULL, s);
+    return session_open(g, spec->names_source ? *arg : NULL, 0, s);
 }
 
 /* ---- sync with a live progress line per table ---------------------- */
@@ -266,7 +272,7 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
     if (!parse_args(&spec, argc, argv, &name))
         return CLI_EXIT_USAGE;
     cli_session s;
-    int rc = session_load(g, name, &s);
+    int rc = session_load(g, name, 0, &s);
     if (rc != CLI_EXIT_OK)
         return rc;
     if (!s.cfg.store.enabled) {
@@ -351,7 +357,10 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     static const cli_args spec = {"status", NULL, options, 0, 0, false};
     cli_session s;
     const char *none;
-    int rc = begin_command(g, &spec, argc, argv, &s, &none);
+    if (!parse_args(&spec, argc, argv, &none))
+        return CLI_EXIT_USAGE;
+    /* Reads the DuckDB file only: the url's password need not be set. */
+    int rc = session_open(g, NULL, CFG_LOAD_NO_PG, &s);
     if (rc != CLI_EXIT_OK)
         return rc;
     ds_error err;
@@ -527,24 +536,77 @@ static int run_query(duckdb_connection con, const char *sql)
     return rc;
 }
 
+/* Kinds of statement that read: every other is refused before it runs
+ * (the file is attached read-only as well, so none could change it). */
+static bool reading_kind(duckdb_statement_type type)
+{
+    switch (type) {
+    case DUCKDB_STATEMENT_TYPE_SELECT:
+    case DUCKDB_STATEMENT_TYPE_EXPLAIN:
+    case DUCKDB_STATEMENT_TYPE_PRAGMA:
+    case DUCKDB_STATEMENT_TYPE_CALL:
+    case DUCKDB_STATEMENT_TYPE_SET:
+    case DUCKDB_STATEMENT_TYPE_VARIABLE_SET:
+    case DUCKDB_STATEMENT_TYPE_TRANSACTION:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* False (after saying so) when a statement of sql would write: its kind,
+ * or DuckDB's refusal of it for the read-only file. Statements DuckDB
+ * cannot prepare for other reasons are left to run_query to report. */
+static bool only_reads(duckdb_connection con, const char *sql)
+{
+    duckdb_extracted_statements stmts = NULL;
+    idx_t n = duckdb_extract_statements(con, sql, &stmts);
+    bool ok = true;
+    for (idx_t i = 0; ok && i < n; i++) {
+        duckdb_prepared_statement prep = NULL;
+        duckdb_state st = duckdb_prepare_extracted_statement(con, stmts, i, &prep);
+        const char *failure = st == DuckDBError ? duckdb_prepare_error(prep) : NULL;
+        if (st == DuckDBSuccess)
+            ok = reading_kind(duckdb_prepared_statement_type(prep));
+        else
+            ok = failure == NULL ||
+                 (strstr(failure, "read-only") == NULL && strstr(failure, "read only") == NULL);
+        duckdb_destroy_prepare(&prep);
+    }
+    duckdb_destroy_extracted(&stmts);
+    if (!ok)
+        fprintf(stderr, "duckstore: duckstore query is read-only: it runs statements that read (SELECT, "
+                        "DESCRIBE, EXPLAIN, PRAGMA ...); the DuckDB file is changed only by syncs "
+                        "(duckstore sync, reset-watermark)\n");
+    return ok;
+}
+
 int cli_cmd_query(const cli_globals *g, int argc, char **argv)
 {
     static const cli_args spec = {"query", "query SQL", NULL, 1, 1, false};
-    cli_session s;
     const char *sql;
-    int rc = begin_command(g, &spec, argc, argv, &s, &sql);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    duckdb_connection con;
+    if (!parse_args(&spec, argc, argv, &sql))
+        return CLI_EXIT_USAGE;
+    /* Never connects to PostgreSQL: the url's password need not be set.
+     * The file is attached read-only, and left as it is. */
+    cfg_config cfg;
+    if (!load_config_flags(g, CFG_LOAD_NO_PG, &cfg))
+        return CLI_EXIT_USAGE;
+    store_settings settings = {
+        .memory_limit = cfg.store.memory_limit, .threads = cfg.store.threads, .read_only = true};
+    store *st = NULL;
     ds_error err;
-    if (store_connect(s.st, &con, &err)) {
-        rc = run_query(con, sql);
-        duckdb_disconnect(&con);
-    } else {
+    duckdb_connection con;
+    int rc = CLI_EXIT_SYNC_ERROR;
+    if (!store_open_ext(g->db_path ? g->db_path : cfg.store.path, &settings, &st, &err) ||
+        !store_connect(st, &con, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
-        rc = CLI_EXIT_SYNC_ERROR;
+    } else {
+        rc = only_reads(con, sql) ? run_query(con, sql) : CLI_EXIT_USAGE;
+        duckdb_disconnect(&con);
     }
-    session_close(&s);
+    store_close(st);
+    cfg_free(&cfg);
     return rc;
 }
 

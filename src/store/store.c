@@ -158,7 +158,7 @@ static bool open_error(const char *path, const char *msg, ds_error *err)
 
 /* Attaches the file with duckstore's row group size; every connection then
  * USEs it (store_connect). */
-static bool attach_file(store *st, const char *path, ds_error *err)
+static bool attach_file(store *st, const char *path, bool read_only, ds_error *err)
 {
     duckdb_connection con;
     if (duckdb_connect(st->db, &con) == DuckDBError)
@@ -168,7 +168,8 @@ static bool attach_file(store *st, const char *path, ds_error *err)
     ds_buf_append_literal(&sql, path);
     ds_buf_append(&sql, " AS ");
     ds_buf_append_ident(&sql, st->alias);
-    bool ok = ds_buf_appendf(&sql, " (ROW_GROUP_SIZE %d)", STORE_ROW_GROUP_SIZE);
+    bool ok = read_only ? ds_buf_append(&sql, " (READ_ONLY)")
+                        : ds_buf_appendf(&sql, " (ROW_GROUP_SIZE %d)", STORE_ROW_GROUP_SIZE);
     duckdb_result res;
     if (!ok) {
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -177,6 +178,10 @@ static bool attach_file(store *st, const char *path, ds_error *err)
         duckdb_destroy_result(&res);
     } else {
         duckdb_destroy_result(&res);
+        /* Read-only: no ATTACH of the file again (writable), no COPY TO;
+         * DuckDB refuses to turn this back on while it runs. */
+        if (read_only)
+            ok = store_exec(con, "SET enable_external_access = false", err);
     }
     ds_buf_free(&sql);
     duckdb_disconnect(&con);
@@ -186,7 +191,8 @@ static bool attach_file(store *st, const char *path, ds_error *err)
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err)
 {
     *out = NULL;
-    if (!make_parent_dirs(path, err))
+    bool read_only = settings != NULL && settings->read_only;
+    if (!read_only && !make_parent_dirs(path, err))
         return false;
     store *st = calloc(1, sizeof *st);
     if (st == NULL)
@@ -208,7 +214,7 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         duckdb_free(failure);
         goto fail;
     }
-    if (!init_locks(st, err) || !attach_file(st, path, err)) {
+    if (!init_locks(st, err) || !attach_file(st, path, read_only, err)) {
         store_close(st);
         return false;
     }
@@ -223,7 +229,7 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         store_close(st);
         return false;
     }
-    for (size_t i = 0; i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++) {
+    for (size_t i = 0; !read_only && i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++) {
         if (!store_exec(con, metadata_ddl[i], err)) {
             duckdb_disconnect(&con);
             store_close(st);

@@ -23,6 +23,9 @@ bool store_open(const char *path, store **out, ds_error *err);
 typedef struct store_settings {
     const char *memory_limit; /* e.g. "256MB" */
     int threads;
+    /* Attach the file READ_ONLY (it must exist) and allow no other file:
+     * no statement can change it (duckstore query). */
+    bool read_only;
 } store_settings;
 
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
