@@ -6,7 +6,8 @@
  * nothing in the DuckDB file and needs no PostgreSQL password. Everything
  * runs through the built binary. */
 #include "testlib.h"
-#include "tl_http.h"
+
+#include "source/pgsrc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,10 +154,43 @@ static void test_typo_at_line_and_column(void **state)
     /* A one-line value: the column is exact too. */
     write_source(&w, g_conninfo, "  query: SELECT id, scroe FROM t\n");
     expect_refused(&w, tl_keepf("%s:3:21: query: column \"scroe\"", w.yaml));
+    /* Columns count characters, in PostgreSQL's position and the file. */
+    write_source(&w, g_conninfo, "  query: SELECT 'é€' AS e, scroe FROM t\n");
+    expect_refused(&w, tl_keepf("%s:3:28: query: column \"scroe\"", w.yaml));
     /* A quoted value with an escape: the line only. */
     write_source(&w, g_conninfo, "  query: 'SELECT id, scroe FROM t WHERE ''a'' <> ''b'''\n");
     expect_refused(&w, tl_keepf("%s:3: query: column \"scroe\"", w.yaml));
     world_close(&w);
+}
+
+static void expect_trim(const char *query, const char *want)
+{
+    char *got = tl_keep(pgsrc_trim_query(query));
+    if (strcmp(got, want) != 0)
+        fail_msg("pgsrc_trim_query(\"%s\"): \"%s\", expected \"%s\"", query, got, want);
+}
+
+/* What is cut: semicolons at the end, and blanks and comments after them;
+ * never text inside quotes, dollar quotes or comments, never an unclosed
+ * one (PostgreSQL reports it). */
+static void test_trim_query(void **state)
+{
+    (void)state;
+    expect_trim("SELECT 1", "SELECT 1");
+    expect_trim("SELECT 1 ;; \n", "SELECT 1");
+    expect_trim("SELECT 1; -- all\n", "SELECT 1");
+    expect_trim("SELECT 1; /* a /* nested */ comment */ -- and more", "SELECT 1");
+    expect_trim("SELECT 1 -- no semicolon before it", "SELECT 1 -- no semicolon before it");
+    expect_trim("SELECT 1 -- a comment;", "SELECT 1 -- a comment;");
+    expect_trim("SELECT ';' AS s", "SELECT ';' AS s");
+    expect_trim("SELECT 'it''s;' AS s;", "SELECT 'it''s;' AS s");
+    expect_trim("SELECT E'\\';' AS s;", "SELECT E'\\';' AS s");
+    expect_trim("SELECT \";\" FROM t;", "SELECT \";\" FROM t");
+    expect_trim("SELECT $$;$$ AS a, $x$ ; $$ $x$ AS b ; ", "SELECT $$;$$ AS a, $x$ ; $$ $x$ AS b");
+    expect_trim("SELECT 1; SELECT 2;", "SELECT 1; SELECT 2");
+    expect_trim("SELECT 1; /* unclosed", "SELECT 1; /* unclosed");
+    expect_trim("SELECT 'unclosed;", "SELECT 'unclosed;");
+    expect_trim("SELECT id FROM t WHERE id > $1;", "SELECT id FROM t WHERE id > $1");
 }
 
 static void test_delete_returning(void **state)
@@ -268,6 +302,7 @@ static void test_query_and_status_need_no_password(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_trim_query),
         cmocka_unit_test(test_trailing_semicolon_and_comment),
         cmocka_unit_test(test_typo_at_line_and_column),
         cmocka_unit_test(test_delete_returning),
