@@ -81,9 +81,11 @@ static void attach(const sync_options *opt, pgsrc_conn *conn)
 #define CLOSE_WAIT_S 2.0
 
 /* Closes a connection and waits (at most CLOSE_WAIT_S) until the server
- * closes its end: a backend closes its socket after it has left the
- * server's process array, so a connection attempt that follows finds its
- * slot free (max_connections, a role's or database's CONNECTION LIMIT). */
+ * closes its end: a backend leaves its socket open until the process dies
+ * (PostgreSQL's "synchronous close"), after it has left the process array,
+ * so a connection attempt that follows finds its slot free
+ * (max_connections, a role's or database's CONNECTION LIMIT) and
+ * pg_stat_activity no longer shows it. */
 static void close_and_wait(pgsrc_conn *conn)
 {
     int fd = conn->pg != NULL && PQsocket(conn->pg) >= 0 ? fcntl(PQsocket(conn->pg), F_DUPFD_CLOEXEC, 0) : -1;
