@@ -2,9 +2,11 @@
  * sync (held on an advisory lock), the process lives, that sync completes
  * with the config it started with, an added source shows in the status,
  * a removed one is gone (its data stays), a changed refresh interval
- * applies, and a setting read only at start says it needs a restart. A
+ * applies, and a setting read only at start says it needs a restart;
+ * three more reloads while that sync runs free configs no sync uses. A
  * broken config keeps the one in force and the log says why (file:line).
- * SIGTERM afterwards still exits 0. */
+ * Under sync_mode: startup an added source syncs at once. SIGTERM
+ * afterwards still exits 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,9 +176,32 @@ static void test_sighup_mid_sync(void **state)
     assert_null(json_object_get(datasets, "gone_data"));
     json_decref(status);
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/gone", NULL, 404, NULL));
+    json_t *ds;
+
+    /* More reloads while the sync runs: each frees the config before it
+     * but not the one the sync started with (the sanitizer build sees any
+     * use after free). */
+    for (int i = 2; i <= 4; i++) {
+        assert_int_equal(kill(srv.pid, SIGHUP), 0);
+        double until = tl_now_ms() + 30000;
+        for (;;) {
+            assert_alive(&srv);
+            char *now = tl_read_file(log);
+            size_t reloads = tl_count(now, "config reloaded from ");
+            free(now);
+            if (reloads >= (size_t)i)
+                break;
+            if (tl_now_ms() > until)
+                fail_msg("reload %d not logged after 30 s", i);
+            tl_sleep_ms(20);
+        }
+    }
+    ds = tl_server_dataset(&srv, "slow_data");
+    assert_string_equal(state_of(ds), "syncing");
+    json_decref(ds);
 
     tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
-    json_t *ds = tl_server_wait_state(&srv, "slow_data", "ready", 60);
+    ds = tl_server_wait_state(&srv, "slow_data", "ready", 60);
     assert_int_equal(json_integer_value(json_object_get(ds, "rows")), ROWS);
     json_decref(ds);
     sync_ready(&srv, "fresh");
@@ -235,11 +260,39 @@ static void test_broken_config_keeps_the_old_one(void **state)
     tl_assert_clean_log(log);
 }
 
+/* Under sync_mode: startup a source added by a reload syncs at once. */
+static void test_added_source_syncs_under_startup(void **state)
+{
+    (void)state;
+    char *dir = tl_keepf("%s/startup", g_dir), *log = tl_keepf("%s/startup.log", g_dir);
+    mkdir(dir, 0755);
+    tl_write_filef(tl_keepf("%s/duckdb.yaml", dir), "duckdb:\n  path: %s/startup.duckdb\n", g_dir);
+    write_source(dir, "first", items_query);
+    tl_server srv;
+    tl_server_start(&srv, dir, log, NULL);
+    json_decref(tl_server_wait_state(&srv, "first_data", "ready", 60));
+    write_source(dir, "second", items_query);
+    write_source(dir, "later", tl_keepf("%s  auto_load: false\n", items_query));
+    assert_int_equal(kill(srv.pid, SIGHUP), 0);
+    json_t *ds = tl_server_wait_state(&srv, "second_data", "ready", 60);
+    assert_int_equal(json_integer_value(json_object_get(ds, "rows")), ROWS);
+    json_decref(ds);
+    ds = tl_server_dataset(&srv, "later_data");
+    assert_string_equal(state_of(ds), "not_synced");
+    json_decref(ds);
+    assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
+    tl_assert_clean_log(log);
+    char *text = tl_read_file(log);
+    assert_int_equal(tl_count(text, "first: sync started"), 1); /* not again */
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_sighup_mid_sync, teardown_test),
         cmocka_unit_test_teardown(test_broken_config_keeps_the_old_one, teardown_test),
+        cmocka_unit_test_teardown(test_added_source_syncs_under_startup, teardown_test),
     };
     int rc = cmocka_run_group_tests(tests, setup_group, teardown_group);
     tl_free_kept();
