@@ -88,7 +88,7 @@ static source_runtime *add_record(jobs *j, const char *name)
 {
     if (j->n == j->cap) {
         size_t cap = j->cap ? j->cap * 2 : 16;
-        source_runtime **grown = realloc(j->sources, cap * sizeof *grown);
+        source_runtime **grown = realloc(j->sources, cap * sizeof(source_runtime *));
         if (grown == NULL)
             return NULL;
         j->sources = grown;
@@ -483,7 +483,7 @@ void jobs_reload(jobs *j, cfg_config *cfg)
 {
     jobs_config *next = config_adopt(cfg);
     size_t n = next ? next->cfg.n_sources : 0;
-    json_t **docs = calloc(n ? n : 1, sizeof *docs);
+    json_t **docs = calloc(n ? n : 1, sizeof(json_t *));
     if (next == NULL || docs == NULL) {
         ds_log_error("config reload: out of memory; keeping the config in force");
         if (next != NULL)

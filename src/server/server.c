@@ -224,7 +224,7 @@ int http_serve_until_signal(cfg_config *cfg, const http_options *opt)
     signal(SIGPIPE, SIG_IGN);
     http_server *srv;
     ds_error err;
-    if (!http_server_start(cfg, opt, &srv, &err)) {
+    if (!http_server_start(cfg, opt, &srv, &err) || srv == NULL) {
         ds_log_error("%s", err.msg);
         return err.code == DS_ERR_USAGE ? 2 : 1;
     }
