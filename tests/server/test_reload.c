@@ -274,6 +274,7 @@ static void test_added_source_syncs_under_startup(void **state)
     write_source(dir, "second", items_query);
     write_source(dir, "later", tl_keepf("%s  auto_load: false\n", items_query));
     assert_int_equal(kill(srv.pid, SIGHUP), 0);
+    wait_log(&srv, log, "config reloaded from ");
     json_t *ds = tl_server_wait_state(&srv, "second_data", "ready", 60);
     assert_int_equal(json_integer_value(json_object_get(ds, "rows")), ROWS);
     json_decref(ds);
