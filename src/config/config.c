@@ -383,6 +383,8 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.max_sync_rows = 2000000;
     cfg->store.query_concurrency = 8;
     cfg->store.threads = 1;
+    cfg->store.max_idle_source_connections = 8;
+    cfg->store.idle_source_connection_timeout_s = 600;
     cfg->dir = strdup(dir);
     cfg->store.path = strdup("data/store.duckdb");
     return (cfg->dir != NULL && cfg->store.path != NULL) || cfg_yaml_nomem(err);

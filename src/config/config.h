@@ -24,6 +24,9 @@ typedef struct cfg_store {
     int query_concurrency;   /* default 8, 1..256 */
     char *memory_limit;      /* DuckDB memory_limit, default 64MB per sync worker */
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
+    /* PostgreSQL connections `serve` keeps between syncs, all sources together. */
+    int max_idle_source_connections;         /* default 8; 0 = keep none */
+    double idle_source_connection_timeout_s; /* default 600; closed after this long unused */
 } cfg_store;
 
 /* Columns of a unique key; n == 0 when none is configured. */

@@ -20,6 +20,7 @@
 #define MAX_REFRESH_MINUTES 525600.0   /* one year */
 #define MAX_QUERY_TIMEOUT_S 31536000.0 /* one year */
 #define MIN_QUERY_TIMEOUT_S 0.001      /* below 1 ms would round to "no timeout" */
+#define MAX_IDLE_TIMEOUT_S 86400.0     /* a day */
 
 #define MAX_TABLE_KEYS 16
 
@@ -403,6 +404,11 @@ static const key_spec store_keys[] = {
      .expect = "a size such as 256MB, 1.5GB or 512MiB", .hint = "give a size such as 256MB or 2GB"},
     {"threads", .parse = parse_int, .field = STORE(threads), .min = 0, .max = 256,
      .expect = "an integer between 0 and 256 (0 = one per core)"},
+    {"max_idle_source_connections", .parse = parse_int, .field = STORE(max_idle_source_connections), .min = 0,
+     .max = 1024, .expect = "an integer between 0 and 1024 (0 = keep no idle connection)"},
+    {"idle_source_connection_timeout", .parse = parse_number,
+     .field = STORE(idle_source_connection_timeout_s), .low = 1, .high = MAX_IDLE_TIMEOUT_S,
+     .expect = "a number of seconds between 1 and 86400, e.g. 600"},
 };
 static const key_table store_table = {store_keys, N_KEYS(store_keys)};
 

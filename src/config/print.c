@@ -157,6 +157,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  query_concurrency: %d\n", st->query_concurrency);
     print_string(out, "memory_limit", st->memory_limit);
     fprintf(out, "  threads: %d\n", st->threads);
+    fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
+    print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);
 
     for (size_t i = 0; i < cfg->n_sources; i++) {
         const cfg_source *src = &cfg->sources[i];

@@ -29,12 +29,14 @@ static bool append_name(json_t *arr, const char *name)
 
 static enum MHD_Result unknown_source(api_ctx *a, http_request *req, const char *name)
 {
+    const cfg_config *cfg = jobs_config_acquire(a->jobs);
     json_t *known = json_array();
-    for (size_t i = 0; known != NULL && i < a->cfg->n_sources; i++)
-        if (!append_name(known, a->cfg->sources[i].name)) {
+    for (size_t i = 0; known != NULL && i < cfg->n_sources; i++)
+        if (!append_name(known, cfg->sources[i].name)) {
             json_decref(known);
             known = NULL;
         }
+    jobs_config_release(a->jobs, cfg);
     return http_send_json(req, MHD_HTTP_NOT_FOUND,
                           json_pack("{s:b,s:o,s:o}", "success", 0, "error",
                                     http_json_stringf("no source named \"%s\"", name), "sources", known));
@@ -82,6 +84,15 @@ static bool full_param(http_request *req, bool *full)
     return arg != NULL && (*full || strcmp(arg, "false") == 0 || strcmp(arg, "0") == 0);
 }
 
+/* duckdb.enabled (read once at start: a reload keeps its value). */
+static bool syncing_enabled(api_ctx *a)
+{
+    const cfg_config *cfg = jobs_config_acquire(a->jobs);
+    bool enabled = cfg->store.enabled;
+    jobs_config_release(a->jobs, cfg);
+    return enabled;
+}
+
 static enum MHD_Result handle_sync_one(api_ctx *a, http_request *req, const char *name)
 {
     static const action_answers sync = {MHD_HTTP_ACCEPTED, "sync of %s started", "%s is already syncing",
@@ -94,7 +105,7 @@ static enum MHD_Result handle_sync_one(api_ctx *a, http_request *req, const char
     bool full;
     if (!full_param(req, &full))
         return http_send_error(req, MHD_HTTP_BAD_REQUEST, "full must be true or false");
-    if (!a->cfg->store.enabled)
+    if (!syncing_enabled(a))
         return http_send_error(req, MHD_HTTP_CONFLICT, sync_disabled);
     ds_error err;
     jobs_start_result res = jobs_start_sync(a->jobs, name, full, &err);
@@ -122,14 +133,17 @@ static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
     enum MHD_Result ret;
     if (!http_query_ok(req, NULL, &ret))
         return ret;
-    if (!a->cfg->store.enabled)
+    const cfg_config *cfg = jobs_config_acquire(a->jobs);
+    if (!cfg->store.enabled) {
+        jobs_config_release(a->jobs, cfg);
         return http_send_error(req, MHD_HTTP_CONFLICT, sync_disabled);
+    }
     json_t *started = json_array(), *busy = json_array();
     bool ok = started != NULL && busy != NULL;
     ds_error err, failure;
     ds_error_clear(&failure);
-    for (size_t i = 0; i < a->cfg->n_sources; i++) {
-        const cfg_source *src = &a->cfg->sources[i];
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cfg_source *src = &cfg->sources[i];
         if (!src->enabled)
             continue;
         jobs_start_result r = jobs_start_sync(a->jobs, src->name, false, &err);
@@ -138,6 +152,7 @@ static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
         else if (r != JOBS_FAILED)
             ok = ok && append_name(r == JOBS_STARTED ? started : busy, src->name);
     }
+    jobs_config_release(a->jobs, cfg);
     json_t *doc = NULL;
     if (ok && failure.code != DS_OK)
         doc = json_pack("{s:b,s:o,s:O,s:O}", "success", 0, "error", http_json_text(failure.msg), "started",
@@ -158,8 +173,8 @@ static enum MHD_Result handle_status(api_ctx *a, http_request *req)
     if (!http_query_ok(req, NULL, &ret))
         return ret;
     return http_send_json(req, MHD_HTTP_OK,
-                          json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", a->cfg->store.enabled,
-                                    "datasets", jobs_status_json(a->jobs)));
+                          json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", syncing_enabled(a), "datasets",
+                                    jobs_status_json(a->jobs)));
 }
 
 static enum MHD_Result handle_health(api_ctx *a, http_request *req)

@@ -9,8 +9,9 @@
 #include "server/jobs.h"
 #include "store/store.h"
 
+/* The config in force comes from jobs (jobs_config_acquire): a reload
+ * replaces it. */
 typedef struct api_ctx {
-    const cfg_config *cfg;
     store *st;
     jobs *jobs;
     const char *api_token; /* NULL: no auth */

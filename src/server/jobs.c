@@ -12,6 +12,11 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 
+struct jobs_config {
+    cfg_config cfg; /* first: a const cfg_config * of jobs_config_acquire leads back here */
+    int refs;       /* under the jobs lock */
+};
+
 /* Reads the persisted status of a source (outside the lock). */
 static json_t *load_status(jobs *j, const cfg_source *src)
 {
@@ -24,27 +29,112 @@ static json_t *load_status(jobs *j, const cfg_source *src)
     return doc;
 }
 
-bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err)
+/* Called with the lock held. */
+static jobs_config *config_pin(jobs *j)
+{
+    j->current->refs++;
+    return j->current;
+}
+
+/* Called with the lock held; the last user frees the config. */
+static void config_unpin(jobs_config *c)
+{
+    if (--c->refs > 0)
+        return;
+    cfg_free(&c->cfg);
+    free(c);
+}
+
+const cfg_config *jobs_config_acquire(jobs *j)
+{
+    pthread_mutex_lock(&j->lock);
+    jobs_config *c = config_pin(j);
+    pthread_mutex_unlock(&j->lock);
+    return &c->cfg;
+}
+
+void jobs_config_release(jobs *j, const cfg_config *cfg)
+{
+    pthread_mutex_lock(&j->lock);
+    config_unpin((jobs_config *)(void *)cfg);
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* A config taken over from the caller, in use by no one yet. */
+static jobs_config *config_adopt(cfg_config *cfg)
+{
+    jobs_config *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->cfg = *cfg;
+    c->refs = 1;
+    memset(cfg, 0, sizeof *cfg);
+    return c;
+}
+
+/* Any record of that name, also of a removed source. Lock held. */
+static source_runtime *find_record(jobs *j, const char *name)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = j->sources[i];
+        if (strcmp(r->name, name) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+/* A new record appended to the list; NULL when out of memory. Lock held. */
+static source_runtime *add_record(jobs *j, const char *name)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 16;
+        source_runtime **grown = realloc(j->sources, cap * sizeof(source_runtime *));
+        if (grown == NULL)
+            return NULL;
+        j->sources = grown;
+        j->cap = cap;
+    }
+    source_runtime *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    sync_cancel_init(&r->cancel);
+    j->sources[j->n++] = r;
+    return r;
+}
+
+static void pool_settings(const cfg_config *cfg, size_t *max_idle, double *timeout_s)
+{
+    *max_idle = (size_t)cfg->store.max_idle_source_connections;
+    *timeout_s = cfg->store.idle_source_connection_timeout_s;
+}
+
+bool jobs_init(jobs *j, store *st, cfg_config *cfg, ds_error *err)
 {
     memset(j, 0, sizeof *j);
     j->st = st;
-    j->cfg = cfg;
-    j->n = cfg->n_sources;
-    j->sources = calloc(j->n ? j->n : 1, sizeof *j->sources);
-    if (j->sources == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    size_t max_idle;
+    double timeout_s;
+    pool_settings(cfg, &max_idle, &timeout_s);
+    sync_conn_pool_init(&j->conns, max_idle, timeout_s);
     pthread_mutex_init(&j->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&j->changed, &attr);
     pthread_condattr_destroy(&attr);
-    for (size_t i = 0; i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
-        r->src = &cfg->sources[i];
-        sync_cancel_init(&r->cancel);
-        sync_conn_cache_init(&r->conns);
-        r->status = load_status(j, r->src);
+    bool ok = (j->current = config_adopt(cfg)) != NULL;
+    const cfg_config *c = ok ? &j->current->cfg : NULL;
+    for (size_t i = 0; ok && i < c->n_sources; i++) {
+        source_runtime *r = add_record(j, c->sources[i].name);
+        if ((ok = r != NULL)) {
+            r->src = &c->sources[i];
+            r->status = load_status(j, r->src);
+        }
+    }
+    if (!ok) {
+        jobs_destroy(j);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     return true;
 }
@@ -52,31 +142,63 @@ bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err)
 void jobs_destroy(jobs *j)
 {
     for (size_t i = 0; i < j->n; i++) {
-        sync_cancel_destroy(&j->sources[i].cancel);
-        sync_conn_cache_destroy(&j->sources[i].conns);
-        json_decref(j->sources[i].status);
+        sync_cancel_destroy(&j->sources[i]->cancel);
+        json_decref(j->sources[i]->status);
+        free(j->sources[i]);
     }
     free(j->sources);
+    sync_conn_pool_destroy(&j->conns);
+    if (j->current)
+        config_unpin(j->current);
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->changed);
 }
 
 source_runtime *jobs_find(jobs *j, const char *name)
 {
-    for (size_t i = 0; i < j->n; i++)
-        if (strcmp(j->sources[i].src->name, name) == 0)
-            return &j->sources[i];
-    return NULL;
+    source_runtime *r = find_record(j, name);
+    return r != NULL && r->src != NULL ? r : NULL;
 }
 
 static double interval_s(const source_runtime *r)
 {
-    return r->src->refresh_interval_minutes * 60.0;
+    return r->src != NULL ? r->src->refresh_interval_minutes * 60.0 : 0;
+}
+
+/* Caches the persisted status of r's source, read with the config in
+ * force: when a reload comes in between, it is read again with the new
+ * one, so the cached document never describes a config no longer in
+ * force. if_unchanged: only when no one else changed it since version
+ * `seen` (the other one is newer). */
+static void refresh_status(jobs *j, source_runtime *r, bool if_unchanged, uint64_t seen)
+{
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        jobs_config *c = config_pin(j);
+        const cfg_source *src = r->src;
+        pthread_mutex_unlock(&j->lock);
+        json_t *doc = src != NULL ? load_status(j, src) : NULL;
+        pthread_mutex_lock(&j->lock);
+        bool current = j->current == c;
+        if (current && doc != NULL && !(if_unchanged && r->status_version != seen)) {
+            json_decref(r->status);
+            r->status = doc;
+            r->status_version++;
+            doc = NULL;
+        }
+        config_unpin(c);
+        pthread_mutex_unlock(&j->lock);
+        json_decref(doc);
+        if (current)
+            return;
+    }
 }
 
 typedef struct sync_thread_arg {
     jobs *j;
     source_runtime *r;
+    jobs_config *cfg; /* pinned: the config the sync started with */
+    const cfg_source *src;
     bool full;
 } sync_thread_arg;
 
@@ -85,30 +207,30 @@ static void *sync_thread(void *arg)
     sync_thread_arg *a = arg;
     jobs *j = a->j;
     source_runtime *r = a->r;
+    jobs_config *cfg = a->cfg;
+    const cfg_source *src = a->src;
     sync_options opt = {
-        .force_full = a->full, .cancel = &r->cancel, .progress = &r->progress, .conns = &r->conns};
+        .force_full = a->full, .cancel = &r->cancel, .progress = &r->progress, .conns = &j->conns};
     free(a);
     sync_report report;
     ds_error err;
     ds_error_clear(&err);
-    ds_log_info("%s: sync started%s", r->src->name, opt.force_full ? " (full)" : "");
-    bool ok = sync_source(j->st, j->cfg, r->src, &opt, &report, &err);
+    ds_log_info("%s: sync started%s", src->name, opt.force_full ? " (full)" : "");
+    bool ok = sync_source(j->st, &cfg->cfg, src, &opt, &report, &err);
     for (size_t i = 0; i < report.nwarnings; i++)
         ds_log_warn("%s", report.warnings[i]);
     if (ok)
-        ds_log_info("%s: %s sync done, %lld rows (%+lld) in %.2f s%s", r->src->name,
+        ds_log_info("%s: %s sync done, %lld rows (%+lld) in %.2f s%s", src->name,
                     report.incremental ? "incremental" : "full", (long long)report.rows,
                     (long long)report.rows_added, report.duration_s, report.truncated ? ", truncated" : "");
     else if (err.code == DS_ERR_CANCELLED) /* a shutdown, not a failure: no ERROR line to alert on */
-        ds_log_info("%s: sync cancelled; the previous data, watermarks and status stay", r->src->name);
+        ds_log_info("%s: sync cancelled; the previous data, watermarks and status stay", src->name);
     else
-        ds_log_error("%s: sync failed: %s", r->src->name, err.msg);
-    json_t *status = load_status(j, r->src);
+        ds_log_error("%s: sync failed: %s", src->name, err.msg);
+    refresh_status(j, r, false, 0);
 
     pthread_mutex_lock(&j->lock);
     double now = ds_monotonic_s();
-    json_decref(r->status);
-    r->status = status;
     r->syncing = false;
     r->last_duration_s = now - r->started_mono;
     if (ok) {
@@ -131,6 +253,7 @@ static void *sync_thread(void *arg)
         }
         r->next_due_mono = now + wait;
     }
+    config_unpin(cfg);
     j->active--;
     pthread_cond_broadcast(&j->changed);
     pthread_mutex_unlock(&j->lock);
@@ -146,10 +269,10 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_
         return JOBS_BUSY;
     sync_thread_arg *a = malloc(sizeof *a);
     if (a == NULL) {
-        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync: out of memory", r->src->name);
+        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync: out of memory", r->name);
         return JOBS_FAILED;
     }
-    *a = (sync_thread_arg){.j = j, .r = r, .full = full};
+    *a = (sync_thread_arg){.j = j, .r = r, .cfg = config_pin(j), .src = r->src, .full = full};
     atomic_store(&r->cancel.requested, false);
     atomic_store(&r->progress.rows, 0);
     atomic_store(&r->progress.bytes, 0);
@@ -161,9 +284,10 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_
     pthread_t t;
     int rc = pthread_create(&t, NULL, sync_thread, a);
     if (rc != 0) {
+        config_unpin(a->cfg);
         free(a);
         r->syncing = false;
-        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync thread: %s", r->src->name, strerror(rc));
+        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync thread: %s", r->name, strerror(rc));
         return JOBS_FAILED;
     }
     pthread_detach(t); /* the thread ends alone; shutdown waits on j->active */
@@ -188,21 +312,24 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
     bool busy = r && (r->syncing || r->resetting);
-    if (r && !busy)
+    jobs_config *cfg = NULL;
+    const cfg_source *src = NULL;
+    if (r && !busy) {
         r->resetting = true;
+        cfg = config_pin(j);
+        src = r->src;
+    }
     pthread_mutex_unlock(&j->lock);
     if (r == NULL)
         return JOBS_UNKNOWN;
     if (busy)
         return JOBS_BUSY;
-    bool ok = sync_reset_watermarks(j->st, r->src, err);
-    json_t *status = ok ? load_status(j, r->src) : NULL;
+    bool ok = sync_reset_watermarks(j->st, src, err);
+    if (ok)
+        refresh_status(j, r, false, 0);
     pthread_mutex_lock(&j->lock);
-    if (status) {
-        json_decref(r->status);
-        r->status = status;
-    }
     r->resetting = false;
+    config_unpin(cfg);
     pthread_mutex_unlock(&j->lock);
     return ok ? JOBS_STARTED : JOBS_FAILED;
 }
@@ -228,17 +355,24 @@ static void start_due(jobs *j, source_runtime *r, double now)
     ds_error err;
     jobs_start_result res = start_locked(j, r, full_refresh_due(r), &err);
     if (res == JOBS_BUSY)
-        ds_log_info("%s: already syncing; skipped by the scheduler this time", r->src->name);
+        ds_log_info("%s: already syncing; skipped by the scheduler this time", r->name);
     else if (res == JOBS_FAILED)
         ds_log_error("%s; the scheduler tries again in %.0f s", err.msg, interval_s(r));
     if (res != JOBS_STARTED)
         r->next_due_mono = now + interval_s(r);
 }
 
-/* The scheduler: sleeps until the next source is due, starts every due
- * source (each on its own thread, so they run concurrently; incremental
- * whenever possible), and repeats until shutdown. A source already syncing
- * is skipped for that tick. */
+/* A source the scheduler runs. Lock held. */
+static bool scheduled(const source_runtime *r)
+{
+    return r->src != NULL && r->src->enabled && interval_s(r) > 0;
+}
+
+/* The scheduler: sleeps until the next source is due (or the next kept
+ * PostgreSQL connection has been idle too long), starts every due source
+ * (each on its own thread, so they run concurrently; incremental whenever
+ * possible), and repeats until shutdown. A source already syncing is
+ * skipped for that tick. */
 static void *scheduler_main(void *arg)
 {
     jobs *j = arg;
@@ -248,17 +382,22 @@ static void *scheduler_main(void *arg)
         pthread_cond_wait(&j->changed, &j->lock);
     double now = ds_monotonic_s();
     for (size_t i = 0; i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
-        if (r->src->enabled && interval_s(r) > 0 && r->next_due_mono == 0)
+        source_runtime *r = j->sources[i];
+        if (scheduled(r) && r->next_due_mono == 0)
             r->next_due_mono = now + interval_s(r);
     }
     ds_log_info("scheduler started");
     while (!j->stopping) {
+        /* Closing connections waits for their backends: not under the lock. */
+        pthread_mutex_unlock(&j->lock);
+        double next = sync_conn_pool_expire(&j->conns);
+        pthread_mutex_lock(&j->lock);
+        if (j->stopping)
+            break;
         now = ds_monotonic_s();
-        double next = 0;
         for (size_t i = 0; i < j->n; i++) {
-            source_runtime *r = &j->sources[i];
-            if (!r->src->enabled || interval_s(r) <= 0 || r->next_due_mono == 0)
+            source_runtime *r = j->sources[i];
+            if (!scheduled(r) || r->next_due_mono == 0)
                 continue;
             if (r->next_due_mono <= now) {
                 start_due(j, r, now);
@@ -281,19 +420,26 @@ static void *scheduler_main(void *arg)
     return NULL;
 }
 
+/* sync_mode: startup syncs a source when it appears: at boot, or added by
+ * a reload. Lock held. */
+static void start_if_startup(jobs *j, source_runtime *r, const char *when)
+{
+    const cfg_config *cfg = &j->current->cfg;
+    ds_error err;
+    if (cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP && r->src->enabled &&
+        r->src->auto_load && start_locked(j, r, false, &err) == JOBS_FAILED)
+        ds_log_error("%s; %s sync skipped", err.msg, when);
+}
+
 bool jobs_start_background(jobs *j, bool startup_sync, ds_error *err)
 {
     pthread_mutex_lock(&j->lock);
-    for (size_t i = 0; startup_sync && i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
-        ds_error start_err;
-        if (r->src->enabled && r->src->auto_load && start_locked(j, r, false, &start_err) == JOBS_FAILED)
-            ds_log_error("%s; startup sync skipped", start_err.msg);
-    }
+    for (size_t i = 0; startup_sync && i < j->n; i++)
+        start_if_startup(j, j->sources[i], "startup");
     /* duckdb.enabled: false turns syncing off: the periodic syncs too, not
      * only the ones the API is asked for. */
     int rc = 0;
-    if (j->cfg->store.enabled) {
+    if (j->current->cfg.store.enabled) {
         rc = pthread_create(&j->scheduler, NULL, scheduler_main, j);
         j->scheduler_started = rc == 0;
     } else {
@@ -305,18 +451,150 @@ bool jobs_start_background(jobs *j, bool startup_sync, ds_error *err)
     return true;
 }
 
+/* A changed refresh interval counts from the end of the source's last
+ * sync, as if it had always been in force (a past due time is due now);
+ * a source that had none is first due one interval from now. Lock held. */
+static void reschedule(source_runtime *r, double before_s, double now)
+{
+    double after_s = interval_s(r);
+    if (r->syncing || after_s == before_s)
+        return; /* a running sync sets the next due time when it ends */
+    if (after_s <= 0)
+        r->next_due_mono = 0;
+    else if (before_s > 0 && r->next_due_mono > 0)
+        r->next_due_mono += after_s - before_s;
+    else
+        r->next_due_mono = now + after_s;
+}
+
+/* Appends name to a list for the reload's log line. */
+static void list_name(ds_buf *b, const char *name)
+{
+    ds_buf_appendf(b, "%s%s", b->len ? ", " : "", name);
+}
+
+static const char *names_or_none(const ds_buf *b)
+{
+    const char *s = ds_buf_str(b);
+    return s != NULL && s[0] ? s : "none";
+}
+
+void jobs_reload(jobs *j, cfg_config *cfg)
+{
+    jobs_config *next = config_adopt(cfg);
+    size_t n = next ? next->cfg.n_sources : 0;
+    json_t **docs = calloc(n ? n : 1, sizeof(json_t *));
+    if (next == NULL || docs == NULL) {
+        ds_log_error("config reload: out of memory; keeping the config in force");
+        if (next != NULL)
+            config_unpin(next);
+        cfg_free(cfg);
+        free(docs);
+        return;
+    }
+    /* Sources new to the server get their status before they show. */
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&j->lock);
+        bool known = jobs_find(j, next->cfg.sources[i].name) != NULL;
+        pthread_mutex_unlock(&j->lock);
+        if (!known)
+            docs[i] = load_status(j, &next->cfg.sources[i]);
+    }
+    ds_buf added = DS_BUF_INIT, removed = DS_BUF_INIT;
+    pthread_mutex_lock(&j->lock);
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = find_record(j, next->cfg.sources[i].name) != NULL || add_record(j, next->cfg.sources[i].name);
+    uint64_t *seen = ok ? calloc(j->n ? j->n : 1, sizeof *seen) : NULL;
+    double *before = ok && seen ? calloc(j->n ? j->n : 1, sizeof *before) : NULL;
+    if (!ok || before == NULL) {
+        pthread_mutex_unlock(&j->lock);
+        ds_log_error("config reload: out of memory; keeping the config in force");
+        free(seen);
+        for (size_t i = 0; i < n; i++)
+            json_decref(docs[i]);
+        free(docs);
+        pthread_mutex_lock(&j->lock);
+        config_unpin(next);
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    jobs_config *old = j->current;
+    j->current = next;
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = j->sources[i];
+        before[i] = r->src ? interval_s(r) : -1;
+        r->src = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        source_runtime *r = find_record(j, next->cfg.sources[i].name);
+        r->src = &next->cfg.sources[i];
+        if (docs[i] != NULL) {
+            json_decref(r->status);
+            r->status = docs[i];
+            r->status_version++;
+        }
+    }
+    double now = ds_monotonic_s();
+    for (size_t i = 0; i < j->n; i++) {
+        source_runtime *r = j->sources[i];
+        seen[i] = r->status_version;
+        if (r->src == NULL && before[i] >= 0) {
+            list_name(&removed, r->name);
+        } else if (r->src != NULL && before[i] < 0) {
+            list_name(&added, r->name);
+            r->next_due_mono = 0;
+            reschedule(r, 0, now);
+            start_if_startup(j, r, "reload");
+        } else if (r->src != NULL) {
+            reschedule(r, before[i], now);
+        }
+    }
+    config_unpin(old);
+    size_t n_records = j->n;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->lock);
+    free(docs);
+
+    ds_log_info("config reloaded from %s: %zu source%s; added: %s; removed: %s", next->cfg.dir, n,
+                n == 1 ? "" : "s", names_or_none(&added), names_or_none(&removed));
+    ds_buf_free(&added);
+    ds_buf_free(&removed);
+    /* Kept connections belong to the old urls and timeouts; the new limits
+     * apply at once. */
+    size_t max_idle;
+    double timeout_s;
+    pool_settings(&next->cfg, &max_idle, &timeout_s);
+    sync_conn_pool_configure(&j->conns, max_idle, timeout_s);
+    sync_conn_pool_release(&j->conns);
+    /* The status documents of the other sources show config values
+     * (intervals, columns): read them again with the new config. */
+    for (size_t i = 0; i < n_records; i++) {
+        pthread_mutex_lock(&j->lock);
+        source_runtime *r = j->sources[i];
+        bool stale = r->src != NULL && r->status_version == seen[i];
+        pthread_mutex_unlock(&j->lock);
+        if (stale)
+            refresh_status(j, r, true, seen[i]);
+    }
+    free(seen);
+    free(before);
+}
+
 void jobs_shutdown(jobs *j)
 {
     /* The cancel requests are sent outside the lock: PQcancel waits for the
      * server's answer with no time limit of its own, and status requests
      * need the lock meanwhile. Once stopping is set no sync starts, so every
-     * source is asked to stop: an idle one has no statement to cancel. */
+     * source is asked to stop: an idle one has no statement to cancel. The
+     * list only grows in jobs_reload, on this thread. */
     pthread_mutex_lock(&j->lock);
     j->stopping = true;
     pthread_cond_broadcast(&j->changed);
+    size_t n = j->n;
     pthread_mutex_unlock(&j->lock);
-    for (size_t i = 0; i < j->n; i++)
-        sync_cancel_request(&j->sources[i].cancel);
+    for (size_t i = 0; i < n; i++)
+        sync_cancel_request(&j->sources[i]->cancel);
     if (j->scheduler_started)
         pthread_join(j->scheduler, NULL);
     j->scheduler_started = false;
@@ -332,7 +610,9 @@ json_t *jobs_status_json(jobs *j)
     bool ok = datasets != NULL;
     pthread_mutex_lock(&j->lock);
     for (size_t i = 0; ok && i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
+        source_runtime *r = j->sources[i];
+        if (r->src == NULL)
+            continue;
         json_t *doc = json_deep_copy(r->status);
         if (doc != NULL && r->syncing)
             sync_status_overlay_syncing(doc, &r->progress, r->started_iso, r->sync_full);
@@ -355,36 +635,49 @@ static void metric_header(ds_buf *b, const char *name, const char *type, const c
 char *jobs_metrics_text(jobs *j)
 {
     ds_buf b = DS_BUF_INIT;
+    size_t idle = sync_conn_pool_idle(&j->conns);
     pthread_mutex_lock(&j->lock);
+    /* Removed sources are not shown. */
+    source_runtime **rs = j->sources;
+    size_t n = j->n;
     metric_header(&b, "duckstore_syncs_total", "counter", "Completed syncs by result.");
-    for (size_t i = 0; i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
-        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"success\"} %llu\n", r->src->name,
-                       (unsigned long long)r->syncs_ok);
-        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"error\"} %llu\n", r->src->name,
-                       (unsigned long long)r->syncs_failed);
+    for (size_t i = 0; i < n; i++) {
+        if (rs[i]->src == NULL)
+            continue;
+        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"success\"} %llu\n", rs[i]->name,
+                       (unsigned long long)rs[i]->syncs_ok);
+        ds_buf_appendf(&b, "duckstore_syncs_total{source=\"%s\",result=\"error\"} %llu\n", rs[i]->name,
+                       (unsigned long long)rs[i]->syncs_failed);
     }
     metric_header(&b, "duckstore_rows_synced_total", "counter", "Rows read from PostgreSQL and stored.");
-    for (size_t i = 0; i < j->n; i++)
-        ds_buf_appendf(&b, "duckstore_rows_synced_total{source=\"%s\"} %llu\n", j->sources[i].src->name,
-                       (unsigned long long)j->sources[i].rows_synced);
+    for (size_t i = 0; i < n; i++)
+        if (rs[i]->src != NULL)
+            ds_buf_appendf(&b, "duckstore_rows_synced_total{source=\"%s\"} %llu\n", rs[i]->name,
+                           (unsigned long long)rs[i]->rows_synced);
     metric_header(&b, "duckstore_last_success_timestamp_seconds", "gauge",
                   "Unix time of the last successful sync.");
-    for (size_t i = 0; i < j->n; i++)
-        ds_buf_appendf(&b, "duckstore_last_success_timestamp_seconds{source=\"%s\"} %.3f\n",
-                       j->sources[i].src->name, j->sources[i].last_success_unix);
+    for (size_t i = 0; i < n; i++)
+        if (rs[i]->src != NULL)
+            ds_buf_appendf(&b, "duckstore_last_success_timestamp_seconds{source=\"%s\"} %.3f\n", rs[i]->name,
+                           rs[i]->last_success_unix);
     metric_header(&b, "duckstore_last_sync_duration_seconds", "gauge", "Duration of the last sync.");
-    for (size_t i = 0; i < j->n; i++)
-        ds_buf_appendf(&b, "duckstore_last_sync_duration_seconds{source=\"%s\"} %.3f\n",
-                       j->sources[i].src->name, j->sources[i].last_duration_s);
+    for (size_t i = 0; i < n; i++)
+        if (rs[i]->src != NULL)
+            ds_buf_appendf(&b, "duckstore_last_sync_duration_seconds{source=\"%s\"} %.3f\n", rs[i]->name,
+                           rs[i]->last_duration_s);
     metric_header(&b, "duckstore_source_state", "gauge", "Current state of each source (1 = in that state).");
-    for (size_t i = 0; i < j->n; i++) {
-        source_runtime *r = &j->sources[i];
+    for (size_t i = 0; i < n; i++) {
+        source_runtime *r = rs[i];
+        if (r->src == NULL)
+            continue;
         sync_state state = r->syncing ? SYNC_STATE_SYNCING : sync_status_state(r->status);
         for (int s = 0; s < SYNC_STATE_COUNT; s++)
-            ds_buf_appendf(&b, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->src->name,
+            ds_buf_appendf(&b, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->name,
                            sync_state_name((sync_state)s), state == (sync_state)s);
     }
     pthread_mutex_unlock(&j->lock);
+    metric_header(&b, "duckstore_idle_source_connections", "gauge",
+                  "PostgreSQL connections kept open between syncs, all sources.");
+    ds_buf_appendf(&b, "duckstore_idle_source_connections %zu\n", idle);
     return ds_buf_take(&b);
 }

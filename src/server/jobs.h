@@ -14,7 +14,8 @@
 #include "sync/sync.h"
 
 typedef struct source_runtime {
-    const cfg_source *src;
+    char name[CFG_SOURCE_NAME_MAX + 1];
+    const cfg_source *src; /* in the config in force; NULL once a reload removed the source */
     bool syncing;
     bool resetting;      /* reset-watermark in progress: no sync may start */
     bool sync_full;      /* the running sync was asked to be full */
@@ -24,19 +25,27 @@ typedef struct source_runtime {
     int consecutive_failures;
     sync_progress progress;
     sync_cancel cancel;
-    sync_conn_cache conns; /* PostgreSQL connections kept between syncs */
-    json_t *status;        /* last persisted status document */
+    json_t *status;          /* last persisted status document */
+    uint64_t status_version; /* counts the changes of status */
     /* metrics */
     uint64_t syncs_ok, syncs_failed, rows_synced;
     double last_success_unix, last_duration_s;
 } source_runtime;
 
+/* A loaded config and the number of its users: the jobs while it is in
+ * force, and every sync that started under it (a reload swaps in another;
+ * running syncs finish with the one they started with). */
+typedef struct jobs_config jobs_config;
+
 typedef struct jobs {
     store *st;
-    const cfg_config *cfg;
-    source_runtime *sources;
-    size_t n;
-    pthread_mutex_t lock; /* guards every source_runtime field above */
+    jobs_config *current;
+    /* One record per source name ever configured, never freed before
+     * jobs_destroy (sync threads hold them); removed sources have src NULL. */
+    source_runtime **sources;
+    size_t n, cap;
+    sync_conn_pool conns; /* PostgreSQL connections kept between syncs, all sources */
+    pthread_mutex_t lock; /* guards every source_runtime field above, current and the list */
     pthread_cond_t changed;
     int active; /* running sync threads */
     bool stopping;
@@ -44,8 +53,23 @@ typedef struct jobs {
     pthread_t scheduler;
 } jobs;
 
-bool jobs_init(jobs *j, store *st, const cfg_config *cfg, ds_error *err);
+/* Takes cfg over (it is left empty: cfg_free on it does nothing). */
+bool jobs_init(jobs *j, store *st, cfg_config *cfg, ds_error *err);
 void jobs_destroy(jobs *j);
+
+/* The config in force, kept alive until jobs_config_release even if a
+ * reload replaces it meanwhile. */
+const cfg_config *jobs_config_acquire(jobs *j);
+void jobs_config_release(jobs *j, const cfg_config *cfg);
+
+/* Puts a new, validated config in force, taking it over: added sources
+ * appear (and sync at once under sync_mode: startup when enabled and
+ * auto_load), removed ones are no longer scheduled nor shown (their data
+ * stays), changed refresh intervals apply to the next periodic sync. A
+ * running sync finishes with the config it started with. The caller keeps
+ * settings that need a restart at their old values. Called from the thread
+ * that calls jobs_shutdown. */
+void jobs_reload(jobs *j, cfg_config *cfg);
 
 /* JOBS_FAILED: err says why (no memory or no thread for a sync, DuckDB
  * failed a reset). */

@@ -20,8 +20,8 @@
 #define DEFAULT_LISTEN "127.0.0.1:8500"
 
 struct http_server {
-    cfg_config *cfg;
     store *st;
+    bool db_path_given; /* --db: duckdb.path is not the file in use */
     jobs jobs;
     bool jobs_ready; /* jobs_init succeeded: jobs_destroy is due */
     struct MHD_Daemon *daemon;
@@ -84,10 +84,9 @@ static bool abandon(http_server *srv)
     return false;
 }
 
-/* The store, its read pool and the jobs' records. */
-static bool open_store(http_server *srv, const http_options *opt, ds_error *err)
+/* The store, its read pool and the jobs' records (which take cfg over). */
+static bool open_store(http_server *srv, cfg_config *cfg, const http_options *opt, ds_error *err)
 {
-    const cfg_config *cfg = srv->cfg;
     store_settings settings = {.memory_limit = cfg->store.memory_limit, .threads = cfg->store.threads};
     if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err))
         return false;
@@ -112,19 +111,19 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     http_server *srv = calloc(1, sizeof *srv);
     if (srv == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    srv->cfg = cfg;
+    srv->db_path_given = opt->db_path != NULL;
+    bool startup_sync = cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP;
     if (opt->api_token && opt->api_token[0] && (srv->api_token = strdup(opt->api_token)) == NULL) {
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         return abandon(srv);
     }
-    if (!open_store(srv, opt, err))
+    if (!open_store(srv, cfg, opt, err))
         return abandon(srv);
-    srv->api = (api_ctx){.cfg = cfg, .st = srv->st, .jobs = &srv->jobs, .api_token = srv->api_token};
+    srv->api = (api_ctx){.st = srv->st, .jobs = &srv->jobs, .api_token = srv->api_token};
     srv->router = (http_router){.route = api_route, .cls = &srv->api};
     /* Startup syncs begin before the first request is accepted, so the very
      * first status answer already shows them as syncing, not not_synced. */
-    if (!jobs_start_background(&srv->jobs, cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP,
-                               err))
+    if (!jobs_start_background(&srv->jobs, startup_sync, err))
         return abandon(srv);
     srv->daemon = http_daemon_start(&addr, &srv->router);
     if (srv->daemon == NULL) {
@@ -157,6 +156,62 @@ void http_server_stop(http_server *srv)
     server_free(srv);
 }
 
+/* Settings read once, at start (the DuckDB file and how it is opened, the
+ * API's read pool, duckdb.enabled): a new value is logged and the one in
+ * force is kept until a restart. */
+static void keep_restart_settings(const http_server *srv, const cfg_store *was, cfg_store *now)
+{
+    static const char why[] = "needs a restart; keeping the value in force until then";
+    if (strcmp(was->path, now->path) != 0) {
+        if (!srv->db_path_given)
+            ds_log_warn("config reload: duckdb.path changed from \"%s\" to \"%s\"; %s", was->path, now->path,
+                        why);
+        char *keep = strdup(was->path);
+        if (keep != NULL) {
+            free(now->path);
+            now->path = keep;
+        }
+    }
+    if (strcmp(was->memory_limit, now->memory_limit) != 0) {
+        ds_log_warn("config reload: duckdb.memory_limit changed from %s to %s; %s", was->memory_limit,
+                    now->memory_limit, why);
+        char *keep = strdup(was->memory_limit);
+        if (keep != NULL) {
+            free(now->memory_limit);
+            now->memory_limit = keep;
+        }
+    }
+    if (was->threads != now->threads)
+        ds_log_warn("config reload: duckdb.threads changed from %d to %d; %s", was->threads, now->threads,
+                    why);
+    if (was->query_concurrency != now->query_concurrency)
+        ds_log_warn("config reload: duckdb.query_concurrency changed from %d to %d; %s",
+                    was->query_concurrency, now->query_concurrency, why);
+    if (was->enabled != now->enabled)
+        ds_log_warn("config reload: duckdb.enabled changed from %s to %s; %s",
+                    was->enabled ? "true" : "false", now->enabled ? "true" : "false", why);
+    now->threads = was->threads;
+    now->query_concurrency = was->query_concurrency;
+    now->enabled = was->enabled;
+}
+
+bool http_server_reload(http_server *srv)
+{
+    const cfg_config *was = jobs_config_acquire(&srv->jobs);
+    cfg_config now;
+    ds_error err;
+    ds_error_clear(&err);
+    bool ok = cfg_load_dir(was->dir, &now, &err);
+    if (ok)
+        keep_restart_settings(srv, &was->store, &now.store);
+    else
+        ds_log_error("config reload failed: %s; the config in force stays", err.msg);
+    jobs_config_release(&srv->jobs, was);
+    if (ok)
+        jobs_reload(&srv->jobs, &now);
+    return ok;
+}
+
 int http_serve_until_signal(cfg_config *cfg, const http_options *opt)
 {
     /* Block the signals in every thread; this one waits for them. */
@@ -164,16 +219,22 @@ int http_serve_until_signal(cfg_config *cfg, const http_options *opt)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     http_server *srv;
     ds_error err;
-    if (!http_server_start(cfg, opt, &srv, &err)) {
+    if (!http_server_start(cfg, opt, &srv, &err) || srv == NULL) {
         ds_log_error("%s", err.msg);
         return err.code == DS_ERR_USAGE ? 2 : 1;
     }
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
+            break;
+        ds_log_info("SIGHUP received: reloading the config");
+        http_server_reload(srv);
+    }
     ds_log_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_server_stop(srv);
     ds_log_info("stopped");

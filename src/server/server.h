@@ -21,7 +21,8 @@ typedef struct http_options {
 
 /* Opens the store, loads the persisted status of each source, starts the
  * HTTP daemon, the startup syncs (sync_mode: startup) and the scheduler.
- * cfg must outlive the server. */
+ * The server takes cfg over (once the store is open cfg is left empty:
+ * cfg_free on it does nothing); a reload replaces it. */
 bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **out, ds_error *err);
 
 /* The port actually bound (useful with port 0). */
@@ -31,7 +32,15 @@ uint16_t http_server_port(const http_server *srv);
  * staging tables are dropped), closes DuckDB. */
 void http_server_stop(http_server *srv);
 
-/* Runs a server until SIGTERM or SIGINT; returns the exit code. */
+/* Loads the config directory again and puts it in force (see jobs_reload):
+ * added sources appear, removed ones are no longer scheduled, running syncs
+ * finish with the config they started with; settings read only at start
+ * keep their value (logged: "needs a restart"). A config that does not
+ * load is logged with its file:line and the one in force stays: false. */
+bool http_server_reload(http_server *srv);
+
+/* Runs a server until SIGTERM or SIGINT, reloading the config on SIGHUP;
+ * returns the exit code. */
 int http_serve_until_signal(cfg_config *cfg, const http_options *opt);
 
 #endif

@@ -1,7 +1,8 @@
 /* The PostgreSQL connections of a sync: registered with its cancel request
  * (so another thread can stop every statement in flight), and taken from /
- * given back to the source's kept connections when the caller keeps them
- * between syncs. Internal to the sync engine. */
+ * given back to the process's pool of kept connections when the caller
+ * keeps them between syncs (sync_options.conns). Internal to the sync
+ * engine. */
 #ifndef DS_SYNC_CONNS_H
 #define DS_SYNC_CONNS_H
 
@@ -12,7 +13,9 @@
 /* The sync was asked to stop. */
 bool sync_cancelled(const sync_options *opt);
 
-/* Connects (or reuses a kept connection) and registers it for cancellation. */
+/* Connects (or reuses a kept connection of the source) and registers it
+ * for cancellation. Refused for want of a slot (SQLSTATE 53300), it closes
+ * every idle kept connection and tries once more. */
 bool sync_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err);
 
 /* Unregisters; reusable: the caller's work on it succeeded, so it may be

@@ -30,21 +30,49 @@ void sync_cancel_init(sync_cancel *c);
 void sync_cancel_destroy(sync_cancel *c);
 void sync_cancel_request(sync_cancel *c);
 
-/* PostgreSQL connections kept open between the syncs of one source by a
- * long-running process (the server): a periodic incremental sync then skips
- * connecting (TCP, TLS, authentication: 25-50 ms) and the new backend's
- * cold catalog caches. A kept connection is checked with a round trip
- * before reuse; one that fails is replaced by a new connection. */
+/* PostgreSQL connections kept open between syncs by a long-running process
+ * (the server): a periodic incremental sync then skips connecting (TCP,
+ * TLS, authentication: 25-50 ms) and the new backend's cold catalog caches.
+ * One pool per process, shared by every source: at most max_idle idle
+ * connections in all (the longest idle one is closed to make room), at
+ * most SYNC_IDLE_CONNS of one source, each closed after idle_timeout_s
+ * unused. A kept connection is checked with a round trip before reuse; one
+ * that fails is replaced by a new connection. When PostgreSQL refuses a
+ * connection for want of slots (SQLSTATE 53300), every idle one is closed
+ * and the connection tried once more. */
 #define SYNC_IDLE_CONNS 2
-typedef struct sync_conn_cache {
-    pthread_mutex_t lock;
-    pgsrc_conn idle[SYNC_IDLE_CONNS];
-    size_t n;
-} sync_conn_cache;
+typedef struct sync_kept_conn {
+    char *key; /* what makes two connections interchangeable: source, url, timeout */
+    pgsrc_conn conn;
+    double idle_since; /* monotonic */
+} sync_kept_conn;
 
-void sync_conn_cache_init(sync_conn_cache *c);
-/* Closes the kept connections. */
-void sync_conn_cache_destroy(sync_conn_cache *c);
+typedef struct sync_lent_conn {
+    PGconn *pg;
+    char *key;
+} sync_lent_conn;
+
+typedef struct sync_conn_pool {
+    pthread_mutex_t lock;
+    size_t max_idle;
+    double idle_timeout_s;
+    sync_kept_conn *idle; /* oldest first */
+    size_t n, cap;
+    sync_lent_conn *lent; /* connections of running syncs, with their keys */
+    size_t n_lent, cap_lent;
+} sync_conn_pool;
+
+void sync_conn_pool_init(sync_conn_pool *p, size_t max_idle, double idle_timeout_s);
+/* New limits (a config reload): closes idle connections above the cap. */
+void sync_conn_pool_configure(sync_conn_pool *p, size_t max_idle, double idle_timeout_s);
+/* Closes the connections idle for idle_timeout_s or longer; returns the
+ * monotonic time the next one is due to close, 0 when none is kept. */
+double sync_conn_pool_expire(sync_conn_pool *p);
+/* Closes every idle connection and returns how many were closed. */
+size_t sync_conn_pool_release(sync_conn_pool *p);
+size_t sync_conn_pool_idle(sync_conn_pool *p);
+/* Closes the kept connections; no sync may be running. */
+void sync_conn_pool_destroy(sync_conn_pool *p);
 
 typedef enum sync_phase {
     SYNC_PHASE_IDLE,
@@ -67,7 +95,7 @@ typedef struct sync_options {
     bool force_full;
     sync_cancel *cancel;     /* optional */
     sync_progress *progress; /* optional */
-    sync_conn_cache *conns;  /* optional: reuse connections across syncs */
+    sync_conn_pool *conns;   /* optional: reuse connections across syncs */
 } sync_options;
 
 #define SYNC_MAX_WARNINGS 6

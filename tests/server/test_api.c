@@ -239,6 +239,10 @@ static void test_endpoints_and_errors(void **state)
                                 "duckstore_source_state{source=\"%s\",state=\"ready\"} 0\n"
                                 "duckstore_source_state{source=\"%s\",state=\"error\"} 0\n",
                                 sources[i], sources[i], sources[i], sources[i]);
+    snprintf(
+        text + len, sizeof text - len, "%s",
+        "# HELP duckstore_idle_source_connections PostgreSQL connections kept open between syncs, all "
+        "sources.\n# TYPE duckstore_idle_source_connections gauge\nduckstore_idle_source_connections 0\n");
     assert_string_equal(resp.body, text);
     tl_http_response_free(&resp);
 
