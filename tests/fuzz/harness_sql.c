@@ -910,10 +910,12 @@ static void check_pg(const fuzz_case *c)
         ds_buf_reset(&b);
         free(cond);
     }
-    char *cond = pgsrc_since_sql(col, lit, c->inclusive, pg_type);
+    pgsrc_column since_col = {.name = (char *)col, .pg_type = (char *)pg_type};
+    since_col.type.kind = c->pick % 2 ? PGSRC_TEXT : PGSRC_INT8;
+    char *cond = pgsrc_since_sql(&since_col, lit, c->inclusive);
     ds_buf_appendf(&b, "SELECT 1 FROM %s WHERE %s", table, cond);
     const char *cols[] = {col};
-    check_named(ds_buf_str(&b), "pgsrc_since_sql", cols, 1, 1, tables, 1, strings, 1);
+    check_named(ds_buf_str(&b), "pgsrc_since_sql", cols, 1, 2, tables, 1, strings, 1);
     ds_buf_reset(&b);
     free(cond);
 
