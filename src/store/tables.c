@@ -303,20 +303,6 @@ char *store_batch_new_rows_sql(const store_batch *batch)
     return ds_buf_take(&b);
 }
 
-/* The stored rows the read overlaps, counted: an incremental batch's
- * max_sync_rows budget gives back what it reads again. */
-char *store_overlap_count_sql(const store_batch *batch)
-{
-    ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT count(*) FROM ");
-    ds_buf_append_ident(&b, batch->table);
-    if (batch->overlap)
-        append_overlap(&b, batch);
-    else
-        ds_buf_append(&b, " WHERE false");
-    return ds_buf_take(&b);
-}
-
 char *store_max_sql(const char *table, const char *col, const char *type, const char *floor)
 {
     ds_buf b = DS_BUF_INIT;

@@ -78,8 +78,6 @@ size_t store_merge_sql(const store_batch *batch, char *sql[2]);
  * (the staging table itself when nothing overlaps): what a merge without a
  * key inserts, and what an upsert applies. */
 char *store_batch_new_rows_sql(const store_batch *batch);
-/* SELECT count(*) of the stored rows the batch's read overlaps. */
-char *store_overlap_count_sql(const store_batch *batch);
 bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
                  ds_error *err);
 

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/store.h"
 #include "store/tables.h"
 
 bool inc_usable_as_watermark(const pgsrc_type *type)
@@ -59,16 +58,6 @@ bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted
 {
     store_batch b = store_batch_of(batch);
     return store_merge(duck, &b, inserted, updated, err);
-}
-
-bool inc_overlap_rows(duckdb_connection duck, const inc_batch *batch, int64_t *rows, ds_error *err)
-{
-    store_batch b = store_batch_of(batch);
-    char *sql = store_overlap_count_sql(&b);
-    bool ok = sql != NULL ? store_query_int(duck, sql, rows, err)
-                          : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    free(sql);
-    return ok;
 }
 
 char *inc_new_rows_ref(const inc_batch *batch)

@@ -94,8 +94,6 @@ bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted
  * for FROM: the staging rows minus those already stored (NULL when out of
  * memory). */
 char *inc_new_rows_ref(const inc_batch *batch);
-/* How many stored rows the batch's read meets again. */
-bool inc_overlap_rows(duckdb_connection duck, const inc_batch *batch, int64_t *rows, ds_error *err);
 
 /* The watermark to store after a sync: max(inc_col) of the table, held at
  * the horizon (then inclusive) when the horizon is lower. floor, the

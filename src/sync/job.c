@@ -156,7 +156,8 @@ static bool create_staging(table_job *job, duckdb_connection duck)
 }
 
 /* max_sync_rows caps the table: an incremental batch may add what the
- * stored rows leave of it. */
+ * stored rows leave of it (rows it reads again take their place too, as
+ * which of the rows read are new is known only at the merge). */
 static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *shared)
 {
     memset(shared, 0, sizeof *shared);
@@ -165,14 +166,9 @@ static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *sha
     if (cap <= 0)
         return true;
     shared->capped = true;
-    /* Stored rows the read meets again are not added twice: they give
-     * their room back. */
-    int64_t existing = 0, overlapped = 0;
-    inc_batch batch = job_batch(job);
-    if (job->incremental && (!store_count_rows(duck, job->plan->table, &existing, &job->err) ||
-                             !inc_overlap_rows(duck, &batch, &overlapped, &job->err)))
+    int64_t existing = 0;
+    if (job->incremental && !store_count_rows(duck, job->plan->table, &existing, &job->err))
         return false;
-    existing -= overlapped;
     atomic_init(&shared->budget, existing >= cap ? 0 : cap - existing);
     return true;
 }
