@@ -30,6 +30,10 @@ chmod 755 "$pg_dir"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$pg_dir"
 
 cleanup() {
+  # A standby a test started (tests/sync/test_late_commits) goes too.
+  if [ -d "$pg_dir/standby" ]; then
+    "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/standby" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
   "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$pg_dir"
 }
@@ -53,7 +57,7 @@ for _ in $(seq 1 20); do
   port=$((20000 + RANDOM % 40000))
   if "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 start \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB" >/dev/null 2>&1; then
+        -c full_page_writes=off -c max_connections=200 -c max_prepared_transactions=10 -c shared_buffers=256MB" >/dev/null 2>&1; then
     started=1
     break
   fi

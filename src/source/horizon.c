@@ -1,12 +1,14 @@
-/* The commit horizon query, read from pg_stat_activity. */
+/* The commit horizon query (pg_stat_activity) and the read's snapshot. */
 #include "source/horizon.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/strbuf.h"
 
-char *pgsrc_horizon_sql(bool with_time_zone)
+char *pgsrc_horizon_sql(bool with_time_zone, bool only_now)
 {
     /* Other duckstore sessions only read, so they are not counted. For a
      * timestamp without time zone the horizon is in the session's zone, as
@@ -21,13 +23,15 @@ char *pgsrc_horizon_sql(bool with_time_zone)
             "transaction open since %s', o.pid, o.usename, coalesce(nullif(o.application_name, ''), '-'), "
             "to_char(o.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) END, "
             "(SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') FROM pg_roles "
-            "WHERE rolname = current_user) "
+            "WHERE rolname = current_user), current_user "
             "FROM (SELECT least(o.xact_start, now()) AS h, o.* FROM (SELECT 1) AS one LEFT JOIN LATERAL "
             "(SELECT pid, usename, application_name, xact_start FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client "
             "backend' AND xact_start IS NOT NULL AND xact_start < now() "
-            "AND application_name IS DISTINCT FROM 'duckstore' ORDER BY xact_start LIMIT 1) AS o ON "
-            "true) AS o");
+            "AND application_name IS DISTINCT FROM 'duckstore'");
+    if (only_now)
+        ds_buf_append(&b, " AND false");
+    ds_buf_append(&b, " ORDER BY xact_start LIMIT 1) AS o ON true) AS o");
     return ds_buf_take(&b);
 }
 
@@ -35,13 +39,15 @@ void pgsrc_horizon_free(pgsrc_horizon *h)
 {
     free(h->value);
     free(h->holder);
+    free(h->role);
     memset(h, 0, sizeof *h);
 }
 
-bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, pgsrc_horizon *out, ds_error *err)
+bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pgsrc_horizon *out,
+                        ds_error *err)
 {
     memset(out, 0, sizeof *out);
-    char *sql = pgsrc_horizon_sql(with_time_zone);
+    char *sql = pgsrc_horizon_sql(with_time_zone, only_now);
     PGresult *res = pgsrc_query_rows(conn, sql, err);
     free(sql);
     if (res != NULL && PQntuples(res) != 1) {
@@ -57,11 +63,162 @@ bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, pgsrc_horizon *ou
     if (!PQgetisnull(res, 0, 1))
         out->holder = strdup(PQgetvalue(res, 0, 1));
     out->sees_all = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-    bool ok = out->value != NULL && (PQgetisnull(res, 0, 1) || out->holder != NULL);
+    out->role = strdup(PQgetvalue(res, 0, 3));
+    bool ok = out->value != NULL && out->role != NULL && (PQgetisnull(res, 0, 1) || out->holder != NULL);
     PQclear(res);
     if (!ok) {
         pgsrc_horizon_free(out);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     return true;
+}
+
+static bool parse_xid(const char **p, char stop, uint64_t *out)
+{
+    if (**p < '0' || **p > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(*p, &end, 10);
+    if (errno != 0 || *end != stop)
+        return false;
+    *out = v;
+    *p = end;
+    return true;
+}
+
+bool pgsrc_parse_snapshot(const char *text, pgsrc_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = text;
+    if (!parse_xid(&p, ':', &out->xmin))
+        return false;
+    p++;
+    if (!parse_xid(&p, ':', &out->xmax) || out->xmin > out->xmax)
+        return false;
+    p++;
+    size_t cap = 1;
+    for (const char *c = p; *c; c++)
+        cap += *c == ',';
+    if (*p != '\0' && (out->xip = calloc(cap, sizeof *out->xip)) == NULL)
+        return false;
+    while (*p != '\0') {
+        const char *next = strchr(p, ',');
+        if (!parse_xid(&p, next ? ',' : '\0', &out->xip[out->nxip])) {
+            pgsrc_snapshot_free(out);
+            return false;
+        }
+        out->nxip++;
+        if (next)
+            p++;
+    }
+    return true;
+}
+
+void pgsrc_snapshot_free(pgsrc_snapshot *s)
+{
+    free(s->xip);
+    memset(s, 0, sizeof *s);
+}
+
+/* pg_snapshot and its functions arrived in PostgreSQL 13; txid_* before. */
+static bool has_pg_snapshot(const pgsrc_conn *conn)
+{
+    return PQserverVersion(conn->pg) >= 130000;
+}
+
+bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    bool ok = pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+    PGresult *res =
+        !ok ? NULL
+        : has_pg_snapshot(conn)
+            ? pgsrc_query_rows(conn, "SELECT pg_current_snapshot()::text, pg_is_in_recovery()", err)
+            : pgsrc_query_rows(conn, "SELECT txid_current_snapshot()::text, pg_is_in_recovery()", err);
+    ok = res != NULL;
+    if (ok && (PQntuples(res) != 1 || !pgsrc_parse_snapshot(PQgetvalue(res, 0, 0), out)))
+        ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
+                          PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+    if (ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0) {
+        out->standby = true;
+        free(out->xip);
+        out->xip = NULL;
+        out->nxip = 0;
+        if (out->xmin < out->xmax) {
+            out->xip = malloc(sizeof *out->xip);
+            ok = out->xip != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            if (ok)
+                out->xip[out->nxip++] = out->xmax - 1;
+        }
+    }
+    PQclear(res);
+    if (!ok) {
+        pgsrc_snapshot_free(out);
+        pgsrc_exec(conn, "ROLLBACK", NULL);
+    }
+    return ok;
+}
+
+bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
+                         pgsrc_xact_outcome *out, ds_error *err)
+{
+    if (snap->standby) {
+        /* Whether each ended is not known here, only that all below xmin did. */
+        for (size_t i = 0; i < n; i++)
+            out[i] = xids[i] < snap->xmin ? PGSRC_XACT_COMMITTED : PGSRC_XACT_IN_PROGRESS;
+        return true;
+    }
+    if (n == 0)
+        return true;
+    bool modern = has_pg_snapshot(conn);
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_appendf(&sql, "SELECT %s FROM unnest('{",
+                   modern ? "pg_visible_in_snapshot(x, pg_current_snapshot()), pg_xact_status(x)"
+                          : "txid_visible_in_snapshot(x, txid_current_snapshot()), txid_status(x)");
+    for (size_t i = 0; i < n; i++)
+        ds_buf_appendf(&sql, "%s%" PRIu64, i ? "," : "", xids[i]);
+    ds_buf_appendf(&sql, "}'::%s[]) WITH ORDINALITY AS u(x, i) ORDER BY i", modern ? "xid8" : "int8");
+    char *text = ds_buf_take_or_err(&sql, err);
+    PGresult *res = text ? pgsrc_query_rows(conn, text, err) : NULL;
+    free(text);
+    if (res == NULL)
+        return false;
+    bool ok = (size_t)PQntuples(res) == n ||
+              ds_error_set(err, DS_ERR_SOURCE, "transaction status: %d rows for %zu ids", PQntuples(res), n);
+    for (size_t i = 0; ok && i < n; i++) {
+        bool visible = strcmp(PQgetvalue(res, (int)i, 0), "t") == 0;
+        const char *status = PQgetvalue(res, (int)i, 1);
+        out[i] = !visible                         ? PGSRC_XACT_IN_PROGRESS
+                 : strcmp(status, "aborted") == 0 ? PGSRC_XACT_ABORTED
+                                                  : PGSRC_XACT_COMMITTED;
+    }
+    PQclear(res);
+    return ok;
+}
+
+char *pgsrc_describe_xact(pgsrc_conn *conn, uint64_t xid)
+{
+    /* pg_prepared_xacts and pg_stat_activity show 32-bit ids. */
+    unsigned long long full = (unsigned long long)xid, low = (unsigned long long)(xid & 0xffffffffu);
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_appendf(
+        &sql,
+        "SELECT coalesce((SELECT format('prepared transaction %%L (owner %%s, prepared at %%s)', gid, owner, "
+        "to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) FROM pg_prepared_xacts "
+        "WHERE transaction::text = '%llu' LIMIT 1), (SELECT format('pid %%s (user %%s, application %%s) in a "
+        "transaction open since %%s', pid, usename, coalesce(nullif(application_name, ''), '-'), "
+        "to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) FROM "
+        "pg_stat_activity "
+        "WHERE backend_xid::text = '%llu' LIMIT 1), format('transaction %llu%%s', CASE WHEN "
+        "pg_is_in_recovery() THEN ' or later ones, on the primary' ELSE ' (another database, or a session "
+        "this "
+        "role cannot see)' END))",
+        low, low, full);
+    char *text = ds_buf_take(&sql), *out = NULL;
+    ds_error ignored;
+    if (text != NULL && !pgsrc_query_value(conn, text, &out, &ignored))
+        out = NULL;
+    free(text);
+    return out;
 }

@@ -1,10 +1,14 @@
-/* The commit horizon of an incremental read on PostgreSQL: the start of the
- * oldest transaction still open on the source database (or now), below
- * which no row can still commit (docs/incremental.md). */
+/* What PostgreSQL can still commit below a read (docs/incremental.md):
+ * the time horizon (the start of the oldest transaction open on the source
+ * database, for time columns) and the read's snapshot (the transactions in
+ * progress when it was taken, prepared ones and, on a standby, the
+ * primary's included), whose later commits the next reads look for. */
 #ifndef DS_SOURCE_HORIZON_H
 #define DS_SOURCE_HORIZON_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 #include "source/pgsrc.h"
@@ -12,15 +16,59 @@
 typedef struct pgsrc_horizon {
     char *value;   /* literal in the column's type: UTC "...+00" for timestamptz */
     char *holder;  /* the open transaction holding it back, NULL when none */
+    char *role;    /* the session's role (current_user) */
     bool sees_all; /* the role can see other sessions' transactions */
 } pgsrc_horizon;
 
-/* The query: horizon, holder description, whether the role sees all. */
-char *pgsrc_horizon_sql(bool with_time_zone);
+/* The query: horizon, holder description, whether the role sees all, the
+ * role. only_now: the source's current time alone (commit_horizon off: a
+ * future-dated row still cannot carry the watermark past now). */
+char *pgsrc_horizon_sql(bool with_time_zone, bool only_now);
 
 /* Must run before the snapshot that reads the rows, so that a transaction
  * committing in between is either visible to the read or counted here. */
-bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, pgsrc_horizon *out, ds_error *err);
+bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pgsrc_horizon *out,
+                        ds_error *err);
 void pgsrc_horizon_free(pgsrc_horizon *h);
+
+/* A read's snapshot: transaction ids below xmin had ended, those from xmax
+ * on had not started; xip lists the ones in progress in between. 64-bit
+ * ids (with the epoch), so they never wrap. A hot standby's snapshots do
+ * not list them (PostgreSQL keeps the primary's in another array): there
+ * xip holds xmax - 1 alone, standing for every id in [xmin, xmax), and
+ * such an id counts as ended only once a later snapshot's xmin passes it. */
+typedef struct pgsrc_snapshot {
+    uint64_t xmin, xmax;
+    uint64_t *xip;
+    size_t nxip;
+    bool standby;
+} pgsrc_snapshot;
+
+/* Parses PostgreSQL's text form "xmin:xmax:xip,xip,..." (pg_snapshot and
+ * txid_snapshot alike); false when malformed or out of memory. */
+bool pgsrc_parse_snapshot(const char *text, pgsrc_snapshot *out);
+void pgsrc_snapshot_free(pgsrc_snapshot *s);
+
+/* Begins the read's transaction (REPEATABLE READ, READ ONLY) and fixes
+ * its snapshot: every statement of the read, and every partition worker
+ * importing it, sees exactly out. The caller ends the transaction. */
+bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err);
+
+/* How transactions noted in progress by an earlier read stand in the
+ * current read's snapshot snap (inside the read's transaction). An id too
+ * old for PostgreSQL to know, or one a standby saw end, counts as
+ * committed. */
+typedef enum pgsrc_xact_outcome {
+    PGSRC_XACT_IN_PROGRESS, /* not visible to this read yet */
+    PGSRC_XACT_COMMITTED,   /* its rows are visible to this read */
+    PGSRC_XACT_ABORTED,
+} pgsrc_xact_outcome;
+bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
+                         pgsrc_xact_outcome *out, ds_error *err);
+
+/* Who holds transaction xid open, for the status: a session, a prepared
+ * transaction, or (not visible here) a transaction on the primary or in
+ * another database. NULL when out of memory or the query fails. */
+char *pgsrc_describe_xact(pgsrc_conn *conn, uint64_t xid);
 
 #endif

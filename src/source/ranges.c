@@ -9,8 +9,7 @@
 bool pgsrc_export_snapshot(pgsrc_conn *conn, char **snapshot, ds_error *err)
 {
     *snapshot = NULL;
-    return pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err) &&
-           pgsrc_query_value(conn, "SELECT pg_export_snapshot()", snapshot, err);
+    return pgsrc_query_value(conn, "SELECT pg_export_snapshot()", snapshot, err);
 }
 
 bool pgsrc_import_snapshot(pgsrc_conn *conn, const char *snapshot, ds_error *err)
@@ -93,11 +92,19 @@ char *pgsrc_range_sql(const char *col, const char *lo, const char *hi)
     return ds_buf_take(&b);
 }
 
-char *pgsrc_since_sql(const char *col, const char *literal, bool inclusive, const char *pg_type)
+char *pgsrc_since_sql(const pgsrc_column *col, const char *literal, bool inclusive)
 {
+    /* Text compares byte-wise, as DuckDB orders the stored watermark; the
+     * column's collation (en_US, say) would order 'B' < 'a' differently
+     * and skip or re-read rows. */
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append_ident(&b, col);
-    ds_buf_appendf(&b, " %s %s::%s", inclusive ? ">=" : ">", literal, pg_type);
+    ds_buf_append(&b, "(");
+    ds_buf_append_ident(&b, col->name);
+    if (col->type.kind == PGSRC_TEXT)
+        ds_buf_append(&b, " COLLATE \"C\"");
+    ds_buf_appendf(&b, " %s %s::%s OR ", inclusive ? ">=" : ">", literal, col->pg_type);
+    ds_buf_append_ident(&b, col->name);
+    ds_buf_append(&b, " IS NULL)");
     return ds_buf_take(&b);
 }
 

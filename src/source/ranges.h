@@ -17,9 +17,9 @@ typedef struct pgsrc_ranges {
     size_t n;
 } pgsrc_ranges;
 
-/* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY and pg_export_snapshot():
- * the snapshot's name (malloc'd). The transaction must stay open until
- * every worker has imported it. */
+/* pg_export_snapshot() inside the caller's read transaction
+ * (pgsrc_begin_read): the snapshot's name (malloc'd). The transaction must
+ * stay open until every worker has imported it. */
 bool pgsrc_export_snapshot(pgsrc_conn *conn, char **snapshot, ds_error *err);
 /* A read-only repeatable-read transaction on an exported snapshot. */
 bool pgsrc_import_snapshot(pgsrc_conn *conn, const char *snapshot, ds_error *err);
@@ -32,8 +32,10 @@ char *pgsrc_bounds_sql(const char *query, const pgsrc_column *col, int ranges);
 char *pgsrc_range_sql(const char *col, const char *lo, const char *hi);
 
 /* The condition of an incremental read: col > literal::pg_type (>= when
- * inclusive); literal already quoted (pgsrc_quote_literal). */
-char *pgsrc_since_sql(const char *col, const char *literal, bool inclusive, const char *pg_type);
+ * inclusive) or col IS NULL (a row without a value is read every time and
+ * stored once); text compared byte-wise (COLLATE "C"), as DuckDB orders
+ * it; literal already quoted (pgsrc_quote_literal). */
+char *pgsrc_since_sql(const pgsrc_column *col, const char *literal, bool inclusive);
 
 /* Computes the ranges (about `ranges` of them) on conn. */
 bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *col, int ranges,

@@ -32,6 +32,7 @@ static const char *const metadata_ddl[] = {
     "watermark_column VARCHAR, watermark VARCHAR, updated_at TIMESTAMPTZ, watermark_inclusive BOOLEAN)",
     "CREATE TABLE IF NOT EXISTS _duckstore.sync_status (source VARCHAR NOT NULL, status VARCHAR NOT NULL, "
     "updated_at TIMESTAMPTZ)",
+    "ALTER TABLE _duckstore.tables ADD COLUMN IF NOT EXISTS read_state VARCHAR",
 };
 
 static bool make_parent_dirs(const char *path, ds_error *err)
@@ -466,11 +467,12 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
 {
     memset(out, 0, sizeof *out);
     ds_buf sql = DS_BUF_INIT;
-    const char *q = sql_with_literal(&sql,
-                                     "SELECT schema_signature, watermark_column, watermark, "
-                                     "coalesce(watermark_inclusive, false) FROM _duckstore.tables WHERE "
-                                     "table_name = ",
-                                     table);
+    const char *q =
+        sql_with_literal(&sql,
+                         "SELECT schema_signature, watermark_column, watermark, "
+                         "coalesce(watermark_inclusive, false), read_state FROM _duckstore.tables WHERE "
+                         "table_name = ",
+                         table);
     if (q == NULL) {
         ds_buf_free(&sql);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -489,6 +491,8 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
             if (!duckdb_value_is_null(&res, c, 0))
                 ok = copy_value(&res, c, fields[c], err);
         out->watermark_inclusive = duckdb_value_boolean(&res, 3, 0);
+        if (ok && !duckdb_value_is_null(&res, 4, 0))
+            ok = copy_value(&res, 4, &out->read_state, err);
     }
     duckdb_destroy_result(&res);
     if (!ok)
@@ -501,6 +505,7 @@ void store_table_meta_free(store_table_meta *meta)
     free(meta->schema_signature);
     free(meta->watermark_column);
     free(meta->watermark);
+    free(meta->read_state);
     memset(meta, 0, sizeof *meta);
 }
 
@@ -533,14 +538,19 @@ bool store_put_table_meta(duckdb_connection con, const char *table, const store_
                           ds_error *err)
 {
     const char *del[] = {table};
-    const char *ins[] = {table, meta->schema_signature, meta->watermark_column, meta->watermark,
-                         meta->watermark_inclusive ? "true" : "false"};
+    const char *ins[] = {table,
+                         meta->schema_signature,
+                         meta->watermark_column,
+                         meta->watermark,
+                         meta->watermark_inclusive ? "true" : "false",
+                         meta->read_state};
     return exec_params(con, "DELETE FROM _duckstore.tables WHERE table_name = ?", del, 1, err) &&
            exec_params(
                con,
                "INSERT INTO _duckstore.tables (table_name, schema_signature, watermark_column, watermark, "
-               "watermark_inclusive, updated_at) VALUES (?, ?, ?, ?, ?::BOOLEAN, current_timestamp)",
-               ins, 5, err);
+               "watermark_inclusive, read_state, updated_at) VALUES (?, ?, ?, ?, ?::BOOLEAN, ?, "
+               "current_timestamp)",
+               ins, 6, err);
 }
 
 bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err)

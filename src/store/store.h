@@ -78,6 +78,9 @@ typedef struct store_table_meta {
     /* The next read starts at the watermark itself (>=) rather than after
      * it: set when the commit horizon held the watermark back. */
     bool watermark_inclusive;
+    /* What the table's last read leaves for the next (the sync's JSON,
+     * sync/incremental.h): the transactions it saw in progress. */
+    char *read_state;
 } store_table_meta;
 
 bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err);

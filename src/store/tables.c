@@ -204,23 +204,45 @@ static void append_key(ds_buf *b, char *const *key, size_t nkey, bool match)
     }
 }
 
+/* The stored rows a read from batch->start can meet again: those at or past
+ * it and those without a value (read every time); all of them when the
+ * read started at the beginning (start NULL). */
+static void append_overlap(ds_buf *b, const store_batch *batch)
+{
+    if (batch->start == NULL)
+        return;
+    ds_buf_append(b, " WHERE ");
+    ds_buf_append_ident(b, batch->order_col);
+    ds_buf_append(b, batch->start_inclusive ? " >= " : " > ");
+    store_append_typed_literal(b, batch->start, batch->type);
+    ds_buf_append(b, " OR ");
+    ds_buf_append_ident(b, batch->order_col);
+    ds_buf_append(b, " IS NULL");
+}
+
 size_t store_merge_sql(const store_batch *batch, char *sql[2])
 {
     ds_buf b = DS_BUF_INIT;
     size_t n = 0;
     sql[0] = sql[1] = NULL;
     if (batch->nkey > 0) {
-        /* Upsert: the newest version of each key replaces what is stored. */
+        /* Upsert: the newest version of each key replaces what is stored.
+         * Rows read again unchanged are left alone (not counted as updates):
+         * both statements take the staging rows minus those stored. */
+        char *rows = store_batch_new_rows_sql(batch);
+        if (rows == NULL)
+            return 0;
         ds_buf_append(&b, "DELETE FROM ");
         ds_buf_append_ident(&b, batch->table);
         ds_buf_append(&b, " AS t USING (SELECT DISTINCT ");
         append_key(&b, batch->key, batch->nkey, false);
-        ds_buf_appendf(&b, " FROM %s) AS s WHERE ", batch->staging_ref);
+        ds_buf_appendf(&b, " FROM %s) AS s WHERE ", rows);
         append_key(&b, batch->key, batch->nkey, true);
         sql[n++] = ds_buf_take(&b);
         ds_buf_append(&b, "INSERT INTO ");
         ds_buf_append_ident(&b, batch->table);
-        ds_buf_appendf(&b, " SELECT * FROM %s QUALIFY row_number() OVER (PARTITION BY ", batch->staging_ref);
+        ds_buf_appendf(&b, " SELECT * FROM %s QUALIFY row_number() OVER (PARTITION BY ", rows);
+        free(rows);
         append_key(&b, batch->key, batch->nkey, false);
         ds_buf_append(&b, " ORDER BY ");
         ds_buf_append_ident(&b, batch->order_col);
@@ -233,10 +255,7 @@ size_t store_merge_sql(const store_batch *batch, char *sql[2])
             /* Exact for append-only tables: a row read again is not stored twice. */
             ds_buf_append(&b, " EXCEPT ALL SELECT * FROM ");
             ds_buf_append_ident(&b, batch->table);
-            ds_buf_append(&b, " WHERE ");
-            ds_buf_append_ident(&b, batch->order_col);
-            ds_buf_append(&b, batch->start_inclusive ? " >= " : " > ");
-            store_append_typed_literal(&b, batch->start, batch->type);
+            append_overlap(&b, batch);
         }
     }
     sql[n++] = ds_buf_take(&b);
@@ -268,6 +287,20 @@ bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inser
     *updated = removed < added ? removed : added;
     *inserted = added - *updated;
     return ok;
+}
+
+char *store_batch_new_rows_sql(const store_batch *batch)
+{
+    ds_buf b = DS_BUF_INIT;
+    if (!batch->overlap) {
+        ds_buf_append(&b, batch->staging_ref);
+        return ds_buf_take(&b);
+    }
+    ds_buf_appendf(&b, "(SELECT * FROM %s EXCEPT ALL SELECT * FROM ", batch->staging_ref);
+    ds_buf_append_ident(&b, batch->table);
+    append_overlap(&b, batch);
+    ds_buf_append(&b, ") AS _new_rows");
+    return ds_buf_take(&b);
 }
 
 char *store_max_sql(const char *table, const char *col, const char *type, const char *floor)

@@ -61,7 +61,8 @@ typedef struct store_batch {
     char *const *key;        /* unique key columns: upsert when nkey > 0 */
     size_t nkey;
     /* Without a key, overlap: rows already stored past start (>= when
-     * start_inclusive) are not stored again. */
+     * start_inclusive; every row when start is NULL), or without a value
+     * in order_col, are not stored again. */
     bool overlap;
     const char *start;
     bool start_inclusive;
@@ -73,6 +74,10 @@ typedef struct store_batch {
 size_t store_merge_sql(const store_batch *batch, char *sql[2]);
 /* Runs them in the caller's transaction: rows inserted, and of those the
  * ones that replaced a stored row (updated). */
+/* The rows of a batch that are not stored already, as a relation for FROM
+ * (the staging table itself when nothing overlaps): what a merge without a
+ * key inserts, and what an upsert applies. */
+char *store_batch_new_rows_sql(const store_batch *batch);
 bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
                  ds_error *err);
 

@@ -11,7 +11,7 @@
 #include "sync/incremental.h"
 #include "sync/status.h"
 
-static bool apply_rows(duckdb_connection duck, const cfg_source *src, table_job *job, ds_error *err)
+static bool apply_rows(duckdb_connection duck, table_job *job, ds_error *err)
 {
     if (!job->incremental) {
         job->rows_inserted = job->rows_loaded;
@@ -20,14 +20,7 @@ static bool apply_rows(duckdb_connection duck, const cfg_source *src, table_job 
     /* An empty batch changes nothing (an upsert deletes only what it
      * replaces). The in-memory staging table is dropped after the commit:
      * one transaction may write to one database only. */
-    inc_batch batch = {.table = job->plan->table,
-                       .staging_ref = job->staging_ref,
-                       .key = job->plan->key,
-                       .inc_col = src->incremental_column,
-                       .duck_type = job_inc_type(job),
-                       .start = job->read_start,
-                       .start_inclusive = job->start_inclusive,
-                       .overlap = job->overlap};
+    inc_batch batch = job_batch(job);
     return job->rows_loaded == 0 || inc_apply(duck, &batch, &job->rows_inserted, &job->rows_updated, err);
 }
 
@@ -40,12 +33,19 @@ static bool store_watermark(duckdb_connection duck, const cfg_source *src, table
                             job->incremental ? job->old_watermark : NULL, job->horizon.value, &watermark,
                             &inclusive, err))
         return false;
+    char *read_state = NULL;
+    if (job->has_inc_col && job->tracks_xacts && (read_state = inc_state_format(&job->next_state)) == NULL) {
+        free(watermark);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     store_table_meta meta = {.schema_signature = job->signature,
                              .watermark_column = job->has_inc_col ? src->incremental_column : NULL,
                              .watermark = watermark,
-                             .watermark_inclusive = inclusive};
+                             .watermark_inclusive = inclusive,
+                             .read_state = read_state};
     bool ok = store_put_table_meta(duck, job->plan->table, &meta, err);
     free(watermark);
+    free(read_state);
     return ok;
 }
 
@@ -59,8 +59,8 @@ static void report_table(const table_job *job, sync_table_report *tr)
     tr->truncated = job->truncated;
     tr->upsert = job->plan->key->n > 0;
     snprintf(tr->horizon, sizeof tr->horizon, "%s", job->horizon.value ? job->horizon.value : "");
-    snprintf(tr->horizon_holder, sizeof tr->horizon_holder, "%s",
-             job->horizon.holder ? job->horizon.holder : "");
+    const char *holder = job->horizon.holder ? job->horizon.holder : job->pending_holder;
+    snprintf(tr->horizon_holder, sizeof tr->horizon_holder, "%s", holder ? holder : "");
     ds_utf8_trim_end(tr->horizon_holder); /* the application name may be cut inside a character */
 }
 
@@ -68,7 +68,7 @@ static void report_table(const table_job *job, sync_table_report *tr)
 static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job *job, sync_table_report *tr,
                         ds_error *err)
 {
-    bool ok = apply_rows(duck, src, job, err) && store_watermark(duck, src, job, err);
+    bool ok = apply_rows(duck, job, err) && store_watermark(duck, src, job, err);
     report_table(job, tr);
     return ok && store_count_rows(duck, job->plan->table, &tr->rows_total, err);
 }

@@ -1,6 +1,9 @@
 /* Incremental-sync policy: horizon, read start, merge choice, watermark. */
 #include "sync/incremental.h"
 
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,16 +16,17 @@ bool inc_usable_as_watermark(const pgsrc_type *type)
 
 bool inc_horizon_enabled(const cfg_source *src, const pgsrc_column *col)
 {
-    bool is_time = col->type.kind == PGSRC_TIMESTAMP || col->type.kind == PGSRC_TIMESTAMPTZ;
-    return is_time && src->commit_horizon != CFG_HORIZON_OFF;
+    (void)col; /* the snapshot part applies to every type, the time part to time columns */
+    return src->commit_horizon != CFG_HORIZON_OFF;
 }
 
 bool inc_read_start(duckdb_connection duck, const cfg_source *src, const char *duck_type,
                     const char *watermark, bool watermark_inclusive, char **start, bool *start_inclusive,
                     bool *overlap, ds_error *err)
 {
-    *start_inclusive = watermark_inclusive;
-    *overlap = watermark_inclusive;
+    (void)watermark_inclusive; /* every read is inclusive now; older files said when */
+    *start_inclusive = true;
+    *overlap = true;
     if (src->lookback == NULL) {
         *start = strdup(watermark);
         return *start != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -36,19 +40,30 @@ bool inc_read_start(duckdb_connection duck, const cfg_source *src, const char *d
     return ok;
 }
 
+static store_batch store_batch_of(const inc_batch *batch)
+{
+    return (store_batch){.table = batch->table,
+                         .staging_ref = batch->staging_ref,
+                         .order_col = batch->inc_col,
+                         .type = batch->duck_type,
+                         .key = batch->key->cols,
+                         .nkey = batch->key->n,
+                         .overlap = batch->overlap,
+                         .start = batch->start,
+                         .start_inclusive = batch->start_inclusive};
+}
+
 bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted, int64_t *updated,
                ds_error *err)
 {
-    store_batch b = {.table = batch->table,
-                     .staging_ref = batch->staging_ref,
-                     .order_col = batch->inc_col,
-                     .type = batch->duck_type,
-                     .key = batch->key->cols,
-                     .nkey = batch->key->n,
-                     .overlap = batch->overlap,
-                     .start = batch->start,
-                     .start_inclusive = batch->start_inclusive};
+    store_batch b = store_batch_of(batch);
     return store_merge(duck, &b, inserted, updated, err);
+}
+
+char *inc_new_rows_ref(const inc_batch *batch)
+{
+    store_batch b = store_batch_of(batch);
+    return store_batch_new_rows_sql(&b);
 }
 
 bool inc_next_watermark(duckdb_connection duck, const char *table, const char *inc_col, const char *duck_type,
@@ -75,4 +90,156 @@ bool inc_next_watermark(duckdb_connection duck, const char *table, const char *i
     }
     *watermark = max;
     return true;
+}
+
+void inc_state_free(inc_read_state *state)
+{
+    for (size_t i = 0; i < state->npending; i++)
+        free(state->pending[i].from);
+    free(state->pending);
+    memset(state, 0, sizeof *state);
+}
+
+static bool parse_u64(const json_t *v, uint64_t *out)
+{
+    const char *text = json_string_value(v);
+    char *end;
+    if (text == NULL || *text < '0' || *text > '9')
+        return false;
+    unsigned long long n = strtoull(text, &end, 10);
+    *out = n;
+    return *end == '\0';
+}
+
+bool inc_state_parse(const char *text, inc_read_state *out)
+{
+    memset(out, 0, sizeof *out);
+    json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *pending = json_object_get(doc, "pending");
+    if (doc == NULL || !parse_u64(json_object_get(doc, "xmax"), &out->xmax) || !json_is_array(pending)) {
+        json_decref(doc);
+        return true;
+    }
+    size_t n = json_array_size(pending);
+    out->pending = calloc(n ? n : 1, sizeof *out->pending);
+    bool ok = out->pending != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *e = json_array_get(pending, i);
+        const char *from = json_string_value(json_object_get(e, "from"));
+        inc_pending *p = &out->pending[out->npending];
+        if (!parse_u64(json_object_get(e, "xid"), &p->xid))
+            continue; /* not written by duckstore: that entry only */
+        if (from != NULL && (p->from = strdup(from)) == NULL)
+            ok = false;
+        out->npending++;
+    }
+    json_decref(doc);
+    out->known = ok;
+    if (!ok)
+        inc_state_free(out);
+    return ok;
+}
+
+static json_t *u64_json(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return json_string(buf);
+}
+
+char *inc_state_format(const inc_read_state *state)
+{
+    json_t *doc = json_object(), *pending = json_array();
+    bool ok = doc != NULL && pending != NULL && json_object_set_new(doc, "xmax", u64_json(state->xmax)) == 0;
+    for (size_t i = 0; ok && i < state->npending; i++) {
+        const inc_pending *p = &state->pending[i];
+        json_t *e = json_object();
+        ok = e != NULL && json_object_set_new(e, "xid", u64_json(p->xid)) == 0 &&
+             json_object_set_new(e, "from", p->from ? json_string(p->from) : json_null()) == 0 &&
+             json_array_append_new(pending, e) == 0;
+    }
+    ok = ok && json_object_set(doc, "pending", pending) == 0;
+    char *text = ok ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(pending);
+    json_decref(doc);
+    return text;
+}
+
+static bool add_pending(inc_read_state *next, uint64_t xid, const char *from)
+{
+    inc_pending *p = &next->pending[next->npending];
+    p->xid = xid;
+    p->from = NULL;
+    if (from != NULL && (p->from = strdup(from)) == NULL)
+        return false;
+    next->npending++;
+    return true;
+}
+
+static bool was_pending(const inc_read_state *prev, uint64_t xid)
+{
+    for (size_t i = 0; i < prev->npending; i++)
+        if (prev->pending[i].xid == xid)
+            return true;
+    return false;
+}
+
+/* *start = the lower of *start and from (NULL: the beginning). */
+static bool lower_start(duckdb_connection duck, const char *type, char **start, const char *from,
+                        ds_error *err)
+{
+    if (*start == NULL)
+        return true;
+    bool higher = false;
+    if (from != NULL && !store_value_at_least(duck, from, *start, type, &higher, err))
+        return false;
+    if (from != NULL && higher)
+        return true;
+    free(*start);
+    *start = from ? strdup(from) : NULL;
+    return from == NULL || *start != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+}
+
+bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *plan, char **start,
+                   inc_read_state *next, size_t *late, ds_error *err)
+{
+    static const inc_read_state none = {0};
+    const inc_read_state *prev = plan->incremental && plan->prev->known ? plan->prev : &none;
+    memset(next, 0, sizeof *next);
+    *late = 0;
+    next->known = true;
+    next->xmax = plan->snap->xmax;
+    next->pending = calloc(prev->npending + plan->snap->nxip + 1, sizeof *next->pending);
+    pgsrc_xact_outcome *outcomes = calloc(prev->npending + 1, sizeof *outcomes);
+    bool ok = (next->pending != NULL && outcomes != NULL) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    uint64_t *xids = ok ? calloc(prev->npending + 1, sizeof *xids) : NULL;
+    ok = ok && (xids != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory"));
+    for (size_t i = 0; ok && i < prev->npending; i++)
+        xids[i] = prev->pending[i].xid;
+    ok = ok && pgsrc_xact_outcomes(pg, plan->snap, xids, prev->npending, outcomes, err);
+    for (size_t i = 0; ok && i < prev->npending; i++) {
+        const inc_pending *p = &prev->pending[i];
+        if (outcomes[i] == PGSRC_XACT_COMMITTED) {
+            (*late)++;
+            ok = lower_start(duck, plan->duck_type, start, p->from, err);
+        } else if (outcomes[i] == PGSRC_XACT_IN_PROGRESS) {
+            ok = add_pending(next, p->xid, p->from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        }
+    }
+    /* A transaction that began after the previous read took every value it
+     * writes after that read's rows (a sequence's next value, now()): the
+     * previous watermark bounds them. One older than that read, and not
+     * known to it, has no bound but the beginning. */
+    for (size_t i = 0; ok && i < plan->snap->nxip; i++) {
+        uint64_t x = plan->snap->xip[i];
+        if (was_pending(prev, x))
+            continue;
+        const char *from = prev->known && x >= prev->xmax ? plan->prev_watermark : NULL;
+        ok = add_pending(next, x, from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    free(xids);
+    free(outcomes);
+    if (!ok)
+        inc_state_free(next);
+    return ok;
 }

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "config/config.h"
+#include "source/horizon.h"
 #include "source/pgsrc.h"
 
 /* The watermark is read back from DuckDB's copy of the column. An
@@ -20,16 +21,62 @@
  * `> watermark` re-read (duplicate) or skip rows, so it cannot serve. */
 bool inc_usable_as_watermark(const pgsrc_type *type);
 
-/* On by default for timestamp/timestamptz columns; commit_horizon: false
- * turns it off (and true cannot turn it on for other types). */
+/* On by default for every watermark type (commit_horizon: false turns it
+ * off): late commits are tracked through the reads' snapshots, and for
+ * timestamp/timestamptz columns the watermark is also held at the time
+ * horizon. */
 bool inc_horizon_enabled(const cfg_source *src, const pgsrc_column *col);
 
 /* Where the next read starts: the stored watermark, minus lookback; *start
- * is a literal both PostgreSQL and DuckDB parse. *overlap when the read
- * can meet rows already stored. */
+ * is a literal both PostgreSQL and DuckDB parse. Reads start at the
+ * watermark itself (>=): rows added later with the watermark's own value (a
+ * date, a batch number, a timestamp shared by two commits) are read, and
+ * the rows read again are not stored twice. *overlap when the read can
+ * meet rows already stored. */
 bool inc_read_start(duckdb_connection duck, const cfg_source *src, const char *duck_type,
                     const char *watermark, bool watermark_inclusive, char **start, bool *start_inclusive,
                     bool *overlap, ds_error *err);
+
+/* Transactions a read saw in progress. When one of them commits, its rows
+ * may carry values below the watermark (a sequence value taken before a
+ * later commit, a row stamped with its transaction's start): the first
+ * read that sees it starts at `from`, the watermark stored before it began
+ * (NULL: from the beginning, when no earlier read bounds it). */
+typedef struct inc_pending {
+    uint64_t xid;
+    char *from;
+} inc_pending;
+
+/* What a table's last read leaves for the next (_duckstore.tables.read_state). */
+typedef struct inc_read_state {
+    bool known;    /* recorded by a read */
+    uint64_t xmax; /* of the last read's snapshot */
+    inc_pending *pending;
+    size_t npending;
+} inc_read_state;
+
+/* JSON in the store. Text that is not a state (NULL, an older file) gives
+ * known = false; false only when out of memory. */
+bool inc_state_parse(const char *json, inc_read_state *out);
+char *inc_state_format(const inc_read_state *state);
+void inc_state_free(inc_read_state *state);
+
+/* Inside the read's transaction, before it reads: settles prev's pending
+ * transactions against the read's snapshot. Those now committed lower
+ * *start to their `from` (*start NULL then: read from the beginning) and
+ * are counted in *late; aborted ones are dropped; the others are carried
+ * into next, with every transaction snap shows in progress that prev did
+ * not know (from the previous watermark when it began after the previous
+ * read, else from the beginning). A full load passes incremental false. */
+typedef struct inc_read_plan {
+    bool incremental;
+    const char *duck_type;
+    const inc_read_state *prev;
+    const char *prev_watermark;
+    const pgsrc_snapshot *snap;
+} inc_read_plan;
+bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *plan, char **start,
+                   inc_read_state *next, size_t *late, ds_error *err);
 
 /* Merges staging_ref (quoted, possibly qualified) into table inside the
  * caller's transaction: upsert when key has columns, EXCEPT ALL against
@@ -43,6 +90,10 @@ typedef struct inc_batch {
 } inc_batch;
 bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted, int64_t *updated,
                ds_error *err);
+/* The rows inc_apply will add from a batch without a key, as a relation
+ * for FROM: the staging rows minus those already stored (NULL when out of
+ * memory). */
+char *inc_new_rows_ref(const inc_batch *batch);
 
 /* The watermark to store after a sync: max(inc_col) of the table, held at
  * the horizon (then inclusive) when the horizon is lower. floor, the

@@ -1,6 +1,7 @@
 /* A table job: describe → decide → staging → horizon → read → check. */
 #include "sync/job.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,12 +35,28 @@ void job_free(table_job *job)
     free(job->old_watermark);
     free(job->read_start);
     free(job->staging_ref);
+    free(job->pending_holder);
     pgsrc_horizon_free(&job->horizon);
+    pgsrc_snapshot_free(&job->snap);
+    inc_state_free(&job->prev_state);
+    inc_state_free(&job->next_state);
 }
 
 const char *job_inc_type(const table_job *job)
 {
     return job->has_inc_col ? job->desc.cols[job->inc_idx].type.ddl : NULL;
+}
+
+inc_batch job_batch(const table_job *job)
+{
+    return (inc_batch){.table = job->plan->table,
+                       .staging_ref = job->staging_ref,
+                       .key = job->plan->key,
+                       .inc_col = job->src->incremental_column,
+                       .duck_type = job_inc_type(job),
+                       .start = job->read_start,
+                       .start_inclusive = job->start_inclusive,
+                       .overlap = job->overlap};
 }
 
 /* `duckstore -v` logs how long each step of a sync took: the first thing
@@ -94,14 +111,17 @@ static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error 
             job->src->name, job->plan->label, job->plan->table);
         same_column = false;
     }
+    bool ok = true;
     if (same_column) {
         job->incremental = true;
         job->old_watermark = meta.watermark;
         job->old_inclusive = meta.watermark_inclusive;
         meta.watermark = NULL;
+        ok = inc_state_parse(meta.read_state, &job->prev_state) ||
+             ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     store_table_meta_free(&meta);
-    return true;
+    return ok;
 }
 
 static bool describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
@@ -136,7 +156,8 @@ static bool create_staging(table_job *job, duckdb_connection duck)
 }
 
 /* max_sync_rows caps the table: an incremental batch may add what the
- * stored rows leave of it. */
+ * stored rows leave of it (rows it reads again take their place too, as
+ * which of the rows read are new is known only at the merge). */
 static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *shared)
 {
     memset(shared, 0, sizeof *shared);
@@ -152,34 +173,104 @@ static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *sha
     return true;
 }
 
-/* The horizon is taken before the read's snapshot (see source/horizon.h). */
+/* Some warnings would say the same on every sync of a long-running
+ * server: the log shows them once per source and process. */
+static bool first_time(const char *source, const char *what)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *seen[256];
+    static size_t nseen;
+    ds_buf key = DS_BUF_INIT;
+    ds_buf_appendf(&key, "%s\n%s", source, what);
+    char *text = ds_buf_take(&key);
+    bool first = true;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; text != NULL && first && i < nseen; i++)
+        first = strcmp(seen[i], text) != 0;
+    if (first && text != NULL && nseen < sizeof seen / sizeof seen[0]) {
+        seen[nseen++] = text;
+        text = NULL;
+    }
+    pthread_mutex_unlock(&lock);
+    free(text);
+    return first;
+}
+
+/* The time horizon is taken before the read's snapshot (see
+ * source/horizon.h); with commit_horizon off it is the source's clock
+ * alone, so a row dated in the future cannot carry the watermark past
+ * every row written after it. */
 static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
     const cfg_source *src = job->src;
-    if (job->has_inc_col && inc_horizon_enabled(src, &job->desc.cols[job->inc_idx])) {
-        bool tz = job->desc.cols[job->inc_idx].type.kind == PGSRC_TIMESTAMPTZ;
-        if (!pgsrc_take_horizon(pg, tz, &job->horizon, &job->err))
+    const pgsrc_column *col = job->has_inc_col ? &job->desc.cols[job->inc_idx] : NULL;
+    bool is_time = col != NULL && (col->type.kind == PGSRC_TIMESTAMP || col->type.kind == PGSRC_TIMESTAMPTZ);
+    bool enabled = col != NULL && inc_horizon_enabled(src, col);
+    job->tracks_xacts = enabled;
+    if (is_time) {
+        bool tz = col->type.kind == PGSRC_TIMESTAMPTZ;
+        if (!pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err))
             return false;
-        if (!job->horizon.sees_all)
-            sync_report_warning(&job->warnings,
-                                "%s: the source role cannot see other sessions' transactions, so the commit "
-                                "horizon only covers its own; GRANT pg_read_all_stats TO the role in the url",
-                                src->name);
+        if (enabled && !job->horizon.sees_all && first_time(src->name, "pg_read_all_stats"))
+            sync_report_warning(
+                &job->warnings,
+                "%s: the role \"%s\" cannot see other users' sessions in pg_stat_activity, so the commit "
+                "horizon cannot see a transaction that began before a read and writes after it; GRANT "
+                "pg_read_all_stats TO \"%s\" (it also shows the role other sessions' query text), or set "
+                "lookback",
+                src->name, job->horizon.role, job->horizon.role);
     }
     return !job->incremental ||
            inc_read_start(duck, src, job_inc_type(job), job->old_watermark, job->old_inclusive,
                           &job->read_start, &job->start_inclusive, &job->overlap, &job->err);
 }
 
-/* The WHERE of an incremental read, NULL for a full one (or out of memory). */
+/* Begins the read's transaction; with the commit horizon on, settles the
+ * transactions the last read saw in progress (docs/incremental.md, "Late
+ * commits"): the read starts low enough to meet the rows of those that
+ * committed since. */
+static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+{
+    if (!pgsrc_begin_read(pg, &job->snap, &job->err))
+        return false;
+    if (!job->tracks_xacts)
+        return true;
+    inc_read_plan plan = {.incremental = job->incremental,
+                          .duck_type = job_inc_type(job),
+                          .prev = &job->prev_state,
+                          .prev_watermark = job->old_watermark,
+                          .snap = &job->snap};
+    if (!inc_plan_read(duck, pg, &plan, &job->read_start, &job->next_state, &job->late_commits, &job->err))
+        return false;
+    if (job->late_commits > 0)
+        ds_log_info("%s: %zu transaction(s) in progress at the last read of %s have committed; this read "
+                    "starts at %s to meet their rows",
+                    job->src->name, job->late_commits, job->plan->table,
+                    job->read_start ? job->read_start : "the beginning");
+    return true;
+}
+
+/* The oldest transaction a later read waits for, named in the status
+ * when the time horizon names none. */
+static void describe_pending(table_job *job, pgsrc_conn *pg)
+{
+    if (job->horizon.holder != NULL || job->next_state.npending == 0)
+        return;
+    uint64_t oldest = job->next_state.pending[0].xid;
+    for (size_t i = 1; i < job->next_state.npending; i++)
+        if (job->next_state.pending[i].xid < oldest)
+            oldest = job->next_state.pending[i].xid;
+    job->pending_holder = pgsrc_describe_xact(pg, oldest);
+}
+
+/* The WHERE of an incremental read, NULL for a full one, or one from the
+ * beginning (or out of memory). */
 static char *read_condition(table_job *job, pgsrc_conn *pg)
 {
-    if (!job->incremental)
+    if (!job->incremental || job->read_start == NULL)
         return NULL;
     char *lit = pgsrc_quote_literal(pg, job->read_start);
-    char *where = lit ? pgsrc_since_sql(job->src->incremental_column, lit, job->start_inclusive,
-                                        job->desc.cols[job->inc_idx].pg_type)
-                      : NULL;
+    char *where = lit ? pgsrc_since_sql(&job->desc.cols[job->inc_idx], lit, job->start_inclusive) : NULL;
     free(lit);
     return where;
 }
@@ -206,7 +297,7 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
         return partition_load(&read, pg, &job->err);
     }
     char *where = read_condition(job, pg);
-    if (job->incremental && where == NULL)
+    if (job->incremental && job->read_start != NULL && where == NULL)
         return ds_error_set(&job->err, DS_ERR_NOMEM, "out of memory");
     char *copy = pgsrc_copy_sql(pg, job->plan->sql, &job->desc, where, pump_copy_limit(shared));
     bool ok = pump_copy_into(job->st, job->cfg, job->staging_ref, pg, &job->desc, copy, shared, job->opt,
@@ -239,11 +330,15 @@ static void check_loaded_ids(table_job *job, duckdb_connection duck)
     job->batch_ids_unique = -1;
     if (job->incremental && (job->rows_loaded == 0 || job->plan->key->n > 0))
         return;
+    /* Rows read again (the read overlaps stored rows) are not added. */
+    inc_batch batch = job_batch(job);
+    char *added = job->incremental ? inc_new_rows_ref(&batch) : strdup(job->staging_ref);
     bool unique = false;
     ds_error ignored;
-    if (store_ids_unique(duck, job->staging_ref, job->incremental ? job->plan->table : NULL, job->rows_loaded,
-                         &unique, &ignored))
+    if (added != NULL && store_ids_unique(duck, added, job->incremental ? job->plan->table : NULL,
+                                          job->rows_loaded, &unique, &ignored))
         job->batch_ids_unique = unique;
+    free(added);
 }
 
 static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
@@ -257,12 +352,21 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
         return false;
     trace_step(table, "staging table created", &t);
     pump_shared shared;
-    if (!init_budget(job, duck, &shared) || !take_horizon(job, pg, duck))
+    if (!take_horizon(job, pg, duck) || !begin_read(job, pg, duck) || !init_budget(job, duck, &shared)) {
+        pgsrc_exec(pg, "ROLLBACK", NULL);
         return false;
-    trace_step(table, "commit horizon and read start", &t);
+    }
+    trace_step(table, "commit horizon, snapshot and read start", &t);
     if (job->opt->progress)
         atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);
-    if (!read_rows(job, pg, &shared)) {
+    bool read = read_rows(job, pg, &shared);
+    if (read)
+        read = pgsrc_exec(pg, "COMMIT", &job->err);
+    else
+        pgsrc_exec(pg, "ROLLBACK", NULL);
+    if (read)
+        describe_pending(job, pg);
+    if (!read) {
         const cfg_source *src = job->src;
         if (job->err.code == DS_ERR_TIMEOUT)
             ds_error_set(&job->err, DS_ERR_TIMEOUT,

@@ -6,6 +6,7 @@
 
 #include "source/horizon.h"
 #include "store/tables.h"
+#include "sync/incremental.h"
 #include "sync/sync.h"
 
 typedef struct table_job {
@@ -28,9 +29,17 @@ typedef struct table_job {
     int inc_idx; /* incremental column in desc, -1 when absent */
     char *old_watermark;
     bool old_inclusive;
-    pgsrc_horizon horizon; /* value NULL when the horizon is off */
-    char *read_start;      /* incremental reads: where this one started */
+    pgsrc_horizon horizon; /* value NULL for a column that is not a time */
+    char *read_start;      /* incremental reads: where this one started, NULL: the beginning */
     bool start_inclusive, overlap;
+    /* Late commits (commit_horizon): the read's snapshot, what the last
+     * read left (prev) and what this one leaves (next), and who holds the
+     * oldest transaction still in progress (status). */
+    bool tracks_xacts;
+    pgsrc_snapshot snap;
+    inc_read_state prev_state, next_state;
+    size_t late_commits;
+    char *pending_holder;
     int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
     bool truncated;
@@ -50,5 +59,7 @@ void job_free(table_job *job);
 
 /* DuckDB type of the incremental column, NULL when the job has none. */
 const char *job_inc_type(const table_job *job);
+/* The incremental batch the job read, as the commit merges it. */
+inc_batch job_batch(const table_job *job);
 
 #endif

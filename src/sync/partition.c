@@ -96,15 +96,14 @@ bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
     if (!pgsrc_export_snapshot(pg, &snapshot, err) ||
         !pgsrc_plan_ranges(pg, read->query, read->col, read->workers * 4, &queue.ranges, err)) {
         free(snapshot);
-        pgsrc_exec(pg, "ROLLBACK", NULL);
         return false;
     }
     queue.snapshot = snapshot;
     ds_log_debug("%s: reading %s in %zu ranges with %d workers", read->src->name, read->table_ref,
                  queue.ranges.n, read->workers);
+    /* The caller's read transaction, which exported the snapshot, ends
+     * after the workers: it must outlive their SET TRANSACTION SNAPSHOT. */
     bool ok = run_workers(read, &queue, err);
-    /* The exporting transaction must outlive the workers' SET TRANSACTION SNAPSHOT. */
-    pgsrc_exec(pg, "COMMIT", NULL);
     pgsrc_ranges_free(&queue.ranges);
     free(snapshot);
     return ok;

@@ -863,7 +863,7 @@ static void check_merge(const fuzz_case *c, const char *staging)
         append_by_position(&b, c->tables[1], c->nr);
         ds_buf_appendf(&b, " WHERE c%zu %s ", c->order, c->inclusive ? ">=" : ">");
         store_append_typed_literal(&b, batch.start, type->ddl);
-        ds_buf_append(&b, ")");
+        ds_buf_appendf(&b, " OR c%zu IS NULL)", c->order); /* read every time */
         char *n = NULL;
         CHECK(run_value(ds_buf_str(&b), &n) && n != NULL, "%s", ds_buf_str(&b));
         expect = stored.n + (size_t)strtoull(n, NULL, 10);
@@ -910,10 +910,12 @@ static void check_pg(const fuzz_case *c)
         ds_buf_reset(&b);
         free(cond);
     }
-    char *cond = pgsrc_since_sql(col, lit, c->inclusive, pg_type);
+    pgsrc_column since_col = {.name = (char *)col, .pg_type = (char *)pg_type};
+    since_col.type.kind = c->pick % 2 ? PGSRC_TEXT : PGSRC_INT8;
+    char *cond = pgsrc_since_sql(&since_col, lit, c->inclusive);
     ds_buf_appendf(&b, "SELECT 1 FROM %s WHERE %s", table, cond);
     const char *cols[] = {col};
-    check_named(ds_buf_str(&b), "pgsrc_since_sql", cols, 1, 1, tables, 1, strings, 1);
+    check_named(ds_buf_str(&b), "pgsrc_since_sql", cols, 1, 2, tables, 1, strings, 1);
     ds_buf_reset(&b);
     free(cond);
 

@@ -393,15 +393,27 @@ static void test_merge_sql_text(void **state)
                            .start = "it's",
                            .start_inclusive = true};
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                         "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR)");
-    overlap.start_inclusive = false;
+    assert_string_equal(tl_keep(sql[0]),
+                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+                        "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL");
+    char *added = tl_keep(store_batch_new_rows_sql(&overlap));
+    assert_string_equal(added, "(SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" >= "
+                               "CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL) AS _new_rows");
+    /* A read from the beginning meets every stored row. */
+    overlap.start = NULL;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                         "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
+                                         "\"t\"\"\"");
+    overlap.start = "it's";
+    overlap.start_inclusive = false;
+    assert_int_equal(store_merge_sql(&overlap, sql), 1);
+    assert_string_equal(tl_keep(sql[0]),
+                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+                        "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL");
     overlap.overlap = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\"");
+    assert_string_equal(tl_keep(store_batch_new_rows_sql(&overlap)), "\"s\"");
 }
 
 /* The columns of the merge tests: a two-column key, the incremental column

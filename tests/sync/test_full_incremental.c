@@ -177,11 +177,15 @@ static void test_incremental_appends_only_new_rows(void **state)
     assert_true(r.incremental);
     assert_int_equal(r.rows, 780);
     assert_int_equal(r.rows_added, 180);
+    /* Each read starts at the watermark itself: the newest stored trace is
+     * read again (and not stored twice). */
     assert_true(r.tables[0].incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 60);
+    assert_int_equal(r.tables[0].rows_loaded, 61);
+    assert_int_equal(r.tables[0].rows_inserted, 60);
     assert_int_equal(r.tables[0].rows_total, 260);
     assert_true(r.tables[1].incremental);
-    assert_int_equal(r.tables[1].rows_loaded, 180);
+    assert_int_equal(r.tables[1].rows_loaded, 181);
+    assert_int_equal(r.tables[1].rows_inserted, 180);
     assert_int_equal(r.tables[1].rows_total, 780);
     char *old = tl_duck_scalar(e.con, "SELECT query FROM monitoring_dataset WHERE id = 1");
     assert_string_equal(old, "prompt 1");
@@ -211,8 +215,8 @@ static void test_incremental_appends_only_new_rows(void **state)
     assert_true(r.incremental);
     assert_int_equal(r.rows, 780);
     assert_int_equal(r.rows_added, 0);
-    assert_int_equal(r.tables[0].rows_loaded, 0);
-    assert_int_equal(r.tables[1].rows_loaded, 0);
+    assert_int_equal(r.tables[0].rows_loaded, 1); /* the row at the watermark, read again */
+    assert_int_equal(r.tables[1].rows_loaded, 1);
     json_t *again = tl_sync_status(e.st, &e.cfg, "monitoring");
     assert_string_equal(tl_json_str(again, "sync_type"), "incremental");
     assert_int_equal(status_int(again, "incremental_rows"), 0);
@@ -325,7 +329,7 @@ static void test_uniqueness_checked_in_slices(void **state)
                      "VALUES (md5('trace' || 3)::uuid, now(), 'a second copy of trace 3')");
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 210001);
+    assert_int_equal(r.tables[0].rows_loaded, 210002); /* and the row at the watermark */
     assert_int_equal(r.rows, 22);
     assert_view_rows(&e, &r, false);
 
@@ -403,13 +407,14 @@ static void test_watermarks_exact_to_the_microsecond(void **state)
                    k0, k0 + 4);
         tl_sync_ok(e.st, &e.cfg, "wm", false, &r);
         assert_true(r.incremental);
-        assert_int_equal(r.tables[0].rows_loaded, 5);
-        assert_int_equal(r.tables[1].rows_loaded, 5);
+        /* The 5 new rows and the one at the watermark, read again. */
+        assert_int_equal(r.tables[0].rows_loaded, 6);
+        assert_int_equal(r.tables[1].rows_loaded, 6);
         assert_int_equal(r.rows_added, 5);
         assert_int_equal(r.rows, k0 + 5);
         tl_sync_ok(e.st, &e.cfg, "local", false, &r);
         assert_true(r.incremental);
-        assert_int_equal(r.tables[0].rows_loaded, 5);
+        assert_int_equal(r.tables[0].rows_loaded, 6);
         assert_int_equal(r.rows, k0 + 5);
         for (int t = 0; t < 3; t++) {
             const char *table = (const char *[]){"wm_dataset", "wm_results", "local_data"}[t];
@@ -606,7 +611,7 @@ static void test_schema_change_rebuilds(void **state)
     tl_llm_add(e.pg, 51, 55, 2);
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.tables[0].incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 5);
+    assert_int_equal(r.tables[0].rows_loaded, 6); /* 5 and the one at the watermark */
     assert_false(r.tables[1].incremental);
     assert_int_equal(r.tables[1].rows_loaded, 110);
     assert_int_equal(r.rows, 110);

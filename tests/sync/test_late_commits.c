@@ -1,0 +1,380 @@
+/* Rows committed late, or with values a plain `> watermark` read skips,
+ * still arrive exactly once (docs/incremental.md): a sequence id taken by a
+ * transaction that commits after a later one, a prepared transaction
+ * committed after the sync, a hot standby as the source, coarse watermark
+ * values (dates, batch numbers), NULL watermarks and rows dated in the
+ * future. Each case lost rows before the read's snapshot was tracked. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+static const char *g_conninfo;
+
+static int64_t rows_of(tl_env *e, const char *table)
+{
+    return tl_duck_int(e->con, "SELECT count(*) FROM %s", table);
+}
+
+static const char *holder_of(json_t *status, const char *table)
+{
+    json_t *t = json_object_get(json_object_get(status, "tables"), table);
+    return tl_json_str(t, "horizon_held_by");
+}
+
+/* Case 1: a bigint sequence. A session takes id n and stays open, a second
+ * takes n+1 and commits, a sync runs, then the first commits. */
+static void test_sequence_id_late_commit(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "seq", "");
+    tl_pg_exec(e.pg, "CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL)");
+    tl_pg_exec(e.pg, "INSERT INTO orders (item) SELECT 'o' || i FROM generate_series(1, 100) AS i");
+    tl_env_source(&e, "orders", "  query: SELECT id, item FROM orders\n  incremental_column: id\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_int_equal(rows_of(&e, "orders_data"), 100);
+
+    PGconn *slow = tl_pg_connect(e.url);
+    tl_pg_exec(slow, "SET application_name = 'late-writer'");
+    tl_pg_exec(slow, "BEGIN");
+    tl_pg_exec(slow, "INSERT INTO orders (item) VALUES ('late')");  /* id 101, committed last */
+    tl_pg_exec(e.pg, "INSERT INTO orders (item) VALUES ('early')"); /* id 102 */
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(rows_of(&e, "orders_data"), 101);
+    tl_assert_contains(r.tables[0].horizon_holder, "application late-writer");
+    json_t *status = tl_sync_status(e.st, &e.cfg, "orders");
+    tl_assert_contains(holder_of(status, "orders_data"), "late-writer");
+    assert_true(json_is_true(json_object_get(status, "commit_horizon")));
+    json_decref(status);
+
+    /* Still open: the next sync neither waits nor re-reads from the start. */
+    tl_pg_exec(e.pg, "INSERT INTO orders (item) VALUES ('third')"); /* id 103 */
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_int_equal(rows_of(&e, "orders_data"), 102);
+    assert_true(r.tables[0].rows_loaded <= 2);
+
+    tl_pg_exec(slow, "COMMIT");
+    PQfinish(slow);
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_int_equal(rows_of(&e, "orders_data"), 103);
+    assert_int_equal(tl_duck_int(e.con, "SELECT id FROM orders_data WHERE item = 'late'"), 101);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM orders_data"), 0);
+    assert_string_equal(r.tables[0].horizon_holder, "");
+
+    /* Settled: the next read starts at the watermark again. */
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_int_equal(r.tables[0].rows_loaded, 1);
+    assert_int_equal(rows_of(&e, "orders_data"), 103);
+    tl_env_close(&e);
+}
+
+/* A transaction open during the full load whose id is below rows the load
+ * saw: no earlier read bounds it, so the read after its commit starts at
+ * the beginning, and stores nothing twice. One that rolls back costs
+ * nothing. */
+static void test_open_during_full_load(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "fullload", "");
+    tl_pg_exec(e.pg, "CREATE TABLE items (id bigserial PRIMARY KEY, v int NOT NULL)");
+    tl_pg_exec(e.pg, "INSERT INTO items (v) SELECT i FROM generate_series(1, 50) AS i");
+    PGconn *slow = tl_pg_connect(e.url);
+    PGconn *aborting = tl_pg_connect(e.url);
+    tl_pg_exec(slow, "BEGIN");
+    tl_pg_exec(slow, "INSERT INTO items (v) VALUES (-1)"); /* id 51 */
+    tl_pg_exec(aborting, "BEGIN");
+    tl_pg_exec(aborting, "INSERT INTO items (v) VALUES (-2)"); /* id 52 */
+    tl_pg_exec(e.pg, "INSERT INTO items (v) VALUES (53)");     /* id 53 */
+    tl_env_source(&e, "items", "  query: SELECT id, v FROM items\n  incremental_column: id\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "items", false, &r);
+    assert_false(r.incremental);
+    assert_int_equal(rows_of(&e, "items_data"), 51);
+
+    tl_pg_exec(aborting, "ROLLBACK");
+    PQfinish(aborting);
+    tl_sync_ok(e.st, &e.cfg, "items", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.tables[0].rows_loaded, 1); /* only the row at the watermark */
+
+    tl_pg_exec(slow, "COMMIT");
+    PQfinish(slow);
+    tl_sync_ok(e.st, &e.cfg, "items", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.tables[0].rows_loaded, 52); /* from the beginning */
+    assert_int_equal(r.tables[0].rows_inserted, 1);
+    assert_int_equal(rows_of(&e, "items_data"), 52);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM items_data WHERE v = -1"), 1);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM items_data"), 0);
+    tl_env_close(&e);
+}
+
+/* Case 3: a transaction PREPAREd before the sync and COMMIT PREPARED after
+ * it, on a timestamp column the time horizon (pg_stat_activity) cannot see
+ * it through, and on a sequence. */
+static void test_prepared_transaction(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "twophase", "");
+    tl_pg_exec(e.pg, "CREATE TABLE events (id bigserial PRIMARY KEY, payload text, "
+                     "created_at timestamptz NOT NULL DEFAULT now())");
+    tl_pg_exec(e.pg, "INSERT INTO events (payload) VALUES ('first')");
+    tl_env_source(&e, "ev",
+                  "  query: SELECT id, payload, created_at FROM events\n  incremental_column: created_at\n");
+    tl_env_source(&e, "evid", "  query: SELECT id, payload FROM events\n  incremental_column: id\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    tl_sync_ok(e.st, &e.cfg, "evid", false, &r);
+
+    PGconn *twophase = tl_pg_connect(e.url);
+    tl_pg_exec(twophase, "BEGIN");
+    tl_pg_exec(twophase, "INSERT INTO events (payload) VALUES ('prepared')");
+    tl_pg_exec(twophase, "PREPARE TRANSACTION 'late_one'");
+    PQfinish(twophase); /* a prepared transaction outlives its session */
+    tl_pg_exec(e.pg, "INSERT INTO events (payload) VALUES ('second')");
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    assert_int_equal(rows_of(&e, "ev_data"), 2);
+    tl_assert_contains(r.tables[0].horizon_holder, "prepared transaction 'late_one'");
+    tl_sync_ok(e.st, &e.cfg, "evid", false, &r);
+    assert_int_equal(rows_of(&e, "evid_data"), 2);
+    tl_assert_contains(r.tables[0].horizon_holder, "prepared transaction 'late_one'");
+
+    tl_pg_exec(e.pg, "COMMIT PREPARED 'late_one'");
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    tl_sync_ok(e.st, &e.cfg, "evid", false, &r);
+    for (int i = 0; i < 2; i++) {
+        const char *table = i ? "evid_data" : "ev_data";
+        assert_int_equal(rows_of(&e, table), 3);
+        assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM %s WHERE payload = 'prepared'", table), 1);
+    }
+    tl_env_close(&e);
+}
+
+/* ---- a hot standby as the source ----------------------------------------- */
+
+static char g_standby_dir[600];
+static int g_standby_port;
+
+/* The harness server's PostgreSQL programs run as its owner. */
+static int run_pg_tool(const char *cmd)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s%s", getuid() == 0 ? "runuser -u postgres -- " : "", cmd);
+    int rc = system(full);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int conninfo_port(const char *conninfo)
+{
+    const char *p = strstr(conninfo, "port=");
+    assert_non_null(p);
+    return atoi(p + 5);
+}
+
+/* pg_basebackup of the harness server, started as a streaming standby. */
+static void standby_start(void)
+{
+    const char *bin = getenv("DUCKSTORE_TEST_PG_BIN"), *data = getenv("DUCKSTORE_TEST_PG_DATA");
+    const char *password = getenv("DUCKSTORE_TEST_PG_PASSWORD");
+    assert_non_null(bin);
+    assert_non_null(data);
+    assert_non_null(password);
+    snprintf(g_standby_dir, sizeof g_standby_dir, "%.500s/../standby", data);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "env PGPASSWORD=%s %s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X stream", password,
+             bin, conninfo_port(tl_pg_base_conninfo()), g_standby_dir);
+    assert_int_equal(run_pg_tool(cmd), 0);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (int attempt = 0; attempt < 20; attempt++) {
+        g_standby_port = 20000 + rand() % 40000;
+        snprintf(cmd, sizeof cmd,
+                 "%s/pg_ctl -D %s -l %s/log -w -t 60 start -o \"-c listen_addresses=127.0.0.1 -p %d -k %s/.. "
+                 "-c hot_standby=on -c max_connections=200 -c max_prepared_transactions=10\" >/dev/null",
+                 bin, g_standby_dir, g_standby_dir, g_standby_port, g_standby_dir);
+        if (run_pg_tool(cmd) == 0)
+            return;
+    }
+    fail_msg("cannot start the standby (log in %s/log)", g_standby_dir);
+}
+
+static void standby_stop(void)
+{
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "%s/pg_ctl -D %s -m immediate -w stop >/dev/null 2>&1",
+             getenv("DUCKSTORE_TEST_PG_BIN"), g_standby_dir);
+    run_pg_tool(cmd);
+}
+
+/* Waits until the standby has replayed everything the primary wrote so far. */
+static void standby_catch_up(PGconn *primary, PGconn *standby)
+{
+    char *lsn = tl_pg_scalar(primary, "SELECT pg_current_wal_insert_lsn()::text");
+    for (int i = 0; i < 600; i++) {
+        if (tl_pg_int(standby, "SELECT (pg_last_wal_replay_lsn() >= '%s'::pg_lsn)::int", lsn) == 1) {
+            free(lsn);
+            return;
+        }
+        usleep(50000);
+    }
+    fail_msg("the standby did not replay %s within 30 s", lsn);
+}
+
+/* Case 2: the standby's pg_stat_activity cannot see the primary's open
+ * transactions; its snapshots can. */
+static void test_hot_standby_source(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "standby", "");
+    tl_pg_exec(e.pg, "CREATE TABLE events (id bigserial PRIMARY KEY, payload text, "
+                     "created_at timestamptz NOT NULL DEFAULT now())");
+    tl_pg_exec(e.pg, "INSERT INTO events (payload) VALUES ('first')");
+    char primary_url[sizeof e.url];
+    snprintf(primary_url, sizeof primary_url, "%s", e.url);
+    standby_start();
+    /* The source reads the standby; writers use the primary. */
+    snprintf(e.url, sizeof e.url, "%.1500s port=%d", primary_url, g_standby_port);
+    PGconn *standby = tl_pg_connect(e.url);
+    assert_int_equal(tl_pg_int(standby, "SELECT pg_is_in_recovery()::int"), 1);
+    standby_catch_up(e.pg, standby);
+    tl_env_source(&e, "ev",
+                  "  query: SELECT id, payload, created_at FROM events\n  incremental_column: created_at\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    assert_int_equal(rows_of(&e, "ev_data"), 1);
+
+    PGconn *slow = tl_pg_connect(primary_url);
+    tl_pg_exec(slow, "BEGIN");
+    tl_pg_exec(slow, "INSERT INTO events (payload) VALUES ('late')"); /* stamped now, committed later */
+    usleep(20000);
+    tl_pg_exec(e.pg, "INSERT INTO events (payload) VALUES ('second')");
+    standby_catch_up(e.pg, standby);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    assert_int_equal(rows_of(&e, "ev_data"), 2);
+    tl_assert_contains(r.tables[0].horizon_holder, "on the primary");
+
+    tl_pg_exec(slow, "COMMIT");
+    PQfinish(slow);
+    standby_catch_up(e.pg, standby);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
+    assert_int_equal(rows_of(&e, "ev_data"), 3);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data WHERE payload = 'late'"), 1);
+    PQfinish(standby);
+    standby_stop();
+    tl_env_close(&e);
+}
+
+/* ---- coarse, NULL and future watermarks ---------------------------------- */
+
+/* Case 4: rows added later with the watermark's own date or batch number. */
+static void test_coarse_watermarks(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "coarse", "");
+    tl_pg_exec(e.pg, "CREATE TABLE sales (day date NOT NULL, batch int NOT NULL, amount int NOT NULL)");
+    tl_pg_exec(e.pg, "INSERT INTO sales VALUES ('2026-11-01', 1, 10), ('2026-11-02', 1, 20)");
+    tl_env_source(&e, "byday", "  query: SELECT day, amount FROM sales\n  incremental_column: day\n");
+    tl_env_source(&e, "bybatch", "  query: SELECT batch, amount FROM sales\n  incremental_column: batch\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "byday", false, &r);
+    tl_sync_ok(e.st, &e.cfg, "bybatch", false, &r);
+
+    /* Same day, same batch, later. One of them equal to a stored row. */
+    tl_pg_exec(e.pg, "INSERT INTO sales VALUES ('2026-11-02', 1, 30), ('2026-11-02', 1, 20)");
+    for (int round = 0; round < 2; round++) {
+        tl_sync_ok(e.st, &e.cfg, "byday", false, &r);
+        assert_true(r.incremental);
+        tl_sync_ok(e.st, &e.cfg, "bybatch", false, &r);
+        assert_true(r.incremental);
+        for (int i = 0; i < 2; i++) {
+            const char *table = i ? "bybatch_data" : "byday_data";
+            assert_int_equal(rows_of(&e, table), 4);
+            assert_int_equal(tl_duck_int(e.con, "SELECT sum(amount) FROM %s", table), 80);
+        }
+    }
+    tl_env_close(&e);
+}
+
+/* Rows whose incremental column is NULL are read by every incremental sync
+ * and stored once; with a key, a NULL row that gets a value replaces it. */
+static void test_null_watermarks(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "nulls", "");
+    tl_pg_exec(e.pg, "CREATE TABLE tickets (id int PRIMARY KEY, updated_at timestamptz, state text)");
+    tl_pg_exec(e.pg, "INSERT INTO tickets VALUES (1, now(), 'open'), (2, NULL, 'new')");
+    tl_env_source(&e, "plain",
+                  "  query: SELECT id, updated_at, state FROM tickets\n  incremental_column: updated_at\n");
+    tl_env_source(&e, "keyed",
+                  "  query: SELECT id, updated_at, state FROM tickets\n  incremental_column: updated_at\n"
+                  "  unique_key: id\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "plain", false, &r);
+    tl_sync_ok(e.st, &e.cfg, "keyed", false, &r);
+    tl_pg_exec(e.pg, "INSERT INTO tickets VALUES (3, NULL, 'new')");
+    for (int round = 0; round < 2; round++) {
+        tl_sync_ok(e.st, &e.cfg, "plain", false, &r);
+        assert_true(r.incremental);
+        tl_sync_ok(e.st, &e.cfg, "keyed", false, &r);
+        for (int i = 0; i < 2; i++) {
+            const char *table = i ? "keyed_data" : "plain_data";
+            assert_int_equal(rows_of(&e, table), 3);
+            assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM %s WHERE updated_at IS NULL", table),
+                             2);
+        }
+    }
+    tl_pg_exec(e.pg, "UPDATE tickets SET updated_at = now(), state = 'triaged' WHERE id = 3");
+    tl_sync_ok(e.st, &e.cfg, "keyed", false, &r);
+    assert_int_equal(rows_of(&e, "keyed_data"), 3);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM keyed_data WHERE state = 'triaged'"), 1);
+    tl_env_close(&e);
+}
+
+/* With commit_horizon off, one row dated in the future no longer hides
+ * every row written after it: the watermark stops at the source's clock. */
+static void test_future_row_with_horizon_off(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "future", "");
+    tl_pg_exec(e.pg, "CREATE TABLE readings (id int, at timestamptz NOT NULL)");
+    tl_pg_exec(e.pg, "INSERT INTO readings VALUES (1, now() - interval '1 hour')");
+    tl_env_source(
+        &e, "rd",
+        "  query: SELECT id, at FROM readings\n  incremental_column: at\n  commit_horizon: false\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "rd", false, &r);
+    tl_pg_exec(e.pg, "INSERT INTO readings VALUES (2, now() + interval '1 day')");
+    tl_sync_ok(e.st, &e.cfg, "rd", false, &r);
+    assert_int_equal(rows_of(&e, "rd_data"), 2);
+    tl_pg_exec(e.pg, "INSERT INTO readings VALUES (3, now())");
+    tl_sync_ok(e.st, &e.cfg, "rd", false, &r);
+    tl_sync_ok(e.st, &e.cfg, "rd", false, &r);
+    assert_int_equal(rows_of(&e, "rd_data"), 3);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(DISTINCT id) FROM rd_data"), 3);
+    tl_env_close(&e);
+}
+
+int main(void)
+{
+    g_conninfo = tl_pg_fresh_db("late");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sequence_id_late_commit),     cmocka_unit_test(test_open_during_full_load),
+        cmocka_unit_test(test_prepared_transaction),        cmocka_unit_test(test_hot_standby_source),
+        cmocka_unit_test(test_coarse_watermarks),           cmocka_unit_test(test_null_watermarks),
+        cmocka_unit_test(test_future_row_with_horizon_off),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
