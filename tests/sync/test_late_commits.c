@@ -191,8 +191,9 @@ static void standby_start(void)
     snprintf(g_standby_dir, sizeof g_standby_dir, "%.500s/../standby", data);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "env PGPASSWORD=%s %s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X stream", password,
-             bin, conninfo_port(tl_pg_base_conninfo()), g_standby_dir);
+             "timeout 300 env PGPASSWORD=%s %s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X "
+             "stream --checkpoint=fast",
+             password, bin, conninfo_port(tl_pg_base_conninfo()), g_standby_dir);
     assert_int_equal(run_pg_tool(cmd), 0);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int attempt = 0; attempt < 20; attempt++) {
