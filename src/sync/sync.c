@@ -95,10 +95,10 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     /* A store left suspect or closed by an earlier failure is reopened
      * first; a file deleted or replaced under it takes no sync (it would be
      * lost at exit). */
-    bool file_lost = false;
-    bool ok = !store_needs_reopen(st) || store_reopen(st, err);
+    bool usable = !store_needs_reopen(st) || store_reopen(st, err);
     store_use_begin(st);
-    ok = ok && file_present(st, &file_lost, err) && run_jobs(jobs, njobs, report, err);
+    bool file_lost = false;
+    bool ok = usable && file_present(st, &file_lost, err) && run_jobs(jobs, njobs, report, err);
     if (ok && sync_cancelled(opt))
         ok = ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     bool commit_failed = false;
@@ -113,7 +113,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         status_forget_unsaved(st, src->name);
     if (!ok) {
         ds_error_prefix(err, "%s: ", src->name);
-        if (!file_lost && (commit_failed || err->code == DS_ERR_STORE))
+        if (usable && !file_lost && (commit_failed || err->code == DS_ERR_STORE))
             reopen_after_failed_commit(st);
         commit_record_failure(st, src, jobs, njobs, report, started, err);
     }

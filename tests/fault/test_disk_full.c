@@ -253,6 +253,63 @@ static void test_repeated_failures(void **state)
     tl_env_close(&e);
 }
 
+/* Bytes at offset 8 of the file (DuckDB's magic "DUCK") swapped for others
+ * in place: the same inode, no longer a DuckDB file. Returns the old ones. */
+static void swap_magic(const char *path, const char *put, char *old)
+{
+    FILE *f = fopen(path, "r+b");
+    if (f == NULL || fseek(f, 8, SEEK_SET) != 0 || fread(old, 1, 4, f) != 4 || fseek(f, 8, SEEK_SET) != 0 ||
+        fwrite(put, 1, 4, f) != 4)
+        fail_msg("cannot rewrite the header of %s", path);
+    fclose(f);
+}
+
+/* The file does not open again after a failure (its header damaged while
+ * the store was to be reopened): the store stays closed, /health would say
+ * "closed", the sync fails with the reason and the status cannot be read;
+ * once the file is whole again the next sync reopens it and goes on. */
+static void test_reopen_fails_then_recovers(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "reopen");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "x", false, &r);
+    add_rows(e.pg, FIRST_ROWS + 1, FIRST_ROWS + BATCH_ROWS);
+    /* Nothing fits: the store is left to be reopened by the next sync. */
+    sync_limited(&e, wal_size(e.store_path));
+    duckdb_disconnect(&e.con);
+
+    char magic[4];
+    swap_magic(e.store_path, "XXXX", magic);
+    assert_memory_equal(magic, "DUCK", 4);
+    sync_options opt = {0};
+    ds_error err;
+    assert_false(sync_source(e.st, &e.cfg, tl_source(&e.cfg, "x"), &opt, &r, &err));
+    tl_assert_contains(err.msg, "x: cannot open DuckDB file");
+    const char *health;
+    ds_error herr;
+    assert_false(store_health(e.st, &health, &herr));
+    assert_string_equal(health, "closed");
+    tl_assert_contains(herr.msg, "is not open (reopening it failed: ");
+    tl_assert_contains(herr.msg, "restart duckstore");
+    json_t *s = sync_status_json(e.st, tl_source(&e.cfg, "x"), &herr);
+    assert_null(s);
+    tl_assert_contains(herr.msg, "is not open");
+
+    char damaged[4];
+    swap_magic(e.store_path, magic, damaged);
+    tl_sync_ok(e.st, &e.cfg, "x", false, &r);
+    assert_true(r.incremental);
+    assert_int_equal(r.rows, FIRST_ROWS + BATCH_ROWS);
+    assert_true(store_health(e.st, &health, &herr));
+    assert_string_equal(health, "open");
+    e.con = tl_store_connect(e.st);
+    assert_rows(e.con, FIRST_ROWS + BATCH_ROWS);
+    assert_metadata(e.con, "2100", "ready", FIRST_ROWS + BATCH_ROWS);
+    tl_env_close(&e);
+}
+
 /* `duckstore serve` whose file cannot take the failure record: the status
  * endpoint and /metrics say error (not ready), the log says the failure
  * could not be recorded, and the next sync with room is saved. */
@@ -335,6 +392,7 @@ int main(void)
         cmocka_unit_test_teardown(test_commit_fails_record_saved, test_teardown),
         cmocka_unit_test_teardown(test_failure_not_saved, test_teardown),
         cmocka_unit_test_teardown(test_repeated_failures, test_teardown),
+        cmocka_unit_test_teardown(test_reopen_fails_then_recovers, test_teardown),
         cmocka_unit_test_teardown(test_server_failure_not_saved, test_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
