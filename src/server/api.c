@@ -172,16 +172,31 @@ static enum MHD_Result handle_status(api_ctx *a, http_request *req)
     enum MHD_Result ret;
     if (!http_query_ok(req, NULL, &ret))
         return ret;
-    return http_send_json(req, MHD_HTTP_OK,
-                          json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", syncing_enabled(a), "datasets",
-                                    jobs_status_json(a->jobs)));
+    json_t *doc = json_pack("{s:b,s:b,s:o}", "success", 1, "enabled", syncing_enabled(a), "datasets",
+                            jobs_status_json(a->jobs));
+    /* The file deleted or not open: the datasets' last states no longer
+     * say what a restart would find. */
+    const char *state;
+    ds_error err;
+    if (doc != NULL && a->st != NULL && !store_health(a->st, &state, &err))
+        json_object_set_new(doc, "store_error", http_json_text(err.msg));
+    return http_send_json(req, MHD_HTTP_OK, doc);
 }
 
+/* 200 while the DuckDB file is open at its path; 503 when it was deleted
+ * or replaced (what is synced would be lost at exit) or could not be
+ * reopened after a failure. */
 static enum MHD_Result handle_health(api_ctx *a, http_request *req)
 {
+    const char *state = a->st ? "open" : "closed";
+    ds_error err;
+    if (a->st != NULL && !store_health(a->st, &state, &err))
+        return http_send_json(req, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              json_pack("{s:s,s:s,s:o,s:o}", "status", "error", "store", state, "path",
+                                        http_json_text(store_path(a->st)), "error", http_json_text(err.msg)));
     return http_send_json(req, MHD_HTTP_OK,
-                          json_pack("{s:s,s:s,s:o}", "status", "ok", "store", a->st ? "open" : "closed",
-                                    "path", http_json_text(a->st ? store_path(a->st) : "")));
+                          json_pack("{s:s,s:s,s:o}", "status", "ok", "store", state, "path",
+                                    http_json_text(a->st ? store_path(a->st) : "")));
 }
 
 static enum MHD_Result handle_metrics(api_ctx *a, http_request *req)

@@ -3,19 +3,35 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "store/stream_insert.h"
 
 struct store {
-    duckdb_database db; /* in memory; the file is attached as catalog `alias` */
+    duckdb_database db; /* in memory; the file is attached as catalog `alias`; NULL after a failed reopen */
     char *path, *alias;
+    /* The settings it was opened with, for a reopen. */
+    char *memory_limit;
+    int threads;
+    bool read_only; /* attached READ_ONLY (duckstore query): no metadata setup */
     bool locks_ready;
+    /* Shared by each sync and pool read while it uses db; exclusive around a
+     * reopen, which replaces db. */
+    pthread_rwlock_t use_lock;
+    /* A commit failed: DuckDB's in-memory state may not match the file. */
+    atomic_bool suspect;
+    char reopen_error[sizeof((ds_error *)0)->msg]; /* why the last reopen failed ("" when open) */
+    /* The open file's identity, to notice the path no longer naming it. */
+    dev_t dev;
+    ino_t ino;
+    atomic_bool loss_logged;
     /* Serialises the short commit transactions of concurrent syncs. */
     pthread_mutex_t commit_lock;
     /* Read connections for API requests (query_concurrency); empty in the CLI. */
@@ -65,6 +81,11 @@ static bool init_locks(store *st, ds_error *err)
     if (rc == 0 && (rc = pthread_cond_init(&st->pool_free, NULL)) != 0) {
         pthread_mutex_destroy(&st->commit_lock);
         pthread_mutex_destroy(&st->pool_lock);
+    }
+    if (rc == 0 && (rc = pthread_rwlock_init(&st->use_lock, NULL)) != 0) {
+        pthread_mutex_destroy(&st->commit_lock);
+        pthread_mutex_destroy(&st->pool_lock);
+        pthread_cond_destroy(&st->pool_free);
     }
     if (rc != 0)
         return ds_error_set(err, rc == ENOMEM ? DS_ERR_NOMEM : DS_ERR_STORE,
@@ -189,6 +210,53 @@ static bool attach_file(store *st, const char *path, bool read_only, ds_error *e
     return ok;
 }
 
+/* The open file's device and inode (store_file_check). */
+static bool remember_identity(store *st, ds_error *err)
+{
+    struct stat sb;
+    if (stat(st->path, &sb) != 0)
+        return ds_error_set(err, DS_ERR_STORE, "cannot stat the DuckDB file %s: %s", st->path,
+                            strerror(errno));
+    st->dev = sb.st_dev;
+    st->ino = sb.st_ino;
+    return true;
+}
+
+/* Starts DuckDB, attaches the file and prepares the metadata schema; on
+ * failure nothing is left open (st->db NULL). */
+static bool start_database(store *st, ds_error *err)
+{
+    store_settings settings = {.memory_limit = st->memory_limit, .threads = st->threads, .read_only = st->read_only};
+    duckdb_config config;
+    if (!make_config(st->path, &settings, &config, err))
+        return false;
+    char *failure = NULL;
+    duckdb_state opened = duckdb_open_ext(NULL, &st->db, config, &failure);
+    duckdb_destroy_config(&config);
+    if (opened == DuckDBError) {
+        st->db = NULL;
+        ds_error_set(err, DS_ERR_STORE, "cannot start DuckDB: %s", failure ? failure : "unknown error");
+        duckdb_free(failure);
+        return false;
+    }
+    duckdb_connection con = NULL;
+    bool ok = attach_file(st, st->path, st->read_only, err) && remember_identity(st, err) &&
+              store_connect(st, &con, err);
+    if (ok)
+        st->streams = stream_registry_create(con, err);
+    ok = ok && st->streams != NULL;
+    for (size_t i = 0; ok && !st->read_only && i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++)
+        ok = store_exec(con, metadata_ddl[i], err);
+    if (con != NULL)
+        duckdb_disconnect(&con);
+    if (!ok) {
+        duckdb_close(&st->db);
+        stream_registry_release(st->streams);
+        st->streams = NULL;
+    }
+    return ok;
+}
+
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err)
 {
     *out = NULL;
@@ -200,51 +268,21 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     st->path = strdup(path);
     st->alias = catalog_alias(path);
-    duckdb_config config;
-    if (st->path == NULL || st->alias == NULL) {
-        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-        goto fail;
+    st->threads = settings ? settings->threads : 0;
+    if (settings != NULL && settings->memory_limit != NULL)
+        st->memory_limit = strdup(settings->memory_limit);
+    if (st->path == NULL || st->alias == NULL ||
+        (settings != NULL && settings->memory_limit != NULL && st->memory_limit == NULL)) {
+        store_close(st);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
-    if (!make_config(path, settings, &config, err))
-        goto fail;
-    char *failure = NULL;
-    duckdb_state opened = duckdb_open_ext(NULL, &st->db, config, &failure);
-    duckdb_destroy_config(&config);
-    if (opened == DuckDBError) {
-        ds_error_set(err, DS_ERR_STORE, "cannot start DuckDB: %s", failure ? failure : "unknown error");
-        duckdb_free(failure);
-        goto fail;
-    }
-    if (!init_locks(st, err) || !attach_file(st, path, read_only, err)) {
+    st->read_only = read_only;
+    if (!init_locks(st, err) || !start_database(st, err)) {
         store_close(st);
         return false;
     }
-    duckdb_connection con;
-    if (!store_connect(st, &con, err)) {
-        store_close(st);
-        return false;
-    }
-    st->streams = stream_registry_create(con, err);
-    if (st->streams == NULL) {
-        duckdb_disconnect(&con);
-        store_close(st);
-        return false;
-    }
-    for (size_t i = 0; !read_only && i < sizeof metadata_ddl / sizeof metadata_ddl[0]; i++) {
-        if (!store_exec(con, metadata_ddl[i], err)) {
-            duckdb_disconnect(&con);
-            store_close(st);
-            return false;
-        }
-    }
-    duckdb_disconnect(&con);
     *out = st;
     return true;
-fail:
-    free(st->path);
-    free(st->alias);
-    free(st);
-    return false;
 }
 
 void store_close(store *st)
@@ -254,16 +292,156 @@ void store_close(store *st)
     for (size_t i = 0; i < st->pool_available; i++)
         duckdb_disconnect(&st->pool[i]);
     free(st->pool);
-    duckdb_close(&st->db);
+    if (st->db != NULL)
+        duckdb_close(&st->db);
     stream_registry_release(st->streams);
     if (st->locks_ready) {
         pthread_mutex_destroy(&st->commit_lock);
         pthread_mutex_destroy(&st->pool_lock);
         pthread_cond_destroy(&st->pool_free);
+        pthread_rwlock_destroy(&st->use_lock);
     }
     free(st->path);
     free(st->alias);
+    free(st->memory_limit);
     free(st);
+}
+
+void store_use_begin(store *st)
+{
+    pthread_rwlock_rdlock(&st->use_lock);
+}
+
+void store_use_end(store *st)
+{
+    pthread_rwlock_unlock(&st->use_lock);
+}
+
+void store_mark_suspect(store *st)
+{
+    atomic_store(&st->suspect, true);
+}
+
+static bool needs_reopen(const store *st)
+{
+    return atomic_load(&st->suspect) || st->db == NULL;
+}
+
+bool store_needs_reopen(store *st)
+{
+    pthread_rwlock_rdlock(&st->use_lock);
+    bool needed = needs_reopen(st);
+    pthread_rwlock_unlock(&st->use_lock);
+    return needed;
+}
+
+/* _duckstore readable: every metadata row and status document can be read. */
+static bool verify_metadata(store *st, ds_error *err)
+{
+    duckdb_connection con;
+    if (!store_connect(st, &con, err))
+        return false;
+    int64_t n = 0;
+    bool ok = store_query_int(con,
+                              "SELECT count(*) FROM (SELECT table_name, schema_signature, watermark_column, "
+                              "watermark, updated_at, watermark_inclusive FROM _duckstore.tables)",
+                              &n, err) &&
+              store_query_int(con, "SELECT count(*) FROM (SELECT source, status FROM _duckstore.sync_status)",
+                              &n, err);
+    duckdb_disconnect(&con);
+    return ok;
+}
+
+bool store_reopen(store *st, ds_error *err)
+{
+    pthread_rwlock_wrlock(&st->use_lock);
+    bool ok = true;
+    /* Opening the path of a deleted file would create an empty one. */
+    if (needs_reopen(st) && !store_file_check(st, err)) {
+        ok = false;
+    } else if (needs_reopen(st)) {
+        /* Nobody uses the database now: every connection of the old
+         * instance goes, so the file is attached by one instance only. */
+        pthread_mutex_lock(&st->pool_lock);
+        for (size_t i = 0; i < st->pool_available; i++)
+            duckdb_disconnect(&st->pool[i]);
+        st->pool_available = 0;
+        /* What the old instance holds in memory is not written back: the
+         * file and its WAL hold every committed change. */
+        duckdb_connection con;
+        if (st->db != NULL && duckdb_connect(st->db, &con) == DuckDBSuccess) {
+            store_exec(con, "PRAGMA disable_checkpoint_on_shutdown", NULL);
+            duckdb_disconnect(&con);
+        }
+        if (st->db != NULL)
+            duckdb_close(&st->db);
+        st->db = NULL;
+        stream_registry_release(st->streams);
+        st->streams = NULL;
+        ok = start_database(st, err) && verify_metadata(st, err);
+        for (size_t i = 0; ok && i < st->pool_size; i++) {
+            ok = store_connect(st, &st->pool[i], err);
+            st->pool_available = ok ? i + 1 : i;
+        }
+        pthread_mutex_unlock(&st->pool_lock);
+        if (ok) {
+            atomic_store(&st->suspect, false);
+            st->reopen_error[0] = '\0';
+            ds_log_info("reopened the DuckDB file %s after a DuckDB failure; _duckstore is readable",
+                        st->path);
+        } else {
+            /* Half-open is closed: the next use tries again. */
+            for (size_t i = 0; i < st->pool_available; i++)
+                duckdb_disconnect(&st->pool[i]);
+            st->pool_available = 0;
+            if (st->db != NULL)
+                duckdb_close(&st->db);
+            st->db = NULL;
+            stream_registry_release(st->streams);
+            st->streams = NULL;
+            snprintf(st->reopen_error, sizeof st->reopen_error, "%s", err->msg);
+            ds_log_error("cannot reopen the DuckDB file %s after a DuckDB failure: %s", st->path, err->msg);
+        }
+    }
+    pthread_rwlock_unlock(&st->use_lock);
+    return ok;
+}
+
+bool store_health(store *st, const char **state, ds_error *err)
+{
+    if (!store_file_check(st, err)) {
+        *state = "lost";
+        return false;
+    }
+    pthread_rwlock_rdlock(&st->use_lock);
+    bool open = st->db != NULL;
+    if (!open)
+        ds_error_set(err, DS_ERR_STORE,
+                     "the DuckDB file %s is not open (reopening it failed: %s); check the "
+                     "disk and the file, then restart duckstore",
+                     st->path, st->reopen_error);
+    pthread_rwlock_unlock(&st->use_lock);
+    *state = open ? "open" : "closed";
+    return open;
+}
+
+bool store_file_check(store *st, ds_error *err)
+{
+    struct stat sb;
+    const char *what = NULL;
+    if (stat(st->path, &sb) != 0)
+        what = errno == ENOENT ? "was deleted" : "cannot be checked";
+    else if (sb.st_dev != st->dev || sb.st_ino != st->ino)
+        what = "was replaced by another file";
+    if (what == NULL)
+        return true;
+    ds_error_set(err, DS_ERR_STORE,
+                 "the DuckDB file %s %s while duckstore runs; what is synced now would be lost at exit, so "
+                 "syncs are refused: restart duckstore to recreate the file (a full sync then rebuilds it)",
+                 st->path, what);
+    if (!atomic_exchange(&st->loss_logged, true))
+        ds_log_error("%s", err->msg);
+    return false;
 }
 
 const char *store_path(const store *st)
@@ -283,6 +461,10 @@ void store_commit_unlock(store *st)
 
 bool store_connect(store *st, duckdb_connection *con, ds_error *err)
 {
+    *con = NULL;
+    if (st->db == NULL)
+        return ds_error_set(err, DS_ERR_STORE, "the DuckDB file %s is not open (reopening it failed: %s)",
+                            st->path, st->reopen_error);
     if (duckdb_connect(st->db, con) == DuckDBError)
         return ds_error_set(err, DS_ERR_STORE, "cannot open a DuckDB connection to %s", st->path);
     ds_buf use = DS_BUF_INIT;
@@ -311,8 +493,13 @@ bool store_pool_open(store *st, size_t n, ds_error *err)
 
 bool store_borrow(store *st, duckdb_connection *con, ds_error *err)
 {
-    if (st->pool_size == 0)
-        return store_connect(st, con, err);
+    store_use_begin(st);
+    if (st->pool_size == 0 || st->db == NULL) {
+        bool ok = store_connect(st, con, err);
+        if (!ok)
+            store_use_end(st);
+        return ok;
+    }
     pthread_mutex_lock(&st->pool_lock);
     while (st->pool_available == 0)
         pthread_cond_wait(&st->pool_free, &st->pool_lock);
@@ -325,13 +512,14 @@ void store_release(store *st, duckdb_connection *con)
 {
     if (st->pool_size == 0) {
         duckdb_disconnect(con);
-        return;
+    } else {
+        pthread_mutex_lock(&st->pool_lock);
+        st->pool[st->pool_available++] = *con;
+        pthread_cond_signal(&st->pool_free);
+        pthread_mutex_unlock(&st->pool_lock);
     }
-    pthread_mutex_lock(&st->pool_lock);
-    st->pool[st->pool_available++] = *con;
-    pthread_cond_signal(&st->pool_free);
-    pthread_mutex_unlock(&st->pool_lock);
     *con = NULL;
+    store_use_end(st);
 }
 
 bool store_exec(duckdb_connection con, const char *sql, ds_error *err)

@@ -34,6 +34,33 @@ void store_close(store *st);
 /* The DuckDB file's path as given to store_open. */
 const char *store_path(const store *st);
 
+/* Each sync holds a use of the store while it runs (store_borrow takes one
+ * for a pooled read); a reopen waits until no use is held. */
+void store_use_begin(store *st);
+void store_use_end(store *st);
+
+/* A commit failed: DuckDB may have invalidated the database or kept
+ * in-memory state the file does not have, so it is not used again before
+ * store_reopen. */
+void store_mark_suspect(store *st);
+/* Marked suspect, or closed by a reopen that failed. */
+bool store_needs_reopen(store *st);
+/* When needed: waits until no use is held, closes DuckDB without writing
+ * its memory back, opens the file again (its WAL replays every committed
+ * change) and reads _duckstore back. Call it holding no use. On failure the
+ * store stays closed (store_connect says why) and the next call tries
+ * again. */
+bool store_reopen(store *st, ds_error *err);
+
+/* False, with a message naming the file and the fix, when the path no
+ * longer names the open file (deleted or replaced while it is open: what
+ * DuckDB writes then is lost at exit). Logged once. */
+bool store_file_check(store *st, ds_error *err);
+
+/* For /health: true and *state "open"; or false, err saying why, *state
+ * "lost" (store_file_check) or "closed" (a reopen failed). */
+bool store_health(store *st, const char **state, ds_error *err);
+
 /* The store's commit lock: held around the short transactions in which
  * concurrent syncs change the synced tables and duckstore's metadata (a
  * sync's commit, recording a failed sync, clearing watermarks), so they
@@ -49,7 +76,8 @@ bool store_connect(store *st, duckdb_connection *con, ds_error *err);
 bool store_pool_open(store *st, size_t n, ds_error *err);
 
 /* A connection for a short read: from the pool when there is one (waiting
- * for a free one), else a new connection. Give it back with store_release. */
+ * for a free one), else a new connection; it holds a use of the store
+ * until store_release. */
 bool store_borrow(store *st, duckdb_connection *con, ds_error *err);
 void store_release(store *st, duckdb_connection *con);
 

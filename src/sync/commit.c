@@ -224,29 +224,41 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
 {
     duckdb_connection duck;
     ds_error err;
-    if (!store_connect(st, &duck, &err)) {
-        ds_log_error("%s: cannot record the failed sync: %s", src->name, err.msg);
-        return;
+    bool connected = store_connect(st, &duck, &err);
+    if (connected) {
+        store_commit_lock(st);
+        drop_staging(duck, jobs, njobs);
     }
-    store_commit_lock(st);
-    drop_staging(duck, jobs, njobs);
     /* A stop on request (shutdown) is not a failure of the source: the
      * stored data, watermarks and status still agree, so keep them. */
     if (cause->code != DS_ERR_CANCELLED) {
         const char *tables[CFG_MAX_QUERIES];
         for (size_t i = 0; i < njobs; i++)
             tables[i] = jobs[i].plan->table;
-        json_t *doc = status_load(duck, src->name);
+        json_t *doc = connected ? status_load(duck, src->name) : json_object();
         status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
-        bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) &&
+        bool ok = connected && store_exec(duck, "BEGIN TRANSACTION", &err) &&
                   store_clear_watermarks(duck, tables, njobs, &err) &&
                   status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
-        if (!ok) {
-            store_exec(duck, "ROLLBACK", NULL);
-            ds_log_error("%s: cannot record the failed sync: %s", src->name, err.msg);
+        if (ok) {
+            status_forget_unsaved(st, src->name);
+        } else {
+            if (connected) {
+                store_exec(duck, "ROLLBACK", NULL);
+                store_mark_suspect(st); /* a failed commit, like the sync's own */
+            }
+            /* The file still says what it said before (the data and
+             * watermarks of the last commit agree); the failure is shown
+             * from memory until a record is saved. */
+            ds_log_error("%s: cannot record the failed sync: %s; the status shows the failure from memory "
+                         "until a sync can be saved",
+                         src->name, err.msg);
+            status_keep_unsaved(st, src->name, doc, err.msg);
         }
         json_decref(doc);
     }
-    store_commit_unlock(st);
-    duckdb_disconnect(&duck);
+    if (connected) {
+        store_commit_unlock(st);
+        duckdb_disconnect(&duck);
+    }
 }

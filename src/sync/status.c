@@ -3,6 +3,7 @@
  * A sync records its result here; the CLI and the server read it here. */
 #include "sync/status.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,6 +189,87 @@ void status_record_failure(json_t *doc, const char *reason, double duration_s, c
     set(doc, "warnings", warnings_json(report));
 }
 
+/* Failure records the file could not save, per file and source (a process
+ * may have several stores open). Entries are few and short-lived: one per
+ * source at most, removed by the next saved record. */
+typedef struct unsaved_failure {
+    struct unsaved_failure *next;
+    char *path, *source;
+    json_t *fields;
+} unsaved_failure;
+
+static pthread_mutex_t unsaved_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsaved_failure *unsaved_list;
+
+/* The fields a failure record sets (status_record_failure). */
+static const char *const failure_fields[] = {"state",     "error",    "last_error",
+                                             "last_sync", "warnings", "duration_seconds"};
+
+/* The entry of (st, source) and the link pointing at it; lock held. */
+static unsaved_failure **unsaved_find(store *st, const char *source)
+{
+    unsaved_failure **p = &unsaved_list;
+    for (; *p != NULL; p = &(*p)->next)
+        if (strcmp((*p)->path, store_path(st)) == 0 && strcmp((*p)->source, source) == 0)
+            break;
+    return p;
+}
+
+static void unsaved_free(unsaved_failure *u)
+{
+    free(u->path);
+    free(u->source);
+    json_decref(u->fields);
+    free(u);
+}
+
+void status_forget_unsaved(store *st, const char *source)
+{
+    pthread_mutex_lock(&unsaved_lock);
+    unsaved_failure **p = unsaved_find(st, source);
+    unsaved_failure *u = *p;
+    if (u != NULL)
+        *p = u->next;
+    pthread_mutex_unlock(&unsaved_lock);
+    if (u != NULL)
+        unsaved_free(u);
+}
+
+void status_keep_unsaved(store *st, const char *source, const json_t *doc, const char *why)
+{
+    status_forget_unsaved(st, source);
+    unsaved_failure *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return;
+    u->path = strdup(store_path(st));
+    u->source = strdup(source);
+    u->fields = json_object();
+    if (u->path == NULL || u->source == NULL || u->fields == NULL) {
+        unsaved_free(u);
+        return;
+    }
+    for (size_t i = 0; i < sizeof failure_fields / sizeof failure_fields[0]; i++) {
+        json_t *v = json_object_get(doc, failure_fields[i]);
+        if (v != NULL)
+            json_object_set_new(u->fields, failure_fields[i], json_deep_copy(v));
+    }
+    set(u->fields, "status_save_error", text_json(why));
+    pthread_mutex_lock(&unsaved_lock);
+    u->next = unsaved_list;
+    unsaved_list = u;
+    pthread_mutex_unlock(&unsaved_lock);
+}
+
+/* Lays the failure the file could not save over its persisted document. */
+static void overlay_unsaved(store *st, const char *source, json_t *doc)
+{
+    pthread_mutex_lock(&unsaved_lock);
+    unsaved_failure *u = *unsaved_find(st, source);
+    if (u != NULL)
+        json_object_update(doc, u->fields);
+    pthread_mutex_unlock(&unsaved_lock);
+}
+
 json_t *sync_status_unreadable(const ds_error *err)
 {
     json_t *doc = json_object();
@@ -293,6 +375,7 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
         json_decref(doc);
         return NULL;
     }
+    overlay_unsaved(st, src->name, doc);
     add_defaults(doc);
     set(doc, "watermarks", watermarks);
     double interval = src->refresh_interval_minutes;

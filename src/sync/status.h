@@ -17,4 +17,11 @@ void status_record_success(json_t *doc, const sync_report *report, bool split, b
 /* A failed sync: state error with the reason; the rest is kept. */
 void status_record_failure(json_t *doc, const char *reason, double duration_s, const sync_report *report);
 
+/* A failure record the DuckDB file could not save (why: the store's error):
+ * kept in memory for this file and source, and laid over the persisted
+ * document by sync_status_json, so the status and the metrics never say
+ * ready after it. status_forget_unsaved: a record was saved. */
+void status_keep_unsaved(store *st, const char *source, const json_t *doc, const char *why);
+void status_forget_unsaved(store *st, const char *source);
+
 #endif

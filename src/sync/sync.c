@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "sync/commit.h"
 #include "sync/conns.h"
+#include "sync/status.h"
 
 const char *sync_phase_name(sync_phase phase)
 {
@@ -53,6 +54,28 @@ static bool run_jobs(table_job *jobs, size_t njobs, sync_report *report, ds_erro
     return ok;
 }
 
+/* After a failed commit (or any DuckDB error: a full disk fails the
+ * autocommitted inserts of a full sync too) DuckDB's memory may not match
+ * the file: the store is reopened (waiting for other syncs to finish with
+ * it) before the failure is recorded, so the record and every later sync
+ * start from what the file holds. */
+static void reopen_after_failed_commit(store *st)
+{
+    store_mark_suspect(st);
+    store_use_end(st);
+    ds_error err; /* logged by store_reopen; the record then fails and is kept in memory */
+    store_reopen(st, &err);
+    store_use_begin(st);
+}
+
+/* The path still names the open file (before the reads and again before the
+ * commit: a sync can take minutes). */
+static bool file_present(store *st, bool *lost, ds_error *err)
+{
+    *lost = !store_file_check(st, err);
+    return !*lost;
+}
+
 bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
                  sync_report *report, ds_error *err)
 {
@@ -69,17 +92,32 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     size_t njobs = src->n_plans;
     for (size_t i = 0; i < njobs; i++)
         job_init(&jobs[i], st, cfg, src, opt, i);
-    bool ok = run_jobs(jobs, njobs, report, err);
+    /* A store left suspect or closed by an earlier failure is reopened
+     * first; a file deleted or replaced under it takes no sync (it would be
+     * lost at exit). */
+    bool usable = !store_needs_reopen(st) || store_reopen(st, err);
+    store_use_begin(st);
+    bool file_lost = false;
+    bool ok = usable && file_present(st, &file_lost, err) && run_jobs(jobs, njobs, report, err);
     if (ok && sync_cancelled(opt))
         ok = ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
-    if (ok) {
+    bool commit_failed = false;
+    if (ok && file_present(st, &file_lost, err)) {
         set_phase(opt, SYNC_PHASE_COMMITTING);
         ok = commit_sync(st, src, jobs, njobs, report, started, err);
+        commit_failed = !ok;
+    } else {
+        ok = false;
     }
+    if (ok)
+        status_forget_unsaved(st, src->name);
     if (!ok) {
         ds_error_prefix(err, "%s: ", src->name);
+        if (usable && !file_lost && (commit_failed || err->code == DS_ERR_STORE))
+            reopen_after_failed_commit(st);
         commit_record_failure(st, src, jobs, njobs, report, started, err);
     }
+    store_use_end(st);
     for (size_t i = 0; i < njobs; i++)
         job_free(&jobs[i]);
     set_phase(opt, SYNC_PHASE_IDLE);
@@ -92,20 +130,27 @@ bool sync_reset_watermarks(store *st, const cfg_source *src, ds_error *err)
     for (size_t i = 0; i < src->n_plans; i++)
         tables[i] = src->plans[i].table;
     duckdb_connection duck;
-    if (!store_connect(st, &duck, err))
+    store_use_begin(st);
+    if (!store_connect(st, &duck, err)) {
+        store_use_end(st);
         return false;
+    }
     store_commit_lock(st);
     bool ok = store_clear_watermarks(duck, tables, src->n_plans, err);
     store_commit_unlock(st);
     duckdb_disconnect(&duck);
+    store_use_end(st);
     return ok;
 }
 
 bool sync_cleanup_staging(store *st, const cfg_config *cfg, ds_error *err)
 {
     duckdb_connection duck;
-    if (!store_connect(st, &duck, err))
+    store_use_begin(st);
+    if (!store_connect(st, &duck, err)) {
+        store_use_end(st);
         return false;
+    }
     bool ok = true;
     for (size_t s = 0; ok && s < cfg->n_sources; s++) {
         const cfg_source *src = &cfg->sources[s];
@@ -117,5 +162,6 @@ bool sync_cleanup_staging(store *st, const cfg_config *cfg, ds_error *err)
         }
     }
     duckdb_disconnect(&duck);
+    store_use_end(st);
     return ok;
 }
