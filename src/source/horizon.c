@@ -127,6 +127,39 @@ static bool has_pg_snapshot(const pgsrc_conn *conn)
     return PQserverVersion(conn->pg) >= 130000;
 }
 
+/* A snapshot lists the transactions in progress below its xmax (the newest
+ * completed one + 1) only: one that took its id after that and is still
+ * running is not listed, though it may have started before the snapshot.
+ * Every running transaction holds an exclusive lock on its own id, which
+ * pg_locks shows to any role (32-bit ids: widened with xmax's epoch). */
+static bool add_running_past_xmax(pgsrc_conn *conn, pgsrc_snapshot *snap, ds_error *err)
+{
+    PGresult *res =
+        pgsrc_query_rows(conn,
+                         "SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid' "
+                         "AND mode = 'ExclusiveLock' AND granted",
+                         err);
+    if (res == NULL)
+        return false;
+    int n = PQntuples(res);
+    uint64_t *xip = realloc(snap->xip, (snap->nxip + (size_t)n + 1) * sizeof *xip);
+    if (xip == NULL) {
+        PQclear(res);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    snap->xip = xip;
+    for (int i = 0; i < n; i++) {
+        uint64_t low = strtoull(PQgetvalue(res, i, 0), NULL, 10) & 0xffffffffu;
+        uint64_t x = (snap->xmax & ~(uint64_t)0xffffffffu) | low;
+        if (x < snap->xmax)
+            x += (uint64_t)1 << 32; /* the epoch turned after xmax */
+        if (x - snap->xmax < ((uint64_t)1 << 31))
+            snap->xip[snap->nxip++] = x;
+    }
+    PQclear(res);
+    return true;
+}
+
 bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -140,7 +173,10 @@ bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
     if (ok && (PQntuples(res) != 1 || !pgsrc_parse_snapshot(PQgetvalue(res, 0, 0), out)))
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
-    if (ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0) {
+    bool standby = ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    if (ok && !standby)
+        ok = add_running_past_xmax(conn, out, err);
+    if (ok && standby) {
         out->standby = true;
         free(out->xip);
         out->xip = NULL;
@@ -193,6 +229,42 @@ bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uin
                  : strcmp(status, "aborted") == 0 ? PGSRC_XACT_ABORTED
                                                   : PGSRC_XACT_COMMITTED;
     }
+    PQclear(res);
+    return ok;
+}
+
+bool pgsrc_keep_writers(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
+                        bool *keep, ds_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        keep[i] = true;
+    if (snap->standby || n == 0)
+        return true;
+    /* pg_locks shows 32-bit ids; relation locks of one transaction share
+     * its virtualtransaction (a prepared one's too). */
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql,
+                  "WITH mine AS (SELECT relation FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = "
+                  "'relation' AND relation IS NOT NULL), x AS (SELECT x, ord FROM unnest('{");
+    for (size_t i = 0; i < n; i++)
+        ds_buf_appendf(&sql, "%s%" PRIu64, i ? "," : "", xids[i] & 0xffffffffu);
+    ds_buf_append(
+        &sql, "}'::int8[]) WITH ORDINALITY AS u(x, ord)) SELECT NOT EXISTS (SELECT 1 FROM pg_locks t WHERE "
+              "t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted AND "
+              "t.transactionid::text::int8 = x.x AND NOT EXISTS (SELECT 1 FROM pg_locks r WHERE "
+              "r.virtualtransaction = t.virtualtransaction AND r.locktype = 'relation' AND r.database = "
+              "(SELECT oid FROM pg_database WHERE datname = current_database()) AND r.relation IN (SELECT "
+              "relation FROM mine) AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', "
+              "'ExclusiveLock', 'AccessExclusiveLock'))) FROM x ORDER BY ord");
+    char *text = ds_buf_take_or_err(&sql, err);
+    PGresult *res = text ? pgsrc_query_rows(conn, text, err) : NULL;
+    free(text);
+    if (res == NULL)
+        return false;
+    bool ok = (size_t)PQntuples(res) == n ||
+              ds_error_set(err, DS_ERR_SOURCE, "writers: %d rows for %zu ids", PQntuples(res), n);
+    for (size_t i = 0; ok && i < n; i++)
+        keep[i] = strcmp(PQgetvalue(res, (int)i, 0), "t") == 0;
     PQclear(res);
     return ok;
 }

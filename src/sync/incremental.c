@@ -226,20 +226,45 @@ bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *
             ok = add_pending(next, p->xid, p->from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         }
     }
-    /* A transaction that began after the previous read took every value it
-     * writes after that read's rows (a sequence's next value, now()): the
-     * previous watermark bounds them. One older than that read, and not
-     * known to it, has no bound but the beginning. */
+    /* prev lists every transaction that was in progress at the previous
+     * read and had written to what it read: one it does not list began
+     * after it, or wrote after it, and takes every value it writes after
+     * that read's rows (a sequence's next value; a time column is bounded
+     * by the time horizon): the previous watermark bounds them. Without a
+     * previous read (a full load), only the beginning does. */
     for (size_t i = 0; ok && i < plan->snap->nxip; i++) {
         uint64_t x = plan->snap->xip[i];
-        if (was_pending(prev, x))
+        if (was_pending(prev, x) || was_pending(next, x))
             continue;
-        const char *from = prev->known && x >= prev->xmax ? plan->prev_watermark : NULL;
+        const char *from = prev->known ? plan->prev_watermark : NULL;
         ok = add_pending(next, x, from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     free(xids);
     free(outcomes);
     if (!ok)
         inc_state_free(next);
+    return ok;
+}
+
+bool inc_keep_writers(pgsrc_conn *pg, const pgsrc_snapshot *snap, inc_read_state *next, ds_error *err)
+{
+    size_t n = next->npending;
+    uint64_t *xids = calloc(n + 1, sizeof *xids);
+    bool *keep = calloc(n + 1, sizeof *keep);
+    bool ok = (xids != NULL && keep != NULL) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; ok && i < n; i++)
+        xids[i] = next->pending[i].xid;
+    ok = ok && pgsrc_keep_writers(pg, snap, xids, n, keep, err);
+    size_t kept = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (keep[i])
+            next->pending[kept++] = next->pending[i];
+        else
+            free(next->pending[i].from);
+    }
+    if (ok)
+        next->npending = kept;
+    free(xids);
+    free(keep);
     return ok;
 }

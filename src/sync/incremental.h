@@ -50,7 +50,7 @@ typedef struct inc_pending {
 /* What a table's last read leaves for the next (_duckstore.tables.read_state). */
 typedef struct inc_read_state {
     bool known;    /* recorded by a read */
-    uint64_t xmax; /* of the last read's snapshot */
+    uint64_t xmax; /* of the last read's snapshot (shown for diagnosis) */
     inc_pending *pending;
     size_t npending;
 } inc_read_state;
@@ -77,6 +77,10 @@ typedef struct inc_read_plan {
 } inc_read_plan;
 bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *plan, char **start,
                    inc_read_state *next, size_t *late, ds_error *err);
+
+/* After the read, in its transaction: drops from next the transactions
+ * that have not written to what the read touched (pgsrc_keep_writers). */
+bool inc_keep_writers(pgsrc_conn *pg, const pgsrc_snapshot *snap, inc_read_state *next, ds_error *err);
 
 /* Merges staging_ref (quoted, possibly qualified) into table inside the
  * caller's transaction: upsert when key has columns, EXCEPT ALL against
