@@ -160,9 +160,72 @@ static bool add_running_past_xmax(pgsrc_conn *conn, pgsrc_snapshot *snap, ds_err
     return true;
 }
 
-bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
+/* Of the transactions in progress at the snapshot, the ones a later read
+ * must wait for (see pgsrc_begin_read). pg_locks shows 32-bit ids; the
+ * relation locks of one transaction share its virtualtransaction (a
+ * prepared one's too). */
+static bool keep_writers(pgsrc_conn *conn, pgsrc_snapshot *snap, size_t *ended, ds_error *err)
+{
+    *ended = 0;
+    if (snap->nxip == 0)
+        return true;
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql,
+                  "WITH mine AS (SELECT relation FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = "
+                  "'relation' AND relation IS NOT NULL), running AS (SELECT transactionid::text::int8 AS x, "
+                  "virtualtransaction FROM pg_locks WHERE locktype = 'transactionid' AND mode = "
+                  "'ExclusiveLock' AND granted), x AS (SELECT x, ord FROM unnest('{");
+    for (size_t i = 0; i < snap->nxip; i++)
+        ds_buf_appendf(&sql, "%s%" PRIu64, i ? "," : "", snap->xip[i] & 0xffffffffu);
+    ds_buf_append(&sql,
+                  "}'::int8[]) WITH ORDINALITY AS u(x, ord)) SELECT EXISTS (SELECT 1 FROM running t WHERE "
+                  "t.x = x.x), EXISTS (SELECT 1 FROM running t JOIN pg_locks r USING (virtualtransaction) "
+                  "WHERE t.x = x.x AND r.locktype = 'relation' AND r.database = (SELECT oid FROM pg_database "
+                  "WHERE datname = current_database()) AND r.relation IN (SELECT relation FROM mine) AND "
+                  "r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+                  "'AccessExclusiveLock')) FROM x ORDER BY ord");
+    char *text = ds_buf_take_or_err(&sql, err);
+    PGresult *res = text ? pgsrc_query_rows(conn, text, err) : NULL;
+    free(text);
+    if (res == NULL)
+        return false;
+    bool ok = (size_t)PQntuples(res) == snap->nxip ||
+              ds_error_set(err, DS_ERR_SOURCE, "writers: %d rows for %zu ids", PQntuples(res), snap->nxip);
+    size_t kept = 0;
+    for (size_t i = 0; ok && i < snap->nxip; i++) {
+        bool running = strcmp(PQgetvalue(res, (int)i, 0), "t") == 0;
+        bool writes = strcmp(PQgetvalue(res, (int)i, 1), "t") == 0;
+        *ended += !running;
+        if (!running || writes)
+            snap->xip[kept++] = snap->xip[i];
+    }
+    if (ok)
+        snap->nxip = kept;
+    PQclear(res);
+    return ok;
+}
+
+/* Locks every relation the query reads, as its read will, without reading
+ * a row (locks last until the read's transaction ends). */
+static bool lock_query_relations(pgsrc_conn *conn, const char *query, ds_error *err)
+{
+    char *trimmed = pgsrc_trim_query(query);
+    if (trimmed == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_appendf(&sql, "SELECT 1 FROM (%s\n) AS _locks LIMIT 0", trimmed);
+    free(trimmed);
+    char *text = ds_buf_take_or_err(&sql, err);
+    bool ok = text != NULL && pgsrc_exec(conn, text, err);
+    free(text);
+    return ok;
+}
+
+static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, size_t *ended,
+                            ds_error *err)
 {
     memset(out, 0, sizeof *out);
+    *ended = 0;
     bool ok = pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
     PGresult *res =
         !ok ? NULL
@@ -174,8 +237,10 @@ bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
     bool standby = ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    PQclear(res);
     if (ok && !standby)
-        ok = add_running_past_xmax(conn, out, err);
+        ok = add_running_past_xmax(conn, out, err) && lock_query_relations(conn, query, err) &&
+             keep_writers(conn, out, ended, err);
     if (ok && standby) {
         out->standby = true;
         free(out->xip);
@@ -188,12 +253,28 @@ bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err)
                 out->xip[out->nxip++] = out->xmax - 1;
         }
     }
-    PQclear(res);
     if (!ok) {
         pgsrc_snapshot_free(out);
         pgsrc_exec(conn, "ROLLBACK", NULL);
     }
     return ok;
+}
+
+bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err)
+{
+    /* A transaction that ended between the snapshot and the lock check
+     * cannot be told apart from a writer; a new snapshot sees it ended.
+     * After a few tries (a busy server) it stays listed, which is safe. */
+    for (int attempt = 0;; attempt++) {
+        size_t ended = 0;
+        if (!begin_read_once(conn, query, out, &ended, err))
+            return false;
+        if (ended == 0 || attempt == 4)
+            return true;
+        pgsrc_snapshot_free(out);
+        if (!pgsrc_exec(conn, "ROLLBACK", err))
+            return false;
+    }
 }
 
 bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
@@ -229,42 +310,6 @@ bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uin
                  : strcmp(status, "aborted") == 0 ? PGSRC_XACT_ABORTED
                                                   : PGSRC_XACT_COMMITTED;
     }
-    PQclear(res);
-    return ok;
-}
-
-bool pgsrc_keep_writers(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
-                        bool *keep, ds_error *err)
-{
-    for (size_t i = 0; i < n; i++)
-        keep[i] = true;
-    if (snap->standby || n == 0)
-        return true;
-    /* pg_locks shows 32-bit ids; relation locks of one transaction share
-     * its virtualtransaction (a prepared one's too). */
-    ds_buf sql = DS_BUF_INIT;
-    ds_buf_append(&sql,
-                  "WITH mine AS (SELECT relation FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = "
-                  "'relation' AND relation IS NOT NULL), x AS (SELECT x, ord FROM unnest('{");
-    for (size_t i = 0; i < n; i++)
-        ds_buf_appendf(&sql, "%s%" PRIu64, i ? "," : "", xids[i] & 0xffffffffu);
-    ds_buf_append(
-        &sql, "}'::int8[]) WITH ORDINALITY AS u(x, ord)) SELECT NOT EXISTS (SELECT 1 FROM pg_locks t WHERE "
-              "t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted AND "
-              "t.transactionid::text::int8 = x.x AND NOT EXISTS (SELECT 1 FROM pg_locks r WHERE "
-              "r.virtualtransaction = t.virtualtransaction AND r.locktype = 'relation' AND r.database = "
-              "(SELECT oid FROM pg_database WHERE datname = current_database()) AND r.relation IN (SELECT "
-              "relation FROM mine) AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', "
-              "'ExclusiveLock', 'AccessExclusiveLock'))) FROM x ORDER BY ord");
-    char *text = ds_buf_take_or_err(&sql, err);
-    PGresult *res = text ? pgsrc_query_rows(conn, text, err) : NULL;
-    free(text);
-    if (res == NULL)
-        return false;
-    bool ok = (size_t)PQntuples(res) == n ||
-              ds_error_set(err, DS_ERR_SOURCE, "writers: %d rows for %zu ids", PQntuples(res), n);
-    for (size_t i = 0; ok && i < n; i++)
-        keep[i] = strcmp(PQgetvalue(res, (int)i, 0), "t") == 0;
     PQclear(res);
     return ok;
 }

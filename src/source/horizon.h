@@ -51,11 +51,18 @@ void pgsrc_snapshot_free(pgsrc_snapshot *s);
 
 /* Begins the read's transaction (REPEATABLE READ, READ ONLY) and fixes
  * its snapshot: every statement of the read, and every partition worker
- * importing it, sees exactly out. On a primary, out->xip also gets the
- * transactions running past the snapshot's xmax (which it does not list),
- * so that it holds every transaction in progress. The caller ends the
- * transaction. */
-bool pgsrc_begin_read(pgsrc_conn *conn, pgsrc_snapshot *out, ds_error *err);
+ * importing it, sees exactly out. The caller ends the transaction.
+ *
+ * On a primary, out->xip lists the transactions in progress that a later
+ * read must wait for: those the snapshot lists, and those running past its
+ * xmax (which it does not list: pg_locks shows them), less those that hold
+ * no write lock on a relation query reads. Such a one has not written the
+ * rows this read could see, and whatever it writes later takes values
+ * after them (a sequence's next value; a time column is bounded by the
+ * time horizon). One that ended between the snapshot and that check could
+ * have written anything this read cannot see: the snapshot is taken anew
+ * (up to five times; then it stays listed, which is safe). */
+bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err);
 
 /* How transactions noted in progress by an earlier read stand in the
  * current read's snapshot snap (inside the read's transaction). An id too
@@ -68,16 +75,6 @@ typedef enum pgsrc_xact_outcome {
 } pgsrc_xact_outcome;
 bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
                          pgsrc_xact_outcome *out, ds_error *err);
-
-/* On a primary, after the read, inside its transaction: which of xids a
- * later read must still wait for. One still running that holds no write
- * lock on any relation the read touched (its locks last until it ends) has
- * not written the rows read, and whatever it writes from now on takes
- * values after them (a sequence's next value; a time column is bounded by
- * the time horizon): it is dropped. One that has ended since the snapshot
- * is kept (its rows were not visible). A standby keeps all. */
-bool pgsrc_keep_writers(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,
-                        bool *keep, ds_error *err);
 
 /* Who holds transaction xid open, for the status: a session, a prepared
  * transaction, or (not visible here) a transaction on the primary or in

@@ -245,26 +245,3 @@ bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *
         inc_state_free(next);
     return ok;
 }
-
-bool inc_keep_writers(pgsrc_conn *pg, const pgsrc_snapshot *snap, inc_read_state *next, ds_error *err)
-{
-    size_t n = next->npending;
-    uint64_t *xids = calloc(n + 1, sizeof *xids);
-    bool *keep = calloc(n + 1, sizeof *keep);
-    bool ok = (xids != NULL && keep != NULL) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; ok && i < n; i++)
-        xids[i] = next->pending[i].xid;
-    ok = ok && pgsrc_keep_writers(pg, snap, xids, n, keep, err);
-    size_t kept = 0;
-    for (size_t i = 0; ok && i < n; i++) {
-        if (keep[i])
-            next->pending[kept++] = next->pending[i];
-        else
-            free(next->pending[i].from);
-    }
-    if (ok)
-        next->npending = kept;
-    free(xids);
-    free(keep);
-    return ok;
-}

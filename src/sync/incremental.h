@@ -78,10 +78,6 @@ typedef struct inc_read_plan {
 bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *plan, char **start,
                    inc_read_state *next, size_t *late, ds_error *err);
 
-/* After the read, in its transaction: drops from next the transactions
- * that have not written to what the read touched (pgsrc_keep_writers). */
-bool inc_keep_writers(pgsrc_conn *pg, const pgsrc_snapshot *snap, inc_read_state *next, ds_error *err);
-
 /* Merges staging_ref (quoted, possibly qualified) into table inside the
  * caller's transaction: upsert when key has columns, EXCEPT ALL against
  * stored rows past the read start when the read overlaps, else append. */

@@ -231,7 +231,7 @@ static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
  * committed since. */
 static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
-    if (!pgsrc_begin_read(pg, &job->snap, &job->err))
+    if (!pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err))
         return false;
     if (!job->tracks_xacts)
         return true;
@@ -360,8 +360,6 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
     if (job->opt->progress)
         atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);
     bool read = read_rows(job, pg, &shared);
-    if (read && job->tracks_xacts)
-        read = inc_keep_writers(pg, &job->snap, &job->next_state, &job->err);
     if (read)
         read = pgsrc_exec(pg, "COMMIT", &job->err);
     else
