@@ -28,6 +28,7 @@ typedef enum pgsrc_kind {
     PGSRC_TIMESTAMPTZ,
     PGSRC_INTERVAL,
     PGSRC_UUID,
+    PGSRC_INET, /* inet and cidr, as PostgreSQL prints them (VARCHAR) */
     PGSRC_LIST, /* one-dimensional array of a scalar kind above */
 } pgsrc_kind;
 
