@@ -162,6 +162,7 @@ void pgtypes_text_type(pgsrc_type *out)
 {
     memset(out, 0, sizeof *out);
     set_scalar(out, PGSRC_TEXT, "VARCHAR");
+    out->as_text = true;
 }
 
 void pgtypes_text_list_type(pgsrc_type *out)
@@ -183,16 +184,22 @@ bool pgtypes_is_orderable(const pgsrc_type *type)
     case PGSRC_FLOAT8:
     case PGSRC_NUMERIC_DECIMAL:
     case PGSRC_NUMERIC_DOUBLE:
-    case PGSRC_TEXT:
     case PGSRC_DATE:
     case PGSRC_TIME:
     case PGSRC_TIMESTAMP:
     case PGSRC_TIMESTAMPTZ:
     case PGSRC_UUID:
         return true;
+    case PGSRC_TEXT:
+        return !type->as_text;
     default:
         return false;
     }
+}
+
+bool pgtypes_is_text_form(const pgsrc_type *type)
+{
+    return type->kind == PGSRC_INET || (type->kind == PGSRC_TEXT && type->as_text);
 }
 
 bool pgtypes_is_partitionable(const pgsrc_type *type)
