@@ -287,6 +287,70 @@ static bool bad_length(const pgsrc_type *t, int32_t len, ds_error *err)
     return ds_error_set(err, DS_ERR_DECODE, "malformed %s value in COPY data (%d bytes)", t->ddl, (int)len);
 }
 
+enum { PG_AF_INET = 2, PG_AF_INET6 = 3, INET_TEXT_CAP = 64 };
+
+/* The 8 groups of an IPv6 address as PostgreSQL's inet output prints them:
+ * the first longest run of two or more zero groups becomes "::", and an
+ * address of the forms ::a.b.c.d and ::ffff:a.b.c.d (not ::1) ends in
+ * dotted decimal. */
+static int format_ipv6(const unsigned char *a, char *out)
+{
+    unsigned words[8];
+    int zero_at = -1, zero_len = 0;
+    for (int i = 0, run = 0; i < 8; i++) {
+        words[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+        run = words[i] == 0 ? run + 1 : 0;
+        if (run > zero_len) {
+            zero_len = run;
+            zero_at = i - run + 1;
+        }
+    }
+    if (zero_len < 2)
+        zero_at = -1;
+    bool v4_tail = zero_at == 0 && (zero_len == 6 || (zero_len == 7 && words[7] != 1) ||
+                                    (zero_len == 5 && words[5] == 0xffff));
+    int n = 0;
+    for (int i = 0; i < 8; i++) {
+        if (zero_at >= 0 && i >= zero_at && i < zero_at + zero_len) {
+            if (i == zero_at)
+                out[n++] = ':';
+            continue;
+        }
+        if (i != 0)
+            out[n++] = ':';
+        if (i == 6 && v4_tail) {
+            n += snprintf(out + n, INET_TEXT_CAP - (size_t)n, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+            return n;
+        }
+        n += snprintf(out + n, INET_TEXT_CAP - (size_t)n, "%x", words[i]);
+    }
+    if (zero_at >= 0 && zero_at + zero_len == 8)
+        out[n++] = ':';
+    out[n] = '\0';
+    return n;
+}
+
+/* inet / cidr wire format: family, mask bits, is_cidr, address length (4
+ * or 16), the address. Printed as PostgreSQL's output functions print it
+ * (not as its ::text cast, which always adds the mask): an inet's mask only
+ * when shorter than the address, a cidr's always. Returns the length of
+ * out (INET_TEXT_CAP bytes), or -1 when the value is malformed. */
+static int format_inet(const unsigned char *p, int32_t len, char *out)
+{
+    if (len < 4)
+        return -1;
+    int family = p[0], bits = p[1], is_cidr = p[2], nb = p[3];
+    int full = family == PG_AF_INET ? 32 : family == PG_AF_INET6 ? 128 : -1;
+    if (full < 0 || nb != full / 8 || len != 4 + nb || bits > full || is_cidr > 1)
+        return -1;
+    const unsigned char *a = p + 4;
+    int n = full == 32 ? snprintf(out, INET_TEXT_CAP, "%u.%u.%u.%u", a[0], a[1], a[2], a[3])
+                       : format_ipv6(a, out);
+    if (is_cidr || bits != full)
+        n += snprintf(out + n, INET_TEXT_CAP - (size_t)n, "/%d", bits);
+    return n;
+}
+
 /* Decodes one non-NULL scalar value into row `row` of a flat vector. */
 static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector vec, void *data,
                           uint64_t **validity, idx_t row, const unsigned char *p, int32_t len, ds_error *err)
@@ -417,6 +481,15 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
          * signed comparison orders them like the bytes. */
         duckdb_hugeint h = {.lower = rd64(p + 8), .upper = (int64_t)(rd64(p) ^ (UINT64_C(1) << 63))};
         ((duckdb_hugeint *)data)[row] = h;
+        return true;
+    }
+    case PGSRC_INET: {
+        char text[INET_TEXT_CAP];
+        int n = format_inet(p, len, text);
+        if (n < 0)
+            return ds_error_set(err, DS_ERR_DECODE, "malformed inet or cidr value in COPY data (%d bytes)",
+                                (int)len);
+        duckdb_vector_assign_string_element_len(vec, row, text, (idx_t)n);
         return true;
     }
     case PGSRC_LIST:

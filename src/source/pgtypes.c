@@ -15,8 +15,10 @@ enum {
     OID_TEXT = 25,
     OID_OID = 26,
     OID_JSON = 114,
+    OID_CIDR = 650,
     OID_FLOAT4 = 700,
     OID_FLOAT8 = 701,
+    OID_INET = 869,
     OID_BPCHAR = 1042,
     OID_VARCHAR = 1043,
     OID_DATE = 1082,
@@ -39,7 +41,7 @@ static const array_oid array_oids[] = {
     {1016, OID_INT8},    {1021, OID_FLOAT4},    {1022, OID_FLOAT8},      {1182, OID_DATE},
     {1183, OID_TIME},    {1115, OID_TIMESTAMP}, {1185, OID_TIMESTAMPTZ}, {1187, OID_INTERVAL},
     {1231, OID_NUMERIC}, {2951, OID_UUID},      {199, OID_JSON},         {3807, OID_JSONB},
-    {1028, OID_OID},
+    {1028, OID_OID},     {1041, OID_INET},      {651, OID_CIDR},
 };
 
 static void set_scalar(pgsrc_type *t, pgsrc_kind kind, const char *ddl)
@@ -127,6 +129,10 @@ static bool map_scalar(uint32_t oid, int32_t typmod, pgsrc_type *t)
     case OID_UUID:
         set_scalar(t, PGSRC_UUID, "UUID");
         return true;
+    case OID_INET:
+    case OID_CIDR: /* decoded, not cast: inet's ::text adds /32 where its output has none */
+        set_scalar(t, PGSRC_INET, "VARCHAR");
+        return true;
     default:
         return false;
     }
@@ -156,6 +162,7 @@ void pgtypes_text_type(pgsrc_type *out)
 {
     memset(out, 0, sizeof *out);
     set_scalar(out, PGSRC_TEXT, "VARCHAR");
+    out->as_text = true;
 }
 
 void pgtypes_text_list_type(pgsrc_type *out)
@@ -177,16 +184,22 @@ bool pgtypes_is_orderable(const pgsrc_type *type)
     case PGSRC_FLOAT8:
     case PGSRC_NUMERIC_DECIMAL:
     case PGSRC_NUMERIC_DOUBLE:
-    case PGSRC_TEXT:
     case PGSRC_DATE:
     case PGSRC_TIME:
     case PGSRC_TIMESTAMP:
     case PGSRC_TIMESTAMPTZ:
     case PGSRC_UUID:
         return true;
+    case PGSRC_TEXT:
+        return !type->as_text;
     default:
         return false;
     }
+}
+
+bool pgtypes_is_text_form(const pgsrc_type *type)
+{
+    return type->kind == PGSRC_INET || (type->kind == PGSRC_TEXT && type->as_text);
 }
 
 bool pgtypes_is_partitionable(const pgsrc_type *type)

@@ -28,6 +28,7 @@ typedef enum pgsrc_kind {
     PGSRC_TIMESTAMPTZ,
     PGSRC_INTERVAL,
     PGSRC_UUID,
+    PGSRC_INET, /* inet and cidr, as PostgreSQL prints them (VARCHAR) */
     PGSRC_LIST, /* one-dimensional array of a scalar kind above */
 } pgsrc_kind;
 
@@ -36,7 +37,10 @@ typedef struct pgsrc_type {
     pgsrc_kind elem_kind;     /* PGSRC_LIST only */
     uint8_t precision, scale; /* decimals (of the element for lists) */
     uint8_t decimal_bytes;    /* DuckDB storage of the decimal: 2, 4, 8 or 16 */
-    char ddl[40];             /* DuckDB column type, e.g. "DECIMAL(12,4)", "VARCHAR[]" */
+    /* A value of another type (an enum, a cast to text) stored as its text
+     * form: DuckDB orders the text, PostgreSQL the type. */
+    bool as_text;
+    char ddl[40]; /* DuckDB column type, e.g. "DECIMAL(12,4)", "VARCHAR[]" */
 } pgsrc_type;
 
 /* How a query column should be read. cast is "" (read as is), "text" or
@@ -52,9 +56,20 @@ bool pgtypes_map_builtin(uint32_t oid, int32_t typmod, pgsrc_type *out);
 void pgtypes_text_type(pgsrc_type *out);
 void pgtypes_text_list_type(pgsrc_type *out);
 
-/* True when values of this type can serve as an incremental watermark or a
- * partition column: they have a total order PostgreSQL and DuckDB agree on. */
+/* True when values of this type order the same in PostgreSQL and in
+ * DuckDB, so a maximum taken in DuckDB is a bound PostgreSQL's `>` agrees
+ * with: numbers, dates and times, uuid and the real text types (which the
+ * incremental read compares with COLLATE "C", bytewise as DuckDB does).
+ * False for values stored as text that PostgreSQL orders as their own type
+ * (see pgtypes_is_text_form) and for types without such an order. */
 bool pgtypes_is_orderable(const pgsrc_type *type);
+
+/* True for a scalar that DuckDB stores as VARCHAR but PostgreSQL orders
+ * by its own rules: enums (declaration order), inet/cidr (by address),
+ * money (by amount), citext (without case), any other type read as text.
+ * Its text maximum is no watermark: `> '$9.00'` re-reads $10.00. */
+bool pgtypes_is_text_form(const pgsrc_type *type);
+
 bool pgtypes_is_partitionable(const pgsrc_type *type);
 
 #endif

@@ -237,8 +237,11 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
             tables[i] = jobs[i].plan->table;
         json_t *doc = connected ? status_load(duck, src->name) : json_object();
         status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
+        /* A configuration error is found before anything is stored, and
+         * fixing it must not cost a full rebuild (nor may each failed sync
+         * turn the next into one): the watermarks stay. */
         bool ok = connected && store_exec(duck, "BEGIN TRANSACTION", &err) &&
-                  store_clear_watermarks(duck, tables, njobs, &err) &&
+                  (cause->code == DS_ERR_CONFIG || store_clear_watermarks(duck, tables, njobs, &err)) &&
                   status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
         if (ok) {
             status_forget_unsaved(st, src->name);

@@ -142,9 +142,11 @@ void sync_report_warning(sync_report *report, const char *fmt, ...) __attribute_
 
 /* The checks a query must pass before it is read, on its description only
  * (no row read), shared by a sync and check-config: dataset_id in both
- * queries of a split source and the unique_key columns (a DS_ERR_CONFIG
- * error naming the file and line), and warnings about incremental_column
- * and partition_column (appended to warnings). */
+ * queries of a split source, the unique_key columns, an incremental_column
+ * stored as text that PostgreSQL orders otherwise and a lookback of the
+ * wrong kind for it (a DS_ERR_CONFIG error naming the file and line), and
+ * warnings about incremental_column, partition_column and a top-level
+ * LIMIT in an incremental query (appended to warnings). */
 bool sync_check_query(const cfg_source *src, const cfg_query_plan *plan, const pgsrc_desc *desc,
                       sync_report *warnings, ds_error *err);
 

@@ -120,6 +120,7 @@ static duckdb_logical_type scalar_logical_type(pgsrc_kind kind, const pgsrc_type
     case PGSRC_NUMERIC_DECIMAL:
         return duckdb_create_decimal_type(t->precision, t->scale);
     case PGSRC_TEXT:
+    case PGSRC_INET:
     case PGSRC_JSON: /* JSON is a VARCHAR alias; plain VARCHAR stores the same */
     case PGSRC_JSONB:
         id = DUCKDB_TYPE_VARCHAR;

@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #include "common/strbuf.h"
+#include "source/querytext.h"
 #include "source/ranges.h"
 #include "store/store.h"
 #include "store/tables.h"
@@ -937,9 +938,53 @@ static void check_pg(const fuzz_case *c)
     free(table);
 }
 
+/* pgsrc_top_level_limit on the input as text (up to its first NUL): it
+ * names one of its three clauses or none, and what it finds depends only on
+ * the text's top level: a LIMIT before the text is found whatever follows;
+ * the text inside a line comment, a string, a quoted identifier, a dollar
+ * quote or parentheses (each made so the text cannot end it) holds none. */
+static void check_limit_scan(const uint8_t *data, size_t size)
+{
+    char *text = strndup((const char *)data, size);
+    CHECK(text != NULL);
+    const char *found = pgsrc_top_level_limit(text);
+    CHECK(found == NULL || strcmp(found, "LIMIT") == 0 || strcmp(found, "OFFSET") == 0 ||
+          strcmp(found, "FETCH") == 0);
+    size_t n = strlen(text);
+    char *buf = malloc(2 * n + 32);
+    CHECK(buf != NULL);
+    snprintf(buf, 2 * n + 32, "SELECT 1 LIMIT 1 %s", text);
+    found = pgsrc_top_level_limit(buf);
+    CHECK(found != NULL && strcmp(found, "LIMIT") == 0, "%s", buf);
+
+    static const struct {
+        const char *open, *close;
+        char doubled;        /* a character doubled inside, or 0 */
+        const char *dropped; /* characters left out */
+    } wraps[] = {
+        {"SELECT 1 -- ", "", 0, "\n\r"}, {"SELECT '", "'", '\'', ""},   {"SELECT \"", "\"", '"', ""},
+        {"SELECT $q$", "$q$", 0, "$"},   {"SELECT /* ", " */", 0, "*"}, {"SELECT (", ")", 0, "'\"$-/()"},
+    };
+    for (size_t w = 0; w < sizeof wraps / sizeof wraps[0]; w++) {
+        char *q = buf + snprintf(buf, 32, "%s", wraps[w].open);
+        for (size_t i = 0; i < n; i++) {
+            if (strchr(wraps[w].dropped, text[i]) != NULL)
+                continue;
+            *q++ = text[i];
+            if (text[i] == wraps[w].doubled)
+                *q++ = text[i];
+        }
+        snprintf(q, 32, "%s", wraps[w].close);
+        CHECK(pgsrc_top_level_limit(buf) == NULL, "%s", buf);
+    }
+    free(buf);
+    free(text);
+}
+
 int fuzz_sql_input(const uint8_t *data, size_t size)
 {
     static fuzz_case c;
+    check_limit_scan(data, size);
     if (!decode(data, size, &c))
         return 0;
     open_db();

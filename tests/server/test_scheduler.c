@@ -402,9 +402,10 @@ static void test_busy_source_is_not_synced_twice(void **state)
     free(log);
 }
 
-/* A periodic sync that fails is retried (30 s backoff, capped at the 1.2 s
- * interval here); the failure clears the watermarks and keeps the data, so
- * the retry after the fix is a full rebuild. */
+/* A periodic sync that fails (at run time, not because of its
+ * configuration) is retried (30 s backoff, capped at the 1.2 s interval
+ * here); the failure clears the watermarks and keeps the data, so the retry
+ * after the fix is a full rebuild. */
 /* The dataset's document once no sync runs (the scheduler may have started
  * the next one meanwhile). */
 static json_t *settled(const tl_server *srv, const char *dataset)
@@ -440,7 +441,8 @@ static void test_failure_is_retried_and_recovers(void **state)
     assert_non_null(watermark(ds, "flaky_data"));
     json_decref(ds);
 
-    tl_pg_exec(g_pg, "ALTER TABLE flaky RENAME TO flaky_away");
+    tl_pg_exec(g_pg, "ALTER TABLE flaky RENAME TO flaky_away;"
+                     "CREATE VIEW flaky AS SELECT * FROM flaky_away WHERE 1 / 0 = 1");
     wait_metric(&srv, err_series, 2, 60);
     ds = settled(&srv, "flaky_data");
     assert_string_equal(json_string_value(json_object_get(ds, "state")), "error");
@@ -452,7 +454,7 @@ static void test_failure_is_retried_and_recovers(void **state)
     assert_true(tl_metric(metrics, "duckstore_source_state{source=\"flaky\",state=\"error\"}") == 1);
     free(metrics);
 
-    tl_pg_exec(g_pg, "ALTER TABLE flaky_away RENAME TO flaky;"
+    tl_pg_exec(g_pg, "DROP VIEW flaky; ALTER TABLE flaky_away RENAME TO flaky;"
                      "INSERT INTO flaky (id, created_at, v) VALUES (100, '2026-03-01 00:00:00+00', 'late')");
     wait_metric(&srv, ok_series, 2, 60);
     ds = settled(&srv, "flaky_data");

@@ -1,4 +1,4 @@
-/* A wide query whose columns the COPY must cast (inet[], cidr, money) and
+/* A wide query whose columns the COPY must cast (macaddr[], point, money) and
  * whose names are hostile (quotes, backslashes, 63-byte and non-ASCII
  * names), end to end through the source side: describe, the COPY SQL,
  * binary COPY into a DuckDB table through store_insert_stream, and every
@@ -13,7 +13,7 @@
 #include "common/strbuf.h"
 #include "source/pgsrc.h"
 
-#define N_INET_ARRAYS 120
+#define N_MAC_ARRAYS 120
 #define N_ROWS 4
 
 static char *g_conninfo;
@@ -24,7 +24,7 @@ typedef struct wide_col {
     const char *pg_type;
 } wide_col;
 
-static wide_col g_cols[N_INET_ARRAYS + 8];
+static wide_col g_cols[N_MAC_ARRAYS + 8];
 static size_t g_ncols;
 
 static void add_col(const char *name, const char *pg_type)
@@ -46,14 +46,14 @@ static void repeat(char *out, size_t cap, const char *s, int n)
 static void define_columns(void)
 {
     char name[64];
-    for (int i = 1; i <= N_INET_ARRAYS; i++) {
+    for (int i = 1; i <= N_MAC_ARRAYS; i++) {
         snprintf(name, sizeof name, "c\"%d\"", i);
-        add_col(name, "inet[]");
+        add_col(name, "macaddr[]");
     }
-    add_col("ci\"d'r\\", "cidr");
+    add_col("ci\"d'r\\", "point");
     repeat(name, sizeof name, "\"", 63); /* 63 quotes: 128 bytes once quoted */
-    add_col(name, "cidr");
-    add_col("名前\"'\\", "cidr");
+    add_col(name, "point");
+    add_col("名前\"'\\", "point");
     repeat(name, sizeof name, "m\\\"", 21); /* 63 bytes */
     add_col(name, "money");
     repeat(name, sizeof name, "€", 21); /* 63 bytes, 21 characters */
@@ -71,15 +71,19 @@ static void append_value(ds_buf *b, size_t i, int r)
         ds_buf_append(b, "NULL");
         return;
     }
-    if (strcmp(type, "inet[]") == 0) {
+    if (strcmp(type, "macaddr[]") == 0) {
         if (r == 3 && i % 3 == 1)
             ds_buf_append(b, "'{}'");
         else if (r == 2)
-            ds_buf_appendf(b, "ARRAY[NULL, '2001:db8::%zx/64', '10.%d.0.0/16']::inet[]", i, r);
+            ds_buf_appendf(b, "ARRAY[NULL, '08:00:2b:%02zx:00:%02x', 'ff:ff:ff:00:%02x:01']::macaddr[]", i, r,
+                           r);
         else
-            ds_buf_appendf(b, "ARRAY['10.0.%zu.%d', '192.168.%d.0/24', '::%zx']::inet[]", i, r, r, i + 1);
-    } else if (strcmp(type, "cidr") == 0) {
-        ds_buf_appendf(b, "'10.%zu.%d.0/24'::cidr", i % 256, r);
+            ds_buf_appendf(
+                b,
+                "ARRAY['00:00:5e:00:%02zx:%02x', '01:00:5e:7f:%02x:00', '00:%02zx:00:00:00:01']::macaddr[]",
+                i, r, r, i + 1);
+    } else if (strcmp(type, "point") == 0) {
+        ds_buf_appendf(b, "'(%zu.5,-%d)'::point", i % 256, r);
     } else {
         ds_buf_appendf(b, "'%d%zu.%02d'::money", r, i, r * 7);
     }
@@ -132,8 +136,7 @@ static bool fill_from_stream(void *ctx, duckdb_data_chunk out, ds_error *err)
 /* "SELECT id, <each column as text> FROM rel ORDER BY id", with arrays as
  * "<length>:" and their elements joined by '|' (NULL elements as <null>;
  * DuckDB joins an empty list to NULL, PostgreSQL to ''), spelled for
- * PostgreSQL or for DuckDB. The values are PostgreSQL's ::text (for inet
- * "10.0.0.1/32", where its output function writes "10.0.0.1"). */
+ * PostgreSQL or for DuckDB. The values are PostgreSQL's ::text. */
 static char *text_query(bool duck, const char *rel)
 {
     ds_buf b = DS_BUF_INIT;
@@ -142,7 +145,7 @@ static char *text_query(bool duck, const char *rel)
         ds_buf q = DS_BUF_INIT;
         ds_buf_append_ident(&q, g_cols[i].name);
         const char *col = ds_buf_str(&q);
-        if (strcmp(g_cols[i].pg_type, "inet[]") != 0)
+        if (strcmp(g_cols[i].pg_type, "macaddr[]") != 0)
             ds_buf_appendf(&b, ", %s::%s", col, duck ? "VARCHAR" : "text");
         else if (duck)
             ds_buf_appendf(&b,
@@ -203,7 +206,7 @@ static void assert_names_and_types(duckdb_connection con, const pgsrc_desc *desc
         const pgsrc_column *c = &desc->cols[i + 1];
         assert_string_equal(c->name, g_cols[i].name);
         assert_string_equal(duckdb_column_name(&dr, i + 1), g_cols[i].name);
-        bool array = strcmp(g_cols[i].pg_type, "inet[]") == 0;
+        bool array = strcmp(g_cols[i].pg_type, "macaddr[]") == 0;
         assert_int_equal(c->cast, array ? PGSRC_CAST_TEXT_ARRAY : PGSRC_CAST_TEXT);
         assert_string_equal(c->type.ddl, array ? "VARCHAR[]" : "VARCHAR");
     }
