@@ -12,6 +12,7 @@
 
 #include "common/strbuf.h"
 #include "store/stream_insert.h"
+#include "store/tables.h"
 
 #define STREAM_FUNCTION "duckstore_stream"
 /* Called through the system catalog, where it is registered, so that a
@@ -252,9 +253,11 @@ bool stream_insert(stream_registry *reg, duckdb_connection con, const char *tabl
         if (!ok) {
             if (e.failed)
                 *err = e.err;
-            else
+            else {
                 ds_error_set(err, DS_ERR_STORE, "DuckDB insert into %s failed: %s", table_ref,
                              duckdb_result_error(&res));
+                store_explain_out_of_memory(err, "the insert");
+            }
         }
         duckdb_destroy_result(&res);
         registry_remove(reg, &e);

@@ -324,9 +324,11 @@ static int64_t parse_size(const char *text)
     static const struct {
         const char *unit;
         double scale;
-    } units[] = {{"bytes", 1},  {"B", 1},   {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-                 {"TiB", 1099511627776.0},  {"KB", 1e3},     {"MB", 1e6},        {"GB", 1e9},
-                 {"TB", 1e12}};
+    } units[] = {{"bytes", 1},          {"B", 1},
+                 {"KiB", 1024.0},       {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+                 {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},           {"TB", 1e12}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcasecmp(end, units[i].unit) == 0)
             return v > 0 ? (int64_t)(v * units[i].scale) : 0;
@@ -380,8 +382,8 @@ static bool merge_slices(duckdb_connection con, const store_batch *batch, int64_
 
 void store_explain_out_of_memory(ds_error *err, const char *what)
 {
-    static const char *const marks[] = {"Out of Memory Error", "failed to pin block", "could not allocate block",
-                                        "failed to allocate data"};
+    static const char *const marks[] = {"Out of Memory Error", "failed to pin block",
+                                        "could not allocate block", "failed to allocate data"};
     bool oom = false;
     for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
         oom |= strstr(err->msg, marks[i]) != NULL;
@@ -391,8 +393,8 @@ void store_explain_out_of_memory(ds_error *err, const char *what)
     char duck[sizeof err->msg];
     snprintf(duck, sizeof duck, "%s", err->msg);
     duck[strcspn(duck, "\n")] = '\0';
-    ds_error_set(err, DS_ERR_STORE, "%s ran out of DuckDB's memory_limit: raise memory_limit in duckdb.yaml (%s)",
-                 what, duck);
+    ds_error_set(err, DS_ERR_NOMEM,
+                 "%s ran out of DuckDB's memory_limit: raise memory_limit in duckdb.yaml (%s)", what, duck);
 }
 
 bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,

@@ -238,8 +238,12 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
             tables[i] = jobs[i].plan->table;
         json_t *doc = status_load(duck, src->name);
         status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
+        /* Nor is a sync that ran out of memory_limit a reason for a full
+         * one: its commit was rolled back, the watermarks still hold, and a
+         * full sync in between made the source alternate full / failed. */
+        bool keep = cause->code == DS_ERR_NOMEM;
         bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) &&
-                  store_clear_watermarks(duck, tables, njobs, &err) &&
+                  (keep || store_clear_watermarks(duck, tables, njobs, &err)) &&
                   status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
         if (!ok) {
             store_exec(duck, "ROLLBACK", NULL);

@@ -16,8 +16,8 @@ typedef struct pump_fill {
     pump_shared *shared;
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
-    uint64_t bytes_seen; /* stream bytes already counted in the progress */
-    bool capped_out;     /* budget exhausted: no more rows, whatever PostgreSQL has */
+    uint64_t bytes_seen;      /* stream bytes already counted in the progress */
+    bool capped_out;          /* budget exhausted: no more rows, whatever PostgreSQL has */
     const char *memory_limit; /* as configured, for messages */
     uint64_t limit;           /* memory_limit in bytes (0: unknown) */
     uint64_t batch_bytes;     /* a batch also ends past this many bytes of COPY data */
@@ -76,19 +76,19 @@ static void count_progress(pump_fill *f, uint64_t rows)
 static bool too_large(const pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
 {
     if (rows <= 1)
-        return ds_error_set(err, DS_ERR_STORE,
+        return ds_error_set(err, DS_ERR_NOMEM,
                             "a row of %.1f MB does not fit DuckDB's memory_limit %s: raise memory_limit "
                             "in duckdb.yaml to at least %lluMB",
                             (double)bytes / 1e6, f->memory_limit,
                             (unsigned long long)(bytes * VECTOR_SHARE_DEN / VECTOR_SHARE_NUM / 1000000 + 1));
-    return ds_error_set(err, DS_ERR_STORE,
+    return ds_error_set(err, DS_ERR_NOMEM,
                         "memory_limit %s is too small for these rows: %llu rows read in a stretch of %d "
                         "hold %.1f MB (the largest row %.1f MB), and DuckDB keeps the values of %d "
                         "consecutive rows of a column in memory at once; raise memory_limit in duckdb.yaml "
                         "to more than %d/%d of what %d such rows hold",
-                        f->memory_limit, (unsigned long long)rows, DUCKDB_VECTOR_ROWS,
-                        (double)bytes / 1e6, (double)f->stream.largest_row / 1e6, DUCKDB_VECTOR_ROWS,
-                        VECTOR_SHARE_DEN, VECTOR_SHARE_NUM, DUCKDB_VECTOR_ROWS);
+                        f->memory_limit, (unsigned long long)rows, DUCKDB_VECTOR_ROWS, (double)bytes / 1e6,
+                        (double)f->stream.largest_row / 1e6, DUCKDB_VECTOR_ROWS, VECTOR_SHARE_DEN,
+                        VECTOR_SHARE_NUM, DUCKDB_VECTOR_ROWS);
 }
 
 static bool check_vector_bytes(pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
@@ -152,9 +152,9 @@ static uint64_t limit_bytes(const char *limit)
     static const struct {
         const char *unit;
         double scale;
-    } units[] = {{"B", 1},         {"KB", 1e3},           {"MB", 1e6},           {"GB", 1e9},
-                 {"TB", 1e12},     {"KiB", 1024.0},       {"MiB", 1048576.0},    {"GiB", 1073741824.0},
-                 {"TiB", 1099511627776.0}};
+    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
+                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (strcasecmp(end, units[i].unit) == 0 && v > 0)
             return (uint64_t)(v * units[i].scale);
