@@ -4,6 +4,7 @@
 #include "store/tables.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,7 +351,7 @@ int64_t store_merge_slices(int64_t rows, int64_t row_bytes, int64_t memory_limit
     double slices = (double)rows * (double)row_bytes / budget;
     if (slices <= 1)
         return 1;
-    return slices >= MERGE_MAX_SLICES ? MERGE_MAX_SLICES : (int64_t)slices + 1;
+    return slices >= MERGE_MAX_SLICES ? MERGE_MAX_SLICES : (int64_t)ceil(slices);
 }
 
 /* An upsert runs whole: its join and row_number() spill beyond
