@@ -109,11 +109,27 @@ static bool check_vector_bytes(pump_fill *f, uint64_t rows, uint64_t bytes, ds_e
     return true;
 }
 
+/* Rows per DuckDB row group (STORE_ROW_GROUP_SIZE in src/store/store.c). */
+#define ROW_GROUP_ROWS 16384
+
+/* A batch ends by bytes only while it is smaller than a row group and its
+ * rows are so large that a row group of them would pass memory_limit:
+ * DuckDB writes whole row groups of a batch to the file as they fill, and
+ * commits a smaller batch through its WAL in one buffer. Ordinary rows
+ * never end a batch early (each commit costs a checkpoint). */
+static bool batch_full(const pump_fill *f)
+{
+    uint64_t bytes = f->stream.bytes_read - f->batch_start;
+    uint64_t rows = f->batch_rows - f->batch_left;
+    if (bytes < f->batch_bytes || rows == 0 || rows >= ROW_GROUP_ROWS)
+        return false;
+    return (double)bytes / (double)rows * ROW_GROUP_ROWS > (double)f->limit;
+}
+
 static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 {
     pump_fill *f = ctx;
-    if (f->capped_out || f->stream.ended || f->batch_left == 0 ||
-        f->stream.bytes_read - f->batch_start >= f->batch_bytes) {
+    if (f->capped_out || f->stream.ended || f->batch_left == 0 || batch_full(f)) {
         duckdb_data_chunk_set_size(out, 0);
         return true;
     }
