@@ -68,11 +68,8 @@ static void count_progress(pump_fill *f, uint64_t rows)
     f->bytes_seen = f->stream.bytes_read;
 }
 
-/* Counts a chunk into the current stretch of DUCKDB_VECTOR_ROWS rows and
- * refuses it when that stretch's values would take more than half of
- * memory_limit: DuckDB would fail on them anyway, at the commit or in a
- * later checkpoint (which invalidates the open database), and its message
- * names its own SET statement, not duckstore's key. */
+/* The error for rows DuckDB cannot hold within memory_limit: their size and
+ * duckstore's key (DuckDB's own message advises its SET statement). */
 static bool too_large(const pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
 {
     if (rows <= 1)
@@ -91,6 +88,10 @@ static bool too_large(const pump_fill *f, uint64_t rows, uint64_t bytes, ds_erro
                         VECTOR_SHARE_NUM, DUCKDB_VECTOR_ROWS);
 }
 
+/* Counts a chunk into the current stretch of DUCKDB_VECTOR_ROWS rows and
+ * refuses it when that stretch's values would take more than
+ * vector_bytes_max: DuckDB would fail on them anyway, at the commit or in a
+ * later checkpoint (which invalidates the open database). */
 static bool check_vector_bytes(pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
 {
     if (f->limit == 0 || rows == 0)
