@@ -251,9 +251,9 @@ bool stream_insert(stream_registry *reg, duckdb_connection con, const char *tabl
         duckdb_result res;
         ok = duckdb_query(con, ds_buf_str(&sql), &res) == DuckDBSuccess;
         if (!ok) {
-            if (e.failed)
+            if (e.failed) {
                 *err = e.err;
-            else {
+            } else {
                 ds_error_set(err, DS_ERR_STORE, "DuckDB insert into %s failed: %s", table_ref,
                              duckdb_result_error(&res));
                 store_explain_out_of_memory(err, "the insert");

@@ -72,12 +72,12 @@ static void count_progress(pump_fill *f, uint64_t rows)
  * duckstore's key (DuckDB's own message advises its SET statement). */
 static bool too_large(const pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
 {
+    uint64_t need_mb = bytes / VECTOR_SHARE_NUM * VECTOR_SHARE_DEN / 1000000 + 1;
     if (rows <= 1)
         return ds_error_set(err, DS_ERR_NOMEM,
                             "a row of %.1f MB does not fit DuckDB's memory_limit %s: raise memory_limit "
                             "in duckdb.yaml to at least %lluMB",
-                            (double)bytes / 1e6, f->memory_limit,
-                            (unsigned long long)(bytes * VECTOR_SHARE_DEN / VECTOR_SHARE_NUM / 1000000 + 1));
+                            (double)bytes / 1e6, f->memory_limit, (unsigned long long)need_mb);
     return ds_error_set(err, DS_ERR_NOMEM,
                         "memory_limit %s is too small for these rows: %llu rows read in a stretch of %d "
                         "hold %.1f MB (the largest row %.1f MB), and DuckDB keeps the values of %d "
