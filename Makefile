@@ -1,7 +1,8 @@
 # Entry points for people and CI; the build itself is CMake (CMakeLists.txt).
 #   make          build build/duckstore (installs missing dependencies first)
 #   make test     install, build (plain + sanitizers), run every test on a throwaway PostgreSQL
-#   make soak     the long variants of tests/fault (DUCKSTORE_SOAK=1): more kills, 30 s of wrk, 500 syncs
+#   make soak     the long variants of tests/fault and sync/test_memory (DUCKSTORE_SOAK=1): more kills,
+#                 30 s of wrk, 500 syncs, 57 rows of 5 MB
 #   make demo     sync sample data from a throwaway PostgreSQL and show the status
 #   make bench    duckstore against the PostgreSQL COPY limit and the CSV pipeline (BENCH_TRACES=...)
 #   make fuzz     build the libFuzzer targets (clang, build-fuzz/) and run each for FUZZ_SECONDS (60)
@@ -55,9 +56,11 @@ fuzz: build-fuzz
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # The programs of tests/fault that `make test` runs, in their long variants
-# (more kills, longer load, more syncs; docs/reliability.md): ~10 minutes.
+# (more kills, longer load, more syncs; docs/reliability.md): ~10 minutes;
+# then sync/test_memory at the sizes of the report, alone (it measures peaks).
 soak: build
-	@DUCKSTORE_SOAK=1 scripts/with-test-pg.sh ctest --test-dir build -R '^fault/' --output-on-failure -j $(JOBS)
+	@DUCKSTORE_SOAK=1 scripts/with-test-pg.sh bash -c "ctest --test-dir build -R '^fault/' --output-on-failure -j $(JOBS) && \
+	  ctest --test-dir build -R '^sync/test_memory$$' --output-on-failure"
 
 bench: build
 	@bench/run.sh

@@ -8,6 +8,9 @@
 #   BENCH_TRACES   traces to generate (default 1000000; 4 results each)
 #   BENCH_REPEAT   runs per measurement (default 3)
 #   BENCH_OUT      also write the table to this file
+#   BENCH_CASES    all (default) or memory: only the memory cases (large
+#                  values, arrays, a re-read merge), each with its peak RSS
+#                  against 1.5 x memory_limit
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -43,6 +46,70 @@ measure() {
     "$(tail -n 1 "$work/time.out")" >>"$results"
 }
 
+cases="${BENCH_CASES:-all}"
+case "$cases" in
+  all | memory) ;;
+  *)
+    echo "bench: BENCH_CASES must be all or memory, not $cases" >&2
+    exit 2
+    ;;
+esac
+
+port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
+export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
+
+# ---- memory cases ------------------------------------------------------
+# Rows that are large for DuckDB, at a fixed memory_limit each: the peak
+# RSS must stay within 1.5 x memory_limit above the base (the peak of a
+# ten-row sync) and a fixed slack (docs/configuration.md, memory_limit).
+memory_config() { # DIR LIMIT QUERY [SOURCE LINES]
+  mkdir -p "$1"
+  cat >"$1/duckdb.yaml" <<YAML
+duckdb:
+  path: $work/memory.duckdb
+  sync_mode: manual
+  max_sync_rows: 0
+  memory_limit: $2
+YAML
+  printf 'mem_db:\n  url: "postgresql://postgres:${DB_PASSWORD}@127.0.0.1:%s/postgres"\n  query: "%s"\n%s' \
+    "$port" "$3" "${4:-}" >"$1/mem_db.yaml"
+}
+memory_cases() {
+  log "memory cases: generating data"
+  psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+DROP SCHEMA IF EXISTS bench_memory CASCADE;
+CREATE SCHEMA bench_memory;
+SET search_path = bench_memory;
+CREATE TABLE small AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 10) AS g;
+CREATE TABLE values_5mb AS SELECT g AS id, repeat(md5(g::text), 156250) AS t FROM generate_series(1, 57) AS g;
+CREATE TABLE value_200mb AS SELECT 1 AS id, repeat('y', 200000000) AS t;
+CREATE TABLE arrays AS SELECT g AS id,
+  ARRAY(SELECT md5((g * 1000003 + i)::text) FROM generate_series(1, 100000) AS i) AS a
+  FROM generate_series(1, 30) AS g;
+CREATE TABLE wide AS SELECT g AS id, timestamptz '2026-01-01' + interval '1 second' * g AS created_at,
+  repeat(md5(g::text), 30) AS payload, g * 1.5 AS v FROM generate_series(1, 130000) AS g;
+SQL
+  memory_config "$work/m_base" 64MB "SELECT * FROM bench_memory.small"
+  memory_config "$work/m_values" 512MB "SELECT * FROM bench_memory.values_5mb"
+  memory_config "$work/m_value" 512MB "SELECT * FROM bench_memory.value_200mb"
+  memory_config "$work/m_arrays" 512MB "SELECT * FROM bench_memory.arrays"
+  memory_config "$work/m_reread" 64MB "SELECT * FROM bench_memory.wide" \
+    $'  incremental_column: created_at\n  lookback: "1000 weeks"\n  commit_horizon: false\n'
+  for run in $(seq 1 "$repeat"); do
+    for c in base values value arrays; do
+      log "run $run/$repeat: memory case $c"
+      rm -f "$work/memory.duckdb" "$work/memory.duckdb.wal"
+      measure "mem_$c" "$duckstore" --config-dir "$work/m_$c" sync
+    done
+    log "run $run/$repeat: memory case reread (full, then the re-read of every row)"
+    rm -f "$work/memory.duckdb" "$work/memory.duckdb.wal"
+    "$duckstore" --config-dir "$work/m_reread" sync >/dev/null
+    measure mem_reread "$duckstore" --config-dir "$work/m_reread" sync
+  done
+  rm -f "$work/memory.duckdb" "$work/memory.duckdb.wal"
+}
+
+if [ "$cases" = all ]; then
 log "generating $traces traces and $((traces * 4)) metric results"
 psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 -v traces="$traces" -f "$root/scripts/sample-data.sql" >/dev/null
 psql "$DUCKSTORE_TEST_PG" -q -c "VACUUM ANALYZE" >/dev/null
@@ -50,8 +117,6 @@ psql "$DUCKSTORE_TEST_PG" -q -c "VACUUM ANALYZE" >/dev/null
 dataset_query="SELECT id, trace_id AS dataset_id, timestamp, prompt AS query, completion AS actual_output, deployment_env AS environment, service_name AS source_name, component_name AS source_component, response_time_ms AS latency, metadata, created_at FROM llm_traces"
 results_query="SELECT id, trace_id AS dataset_id, metric_name, metric_value AS metric_score, metric_category, explanation, passed, created_at FROM llm_metric_results"
 
-port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
-export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
 write_config() { # DIR WORKERS
   mkdir -p "$1"
   cat >"$1/duckdb.yaml" <<YAML
@@ -209,6 +274,8 @@ for run in $(seq 1 "$repeat"); do
       \"CREATE TABLE r AS SELECT * FROM read_csv_auto('$work/csv.results', header = true)\" CHECKPOINT && \
     rm -f '$work/csv.dataset' '$work/csv.results'"
 done
+fi
+memory_cases
 
 # ---- report ------------------------------------------------------------
 stat_of() { # NAME -> "median min max rss_max"
@@ -219,6 +286,7 @@ stat_of() { # NAME -> "median min max rss_max"
       printf "%.3f %.3f %.3f %d", m, t[1], t[c], r
     }' "$results"
 }
+if [ "$cases" = all ]; then
 read -r pg_m pg_lo pg_hi _ <<<"$(stat_of limit_pg)"
 read -r dk_m dk_lo dk_hi _ <<<"$(stat_of limit_duckdb)"
 limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
@@ -271,6 +339,32 @@ mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
 } | tee "$work/table.md"
+else
+  : >"$work/table.md"
+fi
+
+# The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
+read -r _ _ _ base_rss <<<"$(stat_of mem_base)"
+{
+  echo
+  echo "Memory cases: peak RSS against base + 64 MB + 1.5 × memory_limit (base: a ten-row sync, $((base_rss / 1024)) MB)."
+  echo
+  echo "| memory case | memory_limit | median s | spread s | peak RSS MB | bound MB |"
+  echo "| --- | ---: | ---: | --- | ---: | ---: |"
+  for name in mem_values mem_value mem_arrays mem_reread; do
+    read -r m lo hi rss <<<"$(stat_of "$name")"
+    case "$name" in
+      mem_values) label="57 rows of 5 MB text" lim=512 ;;
+      mem_value) label="one 200 MB value" lim=512 ;;
+      mem_arrays) label="30 rows of 100k-element text arrays" lim=512 ;;
+      mem_reread) label="incremental re-read of 130k stored 1 KB rows (lookback \"1000 weeks\")" lim=64 ;;
+    esac
+    awk -v label="$label" -v lim="$lim" -v m="$m" -v lo="$lo" -v hi="$hi" -v rss="$rss" -v base="$base_rss" 'BEGIN {
+      printf "| %s | %dMB | %.3f | %.3f–%.3f | %.0f | %.0f |\n", label, lim, m, lo, hi, rss / 1024,
+        base / 1024 + 64 + 1.5 * lim * 1e6 / 1048576
+    }'
+  done
+} | tee -a "$work/table.md"
 if [ -n "${BENCH_OUT:-}" ]; then
   cp "$work/table.md" "$BENCH_OUT"
 fi

@@ -86,7 +86,12 @@ static bool stream_finish(pgsrc_stream *s, ds_error *err)
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
 {
     copy_decoder_start_chunk(s->dec, chunk);
+    /* A message holds whole tuples, so a chunk may end after any of them:
+     * cut by bytes too, a chunk of 2,048 rows of 5 MB values would be 10 GB. */
+    uint64_t filled = 0;
     while (!s->ended) {
+        if (s->msg == NULL && s->chunk_bytes > 0 && filled >= s->chunk_bytes)
+            break;
         if (s->msg == NULL) {
             char *buf = NULL;
             int n = PQgetCopyData(s->conn->pg, &buf, 1);
@@ -110,6 +115,11 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
                 atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
             s->msg = buf;
             s->msg_len = (size_t)n;
+            if ((uint64_t)n > s->largest_row)
+                s->largest_row = (uint64_t)n;
+            /* Decoding it would fail inside DuckDB's allocator. */
+            if (s->row_bytes_max > 0 && (uint64_t)n > s->row_bytes_max)
+                return ds_error_set(err, DS_ERR_STORE, "a row of %.1f MB", (double)n / 1e6);
             s->msg_used = 0;
         }
         size_t used = 0;
@@ -120,6 +130,7 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
             return false;
         if (st == COPY_FULL)
             break;
+        filled += s->msg_len;
         PQfreemem(s->msg);
         s->msg = NULL;
     }

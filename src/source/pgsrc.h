@@ -157,6 +157,9 @@ typedef struct pgsrc_stream {
     bool ended;
     _Atomic uint64_t *bytes; /* optional progress counter */
     uint64_t bytes_read;     /* of this stream */
+    uint64_t chunk_bytes;    /* a chunk ends once its rows came in this many bytes (0: rows only) */
+    uint64_t largest_row;    /* bytes of the largest CopyData message (one row) so far */
+    uint64_t row_bytes_max;  /* a larger row is refused before it is decoded (0: no limit) */
 } pgsrc_stream;
 
 /* Starts the COPY statement. A NULL copy_sql or dec (what a failed
@@ -166,7 +169,8 @@ typedef struct pgsrc_stream {
 bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, copy_decoder *dec,
                        _Atomic uint64_t *bytes, ds_error *err);
 
-/* Decodes rows into chunk (from row 0) until it is full or the data ends,
+/* Decodes rows into chunk (from row 0) until it is full, its rows came in
+ * s->chunk_bytes bytes or more, or the data ends,
  * and sets the chunk's size (0 once the stream has ended); s->ended once
  * the COPY completed cleanly. */
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err);

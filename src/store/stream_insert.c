@@ -12,6 +12,7 @@
 
 #include "common/strbuf.h"
 #include "store/stream_insert.h"
+#include "store/tables.h"
 
 #define STREAM_FUNCTION "duckstore_stream"
 /* Called through the system catalog, where it is registered, so that a
@@ -250,11 +251,13 @@ bool stream_insert(stream_registry *reg, duckdb_connection con, const char *tabl
         duckdb_result res;
         ok = duckdb_query(con, ds_buf_str(&sql), &res) == DuckDBSuccess;
         if (!ok) {
-            if (e.failed)
+            if (e.failed) {
                 *err = e.err;
-            else
+            } else {
                 ds_error_set(err, DS_ERR_STORE, "DuckDB insert into %s failed: %s", table_ref,
                              duckdb_result_error(&res));
+                store_explain_out_of_memory(err, "the insert");
+            }
         }
         duckdb_destroy_result(&res);
         registry_remove(reg, &e);

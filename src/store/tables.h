@@ -60,9 +60,9 @@ typedef struct store_batch {
     const char *type;        /* its DuckDB type */
     char *const *key;        /* unique key columns: upsert when nkey > 0 */
     size_t nkey;
-    /* Without a key, overlap: rows already stored past start (>= when
-     * start_inclusive; every row when start is NULL), or without a value
-     * in order_col, are not stored again. */
+    /* overlap: the read met stored rows again, those past start (>= when
+     * start_inclusive; every row when start is NULL) or without a value in
+     * order_col; rows equal to one of them are not stored again. */
     bool overlap;
     const char *start;
     bool start_inclusive;
@@ -72,14 +72,27 @@ typedef struct store_batch {
  * INSERT, or one INSERT. Returns how many (0 when out of memory); the caller
  * frees each. */
 size_t store_merge_sql(const store_batch *batch, char *sql[2]);
-/* Runs them in the caller's transaction: rows inserted, and of those the
- * ones that replaced a stored row (updated). */
+/* The same for one slice of the batch (slice of slices, by the hash of the
+ * key, or of the incremental column without a key); slices 1 is the whole. */
+size_t store_merge_slice_sql(const store_batch *batch, int64_t slices, int64_t slice, char *sql[2]);
 /* The rows of a batch that are not stored already, as a relation for FROM
- * (the staging table itself when nothing overlaps): what a merge without a
- * key inserts, and what an upsert applies. */
+ * (the staging table itself when nothing overlaps): what a merge applies. */
 char *store_batch_new_rows_sql(const store_batch *batch);
+/* SELECT rows the merge reads (staging, plus the stored rows it meets
+ * again), the average width of a staging row as text, memory_limit. */
+char *store_merge_size_sql(const store_batch *batch);
+/* Slices so that each one's rows (as text) take half of memory_limit (bytes). */
+int64_t store_merge_slices(int64_t rows, int64_t row_bytes, int64_t memory_limit);
+/* Runs them in the caller's transaction, in as many slices as memory_limit
+ * needs: rows inserted, and of those the ones that replaced a stored row
+ * (updated). */
 bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
                  ds_error *err);
+
+/* When err is DuckDB running out of memory: a message that says what ran
+ * out and names duckstore's key (memory_limit in duckdb.yaml) instead of
+ * DuckDB's SET advice. */
+void store_explain_out_of_memory(ds_error *err, const char *what);
 
 /* SELECT max(col)::VARCHAR FROM table [WHERE col >= CAST(floor AS type)]. */
 char *store_max_sql(const char *table, const char *col, const char *type, const char *floor);

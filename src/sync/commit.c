@@ -239,9 +239,13 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
         status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
         /* A configuration error is found before anything is stored, and
          * fixing it must not cost a full rebuild (nor may each failed sync
-         * turn the next into one): the watermarks stay. */
+         * turn the next into one); nor is a sync that ran out of
+         * memory_limit a reason for a full one: its commit was rolled back,
+         * the watermarks still hold, and a full sync in between made the
+         * source alternate full / failed. The watermarks stay. */
+        bool keep = cause->code == DS_ERR_CONFIG || cause->code == DS_ERR_NOMEM;
         bool ok = connected && store_exec(duck, "BEGIN TRANSACTION", &err) &&
-                  (cause->code == DS_ERR_CONFIG || store_clear_watermarks(duck, tables, njobs, &err)) &&
+                  (keep || store_clear_watermarks(duck, tables, njobs, &err)) &&
                   status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
         if (ok) {
             status_forget_unsaved(st, src->name);

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sync/conns.h"
 
@@ -15,9 +16,28 @@ typedef struct pump_fill {
     pump_shared *shared;
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
-    uint64_t bytes_seen; /* stream bytes already counted in the progress */
-    bool capped_out;     /* budget exhausted: no more rows, whatever PostgreSQL has */
+    uint64_t bytes_seen;      /* stream bytes already counted in the progress */
+    bool capped_out;          /* budget exhausted: no more rows, whatever PostgreSQL has */
+    const char *memory_limit; /* as configured, for messages */
+    uint64_t limit;           /* memory_limit in bytes (0: unknown) */
+    uint64_t batch_bytes;     /* a batch also ends past this many bytes of COPY data */
+    uint64_t batch_start;     /* stream bytes when the batch began */
+    uint64_t vector_rows;     /* rows of the current stretch of DUCKDB_VECTOR_ROWS rows */
+    uint64_t vector_bytes;    /* and their bytes */
 } pump_fill;
+
+/* DuckDB holds a column's values of this many consecutive rows in memory at
+ * once (one vector: its commit, checkpoint and every scan pin them all). */
+#define DUCKDB_VECTOR_ROWS 2048
+/* The share of memory_limit those values may take (the rest: the rows'
+ * other columns, DuckDB's own buffers). */
+#define VECTOR_SHARE_NUM 3
+#define VECTOR_SHARE_DEN 4
+
+static uint64_t vector_bytes_max(const pump_fill *f)
+{
+    return f->limit / VECTOR_SHARE_DEN * VECTOR_SHARE_NUM;
+}
 
 int64_t pump_copy_limit(pump_shared *shared)
 {
@@ -48,18 +68,83 @@ static void count_progress(pump_fill *f, uint64_t rows)
     f->bytes_seen = f->stream.bytes_read;
 }
 
+/* The error for rows DuckDB cannot hold within memory_limit: their size and
+ * duckstore's key (DuckDB's own message advises its SET statement). */
+static bool too_large(const pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
+{
+    uint64_t need_mb = bytes / VECTOR_SHARE_NUM * VECTOR_SHARE_DEN / 1000000 + 1;
+    if (rows <= 1)
+        return ds_error_set(err, DS_ERR_NOMEM,
+                            "a row of %.1f MB does not fit DuckDB's memory_limit %s: raise memory_limit "
+                            "in duckdb.yaml to at least %lluMB",
+                            (double)bytes / 1e6, f->memory_limit, (unsigned long long)need_mb);
+    return ds_error_set(err, DS_ERR_NOMEM,
+                        "memory_limit %s is too small for these rows: %llu rows read in a stretch of %d "
+                        "hold %.1f MB (the largest row %.1f MB), and DuckDB keeps the values of %d "
+                        "consecutive rows of a column in memory at once; raise memory_limit in duckdb.yaml "
+                        "to more than %d/%d of what %d such rows hold",
+                        f->memory_limit, (unsigned long long)rows, DUCKDB_VECTOR_ROWS, (double)bytes / 1e6,
+                        (double)f->stream.largest_row / 1e6, DUCKDB_VECTOR_ROWS, VECTOR_SHARE_DEN,
+                        VECTOR_SHARE_NUM, DUCKDB_VECTOR_ROWS);
+}
+
+/* Counts a chunk into the current stretch of DUCKDB_VECTOR_ROWS rows and
+ * refuses it when that stretch's values would take more than
+ * vector_bytes_max: DuckDB would fail on them anyway, at the commit or in a
+ * later checkpoint (which invalidates the open database). */
+static bool check_vector_bytes(pump_fill *f, uint64_t rows, uint64_t bytes, ds_error *err)
+{
+    if (f->limit == 0 || rows == 0)
+        return true;
+    f->vector_rows += rows;
+    f->vector_bytes += bytes;
+    if (f->vector_bytes > vector_bytes_max(f))
+        return too_large(f, f->vector_rows, f->vector_bytes, err);
+    if (f->vector_rows >= DUCKDB_VECTOR_ROWS) {
+        /* Chunks need not line up with DuckDB's vectors: carry the share
+         * of this chunk past the boundary. */
+        uint64_t over = f->vector_rows - DUCKDB_VECTOR_ROWS;
+        f->vector_rows = over;
+        f->vector_bytes = (uint64_t)((double)bytes * (double)over / (double)rows);
+    }
+    return true;
+}
+
+/* Rows per DuckDB row group (STORE_ROW_GROUP_SIZE in src/store/store.c). */
+#define ROW_GROUP_ROWS 16384
+
+/* A batch ends by bytes only while it is smaller than a row group and its
+ * rows are so large that a row group of them would pass memory_limit:
+ * DuckDB writes whole row groups of a batch to the file as they fill, and
+ * commits a smaller batch through its WAL in one buffer. Ordinary rows
+ * never end a batch early (each commit costs a checkpoint). */
+static bool batch_full(const pump_fill *f)
+{
+    uint64_t bytes = f->stream.bytes_read - f->batch_start;
+    uint64_t rows = f->batch_rows - f->batch_left;
+    if (bytes < f->batch_bytes || rows == 0 || rows >= ROW_GROUP_ROWS)
+        return false;
+    return (double)bytes / (double)rows * ROW_GROUP_ROWS > (double)f->limit;
+}
+
 static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 {
     pump_fill *f = ctx;
-    if (f->capped_out || f->stream.ended || f->batch_left == 0) {
+    if (f->capped_out || f->stream.ended || f->batch_left == 0 || batch_full(f)) {
         duckdb_data_chunk_set_size(out, 0);
         return true;
     }
     if (sync_cancelled(f->opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
-    if (!pgsrc_stream_fill(&f->stream, out, err))
+    uint64_t before = f->stream.bytes_read;
+    if (!pgsrc_stream_fill(&f->stream, out, err)) {
+        if (f->stream.row_bytes_max > 0 && f->stream.largest_row > f->stream.row_bytes_max)
+            too_large(f, 1, f->stream.largest_row, err);
         return false;
+    }
     int64_t n = (int64_t)duckdb_data_chunk_get_size(out);
+    if (!check_vector_bytes(f, (uint64_t)n, f->stream.bytes_read - before, err))
+        return false;
     int64_t take = take_budget(f->shared, n);
     if (take < n) {
         atomic_store(&f->shared->truncated, true);
@@ -70,6 +155,38 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     count_progress(f, (uint64_t)take);
     return true;
 }
+
+/* memory_limit in bytes ("256MB", "1.5 GB", "512MiB", as the config
+ * accepts it), 0 when unknown. */
+static uint64_t limit_bytes(const char *limit)
+{
+    if (limit == NULL)
+        return 0;
+    char *end;
+    double v = strtod(limit, &end);
+    while (*end == ' ')
+        end++;
+    static const struct {
+        const char *unit;
+        double scale;
+    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
+                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].unit) == 0 && v > 0)
+            return (uint64_t)(v * units[i].scale);
+    return 0;
+}
+
+/* A chunk's values live outside DuckDB's memory_limit until they are
+ * stored: a chunk takes a sixteenth of it in COPY data (one row at least,
+ * however large). A batch's commit serializes its rows for the WAL, in a
+ * buffer outside the limit too, unless the batch fills whole row groups
+ * (DuckDB then writes them to the file as they fill): a quarter of the
+ * limit per batch keeps that buffer small. */
+#define CHUNK_SHARE 16
+#define BATCH_SHARE 4
+#define DEFAULT_CHUNK_BYTES (4u << 20)
 
 static copy_decoder *decoder_for(const pgsrc_desc *desc)
 {
@@ -93,12 +210,20 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
     if (!store_connect(st, &duck, err))
         return false;
     copy_decoder *dec = decoder_for(desc);
-    pump_fill f = {.shared = shared, .opt = opt, .batch_rows = (uint64_t)cfg->store.sync_chunk_size};
+    pump_fill f = {.shared = shared,
+                   .opt = opt,
+                   .batch_rows = (uint64_t)cfg->store.sync_chunk_size,
+                   .memory_limit = cfg->store.memory_limit ? cfg->store.memory_limit : "",
+                   .limit = limit_bytes(cfg->store.memory_limit)};
     _Atomic uint64_t *bytes = opt->progress ? &opt->progress->bytes : NULL;
     bool ok = dec != NULL ? pgsrc_stream_open(&f.stream, pg, copy_sql, dec, bytes, err)
                           : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    f.stream.chunk_bytes = f.limit > 0 ? f.limit / CHUNK_SHARE : DEFAULT_CHUNK_BYTES;
+    f.batch_bytes = f.limit > 0 ? f.limit / BATCH_SHARE : UINT64_MAX;
+    f.stream.row_bytes_max = vector_bytes_max(&f);
     while (ok && !f.capped_out && !f.stream.ended) {
         f.batch_left = f.batch_rows;
+        f.batch_start = f.stream.bytes_read;
         ok = store_insert_stream(st, duck, table_ref, fill_rows, &f, err);
     }
     pgsrc_stream_close(&f.stream);

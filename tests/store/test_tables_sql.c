@@ -538,6 +538,105 @@ static void test_merge_append(void **state)
                         "1|a|2024-01-01 00:00:00|x\n1|a|2024-01-01 00:00:00|x\n2|b|NULL|NULL");
 }
 
+/* A sliced merge: each slice's statements carry hash(<key or incremental
+ * column>) % slices = slice. */
+static void test_merge_slice_sql_text(void **state)
+{
+    (void)state;
+    store_batch overlap = {.table = "t\"",
+                           .staging_ref = "\"s\"",
+                           .order_col = "o'",
+                           .type = "VARCHAR",
+                           .overlap = true,
+                           .start = "it's"};
+    char *sql[2];
+    assert_int_equal(store_merge_slice_sql(&overlap, 3, 2, sql), 1);
+    assert_string_equal(tl_keep(sql[0]),
+                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" WHERE hash(\"o'\") % 3 = 2 "
+                        "EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" > CAST('it''s' AS "
+                        "VARCHAR) AND hash(\"o'\") % 3 = 2");
+    char *key[] = {"k\"", "'"};
+    store_batch upsert = {.table = "t", .staging_ref = "s", .order_col = "o", .key = key, .nkey = 2};
+    assert_int_equal(store_merge_slice_sql(&upsert, 4, 0, sql), 2);
+    assert_string_equal(tl_keep(sql[0]),
+                        "DELETE FROM \"t\" AS t USING (SELECT DISTINCT \"k\"\"\", \"'\" FROM s "
+                        "WHERE hash(\"k\"\"\", \"'\") % 4 = 0) AS s WHERE t.\"k\"\"\" IS NOT "
+                        "DISTINCT FROM s.\"k\"\"\" AND t.\"'\" IS NOT DISTINCT FROM s.\"'\"");
+    assert_string_equal(tl_keep(sql[1]),
+                        "INSERT INTO \"t\" SELECT * FROM s WHERE hash(\"k\"\"\", \"'\") % 4 = 0 "
+                        "QUALIFY row_number() OVER (PARTITION BY \"k\"\"\", \"'\" ORDER BY \"o\" "
+                        "DESC NULLS LAST) = 1");
+    /* One slice is the whole batch: no hash. */
+    assert_int_equal(store_merge_slice_sql(&overlap, 1, 0, sql), 1);
+    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+                                         "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
+}
+
+/* Slices: each within half of memory_limit as text, at least one, at most
+ * 4,096. */
+static void test_merge_slices(void **state)
+{
+    (void)state;
+    assert_int_equal(store_merge_slices(0, 100, 64000000), 1);
+    assert_int_equal(store_merge_slices(1000, 0, 64000000), 1);
+    assert_int_equal(store_merge_slices(1000, 1000, 0), 1);
+    assert_int_equal(store_merge_slices(1000, 1000, 64000000), 1);
+    assert_int_equal(store_merge_slices(260000, 1100, 64000000), 9);
+    assert_int_equal(store_merge_slices(64000, 1000, 64000000), 2);
+    assert_int_equal(store_merge_slices(64001, 1000, 64000000), 3);
+    assert_int_equal(store_merge_slices(INT64_C(1) << 40, 1000, 64000000), 4096);
+}
+
+/* The merge in 1..6 slices stores the same rows as at once, for the
+ * overlap (duplicates, NULL incremental values, rows before the start) and
+ * for the upsert (NULL keys, a key staged twice). */
+static void run_merge_sliced(const store_batch *batch, int64_t slices)
+{
+    for (int64_t k = 0; k < slices; k++) {
+        char *sql[2];
+        size_t n = store_merge_slice_sql(batch, slices, k, sql);
+        assert_true(n > 0);
+        for (size_t i = 0; i < n; i++)
+            run_built(sql[i]);
+    }
+}
+
+static void test_merge_in_slices_matches_whole(void **state)
+{
+    (void)state;
+    static const char *const stored = "(1, 'a', '2024-01-01', 'x'), (2, 'b', '2024-01-02', 'x'), "
+                                      "(2, 'b', '2024-01-02', 'x'), (3, 'c', '2024-01-03', 'x'), "
+                                      "(NULL, 'n', NULL, 'x'), (4, 'd', '2024-01-04', 'x')";
+    static const char *const staged = "(1, 'a', '2024-01-01', 'x'), (2, 'b', '2024-01-02', 'x'), "
+                                      "(2, 'b', '2024-01-02', 'x'), (2, 'b', '2024-01-02', 'x'), "
+                                      "(3, 'c', '2024-01-03', 'y'), (3, 'c', '2024-01-05', 'z'), "
+                                      "(NULL, 'n', NULL, 'x'), (NULL, 'n', '2024-01-06', 'w'), "
+                                      "(5, 'e', '2024-01-07', 'x'), (5, 'e', '2024-01-07', 'x')";
+    char *key[] = {"c\"1\"", "'"};
+    store_batch batches[2] = {upsert_batch(key),
+                              {.table = MERGE_TABLE,
+                               .staging_ref = MERGE_STAGING,
+                               .order_col = "back\\slash",
+                               .type = "TIMESTAMP",
+                               .overlap = true,
+                               .start = "2024-01-01",
+                               .start_inclusive = false}};
+    for (size_t b = 0; b < 2; b++) {
+        char *whole = NULL;
+        for (int64_t slices = 1; slices <= 6; slices++) {
+            tl_duck_exec(g_con, "DROP TABLE IF EXISTS %s", tl_keep_ident(MERGE_TABLE));
+            tl_duck_exec(g_con, "DROP TABLE IF EXISTS " MERGE_STAGING);
+            create_merge_tables(stored, staged);
+            run_merge_sliced(&batches[b], slices);
+            char *got = rows_of("SELECT * FROM %s", tl_keep_ident(MERGE_TABLE));
+            if (whole == NULL)
+                whole = got;
+            else
+                assert_string_equal(got, whole);
+        }
+    }
+}
+
 /* ---- watermark values -------------------------------------------------- */
 
 static void test_max_sql(void **state)
@@ -712,6 +811,9 @@ int main(void)
         T(test_merge_counts),
         T(test_merge_overlap),
         T(test_merge_append),
+        T(test_merge_slice_sql_text),
+        T(test_merge_slices),
+        T(test_merge_in_slices_matches_whole),
         T(test_max_sql),
         T(test_minus_sql),
         T(test_minus_never_above_value),
