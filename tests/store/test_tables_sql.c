@@ -393,23 +393,26 @@ static void test_merge_sql_text(void **state)
                            .start = "it's",
                            .start_inclusive = true};
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(tl_keep(sql[0]),
-                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                        "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL");
+    assert_string_equal(
+        tl_keep(sql[0]),
+        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+        "\"t\"\"\" WHERE (\"o'\" >= CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
     char *added = tl_keep(store_batch_new_rows_sql(&overlap));
-    assert_string_equal(added, "(SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" >= "
-                               "CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL) AS _new_rows");
+    assert_string_equal(added, "(SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE (\"o'\" >= "
+                               "CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
     /* A read from the beginning meets every stored row. */
     overlap.start = NULL;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                         "\"t\"\"\"");
+    assert_string_equal(tl_keep(sql[0]),
+                        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL "
+                        "SELECT * FROM \"t\"\"\" WHERE true) AS _new_rows");
     overlap.start = "it's";
     overlap.start_inclusive = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
-    assert_string_equal(tl_keep(sql[0]),
-                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                        "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL");
+    assert_string_equal(
+        tl_keep(sql[0]),
+        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
+        "\"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
     overlap.overlap = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\"");
@@ -552,24 +555,28 @@ static void test_merge_slice_sql_text(void **state)
     char *sql[2];
     assert_int_equal(store_merge_slice_sql(&overlap, 3, 2, sql), 1);
     assert_string_equal(tl_keep(sql[0]),
-                        "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" WHERE hash(\"o'\") % 3 = 2 "
-                        "EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" > CAST('it''s' AS "
-                        "VARCHAR) AND hash(\"o'\") % 3 = 2");
+                        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" WHERE hash(\"o'\") % 3 = 2 "
+                        "EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS "
+                        "VARCHAR) OR \"o'\" IS NULL) AND hash(\"o'\") % 3 = 2) AS _new_rows");
     char *key[] = {"k\"", "'"};
     store_batch upsert = {.table = "t", .staging_ref = "s", .order_col = "o", .key = key, .nkey = 2};
     assert_int_equal(store_merge_slice_sql(&upsert, 4, 0, sql), 2);
-    assert_string_equal(tl_keep(sql[0]),
-                        "DELETE FROM \"t\" AS t USING (SELECT DISTINCT \"k\"\"\", \"'\" FROM s "
-                        "WHERE hash(\"k\"\"\", \"'\") % 4 = 0) AS s WHERE t.\"k\"\"\" IS NOT "
-                        "DISTINCT FROM s.\"k\"\"\" AND t.\"'\" IS NOT DISTINCT FROM s.\"'\"");
-    assert_string_equal(tl_keep(sql[1]),
-                        "INSERT INTO \"t\" SELECT * FROM s WHERE hash(\"k\"\"\", \"'\") % 4 = 0 "
-                        "QUALIFY row_number() OVER (PARTITION BY \"k\"\"\", \"'\" ORDER BY \"o\" "
-                        "DESC NULLS LAST) = 1");
+    assert_string_equal(
+        tl_keep(sql[0]),
+        "DELETE FROM \"t\" AS t USING (SELECT DISTINCT \"k\"\"\", \"'\" FROM (SELECT * "
+        "FROM s WHERE hash(\"k\"\"\", \"'\") % 4 = 0) AS _new_rows) AS s WHERE "
+        "t.\"k\"\"\" IS NOT DISTINCT FROM s.\"k\"\"\" AND t.\"'\" IS NOT DISTINCT FROM s.\"'\"");
+    assert_string_equal(
+        tl_keep(sql[1]),
+        "INSERT INTO \"t\" SELECT * FROM (SELECT * FROM s WHERE hash(\"k\"\"\", \"'\") % 4 = "
+        "0) AS _new_rows QUALIFY row_number() OVER (PARTITION BY \"k\"\"\", \"'\" ORDER BY \"o\" "
+        "DESC NULLS LAST) = 1");
     /* One slice is the whole batch: no hash. */
     assert_int_equal(store_merge_slice_sql(&overlap, 1, 0, sql), 1);
-    assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-                                         "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
+    assert_string_equal(tl_keep(sql[0]),
+                        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL "
+                        "SELECT * FROM \"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS VARCHAR) OR "
+                        "\"o'\" IS NULL)) AS _new_rows");
 }
 
 /* Slices: each within half of memory_limit as text, at least one, at most
