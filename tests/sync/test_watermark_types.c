@@ -173,6 +173,34 @@ static void test_inet_watermark_never_duplicates(void **state)
     tl_env_close(&e);
 }
 
+/* A table synced when inet was stored as its ::text form (10.0.1.1/32) is
+ * rebuilt once, so all its rows read as PostgreSQL prints them. */
+static void test_inet_table_from_before_is_rebuilt(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "inet_old", "");
+    tl_pg_exec(e.pg, "CREATE TABLE hosts (id int, ip inet, nets cidr[])");
+    tl_pg_exec(e.pg, "INSERT INTO hosts VALUES (1, '10.0.1.1', '{10.0.0.0/8}')");
+    tl_env_source(&e, "h", "  query: SELECT id, ip, nets FROM hosts\n  incremental_column: id\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "h", false, &r);
+    /* What a file from before holds: the old text and the old signature. */
+    tl_duck_exec(e.con, "UPDATE h_data SET ip = '10.0.1.1/32'");
+    tl_duck_exec(e.con, "UPDATE _duckstore.tables SET schema_signature = replace(schema_signature, "
+                        "' inet-as-printed', '') WHERE table_name = 'h_data'");
+    tl_pg_exec(e.pg, "INSERT INTO hosts VALUES (2, '10.0.1.2', NULL)");
+    tl_sync_ok(e.st, &e.cfg, "h", false, &r);
+    assert_false(r.incremental);
+    char *ips = tl_duck_scalar(e.con, "SELECT string_agg(ip, ',' ORDER BY id) FROM h_data");
+    assert_string_equal(ips, "10.0.1.1,10.0.1.2");
+    free(ips);
+    tl_pg_exec(e.pg, "INSERT INTO hosts VALUES (3, '10.0.1.3', NULL)");
+    tl_sync_ok(e.st, &e.cfg, "h", false, &r);
+    assert_true(r.incremental);
+    tl_env_close(&e);
+}
+
 static void test_lookback_kinds(void **state)
 {
     (void)state;
@@ -382,6 +410,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_form_watermarks_refused),
         cmocka_unit_test(test_text_watermark_accepted),
+        cmocka_unit_test(test_inet_table_from_before_is_rebuilt),
         cmocka_unit_test(test_inet_watermark_never_duplicates),
         cmocka_unit_test(test_lookback_kinds),
         cmocka_unit_test(test_config_error_keeps_watermark),
