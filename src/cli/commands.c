@@ -424,6 +424,12 @@ static int describe_source(const cfg_source *src)
     int rc = CLI_EXIT_OK;
     sync_report warnings;
     memset(&warnings, 0, sizeof warnings);
+    pgsrc_session_facts facts;
+    if (!pgsrc_read_session_facts(&conn, &facts, &err)) {
+        printf("# %s: %s\n", src->name, err.msg);
+        pgsrc_disconnect(&conn);
+        return CLI_EXIT_SYNC_ERROR;
+    }
     for (size_t q = 0; q < src->n_plans; q++) {
         const cfg_query_plan *plan = &src->plans[q];
         pgsrc_desc desc;
@@ -438,6 +444,7 @@ static int describe_source(const cfg_source *src)
             printf("# %s: %s\n", src->name, err.msg);
             rc = worse(rc, failure_code(&err));
         }
+        sync_check_horizon(src, &desc, &facts, &warnings);
         pgsrc_desc_free(&desc);
     }
     for (size_t w = 0; w < warnings.nwarnings; w++)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,27 @@ bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pg
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     return true;
+}
+
+bool pgsrc_read_session_facts(pgsrc_conn *conn, pgsrc_session_facts *out, ds_error *err)
+{
+    memset(out, 0, sizeof *out);
+    PGresult *res =
+        pgsrc_query_rows(conn,
+                         "SELECT pg_is_in_recovery(), (SELECT rolsuper OR pg_has_role(current_user, "
+                         "'pg_read_all_stats', 'MEMBER') FROM pg_roles WHERE rolname = current_user), "
+                         "current_user",
+                         err);
+    if (res == NULL)
+        return false;
+    bool ok = PQntuples(res) == 1 || ds_error_set(err, DS_ERR_SOURCE, "%d rows", PQntuples(res));
+    if (ok) {
+        out->standby = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        out->sees_all = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        snprintf(out->role, sizeof out->role, "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    return ok;
 }
 
 static bool parse_xid(const char **p, char stop, uint64_t *out)

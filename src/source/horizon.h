@@ -31,6 +31,15 @@ bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pg
                         ds_error *err);
 void pgsrc_horizon_free(pgsrc_horizon *h);
 
+/* What the commit horizon can see from a session: whether the server is a
+ * hot standby (the primary's sessions are not in its pg_stat_activity) and
+ * whether the role sees other users' sessions (pg_read_all_stats). */
+typedef struct pgsrc_session_facts {
+    bool standby, sees_all;
+    char role[128];
+} pgsrc_session_facts;
+bool pgsrc_read_session_facts(pgsrc_conn *conn, pgsrc_session_facts *out, ds_error *err);
+
 /* A read's snapshot: transaction ids below xmin had ended, those from xmax
  * on had not started; xip lists the ones in progress in between. 64-bit
  * ids (with the epoch), so they never wrap. A hot standby's snapshots do

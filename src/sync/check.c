@@ -19,6 +19,10 @@ void sync_report_warning(sync_report *report, const char *fmt, ...)
     vsnprintf(report->warnings[report->nwarnings], sizeof report->warnings[0], fmt, ap);
     va_end(ap);
     ds_utf8_trim_end(report->warnings[report->nwarnings]);
+    /* The queries of a split source may say the same thing: once. */
+    for (size_t i = 0; i < report->nwarnings; i++)
+        if (strcmp(report->warnings[i], report->warnings[report->nwarnings]) == 0)
+            return;
     report->nwarnings++;
 }
 
@@ -179,4 +183,31 @@ bool sync_check_query(const cfg_source *src, const cfg_query_plan *plan, const p
         if (rules[i].column != NULL)
             check_column(src, plan->label, desc, &rules[i], warnings);
     return true;
+}
+
+void sync_check_horizon(const cfg_source *src, const pgsrc_desc *desc, const pgsrc_session_facts *facts,
+                        sync_report *warnings)
+{
+    int idx = src->incremental_column ? pgsrc_desc_find(desc, src->incremental_column) : -1;
+    if (idx < 0 || !inc_usable_as_watermark(&desc->cols[idx].type) ||
+        !inc_horizon_enabled(src, &desc->cols[idx]))
+        return;
+    pgsrc_kind kind = desc->cols[idx].type.kind;
+    bool is_time = kind == PGSRC_TIMESTAMP || kind == PGSRC_TIMESTAMPTZ;
+    if (is_time && !facts->standby && !facts->sees_all)
+        sync_report_warning(
+            warnings,
+            "%s: the role \"%s\" cannot see other users' sessions in pg_stat_activity, so the "
+            "commit horizon cannot see a transaction that began before a read and writes after "
+            "it; GRANT pg_read_all_stats TO \"%s\" (it also shows the role other sessions' "
+            "query text), or set lookback with unique_key",
+            src->name, facts->role, facts->role);
+    if (facts->standby && src->lookback == NULL)
+        sync_report_warning(
+            warnings,
+            "%s: the source is a hot standby, which sees the primary's transactions only from "
+            "their first write: a row stamped by a transaction that began before a read and "
+            "wrote after it can be missed; set lookback (with unique_key) to cover it, or read "
+            "the primary (docs/incremental.md)",
+            src->name);
 }

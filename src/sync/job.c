@@ -218,14 +218,6 @@ static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
         bool tz = col->type.kind == PGSRC_TIMESTAMPTZ;
         if (!pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err))
             return false;
-        if (enabled && !job->horizon.sees_all && first_time(src->name, "pg_read_all_stats"))
-            sync_report_warning(
-                &job->warnings,
-                "%s: the role \"%s\" cannot see other users' sessions in pg_stat_activity, so the commit "
-                "horizon cannot see a transaction that began before a read and writes after it; GRANT "
-                "pg_read_all_stats TO \"%s\" (it also shows the role other sessions' query text), or set "
-                "lookback",
-                src->name, job->horizon.role, job->horizon.role);
     }
     return !job->incremental ||
            inc_read_start(duck, src, job_inc_type(job), job->old_watermark, job->old_inclusive,
@@ -242,6 +234,14 @@ static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
         return false;
     if (!job->tracks_xacts)
         return true;
+    if (first_time(job->src->name, "commit horizon")) {
+        pgsrc_session_facts facts = {.standby = job->snap.standby, .sees_all = true};
+        if (job->horizon.role != NULL) {
+            facts.sees_all = job->horizon.sees_all;
+            snprintf(facts.role, sizeof facts.role, "%s", job->horizon.role);
+        }
+        sync_check_horizon(job->src, &job->desc, &facts, &job->warnings);
+    }
     inc_read_plan plan = {.incremental = job->incremental,
                           .duck_type = job_inc_type(job),
                           .prev = &job->prev_state,

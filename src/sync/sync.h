@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "config/config.h"
+#include "source/horizon.h"
 #include "source/pgsrc.h"
 #include "store/store.h"
 
@@ -149,6 +150,10 @@ void sync_report_warning(sync_report *report, const char *fmt, ...) __attribute_
  * LIMIT in an incremental query (appended to warnings). */
 bool sync_check_query(const cfg_source *src, const cfg_query_plan *plan, const pgsrc_desc *desc,
                       sync_report *warnings, ds_error *err);
+/* What the commit horizon cannot see from this session (a role without
+ * pg_read_all_stats, a hot standby), as warnings naming the fix. */
+void sync_check_horizon(const cfg_source *src, const pgsrc_desc *desc, const pgsrc_session_facts *facts,
+                        sync_report *warnings);
 
 /* ---- the status document (sync/status.c owns every field) ---- */
 

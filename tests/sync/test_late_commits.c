@@ -262,11 +262,15 @@ static void test_hot_standby_source(void **state)
     PGconn *standby = tl_pg_connect(e.url);
     assert_int_equal(tl_pg_int(standby, "SELECT pg_is_in_recovery()::int"), 1);
     standby_catch_up(e.pg, standby);
-    tl_env_source(&e, "ev",
+    tl_env_source(&e, "sb",
                   "  query: SELECT id, payload, created_at FROM events\n  incremental_column: created_at\n");
     sync_report r;
-    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
-    assert_int_equal(rows_of(&e, "ev_data"), 1);
+    tl_sync_ok(e.st, &e.cfg, "sb", false, &r);
+    assert_int_equal(rows_of(&e, "sb_data"), 1);
+    /* What the standby cannot see is said once, with the fix. */
+    assert_int_equal(r.nwarnings, 1);
+    tl_assert_contains(r.warnings[0], "hot standby");
+    tl_assert_contains(r.warnings[0], "set lookback");
 
     PGconn *slow = tl_pg_connect(primary_url);
     tl_pg_exec(slow, "BEGIN");
@@ -274,18 +278,61 @@ static void test_hot_standby_source(void **state)
     usleep(20000);
     tl_pg_exec(e.pg, "INSERT INTO events (payload) VALUES ('second')");
     standby_catch_up(e.pg, standby);
-    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
-    assert_int_equal(rows_of(&e, "ev_data"), 2);
+    tl_sync_ok(e.st, &e.cfg, "sb", false, &r);
+    assert_int_equal(rows_of(&e, "sb_data"), 2);
+    assert_int_equal(r.nwarnings, 0);
     tl_assert_contains(r.tables[0].horizon_holder, "on the primary");
 
     tl_pg_exec(slow, "COMMIT");
     PQfinish(slow);
     standby_catch_up(e.pg, standby);
-    tl_sync_ok(e.st, &e.cfg, "ev", false, &r);
-    assert_int_equal(rows_of(&e, "ev_data"), 3);
-    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data WHERE payload = 'late'"), 1);
+    tl_sync_ok(e.st, &e.cfg, "sb", false, &r);
+    assert_int_equal(rows_of(&e, "sb_data"), 3);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM sb_data WHERE payload = 'late'"), 1);
     PQfinish(standby);
     standby_stop();
+    tl_env_close(&e);
+}
+
+/* A role without pg_read_all_stats: the sync and check-config say so with
+ * the role's name and the grant; the log and status of a long-running
+ * process only once, and once for both queries of a split source. */
+static void test_role_without_stats_warned_once(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "rolewarn", "");
+    tl_pg_exec(
+        e.pg,
+        "CREATE TABLE events (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())");
+    tl_pg_exec(e.pg, "INSERT INTO events DEFAULT VALUES");
+    tl_pg_exec(e.pg,
+               "DROP ROLE IF EXISTS plain_reader; CREATE ROLE plain_reader LOGIN PASSWORD 'pr-secret';"
+               "GRANT USAGE ON SCHEMA rolewarn TO plain_reader; GRANT SELECT ON events TO plain_reader");
+    char owner_url[sizeof e.url];
+    snprintf(owner_url, sizeof owner_url, "%s", e.url);
+    snprintf(e.url, sizeof e.url, "%.1400s user=plain_reader password=pr-secret", owner_url);
+    tl_env_source(&e, "rw",
+                  "  dataset_query: SELECT id AS dataset_id, created_at FROM events\n"
+                  "  results_query: SELECT id AS dataset_id, created_at FROM events\n"
+                  "  incremental_column: created_at\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "rw", false, &r);
+    assert_int_equal(r.nwarnings, 1);
+    tl_assert_contains(r.warnings[0], "the role \"plain_reader\" cannot see other users' sessions");
+    tl_assert_contains(r.warnings[0], "GRANT pg_read_all_stats TO \"plain_reader\"");
+    tl_sync_ok(e.st, &e.cfg, "rw", false, &r);
+    assert_int_equal(r.nwarnings, 0);
+
+    const char *bin = getenv("DUCKSTORE_BIN");
+    assert_non_null(bin);
+    char *out = NULL;
+    int rc = tl_run(&out, "'%s' --config-dir '%s' --db '%s/check.duckdb' check-config", bin, e.dir, e.dir);
+    assert_int_equal(rc, 0);
+    tl_assert_contains(out, "# warning: rw: the role \"plain_reader\" cannot see other users' sessions");
+    free(out);
+    tl_pg_exec(e.pg,
+               "REVOKE ALL ON events FROM plain_reader; REVOKE ALL ON SCHEMA rolewarn FROM plain_reader");
     tl_env_close(&e);
 }
 
@@ -386,9 +433,13 @@ int main(void)
 {
     g_conninfo = tl_pg_fresh_db("late");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sequence_id_late_commit),     cmocka_unit_test(test_open_during_full_load),
-        cmocka_unit_test(test_prepared_transaction),        cmocka_unit_test(test_hot_standby_source),
-        cmocka_unit_test(test_coarse_watermarks),           cmocka_unit_test(test_null_watermarks),
+        cmocka_unit_test(test_sequence_id_late_commit),
+        cmocka_unit_test(test_open_during_full_load),
+        cmocka_unit_test(test_prepared_transaction),
+        cmocka_unit_test(test_hot_standby_source),
+        cmocka_unit_test(test_role_without_stats_warned_once),
+        cmocka_unit_test(test_coarse_watermarks),
+        cmocka_unit_test(test_null_watermarks),
         cmocka_unit_test(test_future_row_with_horizon_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
