@@ -85,8 +85,20 @@ typedef struct qjob {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t registry_empty = PTHREAD_COND_INITIALIZER;
 static qjob *registry;
-static int running;
+static int running; /* queries holding a slot */
+static int threads; /* query threads not yet ended (shutdown waits for 0) */
 static bool stopping;
+
+/* Called holding registry_lock. */
+static void unregister(qjob *j)
+{
+    for (qjob **p = &registry; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    running--;
+}
 
 static double ms_since(const struct timespec *t0)
 {
@@ -144,7 +156,10 @@ static void set_head(qjob *j, unsigned status, json_t *doc)
         j->head_doc = doc;
         doc = NULL;
     }
-    wake_http(j);
+    /* A refusal is answered once the query's slot is free again
+     * (query_thread), so a client never sees a 429 caused by itself. */
+    if (j->status == MHD_HTTP_OK)
+        wake_http(j);
     pthread_mutex_unlock(&j->lock);
     json_decref(doc);
 }
@@ -919,10 +934,13 @@ static void stream_result(qjob *j, duckdb_result *res, const result_shape *sh)
             duckdb_destroy_data_chunk(&chunk);
             break;
         }
-        for (idx_t r = 0; r < n && !(j->max_rows > 0 && rows >= j->max_rows); r++, rows++) {
+        idx_t r = 0;
+        for (; r < n && !(j->max_rows > 0 && rows >= j->max_rows); r++, rows++) {
             put_row(&text, &tmp, j, sh, chunk, r, first);
             first = false;
         }
+        if (r < n)
+            j->truncated = true;
         duckdb_destroy_data_chunk(&chunk);
         if (text.failed) {
             if (!head_sent)
@@ -938,6 +956,8 @@ static void stream_result(qjob *j, duckdb_result *res, const result_shape *sh)
             ok = false;
             break;
         }
+        if (j->truncated)
+            break;
     }
     if (ok && j->fmt == FMT_JSON) {
         ds_buf_appendf(&text, "],\"row_count\":%" PRId64 ",\"truncated\":%s,\"elapsed_ms\":%.1f}", rows,
@@ -1105,6 +1125,11 @@ static void *query_thread(void *arg)
         duckdb_disconnect(&con);
     store_use_end(j->st);
 
+    /* The slot is free before the client sees the end of the answer. */
+    pthread_mutex_lock(&registry_lock);
+    unregister(j);
+    pthread_mutex_unlock(&registry_lock);
+
     pthread_mutex_lock(&j->lock);
     if (!j->head_ready) { /* cancelled before any answer */
         j->head_ready = true;
@@ -1115,17 +1140,12 @@ static void *query_thread(void *arg)
     pthread_cond_broadcast(&j->cond);
     wake_http(j);
     pthread_mutex_unlock(&j->lock);
+    job_release(j);
 
     pthread_mutex_lock(&registry_lock);
-    for (qjob **p = &registry; *p; p = &(*p)->next)
-        if (*p == j) {
-            *p = j->next;
-            break;
-        }
-    running--;
+    threads--;
     pthread_cond_broadcast(&registry_empty);
     pthread_mutex_unlock(&registry_lock);
-    job_release(j);
     return NULL;
 }
 
@@ -1471,6 +1491,7 @@ static enum MHD_Result start_query(api_ctx *a, http_request *req, bool post)
     bool full = running >= limit, closing = stopping;
     if (!full && !closing) {
         running++;
+        threads++;
         j->next = registry;
         registry = j;
     }
@@ -1492,13 +1513,8 @@ static enum MHD_Result start_query(api_ctx *a, http_request *req, bool post)
     if (!start_threads(j)) {
         pthread_mutex_unlock(&j->lock);
         pthread_mutex_lock(&registry_lock);
-        for (qjob **p = &registry; *p; p = &(*p)->next)
-            if (*p == j) {
-                *p = j->next;
-                break;
-            }
-        running--;
-        pthread_cond_broadcast(&registry_empty);
+        unregister(j);
+        threads--;
         pthread_mutex_unlock(&registry_lock);
         job_release(j);
         return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "cannot start a thread for the query");
@@ -1539,7 +1555,7 @@ void query_shutdown(void)
         pthread_cond_broadcast(&j->cond);
         pthread_mutex_unlock(&j->lock);
     }
-    while (running > 0)
+    while (threads > 0)
         pthread_cond_wait(&registry_empty, &registry_lock);
     pthread_mutex_unlock(&registry_lock);
 }
