@@ -46,7 +46,8 @@ typedef struct colfmt {
     char **names;      /* STRUCT member names */
     char **enum_words; /* ENUM dictionary */
     uint32_t n_enum;
-    char *alias; /* e.g. JSON */
+    char *alias;   /* e.g. JSON */
+    bool raw_json; /* a JSON column: its text is sent as JSON, not as a string */
 } colfmt;
 
 typedef struct qjob {
@@ -240,6 +241,7 @@ static bool colfmt_build(duckdb_logical_type t, colfmt *c, ds_buf *unsupported)
     memset(c, 0, sizeof *c);
     c->id = duckdb_get_type_id(t);
     c->alias = duckdb_logical_type_get_alias(t);
+    c->raw_json = c->id == DUCKDB_TYPE_VARCHAR && c->alias != NULL && strcmp(c->alias, "JSON") == 0;
     bool ok = true;
     switch (c->id) {
     case DUCKDB_TYPE_BOOLEAN:
@@ -311,7 +313,11 @@ static bool colfmt_build(duckdb_logical_type t, colfmt *c, ds_buf *unsupported)
     }
     default:
         if (unsupported->len == 0)
-            ds_buf_appendf(unsupported, "type id %d", (int)c->id);
+            ds_buf_append(unsupported, c->id == DUCKDB_TYPE_BIT       ? "BIT"
+                                       : c->id == DUCKDB_TYPE_UNION   ? "UNION"
+                                       : c->id == DUCKDB_TYPE_TIME_TZ ? "TIME WITH TIME ZONE"
+                                       : c->id == DUCKDB_TYPE_BIGNUM  ? "BIGNUM"
+                                                                      : "an unknown type");
         ok = false;
     }
     return ok;
@@ -717,10 +723,17 @@ static void put_value(ds_buf *b, const colfmt *c, duckdb_vector vec, idx_t row, 
         duckdb_string_t *s = &((duckdb_string_t *)data)[row];
         const char *p = duckdb_string_t_data(s);
         uint32_t n = duckdb_string_t_length(*s);
-        if (c->id == DUCKDB_TYPE_BLOB) {
-            ds_buf_append(b, q);
+        if (c->id == DUCKDB_TYPE_BLOB && json) {
+            /* DuckDB's text of a blob (\xAA escapes), as a JSON string. */
+            ds_buf text = DS_BUF_INIT;
+            put_blob(&text, (const unsigned char *)p, n);
+            put_json_string(b, text.data ? text.data : "", text.len);
+            b->failed |= text.failed;
+            ds_buf_free(&text);
+        } else if (c->id == DUCKDB_TYPE_BLOB) {
             put_blob(b, (const unsigned char *)p, n);
-            ds_buf_append(b, q);
+        } else if (json && c->raw_json && n > 0) {
+            ds_buf_appendn(b, p, n);
         } else if (json) {
             put_json_string(b, p, n);
         } else {

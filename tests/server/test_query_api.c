@@ -44,6 +44,10 @@ static int setup_group(void **state)
         " (3, NULL, 9007199254740992, NULL, '-Infinity', NULL, NULL, NULL, NULL, NULL, NULL, '{}'),"
         " (4, 0, 42, 0, 0.1, 'plain', '0044-03-15', '1970-01-01 00:00:00.5', '1970-01-01 00:00:00.5+00',"
         "  '00000000-0000-0000-0000-000000000000', '{NULL,5}', '{x}');"
+        "CREATE TABLE typ2 (id int PRIMARY KEY, ok boolean, r real, b bytea, j jsonb, t time, iv interval);"
+        "INSERT INTO typ2 VALUES (1, true, 1.5, '\\x00ff41', '{\"k\": [1, \"v\"]}', '12:30:00.25',"
+        "  '1 day 90 minutes'), (2, false, 'NaN', '', 'null', '00:00:00', '0'),"
+        "  (3, NULL, NULL, NULL, NULL, NULL, NULL);"
         "CREATE TABLE big (id int PRIMARY KEY, v text);"
         "INSERT INTO big SELECT g, 'old-' || g || '-' || repeat('x', 100) FROM generate_series(1, %d) g;",
         BIG_ROWS);
@@ -57,12 +61,15 @@ static int setup_group(void **state)
                    g_dir);
     snprintf(path, sizeof path, "%s/typ_db.yaml", g_dir);
     tl_write_filef(path, "typ_db:\n  url: \"%s\"\n  query: SELECT * FROM typ\n", g_conninfo);
+    snprintf(path, sizeof path, "%s/typ2_db.yaml", g_dir);
+    tl_write_filef(path, "typ2_db:\n  url: \"%s\"\n  query: SELECT * FROM typ2\n", g_conninfo);
     snprintf(path, sizeof path, "%s/big_db.yaml", g_dir);
     tl_write_filef(path, "big_db:\n  url: \"%s\"\n  query: SELECT id, v FROM big\n", g_conninfo);
     if (asprintf(&g_log, "%s/serve.log", g_dir) < 0)
         fail_msg("out of memory");
     tl_server_start(&g_srv, g_dir, g_log, TOKEN);
     json_decref(tl_server_wait_state(&g_srv, "typ_data", "ready", 60));
+    json_decref(tl_server_wait_state(&g_srv, "typ2_data", "ready", 60));
     json_decref(tl_server_wait_state(&g_srv, "big_data", "ready", 60));
     return 0;
 }
@@ -192,6 +199,26 @@ static void test_typed_json(void **state)
         "\"00000000-0000-0000-0000-000000000000\",[null,5],[\"x\"]]],"
         "\"row_count\":4,\"truncated\":false,\"elapsed_ms\":0}");
     free(got);
+    got = json_query("{\"sql\":\"SELECT * FROM typ2_data ORDER BY id\"}");
+    assert_string_equal(
+        got, "{\"columns\":[{\"name\":\"id\",\"type\":\"INTEGER\"},{\"name\":\"ok\",\"type\":\"BOOLEAN\"},"
+             "{\"name\":\"r\",\"type\":\"FLOAT\"},{\"name\":\"b\",\"type\":\"BLOB\"},"
+             "{\"name\":\"j\",\"type\":\"JSON\"},{\"name\":\"t\",\"type\":\"TIME\"},"
+             "{\"name\":\"iv\",\"type\":\"INTERVAL\"}],"
+             "\"rows\":[[1,true,1.5,\"\\\\x00\\\\xFFA\",{\"k\": [1, \"v\"]},\"12:30:00.25\",\"P1DT1H30M\"],"
+             "[2,false,null,\"\",null,\"00:00:00\",\"PT0S\"],[3,null,null,null,null,null,null]],"
+             "\"row_count\":3,\"truncated\":false,\"elapsed_ms\":0}");
+    free(got);
+    tl_http_response r;
+    post_query("{\"sql\":\"SELECT * FROM typ2_data ORDER BY id\",\"format\":\"csv\"}", NULL, &r);
+    char *csv = dechunk(r.body, NULL);
+    assert_string_equal(csv,
+                        "id,ok,r,b,j,t,iv\r\n"
+                        "1,true,1.5,\\x00\\xFFA,\"{\"\"k\"\": [1, \"\"v\"\"]}\",12:30:00.25,P1DT1H30M\r\n"
+                        "2,false,nan,\"\",null,00:00:00,PT0S\r\n"
+                        "3,,,,,,\r\n");
+    free(csv);
+    tl_http_response_free(&r);
     /* DESCRIBE, SHOW, SUMMARIZE, EXPLAIN and a PRAGMA that reads are reads. */
     static const char *const reads[] = {
         "{\"sql\":\"DESCRIBE typ_data\"}",
