@@ -1086,7 +1086,7 @@ static void run_statement(qjob *j, duckdb_connection con)
         if (t != DUCKDB_STATEMENT_TYPE_SELECT && t != DUCKDB_STATEMENT_TYPE_EXPLAIN) {
             refuse(j, MHD_HTTP_BAD_REQUEST,
                    "only reads are allowed (SELECT, FROM, VALUES, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE, "
-                   "PRAGMA that reads); this is a %s statement",
+                   "PRAGMA that reads); the statement is of kind %s",
                    statement_kind(t));
         } else if (bind_params(j, ps)) {
             duckdb_pending_result pending = NULL;
