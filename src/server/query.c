@@ -1391,8 +1391,8 @@ static bool parse_request(api_ctx *a, http_request *req, bool post, qjob *j, enu
                 args.sql = json_string_value(v);
             else if (strcmp(key, "params") == 0 && json_is_array(v))
                 json_array_extend(args.params, v);
-            else if (strcmp(key, "format") == 0 && json_is_string(v) && args.format == NULL)
-                args.format = json_string_value(v);
+            else if (strcmp(key, "format") == 0 && json_is_string(v))
+                args.format = args.format ? args.format : json_string_value(v); /* ?format= wins */
             else if ((strcmp(key, "max_rows") != 0 && strcmp(key, "timeout_ms") != 0) || !json_is_integer(v))
                 problem = "the body's keys are sql (string), params (array), max_rows and timeout_ms "
                           "(integers), format (string)";

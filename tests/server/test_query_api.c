@@ -259,7 +259,16 @@ static void test_ndjson_and_csv(void **state)
     free(trailers);
     tl_http_response_free(&r);
 
-    /* ?format= wins over Accept. */
+    /* ?format= wins over the body's format and over Accept. */
+    const char *both = "{\"sql\":\"SELECT 1 AS a\",\"format\":\"csv\"}";
+    if (!tl_http_request(g_srv.port, "POST", "/api/store/query?format=ndjson", AUTH, both, strlen(both), &r))
+        fail_msg("no answer");
+    assert_int_equal(r.status, 200);
+    body = dechunk(r.body, NULL);
+    assert_string_equal(body, "{\"a\":1}\n");
+    free(body);
+    tl_http_response_free(&r);
+
     if (!tl_http_request(g_srv.port, "POST", "/api/store/query?format=csv",
                          AUTH "Accept: application/json\r\n", sql, strlen(sql), &r))
         fail_msg("no answer");
