@@ -1302,26 +1302,35 @@ typedef struct request_args {
     bool dup;
 } request_args;
 
+/* The one value of a key given at most once. */
+static void take_once(request_args *a, const char **field, const char *value)
+{
+    if (*field != NULL)
+        a->dup = true;
+    else
+        *field = value ? value : "";
+}
+
 static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     request_args *a = cls;
-    const char **slot = strcmp(key, "sql") == 0          ? &a->sql
-                        : strcmp(key, "format") == 0     ? &a->format
-                        : strcmp(key, "max_rows") == 0   ? &a->max_rows
-                        : strcmp(key, "timeout_ms") == 0 ? &a->timeout_ms
-                                                         : NULL;
     if (strcmp(key, "param") == 0) {
-        json_array_append_new(a->params, value ? json_string(value) : json_null());
-    } else if (slot == NULL) {
-        if (a->bad[0] == '\0')
-            snprintf(a->bad, sizeof a->bad,
-                     "unknown query parameter \"%.40s\"; accepted: sql, param, format, max_rows, timeout_ms",
-                     key);
-    } else if (*slot != NULL) {
-        a->dup = true;
-    } else {
-        *slot = value ? value : "";
+        json_t *v = value ? json_string(value) : json_null();
+        if (json_array_append_new(a->params, v) != 0 && a->bad[0] == '\0')
+            snprintf(a->bad, sizeof a->bad, "a param is not UTF-8 text");
+    } else if (strcmp(key, "sql") == 0) {
+        take_once(a, &a->sql, value);
+    } else if (strcmp(key, "format") == 0) {
+        take_once(a, &a->format, value);
+    } else if (strcmp(key, "max_rows") == 0) {
+        take_once(a, &a->max_rows, value);
+    } else if (strcmp(key, "timeout_ms") == 0) {
+        take_once(a, &a->timeout_ms, value);
+    } else if (a->bad[0] == '\0') {
+        snprintf(a->bad, sizeof a->bad,
+                 "unknown query parameter \"%.40s\"; accepted: sql, param, format, max_rows, timeout_ms",
+                 key);
     }
     return MHD_YES;
 }

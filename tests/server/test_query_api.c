@@ -550,8 +550,12 @@ static char *drain_stream(int fd, bool keep, size_t *body_len, size_t *lines)
             total++;
             nl += chunk[i] == '\n';
             if (keep) {
-                if (len + 1 >= cap)
-                    buf = realloc(buf, cap *= 2);
+                if (len + 1 >= cap) {
+                    char *grown = realloc(buf, cap *= 2);
+                    if (grown == NULL)
+                        fail_msg("out of memory");
+                    buf = grown;
+                }
                 buf[len++] = chunk[i];
             }
         }
