@@ -278,13 +278,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls)
 {
     (void)version;
-    (void)upload_data;
     http_router *router = cls;
     http_request *req = *con_cls;
     if (req == NULL)
         return begin_request(conn, url, method, con_cls);
-    if (*upload_data_size > 0) { /* bodies are not used; count them to enforce the limit */
-        req->body_bytes += *upload_data_size;
+    if (*upload_data_size > 0) { /* kept up to the limit, counted beyond it */
+        size_t n = *upload_data_size;
+        char *grown =
+            req->body_bytes + n <= MAX_BODY_BYTES ? realloc(req->body, req->body_bytes + n + 1) : NULL;
+        if (grown != NULL) {
+            memcpy(grown + req->body_bytes, upload_data, n);
+            grown[req->body_bytes + n] = '\0';
+        } else {
+            free(req->body);
+        }
+        req->body = grown;
+        req->body_bytes += n;
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -315,6 +324,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, addr, sizeof addr);
     ds_log_info("%s %s %s %u %.1fms", addr, req->method, req->path, req->status, ms);
+    free(req->body);
     free(req);
     *con_cls = NULL;
 }
@@ -337,7 +347,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 struct MHD_Daemon *http_daemon_start(const struct sockaddr_storage *addr, http_router *router)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     if (addr->ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, router, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,

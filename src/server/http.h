@@ -18,6 +18,8 @@ typedef struct http_request {
     struct MHD_Connection *conn;
     struct timespec started;
     size_t body_bytes;
+    char *body;        /* the request body, NUL-terminated (NULL when none or too large) */
+    void *route_state; /* a route's own state across calls of a suspended request */
     unsigned status;   /* of the answer sent, for the access log */
     const char *allow; /* Allow header of a 405 answer */
     char method[16];   /* printable copies for the access log (truncated) */

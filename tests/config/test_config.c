@@ -120,6 +120,7 @@ static void assert_store_defaults(const cfg_store *st)
     assert_int_equal(st->sync_chunk_size, 1000000);
     assert_int_equal(st->max_sync_rows, 2000000);
     assert_int_equal(st->query_concurrency, 8);
+    assert_int_equal(st->query_max_rows, 10000);
     assert_string_equal(st->memory_limit, "64MB");
     assert_int_equal(st->threads, 1);
 }
@@ -504,6 +505,7 @@ static void test_print_runbook(void **state)
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
+                          "  query_max_rows: 10000\n"
                           "  memory_limit: \"112MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
@@ -639,7 +641,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 11},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 12},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 14},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
     };
