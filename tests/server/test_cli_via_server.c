@@ -1,0 +1,288 @@
+/* The CLI while `duckstore serve` holds the DuckDB file: query (every
+ * format), status, sync, reset-watermark go through the server's API, found
+ * through <file>.serve.json, and print what they print when they open the
+ * file themselves; a token-protected server, a stale server file (the
+ * server killed) and the file's removal at SIGTERM. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "tl_http.h"
+
+#define TOKEN "cli-t0ken"
+
+static char *g_dir, *g_config, *g_log, *g_db, *g_serve_file, *g_conninfo;
+static PGconn *g_pg;
+
+static int teardown_test(void **state)
+{
+    (void)state;
+    tl_server_kill_all();
+    tl_free_kept();
+    return 0;
+}
+
+static int setup_group(void **state)
+{
+    (void)state;
+    g_conninfo = strdup(tl_pg_fresh_db("cliserver"));
+    g_pg = tl_pg_connect(g_conninfo);
+    tl_pg_exec(g_pg, "CREATE TABLE ev (id int PRIMARY KEY, created_at timestamptz NOT NULL, note text);"
+                     "INSERT INTO ev VALUES (1, '2026-02-13 10:00:00+00', 'plain'),"
+                     " (2, '2026-02-13 10:01:00+00', NULL), (3, '2026-02-13 10:02:00+00', 'a,\"b\"'),"
+                     " (4, '2026-02-13 10:03:00+00', '');");
+    g_dir = tl_mkdtemp();
+    if (asprintf(&g_config, "%s/config", g_dir) < 0 || asprintf(&g_log, "%s/server.log", g_dir) < 0 ||
+        asprintf(&g_db, "%s/store.duckdb", g_dir) < 0 || asprintf(&g_serve_file, "%s.serve.json", g_db) < 0)
+        fail_msg("out of memory");
+    mkdir(g_config, 0755);
+    tl_write_filef(tl_keepf("%s/duckdb.yaml", g_config), "duckdb:\n  path: %s\n  sync_mode: manual\n", g_db);
+    tl_write_filef(tl_keepf("%s/ev_db.yaml", g_config),
+                   "ev_db:\n"
+                   "  url: \"%s\"\n"
+                   "  query: SELECT id, created_at, note FROM ev\n"
+                   "  incremental_column: created_at\n",
+                   g_conninfo);
+    tl_free_kept();
+    return 0;
+}
+
+static int teardown_group(void **state)
+{
+    (void)state;
+    tl_server_kill_all();
+    PQfinish(g_pg);
+    tl_rmtree(g_dir);
+    free(g_dir);
+    free(g_config);
+    free(g_log);
+    free(g_db);
+    free(g_serve_file);
+    free(g_conninfo);
+    return 0;
+}
+
+typedef struct cli_out {
+    int rc;
+    char *out; /* stdout */
+    char *err; /* stderr */
+} cli_out;
+
+/* Runs `duckstore --config-dir CONFIG <args>` (args already shell-quoted)
+ * with env in front (e.g. "DUCKSTORE_API_TOKEN=x"); stdout and stderr apart. */
+static cli_out cli(const char *env, const char *args)
+{
+    cli_out o;
+    char *out_path = tl_keepf("%s/cli.out", g_dir), *err_path = tl_keepf("%s/cli.err", g_dir);
+    o.rc = tl_run(NULL, "unset DUCKSTORE_API_TOKEN; %s '%s' --config-dir '%s' %s >'%s' 2>'%s'",
+                  env ? env : "", getenv("DUCKSTORE_BIN"), g_config, args, out_path, err_path);
+    o.out = tl_keep(tl_read_file(out_path));
+    o.err = tl_keep(tl_read_file(err_path));
+    return o;
+}
+
+static void expect_ok(const cli_out *o, const char *what)
+{
+    if (o->rc != 0)
+        fail_msg("%s: exit %d\nstdout: %s\nstderr: %s", what, o->rc, o->out, o->err);
+}
+
+static bool serve_file_exists(void)
+{
+    return access(g_serve_file, F_OK) == 0;
+}
+
+static const char query_sql[] = "'SELECT id, note FROM ev_data ORDER BY id'";
+
+static const char *const formats[] = {"", "--format tsv", "--format csv", "--format json", "--format table"};
+static const char *const expected[] = {
+    "id\tnote\n1\tplain\n2\tNULL\n3\ta,\"b\"\n4\t\n",
+    "id\tnote\n1\tplain\n2\tNULL\n3\ta,\"b\"\n4\t\n",
+    "id,note\n1,plain\n2,\n3,\"a,\"\"b\"\"\"\n4,\"\"\n",
+    "[\n{\"id\":\"1\",\"note\":\"plain\"},\n{\"id\":\"2\",\"note\":null},\n{\"id\":\"3\",\"note\":\"a,"
+    "\\\"b\\\"\"},\n"
+    "{\"id\":\"4\",\"note\":\"\"}\n]\n",
+    " id | note\n----+-------\n 1  | plain\n 2  | NULL\n 3  | a,\"b\"\n 4  | \n(4 rows)\n",
+};
+
+/* Every format prints the same bytes with and without the server. */
+static void test_query_formats(void **state)
+{
+    (void)state;
+    cli_out o = cli(NULL, "sync ev");
+    expect_ok(&o, "sync without a server");
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        o = cli(NULL, tl_keepf("query %s %s", formats[i], query_sql));
+        expect_ok(&o, formats[i]);
+        assert_string_equal(o.out, expected[i]);
+    }
+    assert_false(serve_file_exists());
+
+    tl_server srv;
+    tl_server_start(&srv, g_config, g_log, NULL);
+    /* The server file: PID, where to reach it, no token. */
+    json_t *doc = json_load_file(g_serve_file, 0, NULL);
+    assert_non_null(doc);
+    assert_int_equal(json_integer_value(json_object_get(doc, "pid")), srv.pid);
+    assert_string_equal(tl_json_str(doc, "url"), tl_keepf("http://127.0.0.1:%u", srv.port));
+    assert_true(json_is_false(json_object_get(doc, "token_required")));
+    json_decref(doc);
+
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        o = cli(NULL, tl_keepf("query %s %s", formats[i], query_sql));
+        expect_ok(&o, tl_keepf("query %s through the server", formats[i]));
+        assert_string_equal(o.out, expected[i]);
+        assert_string_equal(o.err, "");
+    }
+    o = cli(NULL, "query 'SELECT count(*) AS n, sum(id) AS s FROM ev_data'");
+    expect_ok(&o, "count through the server");
+    assert_string_equal(o.out, "n\ts\n4\t10\n");
+    /* A statement that would write is refused (exit 2), as without a server. */
+    o = cli(NULL, "query 'DELETE FROM ev_data'");
+    assert_int_equal(o.rc, 2);
+    tl_assert_contains(o.err, "only reads are allowed");
+    /* A failing query: exit 1 with DuckDB's message. */
+    o = cli(NULL, "query 'SELECT nope FROM ev_data'");
+    assert_int_equal(o.rc, 1);
+    tl_assert_contains(o.err, "nope");
+    o = cli(NULL, "query --format xml 'SELECT 1'");
+    assert_int_equal(o.rc, 2);
+    tl_assert_contains(o.err, "--format takes table, tsv, csv or json");
+
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    assert_false(serve_file_exists());
+    tl_assert_clean_log(g_log);
+}
+
+/* sync, sync --full and reset-watermark go through the server: rows and
+ * watermarks change in the server's file; status prints what it prints
+ * from the file once the server is gone. */
+static void test_sync_reset_status(void **state)
+{
+    (void)state;
+    tl_server srv;
+    tl_server_start(&srv, g_config, g_log, NULL);
+    tl_pg_exec(
+        g_pg,
+        "INSERT INTO ev VALUES (5, '2026-02-13 10:04:00+00', 'five'), (6, '2026-02-13 10:05:00+00', 'six')");
+    cli_out o = cli(NULL, "sync ev");
+    expect_ok(&o, "sync through the server");
+    tl_assert_contains(o.out, "ev: incremental sync, 6 rows in ev_data (+2), ");
+    tl_assert_contains(o.out, "  ev_data                          incremental 3 rows read, 6 rows total\n");
+    o = cli(NULL, "query 'SELECT count(*) AS n, max(id) AS m FROM ev_data'");
+    expect_ok(&o, "count after the sync");
+    assert_string_equal(o.out, "n\tm\n6\t6\n");
+
+    o = cli(NULL, "reset-watermark ev");
+    expect_ok(&o, "reset-watermark through the server");
+    assert_string_equal(o.out, "ev: watermarks cleared; the next sync is a full rebuild\n");
+    json_t *ds = tl_server_dataset(&srv, "ev_data");
+    assert_true(json_is_null(json_object_get(json_object_get(ds, "watermarks"), "ev_data")));
+    json_decref(ds);
+    o = cli(NULL, "reset-watermark nosuch");
+    assert_int_equal(o.rc, 2);
+    tl_assert_contains(o.err, "no source named \"nosuch\"");
+
+    tl_pg_exec(g_pg, "UPDATE ev SET note = 'changed' WHERE id = 1");
+    o = cli(NULL, "sync ev --full");
+    expect_ok(&o, "sync --full through the server");
+    tl_assert_contains(o.out, "ev: full sync, 6 rows in ev_data (+0), ");
+    o = cli(NULL, "query 'SELECT note FROM ev_data WHERE id = 1'");
+    assert_string_equal(o.out, "note\nchanged\n");
+
+    /* A failing sync: exit 1 and the server's reason. */
+    tl_pg_exec(g_pg, "ALTER TABLE ev RENAME TO ev_gone");
+    o = cli(NULL, "sync ev");
+    tl_pg_exec(g_pg, "ALTER TABLE ev_gone RENAME TO ev");
+    assert_int_equal(o.rc, 1);
+    tl_assert_contains(o.err, "duckstore: sync failed: ");
+    tl_assert_contains(o.err, "ev");
+    o = cli(NULL, "sync ev");
+    expect_ok(&o, "sync after the failure");
+
+    cli_out text = cli(NULL, "status"), json = cli(NULL, "status --json");
+    expect_ok(&text, "status through the server");
+    expect_ok(&json, "status --json through the server");
+    tl_assert_contains(text.out, "ev_data: ready, 6 rows, last sync ");
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    assert_false(serve_file_exists());
+    cli_out text_direct = cli(NULL, "status"), json_direct = cli(NULL, "status --json");
+    expect_ok(&text_direct, "status from the file");
+    assert_string_equal(text.out, text_direct.out);
+    assert_string_equal(json.out, json_direct.out);
+    tl_assert_clean_log(g_log);
+}
+
+/* A server started with DUCKSTORE_API_TOKEN: the CLI needs the same token. */
+static void test_token(void **state)
+{
+    (void)state;
+    tl_server srv;
+    tl_server_start(&srv, g_config, g_log, TOKEN);
+    json_t *doc = json_load_file(g_serve_file, 0, NULL);
+    assert_true(json_is_true(json_object_get(doc, "token_required")));
+    json_decref(doc);
+    char *file = tl_keep(tl_read_file(g_serve_file));
+    assert_null(strstr(file, TOKEN));
+
+    cli_out o = cli(NULL, "query 'SELECT 1 AS one'");
+    assert_int_equal(o.rc, 2);
+    tl_assert_contains(o.err, "requires a bearer token: set DUCKSTORE_API_TOKEN");
+    assert_string_equal(o.out, "");
+    o = cli("DUCKSTORE_API_TOKEN=wrong", "status");
+    assert_int_equal(o.rc, 2);
+    tl_assert_contains(o.err, "refused DUCKSTORE_API_TOKEN (wrong token)");
+    assert_null(strstr(o.err, TOKEN));
+    o = cli("DUCKSTORE_API_TOKEN=" TOKEN, "query 'SELECT 1 AS one'");
+    expect_ok(&o, "query with the token");
+    assert_string_equal(o.out, "one\n1\n");
+    o = cli("DUCKSTORE_API_TOKEN=" TOKEN, "reset-watermark ev");
+    expect_ok(&o, "reset-watermark with the token");
+    o = cli("DUCKSTORE_API_TOKEN=" TOKEN, "sync ev");
+    expect_ok(&o, "sync with the token");
+    tl_assert_contains(o.out, "ev: full sync, 6 rows in ev_data (+0), ");
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    tl_assert_clean_log(g_log);
+}
+
+/* A server killed without its shutdown leaves its file: the CLI sees the
+ * PID gone and opens the DuckDB file itself; the next server writes its own. */
+static void test_stale_file(void **state)
+{
+    (void)state;
+    tl_server srv;
+    tl_server_start(&srv, g_config, g_log, NULL);
+    pid_t killed = srv.pid;
+    tl_server_kill(&srv);
+    assert_true(serve_file_exists());
+    cli_out o = cli(NULL, tl_keepf("query %s", query_sql));
+    expect_ok(&o, "query beside a stale server file");
+    assert_string_equal(o.out, "id\tnote\n1\tchanged\n2\tNULL\n3\ta,\"b\"\n4\t\n5\tfive\n6\tsix\n");
+    o = cli(NULL, "status");
+    expect_ok(&o, "status beside a stale server file");
+
+    tl_server_start(&srv, g_config, g_log, NULL);
+    json_t *doc = json_load_file(g_serve_file, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(doc, "pid")), srv.pid);
+    assert_int_not_equal(srv.pid, killed);
+    json_decref(doc);
+    o = cli(NULL, "query 'SELECT count(*) AS n FROM ev_data'");
+    expect_ok(&o, "query through the new server");
+    assert_string_equal(o.out, "n\n6\n");
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    assert_false(serve_file_exists());
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_query_formats, teardown_test),
+        cmocka_unit_test_teardown(test_sync_reset_status, teardown_test),
+        cmocka_unit_test_teardown(test_token, teardown_test),
+        cmocka_unit_test_teardown(test_stale_file, teardown_test),
+    };
+    return cmocka_run_group_tests(tests, setup_group, teardown_group);
+}
