@@ -13,6 +13,8 @@
 #include "tl_http.h"
 
 #define TOKEN "cli-t0ken"
+/* The slow source's query waits for this advisory lock while the test holds it. */
+#define SLOW_GATE 7171
 
 static char *g_dir, *g_config, *g_log, *g_db, *g_serve_file, *g_conninfo;
 static PGconn *g_pg;
@@ -46,6 +48,13 @@ static int setup_group(void **state)
                    "  query: SELECT id, created_at, note FROM ev\n"
                    "  incremental_column: created_at\n",
                    g_conninfo);
+    tl_write_filef(tl_keepf("%s/slow_db.yaml", g_config),
+                   "slow_db:\n"
+                   "  url: \"%s\"\n"
+                   "  query: |\n"
+                   "    WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%d))\n"
+                   "    SELECT t.id, t.created_at FROM ev t, gate\n",
+                   g_conninfo, SLOW_GATE);
     tl_free_kept();
     return 0;
 }
@@ -276,6 +285,106 @@ static void test_stale_file(void **state)
     assert_false(serve_file_exists());
 }
 
+/* A server file whose PID is alive but where nothing listens (the PID
+ * reused after a crash): the CLI opens the file itself. */
+static void test_nothing_listening(void **state)
+{
+    (void)state;
+    tl_write_filef(g_serve_file, "{\"pid\":%ld,\"url\":\"http://127.0.0.1:%u\",\"token_required\":false}\n",
+                   (long)getpid(), tl_free_port());
+    cli_out o = cli(NULL, "query 'SELECT count(*) AS n FROM ev_data'");
+    expect_ok(&o, "query beside a server file where nothing listens");
+    assert_string_equal(o.out, "n\n6\n");
+    unlink(g_serve_file);
+}
+
+/* Starts the CLI in the background; its exit code goes to <dir>/NAME.rc,
+ * its output to NAME.out and NAME.err. */
+static void cli_background(const char *name, const char *args)
+{
+    char *base = tl_keepf("%s/%s", g_dir, name);
+    unlink(tl_keepf("%s.rc", base));
+    int rc = tl_run(
+        NULL,
+        "(unset DUCKSTORE_API_TOKEN; '%s' --config-dir '%s' %s >'%s.out' 2>'%s.err'; echo $? >'%s.rc.tmp'; "
+        "mv '%s.rc.tmp' '%s.rc') </dev/null >/dev/null 2>&1 &",
+        getenv("DUCKSTORE_BIN"), g_config, args, base, base, base, base, base);
+    assert_int_equal(rc, 0);
+}
+
+/* Waits (60 s at most) for a background CLI to end. */
+static cli_out cli_wait(const char *name)
+{
+    char *base = tl_keepf("%s/%s", g_dir, name);
+    char *rc_text = NULL;
+    for (double deadline = tl_now_ms() + 60000; (rc_text = tl_read_file(tl_keepf("%s.rc", base))) == NULL;) {
+        if (tl_now_ms() > deadline)
+            fail_msg("duckstore %s did not end in 60 s", name);
+        tl_sleep_ms(20);
+    }
+    cli_out o = {.rc = atoi(rc_text),
+                 .out = tl_keep(tl_read_file(tl_keepf("%s.out", base))),
+                 .err = tl_keep(tl_read_file(tl_keepf("%s.err", base)))};
+    free(rc_text);
+    return o;
+}
+
+/* Waits until the server log holds at least n status requests. */
+static void wait_status_requests(size_t n)
+{
+    for (double deadline = tl_now_ms() + 60000;;) {
+        char *log = tl_read_file(g_log);
+        size_t seen = log ? tl_count(log, "GET /api/store/status 200") : 0;
+        free(log);
+        if (seen >= n)
+            return;
+        if (tl_now_ms() > deadline)
+            fail_msg("the server saw %zu status requests in 60 s, not %zu", seen, n);
+        tl_sleep_ms(20);
+    }
+}
+
+/* `sync` while the server already syncs the source waits for that sync,
+ * then runs its own; the server going away while the CLI waits for a sync
+ * ends the CLI with exit 1 and a message naming the server. */
+static void test_waits_and_server_gone(void **state)
+{
+    (void)state;
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", SLOW_GATE);
+    tl_server srv;
+    tl_write_file(g_log, "");
+    tl_server_start(&srv, g_config, g_log, NULL);
+    json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/slow", NULL, 202, NULL));
+    json_decref(tl_server_wait_state(&srv, "slow_data", "syncing", 60));
+    char *log = tl_read_file(g_log);
+    size_t before = tl_count(log, "GET /api/store/status 200");
+    free(log);
+    cli_background("waiting", "sync slow");
+    /* Two status reads by the CLI while the gate holds the first sync: it
+     * is waiting for it. */
+    wait_status_requests(before + 2);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", SLOW_GATE);
+    cli_out o = cli_wait("waiting");
+    expect_ok(&o, "sync while the server syncs the source");
+    tl_assert_contains(o.out, "slow: full sync, 6 rows in slow_data (+0), ");
+    char *metrics = tl_server_metrics(&srv);
+    assert_true(tl_metric(metrics, "duckstore_syncs_total{source=\"slow\",result=\"success\"}") == 2);
+    free(metrics);
+
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", SLOW_GATE);
+    cli_background("gone", "sync slow --full");
+    json_decref(tl_server_wait_state(&srv, "slow_data", "syncing", 60));
+    long pid = (long)srv.pid;
+    tl_server_kill(&srv);
+    o = cli_wait("gone");
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", SLOW_GATE);
+    assert_int_equal(o.rc, 1);
+    tl_assert_contains(o.err,
+                       tl_keepf("the duckstore server (PID %ld) at http://127.0.0.1:%u that holds %s did not "
+                                "answer GET /api/store/status: ",
+                                pid, srv.port, g_db));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +392,8 @@ int main(void)
         cmocka_unit_test_teardown(test_sync_reset_status, teardown_test),
         cmocka_unit_test_teardown(test_token, teardown_test),
         cmocka_unit_test_teardown(test_stale_file, teardown_test),
+        cmocka_unit_test_teardown(test_nothing_listening, teardown_test),
+        cmocka_unit_test_teardown(test_waits_and_server_gone, teardown_test),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
