@@ -19,6 +19,9 @@ void cli_remote_free(cli_remote *r)
     http_serve_info_free(&r->info);
     free(r->db_path);
     r->db_path = NULL;
+    if (r->curl_ready)
+        curl_global_cleanup();
+    r->curl_ready = false;
 }
 
 void cli_answer_free(cli_answer *a)
@@ -38,10 +41,6 @@ bool cli_remote_request(const cli_remote *r, const char *method, const char *pat
                         long timeout_s, cli_answer *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
-    static bool global_ready;
-    if (!global_ready && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return ds_error_set(err, DS_ERR_NOMEM, "cannot initialise libcurl");
-    global_ready = true;
     CURL *curl = curl_easy_init();
     ds_buf url = DS_BUF_INIT, auth = DS_BUF_INIT, answer = DS_BUF_INIT;
     ds_buf_appendf(&url, "%s%s", r->info.url, path);
@@ -137,10 +136,12 @@ cli_remote_found cli_remote_find(const char *db_path, cli_remote *r)
     const char *token = getenv("DUCKSTORE_API_TOKEN");
     r->token = r->info.token_required && token != NULL && token[0] != '\0' ? token : NULL;
     r->db_path = strdup(db_path);
+    r->curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
     /* Nothing listening there: the PID was reused after a crash. */
     cli_answer a;
     ds_error err;
-    if (r->db_path == NULL || !cli_remote_request(r, "GET", "/health", NULL, 30L, &a, &err)) {
+    if (r->db_path == NULL || !r->curl_ready ||
+        !cli_remote_request(r, "GET", "/health", NULL, 30L, &a, &err)) {
         cli_remote_free(r);
         return CLI_REMOTE_NONE;
     }

@@ -14,6 +14,7 @@ typedef struct cli_remote {
     http_serve_info info;
     const char *token; /* DUCKSTORE_API_TOKEN, NULL when the server needs none */
     char *db_path;
+    bool curl_ready; /* curl_global_init done: cli_remote_free cleans up */
 } cli_remote;
 
 /* What cli_remote_find found. */
