@@ -104,6 +104,23 @@ static bool serve_file_exists(void)
     return access(g_serve_file, F_OK) == 0;
 }
 
+/* Starts a server and waits (60 s at most) until its server file names it:
+ * /health answers a moment before the file is written. */
+static void start_server(tl_server *srv, const char *token)
+{
+    tl_server_start(srv, g_config, g_log, token);
+    for (double deadline = tl_now_ms() + 60000;;) {
+        json_t *doc = json_load_file(g_serve_file, 0, NULL);
+        bool ours = json_integer_value(json_object_get(doc, "pid")) == srv->pid;
+        json_decref(doc);
+        if (ours)
+            return;
+        if (tl_now_ms() > deadline)
+            fail_msg("no server file %s naming PID %ld after 60 s", g_serve_file, (long)srv->pid);
+        tl_sleep_ms(10);
+    }
+}
+
 static const char query_sql[] = "'SELECT id, note FROM ev_data ORDER BY id'";
 
 static const char *const formats[] = {"", "--format tsv", "--format csv", "--format json", "--format table"};
@@ -131,7 +148,7 @@ static void test_query_formats(void **state)
     assert_false(serve_file_exists());
 
     tl_server srv;
-    tl_server_start(&srv, g_config, g_log, NULL);
+    start_server(&srv, NULL);
     /* The server file: PID, where to reach it, no token. */
     json_t *doc = json_load_file(g_serve_file, 0, NULL);
     assert_non_null(doc);
@@ -173,7 +190,7 @@ static void test_sync_reset_status(void **state)
 {
     (void)state;
     tl_server srv;
-    tl_server_start(&srv, g_config, g_log, NULL);
+    start_server(&srv, NULL);
     tl_pg_exec(
         g_pg,
         "INSERT INTO ev VALUES (5, '2026-02-13 10:04:00+00', 'five'), (6, '2026-02-13 10:05:00+00', 'six')");
@@ -230,7 +247,7 @@ static void test_token(void **state)
 {
     (void)state;
     tl_server srv;
-    tl_server_start(&srv, g_config, g_log, TOKEN);
+    start_server(&srv, TOKEN);
     json_t *doc = json_load_file(g_serve_file, 0, NULL);
     assert_true(json_is_true(json_object_get(doc, "token_required")));
     json_decref(doc);
@@ -263,7 +280,7 @@ static void test_stale_file(void **state)
 {
     (void)state;
     tl_server srv;
-    tl_server_start(&srv, g_config, g_log, NULL);
+    start_server(&srv, NULL);
     pid_t killed = srv.pid;
     tl_server_kill(&srv);
     assert_true(serve_file_exists());
@@ -273,7 +290,7 @@ static void test_stale_file(void **state)
     o = cli(NULL, "status");
     expect_ok(&o, "status beside a stale server file");
 
-    tl_server_start(&srv, g_config, g_log, NULL);
+    start_server(&srv, NULL);
     json_t *doc = json_load_file(g_serve_file, 0, NULL);
     assert_int_equal(json_integer_value(json_object_get(doc, "pid")), srv.pid);
     assert_int_not_equal(srv.pid, killed);
@@ -353,7 +370,7 @@ static void test_waits_and_server_gone(void **state)
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", SLOW_GATE);
     tl_server srv;
     tl_write_file(g_log, "");
-    tl_server_start(&srv, g_config, g_log, NULL);
+    start_server(&srv, NULL);
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/slow", NULL, 202, NULL));
     json_decref(tl_server_wait_state(&srv, "slow_data", "syncing", 60));
     char *log = tl_read_file(g_log);
