@@ -163,6 +163,19 @@ static void test_query_formats(void **state)
         assert_string_equal(o.out, expected[i]);
         assert_string_equal(o.err, "");
     }
+    /* On a terminal (script(1) gives it one) the default is the table. */
+    char *tty = NULL;
+    int rc =
+        tl_run(&tty, "unset DUCKSTORE_API_TOKEN; script -qec \"'%s' --config-dir '%s' query %s\" /dev/null",
+               getenv("DUCKSTORE_BIN"), g_config, query_sql);
+    assert_int_equal(rc, 0);
+    char *w = tty;
+    for (const char *r = tty; *r; r++) /* the terminal ends lines with \r\n */
+        if (*r != '\r')
+            *w++ = *r;
+    *w = '\0';
+    assert_string_equal(tty, expected[4]);
+    free(tty);
     o = cli(NULL, "query 'SELECT count(*) AS n, sum(id) AS s FROM ev_data'");
     expect_ok(&o, "count through the server");
     assert_string_equal(o.out, "n\ts\n4\t10\n");
