@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 packages=(
   build-essential cmake pkg-config
   libpq-dev postgresql
-  libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev
+  libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
   curl jq npm openssl time
   wrk
   clang libclang-rt-14-dev

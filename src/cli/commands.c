@@ -1,6 +1,8 @@
 /* Command implementations for the duckstore CLI: thin wrappers that load
  * the config, open the store and call the sync engine. */
 #include "cli/commands.h"
+#include "cli/remote.h"
+#include "cli/result.h"
 
 #include <duckdb.h>
 #include <jansson.h>
@@ -118,6 +120,12 @@ typedef struct cli_session {
     store *st;
 } cli_session;
 
+/* The DuckDB file a command works on. */
+static const char *db_path_of(const cli_globals *g, const cfg_config *cfg)
+{
+    return g->db_path ? g->db_path : cfg->store.path;
+}
+
 /* Loads the config and finds the named source (when name is not NULL).
  * Returns CLI_EXIT_OK, or the exit code after cleaning up. */
 static int session_load(const cli_globals *g, const char *name, unsigned flags, cli_session *s)
@@ -138,7 +146,7 @@ static int session_load(const cli_globals *g, const char *name, unsigned flags, 
 static int session_open_store(const cli_globals *g, cli_session *s)
 {
     ds_error err;
-    const char *path = g->db_path ? g->db_path : s->cfg.store.path;
+    const char *path = db_path_of(g, &s->cfg);
     store_settings settings = {.memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads};
     if (!store_open_ext(path, &settings, &s->st, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
@@ -150,26 +158,10 @@ static int session_open_store(const cli_globals *g, cli_session *s)
     return CLI_EXIT_OK;
 }
 
-static int session_open(const cli_globals *g, const char *name, unsigned flags, cli_session *s)
-{
-    int rc = session_load(g, name, flags, s);
-    return rc == CLI_EXIT_OK ? session_open_store(g, s) : rc;
-}
-
 static void session_close(cli_session *s)
 {
     store_close(s->st);
     cfg_free(&s->cfg);
-}
-
-/* The start of a command that works on the store: checks the arguments and
- * opens the session. *arg: the positional argument, or NULL. */
-static int begin_command(const cli_globals *g, const cli_args *spec, int argc, char **argv, cli_session *s,
-                         const char **arg)
-{
-    if (!parse_args(spec, argc, argv, arg))
-        return CLI_EXIT_USAGE;
-    return session_open(g, spec->names_source ? *arg : NULL, 0, s);
 }
 
 /* ---- sync with a live progress line per table ---------------------- */
@@ -264,6 +256,178 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     return CLI_EXIT_OK;
 }
 
+/* ---- through a running server ---------------------------------------- */
+
+static const char *json_text(json_t *obj, const char *key, const char *fallback)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : fallback;
+}
+
+/* Poll period of a sync's status: a person waits on it, the server answers
+ * status from memory. */
+#define REMOTE_POLL_NS (200L * 1000 * 1000)
+/* Time for an answer that the server gives from memory. */
+#define REMOTE_TIMEOUT_S 60L
+
+/* Exit code of a request that got no usable answer: 2 when the token is
+ * missing or wrong (the user's setup), else 1. */
+static int remote_failure_code(const ds_error *err)
+{
+    return err->code == DS_ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
+}
+
+static void remote_pause(void)
+{
+    struct timespec delay = {0, REMOTE_POLL_NS};
+    nanosleep(&delay, NULL);
+}
+
+/* The server's status document of one dataset (a new reference), NULL
+ * with err set. */
+static json_t *remote_dataset(const cli_remote *r, const char *data_name, ds_error *err)
+{
+    long status;
+    json_t *doc = cli_remote_json(r, "GET", "/api/store/status", NULL, REMOTE_TIMEOUT_S, &status, err);
+    if (doc == NULL)
+        return NULL;
+    json_t *ds = json_object_get(json_object_get(doc, "datasets"), data_name);
+    if (status != 200 || ds == NULL)
+        ds_error_set(err, DS_ERR_STORE, "the server's status (HTTP %ld) has no dataset %s: %s", status,
+                     data_name, status != 200 ? cli_remote_error_text(doc) : "is its config another one?");
+    else
+        json_incref(ds);
+    json_decref(doc);
+    return status == 200 ? ds : NULL;
+}
+
+static const char *dataset_state(json_t *ds)
+{
+    const char *state = json_string_value(json_object_get(ds, "state"));
+    return state ? state : "?";
+}
+
+/* Waits until the dataset is no longer syncing; its document, or NULL
+ * with err set. */
+static json_t *remote_wait_done(const cli_remote *r, const cfg_source *src, ds_error *err)
+{
+    bool live = isatty(STDERR_FILENO);
+    for (;;) {
+        json_t *ds = remote_dataset(r, src->data_name, err);
+        if (ds == NULL || strcmp(dataset_state(ds), "syncing") != 0) {
+            if (live)
+                fprintf(stderr, "\r\033[K");
+            return ds;
+        }
+        json_t *progress = json_object_get(ds, "progress");
+        if (live && progress != NULL)
+            fprintf(stderr, "\r\033[K%s %s: %lld rows, %.1f MB (in the server)",
+                    json_text(progress, "phase", "syncing"), src->name,
+                    (long long)json_integer_value(json_object_get(progress, "rows_read")),
+                    (double)json_integer_value(json_object_get(progress, "bytes_read")) / 1e6);
+        json_decref(ds);
+        remote_pause();
+    }
+}
+
+/* Prints a finished sync as run_one_sync does, from the status document. */
+static int print_remote_sync(const cfg_source *src, json_t *ds, long long rows_before)
+{
+    if (strcmp(dataset_state(ds), "ready") != 0) {
+        fprintf(stderr, "duckstore: sync failed: %s\n", json_text(ds, "error", dataset_state(ds)));
+        return CLI_EXIT_SYNC_ERROR;
+    }
+    long long rows = (long long)json_integer_value(json_object_get(ds, "rows"));
+    printf("%s: %s sync, %lld rows in %s (%+lld), %.2f s%s\n", src->name, json_text(ds, "sync_type", "full"),
+           rows, src->data_name, rows - rows_before,
+           json_number_value(json_object_get(ds, "duration_seconds")),
+           json_is_true(json_object_get(ds, "truncated")) ? ", truncated at max_sync_rows" : "");
+    const char *table;
+    json_t *t;
+    json_object_foreach(json_object_get(ds, "tables"), table, t)
+        printf("  %-32s %-11s %lld rows read, %lld rows total%s\n", table, json_text(t, "mode", "full"),
+               (long long)json_integer_value(json_object_get(t, "rows_loaded")),
+               (long long)json_integer_value(json_object_get(t, "rows")),
+               json_is_true(json_object_get(t, "truncated")) ? " (truncated)" : "");
+    return CLI_EXIT_OK;
+}
+
+/* Starts the sync in the server and waits for its result. A sync of the
+ * source already running there (scheduled, or asked by someone else) is
+ * waited for first, then this one starts. */
+static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
+{
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/sync/%s%s", src->name, full ? "?full=true" : "");
+    if (ds_buf_str(&path) == NULL) {
+        fprintf(stderr, "duckstore: out of memory\n");
+        return CLI_EXIT_SYNC_ERROR;
+    }
+    int rc = CLI_EXIT_SYNC_ERROR;
+    bool said_busy = false;
+    ds_error err;
+    for (;;) {
+        json_t *before = remote_wait_done(r, src, &err);
+        if (before == NULL) {
+            fprintf(stderr, "duckstore: %s\n", err.msg);
+            rc = remote_failure_code(&err);
+            break;
+        }
+        long long rows_before = (long long)json_integer_value(json_object_get(before, "rows"));
+        json_decref(before);
+        long status;
+        json_t *ans = cli_remote_json(r, "POST", ds_buf_str(&path), NULL, REMOTE_TIMEOUT_S, &status, &err);
+        if (ans == NULL) {
+            fprintf(stderr, "duckstore: %s\n", err.msg);
+            rc = remote_failure_code(&err);
+            break;
+        }
+        const char *why = cli_remote_error_text(ans);
+        if (status == 409 && strstr(why, "already syncing") != NULL) {
+            if (!said_busy)
+                fprintf(stderr, "duckstore: %s is syncing in the server; waiting for that sync to end\n",
+                        src->name);
+            said_busy = true;
+            json_decref(ans);
+            remote_pause();
+            continue;
+        }
+        if (status != 202) {
+            fprintf(stderr, "duckstore: the server refused the sync of %s (HTTP %ld): %s\n", src->name,
+                    status, why);
+            json_decref(ans);
+            break;
+        }
+        json_decref(ans);
+        /* The state is syncing from the 202 on: the first state that is not
+         * is this sync's result. */
+        json_t *after = remote_wait_done(r, src, &err);
+        if (after != NULL)
+            rc = print_remote_sync(src, after, rows_before);
+        else
+            fprintf(stderr, "duckstore: %s\n", err.msg);
+        json_decref(after);
+        break;
+    }
+    ds_buf_free(&path);
+    return rc;
+}
+
+/* Whether a server holds the file: 1 (r filled, free it), 0 (none: open
+ * the file), -1 (printed why; exit code CLI_EXIT_USAGE). */
+static int find_server(const cli_globals *g, const cfg_config *cfg, cli_remote *r)
+{
+    switch (cli_remote_find(db_path_of(g, cfg), r)) {
+    case CLI_REMOTE_SERVER:
+        return 1;
+    case CLI_REMOTE_FAILED:
+        return -1;
+    case CLI_REMOTE_NONE:
+        break;
+    }
+    return 0;
+}
+
 int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
 {
     static const char *const options[] = {"--full", NULL};
@@ -281,7 +445,13 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_OK;
     }
-    if ((rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    cli_remote r;
+    int server = find_server(g, &s.cfg, &r);
+    if (server < 0) {
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
         return rc;
     bool full = has_flag(argc, argv, "--full");
     size_t synced = 0;
@@ -290,10 +460,12 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         if (s.src ? src != s.src : !src->enabled)
             continue;
         synced++;
-        rc = worse(rc, run_one_sync(s.st, &s.cfg, src, full));
+        rc = worse(rc, server ? remote_sync(&r, src, full) : run_one_sync(s.st, &s.cfg, src, full));
     }
     if (synced == 0)
         fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
+    if (server)
+        cli_remote_free(&r);
     session_close(&s);
     return rc;
 }
@@ -321,12 +493,6 @@ static json_t *status_document(store *st, const cfg_config *cfg, ds_error *err)
     return doc;
 }
 
-static const char *json_text(json_t *obj, const char *key, const char *fallback)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_string(v) ? json_string_value(v) : fallback;
-}
-
 /* A few lines per source: state, rows, last sync, watermarks, problems. */
 static void print_status_text(json_t *doc)
 {
@@ -351,6 +517,21 @@ static void print_status_text(json_t *doc)
     }
 }
 
+/* The server's status document: the same document status_document
+ * builds, kept in the server's memory. */
+static json_t *remote_status(const cli_remote *r, ds_error *err)
+{
+    long status;
+    json_t *doc = cli_remote_json(r, "GET", "/api/store/status", NULL, REMOTE_TIMEOUT_S, &status, err);
+    if (doc != NULL && status != 200) {
+        ds_error_set(err, DS_ERR_STORE, "the server's status failed (HTTP %ld): %s", status,
+                     cli_remote_error_text(doc));
+        json_decref(doc);
+        doc = NULL;
+    }
+    return doc;
+}
+
 int cli_cmd_status(const cli_globals *g, int argc, char **argv)
 {
     static const char *const options[] = {"--json", NULL};
@@ -360,15 +541,25 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     if (!parse_args(&spec, argc, argv, &none))
         return CLI_EXIT_USAGE;
     /* Reads the DuckDB file only: the url's password need not be set. */
-    int rc = session_open(g, NULL, CFG_LOAD_NO_PG, &s);
+    int rc = session_load(g, NULL, CFG_LOAD_NO_PG, &s);
     if (rc != CLI_EXIT_OK)
         return rc;
+    cli_remote r;
+    int server = find_server(g, &s.cfg, &r);
+    if (server < 0) {
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+        return rc;
     ds_error err;
-    json_t *doc = status_document(s.st, &s.cfg, &err);
+    json_t *doc = server ? remote_status(&r, &err) : status_document(s.st, &s.cfg, &err);
+    if (server)
+        cli_remote_free(&r);
     session_close(&s);
     if (doc == NULL) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
-        return CLI_EXIT_SYNC_ERROR;
+        return server ? remote_failure_code(&err) : CLI_EXIT_SYNC_ERROR;
     }
     if (!has_flag(argc, argv, "--json")) {
         print_status_text(doc);
@@ -382,13 +573,54 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     return rc;
 }
 
+static int remote_reset(const cli_remote *r, const cfg_source *src)
+{
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/sync/%s/reset-watermark", src->name);
+    long status = 0;
+    ds_error err;
+    json_t *ans = ds_buf_str(&path)
+                      ? cli_remote_json(r, "POST", ds_buf_str(&path), NULL, REMOTE_TIMEOUT_S, &status, &err)
+                      : NULL;
+    if (ds_buf_str(&path) == NULL)
+        ds_error_set(&err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&path);
+    if (ans == NULL)
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+    else if (status == 200)
+        printf("%s: watermarks cleared; the next sync is a full rebuild\n", src->name);
+    else
+        fprintf(stderr, "duckstore: the server did not reset the watermarks of %s (HTTP %ld): %s\n",
+                src->name, status, cli_remote_error_text(ans));
+    json_decref(ans);
+    if (ans == NULL)
+        return remote_failure_code(&err);
+    return status == 200 ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+}
+
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 {
     static const cli_args spec = {"reset-watermark", "reset-watermark NAME", NULL, 1, 1, true};
     cli_session s;
     const char *name;
-    int rc = begin_command(g, &spec, argc, argv, &s, &name);
+    if (!parse_args(&spec, argc, argv, &name))
+        return CLI_EXIT_USAGE;
+    int rc = session_load(g, name, 0, &s);
     if (rc != CLI_EXIT_OK)
+        return rc;
+    cli_remote r;
+    int server = find_server(g, &s.cfg, &r);
+    if (server < 0) {
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (server) {
+        rc = remote_reset(&r, s.src);
+        cli_remote_free(&r);
+        cfg_free(&s.cfg);
+        return rc;
+    }
+    if ((rc = session_open_store(g, &s)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     bool ok = sync_reset_watermarks(s.st, s.src, &err);
@@ -493,41 +725,55 @@ int cli_cmd_serve(const cli_globals *g, int argc, char **argv)
     return rc;
 }
 
-/* Prints a result tab-separated, a header line first, NULL for nulls. */
-static int print_result(duckdb_result *res)
+/* The result as text; false after saying why. */
+static bool take_result(duckdb_result *res, cli_result *out)
 {
     idx_t ncols = duckdb_column_count(res);
-    for (idx_t c = 0; c < ncols; c++)
-        printf("%s%s", c ? "\t" : "", duckdb_column_name(res, c));
-    printf("\n");
-    for (idx_t r = 0; r < duckdb_row_count(res); r++) {
-        for (idx_t c = 0; c < ncols; c++) {
+    bool ok = cli_result_init(out, ncols);
+    for (idx_t c = 0; ok && c < ncols; c++)
+        ok = cli_result_set_name(out, c, duckdb_column_name(res, c));
+    for (idx_t r = 0; ok && r < duckdb_row_count(res); r++) {
+        ok = cli_result_add_row(out);
+        for (idx_t c = 0; ok && c < ncols; c++) {
             bool null = duckdb_value_is_null(res, c, r);
             char *v = null ? NULL : duckdb_value_varchar(res, c, r);
-            if (!null && v == NULL) {
-                fprintf(stderr, "duckstore: out of memory reading row %llu\n", (unsigned long long)r + 1);
-                return CLI_EXIT_SYNC_ERROR;
-            }
-            printf("%s%s", c ? "\t" : "", v ? v : "NULL");
+            ok = (null || v != NULL) && cli_result_set(out, c, v);
             duckdb_free(v);
         }
-        printf("\n");
     }
-    return CLI_EXIT_OK;
+    if (!ok)
+        fprintf(stderr, "duckstore: out of memory reading the result\n");
+    return ok;
 }
 
-/* Runs sql and prints its result. */
-static int run_query(duckdb_connection con, const char *sql)
+/* Every value as text, the way DuckDB casts it to VARCHAR (the row-wise
+ * result API prints VARCHAR only, and the server answers VARCHAR as the
+ * very text): both ways of running a query print the same. A statement
+ * that cannot be wrapped so runs as it is. */
+static char *as_text_sql(const char *sql)
 {
-    /* Every value as text: the row-wise result API prints VARCHAR only. A
-     * statement that cannot be wrapped so runs as it is. */
     ds_buf b = DS_BUF_INIT;
     ds_buf_appendf(&b, "SELECT COLUMNS(*)::VARCHAR FROM (%s)", sql);
     char *as_text = ds_buf_take(&b);
-    if (as_text == NULL) {
+    if (as_text == NULL)
         fprintf(stderr, "duckstore: out of memory\n");
+    return as_text;
+}
+
+static int print_query_result(const cli_result *res, cli_format format)
+{
+    if (cli_result_print(res, format, stdout))
+        return CLI_EXIT_OK;
+    fprintf(stderr, "duckstore: cannot write the result (output closed or full)\n");
+    return CLI_EXIT_SYNC_ERROR;
+}
+
+/* Runs sql and prints its result. */
+static int run_query(duckdb_connection con, const char *sql, cli_format format)
+{
+    char *as_text = as_text_sql(sql);
+    if (as_text == NULL)
         return CLI_EXIT_SYNC_ERROR;
-    }
     duckdb_result res;
     if (duckdb_query(con, as_text, &res) == DuckDBError) {
         duckdb_destroy_result(&res);
@@ -535,11 +781,118 @@ static int run_query(duckdb_connection con, const char *sql)
     }
     free(as_text);
     int rc = CLI_EXIT_SYNC_ERROR;
+    cli_result text;
+    memset(&text, 0, sizeof text);
     if (duckdb_result_error(&res) != NULL)
         fprintf(stderr, "duckstore: %s\n", duckdb_result_error(&res));
-    else
-        rc = print_result(&res);
+    else if (take_result(&res, &text))
+        rc = print_query_result(&text, format);
+    cli_result_free(&text);
     duckdb_destroy_result(&res);
+    return rc;
+}
+
+/* A value of the server's JSON answer as text: VARCHAR (all of them when
+ * the query could be wrapped) as it is, anything else as its JSON. */
+static bool remote_cell(cli_result *res, size_t col, json_t *v)
+{
+    if (json_is_null(v) || json_is_string(v))
+        return cli_result_set(res, col, json_string_value(v));
+    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    bool ok = text != NULL && cli_result_set(res, col, text);
+    free(text);
+    return ok;
+}
+
+static bool remote_result(json_t *doc, cli_result *res)
+{
+    json_t *cols = json_object_get(doc, "columns"), *rows = json_object_get(doc, "rows");
+    bool ok = cli_result_init(res, json_array_size(cols));
+    for (size_t c = 0; ok && c < res->ncols; c++) {
+        const char *name = json_string_value(json_object_get(json_array_get(cols, c), "name"));
+        ok = cli_result_set_name(res, c, name ? name : "?");
+    }
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        ok = ok && cli_result_add_row(res);
+        for (size_t c = 0; ok && c < res->ncols; c++)
+            ok = remote_cell(res, c, json_array_get(row, c));
+    }
+    if (!ok)
+        fprintf(stderr, "duckstore: out of memory reading the result\n");
+    return ok;
+}
+
+/* POST /api/store/query with sql; 429 (the server's queries are all busy)
+ * is retried. NULL with err set. */
+static json_t *remote_query_once(const cli_remote *r, const char *sql, long *status, ds_error *err)
+{
+    json_t *body = json_pack("{s:s,s:s}", "sql", sql, "format", "json");
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    *status = 0;
+    if (text == NULL) {
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory (or the SQL is not UTF-8)");
+        return NULL;
+    }
+    json_t *doc = NULL;
+    /* The server stops a query at its timeout_ms (30 s by default); this is a bound above that. */
+    for (int tries = 0; tries < 60; tries++) {
+        doc = cli_remote_json(r, "POST", "/api/store/query", text, 3700L, status, err);
+        if (doc == NULL || *status != 429)
+            break;
+        json_decref(doc);
+        doc = NULL;
+        sleep(1);
+    }
+    free(text);
+    if (doc == NULL && *status == 429)
+        ds_error_set(err, DS_ERR_BUSY,
+                     "the server stayed busy with other queries for a minute (429); retry later");
+    return doc;
+}
+
+/* The query through the server: its answer is read as JSON and printed by
+ * the same code as a result read from DuckDB. */
+static int remote_query(const cli_remote *r, const char *sql, cli_format format)
+{
+    char *as_text = as_text_sql(sql);
+    if (as_text == NULL)
+        return CLI_EXIT_SYNC_ERROR;
+    long status;
+    ds_error err;
+    json_t *doc = remote_query_once(r, as_text, &status, &err);
+    free(as_text);
+    if (doc != NULL && status == 400) {
+        json_decref(doc);
+        doc = remote_query_once(r, sql, &status, &err);
+    }
+    if (doc == NULL) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        return remote_failure_code(&err);
+    }
+    int rc = CLI_EXIT_SYNC_ERROR;
+    cli_result res;
+    memset(&res, 0, sizeof res);
+    if (status != 200) {
+        const char *why = cli_remote_error_text(doc);
+        fprintf(stderr, "duckstore: %s\n", why);
+        /* A refused write is a usage error, as when the file is read directly. */
+        if (status == 400 && (strncmp(why, "only reads", 10) == 0 || strncmp(why, "exactly one", 11) == 0 ||
+                              strstr(why, "reaches outside") != NULL))
+            rc = CLI_EXIT_USAGE;
+    } else if (remote_result(doc, &res)) {
+        rc = print_query_result(&res, format);
+        if (rc == CLI_EXIT_OK && json_is_true(json_object_get(doc, "truncated")))
+            fprintf(stderr,
+                    "duckstore: the result was cut at %zu rows by the server (duckdb.query_max_rows); "
+                    "add a LIMIT or an aggregate, or stop duckstore serve to read every row\n",
+                    res.nrows);
+    }
+    cli_result_free(&res);
+    json_decref(doc);
     return rc;
 }
 
@@ -590,26 +943,55 @@ static bool only_reads(duckdb_connection con, const char *sql)
 
 int cli_cmd_query(const cli_globals *g, int argc, char **argv)
 {
-    static const cli_args spec = {"query", "query SQL", NULL, 1, 1, false};
-    const char *sql;
-    if (!parse_args(&spec, argc, argv, &sql))
+    static const char usage[] = "query [--format table|tsv|csv|json] SQL";
+    /* A table for a person at a terminal; tab-separated for a pipe. */
+    cli_format format = isatty(STDOUT_FILENO) ? CLI_FORMAT_TABLE : CLI_FORMAT_TSV;
+    const char *sql = NULL;
+    for (int i = 0; i < argc; i++) {
+        bool format_arg = strcmp(argv[i], "--format") == 0 && i + 1 < argc;
+        if (format_arg && !cli_format_parse(argv[i + 1], &format)) {
+            fprintf(stderr, "duckstore query: --format takes table, tsv, csv or json, not \"%s\"\n",
+                    argv[i + 1]);
+            return CLI_EXIT_USAGE;
+        }
+        if (format_arg) {
+            i++;
+        } else if (argv[i][0] == '-' || sql != NULL) {
+            fprintf(stderr, "duckstore query: %s %s (see duckstore --help)\nusage: duckstore %s\n",
+                    argv[i][0] == '-' ? "unknown option" : "unexpected argument", argv[i], usage);
+            return CLI_EXIT_USAGE;
+        } else {
+            sql = argv[i];
+        }
+    }
+    if (sql == NULL) {
+        fprintf(stderr, "usage: duckstore %s\n", usage);
         return CLI_EXIT_USAGE;
+    }
     /* Never connects to PostgreSQL: the url's password need not be set.
      * The file is attached read-only, and left as it is. */
     cfg_config cfg;
     if (!load_config_flags(g, CFG_LOAD_NO_PG, &cfg))
         return CLI_EXIT_USAGE;
+    cli_remote r;
+    int server = find_server(g, &cfg, &r);
+    if (server != 0) {
+        int rc = server > 0 ? remote_query(&r, sql, format) : CLI_EXIT_USAGE;
+        if (server > 0)
+            cli_remote_free(&r);
+        cfg_free(&cfg);
+        return rc;
+    }
     store_settings settings = {
         .memory_limit = cfg.store.memory_limit, .threads = cfg.store.threads, .read_only = true};
     store *st = NULL;
     ds_error err;
     duckdb_connection con;
     int rc = CLI_EXIT_SYNC_ERROR;
-    if (!store_open_ext(g->db_path ? g->db_path : cfg.store.path, &settings, &st, &err) ||
-        !store_connect(st, &con, &err)) {
+    if (!store_open_ext(db_path_of(g, &cfg), &settings, &st, &err) || !store_connect(st, &con, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
     } else {
-        rc = only_reads(con, sql) ? run_query(con, sql) : CLI_EXIT_USAGE;
+        rc = only_reads(con, sql) ? run_query(con, sql, format) : CLI_EXIT_USAGE;
         duckdb_disconnect(&con);
     }
     store_close(st);

@@ -14,7 +14,10 @@ static const cli_command commands[] = {
      cli_cmd_check_config},
     {"serve", "serve [--listen HOST:PORT]",
      "run the HTTP API, scheduler and startup sync (default 127.0.0.1:8500)", cli_cmd_serve},
-    {"query", "query SQL", "run a SQL query on the DuckDB cache (tab-separated output)", cli_cmd_query},
+    {"query", "query [--format F] SQL",
+     "run a read-only SQL query on the DuckDB cache (F: table, tsv, csv, json; default table on a terminal, "
+     "else tsv)",
+     cli_cmd_query},
     {"version", "version", "print the version", cli_cmd_version},
 };
 

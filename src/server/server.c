@@ -2,6 +2,8 @@
  * (http.c) with the API's router (api.c), and runs until a signal. */
 #include "server/server.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/strbuf.h"
 #include "server/api.h"
 #include "server/http.h"
 #include "server/query.h"
@@ -30,6 +33,7 @@ struct http_server {
     uint16_t port;
     api_ctx api;
     http_router router;
+    char *serve_file; /* <file>.serve.json once written; NULL before */
 };
 
 static bool parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len, ds_error *err)
@@ -65,6 +69,94 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *addr, sock
     return true;
 }
 
+char *http_serve_file_path(const char *db_path)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(&b, "%s.serve.json", db_path);
+    return ds_buf_take(&b);
+}
+
+/* The address a client on this host reaches the listener at: a wildcard
+ * host is reached through loopback. */
+static char *client_url(const char *listen, uint16_t port)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t hlen = colon ? (size_t)(colon - listen) : 0;
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "http://");
+    if (hlen == 0 || (hlen == 7 && strncmp(listen, "0.0.0.0", 7) == 0))
+        ds_buf_append(&b, "127.0.0.1");
+    else if ((hlen == 4 && strncmp(listen, "[::]", 4) == 0) || (hlen == 2 && strncmp(listen, "::", 2) == 0))
+        ds_buf_append(&b, "[::1]");
+    else
+        ds_buf_appendn(&b, listen, hlen);
+    ds_buf_appendf(&b, ":%u", port);
+    return ds_buf_take(&b);
+}
+
+/* <file>.serve.json tells the CLI where this server answers for its file
+ * (the file itself is locked while the server runs): PID, URL and whether a
+ * token is required, never the token. Written whole (temp + rename), so a
+ * reader never sees half of it. A failure is a warning: the server works,
+ * only the CLI cannot find it. */
+static void write_serve_file(http_server *srv, const char *listen)
+{
+    errno = 0;
+    char *path = http_serve_file_path(store_path(srv->st));
+    char *url = client_url(listen, srv->port);
+    ds_buf tmp = DS_BUF_INIT;
+    ds_buf_appendf(&tmp, "%s.%ld.tmp", path ? path : "", (long)getpid());
+    json_t *doc = url ? json_pack("{s:I,s:s,s:s,s:b}", "pid", (json_int_t)getpid(), "url", url, "listen",
+                                  listen, "token_required", srv->api_token != NULL)
+                      : NULL;
+    const char *tmp_path = ds_buf_str(&tmp);
+    FILE *f = path && doc && tmp_path ? fopen(tmp_path, "w") : NULL;
+    bool ok = f != NULL && json_dumpf(doc, f, JSON_PRESERVE_ORDER) == 0 && fputc('\n', f) != EOF;
+    if (f != NULL && fclose(f) != 0)
+        ok = false;
+    if (ok && rename(tmp_path, path) == 0) {
+        srv->serve_file = path;
+        path = NULL;
+    } else {
+        ds_log_warn(
+            "cannot write %s (%s): duckstore query, status, sync and reset-watermark cannot find this "
+            "server and will report the DuckDB file in use",
+            path ? path : "the server file",
+            f == NULL && errno ? strerror(errno) : "out of memory or disk full");
+        if (tmp_path != NULL)
+            unlink(tmp_path);
+    }
+    json_decref(doc);
+    ds_buf_free(&tmp);
+    free(url);
+    free(path);
+}
+
+bool http_serve_file_find(const char *db_path, http_serve_info *out)
+{
+    memset(out, 0, sizeof *out);
+    char *path = http_serve_file_path(db_path);
+    json_t *doc = path ? json_load_file(path, 0, NULL) : NULL;
+    free(path);
+    json_int_t pid = json_integer_value(json_object_get(doc, "pid"));
+    const char *url = json_string_value(json_object_get(doc, "url"));
+    /* A PID that is gone: a server killed without its shutdown (SIGKILL,
+     * a crash) left the file behind. EPERM: alive, another user's. */
+    bool alive = pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    if (alive && url != NULL && (out->url = strdup(url)) != NULL) {
+        out->pid = (long)pid;
+        out->token_required = json_is_true(json_object_get(doc, "token_required"));
+    }
+    json_decref(doc);
+    return out->url != NULL;
+}
+
+void http_serve_info_free(http_serve_info *info)
+{
+    free(info->url);
+    info->url = NULL;
+}
+
 /* Frees what http_server_start set up; the jobs are shut down already. */
 static void server_free(http_server *srv)
 {
@@ -73,6 +165,7 @@ static void server_free(http_server *srv)
     if (srv->st)
         store_close(srv->st);
     free(srv->api_token);
+    free(srv->serve_file);
     free(srv);
 }
 
@@ -133,6 +226,7 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : 0;
+    write_serve_file(srv, listen);
     ds_log_info("listening on %s (port %u)%s", listen, srv->port,
                 srv->api_token ? ", bearer token required for /api/ and /metrics" : "");
     *out = srv;
@@ -152,6 +246,9 @@ void http_server_stop(http_server *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    /* The CLI stops coming here, and opens the file itself once it is free. */
+    if (srv->serve_file != NULL)
+        unlink(srv->serve_file);
     query_shutdown();
     jobs_shutdown(&srv->jobs);
     MHD_stop_daemon(srv->daemon);

@@ -39,6 +39,23 @@ void http_server_stop(http_server *srv);
  * load is logged with its file:line and the one in force stays: false. */
 bool http_server_reload(http_server *srv);
 
+/* Where a running server announces itself beside its DuckDB file:
+ * "<db_path>.serve.json" (caller frees; NULL when out of memory). */
+char *http_serve_file_path(const char *db_path);
+
+typedef struct http_serve_info {
+    long pid;
+    char *url; /* "http://127.0.0.1:8500" */
+    bool token_required;
+} http_serve_info;
+
+/* Reads the server file of db_path: true when it names a live process
+ * (caller frees with http_serve_info_free); false when there is none, it
+ * cannot be read, or its process is gone (a stale file). Whether the
+ * server still answers is for the caller to find out. */
+bool http_serve_file_find(const char *db_path, http_serve_info *out);
+void http_serve_info_free(http_serve_info *info);
+
 /* Runs a server until SIGTERM or SIGINT, reloading the config on SIGHUP;
  * returns the exit code. */
 int http_serve_until_signal(cfg_config *cfg, const http_options *opt);
