@@ -37,18 +37,23 @@ static void append_double(ds_buf *b, const char *col)
     ds_buf_append(b, " AS DOUBLE)");
 }
 
-char *store_summary_sql(const char *relation, const char *latency)
+char *store_summary_sql(const char *relation, const char *score, const char *latency)
 {
     static const char *const quantiles[] = {"0.5", "0.95", "0.99"};
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT count(*), avg(");
-    append_double(&b, "metric_score");
-    /* pass_rate: percent of the rows with a score that have one >= 0.5 */
-    ds_buf_append(&b, "), 100.0 * count(*) FILTER (WHERE ");
-    append_double(&b, "metric_score");
-    ds_buf_append(&b, " >= 0.5) / nullif(count(");
-    append_double(&b, "metric_score");
-    ds_buf_append(&b, "), 0)");
+    ds_buf_append(&b, "SELECT count(*)");
+    if (score == NULL) {
+        ds_buf_append(&b, ", NULL, NULL");
+    } else {
+        ds_buf_append(&b, ", avg(");
+        append_double(&b, score);
+        /* pass_rate: percent of the rows with a score that have one >= 0.5 */
+        ds_buf_append(&b, "), 100.0 * count(*) FILTER (WHERE ");
+        append_double(&b, score);
+        ds_buf_append(&b, " >= 0.5) / nullif(count(");
+        append_double(&b, score);
+        ds_buf_append(&b, "), 0)");
+    }
     for (size_t i = 0; i < 3; i++) {
         if (latency == NULL) {
             ds_buf_append(&b, ", NULL");
@@ -135,15 +140,41 @@ json_t *store_value_json(duckdb_result *res, idx_t col, idx_t row)
     }
 }
 
-static bool has_column(const json_t *columns, const char *name)
+/* The column's DuckDB type, NULL when the relation has no such column. */
+static const char *column_type(const json_t *columns, const char *name)
 {
     size_t i;
     json_t *c;
     json_array_foreach(columns, i, c)
     {
         if (strcmp(json_string_value(json_object_get(c, "column_name")), name) == 0)
-            return true;
+            return json_string_value(json_object_get(c, "column_type"));
     }
+    return NULL;
+}
+
+static bool has_column(const json_t *columns, const char *name)
+{
+    return column_type(columns, name) != NULL;
+}
+
+/* A column that reads as a number. Only these are cast: a statement that
+ * fails inside the commit's transaction fails the sync, so no cast of an
+ * unusual type (a STRUCT, a UNION) is tried there. Other types count as
+ * NULL. */
+static bool numeric_column(const json_t *columns, const char *name)
+{
+    static const char *const types[] = {"TINYINT",  "SMALLINT",  "INTEGER",  "BIGINT",  "HUGEINT",
+                                        "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+                                        "FLOAT",    "DOUBLE",    "VARCHAR"};
+    const char *type = column_type(columns, name);
+    if (type == NULL)
+        return false;
+    if (strncmp(type, "DECIMAL", 7) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
     return false;
 }
 
@@ -220,8 +251,11 @@ static bool summary_stats(duckdb_connection con, const char *relation, const jso
     for (size_t i = 0; latency == NULL && i < sizeof latency_columns / sizeof latency_columns[0]; i++)
         if (has_column(columns, latency_columns[i]))
             latency = latency_columns[i];
+    if (latency != NULL && !numeric_column(columns, latency))
+        latency = NULL;
+    const char *score = numeric_column(columns, "metric_score") ? "metric_score" : NULL;
     duckdb_result res;
-    if (!run_owned(con, store_summary_sql(relation, latency), &res, err))
+    if (!run_owned(con, store_summary_sql(relation, score, latency), &res, err))
         return false;
     json_object_set_new(doc, "summary_stats",
                         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "total_records", store_value_json(&res, 0, 0),

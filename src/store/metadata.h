@@ -23,10 +23,11 @@ extern const size_t store_n_filter_columns;
  * LIMIT limit. NULL when out of memory. */
 char *store_distinct_sql(const char *relation, const char *col, int limit);
 
-/* The summary statistics of a relation with a metric_score column
- * (latency: the latency column, or NULL for none). NULL when out of
+/* The summary statistics of a relation: count(*), then the mean score,
+ * pass rate and latency percentiles of the score and latency columns
+ * (NULL: no such column, those values are NULL). NULL when out of
  * memory. */
-char *store_summary_sql(const char *relation, const char *latency);
+char *store_summary_sql(const char *relation, const char *score, const char *latency);
 
 /* The metadata document of relation (a table or view), computed on con in
  * its current transaction. */

@@ -522,6 +522,14 @@ static void test_truncation_is_loud(void **state)
     tl_write_filef(file, "wide_db:\n  url: \"%s\"\n  query: SELECT g AS id FROM generate_series(1, 250) g\n",
                    g_conninfo);
     free(file);
+    /* A metric_score that is no number (a list) and a text latency: the
+     * summary has NULLs, and the sync's commit does not fail over it. */
+    file = path_in(dir, "odd_db.yaml");
+    tl_write_filef(file,
+                   "odd_db:\n  url: \"%s\"\n  query: SELECT ARRAY[1, 2] AS metric_score, 'slow' AS latency, "
+                   "'prod' AS environment\n",
+                   g_conninfo);
+    free(file);
     static const char warning[] =
         "wide: wide_data was truncated at max_sync_rows (100 rows); rows past the cap "
         "were not stored: narrow the query with a WHERE clause, or raise "
@@ -536,6 +544,14 @@ static void test_truncation_is_loud(void **state)
     assert_int_equal(json_array_size(warnings), 1);
     assert_string_equal(json_string_value(json_array_get(warnings, 0)), warning);
     json_decref(ds);
+    sync_ready(&srv, "odd");
+    json_t *doc = get_json(&srv, "/api/store/metadata/odd", 200);
+    char *stats = json_dumps(json_object_get(json_object_get(doc, "metadata"), "summary_stats"),
+                             JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(stats, "{\"total_records\":1,\"avg_score\":null,\"pass_rate\":null,\"p50_latency\":"
+                               "null,\"p95_latency\":null,\"p99_latency\":null}");
+    free(stats);
+    json_decref(doc);
     assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
     char *text = tl_read_file(log);
     char line[1024];
