@@ -558,12 +558,15 @@ static void test_truncation_is_loud(void **state)
     snprintf(line, sizeof line, "WARN  %s", warning);
     assert_non_null(strstr(text, line));
     free(text);
+    tl_assert_clean_log(log);
 
     char *out = NULL;
     int rc = tl_run(&out, "%s --config-dir %s sync wide --full 2>&1", getenv("DUCKSTORE_BIN"), dir);
     assert_int_equal(rc, 0);
     if (strstr(out, line) == NULL)
         fail_msg("the CLI did not print the warning:\n%s", out);
+    if (strstr(out, "Sanitizer") != NULL)
+        fail_msg("a sanitizer report from the CLI:\n%s", out);
     free(out);
     free(log);
     free(dir);
