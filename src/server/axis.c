@@ -171,7 +171,11 @@ static bool read_columns(duckdb_connection con, const char *relation, rel_column
         out->n = i + 1;
     }
     duckdb_destroy_result(&res);
-    return ok || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    if (ok)
+        return true;
+    rel_columns_free(out);
+    memset(out, 0, sizeof *out);
+    return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
 }
 
 /* The WHERE clause and its parameters (the values are bound, never
