@@ -37,7 +37,7 @@ static void append_double(ds_buf *b, const char *col)
     ds_buf_append(b, " AS DOUBLE)");
 }
 
-char *store_summary_sql(const char *relation, const char *score, const char *latency)
+char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact)
 {
     static const char *const quantiles[] = {"0.5", "0.95", "0.99"};
     ds_buf b = DS_BUF_INIT;
@@ -59,7 +59,7 @@ char *store_summary_sql(const char *relation, const char *score, const char *lat
             ds_buf_append(&b, ", NULL");
             continue;
         }
-        ds_buf_append(&b, ", quantile_cont(");
+        ds_buf_append(&b, exact ? ", quantile_cont(" : ", approx_quantile(");
         append_double(&b, latency);
         ds_buf_appendf(&b, ", %s)", quantiles[i]);
     }
@@ -242,8 +242,8 @@ static bool time_range(duckdb_connection con, const char *relation, const json_t
 }
 
 /* summary_stats, when the relation has metric_score. */
-static bool summary_stats(duckdb_connection con, const char *relation, const json_t *columns, json_t *doc,
-                          ds_error *err)
+static bool summary_stats(duckdb_connection con, const char *relation, const json_t *columns, int64_t rows,
+                          json_t *doc, ds_error *err)
 {
     if (!has_column(columns, "metric_score"))
         return true;
@@ -255,7 +255,8 @@ static bool summary_stats(duckdb_connection con, const char *relation, const jso
         latency = NULL;
     const char *score = numeric_column(columns, "metric_score") ? "metric_score" : NULL;
     duckdb_result res;
-    if (!run_owned(con, store_summary_sql(relation, score, latency), &res, err))
+    bool exact = rows <= STORE_EXACT_PERCENTILES_MAX;
+    if (!run_owned(con, store_summary_sql(relation, score, latency, exact), &res, err))
         return false;
     json_object_set_new(doc, "summary_stats",
                         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "total_records", store_value_json(&res, 0, 0),
@@ -282,11 +283,13 @@ bool store_dataset_metadata(duckdb_connection con, const char *relation, json_t 
         return false;
     }
     json_t *doc = json_object();
+    int64_t rows = duckdb_value_int64(&res, 0, 0);
     json_object_set_new(doc, "row_count", store_value_json(&res, 0, 0));
     duckdb_destroy_result(&res);
     json_object_set_new(doc, "columns", columns);
     bool ok = filter_values(con, relation, columns, doc, err) &&
-              time_range(con, relation, columns, doc, err) && summary_stats(con, relation, columns, doc, err);
+              time_range(con, relation, columns, doc, err) &&
+              summary_stats(con, relation, columns, rows, doc, err);
     if (!ok) {
         json_decref(doc);
         return false;

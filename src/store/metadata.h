@@ -9,6 +9,7 @@
 #include <duckdb.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "common/error.h"
 #include "common/strbuf.h"
@@ -23,11 +24,17 @@ extern const size_t store_n_filter_columns;
  * LIMIT limit. NULL when out of memory. */
 char *store_distinct_sql(const char *relation, const char *col, int limit);
 
+/* Exact latency percentiles hold every value in memory at once (8 bytes a
+ * row, outside what memory_limit bounds): past this many rows they are
+ * approximated (t-digest, bounded memory), so a commit's memory stays
+ * bounded whatever the table's size. */
+#define STORE_EXACT_PERCENTILES_MAX 1000000
+
 /* The summary statistics of a relation: count(*), then the mean score,
  * pass rate and latency percentiles of the score and latency columns
- * (NULL: no such column, those values are NULL). NULL when out of
- * memory. */
-char *store_summary_sql(const char *relation, const char *score, const char *latency);
+ * (NULL: no such column, those values are NULL), exact or approximated.
+ * NULL when out of memory. */
+char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact);
 
 /* The metadata document of relation (a table or view), computed on con in
  * its current transaction. */
