@@ -314,6 +314,21 @@ static void append_order(ds_buf *b, const rel_columns *cols, const char *sort_by
     }
 }
 
+/* One column of the select list; a type the C API cannot print is read
+ * as DuckDB's text of it. */
+static void append_column(ds_buf *b, const rel_columns *cols, size_t i, bool first)
+{
+    ds_buf_append(b, first ? "" : ", ");
+    if (store_json_native(cols->types[i])) {
+        ds_buf_append_ident(b, cols->names[i]);
+        return;
+    }
+    ds_buf_append(b, "CAST(");
+    ds_buf_append_ident(b, cols->names[i]);
+    ds_buf_append(b, " AS VARCHAR) AS ");
+    ds_buf_append_ident(b, cols->names[i]);
+}
+
 /* The select list: the requested columns the relation has, in the order
  * asked (each once), or every column. */
 static void append_select(ds_buf *b, const rel_columns *cols, const char *wanted)
@@ -330,17 +345,18 @@ static void append_select(ds_buf *b, const rel_columns *cols, const char *wanted
             e--;
         for (size_t i = 0; i < cols->n; i++)
             if (!taken[i] && strlen(cols->names[i]) == (size_t)(e - s) &&
-                strncmp(cols->names[i], s, e - s) == 0) {
+                strncmp(cols->names[i], s, (size_t)(e - s)) == 0) {
                 taken[i] = true;
-                ds_buf_append(b, listed ? ", " : "");
-                ds_buf_append_ident(b, cols->names[i]);
+                append_column(b, cols, i, !listed);
                 listed = true;
             }
         p += len + (p[len] == ',');
     }
+    if (taken == NULL)
+        b->failed = true;
     free(taken);
-    if (!listed)
-        ds_buf_append(b, "*");
+    for (size_t i = 0; !listed && i < cols->n; i++)
+        append_column(b, cols, i, i == 0);
 }
 
 static bool run_params(duckdb_connection con, const char *sql, const where_clause *w, duckdb_result *res,

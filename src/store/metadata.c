@@ -21,7 +21,9 @@ char *store_distinct_sql(const char *relation, const char *col, int limit)
     ds_buf b = DS_BUF_INIT;
     ds_buf_append(&b, "SELECT DISTINCT ");
     ds_buf_append_ident(&b, col);
-    ds_buf_append(&b, " FROM ");
+    ds_buf_append(&b, ", CAST(");
+    ds_buf_append_ident(&b, col);
+    ds_buf_append(&b, " AS VARCHAR) FROM ");
     ds_buf_append_ident(&b, relation);
     ds_buf_append(&b, " WHERE ");
     ds_buf_append_ident(&b, col);
@@ -98,6 +100,30 @@ static json_t *text_value(duckdb_result *res, idx_t col, idx_t row)
         j = json_string("?");
     duckdb_free(v);
     return j;
+}
+
+bool store_json_native(duckdb_type type)
+{
+    switch (type) {
+    case DUCKDB_TYPE_BOOLEAN:
+    case DUCKDB_TYPE_TINYINT:
+    case DUCKDB_TYPE_SMALLINT:
+    case DUCKDB_TYPE_INTEGER:
+    case DUCKDB_TYPE_BIGINT:
+    case DUCKDB_TYPE_UTINYINT:
+    case DUCKDB_TYPE_USMALLINT:
+    case DUCKDB_TYPE_UINTEGER:
+    case DUCKDB_TYPE_UBIGINT:
+    case DUCKDB_TYPE_HUGEINT:
+    case DUCKDB_TYPE_UHUGEINT:
+    case DUCKDB_TYPE_FLOAT:
+    case DUCKDB_TYPE_DOUBLE:
+    case DUCKDB_TYPE_DECIMAL:
+    case DUCKDB_TYPE_VARCHAR:
+        return true;
+    default:
+        return false;
+    }
 }
 
 json_t *store_value_json(duckdb_result *res, idx_t col, idx_t row)
@@ -211,8 +237,10 @@ static bool filter_values(duckdb_connection con, const char *relation, const jso
             return false;
         json_t *list = json_array();
         idx_t n = duckdb_row_count(&res);
+        /* sorted by the value itself; numbers as numbers, the rest as text */
+        idx_t from = store_json_native(duckdb_column_type(&res, 0)) ? 0 : 1;
         for (idx_t r = 0; r < n && r < STORE_FILTER_VALUES_MAX; r++)
-            json_array_append_new(list, store_value_json(&res, 0, r));
+            json_array_append_new(list, store_value_json(&res, from, r));
         duckdb_destroy_result(&res);
         json_object_set_new(values, col, list);
         json_object_set_new(truncated, col, json_boolean(n > STORE_FILTER_VALUES_MAX));
@@ -229,7 +257,8 @@ static bool time_range(duckdb_connection con, const char *relation, const json_t
         return true;
     }
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT min(\"timestamp\"), max(\"timestamp\") FROM ");
+    ds_buf_append(&b,
+                  "SELECT CAST(min(\"timestamp\") AS VARCHAR), CAST(max(\"timestamp\") AS VARCHAR) FROM ");
     ds_buf_append_ident(&b, relation);
     duckdb_result res;
     if (!run_owned(con, ds_buf_take(&b), &res, err))

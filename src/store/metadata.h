@@ -20,8 +20,8 @@ extern const char *const store_filter_columns[];
 extern const size_t store_n_filter_columns;
 #define STORE_FILTER_VALUES_MAX 200
 
-/* SELECT DISTINCT "col" FROM "relation" WHERE "col" IS NOT NULL ORDER BY 1
- * LIMIT limit. NULL when out of memory. */
+/* SELECT DISTINCT "col", CAST("col" AS VARCHAR) FROM "relation" WHERE
+ * "col" IS NOT NULL ORDER BY 1 LIMIT limit. NULL when out of memory. */
 char *store_distinct_sql(const char *relation, const char *col, int limit);
 
 /* Exact latency percentiles hold every value in memory at once (8 bytes a
@@ -45,9 +45,14 @@ bool store_dataset_metadata(duckdb_connection con, const char *relation, json_t 
 bool store_put_metadata(duckdb_connection con, const char *source, const char *json, ds_error *err);
 bool store_get_metadata(duckdb_connection con, const char *source, char **json, ds_error *err);
 
+/* Types store_value_json reads directly: numbers, booleans and text.
+ * Select any other type CAST to VARCHAR (the C API's text of a value does
+ * not cover every type, e.g. TIMESTAMPTZ). */
+bool store_json_native(duckdb_type type);
+
 /* The value at (col, row) of res as JSON: numbers as numbers (NaN and
- * infinities as null), booleans as booleans, NULL as null, everything else
- * as DuckDB's text. NULL when out of memory. */
+ * infinities as null), booleans as booleans, NULL as null, text as text.
+ * NULL when out of memory. */
 json_t *store_value_json(duckdb_result *res, idx_t col, idx_t row);
 
 /* Runs sql: false with err set (DuckDB's message) on failure. */

@@ -97,7 +97,10 @@ static int setup_group(void **state)
         g_conninfo);
     free(file);
     file = path_in(g_config, "flaky_db.yaml");
-    tl_write_filef(file, "flaky_db:\n  url: \"%s\"\n  query: SELECT id FROM flaky\n", g_conninfo);
+    tl_write_filef(file,
+                   "flaky_db:\n  url: \"%s\"\n  query: SELECT id, timestamptz '2026-02-13 10:00:00+00' + id *"
+                   " interval '1 hour' AS \"timestamp\" FROM flaky\n",
+                   g_conninfo);
     free(file);
     return 0;
 }
@@ -331,6 +334,18 @@ static void test_data_filters(void **state)
     expect_ids(&srv, "&search=AXB", "t4,t5");
     expect_ids(&srv, "&search=SURE", "t5");
     expect_ids(&srv, "&search=50%25%20OFF&environment=prod", "t1,t1");
+    /* A TIMESTAMPTZ column: DuckDB's text in UTC in rows and metadata, and
+     * the time bounds compare as times. */
+    sync_ready(&srv, "flaky");
+    expect_exact(
+        &srv, "GET", "/api/store/data/flaky_data?sort_by=timestamp&time_start=2026-02-13T11:30:00Z", 200,
+        "{\"success\":true,\"data\":[{\"id\":2,\"timestamp\":\"2026-02-13 12:00:00+00\"}],\"total\":1,"
+        "\"page\":1,\"page_size\":50}");
+    json_t *doc = get_json(&srv, "/api/store/metadata/flaky_data", 200);
+    char *range = json_dumps(json_object_get(json_object_get(doc, "metadata"), "time_range"), JSON_COMPACT);
+    assert_string_equal(range, "{\"min\":\"2026-02-13 11:00:00+00\",\"max\":\"2026-02-13 12:00:00+00\"}");
+    free(range);
+    json_decref(doc);
     assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
     tl_assert_clean_log(g_log);
 }
