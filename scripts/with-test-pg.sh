@@ -31,9 +31,9 @@ chmod 755 "$pg_dir"
 
 cleanup() {
   # A standby a test started (tests/sync/test_late_commits) goes too.
-  if [ -d "$pg_dir/standby" ]; then
-    "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/standby" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  for standby in "$pg_dir"/standby*; do
+    [ -d "$standby" ] && { "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$standby" -m immediate -w stop >/dev/null 2>&1 || true; }
+  done
   "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$pg_dir"
 }

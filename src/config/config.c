@@ -382,6 +382,7 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.sync_chunk_size = 1000000;
     cfg->store.max_sync_rows = 2000000;
     cfg->store.query_concurrency = 8;
+    cfg->store.query_max_rows = 10000;
     cfg->store.threads = 1;
     cfg->store.max_idle_source_connections = 8;
     cfg->store.idle_source_connection_timeout_s = 600;

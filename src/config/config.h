@@ -28,7 +28,8 @@ typedef struct cfg_store {
     int sync_workers;        /* default 1, 1..64 */
     int sync_chunk_size;     /* rows per insert batch, default 1000000, >= 1 */
     int64_t max_sync_rows;   /* per table, default 2000000, 0 = no cap */
-    int query_concurrency;   /* default 8, 1..256 */
+    int query_concurrency;   /* default 8, 1..256; also queries of /api/store/query at once */
+    int64_t query_max_rows;  /* rows per /api/store/query answer, default 10000; 0 = no cap (NDJSON, CSV) */
     char *memory_limit;      /* DuckDB memory_limit, default 64MB per sync worker */
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
     /* PostgreSQL connections `serve` keeps between syncs, all sources together. */

@@ -400,6 +400,8 @@ static const key_spec store_keys[] = {
      .expect = "an integer >= 0 (0 = no cap)"},
     {"query_concurrency", .parse = parse_int, .field = STORE(query_concurrency), .min = 1, .max = 256,
      .expect = "an integer between 1 and 256"},
+    {"query_max_rows", .parse = parse_int64, .field = STORE(query_max_rows), .min = 0, .max = INT64_MAX,
+     .expect = "an integer >= 0 (rows per /api/store/query answer; 0 = no cap for NDJSON and CSV)"},
     {"memory_limit", .parse = parse_memory_limit, .field = STORE(memory_limit),
      .expect = "a size such as 256MB, 1.5GB or 512MiB", .hint = "give a size such as 256MB or 2GB"},
     {"threads", .parse = parse_int, .field = STORE(threads), .min = 0, .max = 256,

@@ -155,6 +155,7 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  sync_chunk_size: %d\n", st->sync_chunk_size);
     fprintf(out, "  max_sync_rows: %lld\n", (long long)st->max_sync_rows);
     fprintf(out, "  query_concurrency: %d\n", st->query_concurrency);
+    fprintf(out, "  query_max_rows: %lld\n", (long long)st->query_max_rows);
     print_string(out, "memory_limit", st->memory_limit);
     fprintf(out, "  threads: %d\n", st->threads);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);

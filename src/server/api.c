@@ -2,6 +2,7 @@
  * resets, and the router that checks path, token, method and parameters
  * in the documented order. */
 #include "server/api.h"
+#include "server/query.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,8 @@ enum MHD_Result api_route(void *cls, http_request *req, const char *url, const c
     if (strcmp(url, "/api/store/sync") == 0)
         return post ? handle_sync_all(a, req)
                     : http_send_not_allowed(req, "POST", "use POST for /api/store/sync");
+    if (strcmp(url, "/api/store/query") == 0)
+        return query_route(a, req, method);
     if (axis_route(a, req, url, get, &ret))
         return ret;
     static const char prefix[] = "/api/store/sync/";

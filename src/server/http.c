@@ -95,6 +95,14 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
+void http_add_common_headers(const http_request *req, struct MHD_Response *resp)
+{
+    if (req->cors_origin != NULL) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+}
+
 enum MHD_Result http_send_text(http_request *req, unsigned status, const char *type, const char *body)
 {
     struct MHD_Response *resp =
@@ -109,10 +117,7 @@ enum MHD_Result http_send_text(http_request *req, unsigned status, const char *t
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (req->cors_origin != NULL) {
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->cors_origin);
-        MHD_add_response_header(resp, "Vary", "Origin");
-    }
+    http_add_common_headers(req, resp);
     enum MHD_Result ret = MHD_queue_response(req->conn, status, resp);
     MHD_destroy_response(resp);
     req->status = status;
@@ -121,7 +126,7 @@ enum MHD_Result http_send_text(http_request *req, unsigned status, const char *t
 
 /* AXIS clients read an error's text from "detail": an answer with success
  * false and an error text carries it there too. */
-static void add_detail(json_t *doc)
+void http_json_add_detail(json_t *doc)
 {
     json_t *error = json_object_get(doc, "error");
     if (json_is_false(json_object_get(doc, "success")) && json_is_string(error) &&
@@ -131,7 +136,7 @@ static void add_detail(json_t *doc)
 
 enum MHD_Result http_send_json(http_request *req, unsigned status, json_t *doc)
 {
-    add_detail(doc);
+    http_json_add_detail(doc);
     char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(doc);
     if (body == NULL) {
@@ -350,13 +355,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls)
 {
     (void)version;
-    (void)upload_data;
     http_router *router = cls;
     http_request *req = *con_cls;
     if (req == NULL)
         return begin_request(router, conn, url, method, con_cls);
-    if (*upload_data_size > 0) { /* bodies are not used; count them to enforce the limit */
-        req->body_bytes += *upload_data_size;
+    if (*upload_data_size > 0) { /* kept up to the limit, counted beyond it */
+        size_t n = *upload_data_size;
+        char *grown =
+            req->body_bytes + n <= MAX_BODY_BYTES ? realloc(req->body, req->body_bytes + n + 1) : NULL;
+        if (grown != NULL) {
+            memcpy(grown + req->body_bytes, upload_data, n);
+            grown[req->body_bytes + n] = '\0';
+        } else {
+            free(req->body);
+        }
+        req->body = grown;
+        req->body_bytes += n;
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -390,6 +404,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, addr, sizeof addr);
     ds_log_info("%s %s %s %u %.1fms", addr, req->method, req->path, req->status, ms);
+    free(req->body);
     free(req);
     *con_cls = NULL;
 }
@@ -412,7 +427,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 struct MHD_Daemon *http_daemon_start(const struct sockaddr_storage *addr, http_router *router)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
     if (addr->ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, router, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,

@@ -18,6 +18,8 @@ typedef struct http_request {
     struct MHD_Connection *conn;
     struct timespec started;
     size_t body_bytes;
+    char *body;        /* the request body, NUL-terminated (NULL when none or too large) */
+    void *route_state; /* a route's own state across calls of a suspended request */
     unsigned status;   /* of the answer sent, for the access log */
     const char *allow; /* Allow header of a 405 answer */
     /* The request's Origin when the allow-list has it (the router's copy):
@@ -68,6 +70,12 @@ enum MHD_Result http_send_errorf(http_request *req, unsigned status, const char 
 /* {"success":true,"message":...} */
 enum MHD_Result http_send_messagef(http_request *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* For an answer built outside these functions (a streamed one): the
+ * headers every answer carries (CORS), and "detail" beside "error" in an
+ * error document. */
+void http_add_common_headers(const http_request *req, struct MHD_Response *resp);
+void http_json_add_detail(json_t *doc);
+
 /* A 405 with the Allow header naming the methods the resource takes. */
 enum MHD_Result http_send_not_allowed(http_request *req, const char *allow, const char *msg);
 

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "server/api.h"
 #include "server/http.h"
+#include "server/query.h"
 #include "server/jobs.h"
 #include "store/store.h"
 #include "sync/sync.h"
@@ -158,6 +159,7 @@ void http_server_stop(http_server *srv)
     MHD_socket fd = MHD_quiesce_daemon(srv->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    query_shutdown();
     jobs_shutdown(&srv->jobs);
     MHD_stop_daemon(srv->daemon);
     server_free(srv);

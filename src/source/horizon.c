@@ -149,98 +149,93 @@ static bool has_pg_snapshot(const pgsrc_conn *conn)
     return PQserverVersion(conn->pg) >= 130000;
 }
 
-/* A snapshot lists the transactions in progress below its xmax (the newest
- * completed one + 1) only: one that took its id after that and is still
- * running is not listed, though it may have started before the snapshot.
- * Every running transaction holds an exclusive lock on its own id, which
- * pg_locks shows to any role (32-bit ids: widened with xmax's epoch). */
-static bool add_running_past_xmax(pgsrc_conn *conn, pgsrc_snapshot *snap, ds_error *err)
+/* The first statement of the read's transaction, in one piece so that the
+ * lock table is copied as close to the snapshot as can be: it fixes the
+ * snapshot, locks every relation the query reads (planning the probe locks
+ * them; no row is read) and copies the lock table once. Columns: the
+ * snapshot, whether the server is a standby, the running transactions
+ * (each holds an exclusive lock on its own 32-bit id: pg_locks shows them
+ * to any role, the snapshot lists only those below its xmax), and those of
+ * them that hold a write lock on a relation the query reads (the relation
+ * locks of one transaction share its virtualtransaction, a prepared
+ * one's too). */
+static char *read_start_sql(const char *query, bool modern)
 {
-    PGresult *res =
-        pgsrc_query_rows(conn,
-                         "SELECT transactionid::text FROM pg_locks WHERE locktype = 'transactionid' "
-                         "AND mode = 'ExclusiveLock' AND granted",
-                         err);
-    if (res == NULL)
-        return false;
-    int n = PQntuples(res);
-    uint64_t *xip = realloc(snap->xip, (snap->nxip + (size_t)n + 1) * sizeof *xip);
-    if (xip == NULL) {
-        PQclear(res);
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char *trimmed = pgsrc_trim_query(query);
+    if (trimmed == NULL)
+        return NULL;
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(
+        &b,
+        "WITH probe AS MATERIALIZED (SELECT 1 FROM (%s\n) AS _q LIMIT 0), locks AS MATERIALIZED (SELECT "
+        "locktype, database, relation, transactionid, virtualtransaction, mode, granted, pid FROM pg_locks), "
+        "running AS (SELECT transactionid::text::int8 AS x, virtualtransaction FROM locks WHERE locktype = "
+        "'transactionid' AND mode = 'ExclusiveLock' AND granted), mine AS (SELECT relation FROM locks WHERE "
+        "pid "
+        "= pg_backend_pid() AND locktype = 'relation' AND relation IS NOT NULL), writers AS (SELECT DISTINCT "
+        "t.x "
+        "FROM running t JOIN locks r USING (virtualtransaction) WHERE r.locktype = 'relation' AND r.database "
+        "= "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) AND r.relation IN (SELECT relation "
+        "FROM mine) AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+        "'AccessExclusiveLock')) SELECT %s::text, pg_is_in_recovery(), (SELECT coalesce(string_agg(x::text, "
+        "','), '') FROM running), (SELECT coalesce(string_agg(x::text, ','), '') FROM writers), (SELECT "
+        "count(*) FROM probe)",
+        trimmed, modern ? "pg_current_snapshot()" : "txid_current_snapshot()");
+    free(trimmed);
+    return ds_buf_take(&b);
+}
+
+static bool among(const char *list, uint64_t low)
+{
+    const char *p = list;
+    while (*p != '\0') {
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p)
+            return false; /* not a list of numbers: cannot happen */
+        if (v == low)
+            return true;
+        p = *end == ',' ? end + 1 : end;
     }
+    return false;
+}
+
+/* Adds the running transactions past xmax, then keeps those a later read
+ * must wait for; *ended counts those that ended between the snapshot and
+ * the copy of the lock table (they cannot be told apart from writers). */
+static bool settle_running(pgsrc_snapshot *snap, const char *running, const char *writers, size_t *ended,
+                           ds_error *err)
+{
+    size_t n = 1;
+    for (const char *c = running; *c; c++)
+        n += *c == ',';
+    uint64_t *xip = realloc(snap->xip, (snap->nxip + n + 1) * sizeof *xip);
+    if (xip == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     snap->xip = xip;
-    for (int i = 0; i < n; i++) {
-        uint64_t low = strtoull(PQgetvalue(res, i, 0), NULL, 10) & 0xffffffffu;
+    size_t listed = snap->nxip;
+    for (const char *p = running; *p != '\0';) {
+        char *end;
+        uint64_t low = strtoull(p, &end, 10) & 0xffffffffu;
+        p = *end == ',' ? end + 1 : end;
         uint64_t x = (snap->xmax & ~(uint64_t)0xffffffffu) | low;
         if (x < snap->xmax)
             x += (uint64_t)1 << 32; /* the epoch turned after xmax */
         if (x - snap->xmax < ((uint64_t)1 << 31))
             snap->xip[snap->nxip++] = x;
     }
-    PQclear(res);
-    return true;
-}
-
-/* Of the transactions in progress at the snapshot, the ones a later read
- * must wait for (see pgsrc_begin_read). pg_locks shows 32-bit ids; the
- * relation locks of one transaction share its virtualtransaction (a
- * prepared one's too). */
-static bool keep_writers(pgsrc_conn *conn, pgsrc_snapshot *snap, size_t *ended, ds_error *err)
-{
-    *ended = 0;
-    if (snap->nxip == 0)
-        return true;
-    ds_buf sql = DS_BUF_INIT;
-    ds_buf_append(&sql,
-                  "WITH mine AS (SELECT relation FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = "
-                  "'relation' AND relation IS NOT NULL), running AS (SELECT transactionid::text::int8 AS x, "
-                  "virtualtransaction FROM pg_locks WHERE locktype = 'transactionid' AND mode = "
-                  "'ExclusiveLock' AND granted), x AS (SELECT x, ord FROM unnest('{");
-    for (size_t i = 0; i < snap->nxip; i++)
-        ds_buf_appendf(&sql, "%s%" PRIu64, i ? "," : "", snap->xip[i] & 0xffffffffu);
-    ds_buf_append(&sql,
-                  "}'::int8[]) WITH ORDINALITY AS u(x, ord)) SELECT EXISTS (SELECT 1 FROM running t WHERE "
-                  "t.x = x.x), EXISTS (SELECT 1 FROM running t JOIN pg_locks r USING (virtualtransaction) "
-                  "WHERE t.x = x.x AND r.locktype = 'relation' AND r.database = (SELECT oid FROM pg_database "
-                  "WHERE datname = current_database()) AND r.relation IN (SELECT relation FROM mine) AND "
-                  "r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
-                  "'AccessExclusiveLock')) FROM x ORDER BY ord");
-    char *text = ds_buf_take_or_err(&sql, err);
-    PGresult *res = text ? pgsrc_query_rows(conn, text, err) : NULL;
-    free(text);
-    if (res == NULL)
-        return false;
-    bool ok = (size_t)PQntuples(res) == snap->nxip ||
-              ds_error_set(err, DS_ERR_SOURCE, "writers: %d rows for %zu ids", PQntuples(res), snap->nxip);
     size_t kept = 0;
-    for (size_t i = 0; ok && i < snap->nxip; i++) {
-        bool running = strcmp(PQgetvalue(res, (int)i, 0), "t") == 0;
-        bool writes = strcmp(PQgetvalue(res, (int)i, 1), "t") == 0;
-        *ended += !running;
-        if (!running || writes)
+    *ended = 0;
+    for (size_t i = 0; i < snap->nxip; i++) {
+        uint64_t low = snap->xip[i] & 0xffffffffu;
+        bool is_running = i >= listed || among(running, low);
+        *ended += !is_running;
+        if (!is_running || among(writers, low))
             snap->xip[kept++] = snap->xip[i];
     }
-    if (ok)
-        snap->nxip = kept;
-    PQclear(res);
-    return ok;
-}
-
-/* Locks every relation the query reads, as its read will, without reading
- * a row (locks last until the read's transaction ends). */
-static bool lock_query_relations(pgsrc_conn *conn, const char *query, ds_error *err)
-{
-    char *trimmed = pgsrc_trim_query(query);
-    if (trimmed == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    ds_buf sql = DS_BUF_INIT;
-    ds_buf_appendf(&sql, "SELECT 1 FROM (%s\n) AS _locks LIMIT 0", trimmed);
-    free(trimmed);
-    char *text = ds_buf_take_or_err(&sql, err);
-    bool ok = text != NULL && pgsrc_exec(conn, text, err);
-    free(text);
-    return ok;
+    snap->nxip = kept;
+    return true;
 }
 
 static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, size_t *ended,
@@ -248,21 +243,20 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot 
 {
     memset(out, 0, sizeof *out);
     *ended = 0;
+    char *sql = read_start_sql(query, has_pg_snapshot(conn));
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     bool ok = pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
-    PGresult *res =
-        !ok ? NULL
-        : has_pg_snapshot(conn)
-            ? pgsrc_query_rows(conn, "SELECT pg_current_snapshot()::text, pg_is_in_recovery()", err)
-            : pgsrc_query_rows(conn, "SELECT txid_current_snapshot()::text, pg_is_in_recovery()", err);
+    PGresult *res = ok ? pgsrc_query_rows(conn, sql, err) : NULL;
+    free(sql);
     ok = res != NULL;
     if (ok && (PQntuples(res) != 1 || !pgsrc_parse_snapshot(PQgetvalue(res, 0, 0), out)))
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
     bool standby = ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-    PQclear(res);
     if (ok && !standby)
-        ok = add_running_past_xmax(conn, out, err) && lock_query_relations(conn, query, err) &&
-             keep_writers(conn, out, ended, err);
+        ok = settle_running(out, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), ended, err);
+    PQclear(res);
     if (ok && standby) {
         out->standby = true;
         free(out->xip);
@@ -284,14 +278,15 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot 
 
 bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err)
 {
-    /* A transaction that ended between the snapshot and the lock check
-     * cannot be told apart from a writer; a new snapshot sees it ended.
-     * After a few tries (a busy server) it stays listed, which is safe. */
+    /* A transaction that ended between the snapshot and the copy of the
+     * lock table cannot be told apart from a writer; a new snapshot sees
+     * it ended. After a few tries (a busy server) it stays listed, which is
+     * safe. */
     for (int attempt = 0;; attempt++) {
         size_t ended = 0;
         if (!begin_read_once(conn, query, out, &ended, err))
             return false;
-        if (ended == 0 || attempt == 4)
+        if (ended == 0 || attempt == 9)
             return true;
         pgsrc_snapshot_free(out);
         if (!pgsrc_exec(conn, "ROLLBACK", err))

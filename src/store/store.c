@@ -200,10 +200,12 @@ static bool attach_file(store *st, const char *path, bool read_only, ds_error *e
         duckdb_destroy_result(&res);
     } else {
         duckdb_destroy_result(&res);
-        /* Read-only: no ATTACH of the file again (writable), no COPY TO;
-         * DuckDB refuses to turn this back on while it runs. */
-        if (read_only)
-            ok = store_exec(con, "SET enable_external_access = false", err);
+        /* No file but this one (and its WAL and temp directory, which
+         * DuckDB allows itself) and no network: queries of the HTTP API
+         * cannot read the server's files, and a read-only store cannot
+         * ATTACH the file again writable or COPY out of it. DuckDB refuses
+         * to turn this back on while it runs; a reopen sets it again. */
+        ok = store_exec(con, "SET enable_external_access = false", err);
     }
     ds_buf_free(&sql);
     duckdb_disconnect(&con);

@@ -120,6 +120,7 @@ static void assert_store_defaults(const cfg_store *st)
     assert_int_equal(st->sync_chunk_size, 1000000);
     assert_int_equal(st->max_sync_rows, 2000000);
     assert_int_equal(st->query_concurrency, 8);
+    assert_int_equal(st->query_max_rows, 10000);
     assert_string_equal(st->memory_limit, "64MB");
     assert_int_equal(st->threads, 1);
 }
@@ -504,6 +505,7 @@ static void test_print_runbook(void **state)
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
+                          "  query_max_rows: 10000\n"
                           "  memory_limit: \"112MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"

@@ -173,6 +173,8 @@ static void test_incremental_appends_only_new_rows(void **state)
      * append-only sync must not pick that up. */
     tl_llm_add(e.pg, 201, 260, 3);
     tl_pg_exec(e.pg, "UPDATE llm_traces SET prompt = 'edited' WHERE id = 1");
+    int64_t again_d = tl_duck_at_max(e.con, "monitoring_dataset", "created_at");
+    int64_t again_r = tl_duck_at_max(e.con, "monitoring_results", "created_at");
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.incremental);
     assert_int_equal(r.rows, 780);
@@ -180,11 +182,11 @@ static void test_incremental_appends_only_new_rows(void **state)
     /* Each read starts at the watermark itself: the newest stored trace is
      * read again (and not stored twice). */
     assert_true(r.tables[0].incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 61);
+    assert_int_equal(r.tables[0].rows_loaded, 60 + again_d);
     assert_int_equal(r.tables[0].rows_inserted, 60);
     assert_int_equal(r.tables[0].rows_total, 260);
     assert_true(r.tables[1].incremental);
-    assert_int_equal(r.tables[1].rows_loaded, 181);
+    assert_int_equal(r.tables[1].rows_loaded, 180 + again_r);
     assert_int_equal(r.tables[1].rows_inserted, 180);
     assert_int_equal(r.tables[1].rows_total, 780);
     char *old = tl_duck_scalar(e.con, "SELECT query FROM monitoring_dataset WHERE id = 1");
@@ -211,12 +213,14 @@ static void test_incremental_appends_only_new_rows(void **state)
     json_decref(before);
 
     /* Nothing new: an incremental sync that adds nothing and keeps the watermarks. */
+    again_d = tl_duck_at_max(e.con, "monitoring_dataset", "created_at");
+    again_r = tl_duck_at_max(e.con, "monitoring_results", "created_at");
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.incremental);
     assert_int_equal(r.rows, 780);
     assert_int_equal(r.rows_added, 0);
-    assert_int_equal(r.tables[0].rows_loaded, 1); /* the row at the watermark, read again */
-    assert_int_equal(r.tables[1].rows_loaded, 1);
+    assert_int_equal(r.tables[0].rows_loaded, again_d); /* the rows at the watermark, read again */
+    assert_int_equal(r.tables[1].rows_loaded, again_r);
     json_t *again = tl_sync_status(e.st, &e.cfg, "monitoring");
     assert_string_equal(tl_json_str(again, "sync_type"), "incremental");
     assert_int_equal(status_int(again, "incremental_rows"), 0);
@@ -327,9 +331,10 @@ static void test_uniqueness_checked_in_slices(void **state)
                "now(), 'more' FROM generate_series(250011, 460010) AS i");
     tl_pg_exec(e.pg, "INSERT INTO llm_traces (trace_id, \"timestamp\", prompt) "
                      "VALUES (md5('trace' || 3)::uuid, now(), 'a second copy of trace 3')");
+    int64_t again = tl_duck_at_max(e.con, "monitoring_dataset", "created_at");
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 210002); /* and the row at the watermark */
+    assert_int_equal(r.tables[0].rows_loaded, 210001 + again); /* and the rows at the watermark */
     assert_int_equal(r.rows, 22);
     assert_view_rows(&e, &r, false);
 
@@ -609,9 +614,10 @@ static void test_schema_change_rebuilds(void **state)
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     tl_pg_exec(e.pg, "ALTER TABLE llm_metric_results ALTER COLUMN metric_value TYPE numeric(9,5)");
     tl_llm_add(e.pg, 51, 55, 2);
+    int64_t again = tl_duck_at_max(e.con, "monitoring_dataset", "created_at");
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &r);
     assert_true(r.tables[0].incremental);
-    assert_int_equal(r.tables[0].rows_loaded, 6); /* 5 and the one at the watermark */
+    assert_int_equal(r.tables[0].rows_loaded, 5 + again); /* and those at the watermark */
     assert_false(r.tables[1].incremental);
     assert_int_equal(r.tables[1].rows_loaded, 110);
     assert_int_equal(r.rows, 110);

@@ -202,7 +202,10 @@ static void standby_start(void)
     assert_non_null(bin);
     assert_non_null(data);
     assert_non_null(password);
-    snprintf(g_standby_dir, sizeof g_standby_dir, "%.500s/../standby", data);
+    /* The harness's directory (it stops any standby* left there); one per
+     * process, removed when stopped: the plain and sanitizer suites share
+     * the server. */
+    snprintf(g_standby_dir, sizeof g_standby_dir, "%.500s/../standby-%d", data, (int)getpid());
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "timeout 300 env PGPASSWORD=%s %s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X "
@@ -224,9 +227,9 @@ static void standby_start(void)
 
 static void standby_stop(void)
 {
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "%s/pg_ctl -D %s -m immediate -w stop >/dev/null 2>&1",
-             getenv("DUCKSTORE_TEST_PG_BIN"), g_standby_dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s/pg_ctl -D %s -m immediate -w stop >/dev/null 2>&1; rm -rf %s",
+             getenv("DUCKSTORE_TEST_PG_BIN"), g_standby_dir, g_standby_dir);
     run_pg_tool(cmd);
 }
 

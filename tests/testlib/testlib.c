@@ -500,3 +500,9 @@ void tl_free_kept(void)
     kept = NULL;
     nkept = kept_cap = 0;
 }
+
+int64_t tl_duck_at_max(duckdb_connection con, const char *table, const char *col)
+{
+    char *t = tl_keep_ident(table), *c = tl_keep_ident(col);
+    return tl_duck_int(con, "SELECT count(*) FROM %s WHERE %s = (SELECT max(%s) FROM %s)", t, c, c, t);
+}

@@ -50,6 +50,10 @@ void tl_duck_exec(duckdb_connection con, const char *fmt, ...) __attribute__((fo
 char *tl_duck_scalar(duckdb_connection con, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int64_t tl_duck_int(duckdb_connection con, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Rows of table whose col equals its maximum: what the next incremental
+ * read, which starts at the watermark itself, reads again (DEFAULT
+ * clock_timestamp() can give two rows the same microsecond). */
+int64_t tl_duck_at_max(duckdb_connection con, const char *table, const char *col);
 
 /* Strings a test allocates and reads until it ends: tl_keep() takes one
  * (failing the test on NULL, a builder out of memory), tl_free_kept()
