@@ -14,6 +14,13 @@
 typedef enum cfg_sync_mode { CFG_SYNC_STARTUP, CFG_SYNC_MANUAL } cfg_sync_mode;
 
 /* `duckdb:` in duckdb.yaml. The file is optional; every key has a default. */
+/* A list of names (the columns of a unique key, the CORS origins); n == 0
+ * when none is configured. */
+typedef struct cfg_key {
+    char **cols;
+    size_t n;
+} cfg_key;
+
 typedef struct cfg_store {
     bool enabled;            /* default true */
     char *path;              /* default "data/store.duckdb", relative to the working directory */
@@ -28,13 +35,10 @@ typedef struct cfg_store {
     /* PostgreSQL connections `serve` keeps between syncs, all sources together. */
     int max_idle_source_connections;         /* default 8; 0 = keep none */
     double idle_source_connection_timeout_s; /* default 600; closed after this long unused */
+    /* Origins a browser may call the API from (CORS), read at start; none
+     * by default. A cfg_key: a list of strings. */
+    cfg_key cors_origins;
 } cfg_store;
-
-/* Columns of a unique key; n == 0 when none is configured. */
-typedef struct cfg_key {
-    char **cols;
-    size_t n;
-} cfg_key;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;
 

@@ -411,6 +411,8 @@ static const key_spec store_keys[] = {
     {"idle_source_connection_timeout", .parse = parse_number,
      .field = STORE(idle_source_connection_timeout_s), .low = 1, .high = MAX_IDLE_TIMEOUT_S,
      .expect = "a number of seconds between 1 and 86400, e.g. 600"},
+    {"cors_origins", .parse = parse_columns, .field = STORE(cors_origins),
+     .hint = "list the origins a browser may call the API from, e.g. [\"https://axis.example.com\"]"},
 };
 static const key_table store_table = {store_keys, N_KEYS(store_keys)};
 

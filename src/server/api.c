@@ -6,6 +6,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "server/axis.h"
 
 static const char no_endpoint[] = "no such endpoint; see docs/api.md";
 static const char sync_disabled[] = "syncing is disabled (duckdb.enabled: false)";
@@ -70,20 +73,29 @@ static enum MHD_Result answer_action(api_ctx *a, http_request *req, const char *
     return unknown_source(a, req, name);
 }
 
-/* ?full=true|1|false|0, absent = false; "?full" alone has a NULL value:
- * an error, not the default. */
+/* ?full= as AXIS parses a boolean: true/false, 1/0, yes/no, on/off, t/f,
+ * y/n in any case; absent = false. "?full" alone has a NULL value: an
+ * error, not the default. */
 static bool full_param(http_request *req, bool *full)
 {
+    static const char *const yes[] = {"true", "1", "yes", "on", "t", "y"};
+    static const char *const no[] = {"false", "0", "no", "off", "f", "n"};
     const char *arg = NULL;
     bool given =
         MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "full", 4, &arg, NULL) == MHD_YES;
     *full = false;
     if (!given)
         return true;
-    if (arg != NULL && (strcmp(arg, "true") == 0 || strcmp(arg, "1") == 0))
-        *full = true;
-    return arg != NULL && (*full || strcmp(arg, "false") == 0 || strcmp(arg, "0") == 0);
+    for (size_t i = 0; arg != NULL && i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(arg, yes[i]) == 0)
+            return *full = true;
+        if (strcasecmp(arg, no[i]) == 0)
+            return true;
+    }
+    return false;
 }
+
+static const char full_values[] = "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)";
 
 /* duckdb.enabled (read once at start: a reload keeps its value). */
 static bool syncing_enabled(api_ctx *a)
@@ -105,7 +117,7 @@ static enum MHD_Result handle_sync_one(api_ctx *a, http_request *req, const char
         return ret;
     bool full;
     if (!full_param(req, &full))
-        return http_send_error(req, MHD_HTTP_BAD_REQUEST, "full must be true or false");
+        return http_send_error(req, MHD_HTTP_BAD_REQUEST, full_values);
     if (!syncing_enabled(a))
         return http_send_error(req, MHD_HTTP_CONFLICT, sync_disabled);
     ds_error err;
@@ -132,8 +144,11 @@ static enum MHD_Result handle_reset(api_ctx *a, http_request *req, const char *n
 static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
 {
     enum MHD_Result ret;
-    if (!http_query_ok(req, NULL, &ret))
+    if (!http_query_ok(req, "full", &ret))
         return ret;
+    bool full;
+    if (!full_param(req, &full))
+        return http_send_error(req, MHD_HTTP_BAD_REQUEST, full_values);
     const cfg_config *cfg = jobs_config_acquire(a->jobs);
     if (!cfg->store.enabled) {
         jobs_config_release(a->jobs, cfg);
@@ -147,7 +162,7 @@ static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
         const cfg_source *src = &cfg->sources[i];
         if (!src->enabled)
             continue;
-        jobs_start_result r = jobs_start_sync(a->jobs, src->name, false, &err);
+        jobs_start_result r = jobs_start_sync(a->jobs, src->name, full, &err);
         if (r == JOBS_FAILED && failure.code == DS_OK)
             failure = err;
         else if (r != JOBS_FAILED)
@@ -229,6 +244,7 @@ static enum MHD_Result route_source(api_ctx *a, http_request *req, const char *r
 enum MHD_Result api_route(void *cls, http_request *req, const char *url, const char *method)
 {
     api_ctx *a = cls;
+    enum MHD_Result ret;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
     if (strcmp(url, "/health") == 0)
@@ -248,6 +264,8 @@ enum MHD_Result api_route(void *cls, http_request *req, const char *url, const c
                     : http_send_not_allowed(req, "POST", "use POST for /api/store/sync");
     if (strcmp(url, "/api/store/query") == 0)
         return query_route(a, req, method);
+    if (axis_route(a, req, url, get, &ret))
+        return ret;
     static const char prefix[] = "/api/store/sync/";
     if (strncmp(url, prefix, sizeof prefix - 1) == 0)
         return route_source(a, req, url + sizeof prefix - 1, post);

@@ -17,7 +17,7 @@
 
 /* Sent when an answer cannot be built for want of memory: a constant, so
  * sending it needs no allocation of ours. */
-static const char oom_body[] = "{\"success\":false,\"error\":\"out of memory\"}";
+static const char oom_body[] = "{\"success\":false,\"error\":\"out of memory\",\"detail\":\"out of memory\"}";
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
  * forms, surrogates or code points past U+10FFFF), 0 if there is none. */
@@ -95,6 +95,14 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
+void http_add_common_headers(const http_request *req, struct MHD_Response *resp)
+{
+    if (req->cors_origin != NULL) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+}
+
 enum MHD_Result http_send_text(http_request *req, unsigned status, const char *type, const char *body)
 {
     struct MHD_Response *resp =
@@ -109,14 +117,26 @@ enum MHD_Result http_send_text(http_request *req, unsigned status, const char *t
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    http_add_common_headers(req, resp);
     enum MHD_Result ret = MHD_queue_response(req->conn, status, resp);
     MHD_destroy_response(resp);
     req->status = status;
     return ret;
 }
 
+/* AXIS clients read an error's text from "detail": an answer with success
+ * false and an error text carries it there too. */
+void http_json_add_detail(json_t *doc)
+{
+    json_t *error = json_object_get(doc, "error");
+    if (json_is_false(json_object_get(doc, "success")) && json_is_string(error) &&
+        json_object_get(doc, "detail") == NULL)
+        json_object_set(doc, "detail", error);
+}
+
 enum MHD_Result http_send_json(http_request *req, unsigned status, json_t *doc)
 {
+    http_json_add_detail(doc);
     char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(doc);
     if (body == NULL) {
@@ -254,10 +274,66 @@ bool http_query_ok(http_request *req, const char *allowed, enum MHD_Result *ret)
     return false;
 }
 
+bool http_router_set_cors(http_router *router, char *const *origins, size_t n)
+{
+    router->cors_origins = n ? calloc(n, sizeof *router->cors_origins) : NULL;
+    if (n && router->cors_origins == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if ((router->cors_origins[i] = strdup(origins[i])) == NULL)
+            return false;
+        router->n_cors_origins = i + 1;
+    }
+    return true;
+}
+
+void http_router_free(http_router *router)
+{
+    for (size_t i = 0; i < router->n_cors_origins; i++)
+        free(router->cors_origins[i]);
+    free(router->cors_origins);
+    router->cors_origins = NULL;
+    router->n_cors_origins = 0;
+}
+
+/* The allow-list's copy of the request's Origin, NULL when absent or not
+ * listed ("*" in the list allows every origin). */
+static const char *allowed_origin(const http_router *router, struct MHD_Connection *conn)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    for (size_t i = 0; origin != NULL && i < router->n_cors_origins; i++)
+        if (strcmp(router->cors_origins[i], "*") == 0 || strcmp(router->cors_origins[i], origin) == 0)
+            return strcmp(router->cors_origins[i], "*") == 0 ? "*" : router->cors_origins[i];
+    return NULL;
+}
+
+/* A CORS preflight (OPTIONS with Access-Control-Request-Method): answered
+ * here, before the token check, as browsers send it without credentials.
+ * An origin not on the allow-list gets a 403 without CORS headers, so the
+ * browser refuses the call. */
+static enum MHD_Result answer_preflight(http_request *req)
+{
+    if (req->cors_origin == NULL)
+        return http_send_error(req, MHD_HTTP_FORBIDDEN,
+                               "origin not allowed; list it in duckdb.cors_origins (docs/configuration.md)");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", req->cors_origin);
+    MHD_add_response_header(resp, "Vary", "Origin");
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    enum MHD_Result ret = MHD_queue_response(req->conn, MHD_HTTP_NO_CONTENT, resp);
+    MHD_destroy_response(resp);
+    req->status = MHD_HTTP_NO_CONTENT;
+    return ret;
+}
+
 /* The first call of a request: its context. Without memory for one, the
  * request is answered at once (and gets no access line). */
-static enum MHD_Result begin_request(struct MHD_Connection *conn, const char *url, const char *method,
-                                     void **con_cls)
+static enum MHD_Result begin_request(const http_router *router, struct MHD_Connection *conn, const char *url,
+                                     const char *method, void **con_cls)
 {
     http_request *req = calloc(1, sizeof *req);
     if (req == NULL) {
@@ -266,6 +342,7 @@ static enum MHD_Result begin_request(struct MHD_Connection *conn, const char *ur
         return http_send_text(&unlogged, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", oom_body);
     }
     req->conn = conn;
+    req->cors_origin = allowed_origin(router, conn);
     clock_gettime(CLOCK_MONOTONIC, &req->started);
     printable_copy(req->method, sizeof req->method, method);
     printable_copy(req->path, sizeof req->path, url);
@@ -281,7 +358,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     http_router *router = cls;
     http_request *req = *con_cls;
     if (req == NULL)
-        return begin_request(conn, url, method, con_cls);
+        return begin_request(router, conn, url, method, con_cls);
     if (*upload_data_size > 0) { /* kept up to the limit, counted beyond it */
         size_t n = *upload_data_size;
         char *grown =
@@ -301,6 +378,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return http_send_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large");
     if (strlen(url) > MAX_URL_BYTES)
         return http_send_error(req, MHD_HTTP_URI_TOO_LONG, "URL too long");
+    if (strcmp(method, "OPTIONS") == 0 &&
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method") != NULL)
+        return answer_preflight(req);
     return router->route(router->cls, req, url, method);
 }
 

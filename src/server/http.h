@@ -22,7 +22,10 @@ typedef struct http_request {
     void *route_state; /* a route's own state across calls of a suspended request */
     unsigned status;   /* of the answer sent, for the access log */
     const char *allow; /* Allow header of a 405 answer */
-    char method[16];   /* printable copies for the access log (truncated) */
+    /* The request's Origin when the allow-list has it (the router's copy):
+     * every answer then carries Access-Control-Allow-Origin. */
+    const char *cors_origin;
+    char method[16]; /* printable copies for the access log (truncated) */
     char path[200];
 } http_request;
 
@@ -32,7 +35,15 @@ typedef enum MHD_Result (*http_route_fn)(void *cls, http_request *req, const cha
 typedef struct http_router {
     http_route_fn route;
     void *cls;
+    /* Origins a browser may call the API from (CORS); none by default. */
+    char **cors_origins;
+    size_t n_cors_origins;
 } http_router;
+
+/* Copies the allow-list of origins into the router; false when out of
+ * memory. http_router_free frees the copy. */
+bool http_router_set_cors(http_router *router, char *const *origins, size_t n);
+void http_router_free(http_router *router);
 
 /* Starts libmicrohttpd on addr (its thread pool, limits and timeouts);
  * router must outlive the daemon. NULL when it cannot listen. */
@@ -50,13 +61,21 @@ enum MHD_Result http_send_text(http_request *req, unsigned status, const char *t
 /* Takes ownership of doc; a NULL doc (a failed allocation while building
  * it) becomes a 500 "out of memory". */
 enum MHD_Result http_send_json(http_request *req, unsigned status, json_t *doc);
-/* {"success":false,"error":msg} */
+/* {"success":false,"error":msg,"detail":msg}: "detail" is the field AXIS
+ * clients read; http_send_json adds it to every answer with success false
+ * and an error text. */
 enum MHD_Result http_send_error(http_request *req, unsigned status, const char *msg);
 enum MHD_Result http_send_errorf(http_request *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* {"success":true,"message":...} */
 enum MHD_Result http_send_messagef(http_request *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* For an answer built outside these functions (a streamed one): the
+ * headers every answer carries (CORS), and "detail" beside "error" in an
+ * error document. */
+void http_add_common_headers(const http_request *req, struct MHD_Response *resp);
+void http_json_add_detail(json_t *doc);
+
 /* A 405 with the Allow header naming the methods the resource takes. */
 enum MHD_Result http_send_not_allowed(http_request *req, const char *allow, const char *msg);
 

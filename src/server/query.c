@@ -1241,6 +1241,7 @@ static void free_body(void *cls)
 static enum MHD_Result send_with_headers(http_request *req, unsigned status, json_t *doc,
                                          const char *retry_after)
 {
+    http_json_add_detail(doc);
     char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(doc);
     if (body == NULL)
@@ -1254,6 +1255,7 @@ static enum MHD_Result send_with_headers(http_request *req, unsigned status, jso
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (retry_after)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry_after);
+    http_add_common_headers(req, resp);
     enum MHD_Result ret = MHD_queue_response(req->conn, status, resp);
     MHD_destroy_response(resp);
     req->status = status;
@@ -1283,6 +1285,7 @@ static enum MHD_Result answer(http_request *req, qjob *j)
     j->resp = resp;
     pthread_mutex_unlock(&j->lock);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_types[j->fmt]);
+    http_add_common_headers(req, resp);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     char cap[32];
     snprintf(cap, sizeof cap, "%" PRId64, j->max_rows);

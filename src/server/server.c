@@ -166,6 +166,7 @@ static void server_free(http_server *srv)
         store_close(srv->st);
     free(srv->api_token);
     free(srv->serve_file);
+    http_router_free(&srv->router);
     free(srv);
 }
 
@@ -211,10 +212,16 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         return abandon(srv);
     }
+    /* Copied before the jobs take cfg over; a reload keeps them. */
+    if (!http_router_set_cors(&srv->router, cfg->store.cors_origins.cols, cfg->store.cors_origins.n)) {
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        return abandon(srv);
+    }
     if (!open_store(srv, cfg, opt, err))
         return abandon(srv);
     srv->api = (api_ctx){.st = srv->st, .jobs = &srv->jobs, .api_token = srv->api_token};
-    srv->router = (http_router){.route = api_route, .cls = &srv->api};
+    srv->router.route = api_route;
+    srv->router.cls = &srv->api;
     /* Startup syncs begin before the first request is accepted, so the very
      * first status answer already shows them as syncing, not not_synced. */
     if (!jobs_start_background(&srv->jobs, startup_sync, err))

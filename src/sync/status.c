@@ -154,7 +154,10 @@ void status_record_success(json_t *doc, const sync_report *report, bool split, b
     if (split)
         set(doc, "dataset_id_unique", json_boolean(ids_unique));
     set(doc, "sync_type", json_string(report->incremental ? "incremental" : "full"));
+    /* last_sync: the last successful sync, as AXIS has it; last_attempt:
+     * the last sync of either outcome. */
     set(doc, "last_sync", json_string(now));
+    set(doc, "last_attempt", json_string(now));
     int64_t inserted = 0, updated = 0;
     json_t *tables = json_object();
     for (size_t i = 0; i < report->ntables; i++) {
@@ -184,7 +187,7 @@ void status_record_failure(json_t *doc, const char *reason, double duration_s, c
     set(doc, "state", json_string(sync_state_name(SYNC_STATE_ERROR)));
     set(doc, "error", text_json(reason));
     set(doc, "last_error", json_string(now));
-    set(doc, "last_sync", json_string(now));
+    set(doc, "last_attempt", json_string(now));
     set(doc, "duration_seconds", json_real(duration_s));
     set(doc, "warnings", warnings_json(report));
 }
@@ -202,8 +205,8 @@ static pthread_mutex_t unsaved_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsaved_failure *unsaved_list;
 
 /* The fields a failure record sets (status_record_failure). */
-static const char *const failure_fields[] = {"state",     "error",    "last_error",
-                                             "last_sync", "warnings", "duration_seconds"};
+static const char *const failure_fields[] = {"state",        "error",    "last_error",
+                                             "last_attempt", "warnings", "duration_seconds"};
 
 /* The entry of (st, source) and the link pointing at it; lock held. */
 static unsaved_failure **unsaved_find(store *st, const char *source)
@@ -309,6 +312,7 @@ static void add_defaults(json_t *doc)
     set_default(doc, "error", json_null());
     set_default(doc, "warnings", json_array());
     set_default(doc, "last_sync", json_null());
+    set_default(doc, "last_attempt", json_null());
     set_default(doc, "duration_seconds", json_null());
 }
 

@@ -564,7 +564,8 @@ static void test_print_reads_back(void **state)
     const char *dir = *state;
     put(dir, "duckdb.yaml",
         "duckdb:\n  enabled: no\n  path: \"odd \\\"path\\\"\\tx.duckdb\"\n  sync_mode: manual\n"
-        "  sync_workers: 3\n  sync_chunk_size: 77\n  max_sync_rows: 0\n  query_concurrency: 2\n");
+        "  sync_workers: 3\n  sync_chunk_size: 77\n  max_sync_rows: 0\n  query_concurrency: 2\n"
+        "  cors_origins: [\"https://a.example\", \"http://b.example:3000\"]\n");
     put(dir, "a.yaml",
         "a_db:\n  url: \"postgresql://u@h/db\"\n"
         "  dataset_query: \"  leading spaces\\n\\tand a tab\\n\\n\\n\"\n"
@@ -589,6 +590,9 @@ static void test_print_reads_back(void **state)
     assert_int_equal(after.store.sync_chunk_size, 77);
     assert_int_equal(after.store.max_sync_rows, 0);
     assert_int_equal(after.store.query_concurrency, 2);
+    assert_int_equal(after.store.cors_origins.n, 2);
+    assert_string_equal(after.store.cors_origins.cols[0], "https://a.example");
+    assert_string_equal(after.store.cors_origins.cols[1], "http://b.example:3000");
     assert_int_equal(after.n_sources, 2);
     for (size_t i = 0; i < 2; i++) {
         const cfg_source *x = &before.sources[i], *y = &after.sources[i];
@@ -641,7 +645,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 12},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 13},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 14},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
     };

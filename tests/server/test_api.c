@@ -16,6 +16,10 @@
 /* See slow_hold. */
 #define SLOW_GATE 5151
 
+#define FULL_VALUES                                                                                          \
+    "{\"success\":false,\"error\":\"full must be true or false (also 1/0, yes/no, on/off, t/f, "             \
+    "y/n)\",\"detail\":\"full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)\"}"
+
 static char *g_dir, *g_config, *g_log, *g_transcript, *g_conninfo;
 static PGconn *g_pg;
 
@@ -178,7 +182,7 @@ static void test_endpoints_and_errors(void **state)
     static const char not_synced[] =
         "{\"state\":\"not_synced\",\"rows\":0,\"sync_type\":null,\"last_incremental\":null,"
         "\"incremental_rows\":0,\"truncated\":false,\"error\":null,\"warnings\":[],\"last_sync\":null,"
-        "\"duration_seconds\":null,";
+        "\"last_attempt\":null,\"duration_seconds\":null,";
     snprintf(expected, sizeof expected,
              "{\"success\":true,\"enabled\":true,\"datasets\":{"
              "\"broken_data\":%s\"watermarks\":{\"broken_data\":null},\"refresh_interval_minutes\":0,"
@@ -247,7 +251,8 @@ static void test_endpoints_and_errors(void **state)
     tl_http_response_free(&resp);
 
     /* 404: unknown paths, and unknown sources with the list of sources. */
-    static const char no_endpoint[] = "{\"success\":false,\"error\":\"no such endpoint; see docs/api.md\"}";
+    static const char no_endpoint[] = "{\"success\":false,\"error\":\"no such endpoint; see "
+                                      "docs/api.md\",\"detail\":\"no such endpoint; see docs/api.md\"}";
     static const char *const unknown_paths[] = {"/",
                                                 "/nope",
                                                 "/api",
@@ -265,50 +270,63 @@ static void test_endpoints_and_errors(void **state)
         expect_exact(&srv, "POST", unknown_paths[i], NULL, 404, no_endpoint);
     }
     expect_exact(&srv, "POST", "/api/store/sync/nosuch", NULL, 404,
-                 "{\"success\":false,\"error\":\"no source named \\\"nosuch\\\"\","
-                 "\"sources\":[\"broken\",\"mon\",\"slow\"]}");
+                 "{\"success\":false,\"error\":\"no source named "
+                 "\\\"nosuch\\\"\",\"sources\":[\"broken\",\"mon\",\"slow\"],\"detail\":\"no source named "
+                 "\\\"nosuch\\\"\"}");
     expect_exact(&srv, "POST", "/api/store/sync/nosuch/reset-watermark", NULL, 404,
-                 "{\"success\":false,\"error\":\"no source named \\\"nosuch\\\"\","
-                 "\"sources\":[\"broken\",\"mon\",\"slow\"]}");
+                 "{\"success\":false,\"error\":\"no source named "
+                 "\\\"nosuch\\\"\",\"sources\":[\"broken\",\"mon\",\"slow\"],\"detail\":\"no source named "
+                 "\\\"nosuch\\\"\"}");
 
     /* 405 with the right Allow header. */
-    expect_405(&srv, "POST", "/health", "GET, HEAD", "{\"success\":false,\"error\":\"use GET for /health\"}");
+    expect_405(&srv, "POST", "/health", "GET, HEAD",
+               "{\"success\":false,\"error\":\"use GET for /health\",\"detail\":\"use GET for /health\"}");
     expect_405(&srv, "DELETE", "/metrics", "GET, HEAD",
-               "{\"success\":false,\"error\":\"use GET for /metrics\"}");
+               "{\"success\":false,\"error\":\"use GET for /metrics\",\"detail\":\"use GET for /metrics\"}");
     expect_405(&srv, "POST", "/api/store/status", "GET, HEAD",
-               "{\"success\":false,\"error\":\"use GET for /api/store/status\"}");
+               "{\"success\":false,\"error\":\"use GET for /api/store/status\",\"detail\":\"use GET for "
+               "/api/store/status\"}");
     expect_405(&srv, "PUT", "/api/store/status", "GET, HEAD",
-               "{\"success\":false,\"error\":\"use GET for /api/store/status\"}");
+               "{\"success\":false,\"error\":\"use GET for /api/store/status\",\"detail\":\"use GET for "
+               "/api/store/status\"}");
     expect_405(&srv, "GET", "/api/store/sync", "POST",
-               "{\"success\":false,\"error\":\"use POST for /api/store/sync\"}");
-    expect_405(&srv, "GET", "/api/store/sync/mon", "POST", "{\"success\":false,\"error\":\"use POST\"}");
-    expect_405(&srv, "DELETE", "/api/store/sync/mon", "POST", "{\"success\":false,\"error\":\"use POST\"}");
+               "{\"success\":false,\"error\":\"use POST for /api/store/sync\",\"detail\":\"use POST for "
+               "/api/store/sync\"}");
+    expect_405(&srv, "GET", "/api/store/sync/mon", "POST",
+               "{\"success\":false,\"error\":\"use POST\",\"detail\":\"use POST\"}");
+    expect_405(&srv, "DELETE", "/api/store/sync/mon", "POST",
+               "{\"success\":false,\"error\":\"use POST\",\"detail\":\"use POST\"}");
     expect_405(&srv, "GET", "/api/store/sync/mon/reset-watermark", "POST",
-               "{\"success\":false,\"error\":\"use POST\"}");
+               "{\"success\":false,\"error\":\"use POST\",\"detail\":\"use POST\"}");
     /* ... also for a source that does not exist: the method is checked first. */
-    expect_405(&srv, "GET", "/api/store/sync/nosuch", "POST", "{\"success\":false,\"error\":\"use POST\"}");
+    expect_405(&srv, "GET", "/api/store/sync/nosuch", "POST",
+               "{\"success\":false,\"error\":\"use POST\",\"detail\":\"use POST\"}");
 
     /* 400: bad or unknown query parameters. */
-    expect_exact(&srv, "POST", "/api/store/sync/mon?full=maybe", NULL, 400,
-                 "{\"success\":false,\"error\":\"full must be true or false\"}");
-    expect_exact(&srv, "POST", "/api/store/sync/mon?full=", NULL, 400,
-                 "{\"success\":false,\"error\":\"full must be true or false\"}");
+    expect_exact(&srv, "POST", "/api/store/sync/mon?full=maybe", NULL, 400, FULL_VALUES);
+    expect_exact(&srv, "POST", "/api/store/sync/mon?full=", NULL, 400, FULL_VALUES);
     expect_exact(&srv, "POST", "/api/store/sync/mon?foo=1", NULL, 400,
-                 "{\"success\":false,\"error\":\"unknown query parameter \\\"foo\\\"; accepted: full\"}");
+                 "{\"success\":false,\"error\":\"unknown query parameter \\\"foo\\\"; accepted: "
+                 "full\",\"detail\":\"unknown query parameter \\\"foo\\\"; accepted: full\"}");
     expect_exact(&srv, "POST", "/api/store/sync/mon?full=true&foo=1", NULL, 400,
-                 "{\"success\":false,\"error\":\"unknown query parameter \\\"foo\\\"; accepted: full\"}");
+                 "{\"success\":false,\"error\":\"unknown query parameter \\\"foo\\\"; accepted: "
+                 "full\",\"detail\":\"unknown query parameter \\\"foo\\\"; accepted: full\"}");
     expect_exact(&srv, "GET", "/api/store/status?verbose=1", NULL, 400,
-                 "{\"success\":false,\"error\":\"unknown query parameter \\\"verbose\\\"\"}");
-    expect_exact(&srv, "POST", "/api/store/sync?full=true", NULL, 400,
-                 "{\"success\":false,\"error\":\"unknown query parameter \\\"full\\\"\"}");
+                 "{\"success\":false,\"error\":\"unknown query parameter "
+                 "\\\"verbose\\\"\",\"detail\":\"unknown query parameter \\\"verbose\\\"\"}");
+    expect_exact(&srv, "POST", "/api/store/sync?foo=1", NULL, 400,
+                 "{\"success\":false,\"error\":\"unknown query parameter \\\"foo\\\"; accepted: "
+                 "full\",\"detail\":\"unknown query parameter \\\"foo\\\"; accepted: full\"}");
     expect_exact(&srv, "POST", "/api/store/sync/mon/reset-watermark?full=true", NULL, 400,
-                 "{\"success\":false,\"error\":\"unknown query parameter \\\"full\\\"\"}");
+                 "{\"success\":false,\"error\":\"unknown query parameter \\\"full\\\"\",\"detail\":\"unknown "
+                 "query parameter \\\"full\\\"\"}");
 
     /* Limits: a path over 2048 bytes (414), a body over 64 KiB (413). */
     char long_path[2100] = "/api/";
     memset(long_path + 5, 'a', 2044);
     long_path[2049] = '\0';
-    expect_exact(&srv, "GET", long_path, NULL, 414, "{\"success\":false,\"error\":\"URL too long\"}");
+    expect_exact(&srv, "GET", long_path, NULL, 414,
+                 "{\"success\":false,\"error\":\"URL too long\",\"detail\":\"URL too long\"}");
     long_path[2048] = '\0'; /* exactly 2048 bytes: an ordinary 404 */
     expect_exact(&srv, "GET", long_path, NULL, 404, no_endpoint);
     size_t big = 64 * 1024 + 1;
@@ -317,7 +335,9 @@ static void test_endpoints_and_errors(void **state)
     assert_true(tl_http_request(srv.port, "POST", "/api/store/sync/mon", NULL, body, big, &resp));
     assert_int_equal(resp.status, 413);
     assert_string_equal(resp.content_type, "application/json");
-    assert_string_equal(resp.body, "{\"success\":false,\"error\":\"request body too large\"}");
+    assert_string_equal(
+        resp.body,
+        "{\"success\":false,\"error\":\"request body too large\",\"detail\":\"request body too large\"}");
     tl_http_response_free(&resp);
     /* A body up to the limit is read and ignored. */
     assert_true(tl_http_request(srv.port, "POST", "/api/store/status", NULL, body, big - 1, &resp));
@@ -412,13 +432,15 @@ static void test_sync_over_http(void **state)
     slow_hold(true);
     expect_exact(&srv, "POST", "/api/store/sync/slow", NULL, 202,
                  "{\"success\":true,\"message\":\"sync of slow started\"}");
-    expect_exact(&srv, "POST", "/api/store/sync/slow", NULL, 409,
-                 "{\"success\":false,\"error\":\"slow is already syncing\"}");
-    expect_exact(&srv, "POST", "/api/store/sync/slow?full=true", NULL, 409,
-                 "{\"success\":false,\"error\":\"slow is already syncing\"}");
     expect_exact(
-        &srv, "POST", "/api/store/sync/slow/reset-watermark", NULL, 409,
-        "{\"success\":false,\"error\":\"slow is syncing; reset its watermarks when the sync is done\"}");
+        &srv, "POST", "/api/store/sync/slow", NULL, 409,
+        "{\"success\":false,\"error\":\"slow is already syncing\",\"detail\":\"slow is already syncing\"}");
+    expect_exact(
+        &srv, "POST", "/api/store/sync/slow?full=true", NULL, 409,
+        "{\"success\":false,\"error\":\"slow is already syncing\",\"detail\":\"slow is already syncing\"}");
+    expect_exact(&srv, "POST", "/api/store/sync/slow/reset-watermark", NULL, 409,
+                 "{\"success\":false,\"error\":\"slow is syncing; reset its watermarks when the sync is "
+                 "done\",\"detail\":\"slow is syncing; reset its watermarks when the sync is done\"}");
     json_t *ds = tl_server_dataset(&srv, "slow_data");
     assert_string_equal(tl_json_str(ds, "state"), "syncing");
     json_t *progress = json_object_get(ds, "progress");
@@ -448,6 +470,7 @@ static void test_sync_over_http(void **state)
                                        "rows",
                                        "sync_type",
                                        "last_sync",
+                                       "last_attempt",
                                        "last_full",
                                        "truncated",
                                        "error",
@@ -549,7 +572,9 @@ static void test_sync_over_http(void **state)
     json_decref(tl_server_wait_state(&srv, "mon_data", "ready", 60));
     ds = tl_server_wait_state(&srv, "broken_data", "error", 60);
     assert_non_null(strstr(tl_json_str(ds, "error"), "no_such_database"));
-    assert_non_null(tl_json_str(ds, "last_sync"));
+    /* never synced: last_sync stays null, last_attempt is the failure */
+    assert_true(json_is_null(json_object_get(ds, "last_sync")));
+    assert_string_equal(tl_json_str(ds, "last_attempt"), tl_json_str(ds, "last_error"));
     json_decref(ds);
 
     metrics = tl_server_metrics(&srv);
@@ -577,7 +602,8 @@ static void test_token_auth(void **state)
     (void)state;
     tl_server srv;
     tl_server_start(&srv, g_config, g_log, TOKEN);
-    static const char unauthorized[] = "{\"success\":false,\"error\":\"missing or wrong bearer token\"}";
+    static const char unauthorized[] = "{\"success\":false,\"error\":\"missing or wrong bearer "
+                                       "token\",\"detail\":\"missing or wrong bearer token\"}";
     static const char *const protected_[][2] = {{"GET", "/api/store/status"},
                                                 {"GET", "/metrics"},
                                                 {"POST", "/api/store/sync/mon"},
@@ -621,7 +647,8 @@ static void test_token_auth(void **state)
     /* The right token opens everything; the scheme is case-insensitive. */
     json_decref(tl_http_json(srv.port, "GET", "/api/store/status", TOKEN, 200, NULL));
     expect_exact(&srv, "GET", "/api/nope", TOKEN, 404,
-                 "{\"success\":false,\"error\":\"no such endpoint; see docs/api.md\"}");
+                 "{\"success\":false,\"error\":\"no such endpoint; see docs/api.md\",\"detail\":\"no such "
+                 "endpoint; see docs/api.md\"}");
     tl_http_response resp;
     assert_true(tl_http_request(srv.port, "GET", "/api/store/status", "Authorization: bearer " TOKEN "\r\n",
                                 NULL, 0, &resp));

@@ -297,14 +297,20 @@ static void test_bad_query_parameters(void **state)
         strcat(want, "✓");
     strcat(want, "\"");
     request_expect("GET", target, 400, want);
-    request_expect("POST", "/api/store/sync/events?full=maybe", 400, "full must be true or false");
-    request_expect("POST", "/api/store/sync/events?full=", 400, "full must be true or false");
-    request_expect("POST", "/api/store/sync/events?full", 400, "full must be true or false");
-    request_expect("POST", "/api/store/sync/events?full=%00", 400, "full must be true or false");
-    request_expect("POST", "/api/store/sync/events?full=TRUE", 400, "full must be true or false");
+    request_expect("POST", "/api/store/sync/events?full=maybe", 400,
+                   "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)");
+    request_expect("POST", "/api/store/sync/events?full=", 400,
+                   "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)");
+    request_expect("POST", "/api/store/sync/events?full", 400,
+                   "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)");
+    request_expect("POST", "/api/store/sync/events?full=%00", 400,
+                   "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)");
+    request_expect("POST", "/api/store/sync/events?full=TRUEST", 400,
+                   "full must be true or false (also 1/0, yes/no, on/off, t/f, y/n)");
     request_expect("POST", "/api/store/sync/events?full=true&x=1", 400,
                    "unknown query parameter \"x\"; accepted: full");
-    request_expect("POST", "/api/store/sync?full=true", 400, "unknown query parameter \"full\"");
+    request_expect("POST", "/api/store/sync?full=yes&x=1", 400,
+                   "unknown query parameter \"x\"; accepted: full");
     request_expect("POST", "/api/store/sync/events/reset-watermark?full=1", 400,
                    "unknown query parameter \"full\"");
     assert_not_syncing();

@@ -456,9 +456,11 @@ static void test_timeout(void **state)
                NULL, &r);
     double ms = tl_now_ms() - t0;
     assert_int_equal(r.status, 504);
-    assert_string_equal(r.body,
-                        "{\"success\":false,\"error\":\"the query ran longer than its timeout_ms (300 ms) "
-                        "and was stopped; make it cheaper or give a larger timeout_ms\"}");
+    assert_string_equal(
+        r.body,
+        "{\"success\":false,\"error\":\"the query ran longer than its timeout_ms (300 ms) and was stopped; "
+        "make it cheaper or give a larger timeout_ms\",\"detail\":\"the query ran longer than its timeout_ms "
+        "(300 ms) and was stopped; make it cheaper or give a larger timeout_ms\"}");
     if (ms > 20000)
         fail_msg("the 300 ms timeout answered after %.0f ms", ms);
     tl_http_response_free(&r);
@@ -598,7 +600,8 @@ static void test_concurrency_429(void **state)
     assert_non_null(tl_http_header(&r, "Retry-After", retry, sizeof retry));
     assert_string_equal(retry, "1");
     assert_string_equal(r.body, "{\"success\":false,\"error\":\"2 queries are running, the most "
-                                "duckdb.query_concurrency allows; retry later\"}");
+                                "duckdb.query_concurrency allows; retry later\",\"detail\":\"2 queries are "
+                                "running, the most duckdb.query_concurrency allows; retry later\"}");
     assert_true(tl_now_ms() - t0 < 10000);
     tl_http_response_free(&r);
     /* Other endpoints are not held up by the queries. */

@@ -494,8 +494,8 @@ static void test_no_syncs_when_disabled(void **state)
          *log = log_of("off");
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
-    static const char disabled[] =
-        "{\"success\":false,\"error\":\"syncing is disabled (duckdb.enabled: false)\"}";
+    static const char disabled[] = "{\"success\":false,\"error\":\"syncing is disabled (duckdb.enabled: "
+                                   "false)\",\"detail\":\"syncing is disabled (duckdb.enabled: false)\"}";
     char *raw = NULL;
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/tick", NULL, 409, &raw));
     assert_string_equal(raw, disabled);

@@ -1,0 +1,13 @@
+/* The read endpoints AXIS's dashboards call (docs/api.md):
+ * GET /api/store/metadata/NAME and GET /api/store/data/NAME. Internal to
+ * src/server. */
+#ifndef DS_SERVER_AXIS_H
+#define DS_SERVER_AXIS_H
+
+#include "server/api.h"
+
+/* Answers url when it is one of these endpoints (true, the answer in
+ * *ret); false leaves the request to the other routes. */
+bool axis_route(api_ctx *a, http_request *req, const char *url, bool get, enum MHD_Result *ret);
+
+#endif

@@ -1,0 +1,125 @@
+/* The metadata of store/metadata.h: the exact SQL of its builders (quoted
+ * names, exact or approximated percentiles), the document computed on an
+ * in-memory DuckDB for a relation with a hostile name and odd column
+ * types, and its row in _duckstore.dataset_metadata. */
+#include "testlib.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/metadata.h"
+
+static duckdb_database g_db;
+static duckdb_connection g_con;
+
+static int duck_setup(void **state)
+{
+    (void)state;
+    if (duckdb_open(NULL, &g_db) != DuckDBSuccess || duckdb_connect(g_db, &g_con) != DuckDBSuccess)
+        return -1;
+    return 0;
+}
+
+static int duck_teardown(void **state)
+{
+    (void)state;
+    duckdb_disconnect(&g_con);
+    duckdb_close(&g_db);
+    tl_free_kept();
+    return 0;
+}
+
+static void test_builders(void **state)
+{
+    (void)state;
+    assert_string_equal(tl_keep(store_distinct_sql("a\"b", "environment", 201)),
+                        "SELECT DISTINCT \"environment\", CAST(\"environment\" AS VARCHAR) FROM \"a\"\"b\" "
+                        "WHERE \"environment\" IS NOT NULL ORDER "
+                        "BY 1 LIMIT 201");
+    assert_string_equal(
+        tl_keep(store_summary_sql("t", "metric_score", "latency", true)),
+        "SELECT count(*), avg(TRY_CAST(\"metric_score\" AS DOUBLE)), 100.0 * count(*) FILTER "
+        "(WHERE TRY_CAST(\"metric_score\" AS DOUBLE) >= 0.5) / nullif(count(TRY_CAST("
+        "\"metric_score\" AS DOUBLE)), 0), quantile_cont(TRY_CAST(\"latency\" AS DOUBLE), 0.5), "
+        "quantile_cont(TRY_CAST(\"latency\" AS DOUBLE), 0.95), quantile_cont(TRY_CAST(\"latency\" "
+        "AS DOUBLE), 0.99) FROM \"t\"");
+    /* past STORE_EXACT_PERCENTILES_MAX rows: bounded memory */
+    assert_string_equal(tl_keep(store_summary_sql("t", NULL, "la\"t", false)),
+                        "SELECT count(*), NULL, NULL, approx_quantile(TRY_CAST(\"la\"\"t\" AS DOUBLE), 0.5), "
+                        "approx_quantile(TRY_CAST(\"la\"\"t\" AS DOUBLE), 0.95), approx_quantile(TRY_CAST("
+                        "\"la\"\"t\" AS DOUBLE), 0.99) FROM \"t\"");
+    assert_string_equal(tl_keep(store_summary_sql("t", "metric_score", NULL, true)),
+                        "SELECT count(*), avg(TRY_CAST(\"metric_score\" AS DOUBLE)), 100.0 * count(*) FILTER "
+                        "(WHERE TRY_CAST(\"metric_score\" AS DOUBLE) >= 0.5) / nullif(count(TRY_CAST("
+                        "\"metric_score\" AS DOUBLE)), 0), NULL, NULL, NULL FROM \"t\"");
+}
+
+/* A relation named with a quote; a STRUCT score (not a number: NULL
+ * summary, no failed statement); integer filter values stay numbers, DATE
+ * ones are text; the TIMESTAMPTZ range is DuckDB's text in UTC (the C API
+ * prints no TIMESTAMPTZ); a NaN latency. */
+static void test_document(void **state)
+{
+    (void)state;
+    tl_duck_exec(g_con, "SET TimeZone = 'UTC'");
+    tl_duck_exec(g_con,
+                 "CREATE TABLE \"we\"\"ird\" (kpi_name INTEGER, metric_score STRUCT(v INTEGER),"
+                 " \"timestamp\" TIMESTAMPTZ, duration_ms DOUBLE, kpi_category HUGEINT, source_type DATE)");
+    tl_duck_exec(
+        g_con, "INSERT INTO \"we\"\"ird\" VALUES (2, {'v': 1}, '2026-01-01 10:00:00+02', 1, 5, '2026-01-01'),"
+               " (1, NULL, NULL, 'NaN', 170141183460469231731687303715884105727, NULL),"
+               " (2, {'v': 3}, '2026-01-02 00:00:00+00', 3, 5, '2025-12-31')");
+    json_t *doc = NULL;
+    ds_error err;
+    if (!store_dataset_metadata(g_con, "we\"ird", &doc, &err))
+        fail_msg("%s", err.msg);
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* filter columns in AXIS's order; a huge integer past int64 as text;
+     * DuckDB sorts NaN above every number, so the median is 3 and the
+     * upper percentiles NaN, read as null */
+    assert_string_equal(
+        text, "{\"row_count\":3,\"columns\":[{\"column_name\":\"kpi_name\",\"column_type\":\"INTEGER\"},{"
+              "\"column_name\":\"metric_score\",\"column_type\":\"STRUCT(v "
+              "INTEGER)\"},{\"column_name\":\"timestamp\",\"column_type\":\"TIMESTAMP WITH TIME "
+              "ZONE\"},{\"column_name\":\"duration_ms\",\"column_type\":\"DOUBLE\"},{\"column_name\":\"kpi_"
+              "category\",\"column_type\":\"HUGEINT\"},{\"column_name\":\"source_type\",\"column_type\":"
+              "\"DATE\"}],\"filter_values\":{\"source_type\":[\"2025-12-31\",\"2026-01-01\"],\"kpi_name\":[1,"
+              "2],\"kpi_category\":[5,\"170141183460469231731687303715884105727\"]},\"filter_values_"
+              "truncated\":{\"source_type\":false,\"kpi_name\":false,\"kpi_category\":false},\"time_range\":{"
+              "\"min\":\"2026-01-01 08:00:00+00\",\"max\":\"2026-01-02 "
+              "00:00:00+00\"},\"summary_stats\":{\"total_records\":3,\"avg_score\":null,\"pass_rate\":null,"
+              "\"p50_latency\":3.0,\"p95_latency\":null,\"p99_latency\":null}}");
+    free(text);
+    json_decref(doc);
+}
+
+static void test_stored_row(void **state)
+{
+    (void)state;
+    char *json = NULL;
+    ds_error err;
+    tl_duck_exec(g_con, "CREATE SCHEMA IF NOT EXISTS _duckstore");
+    /* before the first sync: no table, no document */
+    assert_true(store_get_metadata(g_con, "mon", &json, &err));
+    assert_null(json);
+    assert_true(store_put_metadata(g_con, "mon", "{\"row_count\":1}", &err));
+    assert_true(store_put_metadata(g_con, "mon", "{\"row_count\":2}", &err));
+    assert_true(store_put_metadata(g_con, "o'ther", "{}", &err));
+    assert_true(store_get_metadata(g_con, "mon", &json, &err));
+    assert_string_equal(json, "{\"row_count\":2}");
+    free(json);
+    assert_true(store_get_metadata(g_con, "nosuch", &json, &err));
+    assert_null(json);
+    assert_int_equal(tl_duck_int(g_con, "SELECT count(*) FROM _duckstore.dataset_metadata"), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_document),
+        cmocka_unit_test(test_stored_row),
+    };
+    return cmocka_run_group_tests(tests, duck_setup, duck_teardown);
+}
