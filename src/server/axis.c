@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -53,6 +54,126 @@ static enum MHD_Result no_dataset(http_request *req, const char *name)
                   http_json_stringf("no dataset named \"%s\"; see /api/store/status", name)));
 }
 
+/* The metadata documents computed so far: one per source, with the status
+ * row's time it describes (a later sync changes it). */
+typedef struct metadata_entry {
+    char *key; /* store path, NUL, source */
+    size_t key_len;
+    char *version;
+    char *json;
+} metadata_entry;
+#define METADATA_CACHE_MAX 256
+static metadata_entry metadata_cache[METADATA_CACHE_MAX];
+static pthread_mutex_t metadata_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char *cache_key(const store *st, const char *source, size_t *len)
+{
+    size_t a = strlen(store_path(st)), b = strlen(source);
+    char *key = malloc(a + b + 2);
+    if (key != NULL) {
+        memcpy(key, store_path(st), a + 1);
+        memcpy(key + a + 1, source, b + 1);
+    }
+    *len = a + b + 2;
+    return key;
+}
+
+static char *cache_get(const char *key, size_t len, const char *version)
+{
+    char *json = NULL;
+    pthread_mutex_lock(&metadata_lock);
+    for (size_t i = 0; i < METADATA_CACHE_MAX && metadata_cache[i].key != NULL; i++)
+        if (metadata_cache[i].key_len == len && memcmp(metadata_cache[i].key, key, len) == 0 &&
+            strcmp(metadata_cache[i].version, version) == 0)
+            json = strdup(metadata_cache[i].json);
+    pthread_mutex_unlock(&metadata_lock);
+    return json;
+}
+
+static void cache_put(const char *key, size_t len, const char *version, const char *json)
+{
+    pthread_mutex_lock(&metadata_lock);
+    size_t i = 0;
+    while (i < METADATA_CACHE_MAX && metadata_cache[i].key != NULL &&
+           !(metadata_cache[i].key_len == len && memcmp(metadata_cache[i].key, key, len) == 0))
+        i++;
+    if (i < METADATA_CACHE_MAX) {
+        metadata_entry e = {
+            .key = malloc(len), .key_len = len, .version = strdup(version), .json = strdup(json)};
+        if (e.key != NULL && e.version != NULL && e.json != NULL) {
+            memcpy(e.key, key, len);
+            free(metadata_cache[i].key);
+            free(metadata_cache[i].version);
+            free(metadata_cache[i].json);
+            metadata_cache[i] = e;
+        } else {
+            free(e.key);
+            free(e.version);
+            free(e.json);
+        }
+    }
+    pthread_mutex_unlock(&metadata_lock);
+}
+
+void axis_cache_free(void)
+{
+    pthread_mutex_lock(&metadata_lock);
+    for (size_t i = 0; i < METADATA_CACHE_MAX; i++) {
+        free(metadata_cache[i].key);
+        free(metadata_cache[i].version);
+        free(metadata_cache[i].json);
+        metadata_cache[i] = (metadata_entry){0};
+    }
+    pthread_mutex_unlock(&metadata_lock);
+}
+
+/* In one read transaction: the status row's time (the version of the data)
+ * and, unless the cache has that version, the document computed from the
+ * same snapshot. "{}" when the source was never synced. */
+static bool read_metadata(store *st, duckdb_connection con, const char *source, const char *relation,
+                          char **json, ds_error *err)
+{
+    *json = NULL;
+    char *version = NULL;
+    ds_buf sql = DS_BUF_INIT;
+    /* The relation itself (a table, or a split source's view) is only
+     * there once a sync succeeded. */
+    ds_buf_append(&sql, "SELECT s.updated_at::VARCHAR FROM _duckstore.sync_status AS s WHERE s.source = ");
+    ds_buf_append_literal(&sql, source);
+    ds_buf_append(&sql,
+                  " AND EXISTS (SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ");
+    ds_buf_append_literal(&sql, relation);
+    ds_buf_append(&sql,
+                  " UNION ALL SELECT 1 FROM duckdb_views() WHERE schema_name = 'main' AND view_name = ");
+    ds_buf_append_literal(&sql, relation);
+    ds_buf_append(&sql, ")");
+    bool ok = store_exec(con, "BEGIN TRANSACTION READ ONLY", err);
+    const char *text = ds_buf_str(&sql);
+    ok = ok && (text != NULL ? store_query_text(con, text, &version, err)
+                             : ds_error_set(err, DS_ERR_NOMEM, "out of memory"));
+    ds_buf_free(&sql);
+    if (ok && version == NULL) {
+        *json = strdup("{}");
+        ok = *json != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    } else if (ok) {
+        size_t len = 0;
+        char *key = cache_key(st, source, &len);
+        *json = key ? cache_get(key, len, version) : NULL;
+        json_t *meta = NULL;
+        if (*json == NULL && (ok = store_dataset_metadata(con, relation, &meta, err))) {
+            *json = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+            json_decref(meta);
+            ok = *json != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            if (ok && key != NULL)
+                cache_put(key, len, version, *json);
+        }
+        free(key);
+    }
+    store_exec(con, "ROLLBACK", NULL);
+    free(version);
+    return ok;
+}
+
 static enum MHD_Result handle_metadata(api_ctx *a, http_request *req, const char *name)
 {
     char source[CFG_TABLE_NAME_CAP], relation[CFG_TABLE_NAME_CAP];
@@ -65,15 +186,14 @@ static enum MHD_Result handle_metadata(api_ctx *a, http_request *req, const char
     char *text = NULL;
     if (!store_borrow(a->st, &con, &err))
         return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, err.msg);
-    bool ok = store_get_metadata(con, source, &text, &err);
+    bool ok = read_metadata(a->st, con, source, relation, &text, &err);
     store_release(a->st, &con);
     if (!ok)
         return http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, err.msg);
-    /* {} before the first sync, as AXIS answers */
-    json_t *meta = text ? json_loads(text, 0, NULL) : json_object();
+    json_t *meta = json_loads(text, 0, NULL);
     free(text);
     if (meta == NULL)
-        return http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "the stored metadata is not JSON");
+        return http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "the metadata is not JSON");
     return http_send_json(
         req, MHD_HTTP_OK,
         json_pack("{s:b,s:o,s:o}", "success", 1, "dataset", http_json_text(name), "metadata", meta));

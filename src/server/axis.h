@@ -9,5 +9,7 @@
 /* Answers url when it is one of these endpoints (true, the answer in
  * *ret); false leaves the request to the other routes. */
 bool axis_route(api_ctx *a, http_request *req, const char *url, bool get, enum MHD_Result *ret);
+/* Frees the metadata documents kept between syncs (at shutdown). */
+void axis_cache_free(void);
 
 #endif

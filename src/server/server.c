@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "server/api.h"
+#include "server/axis.h"
 #include "server/http.h"
 #include "server/query.h"
 #include "server/jobs.h"
@@ -167,6 +168,7 @@ static void server_free(http_server *srv)
     free(srv->api_token);
     free(srv->serve_file);
     http_router_free(&srv->router);
+    axis_cache_free();
     free(srv);
 }
 

@@ -1,8 +1,9 @@
 /* A dataset's metadata as AXIS's dashboards read it (docs/api.md,
  * "GET /api/store/metadata/NAME"): columns, row count, the distinct values
- * of the filter columns, the time range and the score summary. Computed in
- * the sync's commit transaction and kept in _duckstore.dataset_metadata, so
- * it never disagrees with the data it describes. */
+ * of the filter columns, the time range and the score summary. The server
+ * computes it in one read transaction, so it never disagrees with the data
+ * it describes, and keeps it until the source's next sync (a dozen scans of
+ * the dataset: not in the sync's commit, whose lock every sync waits on). */
 #ifndef DS_STORE_METADATA_H
 #define DS_STORE_METADATA_H
 
@@ -39,11 +40,6 @@ char *store_summary_sql(const char *relation, const char *score, const char *lat
 /* The metadata document of relation (a table or view), computed on con in
  * its current transaction. */
 bool store_dataset_metadata(duckdb_connection con, const char *relation, json_t **out, ds_error *err);
-
-/* Stores (replacing) / reads a source's metadata document as JSON text;
- * *json is NULL when none was stored yet. */
-bool store_put_metadata(duckdb_connection con, const char *source, const char *json, ds_error *err);
-bool store_get_metadata(duckdb_connection con, const char *source, char **json, ds_error *err);
 
 /* Types store_value_json reads directly: numbers, booleans and text.
  * Select any other type CAST to VARCHAR (the C API's text of a value does

@@ -8,7 +8,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
-#include "store/metadata.h"
 #include "sync/incremental.h"
 #include "sync/status.h"
 
@@ -159,29 +158,6 @@ static void summarize(sync_report *report, const table_job *jobs, size_t njobs, 
     report->duration_s = ds_monotonic_s() - started;
 }
 
-/* The dataset's metadata (store/metadata.h), in the commit's transaction so
- * it always describes the data committed with it; a sync that changed no
- * row keeps the stored one. */
-static bool save_metadata(duckdb_connection duck, const cfg_source *src, bool changed, ds_error *err)
-{
-    char *stored = NULL;
-    if (!changed && store_get_metadata(duck, src->name, &stored, NULL) && stored != NULL) {
-        free(stored);
-        return true;
-    }
-    double t = ds_monotonic_s();
-    json_t *meta = NULL;
-    if (!store_dataset_metadata(duck, src->data_name, &meta, err))
-        return false;
-    char *text = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-    json_decref(meta);
-    bool ok = text ? store_put_metadata(duck, src->name, text, err)
-                   : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    free(text);
-    ds_log_debug("%s: metadata computed in %.1f ms", src->name, (ds_monotonic_s() - t) * 1e3);
-    return ok;
-}
-
 /* Everything of the commit between BEGIN and COMMIT. */
 static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job *jobs, size_t njobs,
                         sync_report *report, double started, ds_error *err)
@@ -217,7 +193,7 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
     status_record_success(doc, report, njobs == 2, ids_unique);
     ok = status_save(duck, src->name, doc, err);
     json_decref(doc);
-    return ok && save_metadata(duck, src, changed, err);
+    return ok;
 }
 
 bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs, sync_report *report,

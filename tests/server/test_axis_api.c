@@ -203,7 +203,7 @@ static void test_metadata(void **state)
     assert_null(json_object_get(meta, "summary_stats"));
     json_decref(doc);
 
-    /* Computed in the commit: new rows change the stored metadata with
+    /* Computed again after each sync: new rows change the metadata with
      * the data. */
     tl_pg_exec(g_pg, "INSERT INTO llm_traces VALUES ('t7', '2026-02-14 00:00:00', 'new', 'x', 'qa', 'svc_c',"
                      " 'c2', 50); INSERT INTO llm_metric_results VALUES ('t7', 'toxicity', 1, 'SCORE', 0)");

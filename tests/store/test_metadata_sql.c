@@ -1,7 +1,7 @@
 /* The metadata of store/metadata.h: the exact SQL of its builders (quoted
  * names, exact or approximated percentiles), the document computed on an
  * in-memory DuckDB for a relation with a hostile name and odd column
- * types, and its row in _duckstore.dataset_metadata. */
+ * types. */
 #include "testlib.h"
 
 #include <stdio.h>
@@ -94,32 +94,11 @@ static void test_document(void **state)
     json_decref(doc);
 }
 
-static void test_stored_row(void **state)
-{
-    (void)state;
-    char *json = NULL;
-    ds_error err;
-    tl_duck_exec(g_con, "CREATE SCHEMA IF NOT EXISTS _duckstore");
-    /* before the first sync: no table, no document */
-    assert_true(store_get_metadata(g_con, "mon", &json, &err));
-    assert_null(json);
-    assert_true(store_put_metadata(g_con, "mon", "{\"row_count\":1}", &err));
-    assert_true(store_put_metadata(g_con, "mon", "{\"row_count\":2}", &err));
-    assert_true(store_put_metadata(g_con, "o'ther", "{}", &err));
-    assert_true(store_get_metadata(g_con, "mon", &json, &err));
-    assert_string_equal(json, "{\"row_count\":2}");
-    free(json);
-    assert_true(store_get_metadata(g_con, "nosuch", &json, &err));
-    assert_null(json);
-    assert_int_equal(tl_duck_int(g_con, "SELECT count(*) FROM _duckstore.dataset_metadata"), 2);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builders),
         cmocka_unit_test(test_document),
-        cmocka_unit_test(test_stored_row),
     };
     return cmocka_run_group_tests(tests, duck_setup, duck_teardown);
 }
