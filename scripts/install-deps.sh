@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Installs what duckstore needs to build, test and run its demo on Debian 12:
 # the Debian packages below (skipped when present) and the pinned DuckDB C API.
-# clang and its runtime libraries (libFuzzer, sanitizers) serve `make fuzz`.
 # Safe to run again: a second run installs and downloads nothing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-packages=(
+# To build build/duckstore and the test programs (npm fetches the pinned
+# DuckDB; CMake configures the cmocka tests with every build).
+build_packages=(
   build-essential cmake pkg-config
-  libpq-dev postgresql
-  libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
-  curl jq npm openssl time
+  libpq-dev libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
+  npm
+)
+# For `make test`, `make fuzz`, `make bench` and the demo: the throwaway
+# PostgreSQL, the HTTP clients, clang and its runtime libraries
+# (libFuzzer, sanitizers), and chromium for the status page's browser test
+# (tests/ui, driven by the playwright-core that tests/ui/package-lock.json
+# pins; the browser is Debian's, never a download of Playwright's).
+test_packages=(
+  postgresql
+  curl jq openssl time
   wrk
   clang libclang-rt-14-dev
+  chromium
 )
+packages=("${build_packages[@]}" "${test_packages[@]}")
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -3,6 +3,7 @@
  * in the documented order. */
 #include "server/api.h"
 #include "server/query.h"
+#include "server/ui.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -247,6 +248,8 @@ enum MHD_Result api_route(void *cls, http_request *req, const char *url, const c
     enum MHD_Result ret;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
+    if (strcmp(url, "/") == 0 || strcmp(url, "/ui") == 0)
+        return ui_route(req, method);
     if (strcmp(url, "/health") == 0)
         return get ? handle_health(a, req) : http_send_not_allowed(req, "GET, HEAD", "use GET for /health");
     bool api = strncmp(url, "/api/", 5) == 0;

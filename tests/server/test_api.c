@@ -253,7 +253,7 @@ static void test_endpoints_and_errors(void **state)
     /* 404: unknown paths, and unknown sources with the list of sources. */
     static const char no_endpoint[] = "{\"success\":false,\"error\":\"no such endpoint; see "
                                       "docs/api.md\",\"detail\":\"no such endpoint; see docs/api.md\"}";
-    static const char *const unknown_paths[] = {"/",
+    static const char *const unknown_paths[] = {"/ui/",
                                                 "/nope",
                                                 "/api",
                                                 "/api/",
@@ -281,6 +281,9 @@ static void test_endpoints_and_errors(void **state)
     /* 405 with the right Allow header. */
     expect_405(&srv, "POST", "/health", "GET, HEAD",
                "{\"success\":false,\"error\":\"use GET for /health\",\"detail\":\"use GET for /health\"}");
+    expect_405(&srv, "POST", "/", "GET, HEAD",
+               "{\"success\":false,\"error\":\"use GET for the status page\",\"detail\":\"use GET for the status "
+               "page\"}");
     expect_405(&srv, "DELETE", "/metrics", "GET, HEAD",
                "{\"success\":false,\"error\":\"use GET for /metrics\",\"detail\":\"use GET for /metrics\"}");
     expect_405(&srv, "POST", "/api/store/status", "GET, HEAD",
