@@ -280,7 +280,11 @@ INSERT INTO events (id, note, created_at) VALUES
     const post = await fetch(server.base + '/', { method: 'POST' });
     assert.equal(post.status, 405);
     assert.equal(post.headers.get('allow'), 'GET, HEAD');
-    assert.deepEqual(await post.json(), { success: false, error: 'use GET for the status page' });
+    assert.deepEqual(await post.json(), {
+      success: false,
+      error: 'use GET for the status page',
+      detail: 'use GET for the status page',
+    });
     assert.equal((await fetch(server.base + '/ui/')).status, 404);
     assert.equal((await fetch(server.base + '/api/store/status')).status, 401);
   });
