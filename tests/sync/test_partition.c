@@ -386,12 +386,18 @@ static void test_max_sync_rows(void **state)
      * lowering it must shrink the table (a rebuild): never more than the cap. */
     tl_pg_exec(e.pg, "CREATE TABLE newest_src (k int PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT "
                      "clock_timestamp())");
-    tl_pg_exec(e.pg, "INSERT INTO newest_src (k) SELECT generate_series(1, 900)");
+    /* Distinct times: two rows of one microsecond (clock_timestamp() can
+     * give them) would make "the newest 100" ambiguous at the boundary. */
+    tl_pg_exec(e.pg,
+               "INSERT INTO newest_src SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 "
+               "millisecond' FROM generate_series(1, 900) AS g");
     tl_env_source(&e, "newest",
                   "  query: SELECT k, created_at FROM newest_src ORDER BY created_at DESC\n"
                   "  incremental_column: created_at\n");
     sync_capped(&e, "newest", false, 900, false);
-    tl_pg_exec(e.pg, "INSERT INTO newest_src (k) SELECT generate_series(901, 1100)");
+    tl_pg_exec(e.pg,
+               "INSERT INTO newest_src SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 "
+               "millisecond' FROM generate_series(901, 1100) AS g");
     tl_sync_ok(e.st, &e.cfg, "newest", false, &r);
     assert_true(r.incremental);
     assert_int_equal(r.rows, 1000);
