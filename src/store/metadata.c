@@ -1,5 +1,5 @@
-/* The metadata document of metadata.h: its SQL (pure builders), its
- * computation and its row in _duckstore.dataset_metadata. */
+/* The metadata document of metadata.h: its SQL (pure builders) and its
+ * computation in the caller's read transaction. */
 #include "store/metadata.h"
 
 #include <errno.h>
