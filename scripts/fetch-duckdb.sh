@@ -27,8 +27,16 @@ check_sha512() { # file expected-base64
 fetch() { # package tarball sha512: downloads into $work (once) and checks it
   [ -n "$work" ] || work="$(mktemp -d)"
   [ -f "$work/$2" ] && return 0
-  # npm pack downloads the tarball without running any install script.
-  (cd "$work" && npm pack --silent "$1" >/dev/null)
+  if command -v npm >/dev/null 2>&1; then
+    # npm pack downloads the tarball without running any install script.
+    (cd "$work" && npm pack --silent "$1" >/dev/null)
+  else
+    # A plain build needs no npm: the registry serves each tarball at
+    # <registry>/<name>/-/<name without scope>-<version>.tgz.
+    local name="${1%@*}" version="${1##*@}"
+    local registry="${NPM_CONFIG_REGISTRY:-https://registry.npmjs.org/}"
+    curl -fsSL --retry 3 -o "$work/$2" "${registry%/}/$name/-/${name##*/}-$version.tgz"
+  fi
   check_sha512 "$work/$2" "$3"
 }
 

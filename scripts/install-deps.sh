@@ -1,31 +1,49 @@
 #!/usr/bin/env bash
-# Installs what duckstore needs to build, test and run its demo on Debian 12:
-# the Debian packages below (skipped when present) and the pinned DuckDB C API.
+# Installs what duckstore needs on Debian 12: the Debian packages below
+# (skipped when present) and the pinned DuckDB C API.
+#
+#   scripts/install-deps.sh [build]   to build build/duckstore (make, make install)
+#   scripts/install-deps.sh test      also what make test, fuzz, bench and demo use
+#
 # Safe to run again: a second run installs and downloads nothing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# To build build/duckstore and the test programs (npm fetches the pinned
-# DuckDB; CMake configures the cmocka tests with every build).
+what="${1:-build}"
+case "$what" in
+  build | test) ;;
+  *)
+    echo "usage: $0 [build|test]" >&2
+    exit 2
+    ;;
+esac
+
+# To build build/duckstore and the test programs (CMake configures the
+# cmocka tests with every build); curl and openssl fetch and check the
+# pinned DuckDB (scripts/fetch-duckdb.sh).
 build_packages=(
   build-essential cmake pkg-config
   libpq-dev libyaml-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
-  npm
+  ca-certificates curl openssl
 )
-# For `make test`, `make fuzz`, `make bench` and the demo: the throwaway
+# For make test, make fuzz, make bench and the demo: the throwaway
 # PostgreSQL, the HTTP clients, clang and its runtime libraries
-# (libFuzzer, sanitizers), and chromium for the status page's browser test
-# (tests/ui, driven by the playwright-core that tests/ui/package-lock.json
-# pins; the browser is Debian's, never a download of Playwright's).
+# (libFuzzer, sanitizers), chromium and npm for the status page's browser
+# test (tests/ui, driven by the playwright-core that
+# tests/ui/package-lock.json pins; the browser is Debian's, never a download
+# of Playwright's), man-db and python3 for tests/install (the man pages, a
+# systemd notify socket).
 test_packages=(
   postgresql
-  curl jq openssl time
+  jq time
   wrk
   clang libclang-rt-14-dev
-  chromium
+  chromium npm
+  man-db python3
 )
-packages=("${build_packages[@]}" "${test_packages[@]}")
+packages=("${build_packages[@]}")
+[ "$what" = build ] || packages+=("${test_packages[@]}")
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -34,12 +52,16 @@ for pkg in "${packages[@]}"; do
   fi
 done
 
-# npm may come from elsewhere (a Node.js install): only ask for it when absent.
-if command -v npm >/dev/null 2>&1; then
-  filtered=()
-  for pkg in "${missing[@]}"; do [ "$pkg" = npm ] || filtered+=("$pkg"); done
-  missing=("${filtered[@]+"${filtered[@]}"}")
-fi
+# npm and python3 may come from elsewhere (a Node.js install, pyenv): only
+# ask for them when absent.
+filtered=()
+for pkg in "${missing[@]+"${missing[@]}"}"; do
+  case "$pkg" in
+    npm | python3) command -v "$pkg" >/dev/null 2>&1 && continue ;;
+  esac
+  filtered+=("$pkg")
+done
+missing=("${filtered[@]+"${filtered[@]}"}")
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
