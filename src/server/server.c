@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sdnotify.h"
 #include "common/strbuf.h"
 #include "server/api.h"
 #include "server/axis.h"
@@ -336,14 +337,18 @@ int http_serve_until_signal(cfg_config *cfg, const http_options *opt)
         ds_log_error("%s", err.msg);
         return err.code == DS_ERR_USAGE ? 2 : 1;
     }
+    ds_sdnotify_ready();
     int sig = 0;
     for (;;) {
         if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
             break;
         ds_log_info("SIGHUP received: reloading the config");
+        ds_sdnotify_reloading();
         http_server_reload(srv);
+        ds_sdnotify_ready();
     }
     ds_log_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    ds_sdnotify_stopping();
     http_server_stop(srv);
     ds_log_info("stopped");
     return 0;
