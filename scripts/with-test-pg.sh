@@ -16,7 +16,7 @@ fi
 
 pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
-  echo "with-test-pg: no PostgreSQL server found; run scripts/install-deps.sh" >&2
+  echo "with-test-pg: no PostgreSQL server found; run scripts/install-deps.sh test" >&2
   exit 1
 fi
 

@@ -205,7 +205,7 @@ describe('status page in headless chromium', () => {
   before(async () => {
     const base = need('DUCKSTORE_TEST_PG');
     if (!fs.existsSync(chromiumPath))
-      throw new Error(`no chromium at ${chromiumPath}: run scripts/install-deps.sh (or set DUCKSTORE_CHROMIUM)`);
+      throw new Error(`no chromium at ${chromiumPath}: run scripts/install-deps.sh test (or set DUCKSTORE_CHROMIUM)`);
     fs.mkdirSync(artifacts, { recursive: true });
     const db = `ui_${process.pid}_${Date.now()}`;
     psql(base, `CREATE DATABASE "${db}"`);
