@@ -39,7 +39,8 @@ all: build
 deps:
 	@scripts/install-deps.sh build
 
-test-deps:
+# After deps, never beside it (make -j): one apt-get at a time.
+test-deps: deps
 	@scripts/install-deps.sh test
 
 build: deps
