@@ -1088,7 +1088,7 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     if (!has_flag(argc, argv, "--offline"))
         for (size_t i = 0; i < cfg.n_sources; i++)
             rc = worse(rc, describe_source(&cfg.sources[i]));
-    printf("# %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
+    printf("# config directory %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
     cfg_free(&cfg);
     return rc;
 }

@@ -170,11 +170,12 @@ int main(int argc, char **argv)
         rc = cli_cmd_version(&globals, 0, NULL);
     } else if (nrest > 0 && cmd == NULL) {
         rc = unknown_command(rest[0]);
-    } else if (help && cmd != NULL && cmd->run != NULL) {
+    } else if (help && cmd != NULL) {
         command_help(cmd);
         rc = CLI_EXIT_OK;
     } else if (help) {
-        rc = cmd != NULL ? run_help(nrest - 1, rest + 1) : (usage(stdout), CLI_EXIT_OK);
+        usage(stdout);
+        rc = CLI_EXIT_OK;
     } else if (nrest == 0) {
         usage(stderr);
         rc = CLI_EXIT_USAGE;
