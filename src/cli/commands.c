@@ -4,6 +4,7 @@
 #include "cli/remote.h"
 #include "cli/result.h"
 
+#include <dirent.h>
 #include <duckdb.h>
 #include <errno.h>
 #include <jansson.h>
@@ -83,6 +84,22 @@ static bool parse_args(const cli_args *spec, int argc, char **argv, const char *
     return ok;
 }
 
+/* Whether dir holds a YAML file: an empty directory is a mistaken
+ * --config-dir, not a config of no source. */
+static bool holds_yaml(const char *dir)
+{
+    DIR *d = opendir(dir);
+    bool found = false;
+    for (struct dirent *e; d != NULL && !found && (e = readdir(d)) != NULL;) {
+        size_t n = strlen(e->d_name);
+        found = (n > 5 && strcmp(e->d_name + n - 5, ".yaml") == 0) ||
+                (n > 4 && strcmp(e->d_name + n - 4, ".yml") == 0);
+    }
+    if (d != NULL)
+        closedir(d);
+    return found || d == NULL;
+}
+
 /* flags: CFG_LOAD_NO_PG for a command that never connects to PostgreSQL. */
 static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *cfg)
 {
@@ -92,6 +109,14 @@ static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *
         ds_log_set_level(DS_LOG_DEBUG);
     if (!cfg_load_dir_flags(g->config_dir, flags, cfg, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
+        return false;
+    }
+    if (cfg->n_sources == 0 && !holds_yaml(g->config_dir)) {
+        fprintf(stderr,
+                "duckstore: %s holds no config (duckdb.yaml, <name>_db.yaml): pass the right directory with "
+                "--config-dir\n",
+                g->config_dir);
+        cfg_free(cfg);
         return false;
     }
     return true;

@@ -58,14 +58,14 @@ typedef struct cli_bg {
     char out_path[600], err_path[600];
 } cli_bg;
 
-/* Starts `$DUCKSTORE_BIN <args>` (shell-quoted) as the process itself
- * (the shell execs it: the PID is duckstore's). */
-__attribute__((unused)) static void cli_bg_start(cli_bg *bg, const char *dir, const char *args)
+/* Starts the shell command in the background, its stdout and stderr in
+ * files of dir. */
+__attribute__((unused)) static void cli_bg_start_raw(cli_bg *bg, const char *dir, const char *command)
 {
     snprintf(bg->out_path, sizeof bg->out_path, "%s/bg.out", dir);
     snprintf(bg->err_path, sizeof bg->err_path, "%s/bg.err", dir);
-    char *cmd = tl_keepf("unset DUCKSTORE_API_TOKEN; exec '%s' %s >'%s' 2>'%s' </dev/null",
-                         getenv("DUCKSTORE_BIN"), args, bg->out_path, bg->err_path);
+    char *cmd = tl_keepf("unset DUCKSTORE_API_TOKEN; %s >'%s' 2>'%s' </dev/null", command, bg->out_path,
+                         bg->err_path);
     fflush(NULL);
     bg->pid = fork();
     if (bg->pid < 0)
@@ -74,6 +74,13 @@ __attribute__((unused)) static void cli_bg_start(cli_bg *bg, const char *dir, co
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
+}
+
+/* Starts `$DUCKSTORE_BIN <args>` (shell-quoted) as the process itself
+ * (the shell execs it: the PID is duckstore's). */
+__attribute__((unused)) static void cli_bg_start(cli_bg *bg, const char *dir, const char *args)
+{
+    cli_bg_start_raw(bg, dir, tl_keepf("exec '%s' %s", getenv("DUCKSTORE_BIN"), args));
 }
 
 /* Waits (60 s at most) for the process to end; its exit code, 128 + the

@@ -45,6 +45,19 @@ static int setup_group(void **state)
     return 0;
 }
 
+/* A split source behind the gate: two tables read at once. */
+static void write_split_source(void)
+{
+    tl_write_filef(tl_keepf("%s/split_db.yaml", g_config),
+                   "split_db:\n  url: \"%s\"\n  dataset_query: |\n"
+                   "    WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%d))\n"
+                   "    SELECT t.id AS dataset_id, t.created_at FROM ev t, gate\n"
+                   "  results_query: |\n"
+                   "    WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(%d))\n"
+                   "    SELECT t.id AS dataset_id, t.note FROM ev t, gate\n",
+                   g_conninfo, GATE, GATE);
+}
+
 static int teardown_group(void **state)
 {
     (void)state;
@@ -126,6 +139,19 @@ static void test_usage_errors(void **state)
         cli_out o = cli_run(g_dir, NULL, "--config-dir '%s' %s", g_config, cases[i].args);
         cli_expect(&o, 2, cases[i].args);
         tl_assert_contains(o.err, cases[i].err);
+        assert_string_equal(o.out, "");
+    }
+    /* A directory without a YAML file is a mistaken --config-dir. */
+    char *empty = tl_keepf("%s/empty", g_dir);
+    mkdir(empty, 0755);
+    const char *commands[] = {"status", "check-config", "sync", "plan"};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        cli_out o = cli_run(g_dir, NULL, "%s --config-dir '%s'", commands[i], empty);
+        cli_expect(&o, 2, tl_keepf("%s on an empty directory", commands[i]));
+        tl_assert_contains(o.err,
+                           tl_keepf("duckstore: %s holds no config (duckdb.yaml, <name>_db.yaml): pass the "
+                                    "right directory with --config-dir\n",
+                                    empty));
         assert_string_equal(o.out, "");
     }
     /* An unknown source lists the known ones with their status keys. */
@@ -262,6 +288,40 @@ static void test_ctrl_c_local(void **state)
     tl_pg_exec(g_pg, "DELETE FROM ev WHERE id = 10");
 }
 
+/* On a terminal (script(1) gives one) a progress line per table is drawn
+ * while the tables are read. */
+static void test_progress_on_terminal(void **state)
+{
+    (void)state;
+    write_split_source();
+    char *typescript = tl_keepf("%s/typescript", g_dir);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
+    cli_bg bg;
+    cli_bg_start_raw(&bg, g_dir,
+                     tl_keepf("exec script -qfec \"'%s' --config-dir '%s' sync split\" '%s'",
+                              getenv("DUCKSTORE_BIN"), g_config, typescript));
+    wait_for_gate(g_pg);
+    char *seen = NULL;
+    for (double deadline = tl_now_ms() + 60000;;) {
+        free(seen);
+        seen = tl_read_file(typescript);
+        if (seen != NULL && strstr(seen, " split_dataset: 0 rows, 0.0 MB") != NULL &&
+            strstr(seen, " split_results: 0 rows, 0.0 MB") != NULL)
+            break;
+        if (tl_now_ms() > deadline) {
+            tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
+            fail_msg("no progress line per table within 60 s:\n%s", seen ? seen : "");
+        }
+        tl_sleep_ms(20);
+    }
+    free(seen);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
+    assert_int_equal(cli_bg_wait(&bg), 0);
+    char *done = tl_keep(tl_read_file(typescript));
+    tl_assert_contains(done, "split: full sync, 3 rows in split_data (+3)");
+    unlink(tl_keepf("%s/split_db.yaml", g_config));
+}
+
 /* Through a running server: help and options alike, several sources and
  * status keys; Ctrl-C stops the waiting and says the server's sync runs on
  * (the server has no way to cancel one sync). plan refuses while the
@@ -330,6 +390,7 @@ int main(void)
         cmocka_unit_test_teardown(test_several_sources_and_wording, teardown_test),
         cmocka_unit_test_teardown(test_query_formats, teardown_test),
         cmocka_unit_test_teardown(test_ctrl_c_local, teardown_test),
+        cmocka_unit_test_teardown(test_progress_on_terminal, teardown_test),
         cmocka_unit_test_teardown(test_through_server, teardown_test),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);

@@ -261,6 +261,42 @@ static void test_held_horizon(void **state)
     tl_rmtree(w.dir);
 }
 
+/* full_refresh_interval_minutes: the plan says when the server's scheduler
+ * rebuilds in full, and that it is due once the time has passed. */
+static void test_periodic_full_refresh(void **state)
+{
+    (void)state;
+    tl_pg_exec(g_pg, "CREATE TABLE pf (id int PRIMARY KEY, created_at timestamptz NOT NULL);"
+                     "INSERT INTO pf VALUES (1, '2026-02-13 10:00:00+00')");
+    world w = world_open("pf", "  query: SELECT id, created_at FROM pf\n  incremental_column: created_at\n"
+                               "  full_refresh_interval_minutes: 0.01\n");
+    cli_out o = run(&w, "sync");
+    cli_expect(&o, 0, "sync");
+    o = run(&w, "status --json");
+    json_t *doc = json_loads(o.out, 0, NULL);
+    const char *next = tl_keep(strdup(
+        tl_json_str(json_object_get(json_object_get(doc, "datasets"), "pf_data"), "next_full_refresh")));
+    json_decref(doc);
+    /* 0.6 s after the full sync it is due: poll until the plan says so. */
+    for (double deadline = tl_now_ms() + 30000;;) {
+        o = run(&w, "plan");
+        cli_expect(&o, 0, "plan");
+        if (strstr(o.out, "  periodic full refresh: due since ") != NULL)
+            break;
+        tl_assert_contains(
+            o.out, tl_keepf("  periodic full refresh: next at %s (duckstore serve's scheduler)\n", next));
+        if (tl_now_ms() > deadline)
+            fail_msg("the periodic full refresh never came due:\n%s", o.out);
+        tl_sleep_ms(100);
+    }
+    tl_assert_contains(o.out,
+                       tl_keepf("  periodic full refresh: due since %s: the next scheduled sync in duckstore "
+                                "serve rebuilds every table in full",
+                                next));
+    tl_assert_contains(o.out, "  pf_data (query): incremental sync: ");
+    tl_rmtree(w.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +304,7 @@ int main(void)
         cmocka_unit_test_teardown(test_incremental_changes_nothing, teardown_test),
         cmocka_unit_test_teardown(test_schema_changed, teardown_test),
         cmocka_unit_test_teardown(test_held_horizon, teardown_test),
+        cmocka_unit_test_teardown(test_periodic_full_refresh, teardown_test),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
