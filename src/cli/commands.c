@@ -396,9 +396,9 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         for (size_t i = 0; i < src->n_plans; i++)
             ds_buf_appendf(&tables, "%s%s", i ? ", " : "", src->plans[i].table);
         fprintf(stderr,
-                "duckstore: %s: the %s sync of %s was cancelled before its commit (reading %s); the DuckDB "
+                "duckstore: %s: the %s of %s was cancelled before its commit (tables %s); the DuckDB "
                 "file is unchanged: %s keeps its previous data, watermarks and status\n",
-                signal_label(interrupted()), full ? "full" : "planned", src->name,
+                signal_label(interrupted()), full ? "full sync" : "sync", src->name,
                 ds_buf_str(&tables) ? ds_buf_str(&tables) : "its tables", src->data_name);
         ds_buf_free(&tables);
         return CLI_EXIT_SIGNAL + interrupted();

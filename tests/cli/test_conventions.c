@@ -252,39 +252,49 @@ static void test_query_formats(void **state)
     tl_assert_contains(tty, "(3 rows)");
 }
 
-/* Ctrl-C while the sync reads: the sync is cancelled before its commit,
- * the message says which and that the data is unchanged, exit 130; the
- * sources not reached are named; data, watermark and status stay. */
+/* Ctrl-C (or SIGTERM) while the sync reads: the sync is cancelled before
+ * its commit, the message says which and that the data is unchanged, exit
+ * 130 (143); the sources not reached are named; data, watermark and status
+ * stay. */
 static void test_ctrl_c_local(void **state)
 {
     (void)state;
+    static const struct {
+        int sig, rc;
+        const char *label;
+    } signals[] = {{SIGINT, 130, "Ctrl-C"}, {SIGTERM, 143, "SIGTERM"}};
     cli_out o = cli_run(g_dir, NULL, "--config-dir '%s' sync slow --full", g_config);
     cli_expect(&o, 0, "sync slow");
     cli_out before = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
     tl_pg_exec(g_pg, "INSERT INTO ev VALUES (10, '2026-02-14 10:00:00+00', 'new')");
 
-    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
-    cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
-    wait_for_gate(g_pg);
-    kill(bg.pid, SIGINT);
-    int rc = cli_bg_wait(&bg);
-    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
-    char *err = tl_keep(tl_read_file(bg.err_path));
-    char *out = tl_keep(tl_read_file(bg.out_path));
-    if (rc != 130)
-        fail_msg("exit %d after Ctrl-C, expected 130\nstdout: %s\nstderr: %s", rc, out, err);
-    tl_assert_contains(err, "duckstore: Ctrl-C: the planned sync of slow was cancelled before its commit "
-                            "(reading slow_data); the DuckDB file is unchanged: slow_data keeps its previous "
-                            "data, watermarks and status\n");
-    tl_assert_contains(err, "duckstore: Ctrl-C: not synced: one (unchanged)\n");
-    assert_string_equal(out, "");
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
+        cli_bg bg;
+        cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
+        wait_for_gate(g_pg);
+        kill(bg.pid, signals[i].sig);
+        int rc = cli_bg_wait(&bg);
+        tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
+        char *err = tl_keep(tl_read_file(bg.err_path));
+        char *out = tl_keep(tl_read_file(bg.out_path));
+        if (rc != signals[i].rc)
+            fail_msg("exit %d after %s, expected %d\nstdout: %s\nstderr: %s", rc, signals[i].label,
+                     signals[i].rc, out, err);
+        tl_assert_contains(err,
+                           tl_keepf("duckstore: %s: the sync of slow was cancelled before its commit "
+                                    "(tables slow_data); the DuckDB file is unchanged: slow_data keeps its "
+                                    "previous data, watermarks and status\n",
+                                    signals[i].label));
+        tl_assert_contains(err, tl_keepf("duckstore: %s: not synced: one (unchanged)\n", signals[i].label));
+        assert_string_equal(out, "");
 
-    cli_out after = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
-    assert_string_equal(after.out, before.out);
-    o = cli_run(g_dir, NULL, "--config-dir '%s' query --format csv 'SELECT count(*) AS n FROM slow_data'",
-                g_config);
-    assert_string_equal(o.out, "n\n3\n");
+        cli_out after = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
+        assert_string_equal(after.out, before.out);
+        o = cli_run(g_dir, NULL, "--config-dir '%s' query --format csv 'SELECT count(*) AS n FROM slow_data'",
+                    g_config);
+        assert_string_equal(o.out, "n\n3\n");
+    }
     tl_pg_exec(g_pg, "DELETE FROM ev WHERE id = 10");
 }
 
