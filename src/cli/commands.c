@@ -4,9 +4,12 @@
 #include "cli/remote.h"
 #include "cli/result.h"
 
+#include <dirent.h>
 #include <duckdb.h>
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +23,11 @@
 #include "config/config.h"
 #include "server/server.h"
 #include "store/store.h"
+#include "sync/plan.h"
 #include "sync/sync.h"
+
+/* Sources one command can name; a config holds fewer. */
+#define CLI_MAX_NAMED 256
 
 static bool has_flag(int argc, char **argv, const char *flag)
 {
@@ -31,15 +38,13 @@ static bool has_flag(int argc, char **argv, const char *flag)
 }
 
 /* What a command accepts: the options (NULL-terminated; NULL: none) and
- * min_pos or max_pos (0 or 1) positional arguments. usage, when not NULL,
- * is printed after any mistake. names_source: the positional argument is a
- * source's name. */
+ * from min_pos to max_pos positional arguments (max_pos < 0: any number).
+ * usage, when not NULL, is printed after any mistake. */
 typedef struct cli_args {
     const char *cmd;
     const char *usage;
     const char *const *options;
     int min_pos, max_pos;
-    bool names_source;
 } cli_args;
 
 static bool check_arg(const cli_args *spec, const char *arg, int npos)
@@ -48,33 +53,51 @@ static bool check_arg(const cli_args *spec, const char *arg, int npos)
         for (const char *const *o = spec->options; o && *o; o++)
             if (strcmp(arg, *o) == 0)
                 return true;
-        fprintf(stderr, "duckstore %s: unknown option %s (see duckstore --help)\n", spec->cmd, arg);
+        fprintf(stderr, "duckstore %s: unknown option %s (see duckstore %s --help)\n", spec->cmd, arg,
+                spec->cmd);
         return false;
     }
-    if (npos < spec->max_pos)
+    if (spec->max_pos < 0 || npos < spec->max_pos)
         return true;
-    fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore --help)\n", spec->cmd, arg);
+    fprintf(stderr, "duckstore %s: unexpected argument %s (see duckstore %s --help)\n", spec->cmd, arg,
+            spec->cmd);
     return false;
 }
 
-/* Checks the arguments against spec; *arg: the positional one, or NULL.
- * False after saying what is wrong. */
-static bool parse_args(const cli_args *spec, int argc, char **argv, const char **arg)
+/* Checks the arguments against spec; pos[] receives the positional ones
+ * (room for argc), *npos their number. False after saying what is wrong. */
+static bool parse_args(const cli_args *spec, int argc, char **argv, const char **pos, int *npos)
 {
-    int npos = 0;
     bool ok = true;
-    *arg = NULL;
+    *npos = 0;
     for (int i = 0; ok && i < argc; i++) {
-        ok = check_arg(spec, argv[i], npos);
-        if (ok && argv[i][0] != '-') {
-            *arg = argv[i];
-            npos++;
-        }
+        ok = check_arg(spec, argv[i], *npos);
+        if (ok && argv[i][0] != '-')
+            pos[(*npos)++] = argv[i];
     }
-    ok = ok && npos >= spec->min_pos;
+    if (ok && *npos < spec->min_pos) {
+        fprintf(stderr, "duckstore %s: missing argument\n", spec->cmd);
+        ok = false;
+    }
     if (!ok && spec->usage)
         fprintf(stderr, "usage: duckstore %s\n", spec->usage);
     return ok;
+}
+
+/* Whether dir holds a YAML file: an empty directory is a mistaken
+ * --config-dir, not a config of no source. */
+static bool holds_yaml(const char *dir)
+{
+    DIR *d = opendir(dir);
+    bool found = false;
+    for (struct dirent *e; d != NULL && !found && (e = readdir(d)) != NULL;) {
+        size_t n = strlen(e->d_name);
+        found = (n > 5 && strcmp(e->d_name + n - 5, ".yaml") == 0) ||
+                (n > 4 && strcmp(e->d_name + n - 4, ".yml") == 0);
+    }
+    if (d != NULL)
+        closedir(d);
+    return found || d == NULL;
 }
 
 /* flags: CFG_LOAD_NO_PG for a command that never connects to PostgreSQL. */
@@ -88,6 +111,14 @@ static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *
         fprintf(stderr, "duckstore: %s\n", err.msg);
         return false;
     }
+    if (cfg->n_sources == 0 && !holds_yaml(g->config_dir)) {
+        fprintf(stderr,
+                "duckstore: %s holds no config (duckdb.yaml, <name>_db.yaml): pass the right directory with "
+                "--config-dir\n",
+                g->config_dir);
+        cfg_free(cfg);
+        return false;
+    }
     return true;
 }
 
@@ -96,27 +127,38 @@ static bool load_config(const cli_globals *g, cfg_config *cfg)
     return load_config_flags(g, 0, cfg);
 }
 
-static void unknown_source(const cfg_config *cfg, const char *name)
+static void unknown_source(const cfg_config *cfg, const char *config_dir, const char *name)
 {
     ds_buf b = DS_BUF_INIT;
-    ds_buf_appendf(&b, "no source named \"%s\" in the config; known sources:", name);
+    ds_buf_appendf(&b, "no source named \"%s\" in %s; known sources:", name, config_dir);
     for (size_t i = 0; i < cfg->n_sources; i++)
-        ds_buf_appendf(&b, " %s", cfg->sources[i].name);
+        ds_buf_appendf(&b, " %s (%s)", cfg->sources[i].name, cfg->sources[i].data_name);
     if (cfg->n_sources == 0)
         ds_buf_append(&b, " (none)");
     if (ds_buf_str(&b) != NULL)
         fprintf(stderr, "duckstore: %s\n", ds_buf_str(&b));
     else
-        fprintf(stderr, "duckstore: no source named \"%s\" in the config (out of memory listing them)\n",
-                name);
+        fprintf(stderr, "duckstore: no source named \"%s\" (out of memory listing them)\n", name);
     ds_buf_free(&b);
 }
 
-/* What a command works on: the config, the source it names (if any) and
- * the store. */
+/* A source by its name (monitoring) or its status key (monitoring_data). */
+static const cfg_source *find_source(const cfg_config *cfg, const char *name)
+{
+    const cfg_source *src = cfg_find_source(cfg, name);
+    for (size_t i = 0; src == NULL && i < cfg->n_sources; i++)
+        if (strcmp(cfg->sources[i].data_name, name) == 0)
+            src = &cfg->sources[i];
+    return src;
+}
+
+/* What a command works on: the config, the sources it names (none: every
+ * enabled one) and the store. */
 typedef struct cli_session {
     cfg_config cfg;
-    const cfg_source *src;
+    const cfg_source *src; /* the first named, NULL when none */
+    const cfg_source *srcs[CLI_MAX_NAMED];
+    size_t nsrcs;
     store *st;
 } cli_session;
 
@@ -126,20 +168,43 @@ static const char *db_path_of(const cli_globals *g, const cfg_config *cfg)
     return g->db_path ? g->db_path : cfg->store.path;
 }
 
-/* Loads the config and finds the named source (when name is not NULL).
- * Returns CLI_EXIT_OK, or the exit code after cleaning up. */
-static int session_load(const cli_globals *g, const char *name, unsigned flags, cli_session *s)
+/* Loads the config and finds the named sources (each once, in the order
+ * given). Returns CLI_EXIT_OK, or the exit code after cleaning up. */
+static int session_load(const cli_globals *g, const char *const *names, int nnames, unsigned flags,
+                        cli_session *s)
 {
     s->src = NULL;
+    s->nsrcs = 0;
     s->st = NULL;
     if (!load_config_flags(g, flags, &s->cfg))
         return CLI_EXIT_USAGE;
-    if (name != NULL && (s->src = cfg_find_source(&s->cfg, name)) == NULL) {
-        unknown_source(&s->cfg, name);
-        cfg_free(&s->cfg);
-        return CLI_EXIT_USAGE;
+    for (int i = 0; i < nnames; i++) {
+        const cfg_source *src = find_source(&s->cfg, names[i]);
+        if (src == NULL) {
+            unknown_source(&s->cfg, g->config_dir, names[i]);
+            cfg_free(&s->cfg);
+            return CLI_EXIT_USAGE;
+        }
+        bool seen = false;
+        for (size_t k = 0; k < s->nsrcs; k++)
+            seen |= s->srcs[k] == src;
+        if (!seen && s->nsrcs < CLI_MAX_NAMED)
+            s->srcs[s->nsrcs++] = src;
     }
+    s->src = s->nsrcs > 0 ? s->srcs[0] : NULL;
     return CLI_EXIT_OK;
+}
+
+/* Whether a session works on src: a named one, or any enabled one when
+ * none is named. */
+static bool session_includes(const cli_session *s, const cfg_source *src)
+{
+    if (s->nsrcs == 0)
+        return src->enabled;
+    for (size_t i = 0; i < s->nsrcs; i++)
+        if (s->srcs[i] == src)
+            return true;
+    return false;
 }
 
 /* Opens the store of a loaded session; on failure frees the config. */
@@ -205,6 +270,11 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
+static const char *rows_word(long long n)
+{
+    return n == 1 ? "row" : "rows";
+}
+
 /* Exit code of a failed sync or check: 2 when the config is at fault (a
  * query PostgreSQL rejects as written, a missing dataset_id), else 1. */
 static int failure_code(const ds_error *err)
@@ -218,11 +288,88 @@ static int worse(int a, int b)
     return a > b ? a : b;
 }
 
+/* ---- Ctrl-C and SIGTERM during a sync ------------------------------- */
+
+/* The signals are blocked in every thread and taken by one thread of
+ * their own, which cancels the running sync (its PostgreSQL statements
+ * included): the sync then drops its staging tables and leaves the file's
+ * data, watermarks and status as they were. */
+static struct {
+    pthread_t thread;
+    bool running;
+    sigset_t set;
+    atomic_int signo; /* the first signal received, 0 when none */
+    pthread_mutex_t lock;
+    sync_cancel *cancel; /* the local sync running now, NULL when none */
+} interrupts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void *interrupt_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&interrupts.set, &sig) != 0 || sig == SIGUSR2)
+            return NULL;
+        int none = 0;
+        atomic_compare_exchange_strong(&interrupts.signo, &none, sig);
+        pthread_mutex_lock(&interrupts.lock);
+        if (interrupts.cancel != NULL)
+            sync_cancel_request(interrupts.cancel);
+        pthread_mutex_unlock(&interrupts.lock);
+    }
+}
+
+/* Before any other thread starts (they inherit the blocked signals). */
+static void interrupts_start(void)
+{
+    sigemptyset(&interrupts.set);
+    sigaddset(&interrupts.set, SIGINT);
+    sigaddset(&interrupts.set, SIGTERM);
+    sigaddset(&interrupts.set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &interrupts.set, NULL);
+    interrupts.running = pthread_create(&interrupts.thread, NULL, interrupt_main, NULL) == 0;
+    if (!interrupts.running) {
+        ds_log_warn("Ctrl-C cannot cancel this sync cleanly: no thread for it");
+        pthread_sigmask(SIG_UNBLOCK, &interrupts.set, NULL);
+    }
+}
+
+static void interrupts_stop(void)
+{
+    if (!interrupts.running)
+        return;
+    pthread_kill(interrupts.thread, SIGUSR2);
+    pthread_join(interrupts.thread, NULL);
+    interrupts.running = false;
+}
+
+static int interrupted(void)
+{
+    return atomic_load(&interrupts.signo);
+}
+
+static void set_running_cancel(sync_cancel *cancel)
+{
+    pthread_mutex_lock(&interrupts.lock);
+    interrupts.cancel = cancel;
+    pthread_mutex_unlock(&interrupts.lock);
+    /* A signal taken before the sync registered its cancel. */
+    if (cancel != NULL && interrupted())
+        sync_cancel_request(cancel);
+}
+
+static const char *signal_label(int sig)
+{
+    return sig == SIGINT ? "Ctrl-C" : "SIGTERM";
+}
+
 static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
 {
     sync_progress progress;
     memset(&progress, 0, sizeof progress);
-    sync_options opt = {.force_full = full, .progress = &progress};
+    sync_cancel cancel;
+    sync_cancel_init(&cancel);
+    sync_options opt = {.force_full = full, .progress = &progress, .cancel = &cancel};
     progress_printer printer = {.src = src, .progress = &progress};
     atomic_init(&printer.done, false);
     bool live = isatty(STDERR_FILENO);
@@ -234,25 +381,41 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     sync_report report;
     ds_error err;
     ds_error_clear(&err);
+    set_running_cancel(&cancel);
     bool ok = sync_source(st, cfg, src, &opt, &report, &err);
+    set_running_cancel(NULL);
+    sync_cancel_destroy(&cancel);
     if (live) {
         atomic_store(&printer.done, true);
         pthread_join(printer.thread, NULL);
     }
     for (size_t i = 0; i < report.nwarnings; i++)
         ds_log_warn("%s", report.warnings[i]);
+    if (!ok && err.code == DS_ERR_CANCELLED) {
+        ds_buf tables = DS_BUF_INIT;
+        for (size_t i = 0; i < src->n_plans; i++)
+            ds_buf_appendf(&tables, "%s%s", i ? ", " : "", src->plans[i].table);
+        fprintf(stderr,
+                "duckstore: %s: the %s of %s was cancelled before its commit (tables %s); the DuckDB "
+                "file is unchanged: %s keeps its previous data, watermarks and status\n",
+                signal_label(interrupted()), full ? "full sync" : "sync", src->name,
+                ds_buf_str(&tables) ? ds_buf_str(&tables) : "its tables", src->data_name);
+        ds_buf_free(&tables);
+        return CLI_EXIT_SIGNAL + interrupted();
+    }
     if (!ok) {
         fprintf(stderr, "duckstore: sync failed: %s\n", err.msg);
         return failure_code(&err);
     }
-    printf("%s: %s sync, %lld rows in %s (%+lld), %.2f s%s\n", src->name,
-           report.incremental ? "incremental" : "full", (long long)report.rows, src->data_name,
-           (long long)report.rows_added, report.duration_s,
+    printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,
+           report.incremental ? "incremental" : "full", (long long)report.rows, rows_word(report.rows),
+           src->data_name, (long long)report.rows_added, report.duration_s,
            report.truncated ? ", truncated at max_sync_rows" : "");
     for (size_t i = 0; i < report.ntables; i++)
-        printf("  %-32s %-11s %lld rows read, %lld rows total%s\n", report.tables[i].table,
+        printf("  %-32s %-11s %lld %s read, %lld %s total%s\n", report.tables[i].table,
                report.tables[i].incremental ? "incremental" : "full", (long long)report.tables[i].rows_loaded,
-               (long long)report.tables[i].rows_total, report.tables[i].truncated ? " (truncated)" : "");
+               rows_word(report.tables[i].rows_loaded), (long long)report.tables[i].rows_total,
+               rows_word(report.tables[i].rows_total), report.tables[i].truncated ? " (truncated)" : "");
     return CLI_EXIT_OK;
 }
 
@@ -327,6 +490,12 @@ static json_t *remote_wait_done(const cli_remote *r, const cfg_source *src, ds_e
                     (double)json_integer_value(json_object_get(progress, "bytes_read")) / 1e6);
         json_decref(ds);
         remote_pause();
+        if (interrupted()) {
+            if (live)
+                fprintf(stderr, "\r\033[K");
+            ds_error_set(err, DS_ERR_CANCELLED, "interrupted");
+            return NULL;
+        }
     }
 }
 
@@ -338,16 +507,18 @@ static int print_remote_sync(const cfg_source *src, json_t *ds, long long rows_b
         return CLI_EXIT_SYNC_ERROR;
     }
     long long rows = (long long)json_integer_value(json_object_get(ds, "rows"));
-    printf("%s: %s sync, %lld rows in %s (%+lld), %.2f s%s\n", src->name, json_text(ds, "sync_type", "full"),
-           rows, src->data_name, rows - rows_before,
+    printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name, json_text(ds, "sync_type", "full"),
+           rows, rows_word(rows), src->data_name, rows - rows_before,
            json_number_value(json_object_get(ds, "duration_seconds")),
            json_is_true(json_object_get(ds, "truncated")) ? ", truncated at max_sync_rows" : "");
     const char *table;
     json_t *t;
     json_object_foreach(json_object_get(ds, "tables"), table, t)
-        printf("  %-32s %-11s %lld rows read, %lld rows total%s\n", table, json_text(t, "mode", "full"),
+        printf("  %-32s %-11s %lld %s read, %lld %s total%s\n", table, json_text(t, "mode", "full"),
                (long long)json_integer_value(json_object_get(t, "rows_loaded")),
+               rows_word(json_integer_value(json_object_get(t, "rows_loaded"))),
                (long long)json_integer_value(json_object_get(t, "rows")),
+               rows_word(json_integer_value(json_object_get(t, "rows"))),
                json_is_true(json_object_get(t, "truncated")) ? " (truncated)" : "");
     return CLI_EXIT_OK;
 }
@@ -368,6 +539,14 @@ static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
     ds_error err;
     for (;;) {
         json_t *before = remote_wait_done(r, src, &err);
+        if (before == NULL && err.code == DS_ERR_CANCELLED) {
+            fprintf(stderr,
+                    "duckstore: %s: the sync of %s was not started (the server's own sync of it was still "
+                    "running); this command changed nothing\n",
+                    signal_label(interrupted()), src->name);
+            rc = CLI_EXIT_SIGNAL + interrupted();
+            break;
+        }
         if (before == NULL) {
             fprintf(stderr, "duckstore: %s\n", err.msg);
             rc = remote_failure_code(&err);
@@ -402,10 +581,18 @@ static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
         /* The state is syncing from the 202 on: the first state that is not
          * is this sync's result. */
         json_t *after = remote_wait_done(r, src, &err);
-        if (after != NULL)
+        if (after != NULL) {
             rc = print_remote_sync(src, after, rows_before);
-        else
+        } else if (err.code == DS_ERR_CANCELLED) {
+            /* The server has no way to cancel one sync: say what goes on. */
+            fprintf(stderr,
+                    "duckstore: %s: stopped waiting; the sync of %s runs on in duckstore serve and is not "
+                    "cancelled (duckstore status shows its result)\n",
+                    signal_label(interrupted()), src->name);
+            rc = CLI_EXIT_SIGNAL + interrupted();
+        } else {
             fprintf(stderr, "duckstore: %s\n", err.msg);
+        }
         json_decref(after);
         break;
     }
@@ -428,42 +615,264 @@ static int find_server(const cli_globals *g, const cfg_config *cfg, cli_remote *
     return 0;
 }
 
-int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
+/* The sources a session works on, in the order named (config order when
+ * none is named); their number. */
+static size_t session_targets(const cli_session *s, const cfg_source **out)
+{
+    size_t n = 0;
+    if (s->nsrcs > 0) {
+        memcpy(out, s->srcs, s->nsrcs * sizeof *out);
+        return s->nsrcs;
+    }
+    for (size_t i = 0; i < s->cfg.n_sources && n < CLI_MAX_NAMED; i++)
+        if (session_includes(s, &s->cfg.sources[i]))
+            out[n++] = &s->cfg.sources[i];
+    return n;
+}
+
+/* ---- plan ----------------------------------------------------------------- */
+
+/* When the server's scheduler will rebuild the source in full: its status
+ * document's next_full_refresh (sync/status.c computes it), once passed. */
+static void print_full_refresh(store *st, const cfg_source *src)
+{
+    if (src->full_refresh_interval_minutes <= 0)
+        return;
+    ds_error err;
+    json_t *doc = sync_status_json(st, src, &err);
+    const char *next = json_string_value(json_object_get(doc, "next_full_refresh"));
+    time_t due;
+    if (next != NULL && sync_parse_iso(next, &due) && due <= time(NULL))
+        printf("  periodic full refresh: due since %s: the next scheduled sync in duckstore serve rebuilds "
+               "every table in full (duckstore sync without --full reads incrementally as planned below)\n",
+               next);
+    else if (next != NULL)
+        printf("  periodic full refresh: next at %s (duckstore serve's scheduler)\n", next);
+    json_decref(doc);
+}
+
+static void print_table_plan(const sync_table_plan *t)
+{
+    printf("  %s (%s): %s sync: %s\n", t->plan->table, t->plan->label,
+           t->incremental ? "incremental" : "full", t->why);
+    if (t->watermark != NULL)
+        printf("    watermark:      %s\n", t->watermark);
+    if (t->incremental)
+        printf("    read starts at: %s%s\n", t->read_start ? t->read_start : "the beginning",
+               t->read_start == NULL ? ""
+               : t->start_inclusive  ? " (inclusive)"
+                                     : " (exclusive)");
+    if (t->late_commits > 0)
+        printf("    late commits:   %zu transaction(s) seen in progress by the last read have committed; the "
+               "read starts low enough to meet their rows\n",
+               t->late_commits);
+    if (t->horizon != NULL)
+        printf("    commit horizon: %s%s%s\n", t->horizon,
+               t->horizon_holder ? ", held back by " : " (no open transaction holds it back)",
+               t->horizon_holder ? t->horizon_holder : "");
+    else if (!t->tracks_xacts)
+        printf("    commit horizon: off\n");
+    if (t->pending > 0)
+        printf("    in progress:    %zu transaction(s) the next read looks for again\n", t->pending);
+    if (t->partitions > 1)
+        printf("    partitions:     %d ranges of partition_column, read in parallel (each adds its range to "
+               "the WHERE)\n",
+               t->partitions);
+    if (t->row_limit >= 0)
+        printf("    row limit:      max_sync_rows (LIMIT %lld)\n", (long long)t->row_limit);
+    if (t->row_estimate >= 0)
+        printf("    estimate:       %.0f rows (PostgreSQL's EXPLAIN)\n", t->row_estimate);
+    else
+        printf("    estimate:       unknown (EXPLAIN gave none)\n");
+    printf("    SQL:            %s\n", t->copy_sql);
+}
+
+/* Plans one source: prints it, returns the exit code. */
+static int plan_one(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
+{
+    char *url = cfg_mask_url(src->url);
+    printf("%s (%s:%d) -> %s, from %s\n", src->name, src->file, src->line, src->data_name,
+           url ? url : "(url not shown: out of memory)");
+    free(url);
+    print_full_refresh(st, src);
+    sync_plan plan;
+    ds_error err;
+    ds_error_clear(&err);
+    bool ok = sync_plan_source(st, cfg, src, full, &plan, &err);
+    for (size_t i = 0; ok && i < plan.ntables; i++)
+        print_table_plan(&plan.tables[i]);
+    for (size_t w = 0; w < plan.warnings.nwarnings; w++)
+        printf("  warning: %s\n", plan.warnings.warnings[w]);
+    sync_plan_free(&plan);
+    if (!ok) {
+        fprintf(stderr, "duckstore: plan failed: %s\n", err.msg);
+        return failure_code(&err);
+    }
+    return CLI_EXIT_OK;
+}
+
+static int plan_targets(const cli_globals *g, cli_session *s, bool full);
+
+/* plan and sync --dry-run: the DuckDB file read-only, nothing changed. */
+static int run_plan(const cli_globals *g, cli_session *s, bool full)
+{
+    cli_remote r;
+    int server = find_server(g, &s->cfg, &r);
+    if (server != 0) {
+        if (server > 0) {
+            fprintf(stderr,
+                    "duckstore: duckstore serve (PID %ld) holds %s; plan reads the file itself: run it while "
+                    "the server is stopped\n",
+                    (long)r.info.pid, db_path_of(g, &s->cfg));
+            cli_remote_free(&r);
+        }
+        cfg_free(&s->cfg);
+        return CLI_EXIT_USAGE;
+    }
+    const char *path = db_path_of(g, &s->cfg);
+    bool exists = access(path, F_OK) == 0;
+    /* No file yet: an empty scratch file stands for it (every table is
+     * then new), so the plan does not create the file either. */
+    char *dir = NULL, *scratch = NULL;
+    if (!exists) {
+        const char *tmp = getenv("TMPDIR");
+        ds_buf b = DS_BUF_INIT;
+        ds_buf_appendf(&b, "%s/duckstore-plan-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        dir = ds_buf_take(&b);
+        ds_buf_appendf(&b, "%s/empty.duckdb", dir && mkdtemp(dir) ? dir : "");
+        scratch = ds_buf_take(&b);
+        if (scratch == NULL || scratch[0] != '/') {
+            fprintf(stderr, "duckstore: cannot make a scratch directory for the plan: %s\n", strerror(errno));
+            free(dir);
+            free(scratch);
+            cfg_free(&s->cfg);
+            return CLI_EXIT_SYNC_ERROR;
+        }
+    }
+    store_settings settings = {
+        .memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads, .read_only = exists};
+    ds_error err;
+    int rc = CLI_EXIT_OK;
+    if (!store_open_ext(exists ? path : scratch, &settings, &s->st, &err)) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        cfg_free(&s->cfg);
+        rc = CLI_EXIT_SYNC_ERROR;
+    } else {
+        if (!exists)
+            printf("# %s does not exist yet: the first sync creates it\n", path);
+        rc = plan_targets(g, s, full);
+    }
+    if (scratch != NULL) { /* the scratch file, its WAL, its directory */
+        unlink(scratch);
+        ds_buf wal = DS_BUF_INIT;
+        ds_buf_appendf(&wal, "%s.wal", scratch);
+        if (ds_buf_str(&wal))
+            unlink(ds_buf_str(&wal));
+        ds_buf_free(&wal);
+        rmdir(dir);
+    }
+    free(dir);
+    free(scratch);
+    return rc;
+}
+
+static int plan_targets(const cli_globals *g, cli_session *s, bool full)
+{
+    const cfg_source *targets[CLI_MAX_NAMED];
+    size_t n = session_targets(s, targets);
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < n; i++)
+        rc = worse(rc, plan_one(s->st, &s->cfg, targets[i], full));
+    if (n == 0)
+        fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
+    printf("# nothing was changed: the DuckDB file was read only, PostgreSQL read in a read-only "
+           "transaction\n");
+    session_close(s);
+    return rc;
+}
+
+int cli_cmd_plan(const cli_globals *g, int argc, char **argv)
 {
     static const char *const options[] = {"--full", NULL};
-    static const cli_args spec = {"sync", NULL, options, 0, 1, true};
-    const char *name;
-    if (!parse_args(&spec, argc, argv, &name))
+    static const cli_args spec = {"plan", "plan [NAME...] [--full]", options, 0, -1};
+    const char **names = calloc((size_t)argc + 1, sizeof *names);
+    int nnames = 0;
+    if (names == NULL || !parse_args(&spec, argc, argv, names, &nnames)) {
+        free(names);
         return CLI_EXIT_USAGE;
+    }
     cli_session s;
-    int rc = session_load(g, name, 0, &s);
+    int rc = session_load(g, names, nnames, 0, &s);
+    free(names);
+    return rc != CLI_EXIT_OK ? rc : run_plan(g, &s, has_flag(argc, argv, "--full"));
+}
+
+/* ---- sync ------------------------------------------------------------------ */
+
+/* Syncs the session's sources one after the other; Ctrl-C stops at the
+ * running one and starts no other. */
+static int sync_targets(cli_session *s, const cli_remote *r, bool full)
+{
+    const cfg_source *targets[CLI_MAX_NAMED];
+    size_t n = session_targets(s, targets);
+    int rc = CLI_EXIT_OK;
+    size_t done = 0;
+    for (; done < n && !interrupted(); done++)
+        rc = worse(rc, r ? remote_sync(r, targets[done], full)
+                         : run_one_sync(s->st, &s->cfg, targets[done], full));
+    if (interrupted() && done < n) {
+        ds_buf rest = DS_BUF_INIT;
+        for (size_t i = done; i < n; i++)
+            ds_buf_appendf(&rest, "%s%s", i > done ? ", " : "", targets[i]->name);
+        fprintf(stderr, "duckstore: %s: not synced: %s (unchanged)\n", signal_label(interrupted()),
+                ds_buf_str(&rest) ? ds_buf_str(&rest) : "the other sources");
+        ds_buf_free(&rest);
+    }
+    if (interrupted())
+        rc = CLI_EXIT_SIGNAL + interrupted();
+    if (n == 0)
+        fprintf(stderr, "duckstore: no enabled source in the config\n");
+    return rc;
+}
+
+int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
+{
+    static const char *const options[] = {"--full", "--dry-run", NULL};
+    static const cli_args spec = {"sync", "sync [NAME...] [--full] [--dry-run]", options, 0, -1};
+    const char **names = calloc((size_t)argc + 1, sizeof *names);
+    int nnames = 0;
+    if (names == NULL || !parse_args(&spec, argc, argv, names, &nnames)) {
+        free(names);
+        return CLI_EXIT_USAGE;
+    }
+    cli_session s;
+    int rc = session_load(g, names, nnames, 0, &s);
+    free(names);
     if (rc != CLI_EXIT_OK)
         return rc;
+    bool full = has_flag(argc, argv, "--full");
+    if (has_flag(argc, argv, "--dry-run"))
+        return run_plan(g, &s, full);
     if (!s.cfg.store.enabled) {
         fprintf(stderr, "duckstore: duckdb.enabled is false in %s/duckdb.yaml; nothing synced\n",
                 g->config_dir);
         cfg_free(&s.cfg);
         return CLI_EXIT_OK;
     }
+    interrupts_start();
     cli_remote r;
     int server = find_server(g, &s.cfg, &r);
     if (server < 0) {
+        interrupts_stop();
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK) {
+        interrupts_stop();
         return rc;
-    bool full = has_flag(argc, argv, "--full");
-    size_t synced = 0;
-    for (size_t i = 0; i < s.cfg.n_sources; i++) {
-        const cfg_source *src = &s.cfg.sources[i];
-        if (s.src ? src != s.src : !src->enabled)
-            continue;
-        synced++;
-        rc = worse(rc, server ? remote_sync(&r, src, full) : run_one_sync(s.st, &s.cfg, src, full));
     }
-    if (synced == 0)
-        fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
+    rc = sync_targets(&s, server ? &r : NULL, full);
+    interrupts_stop();
     if (server)
         cli_remote_free(&r);
     session_close(&s);
@@ -500,9 +909,9 @@ static void print_status_text(json_t *doc)
     json_t *s;
     json_object_foreach(json_object_get(doc, "datasets"), key, s)
     {
-        printf("%s: %s, %lld rows, last sync %s (%s)%s\n", key, json_text(s, "state", "?"),
-               (long long)json_integer_value(json_object_get(s, "rows")), json_text(s, "last_sync", "never"),
-               json_text(s, "sync_type", "-"),
+        long long rows = (long long)json_integer_value(json_object_get(s, "rows"));
+        printf("%s: %s, %lld %s, last sync %s (%s)%s\n", key, json_text(s, "state", "?"), rows,
+               rows_word(rows), json_text(s, "last_sync", "never"), json_text(s, "sync_type", "-"),
                json_is_true(json_object_get(s, "truncated")) ? ", truncated" : "");
         const char *wkey;
         json_t *wm;
@@ -535,13 +944,14 @@ static json_t *remote_status(const cli_remote *r, ds_error *err)
 int cli_cmd_status(const cli_globals *g, int argc, char **argv)
 {
     static const char *const options[] = {"--json", NULL};
-    static const cli_args spec = {"status", NULL, options, 0, 0, false};
+    static const cli_args spec = {"status", "status [--json]", options, 0, 0};
     cli_session s;
-    const char *none;
-    if (!parse_args(&spec, argc, argv, &none))
+    const char *none[1];
+    int nnone;
+    if (!parse_args(&spec, argc, argv, none, &nnone))
         return CLI_EXIT_USAGE;
     /* Reads the DuckDB file only: the url's password need not be set. */
-    int rc = session_load(g, NULL, CFG_LOAD_NO_PG, &s);
+    int rc = session_load(g, NULL, 0, CFG_LOAD_NO_PG, &s);
     if (rc != CLI_EXIT_OK)
         return rc;
     cli_remote r;
@@ -600,12 +1010,13 @@ static int remote_reset(const cli_remote *r, const cfg_source *src)
 
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 {
-    static const cli_args spec = {"reset-watermark", "reset-watermark NAME", NULL, 1, 1, true};
+    static const cli_args spec = {"reset-watermark", "reset-watermark NAME", NULL, 1, 1};
     cli_session s;
-    const char *name;
-    if (!parse_args(&spec, argc, argv, &name))
+    const char *name[1];
+    int nname;
+    if (!parse_args(&spec, argc, argv, name, &nname))
         return CLI_EXIT_USAGE;
-    int rc = session_load(g, name, 0, &s);
+    int rc = session_load(g, name, nname, 0, &s);
     if (rc != CLI_EXIT_OK)
         return rc;
     cli_remote r;
@@ -636,7 +1047,8 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 
 static void print_columns(const cfg_source *src, const cfg_query_plan *plan, const pgsrc_desc *desc)
 {
-    printf("# %s: %s returns %zu columns:\n", src->name, plan->label, desc->ncols);
+    printf("# %s: %s returns %zu column%s:\n", src->name, plan->label, desc->ncols,
+           desc->ncols == 1 ? "" : "s");
     for (size_t c = 0; c < desc->ncols; c++)
         printf("#   %-28s %-28s -> %s%s\n", desc->cols[c].name, desc->cols[c].pg_type, desc->cols[c].type.ddl,
                desc->cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
@@ -688,9 +1100,10 @@ static int describe_source(const cfg_source *src)
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
 {
     static const char *const options[] = {"--offline", NULL};
-    static const cli_args spec = {"check-config", NULL, options, 0, 0, false};
-    const char *none;
-    if (!parse_args(&spec, argc, argv, &none))
+    static const cli_args spec = {"check-config", "check-config [--offline]", options, 0, 0};
+    const char *none[1];
+    int nnone;
+    if (!parse_args(&spec, argc, argv, none, &nnone))
         return CLI_EXIT_USAGE;
     cfg_config cfg;
     if (!load_config(g, &cfg))
@@ -700,7 +1113,7 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     if (!has_flag(argc, argv, "--offline"))
         for (size_t i = 0; i < cfg.n_sources; i++)
             rc = worse(rc, describe_source(&cfg.sources[i]));
-    printf("# config %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
+    printf("# config directory %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
     cfg_free(&cfg);
     return rc;
 }

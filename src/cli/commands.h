@@ -2,7 +2,8 @@
 #ifndef DS_CLI_COMMANDS_H
 #define DS_CLI_COMMANDS_H
 
-enum { CLI_EXIT_OK = 0, CLI_EXIT_SYNC_ERROR = 1, CLI_EXIT_USAGE = 2 };
+/* 128 + the signal after Ctrl-C or SIGTERM, as shells report it. */
+enum { CLI_EXIT_OK = 0, CLI_EXIT_SYNC_ERROR = 1, CLI_EXIT_USAGE = 2, CLI_EXIT_SIGNAL = 128 };
 
 typedef struct cli_globals {
     const char *config_dir;
@@ -16,10 +17,12 @@ typedef struct cli_command {
     const char *name;
     const char *usage;
     const char *summary;
-    cli_run_fn run;
+    const char *options; /* the command's help: its arguments and options */
+    cli_run_fn run;      /* NULL: help */
 } cli_command;
 
 int cli_cmd_sync(const cli_globals *g, int argc, char **argv);
+int cli_cmd_plan(const cli_globals *g, int argc, char **argv);
 int cli_cmd_status(const cli_globals *g, int argc, char **argv);
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv);
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv);

@@ -101,9 +101,14 @@ static store_column *store_columns(const pgsrc_desc *desc)
 static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error *err)
 {
     job->incremental = false;
-    if (job->opt->force_full || !job->has_inc_col)
+    if (job->opt->force_full || !job->has_inc_col) {
+        job->why = job->opt->force_full           ? JOB_FULL_ASKED
+                   : job->src->incremental_column ? JOB_FULL_NO_USABLE_COLUMN
+                                                  : JOB_FULL_NO_COLUMN;
         return true;
+    }
     bool exists = false;
+    job->why = JOB_FULL_NO_TABLE;
     if (!store_table_exists(duck, job->plan->table, &exists, err))
         return false;
     store_table_meta meta;
@@ -111,15 +116,18 @@ static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error 
         return !exists;
     bool same_column = meta.watermark != NULL && meta.watermark_column != NULL &&
                        strcmp(meta.watermark_column, job->src->incremental_column) == 0;
+    job->why = meta.watermark == NULL ? JOB_FULL_NO_WATERMARK : JOB_FULL_OTHER_COLUMN;
     if (same_column &&
         (meta.schema_signature == NULL || strcmp(meta.schema_signature, job->signature) != 0)) {
         ds_log_warn(
             "%s: the columns of %s (or max_sync_rows) changed since the last sync; rebuilding %s in full",
             job->src->name, job->plan->label, job->plan->table);
         same_column = false;
+        job->why = JOB_FULL_SCHEMA_CHANGED;
     }
     bool ok = true;
     if (same_column) {
+        job->why = JOB_INCREMENTAL;
         job->incremental = true;
         job->old_watermark = meta.watermark;
         job->old_inclusive = meta.watermark_inclusive;
@@ -131,7 +139,24 @@ static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error 
     return ok;
 }
 
-static bool describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+const char *job_decision_text(job_decision why)
+{
+    static const char *const texts[] = {
+        [JOB_INCREMENTAL] = "a watermark is stored and the columns are unchanged",
+        [JOB_FULL_ASKED] = "a full sync was asked for (--full)",
+        [JOB_FULL_NO_COLUMN] = "no incremental_column is configured",
+        [JOB_FULL_NO_USABLE_COLUMN] =
+            "incremental_column is missing from the query or cannot serve as a watermark",
+        [JOB_FULL_NO_TABLE] = "the table is not in the DuckDB file yet",
+        [JOB_FULL_NO_WATERMARK] =
+            "no watermark is stored (never synced incrementally, reset, or the last sync failed)",
+        [JOB_FULL_OTHER_COLUMN] = "the stored watermark is of another incremental_column",
+        [JOB_FULL_SCHEMA_CHANGED] = "the query's columns (or max_sync_rows) changed since the last sync",
+    };
+    return why <= JOB_FULL_SCHEMA_CHANGED ? texts[why] : "?";
+}
+
+bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
     ds_error *err = &job->err;
     const cfg_source *src = job->src;
@@ -148,7 +173,12 @@ static bool describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connectio
     job->columns = store_columns(&job->desc);
     if (job->signature == NULL || job->columns == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    return decide_incremental(job, duck, err);
+    if (!decide_incremental(job, duck, err))
+        return false;
+    ds_log_debug("%s: %s: %s sync: %s%s%s", src->name, job->plan->table,
+                 job->incremental ? "incremental" : "full", job_decision_text(job->why),
+                 job->old_watermark ? "; watermark " : "", job->old_watermark ? job->old_watermark : "");
+    return true;
 }
 
 static bool create_staging(table_job *job, duckdb_connection duck)
@@ -257,6 +287,23 @@ static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
     return true;
 }
 
+bool job_open_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck, pump_shared *shared)
+{
+    if (!take_horizon(job, pg, duck) || !begin_read(job, pg, duck) || !init_budget(job, duck, shared)) {
+        pgsrc_exec(pg, "ROLLBACK", NULL);
+        return false;
+    }
+    if (job->horizon.value != NULL)
+        ds_log_debug("%s: %s: commit horizon %s%s%s", job->src->name, job->plan->table, job->horizon.value,
+                     job->horizon.holder ? ", held back by " : "",
+                     job->horizon.holder ? job->horizon.holder : "");
+    if (job->incremental)
+        ds_log_debug("%s: %s: the read starts at %s (%s)", job->src->name, job->plan->table,
+                     job->read_start ? job->read_start : "the beginning",
+                     job->start_inclusive ? "inclusive" : "exclusive");
+    return true;
+}
+
 /* The oldest transaction a later read waits for, named in the status
  * when the time horizon names none. */
 static void describe_pending(table_job *job, pgsrc_conn *pg)
@@ -287,10 +334,9 @@ static int workers_for(const table_job *job);
 static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
 {
     const cfg_source *src = job->src;
-    int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
-    int workers = workers_for(job);
-    if (!job->incremental && workers > 1 && part_idx >= 0 &&
-        pgtypes_is_partitionable(&job->desc.cols[part_idx].type)) {
+    int workers = job_partitions(job);
+    if (workers > 1) {
+        int part_idx = pgsrc_desc_find(&job->desc, src->partition_column);
         partition_read read = {.st = job->st,
                                .cfg = job->cfg,
                                .src = src,
@@ -303,15 +349,33 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
                                .shared = shared};
         return partition_load(&read, pg, &job->err);
     }
-    char *where = read_condition(job, pg);
-    if (job->incremental && job->read_start != NULL && where == NULL)
+    char *copy = job_copy_sql(job, pg, shared);
+    if (copy == NULL)
         return ds_error_set(&job->err, DS_ERR_NOMEM, "out of memory");
-    char *copy = pgsrc_copy_sql(pg, job->plan->sql, &job->desc, where, pump_copy_limit(shared));
     bool ok = pump_copy_into(job->st, job->cfg, job->staging_ref, pg, &job->desc, copy, shared, job->opt,
                              &job->err);
     free(copy);
-    free(where);
     return ok;
+}
+
+char *job_copy_sql(table_job *job, pgsrc_conn *pg, pump_shared *shared)
+{
+    char *where = read_condition(job, pg);
+    if (job->incremental && job->read_start != NULL && where == NULL)
+        return NULL;
+    char *copy = pgsrc_copy_sql(pg, job->plan->sql, &job->desc, where, pump_copy_limit(shared));
+    free(where);
+    return copy;
+}
+
+int job_partitions(const table_job *job)
+{
+    const cfg_source *src = job->src;
+    int part_idx = src->partition_column ? pgsrc_desc_find(&job->desc, src->partition_column) : -1;
+    int workers = workers_for(job);
+    bool split = !job->incremental && workers > 1 && part_idx >= 0 &&
+                 pgtypes_is_partitionable(&job->desc.cols[part_idx].type);
+    return split ? workers : 1;
 }
 
 /* sync_workers is the source's budget of parallel readers (and DuckDB
@@ -352,17 +416,15 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
     double t = ds_monotonic_s();
     const char *table = job->plan->table;
-    if (!describe_and_decide(job, pg, duck))
+    if (!job_describe_and_decide(job, pg, duck))
         return false;
     trace_step(table, "described and decided", &t);
     if (!create_staging(job, duck))
         return false;
     trace_step(table, "staging table created", &t);
     pump_shared shared;
-    if (!take_horizon(job, pg, duck) || !begin_read(job, pg, duck) || !init_budget(job, duck, &shared)) {
-        pgsrc_exec(pg, "ROLLBACK", NULL);
+    if (!job_open_read(job, pg, duck, &shared))
         return false;
-    }
     trace_step(table, "commit horizon, snapshot and read start", &t);
     if (job->opt->progress)
         atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);

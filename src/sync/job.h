@@ -7,7 +7,20 @@
 #include "source/horizon.h"
 #include "store/tables.h"
 #include "sync/incremental.h"
+#include "sync/pump.h"
 #include "sync/sync.h"
+
+/* Why a table is read in full or incrementally (duckstore plan, -v). */
+typedef enum job_decision {
+    JOB_INCREMENTAL,
+    JOB_FULL_ASKED,
+    JOB_FULL_NO_COLUMN,
+    JOB_FULL_NO_USABLE_COLUMN,
+    JOB_FULL_NO_TABLE,
+    JOB_FULL_NO_WATERMARK,
+    JOB_FULL_OTHER_COLUMN,
+    JOB_FULL_SCHEMA_CHANGED,
+} job_decision;
 
 typedef struct table_job {
     pthread_t thread;
@@ -26,6 +39,7 @@ typedef struct table_job {
     store_column *columns; /* desc as the store sees it */
     char *signature;
     bool has_inc_col, incremental;
+    job_decision why;
     int inc_idx; /* incremental column in desc, -1 when absent */
     char *old_watermark;
     bool old_inclusive;
@@ -56,6 +70,18 @@ void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source
 /* The thread body: connects, runs the job, sets job->ok / job->err. */
 void *job_main(void *arg);
 void job_free(table_job *job);
+
+/* The steps of a job a plan runs too, so that the plan and the sync
+ * decide alike: describe the query and decide full or incremental; then
+ * take the commit horizon, begin the read's transaction (REPEATABLE READ,
+ * READ ONLY; the caller ends it) and settle the read start and row budget;
+ * then the COPY statement of a one-stream read (NULL: out of memory). */
+bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck);
+bool job_open_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck, pump_shared *shared);
+char *job_copy_sql(table_job *job, pgsrc_conn *pg, pump_shared *shared);
+/* Partitioned readers of a full read (1: one stream). */
+int job_partitions(const table_job *job);
+const char *job_decision_text(job_decision why);
 
 /* DuckDB type of the incremental column, NULL when the job has none. */
 const char *job_inc_type(const table_job *job);

@@ -126,13 +126,13 @@ static void test_trailing_semicolon_and_comment(void **state)
                  "  query: |\n"
                  "    SELECT id, score\n"
                  "    FROM t; -- every row, as pasted from psql\n");
-    expect_rc(&w, "check-config", 0, tl_keepf("# config %s: OK", w.config));
+    expect_rc(&w, "check-config", 0, tl_keepf("# config directory %s: OK", w.config));
     expect_rc(&w, "sync", 0, "src: full sync, 5 rows");
     expect_rows(&w, "5:150");
     /* One line, a block comment and blanks after the semicolon; a
      * semicolon inside a string is text. */
     write_source(&w, g_conninfo, "  query: SELECT id, score FROM t WHERE ';' <> ' ; ' ;; /* all */  \n");
-    expect_rc(&w, "check-config", 0, tl_keepf("# config %s: OK", w.config));
+    expect_rc(&w, "check-config", 0, tl_keepf("# config directory %s: OK", w.config));
     expect_rc(&w, "sync --full", 0, "src: full sync, 5 rows");
     expect_rows(&w, "5:150");
     world_close(&w);
