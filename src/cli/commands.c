@@ -142,12 +142,14 @@ static int session_load(const cli_globals *g, const char *name, unsigned flags, 
     return CLI_EXIT_OK;
 }
 
-/* Opens the store of a loaded session; on failure frees the config. */
-static int session_open_store(const cli_globals *g, cli_session *s)
+/* Opens the store of a loaded session; on failure frees the config.
+ * must_exist: a command that only reads never creates the file. */
+static int session_open_store(const cli_globals *g, cli_session *s, bool must_exist)
 {
     ds_error err;
     const char *path = db_path_of(g, &s->cfg);
-    store_settings settings = {.memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads};
+    store_settings settings = {
+        .memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads, .must_exist = must_exist};
     if (!store_open_ext(path, &settings, &s->st, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         cfg_free(&s->cfg);
@@ -451,7 +453,7 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if (server == 0 && (rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
         return rc;
     bool full = has_flag(argc, argv, "--full");
     size_t synced = 0;
@@ -550,7 +552,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if (server == 0 && (rc = session_open_store(g, &s, true)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     json_t *doc = server ? remote_status(&r, &err) : status_document(s.st, &s.cfg, &err);
@@ -620,7 +622,7 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return rc;
     }
-    if ((rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     bool ok = sync_reset_watermarks(s.st, s.src, &err);
@@ -695,6 +697,14 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     cfg_config cfg;
     if (!load_config(g, &cfg))
         return CLI_EXIT_USAGE;
+    if (cfg.n_sources == 0) {
+        fprintf(stderr,
+                "duckstore: %s: no source defined; add one <name>_db.yaml per PostgreSQL source (e.g. "
+                "monitoring_db.yaml holding monitoring_db: with url and queries)\n",
+                g->config_dir);
+        cfg_free(&cfg);
+        return CLI_EXIT_USAGE;
+    }
     cfg_print(stdout, &cfg);
     int rc = CLI_EXIT_OK;
     if (!has_flag(argc, argv, "--offline"))

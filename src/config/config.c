@@ -370,6 +370,12 @@ static bool load_files(const char *dir, unsigned flags, cfg_config *cfg, ds_erro
     char **names = NULL;
     size_t n = 0;
     bool ok = list_yaml_files(dir, &names, &n, err);
+    if (ok && n == 0)
+        ok = ds_error_set(err, DS_ERR_CONFIG,
+                          "%s: no config file in this directory; it must hold duckdb.yaml (the store's "
+                          "settings) and one <name>_db.yaml per PostgreSQL source (see "
+                          "docs/configuration.md), or pass the right directory with --config-dir",
+                          dir);
     const char *store_file = NULL;
     for (size_t i = 0; ok && i < n; i++) {
         char *path = join_path(dir, names[i]);
@@ -444,6 +450,35 @@ static bool default_memory_limit(cfg_store *st, ds_error *err)
     return st->memory_limit != NULL || cfg_yaml_nomem(err);
 }
 
+/* A relative duckdb.path names a file beside the config, wherever the
+ * command runs: it is made absolute against the config directory, once, at
+ * load. A relative config directory is resolved first (realpath: no "../"
+ * left in the path shown); an absolute one is kept as written. */
+static bool resolve_store_path(cfg_config *cfg, ds_error *err)
+{
+    if (cfg->store.path[0] == '/')
+        return true;
+    char *real = cfg->dir[0] == '/' ? NULL : realpath(cfg->dir, NULL);
+    if (cfg->dir[0] != '/' && real == NULL)
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "%s: cannot resolve duckdb.path \"%s\" against the config directory (%s); give "
+                            "an absolute path",
+                            cfg->dir, cfg->store.path, strerror(errno));
+    const char *base = real != NULL ? real : cfg->dir;
+    const char *rel = cfg->store.path;
+    while (rel[0] == '.' && rel[1] == '/')
+        rel += 2;
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", rel);
+    free(real);
+    char *resolved = ds_buf_take(&path);
+    if (resolved == NULL)
+        return cfg_yaml_nomem(err);
+    free(cfg->store.path);
+    cfg->store.path = resolved;
+    return true;
+}
+
 bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
 {
     return cfg_load_dir_flags(dir, 0, out, err);
@@ -462,6 +497,7 @@ bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_err
         build_query_plans(&cfg.sources[i]);
     if (ok && cfg.store.memory_limit == NULL)
         ok = default_memory_limit(&cfg.store, err);
+    ok = ok && resolve_store_path(&cfg, err);
     if (!ok) {
         cfg_free(&cfg);
         return false;

@@ -23,7 +23,7 @@ typedef struct cfg_key {
 
 typedef struct cfg_store {
     bool enabled;            /* default true */
-    char *path;              /* default "data/store.duckdb", relative to the working directory */
+    char *path;              /* default "data/store.duckdb", relative to the config directory */
     cfg_sync_mode sync_mode; /* default startup */
     int sync_workers;        /* default 1, 1..64 */
     int sync_chunk_size;     /* rows per insert batch, default 1000000, >= 1 */
