@@ -207,6 +207,39 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
     return ds_buf_take(&b);
 }
 
+static bool is_number_type(const char *type)
+{
+    static const char *const numbers[] = {"TINYINT",  "SMALLINT",  "INTEGER",  "BIGINT",  "HUGEINT",
+                                          "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+                                          "DECIMAL",  "FLOAT",     "DOUBLE",   "REAL"};
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+        if (strncasecmp(type, numbers[i], strlen(numbers[i])) == 0)
+            return true;
+    return false;
+}
+
+static const char *type_of(const store_column *cols, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(cols[i].name, name) == 0)
+            return cols[i].type;
+    return NULL;
+}
+
+const char *store_join_mismatch(const store_column *dcols, size_t nd, const store_column *rcols, size_t nr,
+                                const store_join *join, const char **dtype, const char **rtype)
+{
+    for (size_t i = 0; i < join->n; i++) {
+        const char *d = type_of(dcols, nd, join->cols[i]), *r = type_of(rcols, nr, join->cols[i]);
+        if (d == NULL || r == NULL || strcasecmp(d, r) == 0 || (is_number_type(d) && is_number_type(r)))
+            continue;
+        *dtype = d;
+        *rtype = r;
+        return join->cols[i];
+    }
+    return NULL;
+}
+
 bool store_view_definition(duckdb_connection con, const char *view, char **sql, ds_error *err)
 {
     ds_buf b = DS_BUF_INIT;

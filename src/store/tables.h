@@ -62,6 +62,13 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
                      size_t n_dataset, const char *results_table, const store_column *results_cols,
                      size_t n_results, const store_join *join);
 
+/* The first join column whose types in the dataset (dcols) and the results
+ * (rcols) DuckDB would compare through a cast that can fail on a value
+ * (not one type, nor both numbers), with its two types; NULL when every
+ * join column compares as it is. */
+const char *store_join_mismatch(const store_column *dcols, size_t nd, const store_column *rcols, size_t nr,
+                                const store_join *join, const char **dtype, const char **rtype);
+
 /* The view's definition as DuckDB keeps it (normalised SQL), malloc'd;
  * *sql NULL when there is no such view in the store's main schema. Two
  * readings compare equal exactly when the view reads the same. */

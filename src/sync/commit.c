@@ -84,6 +84,16 @@ static bool create_view(duckdb_connection duck, const cfg_source *src, const tab
         return false;
     store_join join = {
         .inner = src->join_type == CFG_JOIN_INNER, .cols = src->join_columns.cols, .n = src->join_columns.n};
+    /* DuckDB would cast one side, and a value that does not convert would
+     * fail every read of the view. */
+    const char *dtype = NULL, *rtype = NULL;
+    const char *bad =
+        store_join_mismatch(d->columns, d->desc.ncols, r->columns, r->desc.ncols, &join, &dtype, &rtype);
+    if (bad != NULL)
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "%s:%d: join column \"%s\" is %s in dataset_query but %s in results_query; the "
+                            "view joins on it: cast it in one query so both return the same type",
+                            src->file, src->join_line ? src->join_line : src->line, bad, dtype, rtype);
     char *sql = store_view_sql(src->data_name, d->plan->table, d->columns, d->desc.ncols, r->plan->table,
                                r->columns, r->desc.ncols, &join);
     if (sql == NULL)

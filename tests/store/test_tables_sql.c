@@ -420,6 +420,24 @@ static void test_view_join_rows(void **state)
     }
 }
 
+/* Join columns compare as they are when of one type or both numbers; the
+ * first other one is named with its two types. */
+static void test_join_mismatch(void **state)
+{
+    (void)state;
+    const store_column data[] = {
+        {"dataset_id", "UUID"}, {"Run", "INTEGER"}, {"k", "VARCHAR"}, {"n", "DECIMAL(10,2)"}};
+    const store_column results[] = {
+        {"dataset_id", "UUID"}, {"run", "BIGINT"}, {"k", "INTEGER"}, {"n", "DOUBLE"}};
+    const char *dt = NULL, *rt = NULL;
+    char *ok_cols[] = {"dataset_id", "run", "n"}, *bad_cols[] = {"dataset_id", "k", "run"};
+    const store_join ok = {false, ok_cols, 3}, bad = {true, bad_cols, 3};
+    assert_null(store_join_mismatch(data, 4, results, 4, &ok, &dt, &rt));
+    assert_string_equal(store_join_mismatch(data, 4, results, 4, &bad, &dt, &rt), "k");
+    assert_string_equal(dt, "VARCHAR");
+    assert_string_equal(rt, "INTEGER");
+}
+
 /* The view's definition reads back equal while the view is the same, and
  * differs once its join does; no view reads as NULL. */
 static void test_view_definition(void **state)
@@ -903,6 +921,7 @@ int main(void)
         T(test_view_join_sql_text),
         T(test_view_join_rows),
         T(test_view_definition),
+        T(test_join_mismatch),
         T(test_merge_sql_text),
         T(test_merge_upsert),
         T(test_merge_counts),

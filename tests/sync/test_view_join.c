@@ -149,6 +149,49 @@ static void test_missing_join_column(void **state)
 }
 
 /* The integer at doc[key] (or doc[key][sub]) of a GET answer. */
+/* A join column of two types DuckDB can only compare through a cast that
+ * may fail (text and integer) fails the sync as a config error naming the
+ * column and both types; the commit is rolled back, so the view reads
+ * what the last sync stored and the watermarks stay. */
+static void test_join_column_types_differ(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, tl_pg_fresh_db("view_join_types"), "vj", "");
+    create_tables(e.pg);
+    write_source(&e, "");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "mon", true, &r);
+    char *before = duck_view_checksum(&e, false);
+    char *watermark = tl_keep(
+        tl_duck_scalar(e.con, "SELECT watermark FROM _duckstore.tables WHERE table_name = 'mon_results'"));
+    assert_non_null(watermark);
+
+    tl_env_source(
+        &e, "mon",
+        "  dataset_query: SELECT trace_id AS dataset_id, run::text AS run, prompt AS query, created_at "
+        "FROM traces\n  results_query: %s\n  incremental_column: created_at\n"
+        "  join: {columns: [dataset_id, run]}\n",
+        RESULTS_QUERY);
+    const cfg_source *src = tl_source(&e.cfg, "mon");
+    sync_options opt = {.force_full = true};
+    ds_error err;
+    ds_error_clear(&err);
+    assert_false(sync_source(e.st, &e.cfg, src, &opt, &r, &err));
+    assert_int_equal(err.code, DS_ERR_CONFIG);
+    tl_assert_contains(err.msg,
+                       tl_keepf("%s/mon_db.yaml:6: join column \"run\" is VARCHAR in dataset_query but "
+                                "INTEGER in results_query; the view joins on it: cast it in one query so "
+                                "both return the same type",
+                                e.dir));
+    assert_string_equal(duck_view_checksum(&e, false), before);
+    assert_string_equal(
+        tl_keep(tl_duck_scalar(e.con,
+                               "SELECT watermark FROM _duckstore.tables WHERE table_name = 'mon_results'")),
+        watermark);
+    tl_env_close(&e);
+}
+
 static void expect_count(const tl_server *srv, const char *target, const char *key, const char *sub,
                          int64_t want)
 {
@@ -202,6 +245,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_view_rows_per_join),
         cmocka_unit_test(test_missing_join_column),
+        cmocka_unit_test(test_join_column_types_differ),
         cmocka_unit_test(test_endpoints_follow_the_view),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
