@@ -84,22 +84,6 @@ static bool parse_args(const cli_args *spec, int argc, char **argv, const char *
     return ok;
 }
 
-/* Whether dir holds a YAML file: an empty directory is a mistaken
- * --config-dir, not a config of no source. */
-static bool holds_yaml(const char *dir)
-{
-    DIR *d = opendir(dir);
-    bool found = false;
-    for (struct dirent *e; d != NULL && !found && (e = readdir(d)) != NULL;) {
-        size_t n = strlen(e->d_name);
-        found = (n > 5 && strcmp(e->d_name + n - 5, ".yaml") == 0) ||
-                (n > 4 && strcmp(e->d_name + n - 4, ".yml") == 0);
-    }
-    if (d != NULL)
-        closedir(d);
-    return found || d == NULL;
-}
-
 /* flags: CFG_LOAD_NO_PG for a command that never connects to PostgreSQL. */
 static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *cfg)
 {
@@ -109,14 +93,6 @@ static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *
         ds_log_set_level(DS_LOG_DEBUG);
     if (!cfg_load_dir_flags(g->config_dir, flags, cfg, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
-        return false;
-    }
-    if (cfg->n_sources == 0 && !holds_yaml(g->config_dir)) {
-        fprintf(stderr,
-                "duckstore: %s holds no config (duckdb.yaml, <name>_db.yaml): pass the right directory with "
-                "--config-dir\n",
-                g->config_dir);
-        cfg_free(cfg);
         return false;
     }
     return true;
@@ -207,12 +183,14 @@ static bool session_includes(const cli_session *s, const cfg_source *src)
     return false;
 }
 
-/* Opens the store of a loaded session; on failure frees the config. */
-static int session_open_store(const cli_globals *g, cli_session *s)
+/* Opens the store of a loaded session; on failure frees the config.
+ * must_exist: a command that only reads never creates the file. */
+static int session_open_store(const cli_globals *g, cli_session *s, bool must_exist)
 {
     ds_error err;
     const char *path = db_path_of(g, &s->cfg);
-    store_settings settings = {.memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads};
+    store_settings settings = {
+        .memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads, .must_exist = must_exist};
     if (!store_open_ext(path, &settings, &s->st, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         cfg_free(&s->cfg);
@@ -867,7 +845,7 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK) {
+    if (server == 0 && (rc = session_open_store(g, &s, false)) != CLI_EXIT_OK) {
         interrupts_stop();
         return rc;
     }
@@ -960,7 +938,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if (server == 0 && (rc = session_open_store(g, &s, true)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     json_t *doc = server ? remote_status(&r, &err) : status_document(s.st, &s.cfg, &err);
@@ -1031,7 +1009,7 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return rc;
     }
-    if ((rc = session_open_store(g, &s)) != CLI_EXIT_OK)
+    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     bool ok = sync_reset_watermarks(s.st, s.src, &err);
@@ -1108,6 +1086,14 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     cfg_config cfg;
     if (!load_config(g, &cfg))
         return CLI_EXIT_USAGE;
+    if (cfg.n_sources == 0) {
+        fprintf(stderr,
+                "duckstore: %s: no source defined; add one <name>_db.yaml per PostgreSQL source (e.g. "
+                "monitoring_db.yaml holding monitoring_db: with url and queries)\n",
+                g->config_dir);
+        cfg_free(&cfg);
+        return CLI_EXIT_USAGE;
+    }
     cfg_print(stdout, &cfg);
     int rc = CLI_EXIT_OK;
     if (!has_flag(argc, argv, "--offline"))

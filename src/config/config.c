@@ -13,11 +13,17 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 const char *cfg_sync_mode_name(cfg_sync_mode mode)
 {
     return mode == CFG_SYNC_MANUAL ? "manual" : "startup";
+}
+
+const char *cfg_join_type_name(cfg_join_type type)
+{
+    return type == CFG_JOIN_INNER ? "inner" : "left";
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -34,6 +40,25 @@ static bool valid_source_name(const char *name)
     for (const char *c = name; *c; c++)
         if (!(*c >= 'a' && *c <= 'z') && !isdigit((unsigned char)*c) && *c != '_')
             return false;
+    return true;
+}
+
+/* join: belongs to a split source's view and names each column once
+ * (DuckDB compares names without case). */
+static bool check_join(const cfg_yfile *f, const cfg_source *src, bool split)
+{
+    if (src->join_line == 0)
+        return true;
+    if (!split)
+        return CFG_FAIL(f, src->join_line,
+                        "join applies to the view of a split source (dataset_query + results_query); a "
+                        "single query makes its own join in SQL: remove join");
+    const cfg_key *cols = &src->join_columns;
+    for (size_t i = 0; i < cols->n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(cols->cols[i], cols->cols[j]) == 0)
+                return CFG_FAIL(f, src->join_line,
+                                "join.columns names \"%.80s\" twice; list each column once", cols->cols[i]);
     return true;
 }
 
@@ -80,7 +105,7 @@ static bool check_source(const cfg_yfile *f, const cfg_source *src, const char *
                                              : src->line,
                         "unique_key, lookback and full_refresh_interval_minutes work with incremental syncs; "
                         "add incremental_column");
-    return true;
+    return check_join(f, src, split);
 }
 
 static void source_defaults(cfg_source *src)
@@ -106,7 +131,21 @@ static void source_free(cfg_source *src)
     cfg_key_free(&src->unique_key_dataset);
     cfg_key_free(&src->unique_key_results);
     cfg_key_free(&src->unique_key_data);
+    cfg_key_free(&src->join_columns);
     memset(src, 0, sizeof *src);
+}
+
+/* The view's join when join.columns is not given: on dataset_id, as the
+ * runbook joins them. */
+static bool default_join(const cfg_yfile *f, cfg_source *src)
+{
+    if (src->join_columns.n > 0)
+        return true;
+    src->join_columns.cols = calloc(1, sizeof *src->join_columns.cols);
+    if (src->join_columns.cols == NULL || (src->join_columns.cols[0] = strdup("dataset_id")) == NULL)
+        return cfg_yaml_nomem(f->err);
+    src->join_columns.n = 1;
+    return true;
 }
 
 /* The top level of a source file: exactly one key, named `<name>_db`. */
@@ -164,7 +203,7 @@ static bool load_source_file(const cfg_yfile *f, cfg_source *src)
         return CFG_FAIL(f, p.line,
                         "%s must be a mapping of source settings (url, dataset_query, ...), not %s", p.key,
                         cfg_yaml_is_null(p.value) ? "empty" : cfg_yaml_node_kind(p.value));
-    return cfg_keys_parse_source(f, p.value, src) && check_source(f, src, p.key);
+    return cfg_keys_parse_source(f, p.value, src) && check_source(f, src, p.key) && default_join(f, src);
 }
 
 /* duckdb.yaml: `duckdb:` with store settings; empty means defaults. */
@@ -331,6 +370,12 @@ static bool load_files(const char *dir, unsigned flags, cfg_config *cfg, ds_erro
     char **names = NULL;
     size_t n = 0;
     bool ok = list_yaml_files(dir, &names, &n, err);
+    if (ok && n == 0)
+        ok = ds_error_set(err, DS_ERR_CONFIG,
+                          "%s: no config file in this directory; it must hold duckdb.yaml (the store's "
+                          "settings) and one <name>_db.yaml per PostgreSQL source (see "
+                          "docs/configuration.md), or pass the right directory with --config-dir",
+                          dir);
     const char *store_file = NULL;
     for (size_t i = 0; ok && i < n; i++) {
         char *path = join_path(dir, names[i]);
@@ -405,6 +450,35 @@ static bool default_memory_limit(cfg_store *st, ds_error *err)
     return st->memory_limit != NULL || cfg_yaml_nomem(err);
 }
 
+/* A relative duckdb.path names a file beside the config, wherever the
+ * command runs: it is made absolute against the config directory, once, at
+ * load. A relative config directory is resolved first (realpath: no "../"
+ * left in the path shown); an absolute one is kept as written. */
+static bool resolve_store_path(cfg_config *cfg, ds_error *err)
+{
+    if (cfg->store.path[0] == '/')
+        return true;
+    char *real = cfg->dir[0] == '/' ? NULL : realpath(cfg->dir, NULL);
+    if (cfg->dir[0] != '/' && real == NULL)
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "%s: cannot resolve duckdb.path \"%s\" against the config directory (%s); give "
+                            "an absolute path",
+                            cfg->dir, cfg->store.path, strerror(errno));
+    const char *base = real != NULL ? real : cfg->dir;
+    const char *rel = cfg->store.path;
+    while (rel[0] == '.' && rel[1] == '/')
+        rel += 2;
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", rel);
+    free(real);
+    char *resolved = ds_buf_take(&path);
+    if (resolved == NULL)
+        return cfg_yaml_nomem(err);
+    free(cfg->store.path);
+    cfg->store.path = resolved;
+    return true;
+}
+
 bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
 {
     return cfg_load_dir_flags(dir, 0, out, err);
@@ -423,6 +497,7 @@ bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_err
         build_query_plans(&cfg.sources[i]);
     if (ok && cfg.store.memory_limit == NULL)
         ok = default_memory_limit(&cfg.store, err);
+    ok = ok && resolve_store_path(&cfg, err);
     if (!ok) {
         cfg_free(&cfg);
         return false;
@@ -458,6 +533,12 @@ const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name)
 bool cfg_source_is_split(const cfg_source *src)
 {
     return src != NULL && src->dataset_query != NULL && src->results_query != NULL;
+}
+
+bool cfg_join_is_default(const cfg_source *src)
+{
+    return src->join_type == CFG_JOIN_LEFT && src->join_columns.n == 1 &&
+           strcmp(src->join_columns.cols[0], "dataset_id") == 0;
 }
 
 void cfg_plan_error_prefix(const cfg_source *src, const cfg_query_plan *plan, long at, ds_error *err)

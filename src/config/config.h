@@ -23,7 +23,7 @@ typedef struct cfg_key {
 
 typedef struct cfg_store {
     bool enabled;            /* default true */
-    char *path;              /* default "data/store.duckdb", relative to the working directory */
+    char *path;              /* default "data/store.duckdb", relative to the config directory */
     cfg_sync_mode sync_mode; /* default startup */
     int sync_workers;        /* default 1, 1..64 */
     int sync_chunk_size;     /* rows per insert batch, default 1000000, >= 1 */
@@ -41,6 +41,11 @@ typedef struct cfg_store {
 } cfg_store;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;
+
+/* How the <name>_data view of a split source joins the results to the
+ * dataset: every result (left, the default) or only those whose dataset
+ * row is synced (inner). */
+typedef enum cfg_join_type { CFG_JOIN_LEFT, CFG_JOIN_INNER } cfg_join_type;
 
 /* Names derived from a source name fit fixed buffers: a source name is at
  * most CFG_SOURCE_NAME_MAX characters (checked at load), so every table name
@@ -72,7 +77,7 @@ typedef struct cfg_query_plan {
     int line;                             /* line of its key */
     const cfg_text_at *at;                /* where its text is */
     const cfg_key *key;                   /* its unique_key (n == 0: none) */
-    bool needs_dataset_id;                /* part of a split source: joined on dataset_id */
+    bool needs_dataset_id;                /* part of a split source: joined on its join columns */
     char table[CFG_TABLE_NAME_CAP];       /* "<name>_dataset", "<name>_results" or "<name>_data" */
     char staging[CFG_TABLE_NAME_CAP + 8]; /* "<table>_staging" */
 } cfg_query_plan;
@@ -101,6 +106,11 @@ typedef struct cfg_source {
     double full_refresh_interval_minutes; /* 0 = never */
     cfg_horizon commit_horizon;           /* auto: on for timestamp columns */
     int unique_key_line, lookback_line;
+    /* `join:` of a split source's view: its type and the columns both
+     * queries are joined on (after load: [dataset_id] when not given). */
+    cfg_join_type join_type;
+    cfg_key join_columns;
+    int join_line; /* 0 = not configured */
     /* Lines of keys, for messages that point at them later (0 = absent). */
     int url_line, dataset_query_line, results_query_line, query_line;
     int partition_column_line, incremental_column_line;
@@ -143,6 +153,13 @@ const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name);
 
 /* True for a split source (dataset_query + results_query). */
 bool cfg_source_is_split(const cfg_source *src);
+
+/* "left" / "inner", as written in a source's join.type. */
+const char *cfg_join_type_name(cfg_join_type type);
+
+/* True when the view is the default one: a left join on dataset_id alone
+ * (one row per result while dataset_id is unique in the dataset). */
+bool cfg_join_is_default(const cfg_source *src);
 
 /* Copy of a postgresql:// URI or key=value conninfo with the password
  * replaced by "***". Caller frees. */

@@ -165,6 +165,19 @@ static bool read_sync_mode(const char *s, const key_spec *k, void *dst)
     return false;
 }
 
+static bool read_join_type(const char *s, const key_spec *k, void *dst)
+{
+    (void)k;
+    static const cfg_join_type types[] = {CFG_JOIN_LEFT, CFG_JOIN_INNER};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (strcmp(s, cfg_join_type_name(types[i])) == 0) {
+            *(cfg_join_type *)dst = types[i];
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool parse_bool(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
 {
     return read_scalar(f, p, k, obj, BOOL_EXPECT, read_bool);
@@ -194,6 +207,11 @@ static bool parse_number(const cfg_yfile *f, const cfg_kv *p, const key_spec *k,
 static bool parse_sync_mode(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
 {
     return read_scalar(f, p, k, obj, k->expect, read_sync_mode);
+}
+
+static bool parse_join_type(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    return read_scalar(f, p, k, obj, k->expect, read_join_type);
 }
 
 static bool is_blank(const char *s)
@@ -435,6 +453,15 @@ static const key_spec unique_key_keys[] = {
 };
 static const key_table unique_key_table = {unique_key_keys, N_KEYS(unique_key_keys)};
 
+/* join: of a split source's view. */
+static const key_spec join_keys[] = {
+    {"type", .parse = parse_join_type, .field = SOURCE(join_type),
+     .expect = "\"left\" (every result) or \"inner\" (only results whose dataset row is synced)"},
+    {"columns", .parse = parse_columns, .field = SOURCE(join_columns),
+     .hint = "name the columns both queries are joined on, e.g. [dataset_id] or [dataset_id, run_id]"},
+};
+static const key_table join_table = {join_keys, N_KEYS(join_keys)};
+
 /* Under `<name>_db:` in a source file. */
 static const key_spec source_keys[] = {
     {"enabled", .parse = parse_bool, .field = SOURCE(enabled)},
@@ -466,6 +493,8 @@ static const key_spec source_keys[] = {
     {"full_refresh_interval_minutes", .parse = parse_number, .field = SOURCE(full_refresh_interval_minutes),
      .low = 0, .high = MAX_REFRESH_MINUTES, .expect = "a number of minutes between 0 and 525600 (0 = never)"},
     {"commit_horizon", .parse = parse_horizon, .field = SOURCE(commit_horizon)},
+    {"join", .parse = parse_section, .field = 0, .line = SOURCE(join_line),
+     .expect = "a mapping such as {type: inner, columns: [dataset_id]}", .sub = &join_table},
 };
 static const key_table source_table = {source_keys, N_KEYS(source_keys)};
 

@@ -137,6 +137,17 @@ static void print_number(FILE *out, const char *key, double v)
     fprintf(out, "  %s: %s\n", key, buf);
 }
 
+/* `[a, "b c"]` and a newline. */
+static void print_list(FILE *out, const cfg_key *list)
+{
+    fputc('[', out);
+    for (size_t i = 0; i < list->n; i++) {
+        fputs(i ? ", " : "", out);
+        print_quoted(out, list->cols[i]);
+    }
+    fputs("]\n", out);
+}
+
 static const char *yes_no(bool b)
 {
     return b ? "true" : "false";
@@ -161,12 +172,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);
     if (st->cors_origins.n > 0) {
-        fputs("  cors_origins: [", out);
-        for (size_t i = 0; i < st->cors_origins.n; i++) {
-            fputs(i ? ", " : "", out);
-            print_quoted(out, st->cors_origins.cols[i]);
-        }
-        fputs("]\n", out);
+        fputs("  cors_origins: ", out);
+        print_list(out, &st->cors_origins);
     }
 
     for (size_t i = 0; i < cfg->n_sources; i++) {
@@ -197,12 +204,12 @@ void cfg_print(FILE *out, const cfg_config *cfg)
             if (!any_key)
                 fputs("  unique_key:\n", out);
             any_key = true;
-            fprintf(out, "    %s: [", key_names[k]);
-            for (size_t c = 0; c < keys[k]->n; c++) {
-                fputs(c ? ", " : "", out);
-                print_quoted(out, keys[k]->cols[c]);
-            }
-            fputs("]\n", out);
+            fprintf(out, "    %s: ", key_names[k]);
+            print_list(out, keys[k]);
+        }
+        if (cfg_source_is_split(src)) {
+            fprintf(out, "  join:\n    type: %s\n    columns: ", cfg_join_type_name(src->join_type));
+            print_list(out, &src->join_columns);
         }
         if (src->lookback)
             print_string(out, "lookback", src->lookback);

@@ -228,7 +228,8 @@ static bool remember_identity(store *st, ds_error *err)
  * failure nothing is left open (st->db NULL). */
 static bool start_database(store *st, ds_error *err)
 {
-    store_settings settings = {.memory_limit = st->memory_limit, .threads = st->threads, .read_only = st->read_only};
+    store_settings settings = {
+        .memory_limit = st->memory_limit, .threads = st->threads, .read_only = st->read_only};
     duckdb_config config;
     if (!make_config(st->path, &settings, &config, err))
         return false;
@@ -259,11 +260,27 @@ static bool start_database(store *st, ds_error *err)
     return ok;
 }
 
+/* For a command that only reads: a store that is not there is said to be
+ * missing (DuckDB would create it, or fail with its own words). */
+static bool check_exists(const char *path, ds_error *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return true;
+    if (errno == ENOENT)
+        return ds_error_set(err, DS_ERR_STORE,
+                            "the DuckDB file %s does not exist yet: nothing has been synced into it; run "
+                            "duckstore sync to create it, or point duckdb.path (or --db) at the store",
+                            path);
+    return ds_error_set(err, DS_ERR_STORE, "cannot read the DuckDB file %s: %s", path, strerror(errno));
+}
+
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err)
 {
     *out = NULL;
     bool read_only = settings != NULL && settings->read_only;
-    if (!read_only && !make_parent_dirs(path, err))
+    bool must_exist = read_only || (settings != NULL && settings->must_exist);
+    if (must_exist ? !check_exists(path, err) : !make_parent_dirs(path, err))
         return false;
     store *st = calloc(1, sizeof *st);
     if (st == NULL)

@@ -26,6 +26,10 @@ typedef struct store_settings {
     /* Attach the file READ_ONLY (it must exist) and allow no other file:
      * no statement can change it (duckstore query). */
     bool read_only;
+    /* Never create the file nor its folder (a command that only reads:
+     * duckstore status); implied by read_only. A missing file fails with
+     * DS_ERR_STORE saying that the store does not exist yet, and where. */
+    bool must_exist;
 } store_settings;
 
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);

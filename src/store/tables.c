@@ -151,10 +151,21 @@ static void free_aliases(char **aliases, size_t n)
     free(aliases);
 }
 
+/* Whether name is one of the join's columns (without case, as DuckDB). */
+static bool is_join_column(const store_join *join, const char *name)
+{
+    for (size_t i = 0; i < join->n; i++)
+        if (strcasecmp(join->cols[i], name) == 0)
+            return true;
+    return false;
+}
+
 char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
                      size_t n_dataset, const char *results_table, const store_column *results_cols,
-                     size_t n_results)
+                     size_t n_results, const store_join *join)
 {
+    if (join->n == 0)
+        return NULL;
     char **aliases = calloc(n_dataset ? n_dataset : 1, sizeof *aliases);
     if (aliases == NULL)
         return NULL;
@@ -169,7 +180,7 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
     bool listed = n_results > 0;
     for (size_t i = 0; i < n_dataset && !b.failed; i++) {
         const char *name = dataset_cols[i].name;
-        if (strcmp(name, "dataset_id") == 0)
+        if (is_join_column(join, name))
             continue;
         ds_buf_append(&b, listed ? ", d." : "d.");
         listed = true;
@@ -185,10 +196,57 @@ char *store_view_sql(const char *view, const char *dataset_table, const store_co
     free_aliases(aliases, n_dataset);
     ds_buf_append(&b, " FROM ");
     ds_buf_append_ident(&b, results_table);
-    ds_buf_append(&b, " AS r LEFT JOIN ");
+    ds_buf_append(&b, join->inner ? " AS r INNER JOIN " : " AS r LEFT JOIN ");
     ds_buf_append_ident(&b, dataset_table);
-    ds_buf_append(&b, " AS d ON r.\"dataset_id\" = d.\"dataset_id\"");
+    for (size_t i = 0; i < join->n; i++) {
+        ds_buf_append(&b, i ? " AND r." : " AS d ON r.");
+        ds_buf_append_ident(&b, join->cols[i]);
+        ds_buf_append(&b, " = d.");
+        ds_buf_append_ident(&b, join->cols[i]);
+    }
     return ds_buf_take(&b);
+}
+
+static bool is_number_type(const char *type)
+{
+    static const char *const numbers[] = {"TINYINT",  "SMALLINT",  "INTEGER",  "BIGINT",  "HUGEINT",
+                                          "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+                                          "DECIMAL",  "FLOAT",     "DOUBLE",   "REAL"};
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+        if (strncasecmp(type, numbers[i], strlen(numbers[i])) == 0)
+            return true;
+    return false;
+}
+
+static const char *type_of(const store_column *cols, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(cols[i].name, name) == 0)
+            return cols[i].type;
+    return NULL;
+}
+
+const char *store_join_mismatch(const store_column *dcols, size_t nd, const store_column *rcols, size_t nr,
+                                const store_join *join, const char **dtype, const char **rtype)
+{
+    for (size_t i = 0; i < join->n; i++) {
+        const char *d = type_of(dcols, nd, join->cols[i]), *r = type_of(rcols, nr, join->cols[i]);
+        if (d == NULL || r == NULL || strcasecmp(d, r) == 0 || (is_number_type(d) && is_number_type(r)))
+            continue;
+        *dtype = d;
+        *rtype = r;
+        return join->cols[i];
+    }
+    return NULL;
+}
+
+bool store_view_definition(duckdb_connection con, const char *view, char **sql, ds_error *err)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "SELECT sql FROM duckdb_views() WHERE database_name = current_database() AND "
+                      "schema_name = 'main' AND view_name = ");
+    ds_buf_append_literal(&b, view);
+    return query_built(con, ds_buf_take(&b), sql, err);
 }
 
 /* `"a", "b"` or `t."a" IS NOT DISTINCT FROM s."a" AND ...`. */

@@ -43,14 +43,36 @@ bool store_drop_relation(duckdb_connection con, const char *name, ds_error *err)
 /* count(*) of a table or view (plain name). */
 bool store_count_rows(duckdb_connection con, const char *name, int64_t *rows, ds_error *err);
 
+/* How the view joins the results to the dataset: a LEFT JOIN (every
+ * result) or an INNER JOIN (results whose dataset row is there), on the
+ * equality of each listed column (plain names, in both tables). */
+typedef struct store_join {
+    bool inner;
+    char *const *cols;
+    size_t n;
+} store_join;
+
 /* CREATE OR REPLACE VIEW view: every results column, then every dataset
- * column but dataset_id, LEFT JOINed on dataset_id. A dataset column whose
- * name the results already use is exposed as dataset_<col>, prefixed again
- * while that names another column of the view (a results column, a dataset
- * column or an earlier alias), so every column of the view has its own name. */
+ * column but the join's, joined as join says. A dataset column whose name
+ * the results already use is exposed as dataset_<col>, prefixed again while
+ * that names another column of the view (a results column, a dataset
+ * column or an earlier alias), so every column of the view has its own
+ * name. */
 char *store_view_sql(const char *view, const char *dataset_table, const store_column *dataset_cols,
                      size_t n_dataset, const char *results_table, const store_column *results_cols,
-                     size_t n_results);
+                     size_t n_results, const store_join *join);
+
+/* The first join column whose types in the dataset (dcols) and the results
+ * (rcols) DuckDB would compare through a cast that can fail on a value
+ * (not one type, nor both numbers), with its two types; NULL when every
+ * join column compares as it is. */
+const char *store_join_mismatch(const store_column *dcols, size_t nd, const store_column *rcols, size_t nr,
+                                const store_join *join, const char **dtype, const char **rtype);
+
+/* The view's definition as DuckDB keeps it (normalised SQL), malloc'd;
+ * *sql NULL when there is no such view in the store's main schema. Two
+ * readings compare equal exactly when the view reads the same. */
+bool store_view_definition(duckdb_connection con, const char *view, char **sql, ds_error *err);
 
 /* An incremental batch in a staging table, merged into its table. */
 typedef struct store_batch {

@@ -149,14 +149,24 @@ bool sync_check_query(const cfg_source *src, const cfg_query_plan *plan, const p
     for (size_t i = 0; missing_key == NULL && i < plan->key->n; i++)
         if (pgsrc_desc_find(desc, plan->key->cols[i]) < 0)
             missing_key = plan->key->cols[i];
-    bool no_dataset_id = plan->needs_dataset_id && pgsrc_desc_find(desc, "dataset_id") < 0;
-    if (no_dataset_id || missing_key != NULL) {
+    /* A split source's queries are joined on join.columns (dataset_id by default). */
+    const char *no_join_col = NULL;
+    for (size_t i = 0; plan->needs_dataset_id && no_join_col == NULL && i < src->join_columns.n; i++)
+        if (pgsrc_desc_find(desc, src->join_columns.cols[i]) < 0)
+            no_join_col = src->join_columns.cols[i];
+    if (no_join_col != NULL || missing_key != NULL) {
         char *cols = pgsrc_desc_column_list(desc);
-        if (no_dataset_id)
+        if (no_join_col != NULL && src->join_line == 0)
             ds_error_set(err, DS_ERR_CONFIG,
                          "%s (%s:%d) has no column named dataset_id (columns: %s); both queries of a split "
                          "source are joined on it: select it or alias one, e.g. trace_id AS dataset_id",
                          plan->label, src->file, src->line, cols ? cols : "");
+        else if (no_join_col != NULL)
+            ds_error_set(
+                err, DS_ERR_CONFIG,
+                "%s:%d: join column \"%s\" is not a column of %s (columns: %s); both queries of a "
+                "split source must select each column of join.columns: select it or fix join.columns",
+                src->file, src->join_line, no_join_col, plan->label, cols ? cols : "");
         else
             ds_error_set(
                 err, DS_ERR_CONFIG,

@@ -74,17 +74,36 @@ static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job
 }
 
 /* The view of a split source; a table of its name (the source had one
- * query before) makes way for it. */
-static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, ds_error *err)
+ * query before) makes way for it. *changed: the view reads otherwise than
+ * before (its join was reconfigured), so its rows must be counted again. */
+static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, bool *changed,
+                        ds_error *err)
 {
     const table_job *d = &jobs[0], *r = &jobs[1];
     if (store_is_table(duck, src->data_name) && !store_drop_relation(duck, src->data_name, err))
         return false;
+    store_join join = {
+        .inner = src->join_type == CFG_JOIN_INNER, .cols = src->join_columns.cols, .n = src->join_columns.n};
+    /* DuckDB would cast one side, and a value that does not convert would
+     * fail every read of the view. */
+    const char *dtype = NULL, *rtype = NULL;
+    const char *bad =
+        store_join_mismatch(d->columns, d->desc.ncols, r->columns, r->desc.ncols, &join, &dtype, &rtype);
+    if (bad != NULL)
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "%s:%d: join column \"%s\" is %s in dataset_query but %s in results_query; the "
+                            "view joins on it: cast it in one query so both return the same type",
+                            src->file, src->join_line ? src->join_line : src->line, bad, dtype, rtype);
     char *sql = store_view_sql(src->data_name, d->plan->table, d->columns, d->desc.ncols, r->plan->table,
-                               r->columns, r->desc.ncols);
+                               r->columns, r->desc.ncols, &join);
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = store_exec(duck, sql, err);
+    char *old = NULL, *now = NULL;
+    bool ok = store_view_definition(duck, src->data_name, &old, err) && store_exec(duck, sql, err) &&
+              store_view_definition(duck, src->data_name, &now, err);
+    *changed = old == NULL || now == NULL || strcmp(old, now) != 0;
+    free(old);
+    free(now);
     free(sql);
     return ok;
 }
@@ -174,14 +193,17 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
         ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, (ds_monotonic_s() - step) * 1e3);
         changed |= !jobs[i].incremental || jobs[i].rows_inserted > 0 || jobs[i].rows_updated > 0;
     }
-    if (ok && njobs == 2)
-        ok = create_view(duck, src, jobs, err);
-    else if (ok && !jobs[0].incremental)
+    if (ok && njobs == 2) {
+        bool view_changed = false;
+        ok = create_view(duck, src, jobs, &view_changed, err);
+        changed |= view_changed;
+    } else if (ok && !jobs[0].incremental) {
         ok = drop_split_tables(duck, src, err);
+    }
     /* Nothing is counted when no row changed; the results table is the view's
-     * count while dataset_id is unique. */
+     * count while dataset_id is unique and the view left-joins on it alone. */
     report->rows = before;
-    if (ok && ids_unique)
+    if (ok && ids_unique && cfg_join_is_default(src))
         report->rows = report->tables[njobs - 1].rows_total;
     else if (ok && changed)
         ok = store_count_rows(duck, src->data_name, &report->rows, err);

@@ -148,10 +148,10 @@ static void test_usage_errors(void **state)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         cli_out o = cli_run(g_dir, NULL, "%s --config-dir '%s'", commands[i], empty);
         cli_expect(&o, 2, tl_keepf("%s on an empty directory", commands[i]));
-        tl_assert_contains(o.err,
-                           tl_keepf("duckstore: %s holds no config (duckdb.yaml, <name>_db.yaml): pass the "
-                                    "right directory with --config-dir\n",
-                                    empty));
+        tl_assert_contains(
+            o.err,
+            tl_keepf("duckstore: %s: no config file in this directory; it must hold duckdb.yaml", empty));
+        tl_assert_contains(o.err, "or pass the right directory with --config-dir\n");
         assert_string_equal(o.out, "");
     }
     /* An unknown source lists the known ones with their status keys. */
@@ -193,11 +193,13 @@ static void test_global_options_anywhere(void **state)
         cli_expect(&o, 0, args);
         assert_string_equal(o.out, ref.out);
     }
-    /* --db as well: another file holds nothing synced. */
+    /* --db= as well: status names the file it was given, which does not
+     * exist (and is not created). */
     char *other = tl_keepf("%s/other.duckdb", g_dir);
     cli_out o = cli_run(g_dir, NULL, "status --db='%s' --config-dir '%s'", other, g_config);
-    cli_expect(&o, 0, "status --db=");
-    tl_assert_contains(o.out, "ev_data: not_synced, 0 rows");
+    cli_expect(&o, 1, "status --db=");
+    tl_assert_contains(o.err, tl_keepf("the DuckDB file %s does not exist yet", other));
+    assert_int_equal(access(other, F_OK), -1);
 }
 
 /* sync takes several sources, by name or status key, in the order given;

@@ -192,12 +192,14 @@ static char *store_contents(const char *db_path)
 
 /* check-config prints the resolved config, whose comment lines name the
  * directory ("# resolved config of DIR ...") and each source file
- * ("# DIR/file.yaml:1"), and ends with "# config directory DIR: errors above"; those
- * are not messages. */
+ * ("# DIR/file.yaml:1"), whose store path is resolved against the
+ * directory ("  path: \"DIR/data/store.duckdb\""), and ends with
+ * "# config directory DIR: errors above"; those are not messages. */
 static bool is_config_comment(const char *text, const char *dir)
 {
     size_t dlen = strlen(dir);
     if (strncmp(text, "# resolved config of ", 21) == 0 ||
+        (strncmp(text, "  path: \"", 9) == 0 && strncmp(text + 9, dir, dlen) == 0) ||
         (strncmp(text, "# config directory ", 19) == 0 && strncmp(text + 19, dir, dlen) == 0 &&
          text[19 + dlen] == ':'))
         return true;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config/config.h"
 
@@ -22,6 +23,7 @@ static int teardown_dir(void **state)
 {
     tl_rmtree(*state);
     free(*state);
+    tl_free_kept();
     return 0;
 }
 
@@ -111,10 +113,11 @@ static const char runbook_results_query[] = "SELECT\n"
                                             "FROM llm_metric_results\n"
                                             "ORDER BY created_at DESC\n";
 
-static void assert_store_defaults(const cfg_store *st)
+/* Defaults of a config loaded from dir (absolute): the store beside it. */
+static void assert_store_defaults(const cfg_store *st, const char *dir)
 {
     assert_true(st->enabled);
-    assert_string_equal(st->path, "data/store.duckdb");
+    assert_string_equal(st->path, tl_keepf("%s/data/store.duckdb", dir));
     assert_int_equal(st->sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(st->sync_workers, 1);
     assert_int_equal(st->sync_chunk_size, 1000000);
@@ -125,13 +128,31 @@ static void assert_store_defaults(const cfg_store *st)
     assert_int_equal(st->threads, 1);
 }
 
-static void test_empty_dir_gives_defaults(void **state)
+/* A directory without any config file is a mistake (a wrong --config-dir),
+ * not a config of defaults: the message names it and what it must hold. */
+static void test_empty_dir_is_an_error(void **state)
 {
     const char *dir = *state;
+    put(dir, ".hidden.yaml", "duckdb:\n");
+    put(dir, "notes.txt", "not a config\n");
     cfg_config cfg;
+    ds_error err = {0};
+    assert_false(cfg_load_dir(dir, &cfg, &err));
+    assert_int_equal(err.code, DS_ERR_CONFIG);
+    assert_string_equal(err.msg, tl_keepf("%s: no config file in this directory; it must hold duckdb.yaml "
+                                          "(the store's settings) and one <name>_db.yaml per PostgreSQL "
+                                          "source (see docs/configuration.md), or pass the right directory "
+                                          "with --config-dir",
+                                          dir));
+    assert_null(cfg.dir);
+    assert_int_equal(cfg.n_sources, 0);
+    cfg_free(&cfg); /* freeing what failed to load is harmless */
+
+    /* duckdb.yaml alone loads: its defaults, no source. */
+    put(dir, "duckdb.yaml", "duckdb:\n");
     load_ok(dir, &cfg);
     assert_string_equal(cfg.dir, dir);
-    assert_store_defaults(&cfg.store);
+    assert_store_defaults(&cfg.store, dir);
     assert_int_equal(cfg.n_sources, 0);
     assert_null(cfg.sources);
     assert_null(cfg_find_source(&cfg, "monitoring"));
@@ -146,12 +167,12 @@ static void test_empty_duckdb_sections_give_defaults(void **state)
     cfg_config cfg;
     put(dir, "duckdb.yaml", "duckdb:\n");
     load_ok(dir, &cfg);
-    assert_store_defaults(&cfg.store);
+    assert_store_defaults(&cfg.store, dir);
     cfg_free(&cfg);
 
     put(dir, "duckdb.yaml", "# nothing set yet\n");
     load_ok(dir, &cfg);
-    assert_store_defaults(&cfg.store);
+    assert_store_defaults(&cfg.store, dir);
     cfg_free(&cfg);
 }
 
@@ -204,7 +225,7 @@ static void test_runbook_example(void **state)
     assert_int_equal(cfg.store.sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(cfg.store.sync_workers, 4);
     assert_string_equal(cfg.store.memory_limit, "112MB"); /* 64 MB + 16 MB per further worker */
-    assert_string_equal(cfg.store.path, "data/store.duckdb");
+    assert_string_equal(cfg.store.path, tl_keepf("%s/data/store.duckdb", dir));
     assert_int_equal(cfg.store.sync_chunk_size, 1000000);
 
     assert_int_equal(cfg.n_sources, 1);
@@ -328,7 +349,7 @@ static void test_env_expansion(void **state)
     cfg_config cfg;
     load_ok(dir, &cfg);
     assert_int_equal(cfg.store.sync_workers, 3);
-    assert_string_equal(cfg.store.path, "db.example.duckdb");
+    assert_string_equal(cfg.store.path, tl_keepf("%s/db.example.duckdb", dir));
     const cfg_source *s = cfg_find_source(&cfg, "app");
     assert_non_null(s);
     assert_string_equal(s->url, "postgresql://u:pw@db.example:5432/app");
@@ -385,6 +406,149 @@ static void test_sources_sorted_and_files_filtered(void **state)
     assert_null(cfg_find_source(NULL, "zeta"));
     assert_false(cfg_source_is_split(NULL));
     cfg_free(&cfg);
+}
+
+#define SPLIT_SOURCE                                                                                         \
+    "monitoring_db:\n  url: postgresql://u@h/db\n  dataset_query: SELECT 1 AS dataset_id\n"                  \
+    "  results_query: SELECT 1 AS dataset_id\n"
+
+/* join: its default (left on dataset_id), each type, one column or a list,
+ * the flow and block forms; cfg_print writes it back. */
+static void test_join_keys(void **state)
+{
+    const char *dir = *state;
+    static const struct {
+        const char *yaml;
+        cfg_join_type type;
+        const char *cols; /* joined by "," */
+        bool is_default;
+    } cases[] = {
+        {"", CFG_JOIN_LEFT, "dataset_id", true},
+        {"  join:\n", CFG_JOIN_LEFT, "dataset_id", true},
+        {"  join:\n    type: inner\n", CFG_JOIN_INNER, "dataset_id", false},
+        {"  join: {type: left, columns: dataset_id}\n", CFG_JOIN_LEFT, "dataset_id", true},
+        {"  join: {columns: [dataset_id, \"Run \\\"no\\\"\"]}\n", CFG_JOIN_LEFT, "dataset_id,Run \"no\"",
+         false},
+        {"  join:\n    type: inner\n    columns:\n      - trace_id\n      - run\n", CFG_JOIN_INNER,
+         "trace_id,run", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        put(dir, "monitoring_db.yaml", tl_keepf(SPLIT_SOURCE "%s", cases[i].yaml));
+        cfg_config cfg;
+        load_ok(dir, &cfg);
+        const cfg_source *s = &cfg.sources[0];
+        assert_int_equal(s->join_type, cases[i].type);
+        char cols[256] = "";
+        for (size_t c = 0; c < s->join_columns.n; c++)
+            snprintf(cols + strlen(cols), sizeof cols - strlen(cols), "%s%s", c ? "," : "",
+                     s->join_columns.cols[c]);
+        assert_string_equal(cols, cases[i].cols);
+        assert_int_equal(cfg_join_is_default(s), cases[i].is_default);
+        assert_int_equal(s->join_line, cases[i].yaml[0] ? 5 : 0);
+        /* The printed config reads back with the same join. */
+        char *printed = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&printed, &len);
+        cfg_print(out, &cfg);
+        fclose(out);
+        char *dir2 = tl_mkdtemp();
+        char *body = strstr(printed, "monitoring_db:");
+        assert_non_null(body);
+        put(dir2, "monitoring_db.yaml", body);
+        cfg_config again;
+        load_ok(dir2, &again);
+        assert_int_equal(again.sources[0].join_type, s->join_type);
+        assert_int_equal(again.sources[0].join_columns.n, s->join_columns.n);
+        for (size_t c = 0; c < s->join_columns.n; c++)
+            assert_string_equal(again.sources[0].join_columns.cols[c], s->join_columns.cols[c]);
+        cfg_free(&again);
+        tl_rmtree(dir2);
+        free(dir2);
+        free(printed);
+        cfg_free(&cfg);
+    }
+}
+
+/* Each wrong join: the exact message, at the file and line to fix. */
+static void test_join_errors(void **state)
+{
+    const char *dir = *state;
+    static const struct {
+        const char *yaml;
+        const char *msg; /* after "<dir>/monitoring_db.yaml:" */
+    } cases[] = {
+        {"  join:\n    type: outer\n",
+         "6: type must be \"left\" (every result) or \"inner\" (only results whose dataset row is synced) "
+         "(got \"outer\")"},
+        {"  join: inner\n",
+         "5: join must be a mapping such as {type: inner, columns: [dataset_id]}, not a value"},
+        {"  join:\n    columns: []\n",
+         "6: columns is an empty list; name the columns both queries are joined on, e.g. [dataset_id] or "
+         "[dataset_id, run_id]"},
+        {"  join:\n    columns: [dataset_id, \"\"]\n",
+         "6: columns is empty; name the columns both queries are joined on, e.g. [dataset_id] or "
+         "[dataset_id, run_id]"},
+        {"  join:\n    columns: [run, dataset_id, RUN]\n",
+         "5: join.columns names \"RUN\" twice; list each column once"},
+        {"  join:\n    kind: inner\n", "6: unknown key \"kind\"; valid keys: type, columns"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        put(dir, "monitoring_db.yaml", tl_keepf(SPLIT_SOURCE "%s", cases[i].yaml));
+        cfg_config cfg;
+        ds_error err = {0};
+        assert_false(cfg_load_dir(dir, &cfg, &err));
+        assert_int_equal(err.code, DS_ERR_CONFIG);
+        assert_string_equal(err.msg, tl_keepf("%s/monitoring_db.yaml:%s", dir, cases[i].msg));
+    }
+    /* join belongs to the view of a split source only. */
+    put(dir, "monitoring_db.yaml",
+        "monitoring_db:\n  url: postgresql://u@h/db\n  query: SELECT 1 AS x\n  join: {type: inner}\n");
+    cfg_config cfg;
+    ds_error err = {0};
+    assert_false(cfg_load_dir(dir, &cfg, &err));
+    assert_string_equal(err.msg,
+                        tl_keepf("%s/monitoring_db.yaml:4: join applies to the view of a split source "
+                                 "(dataset_query + results_query); a single query makes its own join "
+                                 "in SQL: remove join",
+                                 dir));
+}
+
+/* A relative duckdb.path is the config directory's, wherever duckstore
+ * runs; an absolute one is kept; a relative config directory is made
+ * absolute against the working directory. */
+static void test_store_path_resolved(void **state)
+{
+    const char *dir = *state;
+    put(dir, "duckdb.yaml", "duckdb:\n  path: ./data/./shop.duckdb\n");
+    cfg_config cfg;
+    load_ok(dir, &cfg);
+    assert_string_equal(cfg.store.path, tl_keepf("%s/data/./shop.duckdb", dir));
+    cfg_free(&cfg);
+    put(dir, "duckdb.yaml", "duckdb:\n  path: /var/lib/duckstore/shop.duckdb\n");
+    load_ok(dir, &cfg);
+    assert_string_equal(cfg.store.path, "/var/lib/duckstore/shop.duckdb");
+    cfg_free(&cfg);
+
+    /* From the config directory's parent and from inside it. */
+    put(dir, "duckdb.yaml", "duckdb:\n  path: shop.duckdb\n");
+    char *cwd = getcwd(NULL, 0);
+    char *parent = tl_keepf("%s", dir);
+    char *base = strrchr(parent, '/');
+    *base++ = '\0';
+    assert_int_equal(chdir(parent), 0);
+    load_ok(base, &cfg);
+    assert_string_equal(cfg.dir, base);
+    assert_string_equal(cfg.store.path, tl_keepf("%s/shop.duckdb", dir));
+    cfg_free(&cfg);
+    load_ok(tl_keepf("./%s/", base), &cfg);
+    assert_string_equal(cfg.store.path, tl_keepf("%s/shop.duckdb", dir));
+    cfg_free(&cfg);
+    assert_int_equal(chdir(dir), 0);
+    load_ok(".", &cfg);
+    assert_string_equal(cfg.store.path, tl_keepf("%s/shop.duckdb", dir));
+    cfg_free(&cfg);
+    assert_int_equal(chdir(cwd), 0);
+    free(cwd);
 }
 
 static void test_missing_dir(void **state)
@@ -497,10 +661,12 @@ static void test_print_runbook(void **state)
     cfg_free(&cfg);
 
     assert_lacks(text, "s3cret");
-    assert_contains(text, "duckdb:\n"
-                          "  enabled: true\n"
-                          "  path: \"data/store.duckdb\"\n"
-                          "  sync_mode: startup\n"
+    /* The store's path resolved against the config directory. */
+    assert_contains(text, tl_keepf("duckdb:\n"
+                                   "  enabled: true\n"
+                                   "  path: \"%s/data/store.duckdb\"\n",
+                                   dir));
+    assert_contains(text, "  sync_mode: startup\n"
                           "  sync_workers: 4\n"
                           "  sync_chunk_size: 1000000\n"
                           "  max_sync_rows: 2000000\n"
@@ -527,7 +693,10 @@ static void test_print_runbook(void **state)
                           "  partition_column: \"id\"\n"
                           "  incremental_column: \"created_at\"\n"
                           "  refresh_interval_minutes: 15\n"
-                          "  query_timeout: 120\n");
+                          "  query_timeout: 120\n"
+                          "  join:\n"
+                          "    type: left\n"
+                          "    columns: [\"dataset_id\"]\n");
     /* events sorts before monitoring */
     assert_true(strstr(text, "events_db:") < strstr(text, "monitoring_db:"));
     free(text);
@@ -646,7 +815,8 @@ static void test_every_listed_key_parses_as_itself(void **state)
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
         {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 13},
-        {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 14},
+        {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 15},
+        {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
@@ -975,7 +1145,7 @@ int main(void)
 {
     unsetenv(UNSET_VAR);
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test_setup_teardown(test_empty_dir_gives_defaults, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_empty_dir_is_an_error, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_empty_duckdb_sections_give_defaults, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_source_defaults, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_runbook_example, setup_dir, teardown_dir),
@@ -983,6 +1153,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_boolean_spellings, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_env_expansion, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_sources_sorted_and_files_filtered, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_join_keys, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_join_errors, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_store_path_resolved, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_missing_dir, setup_dir, teardown_dir),
         cmocka_unit_test(test_mask_uri),
         cmocka_unit_test(test_mask_conninfo),

@@ -619,7 +619,9 @@ static void check_view(const fuzz_case *c)
         dcols[i] = (store_column){c->dcols[i], c->dtypes[i]->ddl};
     for (size_t i = 0; i < c->nr; i++)
         rcols[i] = (store_column){c->rcols[i], c->rtypes[i]->ddl};
-    char *sql = store_view_sql(c->tables[2], c->tables[0], dcols, c->nd, c->tables[1], rcols, c->nr);
+    static char *const on_id[] = {"dataset_id"};
+    const store_join join = {.inner = false, .cols = on_id, .n = 1};
+    char *sql = store_view_sql(c->tables[2], c->tables[0], dcols, c->nd, c->tables[1], rcols, c->nr, &join);
     CHECK(parse_one(sql, "store_view_sql") == NULL, "a SELECT");
     run_ok(sql);
     free(sql);

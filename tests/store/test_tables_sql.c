@@ -272,20 +272,24 @@ static void test_create_table_1600_columns(void **state)
 
 /* ---- the view of a split source ---------------------------------------- */
 
+/* The default join: LEFT JOIN on dataset_id. */
+static char *const ON_ID_COLS[] = {"dataset_id"};
+static const store_join ON_ID = {.inner = false, .cols = ON_ID_COLS, .n = 1};
+
 static void test_view_sql_text(void **state)
 {
     (void)state;
     const store_column data[] = {{"dataset_id", "UUID"}, {"x", "INTEGER"}, {"c\"1\"", "VARCHAR"}};
     const store_column results[] = {
         {"dataset_id", "UUID"}, {"x", "INTEGER"}, {"dataset_x", "INTEGER"}, {"dataset_dataset_x", "INTEGER"}};
-    char *sql = tl_keep(store_view_sql("v'\"", "d\"s", data, 3, "r\"s", results, 4));
+    char *sql = tl_keep(store_view_sql("v'\"", "d\"s", data, 3, "r\"s", results, 4, &ON_ID));
     assert_string_equal(sql,
                         "CREATE OR REPLACE VIEW \"v'\"\"\" AS SELECT r.\"dataset_id\", r.\"x\", "
                         "r.\"dataset_x\", r.\"dataset_dataset_x\", d.\"x\" AS \"dataset_dataset_dataset_x\", "
                         "d.\"c\"\"1\"\"\" FROM \"r\"\"s\" AS r LEFT JOIN \"d\"\"s\" AS d ON "
                         "r.\"dataset_id\" = d.\"dataset_id\"");
     /* Without other columns on either side. */
-    sql = tl_keep(store_view_sql("v", "d", data, 1, "r", results, 1));
+    sql = tl_keep(store_view_sql("v", "d", data, 1, "r", results, 1, &ON_ID));
     assert_string_equal(sql, "CREATE OR REPLACE VIEW \"v\" AS SELECT r.\"dataset_id\" FROM \"r\" AS r LEFT "
                              "JOIN \"d\" AS d ON r.\"dataset_id\" = d.\"dataset_id\"");
 }
@@ -313,7 +317,7 @@ static void test_view_hostile_names(void **state)
                  "INSERT INTO %s VALUES (1, 'rc1', 'rq1', 'rdq1', 'rr1', 111), "
                  "(2, 'rc2', 'rq2', 'rdq2', 'rr2', 222), (1, 'rc1b', NULL, NULL, NULL, NULL)",
                  tl_keep_ident(rtable));
-    run_built(store_view_sql(view, dtable, data, 7, rtable, results, 6));
+    run_built(store_view_sql(view, dtable, data, 7, rtable, results, 6, &ON_ID));
 
     table_cols got;
     columns_of(view, &got);
@@ -350,7 +354,7 @@ static void test_view_names_unique_to_duckdb(void **state)
     run_built(store_create_table_sql(tl_keep_ident("r"), results, 3));
     tl_duck_exec(g_con, "INSERT INTO d VALUES (1, 'd.name', 'd.x', 'd.dataset_x')");
     tl_duck_exec(g_con, "INSERT INTO r VALUES (1, 'r.Name', 'r.x')");
-    run_built(store_view_sql("v", "d", data, 4, "r", results, 3));
+    run_built(store_view_sql("v", "d", data, 4, "r", results, 3, &ON_ID));
     table_cols got;
     columns_of("v", &got);
     for (size_t i = 0; i < got.n; i++)
@@ -360,6 +364,107 @@ static void test_view_names_unique_to_duckdb(void **state)
                          got.names[i]);
     assert_string_equal(rows_of("SELECT \"Name\", dataset_name, x, dataset_x, dataset_dataset_x FROM v"),
                         "r.Name|d.name|r.x|d.dataset_x|d.x");
+}
+
+/* join: an INNER JOIN on two columns, one of them a hostile name: each
+ * quoted, every dataset column but the join's listed, and no SQL without
+ * a join column. */
+static void test_view_join_sql_text(void **state)
+{
+    (void)state;
+    const store_column data[] = {{"dataset_id", "INTEGER"}, {"run \"x\"", "INTEGER"}, {"q", "VARCHAR"}};
+    const store_column results[] = {{"dataset_id", "INTEGER"}, {"run \"x\"", "INTEGER"}, {"s", "DOUBLE"}};
+    char *cols[] = {"dataset_id", "run \"x\""};
+    const store_join inner = {.inner = true, .cols = cols, .n = 2};
+    assert_string_equal(
+        tl_keep(store_view_sql("v", "d", data, 3, "r", results, 3, &inner)),
+        "CREATE OR REPLACE VIEW \"v\" AS SELECT r.\"dataset_id\", r.\"run \"\"x\"\"\", r.\"s\", "
+        "d.\"q\" FROM \"r\" AS r INNER JOIN \"d\" AS d ON r.\"dataset_id\" = d.\"dataset_id\" "
+        "AND r.\"run \"\"x\"\"\" = d.\"run \"\"x\"\"\"");
+    /* A join on a column that is not dataset_id keeps dataset_id of the
+     * dataset, renamed as every shared name is. */
+    char *run_only[] = {"RUN \"x\""};
+    const store_join left_run = {.inner = false, .cols = run_only, .n = 1};
+    assert_string_equal(
+        tl_keep(store_view_sql("v", "d", data, 3, "r", results, 3, &left_run)),
+        "CREATE OR REPLACE VIEW \"v\" AS SELECT r.\"dataset_id\", r.\"run \"\"x\"\"\", r.\"s\", "
+        "d.\"dataset_id\" AS \"dataset_dataset_id\", d.\"q\" FROM \"r\" AS r LEFT JOIN \"d\" AS d "
+        "ON r.\"RUN \"\"x\"\"\" = d.\"RUN \"\"x\"\"\"");
+    const store_join none = {.inner = false, .cols = cols, .n = 0};
+    assert_null(store_view_sql("v", "d", data, 3, "r", results, 3, &none));
+}
+
+/* The rows of each join: left keeps every result (NULLs without a dataset
+ * row), inner only those with one; a two-column key matches on both. */
+static void test_view_join_rows(void **state)
+{
+    (void)state;
+    const store_column data[] = {{"dataset_id", "INTEGER"}, {"run", "INTEGER"}, {"q", "VARCHAR"}};
+    const store_column results[] = {{"dataset_id", "INTEGER"}, {"run", "INTEGER"}, {"s", "DOUBLE"}};
+    run_built(store_create_table_sql(tl_keep_ident("d"), data, 3));
+    run_built(store_create_table_sql(tl_keep_ident("r"), results, 3));
+    tl_duck_exec(g_con, "INSERT INTO d VALUES (1, 1, 'q1r1'), (1, 2, 'q1r2'), (2, 1, 'q2r1')");
+    tl_duck_exec(g_con, "INSERT INTO r VALUES (1, 1, 0.1), (1, 2, 0.2), (2, 2, 0.3), (3, 1, 0.4)");
+    char *id[] = {"dataset_id"}, *id_run[] = {"dataset_id", "run"};
+    const store_join cases[] = {{false, id, 1}, {true, id, 1}, {false, id_run, 2}, {true, id_run, 2}};
+    static const char *const expect[] = {
+        /* left on dataset_id: result 1 matches two dataset rows */
+        "1|1|0.1|1|q1r1\n1|1|0.1|2|q1r2\n1|2|0.2|1|q1r1\n1|2|0.2|2|q1r2\n2|2|0.3|1|q2r1\n3|1|0.4|NULL|NULL",
+        "1|1|0.1|1|q1r1\n1|1|0.1|2|q1r2\n1|2|0.2|1|q1r1\n1|2|0.2|2|q1r2\n2|2|0.3|1|q2r1",
+        "1|1|0.1|q1r1\n1|2|0.2|q1r2\n2|2|0.3|NULL\n3|1|0.4|NULL",
+        "1|1|0.1|q1r1\n1|2|0.2|q1r2",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_built(store_view_sql("v", "d", data, 3, "r", results, 3, &cases[i]));
+        assert_string_equal(rows_of("SELECT * FROM v ORDER BY ALL"), expect[i]);
+    }
+}
+
+/* Join columns compare as they are when of one type or both numbers; the
+ * first other one is named with its two types. */
+static void test_join_mismatch(void **state)
+{
+    (void)state;
+    const store_column data[] = {
+        {"dataset_id", "UUID"}, {"Run", "INTEGER"}, {"k", "VARCHAR"}, {"n", "DECIMAL(10,2)"}};
+    const store_column results[] = {
+        {"dataset_id", "UUID"}, {"run", "BIGINT"}, {"k", "INTEGER"}, {"n", "DOUBLE"}};
+    const char *dt = NULL, *rt = NULL;
+    char *ok_cols[] = {"dataset_id", "run", "n"}, *bad_cols[] = {"dataset_id", "k", "run"};
+    const store_join ok = {false, ok_cols, 3}, bad = {true, bad_cols, 3};
+    assert_null(store_join_mismatch(data, 4, results, 4, &ok, &dt, &rt));
+    assert_string_equal(store_join_mismatch(data, 4, results, 4, &bad, &dt, &rt), "k");
+    assert_string_equal(dt, "VARCHAR");
+    assert_string_equal(rt, "INTEGER");
+}
+
+/* The view's definition reads back equal while the view is the same, and
+ * differs once its join does; no view reads as NULL. */
+static void test_view_definition(void **state)
+{
+    (void)state;
+    const store_column data[] = {{"dataset_id", "INTEGER"}, {"q", "VARCHAR"}};
+    const store_column results[] = {{"dataset_id", "INTEGER"}, {"s", "DOUBLE"}};
+    run_built(store_create_table_sql(tl_keep_ident("d"), data, 2));
+    run_built(store_create_table_sql(tl_keep_ident("r"), results, 2));
+    ds_error err;
+    char *none = NULL, *first = NULL, *again = NULL, *inner = NULL;
+    assert_true(store_view_definition(g_con, "it's v", &none, &err));
+    assert_null(none);
+    run_built(store_view_sql("it's v", "d", data, 2, "r", results, 2, &ON_ID));
+    assert_true(store_view_definition(g_con, "it's v", &first, &err));
+    run_built(store_view_sql("it's v", "d", data, 2, "r", results, 2, &ON_ID));
+    assert_true(store_view_definition(g_con, "it's v", &again, &err));
+    const store_join on_id_inner = {.inner = true, .cols = ON_ID_COLS, .n = 1};
+    run_built(store_view_sql("it's v", "d", data, 2, "r", results, 2, &on_id_inner));
+    assert_true(store_view_definition(g_con, "it's v", &inner, &err));
+    assert_non_null(first);
+    assert_string_equal(first, again);
+    assert_non_null(inner);
+    assert_string_not_equal(first, inner);
+    free(first);
+    free(again);
+    free(inner);
 }
 
 /* ---- merging an incremental batch -------------------------------------- */
@@ -813,6 +918,10 @@ int main(void)
         T(test_view_sql_text),
         T(test_view_hostile_names),
         T(test_view_names_unique_to_duckdb),
+        T(test_view_join_sql_text),
+        T(test_view_join_rows),
+        T(test_view_definition),
+        T(test_join_mismatch),
         T(test_merge_sql_text),
         T(test_merge_upsert),
         T(test_merge_counts),
