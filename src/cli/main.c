@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "common/log.h"
 
 static const cli_command commands[] = {
     {"sync", "sync [NAME] [--full]", "sync one source, or every enabled source", cli_cmd_sync},
@@ -32,6 +33,7 @@ static void usage(FILE *out)
                  "  --config-dir DIR             YAML config directory (default ./config)\n"
                  "  --db PATH                    DuckDB file (overrides duckdb.path)\n"
                  "  -v, --verbose                debug logging\n"
+                 "  --log-format text|json       log lines as text (default) or one JSON object each\n"
                  "  -h, --help                   this help\n");
 }
 
@@ -46,6 +48,13 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) {
             globals.verbose = 1;
+        } else if (strcmp(arg, "--log-format") == 0 && i + 1 < argc) {
+            ds_log_format format;
+            if (!ds_log_parse_format(argv[++i], &format)) {
+                fprintf(stderr, "duckstore: --log-format must be text or json, got \"%s\"\n", argv[i]);
+                return CLI_EXIT_USAGE;
+            }
+            ds_log_set_format(format);
         } else if ((strcmp(arg, "--config-dir") == 0 || strcmp(arg, "--db") == 0) && i + 1 < argc) {
             if (strcmp(arg, "--db") == 0)
                 globals.db_path = argv[++i];
