@@ -283,9 +283,9 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
         ds_log_about about = {.event = "listen_without_token"};
         ds_log_field fields[] = {DS_LOG_FIELD_STR("listen", listen)};
         ds_log_event(DS_LOG_WARN, &about, fields, 1,
-                     "listening on %s, beyond loopback, without DUCKSTORE_API_TOKEN: anyone who reaches this "
-                     "address can read the data, run queries and start syncs; set DUCKSTORE_API_TOKEN (or "
-                     "listen on 127.0.0.1 behind a proxy)",
+                     "--listen %s reaches beyond loopback and DUCKSTORE_API_TOKEN is not set: anyone who can "
+                     "reach this address can read the data, run queries and start syncs; set "
+                     "DUCKSTORE_API_TOKEN (or listen on 127.0.0.1 behind a proxy that authenticates)",
                      listen);
     }
     srv->db_path_given = opt->db_path != NULL;
