@@ -140,7 +140,7 @@ static char *json_line(const char *stamp, ds_log_level level, const ds_log_about
         if (fields[i].kind != DS_LOG_STR || fields[i].s != NULL)
             ok = json_object_set_new(obj, fields[i].key, field_json(&fields[i])) == 0;
     ok = ok && json_object_set(doc, "fields", obj) == 0;
-    char *text = ok ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    char *text = ok ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(obj);
     json_decref(doc);
     return text;

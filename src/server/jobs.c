@@ -328,29 +328,82 @@ static void log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, c
         ds_log_event(DS_LOG_ERROR, &about, fields, n, "%s: sync failed: %s", src->name, err->msg);
 }
 
-/* Adds the bytes each table of the finished sync read; a slot of a table
- * the source no longer has is reused. Lock held. */
-static void count_bytes(source_runtime *r, const cfg_source *src, const sync_progress *progress)
+/* The time a watermark stands for, as Unix seconds: DuckDB's text of a
+ * timestamp ("2026-02-13 10:00:00.123456+00", without offset for a
+ * timestamp without time zone, read as UTC). False for other watermarks
+ * (integers, dates, text). */
+static bool watermark_unix(const char *text, double *out)
 {
-    size_t cap = sizeof r->bytes_read / sizeof r->bytes_read[0];
-    for (size_t i = 0; i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
-        const char *table = src->plans[i].table;
-        table_bytes *slot = NULL;
-        for (size_t k = 0; slot == NULL && k < cap; k++)
-            if (strcmp(r->bytes_read[k].table, table) == 0)
-                slot = &r->bytes_read[k];
-        for (size_t k = 0; slot == NULL && k < cap; k++) {
-            bool in_use = false;
-            for (size_t p = 0; p < src->n_plans; p++)
-                in_use |= strcmp(r->bytes_read[k].table, src->plans[p].table) == 0;
-            if (!in_use) {
-                slot = &r->bytes_read[k];
-                snprintf(slot->table, sizeof slot->table, "%s", table);
-                slot->bytes = 0;
-            }
+    int y, mo, d, h, mi, sec, used = 0;
+    if (text == NULL || sscanf(text, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
+        used != 19)
+        return false;
+    const char *p = text + used;
+    double frac = 0;
+    if (*p == '.') {
+        double scale = 0.1;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac += (*p - '0') * scale;
+    }
+    int offset_s = 0;
+    if (*p == '+' || *p == '-') {
+        int oh = 0, om = 0, n = 0;
+        if (sscanf(p + 1, "%2d%n", &oh, &n) != 1 || n != 2)
+            return false;
+        const char *q = p + 1 + n;
+        if (*q == ':' && sscanf(q + 1, "%2d%n", &om, &n) == 1 && n == 2)
+            q += 1 + n;
+        offset_s = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+        p = q;
+    }
+    if (*p != '\0')
+        return false;
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    *out = (double)timegm(&tm) - offset_s + frac;
+    return true;
+}
+
+/* The stats slot of a table; a slot of a table the source no longer has
+ * is reused. NULL only when every slot is taken (never with the slots
+ * jobs.h gives). Lock held. */
+static table_stats *stats_slot(source_runtime *r, const cfg_source *src, const char *table)
+{
+    size_t cap = sizeof r->tables / sizeof r->tables[0];
+    for (size_t k = 0; k < cap; k++)
+        if (strcmp(r->tables[k].table, table) == 0)
+            return &r->tables[k];
+    for (size_t k = 0; k < cap; k++) {
+        bool in_use = false;
+        for (size_t p = 0; p < src->n_plans; p++)
+            in_use |= strcmp(r->tables[k].table, src->plans[p].table) == 0;
+        if (!in_use) {
+            memset(&r->tables[k], 0, sizeof r->tables[k]);
+            snprintf(r->tables[k].table, sizeof r->tables[k].table, "%s", table);
+            return &r->tables[k];
         }
-        if (slot != NULL)
-            slot->bytes += atomic_load(&progress->table_bytes[i]);
+    }
+    return NULL;
+}
+
+/* After a sync: the bytes each table read, and the time of its newest
+ * data. A success sets it from the new watermark (none: no age); a failure
+ * clears the watermarks but not the data, so the last time known stays.
+ * Lock held. */
+static void count_table_stats(source_runtime *r, const cfg_source *src, const sync_progress *progress,
+                              bool ok)
+{
+    json_t *marks = json_object_get(r->status, "watermarks");
+    for (size_t i = 0; i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
+        table_stats *slot = stats_slot(r, src, src->plans[i].table);
+        if (slot == NULL)
+            continue;
+        slot->bytes += atomic_load(&progress->table_bytes[i]);
+        double t;
+        if (watermark_unix(json_string_value(json_object_get(marks, src->plans[i].table)), &t))
+            slot->newest_unix = t;
+        else if (ok)
+            slot->newest_unix = 0;
     }
 }
 
@@ -375,7 +428,7 @@ static void *sync_thread(void *arg)
     refresh_status(j, r, false, 0);
 
     pthread_mutex_lock(&j->lock);
-    count_bytes(r, src, &r->progress);
+    count_table_stats(r, src, &r->progress, ok);
     double now = ds_monotonic_s();
     r->syncing = false;
     r->last_duration_s = now - r->started_mono;
@@ -787,40 +840,12 @@ static void metric_header(ds_buf *b, const char *name, const char *type, const c
     ds_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* The time a watermark stands for, as Unix seconds: DuckDB's text of a
- * timestamp ("2026-02-13 10:00:00.123456+00", without offset for a
- * timestamp without time zone, read as UTC). False for other watermarks
- * (integers, dates, text). */
-static bool watermark_unix(const char *text, double *out)
+static const table_stats *find_stats(const source_runtime *r, const char *table)
 {
-    int y, mo, d, h, mi, sec, used = 0;
-    if (text == NULL || sscanf(text, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
-        used != 19)
-        return false;
-    const char *p = text + used;
-    double frac = 0;
-    if (*p == '.') {
-        double scale = 0.1;
-        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-            frac += (*p - '0') * scale;
-    }
-    int offset_s = 0;
-    if (*p == '+' || *p == '-') {
-        int oh = 0, om = 0, n = 0;
-        if (sscanf(p + 1, "%2d%n", &oh, &n) != 1 || n != 2)
-            return false;
-        const char *q = p + 1 + n;
-        if (*q == ':' && sscanf(q + 1, "%2d%n", &om, &n) == 1 && n == 2)
-            q += 1 + n;
-        offset_s = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
-        p = q;
-    }
-    if (*p != '\0')
-        return false;
-    struct tm tm = {
-        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
-    *out = (double)timegm(&tm) - offset_s + frac;
-    return true;
+    for (size_t k = 0; k < sizeof r->tables / sizeof r->tables[0]; k++)
+        if (strcmp(r->tables[k].table, table) == 0)
+            return &r->tables[k];
+    return NULL;
 }
 
 /* Per table of each source in force: rows after the last success (from
@@ -845,10 +870,8 @@ static void table_metrics(ds_buf *b, source_runtime **rs, size_t n)
     for (size_t i = 0; i < n; i++) {
         const cfg_source *src = rs[i]->src;
         for (size_t p = 0; src != NULL && p < src->n_plans; p++) {
-            uint64_t bytes = 0;
-            for (size_t k = 0; k < sizeof rs[i]->bytes_read / sizeof rs[i]->bytes_read[0]; k++)
-                if (strcmp(rs[i]->bytes_read[k].table, src->plans[p].table) == 0)
-                    bytes = rs[i]->bytes_read[k].bytes;
+            const table_stats *st = find_stats(rs[i], src->plans[p].table);
+            uint64_t bytes = st ? st->bytes : 0;
             ds_buf_appendf(b, "duckstore_bytes_read_total{source=\"%s\",table=\"%s\"} %llu\n", rs[i]->name,
                            src->plans[p].table, (unsigned long long)bytes);
         }
@@ -861,8 +884,13 @@ static void table_metrics(ds_buf *b, source_runtime **rs, size_t n)
         const cfg_source *src = rs[i]->src;
         json_t *marks = json_object_get(rs[i]->status, "watermarks");
         for (size_t p = 0; src != NULL && p < src->n_plans; p++) {
+            /* The status's watermark (also read at start), else the last one
+             * a failed sync cleared. */
             double t;
-            if (watermark_unix(json_string_value(json_object_get(marks, src->plans[p].table)), &t))
+            const table_stats *st = find_stats(rs[i], src->plans[p].table);
+            if (!watermark_unix(json_string_value(json_object_get(marks, src->plans[p].table)), &t))
+                t = st ? st->newest_unix : 0;
+            if (t > 0)
                 ds_buf_appendf(b, "duckstore_data_age_seconds{source=\"%s\",table=\"%s\"} %.3f\n",
                                rs[i]->name, src->plans[p].table, now - t);
         }

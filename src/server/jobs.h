@@ -19,11 +19,14 @@
 typedef enum jobs_trigger { JOBS_TRIGGER_MANUAL, JOBS_TRIGGER_SCHEDULED, JOBS_TRIGGER_STARTUP } jobs_trigger;
 const char *jobs_trigger_name(jobs_trigger trigger);
 
-/* Bytes read from PostgreSQL for one table, since the server started. */
-typedef struct table_bytes {
+/* One table's metrics beside the status: bytes read from PostgreSQL since
+ * the server started, and the time of its newest stored data, kept when a
+ * failed sync clears the watermark (the data it describes stays). */
+typedef struct table_stats {
     char table[CFG_TABLE_NAME_CAP]; /* "" = unused */
     uint64_t bytes;
-} table_bytes;
+    double newest_unix; /* the watermark's time; 0 = none */
+} table_stats;
 
 typedef struct source_runtime {
     char name[CFG_SOURCE_NAME_MAX + 1];
@@ -43,7 +46,7 @@ typedef struct source_runtime {
     /* metrics */
     uint64_t syncs_ok, syncs_failed, rows_synced;
     double last_success_unix, last_duration_s;
-    table_bytes bytes_read[2 * CFG_MAX_QUERIES]; /* room for the tables before and after a reload */
+    table_stats tables[2 * CFG_MAX_QUERIES]; /* room for the tables before and after a reload */
 } source_runtime;
 
 /* A loaded config and the number of its users: the jobs while it is in

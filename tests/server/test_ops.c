@@ -321,8 +321,14 @@ static void test_metrics_freshness(void **state)
 {
     (void)state;
     static const char *const sources[] = {
-        "aged", "  query: SELECT id, created_at FROM fresh_t\n  incremental_column: created_at\n", "ids",
-        "  query: SELECT id FROM fresh_t\n  incremental_column: id\n", NULL};
+        "aged",
+        "  query: SELECT id, created_at FROM aged_t WHERE id / (SELECT count(*) FROM aged_gate) > -1\n"
+        "  incremental_column: created_at\n",
+        "ids", "  query: SELECT id FROM fresh_t\n  incremental_column: id\n", NULL};
+    /* aged_t's reads divide by the rows of aged_gate: emptied, a sync
+     * fails while reading (not a config error, which keeps watermarks). */
+    tl_pg_exec(g_pg, "CREATE TABLE aged_t AS SELECT * FROM fresh_t;"
+                     "CREATE TABLE aged_gate AS SELECT 1 AS x;");
     char *dir = make_config("metrics", "", sources);
     char *log = tl_keepf("%s/metrics.log", g_dir);
     tl_server srv;
@@ -359,6 +365,16 @@ static void test_metrics_freshness(void **state)
     /* It grew with the clock, not through a sync. */
     assert_true(tl_metric(m2, ok_series) == tl_metric(m1, ok_series));
     assert_true(tl_metric(m2, "duckstore_table_rows{source=\"aged\",table=\"aged_data\"}") == 10);
+
+    /* A failed sync clears the watermark, not the data: the age stays. */
+    tl_pg_exec(g_pg, "DELETE FROM aged_gate");
+    json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/aged", NULL, 202, NULL));
+    json_t *ds = tl_server_wait_state(&srv, "aged_data", "error", 60);
+    assert_true(json_is_null(json_object_get(json_object_get(ds, "watermarks"), "aged_data")));
+    json_decref(ds);
+    char *m3 = tl_keep(tl_server_metrics(&srv));
+    assert_true(tl_metric(m3, "duckstore_consecutive_failures{source=\"aged\"}") == 1);
+    assert_true(tl_metric(m3, age_series) > age2);
     free(m2);
     assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
     tl_assert_clean_log(log);
