@@ -98,28 +98,38 @@ server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$api_port/health" >/dev/null && break; sleep 0.1; done
 api="http://127.0.0.1:$api_port"
+# Waits until the source is no longer syncing (the startup sync first).
+settled() {
+  for _ in $(seq 1 300); do
+    state="$(curl -s "$api/api/store/status" | jq -r '.datasets.monitoring_data.state')"
+    [ "$state" = ready ] || [ "$state" = error ] && return 0
+    sleep 0.2
+  done
+}
+settled
 echo "\$ curl -X POST $api/api/store/sync/monitoring?full=true"
-sleep 1
 curl -s -X POST "$api/api/store/sync/monitoring?full=true"; echo
 echo "\$ curl $api/api/store/status | jq '.datasets.monitoring_data'"
-for _ in $(seq 1 100); do
-  state="$(curl -s "$api/api/store/status" | jq -r '.datasets.monitoring_data.state')"
-  [ "$state" = ready ] || [ "$state" = error ] && break
-  sleep 0.2
-done
+settled
 curl -s "$api/api/store/status" | jq '.datasets.monitoring_data | {state, rows, sync_type, watermarks}'
+echo "\$ curl $api/metrics   (per table: rows, bytes read, age of the newest data)"
+curl -s "$api/metrics" | grep -E '^duckstore_(table_rows|bytes_read_total|data_age_seconds)'
+echo "\$ grep sync serve.log   (each sync named by what started it: startup, scheduled, manual)"
+grep -E ': sync started|sync done|sync failed' "$work/serve.log"
 
-cat <<TXT
-
-The server keeps running (log: $work/serve.log). Try the runbook's commands:
-  curl -X POST "$api/api/store/sync/monitoring"                  # incremental sync
-  curl -X POST "$api/api/store/sync/monitoring?full=true"        # forced full rebuild
-  curl -X POST "$api/api/store/sync/monitoring/reset-watermark"  # next sync is full
-  curl "$api/api/store/status" | jq '.datasets.monitoring_data'
-  curl "$api/metrics"
-TXT
+commands="  curl -X POST \"$api/api/store/sync/monitoring\"                  # incremental sync
+  curl -X POST \"$api/api/store/sync/monitoring?full=true\"        # forced full rebuild
+  curl -X POST \"$api/api/store/sync/monitoring/reset-watermark\"  # next sync is full
+  curl \"$api/api/store/status\" | jq '.datasets.monitoring_data'
+  curl \"$api/metrics\"
+  $api/                                     # the status page, in a browser"
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  printf '\nThe server keeps running (log: %s). Try the runbook'"'"'s commands:\n%s\n' "$work/serve.log" "$commands"
   echo "Press Ctrl-C to stop the server and clean up."
   wait "$server" || true
+  printf '\nDone. The server, the throwaway PostgreSQL and the demo files are removed now.\n'
+else
+  printf '\nNo terminal (or CI is set): the demo does not wait, so the server stops now and the throwaway\n'
+  printf 'PostgreSQL and the demo files are removed. Run `make demo` in a terminal to keep the server\n'
+  printf 'running at %s until Ctrl-C, and try the runbook'"'"'s commands:\n%s\n' "$api" "$commands"
 fi
-printf '\nDone. The server, the throwaway PostgreSQL and the demo files are removed now.\n'

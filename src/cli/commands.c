@@ -95,6 +95,7 @@ static bool load_config_flags(const cli_globals *g, unsigned flags, cfg_config *
         fprintf(stderr, "duckstore: %s\n", err.msg);
         return false;
     }
+    ds_log_config_format(cfg->store.log_format);
     return true;
 }
 

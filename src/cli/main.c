@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "common/log.h"
 
 static const cli_command commands[] = {
     {"sync", "sync [NAME...] [--full] [--dry-run]", "sync the named sources, or every enabled source",
@@ -49,6 +50,7 @@ static const char global_options[] =
     "  --config-dir DIR   YAML config directory (default ./config)\n"
     "  --db PATH          DuckDB file (overrides duckdb.path)\n"
     "  -v, --verbose      debug logging: each table's decisions and step times\n"
+    "  --log-format F     log lines as text (default) or json (one object per line)\n"
     "  -h, --help         this help (after a command: the command's)\n"
     "  --version          print the version\n";
 
@@ -156,6 +158,17 @@ int main(int argc, char **argv)
         } else if (strcmp(arg, "--db") == 0) {
             if (!option_value(nargs, args, &i, &globals.db_path))
                 rc = CLI_EXIT_USAGE;
+        } else if (strcmp(arg, "--log-format") == 0) {
+            const char *value = NULL;
+            ds_log_format format;
+            if (!option_value(nargs, args, &i, &value)) {
+                rc = CLI_EXIT_USAGE;
+            } else if (!ds_log_parse_format(value, &format)) {
+                fprintf(stderr, "duckstore: --log-format must be text or json, got \"%s\"\n", value);
+                rc = CLI_EXIT_USAGE;
+            } else {
+                ds_log_set_format(format);
+            }
         } else if (nrest == 0 && arg[0] == '-') {
             fprintf(stderr, "duckstore: unknown option %s (see duckstore --help)\n", arg);
             rc = CLI_EXIT_USAGE;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/log.h"
 
 typedef enum cfg_sync_mode { CFG_SYNC_STARTUP, CFG_SYNC_MANUAL } cfg_sync_mode;
 
@@ -38,6 +39,7 @@ typedef struct cfg_store {
     /* Origins a browser may call the API from (CORS), read at start; none
      * by default. A cfg_key: a list of strings. */
     cfg_key cors_origins;
+    ds_log_format log_format; /* default text; --log-format wins */
 } cfg_store;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;

@@ -178,6 +178,17 @@ static bool read_join_type(const char *s, const key_spec *k, void *dst)
     return false;
 }
 
+static bool read_log_format(const char *s, const key_spec *k, void *dst)
+{
+    (void)k;
+    return ds_log_parse_format(s, (ds_log_format *)dst);
+}
+
+static bool parse_log_format(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    return read_scalar(f, p, k, obj, k->expect, read_log_format);
+}
+
 static bool parse_bool(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
 {
     return read_scalar(f, p, k, obj, BOOL_EXPECT, read_bool);
@@ -431,6 +442,7 @@ static const key_spec store_keys[] = {
      .expect = "a number of seconds between 1 and 86400, e.g. 600"},
     {"cors_origins", .parse = parse_columns, .field = STORE(cors_origins),
      .hint = "list the origins a browser may call the API from, e.g. [\"https://axis.example.com\"]"},
+    {"log_format", .parse = parse_log_format, .field = STORE(log_format), .expect = "\"text\" or \"json\""},
 };
 static const key_table store_table = {store_keys, N_KEYS(store_keys)};
 

@@ -171,6 +171,7 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  threads: %d\n", st->threads);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);
+    fprintf(out, "  log_format: %s\n", ds_log_format_name(st->log_format));
     if (st->cors_origins.n > 0) {
         fputs("  cors_origins: ", out);
         print_list(out, &st->cors_origins);

@@ -425,14 +425,14 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     free(line);
 }
 
-struct MHD_Daemon *http_daemon_start(const struct sockaddr_storage *addr, http_router *router)
+struct MHD_Daemon *http_daemon_start(int listen_fd, bool ipv6, http_router *router)
 {
     unsigned flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
-    if (addr->ss_family == AF_INET6)
+    if (ipv6)
         flags |= MHD_USE_IPv6;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, router, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                            NULL, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr,
+                            NULL, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED,

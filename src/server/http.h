@@ -45,9 +45,11 @@ typedef struct http_router {
 bool http_router_set_cors(http_router *router, char *const *origins, size_t n);
 void http_router_free(http_router *router);
 
-/* Starts libmicrohttpd on addr (its thread pool, limits and timeouts);
- * router must outlive the daemon. NULL when it cannot listen. */
-struct MHD_Daemon *http_daemon_start(const struct sockaddr_storage *addr, http_router *router);
+/* Starts libmicrohttpd on listen_fd, a socket already bound and
+ * listening (its thread pool, limits and timeouts); the daemon closes it
+ * when it stops. router must outlive the daemon. NULL when it cannot
+ * start (listen_fd is then the caller's to close). */
+struct MHD_Daemon *http_daemon_start(int listen_fd, bool ipv6, http_router *router);
 
 /* text as a JSON string; text that is not UTF-8 (a message quoting bytes
  * from elsewhere, a file name) is made printable first, so an answer still

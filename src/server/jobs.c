@@ -194,13 +194,218 @@ static void refresh_status(jobs *j, source_runtime *r, bool if_unchanged, uint64
     }
 }
 
+const char *jobs_trigger_name(jobs_trigger trigger)
+{
+    static const char *const names[] = {"manual", "scheduled", "startup"};
+    return (unsigned)trigger < sizeof names / sizeof names[0] ? names[trigger] : names[0];
+}
+
 typedef struct sync_thread_arg {
     jobs *j;
     source_runtime *r;
     jobs_config *cfg; /* pinned: the config the sync started with */
     const cfg_source *src;
     bool full;
+    jobs_trigger trigger;
 } sync_thread_arg;
+
+/* Why a sync was asked to be full, for its start line. */
+static const char *full_reason(jobs_trigger trigger)
+{
+    return trigger == JOBS_TRIGGER_SCHEDULED ? "full_refresh_interval_minutes reached" : "full requested";
+}
+
+static void log_sync_start(const cfg_source *src, jobs_trigger trigger, bool full)
+{
+    const char *kind = jobs_trigger_name(trigger);
+    ds_log_about about = {.source = src->name, .event = "sync_start"};
+    ds_log_field fields[] = {DS_LOG_FIELD_STR("trigger", kind), DS_LOG_FIELD_BOOL("full", full),
+                             DS_LOG_FIELD_STR("full_reason", full ? full_reason(trigger) : NULL)};
+    ds_log_event(DS_LOG_INFO, &about, fields, sizeof fields / sizeof fields[0], "%s: sync started (%s%s%s)",
+                 src->name, kind, full ? ", full: " : "", full ? full_reason(trigger) : "");
+}
+
+/* The SQLSTATE a PostgreSQL error message carries ("... (SQLSTATE 42703"),
+ * into out; false when it has none. */
+static bool message_sqlstate(const char *msg, char out[6])
+{
+    for (const char *p = strstr(msg, "SQLSTATE "); p != NULL; p = strstr(p + 1, "SQLSTATE ")) {
+        const char *code = p + 9;
+        size_t n = strspn(code, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+        if (n == 5) {
+            memcpy(out, code, 5);
+            out[5] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+static const char *error_kind(ds_error_code code)
+{
+    switch (code) {
+    case DS_ERR_USAGE:
+    case DS_ERR_CONFIG:
+        return "config";
+    case DS_ERR_SOURCE:
+        return "postgresql";
+    case DS_ERR_TIMEOUT:
+        return "timeout";
+    case DS_ERR_STORE:
+        return "duckdb";
+    case DS_ERR_DECODE:
+        return "decode";
+    case DS_ERR_SCHEMA:
+        return "schema";
+    case DS_ERR_CANCELLED:
+        return "cancelled";
+    case DS_ERR_BUSY:
+        return "busy";
+    case DS_ERR_NOMEM:
+        return "out_of_memory";
+    case DS_OK:
+        break;
+    }
+    return "other";
+}
+
+/* The end of a sync: one line per table and the source's summary on
+ * success, the error (with its SQLSTATE when PostgreSQL gave one)
+ * otherwise. */
+static void log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, const sync_report *report,
+                         const sync_progress *progress, const ds_error *err, double elapsed_s)
+{
+    const char *kind = jobs_trigger_name(trigger);
+    for (size_t i = 0; i < report->nwarnings; i++) {
+        ds_log_about about = {.source = src->name, .event = "sync_warning"};
+        ds_log_field fields[] = {DS_LOG_FIELD_STR("trigger", kind)};
+        ds_log_event(DS_LOG_WARN, &about, fields, 1, "%s", report->warnings[i]);
+    }
+    if (ok) {
+        for (size_t i = 0; i < report->ntables; i++) {
+            const sync_table_report *t = &report->tables[i];
+            ds_log_about about = {.source = src->name, .table = t->table, .event = "sync_table"};
+            uint64_t bytes = i < CFG_MAX_QUERIES ? atomic_load(&progress->table_bytes[i]) : 0;
+            ds_log_field fields[] = {DS_LOG_FIELD_STR("trigger", kind),
+                                     DS_LOG_FIELD_STR("sync_type", t->incremental ? "incremental" : "full"),
+                                     DS_LOG_FIELD_INT("rows_read", t->rows_loaded),
+                                     DS_LOG_FIELD_INT("rows", t->rows_total),
+                                     DS_LOG_FIELD_INT("bytes_read", bytes),
+                                     DS_LOG_FIELD_BOOL("truncated", t->truncated)};
+            ds_log_event(DS_LOG_INFO, &about, fields, sizeof fields / sizeof fields[0],
+                         "%s: %s: %s, %lld rows read, %lld rows in the table%s", src->name, t->table,
+                         t->incremental ? "incremental" : "full", (long long)t->rows_loaded,
+                         (long long)t->rows_total, t->truncated ? ", truncated" : "");
+        }
+        ds_log_about about = {.source = src->name, .event = "sync_end"};
+        ds_log_field fields[] = {DS_LOG_FIELD_STR("trigger", kind),
+                                 DS_LOG_FIELD_STR("result", "success"),
+                                 DS_LOG_FIELD_STR("sync_type", report->incremental ? "incremental" : "full"),
+                                 DS_LOG_FIELD_INT("rows", report->rows),
+                                 DS_LOG_FIELD_INT("rows_added", report->rows_added),
+                                 DS_LOG_FIELD_REAL("duration_s", report->duration_s),
+                                 DS_LOG_FIELD_BOOL("truncated", report->truncated)};
+        ds_log_event(DS_LOG_INFO, &about, fields, sizeof fields / sizeof fields[0],
+                     "%s: %s sync done, %lld rows (%+lld) in %.2f s%s (%s)", src->name,
+                     report->incremental ? "incremental" : "full", (long long)report->rows,
+                     (long long)report->rows_added, report->duration_s,
+                     report->truncated ? ", truncated" : "", kind);
+        return;
+    }
+    bool cancelled = err->code == DS_ERR_CANCELLED;
+    char sqlstate[6];
+    ds_log_about about = {.source = src->name, .event = "sync_end"};
+    ds_log_field fields[] = {
+        DS_LOG_FIELD_STR("trigger", kind), DS_LOG_FIELD_STR("result", cancelled ? "cancelled" : "error"),
+        DS_LOG_FIELD_STR("error_kind", cancelled ? NULL : error_kind(err->code)),
+        DS_LOG_FIELD_STR("sqlstate", message_sqlstate(err->msg, sqlstate) ? sqlstate : NULL),
+        DS_LOG_FIELD_REAL("duration_s", elapsed_s)};
+    size_t n = sizeof fields / sizeof fields[0];
+    if (cancelled) /* a shutdown, not a failure: no ERROR line to alert on */
+        ds_log_event(DS_LOG_INFO, &about, fields, n,
+                     "%s: sync cancelled; the previous data, watermarks and status stay", src->name);
+    else
+        ds_log_event(DS_LOG_ERROR, &about, fields, n, "%s: sync failed: %s", src->name, err->msg);
+}
+
+/* The time a watermark stands for, as Unix seconds: DuckDB's text of a
+ * timestamp ("2026-02-13 10:00:00.123456+00", without offset for a
+ * timestamp without time zone, read as UTC). False for other watermarks
+ * (integers, dates, text). */
+static bool watermark_unix(const char *text, double *out)
+{
+    int y, mo, d, h, mi, sec, used = 0;
+    if (text == NULL || sscanf(text, "%4d-%2d-%2d %2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
+        used != 19)
+        return false;
+    const char *p = text + used;
+    double frac = 0;
+    if (*p == '.') {
+        double scale = 0.1;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac += (*p - '0') * scale;
+    }
+    int offset_s = 0;
+    if (*p == '+' || *p == '-') {
+        int oh = 0, om = 0, n = 0;
+        if (sscanf(p + 1, "%2d%n", &oh, &n) != 1 || n != 2)
+            return false;
+        const char *q = p + 1 + n;
+        if (*q == ':' && sscanf(q + 1, "%2d%n", &om, &n) == 1 && n == 2)
+            q += 1 + n;
+        offset_s = (*p == '-' ? -1 : 1) * (oh * 3600 + om * 60);
+        p = q;
+    }
+    if (*p != '\0')
+        return false;
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    *out = (double)timegm(&tm) - offset_s + frac;
+    return true;
+}
+
+/* The stats slot of a table; a slot of a table the source no longer has
+ * is reused. NULL only when every slot is taken (never with the slots
+ * jobs.h gives). Lock held. */
+static table_stats *stats_slot(source_runtime *r, const cfg_source *src, const char *table)
+{
+    size_t cap = sizeof r->tables / sizeof r->tables[0];
+    for (size_t k = 0; k < cap; k++)
+        if (strcmp(r->tables[k].table, table) == 0)
+            return &r->tables[k];
+    for (size_t k = 0; k < cap; k++) {
+        bool in_use = false;
+        for (size_t p = 0; p < src->n_plans; p++)
+            in_use |= strcmp(r->tables[k].table, src->plans[p].table) == 0;
+        if (!in_use) {
+            memset(&r->tables[k], 0, sizeof r->tables[k]);
+            snprintf(r->tables[k].table, sizeof r->tables[k].table, "%s", table);
+            return &r->tables[k];
+        }
+    }
+    return NULL;
+}
+
+/* After a sync: the bytes each table read, and the time of its newest
+ * data. A success sets it from the new watermark (none: no age); a failure
+ * clears the watermarks but not the data, so the last time known stays.
+ * Lock held. */
+static void count_table_stats(source_runtime *r, const cfg_source *src, const sync_progress *progress,
+                              bool ok)
+{
+    json_t *marks = json_object_get(r->status, "watermarks");
+    for (size_t i = 0; i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
+        table_stats *slot = stats_slot(r, src, src->plans[i].table);
+        if (slot == NULL)
+            continue;
+        slot->bytes += atomic_load(&progress->table_bytes[i]);
+        double t;
+        if (watermark_unix(json_string_value(json_object_get(marks, src->plans[i].table)), &t))
+            slot->newest_unix = t;
+        else if (ok)
+            slot->newest_unix = 0;
+    }
+}
 
 static void *sync_thread(void *arg)
 {
@@ -209,27 +414,21 @@ static void *sync_thread(void *arg)
     source_runtime *r = a->r;
     jobs_config *cfg = a->cfg;
     const cfg_source *src = a->src;
+    jobs_trigger trigger = a->trigger;
     sync_options opt = {
         .force_full = a->full, .cancel = &r->cancel, .progress = &r->progress, .conns = &j->conns};
     free(a);
     sync_report report;
     ds_error err;
     ds_error_clear(&err);
-    ds_log_info("%s: sync started%s", src->name, opt.force_full ? " (full)" : "");
+    log_sync_start(src, trigger, opt.force_full);
+    double t0 = ds_monotonic_s();
     bool ok = sync_source(j->st, &cfg->cfg, src, &opt, &report, &err);
-    for (size_t i = 0; i < report.nwarnings; i++)
-        ds_log_warn("%s", report.warnings[i]);
-    if (ok)
-        ds_log_info("%s: %s sync done, %lld rows (%+lld) in %.2f s%s", src->name,
-                    report.incremental ? "incremental" : "full", (long long)report.rows,
-                    (long long)report.rows_added, report.duration_s, report.truncated ? ", truncated" : "");
-    else if (err.code == DS_ERR_CANCELLED) /* a shutdown, not a failure: no ERROR line to alert on */
-        ds_log_info("%s: sync cancelled; the previous data, watermarks and status stay", src->name);
-    else
-        ds_log_error("%s: sync failed: %s", src->name, err.msg);
+    log_sync_end(src, trigger, ok, &report, &r->progress, &err, ds_monotonic_s() - t0);
     refresh_status(j, r, false, 0);
 
     pthread_mutex_lock(&j->lock);
+    count_table_stats(r, src, &r->progress, ok);
     double now = ds_monotonic_s();
     r->syncing = false;
     r->last_duration_s = now - r->started_mono;
@@ -261,7 +460,8 @@ static void *sync_thread(void *arg)
 }
 
 /* Called with the lock held. */
-static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_error *err)
+static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, jobs_trigger trigger,
+                                      ds_error *err)
 {
     if (j->stopping)
         return JOBS_STOPPING;
@@ -272,13 +472,15 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, ds_
         ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync: out of memory", r->name);
         return JOBS_FAILED;
     }
-    *a = (sync_thread_arg){.j = j, .r = r, .cfg = config_pin(j), .src = r->src, .full = full};
+    *a = (sync_thread_arg){
+        .j = j, .r = r, .cfg = config_pin(j), .src = r->src, .full = full, .trigger = trigger};
     atomic_store(&r->cancel.requested, false);
     atomic_store(&r->progress.rows, 0);
     atomic_store(&r->progress.bytes, 0);
     atomic_store(&r->progress.phase, SYNC_PHASE_DESCRIBING);
     r->syncing = true;
     r->sync_full = full;
+    r->trigger = trigger;
     r->started_mono = ds_monotonic_s();
     sync_now_iso(r->started_iso, sizeof r->started_iso);
     pthread_t t;
@@ -299,7 +501,7 @@ jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error
 {
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
-    jobs_start_result res = r ? start_locked(j, r, full, err) : JOBS_UNKNOWN;
+    jobs_start_result res = r ? start_locked(j, r, full, JOBS_TRIGGER_MANUAL, err) : JOBS_UNKNOWN;
     pthread_mutex_unlock(&j->lock);
     return res;
 }
@@ -353,9 +555,12 @@ static bool full_refresh_due(const source_runtime *r)
 static void start_due(jobs *j, source_runtime *r, double now)
 {
     ds_error err;
-    jobs_start_result res = start_locked(j, r, full_refresh_due(r), &err);
+    jobs_start_result res = start_locked(j, r, full_refresh_due(r), JOBS_TRIGGER_SCHEDULED, &err);
+    ds_log_about about = {.source = r->name, .event = "sync_skipped"};
+    ds_log_field fields[] = {DS_LOG_FIELD_STR("trigger", jobs_trigger_name(JOBS_TRIGGER_SCHEDULED))};
     if (res == JOBS_BUSY)
-        ds_log_info("%s: already syncing; skipped by the scheduler this time", r->name);
+        ds_log_event(DS_LOG_INFO, &about, fields, 1,
+                     "%s: already syncing; skipped by the scheduler this time", r->name);
     else if (res == JOBS_FAILED)
         ds_log_error("%s; the scheduler tries again in %.0f s", err.msg, interval_s(r));
     if (res != JOBS_STARTED)
@@ -427,7 +632,7 @@ static void start_if_startup(jobs *j, source_runtime *r, const char *when)
     const cfg_config *cfg = &j->current->cfg;
     ds_error err;
     if (cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP && r->src->enabled &&
-        r->src->auto_load && start_locked(j, r, false, &err) == JOBS_FAILED)
+        r->src->auto_load && start_locked(j, r, false, JOBS_TRIGGER_STARTUP, &err) == JOBS_FAILED)
         ds_log_error("%s; %s sync skipped", err.msg, when);
 }
 
@@ -614,8 +819,11 @@ json_t *jobs_status_json(jobs *j)
         if (r->src == NULL)
             continue;
         json_t *doc = json_deep_copy(r->status);
-        if (doc != NULL && r->syncing)
+        if (doc != NULL && r->syncing) {
             sync_status_overlay_syncing(doc, &r->progress, r->started_iso, r->sync_full);
+            json_object_set_new(json_object_get(doc, "progress"), "trigger",
+                                json_string(jobs_trigger_name(r->trigger)));
+        }
         ok = json_object_set_new(datasets, r->src->data_name, doc) == 0;
     }
     pthread_mutex_unlock(&j->lock);
@@ -630,6 +838,63 @@ json_t *jobs_status_json(jobs *j)
 static void metric_header(ds_buf *b, const char *name, const char *type, const char *help)
 {
     ds_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static const table_stats *find_stats(const source_runtime *r, const char *table)
+{
+    for (size_t k = 0; k < sizeof r->tables / sizeof r->tables[0]; k++)
+        if (strcmp(r->tables[k].table, table) == 0)
+            return &r->tables[k];
+    return NULL;
+}
+
+/* Per table of each source in force: rows after the last success (from
+ * the status), bytes read since start, and the age of the newest data
+ * (now - the watermark's time). Lock held. */
+static void table_metrics(ds_buf *b, source_runtime **rs, size_t n)
+{
+    metric_header(b, "duckstore_table_rows", "gauge",
+                  "Rows of each DuckDB table after its last successful sync.");
+    for (size_t i = 0; i < n; i++) {
+        const cfg_source *src = rs[i]->src;
+        json_t *tables = json_object_get(rs[i]->status, "tables");
+        for (size_t p = 0; src != NULL && p < src->n_plans; p++) {
+            json_t *rows = json_object_get(json_object_get(tables, src->plans[p].table), "rows");
+            if (json_is_integer(rows))
+                ds_buf_appendf(b, "duckstore_table_rows{source=\"%s\",table=\"%s\"} %lld\n", rs[i]->name,
+                               src->plans[p].table, (long long)json_integer_value(rows));
+        }
+    }
+    metric_header(b, "duckstore_bytes_read_total", "counter",
+                  "Bytes of binary COPY data read from PostgreSQL per table, by every sync since start.");
+    for (size_t i = 0; i < n; i++) {
+        const cfg_source *src = rs[i]->src;
+        for (size_t p = 0; src != NULL && p < src->n_plans; p++) {
+            const table_stats *st = find_stats(rs[i], src->plans[p].table);
+            uint64_t bytes = st ? st->bytes : 0;
+            ds_buf_appendf(b, "duckstore_bytes_read_total{source=\"%s\",table=\"%s\"} %llu\n", rs[i]->name,
+                           src->plans[p].table, (unsigned long long)bytes);
+        }
+    }
+    metric_header(b, "duckstore_data_age_seconds", "gauge",
+                  "Now minus the time of the table's watermark (its newest stored data), for timestamp "
+                  "watermarks.");
+    double now = ds_unix_s();
+    for (size_t i = 0; i < n; i++) {
+        const cfg_source *src = rs[i]->src;
+        json_t *marks = json_object_get(rs[i]->status, "watermarks");
+        for (size_t p = 0; src != NULL && p < src->n_plans; p++) {
+            /* The status's watermark (also read at start), else the last one
+             * a failed sync cleared. */
+            double t;
+            const table_stats *st = find_stats(rs[i], src->plans[p].table);
+            if (!watermark_unix(json_string_value(json_object_get(marks, src->plans[p].table)), &t))
+                t = st ? st->newest_unix : 0;
+            if (t > 0)
+                ds_buf_appendf(b, "duckstore_data_age_seconds{source=\"%s\",table=\"%s\"} %.3f\n",
+                               rs[i]->name, src->plans[p].table, now - t);
+        }
+    }
 }
 
 char *jobs_metrics_text(jobs *j)
@@ -675,6 +940,13 @@ char *jobs_metrics_text(jobs *j)
             ds_buf_appendf(&b, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->name,
                            sync_state_name((sync_state)s), state == (sync_state)s);
     }
+    metric_header(&b, "duckstore_consecutive_failures", "gauge",
+                  "Failed syncs of each source in a row, since its last success or the server's start.");
+    for (size_t i = 0; i < n; i++)
+        if (rs[i]->src != NULL)
+            ds_buf_appendf(&b, "duckstore_consecutive_failures{source=\"%s\"} %d\n", rs[i]->name,
+                           rs[i]->consecutive_failures);
+    table_metrics(&b, rs, n);
     pthread_mutex_unlock(&j->lock);
     metric_header(&b, "duckstore_idle_source_connections", "gauge",
                   "PostgreSQL connections kept open between syncs, all sources.");

@@ -13,13 +13,29 @@
 #include "store/store.h"
 #include "sync/sync.h"
 
+/* What started a sync, named in its log lines and in the status of a
+ * running sync: an API request (also the CLI through the server), the
+ * scheduler, or the server's start (and a source a reload added). */
+typedef enum jobs_trigger { JOBS_TRIGGER_MANUAL, JOBS_TRIGGER_SCHEDULED, JOBS_TRIGGER_STARTUP } jobs_trigger;
+const char *jobs_trigger_name(jobs_trigger trigger);
+
+/* One table's metrics beside the status: bytes read from PostgreSQL since
+ * the server started, and the time of its newest stored data, kept when a
+ * failed sync clears the watermark (the data it describes stays). */
+typedef struct table_stats {
+    char table[CFG_TABLE_NAME_CAP]; /* "" = unused */
+    uint64_t bytes;
+    double newest_unix; /* the watermark's time; 0 = none */
+} table_stats;
+
 typedef struct source_runtime {
     char name[CFG_SOURCE_NAME_MAX + 1];
     const cfg_source *src; /* in the config in force; NULL once a reload removed the source */
     bool syncing;
-    bool resetting;      /* reset-watermark in progress: no sync may start */
-    bool sync_full;      /* the running sync was asked to be full */
-    double started_mono; /* monotonic start of the running sync */
+    bool resetting;       /* reset-watermark in progress: no sync may start */
+    bool sync_full;       /* the running sync was asked to be full */
+    jobs_trigger trigger; /* of the running sync */
+    double started_mono;  /* monotonic start of the running sync */
     char started_iso[SYNC_TIME_CAP];
     double next_due_mono; /* scheduler: when the next periodic sync is due (0 = never) */
     int consecutive_failures;
@@ -30,6 +46,7 @@ typedef struct source_runtime {
     /* metrics */
     uint64_t syncs_ok, syncs_failed, rows_synced;
     double last_success_unix, last_duration_s;
+    table_stats tables[2 * CFG_MAX_QUERIES]; /* room for the tables before and after a reload */
 } source_runtime;
 
 /* A loaded config and the number of its users: the jobs while it is in

@@ -3,8 +3,10 @@
 #include "server/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@ struct http_server {
     jobs jobs;
     bool jobs_ready; /* jobs_init succeeded: jobs_destroy is due */
     struct MHD_Daemon *daemon;
+    int listen_fd; /* bound before anything else; the daemon's once it started */
     char *api_token;
     uint16_t port;
     api_ctx api;
@@ -68,6 +71,68 @@ static bool parse_listen(const char *listen, struct sockaddr_storage *addr, sock
     memcpy(addr, res->ai_addr, res->ai_addrlen);
     *len = res->ai_addrlen;
     freeaddrinfo(res);
+    return true;
+}
+
+static uint16_t addr_port(const struct sockaddr_storage *addr)
+{
+    if (addr->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.x: only this host can connect. */
+static bool is_loopback(const struct sockaddr_storage *addr)
+{
+    if (addr->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)addr)->sin_addr.s_addr) >> 24) == 127;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/* Binds and listens on addr before anything else happens (no DuckDB file
+ * opened, no sync started), so a taken port fails the start at once.
+ * *port: the port bound (the kernel's choice for port 0). */
+static bool bind_listener(const struct sockaddr_storage *addr, socklen_t len, const char *listen_text,
+                          int *fd, uint16_t *port, ds_error *err)
+{
+    int s = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return ds_error_set(err, DS_ERR_USAGE, "cannot listen on %s: socket: %s", listen_text,
+                            strerror(errno));
+    int one = 1;
+    /* REUSEADDR: a restart binds while the old server's connections are in
+     * TIME_WAIT; V6ONLY: [::] is IPv6 only, as before. */
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->ss_family == AF_INET6)
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(s, (const struct sockaddr *)addr, len) != 0 || listen(s, SOMAXCONN) != 0) {
+        int e = errno;
+        close(s);
+        if (e == EADDRINUSE)
+            return ds_error_set(err, DS_ERR_USAGE,
+                                "cannot listen on %s: port %u in use (another process listens there); stop "
+                                "it or choose another --listen",
+                                listen_text, addr_port(addr));
+        if (e == EADDRNOTAVAIL)
+            return ds_error_set(err, DS_ERR_USAGE,
+                                "cannot listen on %s: the address is not one of this host's; choose another "
+                                "--listen",
+                                listen_text);
+        if (e == EACCES)
+            return ds_error_set(err, DS_ERR_USAGE,
+                                "cannot listen on %s: permission denied (ports below 1024 need privileges); "
+                                "choose another --listen",
+                                listen_text);
+        return ds_error_set(err, DS_ERR_USAGE, "cannot listen on %s: %s", listen_text, strerror(e));
+    }
+    int flags = fcntl(s, F_GETFL);
+    if (flags >= 0)
+        fcntl(s, F_SETFL, flags | O_NONBLOCK);
+    struct sockaddr_storage bound;
+    socklen_t bound_len = sizeof bound;
+    *port = getsockname(s, (struct sockaddr *)&bound, &bound_len) == 0 ? addr_port(&bound) : addr_port(addr);
+    *fd = s;
     return true;
 }
 
@@ -164,6 +229,8 @@ static void server_free(http_server *srv)
 {
     if (srv->jobs_ready)
         jobs_destroy(&srv->jobs);
+    if (srv->daemon == NULL && srv->listen_fd >= 0)
+        close(srv->listen_fd);
     if (srv->st)
         store_close(srv->st);
     free(srv->api_token);
@@ -203,15 +270,28 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
     *out = NULL;
     const char *listen = opt->listen ? opt->listen : DEFAULT_LISTEN;
     struct sockaddr_storage addr;
-    socklen_t addr_len;
+    socklen_t addr_len = 0;
     if (!parse_listen(listen, &addr, &addr_len, err))
         return false;
     http_server *srv = calloc(1, sizeof *srv);
     if (srv == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    srv->listen_fd = -1;
+    if (!bind_listener(&addr, addr_len, listen, &srv->listen_fd, &srv->port, err))
+        return abandon(srv);
+    bool has_token = opt->api_token && opt->api_token[0];
+    if (!has_token && !is_loopback(&addr)) {
+        ds_log_about about = {.event = "listen_without_token"};
+        ds_log_field fields[] = {DS_LOG_FIELD_STR("listen", listen)};
+        ds_log_event(DS_LOG_WARN, &about, fields, 1,
+                     "--listen %s reaches beyond loopback and DUCKSTORE_API_TOKEN is not set: anyone who can "
+                     "reach this address can read the data, run queries and start syncs; set "
+                     "DUCKSTORE_API_TOKEN (or listen on 127.0.0.1 behind a proxy that authenticates)",
+                     listen);
+    }
     srv->db_path_given = opt->db_path != NULL;
     bool startup_sync = cfg->store.enabled && cfg->store.sync_mode == CFG_SYNC_STARTUP;
-    if (opt->api_token && opt->api_token[0] && (srv->api_token = strdup(opt->api_token)) == NULL) {
+    if (has_token && (srv->api_token = strdup(opt->api_token)) == NULL) {
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         return abandon(srv);
     }
@@ -229,16 +309,18 @@ bool http_server_start(cfg_config *cfg, const http_options *opt, http_server **o
      * first status answer already shows them as syncing, not not_synced. */
     if (!jobs_start_background(&srv->jobs, startup_sync, err))
         return abandon(srv);
-    srv->daemon = http_daemon_start(&addr, &srv->router);
+    srv->daemon = http_daemon_start(srv->listen_fd, addr.ss_family == AF_INET6, &srv->router);
     if (srv->daemon == NULL) {
-        ds_error_set(err, DS_ERR_USAGE, "cannot listen on %s (address in use or not local?)", listen);
+        ds_error_set(err, DS_ERR_STORE, "cannot start the HTTP server on %s (out of memory or threads)",
+                     listen);
         return abandon(srv);
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = info ? info->port : 0;
     write_serve_file(srv, listen);
-    ds_log_info("listening on %s (port %u)%s", listen, srv->port,
-                srv->api_token ? ", bearer token required for /api/ and /metrics" : "");
+    ds_log_about about = {.event = "listening"};
+    ds_log_field fields[] = {DS_LOG_FIELD_STR("listen", listen), DS_LOG_FIELD_INT("port", srv->port),
+                             DS_LOG_FIELD_BOOL("token_required", srv->api_token != NULL)};
+    ds_log_event(DS_LOG_INFO, &about, fields, sizeof fields / sizeof fields[0], "listening on %s (port %u)%s",
+                 listen, srv->port, srv->api_token ? ", bearer token required for /api/ and /metrics" : "");
     *out = srv;
     return true;
 }
@@ -296,6 +378,10 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     if (was->query_concurrency != now->query_concurrency)
         ds_log_warn("config reload: duckdb.query_concurrency changed from %d to %d; %s",
                     was->query_concurrency, now->query_concurrency, why);
+    if (was->log_format != now->log_format)
+        ds_log_warn("config reload: duckdb.log_format changed from %s to %s; %s",
+                    ds_log_format_name(was->log_format), ds_log_format_name(now->log_format), why);
+    now->log_format = was->log_format;
     if (was->enabled != now->enabled)
         ds_log_warn("config reload: duckdb.enabled changed from %s to %s; %s",
                     was->enabled ? "true" : "false", now->enabled ? "true" : "false", why);
@@ -334,7 +420,9 @@ int http_serve_until_signal(cfg_config *cfg, const http_options *opt)
     http_server *srv;
     ds_error err;
     if (!http_server_start(cfg, opt, &srv, &err) || srv == NULL) {
-        ds_log_error("%s", err.msg);
+        ds_log_about about = {.event = "start_failed"};
+        ds_log_field fields[] = {DS_LOG_FIELD_INT("exit_code", err.code == DS_ERR_USAGE ? 2 : 1)};
+        ds_log_event(DS_LOG_ERROR, &about, fields, 1, "%s", err.msg);
         return err.code == DS_ERR_USAGE ? 2 : 1;
     }
     ds_sdnotify_ready();

@@ -105,9 +105,10 @@ grep -q -- '--config-dir' <<<"$(MANWIDTH=80 man -l "$tmp/dest/usr/share/man/man1
   fail "duckstore(1) does not show --config-dir"
 # Every key of the config (src/config/keys.c's tables) has its entry.
 conf5="$(MANWIDTH=200 man -l "$tmp/dest/usr/share/man/man5/duckstore.conf.5" 2>/dev/null)"
-# (Not the duckdb: section itself, nor unique_key's dataset/results/data.)
+# (Not the duckdb: section itself, nor the sub-keys of unique_key (dataset/results/data)
+# and join (type/columns), which their key's entry describes.)
 keys="$(sed -n 's/^ *{"\([a-z_]*\)", *\.parse = parse_[a-z0-9_]*\>.*/\1/p' "$src/src/config/keys.c" |
-  grep -vxE 'duckdb|dataset|results|data' | sort -u)"
+  grep -vxE 'duckdb|dataset|results|data|type|columns' | sort -u)"
 [ "$(wc -l <<<"$keys")" -ge 25 ] || fail "found only $(wc -l <<<"$keys") keys in src/config/keys.c"
 for key in $keys; do
   grep -qE "^ {7}([a-z_]+ and )?$key( |$)" <<<"$conf5" || fail "duckstore.conf(5) has no entry for the key $key"

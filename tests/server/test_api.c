@@ -243,6 +243,28 @@ static void test_endpoints_and_errors(void **state)
                                 "duckstore_source_state{source=\"%s\",state=\"ready\"} 0\n"
                                 "duckstore_source_state{source=\"%s\",state=\"error\"} 0\n",
                                 sources[i], sources[i], sources[i], sources[i]);
+    len +=
+        (size_t)snprintf(text + len, sizeof text - len, "%s",
+                         "# HELP duckstore_consecutive_failures Failed syncs of each source in a row, since "
+                         "its last success or the server's start.\n"
+                         "# TYPE duckstore_consecutive_failures gauge\n");
+    for (int i = 0; i < 3; i++)
+        len += (size_t)snprintf(text + len, sizeof text - len,
+                                "duckstore_consecutive_failures{source=\"%s\"} 0\n", sources[i]);
+    /* Per table: no rows nor data age before a first sync; no bytes read yet. */
+    len += (size_t)snprintf(
+        text + len, sizeof text - len, "%s",
+        "# HELP duckstore_table_rows Rows of each DuckDB table after its last successful sync.\n"
+        "# TYPE duckstore_table_rows gauge\n"
+        "# HELP duckstore_bytes_read_total Bytes of binary COPY data read from PostgreSQL per table, by "
+        "every "
+        "sync since start.\n# TYPE duckstore_bytes_read_total counter\n"
+        "duckstore_bytes_read_total{source=\"broken\",table=\"broken_data\"} 0\n"
+        "duckstore_bytes_read_total{source=\"mon\",table=\"mon_dataset\"} 0\n"
+        "duckstore_bytes_read_total{source=\"mon\",table=\"mon_results\"} 0\n"
+        "duckstore_bytes_read_total{source=\"slow\",table=\"slow_data\"} 0\n"
+        "# HELP duckstore_data_age_seconds Now minus the time of the table's watermark (its newest stored "
+        "data), for timestamp watermarks.\n# TYPE duckstore_data_age_seconds gauge\n");
     snprintf(
         text + len, sizeof text - len, "%s",
         "# HELP duckstore_idle_source_connections PostgreSQL connections kept open between syncs, all "
@@ -281,9 +303,10 @@ static void test_endpoints_and_errors(void **state)
     /* 405 with the right Allow header. */
     expect_405(&srv, "POST", "/health", "GET, HEAD",
                "{\"success\":false,\"error\":\"use GET for /health\",\"detail\":\"use GET for /health\"}");
-    expect_405(&srv, "POST", "/", "GET, HEAD",
-               "{\"success\":false,\"error\":\"use GET for the status page\",\"detail\":\"use GET for the status "
-               "page\"}");
+    expect_405(
+        &srv, "POST", "/", "GET, HEAD",
+        "{\"success\":false,\"error\":\"use GET for the status page\",\"detail\":\"use GET for the status "
+        "page\"}");
     expect_405(&srv, "DELETE", "/metrics", "GET, HEAD",
                "{\"success\":false,\"error\":\"use GET for /metrics\",\"detail\":\"use GET for /metrics\"}");
     expect_405(&srv, "POST", "/api/store/status", "GET, HEAD",
@@ -448,7 +471,8 @@ static void test_sync_over_http(void **state)
     assert_string_equal(tl_json_str(ds, "state"), "syncing");
     json_t *progress = json_object_get(ds, "progress");
     assert_non_null(progress);
-    assert_int_equal(json_object_size(progress), 5);
+    assert_int_equal(json_object_size(progress), 6);
+    assert_string_equal(tl_json_str(progress, "trigger"), "manual");
     const char *phase = tl_json_str(progress, "phase");
     assert_true(strcmp(phase, "describing") == 0 || strcmp(phase, "reading") == 0);
     assert_true(json_is_integer(json_object_get(progress, "rows_read")));

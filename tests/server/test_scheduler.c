@@ -196,8 +196,8 @@ static void test_scheduler_runs_incremental_syncs(void **state)
     assert_int_equal(tl_server_stop(&srv, 20, NULL), 0);
     tl_assert_clean_log(log);
     char *text = tl_read_file(log);
-    assert_true(tl_count(text, "tick: sync started\n") >= 4);
-    assert_int_equal(tl_count(text, "tick: sync started (full)"), 0);
+    assert_true(tl_count(text, "tick: sync started (scheduled)\n") >= 4);
+    assert_int_equal(tl_count(text, "tick: sync started (scheduled, full"), 0);
     assert_int_equal(tl_count(text, "tick: full sync done"), 1);
     assert_true(tl_count(text, "tick: incremental sync done") >= 3);
     assert_non_null(strstr(text, "scheduler started"));
