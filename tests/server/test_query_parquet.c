@@ -262,6 +262,36 @@ static void test_parquet_timeout(void **state)
     tl_assert_contains(tl_keep(tl_read_file(out)), "ran longer than its timeout_ms (300 ms)");
 }
 
+static long vm_hwm_kb(pid_t pid)
+{
+    char *text = tl_keep(tl_read_file(tl_keepf("/proc/%d/status", (int)pid)));
+    const char *hwm = strstr(text, "VmHWM:");
+    assert_non_null(hwm);
+    return strtol(hwm + 6, NULL, 10);
+}
+
+/* 5M rows of hard-to-compress text (~250 MB of Parquet): the server's
+ * peak memory does not grow with the size of the extract. */
+static void test_parquet_bounded_memory(void **state)
+{
+    (void)state;
+    long before = vm_hwm_kb(g_srv.pid);
+    char *out = tl_keepf("%s/big.parquet", g_dir);
+    assert_int_equal(
+        post_to_file("{\"sql\":\"SELECT range AS n, md5(range::VARCHAR) || md5((range + 1)::VARCHAR) "
+                     "AS h FROM range(5000000)\",\"timeout_ms\":600000}",
+                     "application/vnd.apache.parquet", out),
+        200);
+    tl_assert_contains(header_text(out), "X-Duckstore-Row-Count: 5000000");
+    assert_string_equal(read_parquet_rows(out, "SELECT count(*), sum(n), count(DISTINCT h), min(length(h))"),
+                        "5000000|12499997500000|5000000|64");
+    long after = vm_hwm_kb(g_srv.pid);
+    print_message("# server peak RSS %ld kB before, %ld kB after a 5M-row Parquet extract\n", before, after);
+    if (after - before > 100 * 1024)
+        fail_msg("a 5M-row Parquet extract raised the server's peak RSS by %ld kB (bound: 100 MB)",
+                 after - before);
+}
+
 static int count_entries(const char *dir, const char *prefix)
 {
     DIR *d = opendir(dir);
@@ -353,7 +383,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_decodes_arguments), cmocka_unit_test(test_parquet_extract),
         cmocka_unit_test(test_parquet_max_rows),      cmocka_unit_test(test_parquet_refusals),
-        cmocka_unit_test(test_parquet_timeout),       cmocka_unit_test(test_parquet_client_leaves),
+        cmocka_unit_test(test_parquet_timeout),       cmocka_unit_test(test_parquet_bounded_memory),
+        cmocka_unit_test(test_parquet_client_leaves),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
