@@ -38,6 +38,9 @@ typedef struct cfg_store {
     /* Origins a browser may call the API from (CORS), read at start; none
      * by default. A cfg_key: a list of strings. */
     cfg_key cors_origins;
+    /* A size like memory_limit: the query memory one /api/store/query may
+     * see held; NULL = half of memory_limit. */
+    char *query_memory_limit;
 } cfg_store;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;

@@ -31,6 +31,8 @@
 /* Formatted output waiting for the client; the query thread waits above it. */
 #define PENDING_BYTES (1u << 20)
 #define RESPONSE_BLOCK 65536
+/* How often the watchdog reads the store's query memory. */
+#define MEMORY_POLL_MS 20
 
 typedef enum out_format { FMT_JSON, FMT_NDJSON, FMT_CSV, FMT_PARQUET } out_format;
 
@@ -82,8 +84,13 @@ typedef struct qjob {
     bool timed_out;
     duckdb_connection con;        /* while the query runs, for duckdb_interrupt */
     duckdb_connection writer_con; /* a Parquet answer's writer, while it runs */
-    char *writer_memory;          /* its memory_limit: the store's */
-    struct qjob *next;            /* registry of running queries */
+    char *writer_memory;          /* its memory_limit: query_memory_limit */
+    int64_t memory_cap;           /* query_memory_limit in bytes */
+    char *memory_cap_text;        /* as configured, for messages */
+    duckdb_connection probe;      /* the watchdog's, while the query runs */
+    bool probing;                 /* the watchdog is using probe */
+    bool over_memory;
+    struct qjob *next; /* registry of running queries */
 } qjob;
 
 /* Running queries: counted against query_concurrency and interrupted at
@@ -139,6 +146,7 @@ static void job_release(qjob *j)
     pthread_cond_destroy(&j->cond);
     free(j->sql);
     free(j->writer_memory);
+    free(j->memory_cap_text);
     json_decref(j->params);
     json_decref(j->head_doc);
     ds_buf_free(&j->out);
@@ -199,9 +207,20 @@ static void refuse(qjob *j, unsigned status, const char *fmt, ...)
 static void refuse_failed(qjob *j, const char *what, const char *msg)
 {
     pthread_mutex_lock(&j->lock);
-    bool timed_out = j->timed_out;
+    bool timed_out = j->timed_out, over_memory = j->over_memory;
     pthread_mutex_unlock(&j->lock);
-    if (timed_out)
+    if (over_memory)
+        refuse(
+            j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+            "the query held more memory than duckdb.query_memory_limit (%s) and was stopped; make it "
+            "cheaper (filter or aggregate earlier, fewer columns) or raise query_memory_limit in duckdb.yaml",
+            j->memory_cap_text);
+    else if (msg != NULL && strstr(msg, "Out of Memory Error") != NULL)
+        refuse(j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+               "the query ran out of the store's memory (duckdb.memory_limit, shared with the syncs) and was "
+               "stopped; make it cheaper, or raise memory_limit in duckdb.yaml (%s)",
+               msg);
+    else if (timed_out)
         refuse(j, MHD_HTTP_GATEWAY_TIMEOUT,
                "the query ran longer than its timeout_ms (%" PRId64
                " ms) and was stopped; make it cheaper or give a larger timeout_ms",
@@ -1410,14 +1429,17 @@ static void *query_thread(void *arg)
     qjob *j = arg;
     ds_error err;
     store_use_begin(j->st);
-    duckdb_connection con = NULL;
+    duckdb_connection con = NULL, probe = NULL;
     if (!store_connect(j->st, &con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
     } else if (!store_exec(con, "BEGIN TRANSACTION READ ONLY", &err)) {
         refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.msg);
+    } else if (!store_connect(j->st, &probe, &err)) {
+        refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
     } else {
         pthread_mutex_lock(&j->lock);
         j->con = con;
+        j->probe = probe;
         bool go = !j->cancelled && !j->timed_out;
         pthread_mutex_unlock(&j->lock);
         if (go)
@@ -1426,9 +1448,14 @@ static void *query_thread(void *arg)
             refuse_failed(j, "the query was stopped", "the server is shutting down");
         pthread_mutex_lock(&j->lock);
         j->con = NULL;
+        while (j->probing)
+            pthread_cond_wait(&j->cond, &j->lock);
+        j->probe = NULL;
         pthread_mutex_unlock(&j->lock);
         store_exec(con, "ROLLBACK", NULL);
     }
+    if (probe != NULL)
+        duckdb_disconnect(&probe);
     if (con != NULL)
         duckdb_disconnect(&con);
     store_use_end(j->st);
@@ -1457,23 +1484,67 @@ static void *query_thread(void *arg)
     return NULL;
 }
 
-/* Interrupts the query when its timeout_ms has passed first. */
+/* Memory held by query operators in the whole store, in DuckDB's buffer
+ * pool: hash tables, sorts, windows, buffered results. DuckDB counts
+ * memory per kind for the database, not per query. -1 when it cannot be
+ * read. */
+static int64_t operator_memory(duckdb_connection probe)
+{
+    int64_t bytes = -1;
+    if (!store_query_int(
+            probe,
+            "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory() WHERE tag IN "
+            "('HASH_TABLE', 'ORDER_BY', 'WINDOW', 'COLUMN_DATA')",
+            &bytes, NULL))
+        return -1;
+    return bytes;
+}
+
+static void add_ms(struct timespec *t, int64_t ms)
+{
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (ms % 1000) * 1000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
+}
+
+/* Interrupts the query when its timeout_ms has passed, or when the store's
+ * query memory passes query_memory_limit while it runs (read every
+ * MEMORY_POLL_MS). */
 static void *watchdog_thread(void *arg)
 {
     qjob *j = arg;
     struct timespec deadline = j->started;
-    deadline.tv_sec += j->timeout_ms / 1000;
-    deadline.tv_nsec += (j->timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    add_ms(&deadline, j->timeout_ms);
     pthread_mutex_lock(&j->lock);
-    int rc = 0;
-    while (!j->finished && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&j->cond, &j->lock, &deadline);
+    while (!j->finished && !j->over_memory) {
+        struct timespec now, wake;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        wake = now;
+        add_ms(&wake, MEMORY_POLL_MS);
+        if (wake.tv_sec > deadline.tv_sec ||
+            (wake.tv_sec == deadline.tv_sec && wake.tv_nsec > deadline.tv_nsec))
+            wake = deadline;
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &wake) == ETIMEDOUT && !j->finished &&
+            ms_since(&deadline) >= 0) {
+            j->timed_out = true;
+            break;
+        }
+        if (j->finished || j->probe == NULL || j->probing)
+            continue;
+        duckdb_connection probe = j->probe;
+        j->probing = true;
+        pthread_mutex_unlock(&j->lock);
+        int64_t used = operator_memory(probe);
+        pthread_mutex_lock(&j->lock);
+        j->probing = false;
+        pthread_cond_broadcast(&j->cond);
+        if (!j->finished && used > j->memory_cap)
+            j->over_memory = true;
+    }
     if (!j->finished) {
-        j->timed_out = true;
         interrupt_job(j);
         /* Unblock a query thread waiting for the client to read. */
         j->cancelled = true;
@@ -1667,6 +1738,47 @@ static bool pick_format(http_request *req, const char *given, out_format *fmt)
     return true;
 }
 
+/* Bytes of a size the config accepted ("256MB", "1.5 GB", "512MiB"; KB
+ * is 1000 bytes and KiB 1024, as for DuckDB); -1 when unreadable. */
+static int64_t size_bytes(const char *text)
+{
+    static const struct {
+        const char *unit;
+        double bytes;
+    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
+                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    char *end;
+    double v = strtod(text, &end);
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; end != text && v > 0 && i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].unit) == 0)
+            return v * units[i].bytes < 9e18 ? (int64_t)(v * units[i].bytes) : INT64_MAX;
+    return -1;
+}
+
+/* The query's memory cap (query_memory_limit, else half of memory_limit)
+ * and the same as the memory_limit of a Parquet answer's writer. */
+static bool memory_cap(qjob *j, const cfg_store *st)
+{
+    ds_buf text = DS_BUF_INIT, writer = DS_BUF_INIT;
+    if (st->query_memory_limit != NULL) {
+        j->memory_cap = size_bytes(st->query_memory_limit);
+        ds_buf_append(&text, st->query_memory_limit);
+    } else {
+        j->memory_cap = size_bytes(st->memory_limit) / 2;
+        ds_buf_appendf(&text, "%.0fMB, half of memory_limit %s", (double)j->memory_cap / 1e6,
+                       st->memory_limit);
+    }
+    if (j->memory_cap <= 0)
+        j->memory_cap = INT64_MAX;
+    ds_buf_appendf(&writer, "%" PRId64 "KiB", j->memory_cap / 1024 > 1024 ? j->memory_cap / 1024 : 1024);
+    j->memory_cap_text = ds_buf_take(&text);
+    j->writer_memory = ds_buf_take(&writer);
+    return j->memory_cap_text != NULL && j->writer_memory != NULL;
+}
+
 /* The request's SQL, parameters and limits into j; false after answering
  * a 400 into *ret. */
 static bool parse_request(api_ctx *a, http_request *req, bool post, qjob *j, enum MHD_Result *ret)
@@ -1736,9 +1848,9 @@ static bool parse_request(api_ctx *a, http_request *req, bool post, qjob *j, enu
     /* The configured cap bounds what a request may ask. */
     const cfg_config *cfg = jobs_config_acquire(a->jobs);
     int64_t cap = cfg->store.query_max_rows;
-    j->writer_memory = strdup(cfg->store.memory_limit);
+    bool ok = memory_cap(j, &cfg->store);
     jobs_config_release(a->jobs, cfg);
-    if (j->writer_memory == NULL) {
+    if (!ok) {
         *ret = http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
         json_decref(body);
         return false;

@@ -39,7 +39,7 @@ static int setup_group(void **state)
     snprintf(path, sizeof path, "%s/duckdb.yaml", g_dir);
     tl_write_filef(path,
                    "duckdb:\n  path: %s/store.duckdb\n  sync_mode: startup\n  query_concurrency: 2\n"
-                   "  query_max_rows: 0\n  memory_limit: 512MB\n",
+                   "  query_max_rows: 0\n  memory_limit: 512MB\n  query_memory_limit: 48MB\n",
                    g_dir);
     snprintf(path, sizeof path, "%s/pq_db.yaml", g_dir);
     tl_write_filef(path, "pq_db:\n  url: \"%s\"\n  query: SELECT * FROM pq\n", g_conninfo);
@@ -378,13 +378,57 @@ static void test_parquet_client_leaves(void **state)
     assert_string_equal(read_parquet_rows(out, "SELECT answer"), "42");
 }
 
+/* A query whose hash table passes query_memory_limit is stopped with an
+ * answer naming the key; the next query and a sync still work. */
+static void test_query_memory_limit(void **state)
+{
+    (void)state;
+    char *out = tl_keepf("%s/mem.json", g_dir);
+    assert_int_equal(
+        post_to_file("{\"sql\":\"SELECT max(x), count(*) FROM (SELECT range % 4000037 AS x, count(*) "
+                     "AS c FROM range(40000000) GROUP BY x)\",\"timeout_ms\":600000}",
+                     "application/json", out),
+        422);
+    tl_assert_contains(header_text(out), "Content-Type: application/json");
+    json_error_t jerr;
+    json_t *doc = json_loads(tl_keep(tl_read_file(out)), 0, &jerr);
+    assert_non_null(doc);
+    assert_true(json_is_false(json_object_get(doc, "success")));
+    assert_string_equal(
+        json_string_value(json_object_get(doc, "detail")),
+        "the query held more memory than duckdb.query_memory_limit (48MB) and was stopped; make it "
+        "cheaper (filter or aggregate earlier, fewer columns) or raise query_memory_limit in "
+        "duckdb.yaml");
+    json_decref(doc);
+
+    assert_int_equal(post_to_file("{\"sql\":\"SELECT count(*) AS n FROM pq_data\"}", "text/csv", out), 200);
+    assert_string_equal(tl_keep(tl_read_file(out)), "n\r\n3\r\n");
+    tl_pg_exec(g_pg, "INSERT INTO pq (id, note) VALUES (4, 'after the stopped query')");
+    json_decref(tl_http_json(g_srv.port, "POST", "/api/store/sync/pq?full=true", TOKEN, 202, NULL));
+    /* The sync's commit shows the new row. */
+    char *text = NULL;
+    for (double until = tl_now_ms() + 60000; tl_now_ms() < until; tl_sleep_ms(50)) {
+        assert_int_equal(post_to_file("{\"sql\":\"SELECT note FROM pq_data WHERE id = 4\"}", "text/csv", out),
+                         200);
+        text = tl_keep(tl_read_file(out));
+        if (strcmp(text, "note\r\n") != 0)
+            break;
+    }
+    assert_string_equal(text, "note\r\nafter the stopped query\r\n");
+    json_t *st = tl_server_wait_state(&g_srv, "pq_data", "ready", 60);
+    json_t *error = json_object_get(st, "error");
+    assert_true(error == NULL || json_is_null(error));
+    json_decref(st);
+    tl_pg_exec(g_pg, "DELETE FROM pq WHERE id = 4");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_decodes_arguments), cmocka_unit_test(test_parquet_extract),
         cmocka_unit_test(test_parquet_max_rows),      cmocka_unit_test(test_parquet_refusals),
         cmocka_unit_test(test_parquet_timeout),       cmocka_unit_test(test_parquet_bounded_memory),
-        cmocka_unit_test(test_parquet_client_leaves),
+        cmocka_unit_test(test_parquet_client_leaves), cmocka_unit_test(test_query_memory_limit),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
