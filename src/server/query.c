@@ -1,5 +1,6 @@
 /* SQL over HTTP (query.h): request parsing, the read-only checks, the
- * query thread with its watchdog, value formatting and the streamed answer.
+ * query thread with its watchdog (time and memory), value formatting, the
+ * Parquet writer and the streamed answer.
  *
  * A query is refused unless it is one statement whose prepared type is a
  * read, and it runs in a READ ONLY transaction (EXPLAIN ANALYZE of a write
