@@ -88,8 +88,10 @@ typedef struct qjob {
     char *writer_memory;          /* its memory_limit: query_memory_limit */
     int64_t memory_cap;           /* query_memory_limit in bytes */
     char *memory_cap_text;        /* as configured, for messages */
-    duckdb_connection probe;      /* the watchdog's, while the query runs */
-    bool probing;                 /* the watchdog is using probe */
+    /* The watchdog's reading of the store's query memory (its own
+     * connection), while the query runs. */
+    duckdb_prepared_statement probe;
+    bool probing; /* the watchdog is using probe */
     bool over_memory;
     struct qjob *next; /* registry of running queries */
 } qjob;
@@ -1425,18 +1427,41 @@ static void run_statement(qjob *j, duckdb_connection con)
     duckdb_destroy_extracted(&ex);
 }
 
+/* Bytes held by query operators in the whole store, in DuckDB's buffer
+ * pool: hash tables, sorts, windows, buffered results. DuckDB counts
+ * memory per kind for the database, not per query. Prepared once per
+ * query, as the watchdog runs it every MEMORY_POLL_MS. */
+static const char operator_memory_sql[] =
+    "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory() WHERE tag IN "
+    "('HASH_TABLE', 'ORDER_BY', 'WINDOW', 'COLUMN_DATA')";
+
+/* -1 when it cannot be read. */
+static int64_t operator_memory(duckdb_prepared_statement probe)
+{
+    duckdb_result res;
+    int64_t bytes = -1;
+    if (duckdb_execute_prepared(probe, &res) == DuckDBSuccess && duckdb_row_count(&res) > 0)
+        bytes = duckdb_value_int64(&res, 0, 0);
+    duckdb_destroy_result(&res);
+    return bytes;
+}
+
 static void *query_thread(void *arg)
 {
     qjob *j = arg;
     ds_error err;
     store_use_begin(j->st);
-    duckdb_connection con = NULL, probe = NULL;
+    duckdb_connection con = NULL, probe_con = NULL;
+    duckdb_prepared_statement probe = NULL;
     if (!store_connect(j->st, &con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
     } else if (!store_exec(con, "BEGIN TRANSACTION READ ONLY", &err)) {
         refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.msg);
-    } else if (!store_connect(j->st, &probe, &err)) {
+    } else if (!store_connect(j->st, &probe_con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
+    } else if (duckdb_prepare(probe_con, operator_memory_sql, &probe) == DuckDBError) {
+        refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot read DuckDB's memory use: %s",
+               duckdb_prepare_error(probe));
     } else {
         pthread_mutex_lock(&j->lock);
         j->con = con;
@@ -1455,8 +1480,9 @@ static void *query_thread(void *arg)
         pthread_mutex_unlock(&j->lock);
         store_exec(con, "ROLLBACK", NULL);
     }
-    if (probe != NULL)
-        duckdb_disconnect(&probe);
+    duckdb_destroy_prepare(&probe);
+    if (probe_con != NULL)
+        duckdb_disconnect(&probe_con);
     if (con != NULL)
         duckdb_disconnect(&con);
     store_use_end(j->st);
@@ -1483,22 +1509,6 @@ static void *query_thread(void *arg)
     pthread_cond_broadcast(&registry_empty);
     pthread_mutex_unlock(&registry_lock);
     return NULL;
-}
-
-/* Memory held by query operators in the whole store, in DuckDB's buffer
- * pool: hash tables, sorts, windows, buffered results. DuckDB counts
- * memory per kind for the database, not per query. -1 when it cannot be
- * read. */
-static int64_t operator_memory(duckdb_connection probe)
-{
-    int64_t bytes = -1;
-    if (!store_query_int(
-            probe,
-            "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory() WHERE tag IN "
-            "('HASH_TABLE', 'ORDER_BY', 'WINDOW', 'COLUMN_DATA')",
-            &bytes, NULL))
-        return -1;
-    return bytes;
 }
 
 static void add_ms(struct timespec *t, int64_t ms)
@@ -1535,7 +1545,7 @@ static void *watchdog_thread(void *arg)
         }
         if (j->finished || j->probe == NULL || j->probing)
             continue;
-        duckdb_connection probe = j->probe;
+        duckdb_prepared_statement probe = j->probe;
         j->probing = true;
         pthread_mutex_unlock(&j->lock);
         int64_t used = operator_memory(probe);
