@@ -1529,21 +1529,25 @@ static void *watchdog_thread(void *arg)
     qjob *j = arg;
     struct timespec deadline = j->started;
     add_ms(&deadline, j->timeout_ms);
+    /* The condition is signalled for every block sent: memory is read at
+     * most every MEMORY_POLL_MS, not at each wake. */
+    struct timespec next_poll = j->started;
     pthread_mutex_lock(&j->lock);
     while (!j->finished && !j->over_memory) {
-        struct timespec now, wake;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        wake = now;
-        add_ms(&wake, MEMORY_POLL_MS);
-        if (wake.tv_sec > deadline.tv_sec ||
-            (wake.tv_sec == deadline.tv_sec && wake.tv_nsec > deadline.tv_nsec))
-            wake = deadline;
-        if (pthread_cond_timedwait(&j->cond, &j->lock, &wake) == ETIMEDOUT && !j->finished &&
-            ms_since(&deadline) >= 0) {
+        bool poll_first = next_poll.tv_sec < deadline.tv_sec ||
+                          (next_poll.tv_sec == deadline.tv_sec && next_poll.tv_nsec < deadline.tv_nsec);
+        pthread_cond_timedwait(&j->cond, &j->lock, poll_first ? &next_poll : &deadline);
+        if (j->finished)
+            break;
+        if (ms_since(&deadline) >= 0) {
             j->timed_out = true;
             break;
         }
-        if (j->finished || j->probe == NULL || j->probing)
+        if (ms_since(&next_poll) < 0)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &next_poll);
+        add_ms(&next_poll, MEMORY_POLL_MS);
+        if (j->probe == NULL || j->probing)
             continue;
         duckdb_prepared_statement probe = j->probe;
         j->probing = true;
