@@ -1120,7 +1120,8 @@ static void *writer_thread(void *arg)
 }
 
 /* The private database that writes the answer: it may open the pipe's
- * path only, and its settings are locked. */
+ * path only, has no temp directory (the data never goes to a file) and
+ * its settings are locked. */
 static bool open_writer(qjob *j, pq_feed *f, const char *path, duckdb_database *db, duckdb_connection *con,
                         ds_buf *why)
 {
@@ -1131,6 +1132,7 @@ static bool open_writer(qjob *j, pq_feed *f, const char *path, duckdb_database *
     if (duckdb_create_config(&config) == DuckDBError ||
         duckdb_set_config(config, "memory_limit", j->writer_memory) == DuckDBError ||
         duckdb_set_config(config, "threads", "1") == DuckDBError ||
+        duckdb_set_config(config, "temp_directory", "") == DuckDBError ||
         duckdb_set_config(config, "autoload_known_extensions", "false") == DuckDBError ||
         duckdb_open_ext(NULL, db, config, &failure) == DuckDBError) {
         ds_buf_appendf(why, "cannot start the Parquet writer: %s",
@@ -1273,6 +1275,12 @@ static void stream_parquet(qjob *j, duckdb_result *res, const result_shape *sh)
         if (!ok && !head_sent) {
             if (f.error != NULL)
                 refuse_failed(j, "the query failed", f.error);
+            else if (w.error != NULL && strstr(w.error, "Out of Memory Error") != NULL)
+                refuse(j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                       "a row group of %d rows does not fit the Parquet writer's memory, "
+                       "duckdb.query_memory_limit (%s); select fewer or narrower columns or raise "
+                       "query_memory_limit in duckdb.yaml",
+                       PARQUET_ROW_GROUP, j->memory_cap_text);
             else
                 refuse_failed(j, "the Parquet file cannot be written",
                               held.failed ? "out of memory" : w.error);

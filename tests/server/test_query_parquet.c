@@ -249,6 +249,11 @@ static void test_parquet_refusals(void **state)
     expect_refused("SELECT 1::HUGEINT AS h", 400, "column \"h\" holds HUGEINT values");
     expect_refused("SELECT [1::UHUGEINT] AS l", 400, "column \"l\" holds UHUGEINT values");
     expect_refused("SELECT CAST(note AS INTEGER) FROM pq_data WHERE id = 1", 400, "the query failed");
+    /* 16,384 rows of 4 KB are more than the writer's 48MB: it has no temp
+     * directory to spill to. */
+    expect_refused("SELECT repeat(md5(range::VARCHAR), 128) AS wide FROM range(20000)", 422,
+                   "a row group of 16384 rows does not fit the Parquet writer's memory, "
+                   "duckdb.query_memory_limit (48MB)");
 }
 
 static void test_parquet_timeout(void **state)
