@@ -83,6 +83,8 @@ typedef struct qjob {
     bool finished;  /* the query thread left DuckDB */
     bool cancelled; /* the client went away, or shutdown */
     bool timed_out;
+    bool over_memory;             /* past query_memory_limit */
+    bool probing;                 /* the watchdog is using probe */
     duckdb_connection con;        /* while the query runs, for duckdb_interrupt */
     duckdb_connection writer_con; /* a Parquet answer's writer, while it runs */
     char *writer_memory;          /* its memory_limit: query_memory_limit */
@@ -91,8 +93,6 @@ typedef struct qjob {
     /* The watchdog's reading of the store's query memory (its own
      * connection), while the query runs. */
     duckdb_prepared_statement probe;
-    bool probing; /* the watchdog is using probe */
-    bool over_memory;
     struct qjob *next; /* registry of running queries */
 } qjob;
 
