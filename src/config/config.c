@@ -516,6 +516,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->dir);
     free(cfg->store.path);
     free(cfg->store.memory_limit);
+    free(cfg->store.query_memory_limit);
     cfg_key_free(&cfg->store.cors_origins);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -40,6 +40,9 @@ typedef struct cfg_store {
      * by default. A cfg_key: a list of strings. */
     cfg_key cors_origins;
     ds_log_format log_format; /* default text; --log-format wins */
+    /* A size like memory_limit: the query memory one /api/store/query may
+     * see held; NULL = half of memory_limit. */
+    char *query_memory_limit;
 } cfg_store;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;

@@ -168,6 +168,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     fprintf(out, "  query_concurrency: %d\n", st->query_concurrency);
     fprintf(out, "  query_max_rows: %lld\n", (long long)st->query_max_rows);
     print_string(out, "memory_limit", st->memory_limit);
+    if (st->query_memory_limit != NULL)
+        print_string(out, "query_memory_limit", st->query_memory_limit);
     fprintf(out, "  threads: %d\n", st->threads);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);

@@ -71,20 +71,35 @@ static int hex_digit(char c)
                                   : -1;
 }
 
-/* Percent-decoding of the path and the query parameters, except %00 and
- * %2F, which stay as they are: a decoded NUL would cut the path short
- * ("/api/store/sync/x%00/y" is not "/api/store/sync/x") and an encoded
- * slash is not a path separator (RFC 3986), so both paths simply match no
- * route. */
+/* The request line being parsed on this thread: libmicrohttpd hands its
+ * raw URI to uri_seen, then decodes each query argument and the path in
+ * place, on the same thread, before it reads the next request line. */
+static _Thread_local const char *parsing_uri;
+
+static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    parsing_uri = uri;
+    return NULL;
+}
+
+/* Percent-decoding of the path and the query arguments. %00 stays as it
+ * is in both: a decoded NUL would cut the text short
+ * ("/api/store/sync/x%00/y" is not "/api/store/sync/x", nor "a%00b" "a").
+ * In the path %2F stays too: an encoded slash is not a path separator
+ * (RFC 3986), so such paths simply match no route. In an argument it is a
+ * slash like any other character ("sql=SELECT%20'a%2Fb'"). */
 static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
     (void)cls;
     (void)conn;
+    bool path = s == parsing_uri;
     char *w = s;
     for (const char *r = s; *r;) {
         int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
         int c = hi * 16 + lo;
-        if (lo >= 0 && c != 0 && c != '/') {
+        if (lo >= 0 && c != 0 && !(path && c == '/')) {
             *w++ = (char)c;
             r += 3;
         } else {
@@ -436,5 +451,6 @@ struct MHD_Daemon *http_daemon_start(int listen_fd, bool ipv6, http_router *rout
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+                            on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, uri_seen, NULL,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 }

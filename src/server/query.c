@@ -1,5 +1,6 @@
 /* SQL over HTTP (query.h): request parsing, the read-only checks, the
- * query thread with its watchdog, value formatting and the streamed answer.
+ * query thread with its watchdog (time and memory), value formatting, the
+ * Parquet writer and the streamed answer.
  *
  * A query is refused unless it is one statement whose prepared type is a
  * read, and it runs in a READ ONLY transaction (EXPLAIN ANALYZE of a write
@@ -9,6 +10,7 @@
 #include "server/query.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -29,11 +32,14 @@
 /* Formatted output waiting for the client; the query thread waits above it. */
 #define PENDING_BYTES (1u << 20)
 #define RESPONSE_BLOCK 65536
+/* How often the watchdog reads the store's query memory. */
+#define MEMORY_POLL_MS 20
 
-typedef enum out_format { FMT_JSON, FMT_NDJSON, FMT_CSV } out_format;
+typedef enum out_format { FMT_JSON, FMT_NDJSON, FMT_CSV, FMT_PARQUET } out_format;
 
 static const char *const content_types[] = {"application/json", "application/x-ndjson",
-                                            "text/csv; charset=utf-8; header=present"};
+                                            "text/csv; charset=utf-8; header=present",
+                                            "application/vnd.apache.parquet"};
 
 /* How one column (or a nested element) is printed, built once per result. */
 typedef struct colfmt {
@@ -77,8 +83,17 @@ typedef struct qjob {
     bool finished;  /* the query thread left DuckDB */
     bool cancelled; /* the client went away, or shutdown */
     bool timed_out;
-    duckdb_connection con; /* while the query runs, for duckdb_interrupt */
-    struct qjob *next;     /* registry of running queries */
+    bool over_memory;             /* past query_memory_limit */
+    bool probing;                 /* the watchdog is using probe */
+    duckdb_connection con;        /* while the query runs, for duckdb_interrupt */
+    duckdb_connection writer_con; /* a Parquet answer's writer, while it runs */
+    char *writer_memory;          /* its memory_limit: query_memory_limit */
+    int64_t memory_cap;           /* query_memory_limit in bytes */
+    char *memory_cap_text;        /* as configured, for messages */
+    /* The watchdog's reading of the store's query memory (its own
+     * connection), while the query runs. */
+    duckdb_prepared_statement probe;
+    struct qjob *next; /* registry of running queries */
 } qjob;
 
 /* Running queries: counted against query_concurrency and interrupted at
@@ -133,10 +148,21 @@ static void job_release(qjob *j)
     pthread_mutex_destroy(&j->lock);
     pthread_cond_destroy(&j->cond);
     free(j->sql);
+    free(j->writer_memory);
+    free(j->memory_cap_text);
     json_decref(j->params);
     json_decref(j->head_doc);
     ds_buf_free(&j->out);
     free(j);
+}
+
+/* Called holding j->lock: stops what runs in DuckDB for the query. */
+static void interrupt_job(qjob *j)
+{
+    if (j->con != NULL)
+        duckdb_interrupt(j->con);
+    if (j->writer_con != NULL)
+        duckdb_interrupt(j->writer_con);
 }
 
 /* Called holding j->lock: the HTTP side has something to do. */
@@ -184,9 +210,20 @@ static void refuse(qjob *j, unsigned status, const char *fmt, ...)
 static void refuse_failed(qjob *j, const char *what, const char *msg)
 {
     pthread_mutex_lock(&j->lock);
-    bool timed_out = j->timed_out;
+    bool timed_out = j->timed_out, over_memory = j->over_memory;
     pthread_mutex_unlock(&j->lock);
-    if (timed_out)
+    if (over_memory)
+        refuse(
+            j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+            "the query held more memory than duckdb.query_memory_limit (%s) and was stopped; make it "
+            "cheaper (filter or aggregate earlier, fewer columns) or raise query_memory_limit in duckdb.yaml",
+            j->memory_cap_text);
+    else if (msg != NULL && strstr(msg, "Out of Memory Error") != NULL)
+        refuse(j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+               "the query ran out of the store's memory (duckdb.memory_limit, shared with the syncs) and was "
+               "stopped; make it cheaper, or raise memory_limit in duckdb.yaml (%s)",
+               msg);
+    else if (timed_out)
         refuse(j, MHD_HTTP_GATEWAY_TIMEOUT,
                "the query ran longer than its timeout_ms (%" PRId64
                " ms) and was stopped; make it cheaper or give a larger timeout_ms",
@@ -991,6 +1028,290 @@ static void stream_result(qjob *j, duckdb_result *res, const result_shape *sh)
     ds_buf_free(&tmp);
 }
 
+/* ---- Parquet ----
+ *
+ * DuckDB writes Parquet only to a path. The user's query runs as for every
+ * format, on the store's database, whose external access stays off. Its
+ * chunks feed a table function of a private in-memory DuckDB (one per
+ * answer) that runs a fixed COPY ... TO '/proc/self/fd/N' (FORMAT parquet),
+ * where N is the write end of a pipe the query thread reads and streams.
+ * The private database may open that one path and nothing else; no user
+ * text reaches it, and the pipe has no name any query could list or read. */
+
+/* Rows per row group: what the writer holds in memory before it writes. */
+#define PARQUET_ROW_GROUP 16384
+
+typedef struct pq_feed {
+    qjob *j;
+    duckdb_result *res;
+    duckdb_data_chunk first; /* fetched before the writer starts */
+    bool ended;
+    int64_t rows;
+    bool truncated;
+    char *error; /* the query's own error */
+} pq_feed;
+
+typedef struct pq_writer {
+    duckdb_connection con;
+    int fd; /* the pipe's write end, closed when the COPY is done */
+    const char *sql;
+    char *error;
+} pq_writer;
+
+static void feed_bind(duckdb_bind_info info)
+{
+    pq_feed *f = duckdb_bind_get_extra_info(info);
+    for (idx_t i = 0; i < duckdb_column_count(f->res); i++) {
+        duckdb_logical_type t = duckdb_column_logical_type(f->res, i);
+        duckdb_bind_add_result_column(info, duckdb_column_name(f->res, i), t);
+        duckdb_destroy_logical_type(&t);
+    }
+}
+
+static void feed_init(duckdb_init_info info)
+{
+    duckdb_init_set_max_threads(info, 1);
+}
+
+/* The next chunk of the user's result, up to max_rows; its vectors are
+ * referenced, not copied. */
+static void feed_chunk(duckdb_function_info info, duckdb_data_chunk out)
+{
+    pq_feed *f = duckdb_function_get_extra_info(info);
+    duckdb_data_chunk in = f->first;
+    f->first = NULL;
+    if (in == NULL && !f->ended) {
+        in = duckdb_fetch_chunk(*f->res);
+        const char *error = duckdb_result_error(f->res);
+        if (in == NULL && error != NULL) {
+            free(f->error);
+            f->error = strdup(error);
+            duckdb_function_set_error(info, error);
+            return;
+        }
+    }
+    idx_t n = in ? duckdb_data_chunk_get_size(in) : 0;
+    int64_t max = f->j->max_rows;
+    if (n > 0 && max > 0 && f->rows + (int64_t)n > max) {
+        f->truncated = true;
+        n = (idx_t)(max - f->rows);
+    }
+    if (n == 0 || f->truncated)
+        f->ended = true;
+    for (idx_t c = 0; n > 0 && c < duckdb_data_chunk_get_column_count(in); c++)
+        duckdb_vector_reference_vector(duckdb_data_chunk_get_vector(out, c),
+                                       duckdb_data_chunk_get_vector(in, c));
+    duckdb_data_chunk_set_size(out, n);
+    f->rows += (int64_t)n;
+    duckdb_destroy_data_chunk(&in);
+}
+
+static void *writer_thread(void *arg)
+{
+    pq_writer *w = arg;
+    duckdb_result res;
+    if (duckdb_query(w->con, w->sql, &res) == DuckDBError) {
+        const char *e = duckdb_result_error(&res);
+        w->error = strdup(e ? e : "unknown DuckDB error");
+    }
+    duckdb_destroy_result(&res);
+    close(w->fd);
+    return NULL;
+}
+
+/* The private database that writes the answer: it may open the pipe's
+ * path only, has no temp directory (the data never goes to a file) and
+ * its settings are locked. */
+static bool open_writer(qjob *j, pq_feed *f, const char *path, duckdb_database *db, duckdb_connection *con,
+                        ds_buf *why)
+{
+    *db = NULL;
+    *con = NULL;
+    duckdb_config config = NULL;
+    char *failure = NULL;
+    if (duckdb_create_config(&config) == DuckDBError ||
+        duckdb_set_config(config, "memory_limit", j->writer_memory) == DuckDBError ||
+        duckdb_set_config(config, "threads", "1") == DuckDBError ||
+        duckdb_set_config(config, "temp_directory", "") == DuckDBError ||
+        duckdb_set_config(config, "autoload_known_extensions", "false") == DuckDBError ||
+        duckdb_open_ext(NULL, db, config, &failure) == DuckDBError) {
+        ds_buf_appendf(why, "cannot start the Parquet writer: %s",
+                       failure ? failure : "DuckDB refused its settings");
+        duckdb_free(failure);
+        duckdb_destroy_config(&config);
+        *db = NULL;
+        return false;
+    }
+    duckdb_destroy_config(&config);
+    ds_buf set = DS_BUF_INIT;
+    ds_buf_append(&set, "SET allowed_paths = [");
+    ds_buf_append_literal(&set, path);
+    ds_buf_append(&set, "]");
+    ds_error err;
+    bool ok = duckdb_connect(*db, con) != DuckDBError;
+    ok = ok && !set.failed && store_exec(*con, ds_buf_str(&set), &err) &&
+         store_exec(*con, "SET enable_external_access = false", &err) &&
+         store_exec(*con, "SET lock_configuration = true", &err);
+    ds_buf_free(&set);
+    if (ok) {
+        duckdb_table_function tf = duckdb_create_table_function();
+        duckdb_table_function_set_name(tf, "duckstore_result");
+        duckdb_table_function_set_extra_info(tf, f, NULL);
+        duckdb_table_function_set_bind(tf, feed_bind);
+        duckdb_table_function_set_init(tf, feed_init);
+        duckdb_table_function_set_function(tf, feed_chunk);
+        ok = duckdb_register_table_function(*con, tf) == DuckDBSuccess;
+        duckdb_destroy_table_function(&tf);
+    }
+    if (!ok)
+        ds_buf_append(why, "cannot prepare the Parquet writer");
+    return ok;
+}
+
+/* A type DuckDB's Parquet writer would not keep exactly, or NULL. */
+static const char *parquet_lossy(const colfmt *c)
+{
+    if (c->id == DUCKDB_TYPE_HUGEINT || c->id == DUCKDB_TYPE_UHUGEINT)
+        return c->id == DUCKDB_TYPE_HUGEINT ? "HUGEINT" : "UHUGEINT";
+    for (size_t i = 0; i < c->n_children; i++) {
+        const char *t = parquet_lossy(&c->children[i]);
+        if (t != NULL)
+            return t;
+    }
+    return NULL;
+}
+
+/* Reads the writer's pipe into the answer. The head waits until the file
+ * is whole or PENDING_BYTES of it are written, so a failure early in the
+ * COPY still gets its own status. After the client left, the rest is read
+ * and dropped until the interrupted writer closes the pipe. */
+static void pump_parquet(qjob *j, int fd, bool *head_sent, ds_buf *held)
+{
+    char block[RESPONSE_BLOCK];
+    bool client = true;
+    for (;;) {
+        ssize_t n = read(fd, block, sizeof block);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (!client)
+            continue;
+        ds_buf_appendn(held, block, (size_t)n);
+        if (!*head_sent && held->len < PENDING_BYTES && !held->failed)
+            continue;
+        if (!*head_sent) {
+            set_head(j, MHD_HTTP_OK, NULL);
+            *head_sent = true;
+        }
+        if (!push_output(j, held)) {
+            client = false;
+            pthread_mutex_lock(&j->lock);
+            interrupt_job(j);
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+}
+
+static void stream_parquet(qjob *j, duckdb_result *res, const result_shape *sh)
+{
+    for (idx_t i = 0; i < sh->n; i++) {
+        const char *lossy = parquet_lossy(&sh->cols[i]);
+        if (lossy != NULL) {
+            refuse(j, MHD_HTTP_BAD_REQUEST,
+                   "column \"%s\" holds %s values, which Parquet cannot store exactly; cast it in the query, "
+                   "e.g. CAST(x AS DECIMAL(38,0)) or CAST(x AS VARCHAR)",
+                   sh->names[i], lossy);
+            return;
+        }
+    }
+    pq_feed f = {.j = j, .res = res};
+    f.first = duckdb_fetch_chunk(*res);
+    const char *error = duckdb_result_error(res);
+    if (f.first == NULL && error != NULL) {
+        refuse_failed(j, "the query failed", error);
+        return;
+    }
+    f.ended = f.first == NULL; /* no row: fetching again would fail */
+    int fds[2] = {-1, -1};
+    duckdb_database db = NULL;
+    duckdb_connection con = NULL;
+    ds_buf path = DS_BUF_INIT, sql = DS_BUF_INIT, why = DS_BUF_INIT, held = DS_BUF_INIT;
+    pq_writer w = {.fd = -1};
+    pthread_t writer;
+    bool started = false;
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        ds_buf_appendf(&why, "cannot make a pipe for the Parquet writer: %s", strerror(errno));
+    } else {
+        ds_buf_appendf(&path, "/proc/self/fd/%d", fds[1]);
+        ds_buf_append(&sql, "COPY (FROM duckstore_result()) TO ");
+        ds_buf_append_literal(&sql, ds_buf_str(&path));
+        ds_buf_appendf(&sql, " (FORMAT parquet, USE_TMP_FILE false, ROW_GROUP_SIZE %d)", PARQUET_ROW_GROUP);
+        if (path.failed || sql.failed)
+            ds_buf_append(&why, "out of memory");
+        else if (open_writer(j, &f, ds_buf_str(&path), &db, &con, &why)) {
+            w = (pq_writer){.con = con, .fd = fds[1], .sql = ds_buf_str(&sql)};
+            pthread_mutex_lock(&j->lock);
+            j->writer_con = con;
+            bool go = !j->cancelled;
+            pthread_mutex_unlock(&j->lock);
+            started = go && pthread_create(&writer, NULL, writer_thread, &w) == 0;
+            if (!started)
+                ds_buf_append(&why,
+                              go ? "cannot start the Parquet writer's thread" : "the query was stopped");
+        }
+    }
+    if (started) {
+        fds[1] = -1; /* the writer closes it */
+        bool head_sent = false;
+        pump_parquet(j, fds[0], &head_sent, &held);
+        pthread_join(writer, NULL);
+        pthread_mutex_lock(&j->lock);
+        j->writer_con = NULL;
+        j->rows_sent = f.rows;
+        j->truncated = f.truncated;
+        pthread_mutex_unlock(&j->lock);
+        bool ok = w.error == NULL && !held.failed;
+        if (!ok && !head_sent) {
+            if (f.error != NULL)
+                refuse_failed(j, "the query failed", f.error);
+            else if (w.error != NULL && strstr(w.error, "Out of Memory Error") != NULL)
+                refuse(j, MHD_HTTP_UNPROCESSABLE_CONTENT,
+                       "a row group of %d rows does not fit the Parquet writer's memory, "
+                       "duckdb.query_memory_limit (%s); select fewer or narrower columns or raise "
+                       "query_memory_limit in duckdb.yaml",
+                       PARQUET_ROW_GROUP, j->memory_cap_text);
+            else
+                refuse_failed(j, "the Parquet file cannot be written",
+                              held.failed ? "out of memory" : w.error);
+        }
+        if (ok && !head_sent)
+            set_head(j, MHD_HTTP_OK, NULL);
+        if (ok)
+            ok = push_output(j, &held);
+        pthread_mutex_lock(&j->lock);
+        if (!ok && j->head_ready && j->status == MHD_HTTP_OK)
+            j->broken = true;
+        pthread_mutex_unlock(&j->lock);
+    } else {
+        refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", why.data ? why.data : "out of memory");
+    }
+    if (con != NULL)
+        duckdb_disconnect(&con);
+    if (db != NULL)
+        duckdb_close(&db);
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    duckdb_destroy_data_chunk(&f.first);
+    free(f.error);
+    free(w.error);
+    ds_buf_free(&path);
+    ds_buf_free(&sql);
+    ds_buf_free(&why);
+    ds_buf_free(&held);
+}
+
 /* JSON values bound by type: null, boolean, integer, real, string. */
 static bool bind_params(qjob *j, duckdb_prepared_statement ps)
 {
@@ -1098,8 +1419,12 @@ static void run_statement(qjob *j, duckdb_connection con)
                 duckdb_destroy_result(&res);
             } else {
                 result_shape sh = {0};
-                if (describe_result(j, &res, &sh))
-                    stream_result(j, &res, &sh);
+                if (describe_result(j, &res, &sh)) {
+                    if (j->fmt == FMT_PARQUET)
+                        stream_parquet(j, &res, &sh);
+                    else
+                        stream_result(j, &res, &sh);
+                }
                 shape_free(&sh);
                 duckdb_destroy_result(&res);
             }
@@ -1110,19 +1435,45 @@ static void run_statement(qjob *j, duckdb_connection con)
     duckdb_destroy_extracted(&ex);
 }
 
+/* Bytes held by query operators in the whole store, in DuckDB's buffer
+ * pool: hash tables, sorts, windows, buffered results. DuckDB counts
+ * memory per kind for the database, not per query. Prepared once per
+ * query, as the watchdog runs it every MEMORY_POLL_MS. */
+static const char operator_memory_sql[] =
+    "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory() WHERE tag IN "
+    "('HASH_TABLE', 'ORDER_BY', 'WINDOW', 'COLUMN_DATA')";
+
+/* -1 when it cannot be read. */
+static int64_t operator_memory(duckdb_prepared_statement probe)
+{
+    duckdb_result res;
+    int64_t bytes = -1;
+    if (duckdb_execute_prepared(probe, &res) == DuckDBSuccess && duckdb_row_count(&res) > 0)
+        bytes = duckdb_value_int64(&res, 0, 0);
+    duckdb_destroy_result(&res);
+    return bytes;
+}
+
 static void *query_thread(void *arg)
 {
     qjob *j = arg;
     ds_error err;
     store_use_begin(j->st);
-    duckdb_connection con = NULL;
+    duckdb_connection con = NULL, probe_con = NULL;
+    duckdb_prepared_statement probe = NULL;
     if (!store_connect(j->st, &con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
     } else if (!store_exec(con, "BEGIN TRANSACTION READ ONLY", &err)) {
         refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.msg);
+    } else if (!store_connect(j->st, &probe_con, &err)) {
+        refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
+    } else if (duckdb_prepare(probe_con, operator_memory_sql, &probe) == DuckDBError) {
+        refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot read DuckDB's memory use: %s",
+               duckdb_prepare_error(probe));
     } else {
         pthread_mutex_lock(&j->lock);
         j->con = con;
+        j->probe = probe;
         bool go = !j->cancelled && !j->timed_out;
         pthread_mutex_unlock(&j->lock);
         if (go)
@@ -1131,9 +1482,15 @@ static void *query_thread(void *arg)
             refuse_failed(j, "the query was stopped", "the server is shutting down");
         pthread_mutex_lock(&j->lock);
         j->con = NULL;
+        while (j->probing)
+            pthread_cond_wait(&j->cond, &j->lock);
+        j->probe = NULL;
         pthread_mutex_unlock(&j->lock);
         store_exec(con, "ROLLBACK", NULL);
     }
+    duckdb_destroy_prepare(&probe);
+    if (probe_con != NULL)
+        duckdb_disconnect(&probe_con);
     if (con != NULL)
         duckdb_disconnect(&con);
     store_use_end(j->st);
@@ -1162,25 +1519,56 @@ static void *query_thread(void *arg)
     return NULL;
 }
 
-/* Interrupts the query when its timeout_ms has passed first. */
+static void add_ms(struct timespec *t, int64_t ms)
+{
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (ms % 1000) * 1000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
+}
+
+/* Interrupts the query when its timeout_ms has passed, or when the store's
+ * query memory passes query_memory_limit while it runs (read every
+ * MEMORY_POLL_MS). */
 static void *watchdog_thread(void *arg)
 {
     qjob *j = arg;
     struct timespec deadline = j->started;
-    deadline.tv_sec += j->timeout_ms / 1000;
-    deadline.tv_nsec += (j->timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    add_ms(&deadline, j->timeout_ms);
+    /* The condition is signalled for every block sent: memory is read at
+     * most every MEMORY_POLL_MS, not at each wake. */
+    struct timespec next_poll = j->started;
     pthread_mutex_lock(&j->lock);
-    int rc = 0;
-    while (!j->finished && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&j->cond, &j->lock, &deadline);
+    while (!j->finished && !j->over_memory) {
+        bool poll_first = next_poll.tv_sec < deadline.tv_sec ||
+                          (next_poll.tv_sec == deadline.tv_sec && next_poll.tv_nsec < deadline.tv_nsec);
+        pthread_cond_timedwait(&j->cond, &j->lock, poll_first ? &next_poll : &deadline);
+        if (j->finished)
+            break;
+        if (ms_since(&deadline) >= 0) {
+            j->timed_out = true;
+            break;
+        }
+        if (ms_since(&next_poll) < 0)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &next_poll);
+        add_ms(&next_poll, MEMORY_POLL_MS);
+        if (j->probe == NULL || j->probing)
+            continue;
+        duckdb_prepared_statement probe = j->probe;
+        j->probing = true;
+        pthread_mutex_unlock(&j->lock);
+        int64_t used = operator_memory(probe);
+        pthread_mutex_lock(&j->lock);
+        j->probing = false;
+        pthread_cond_broadcast(&j->cond);
+        if (!j->finished && used > j->memory_cap)
+            j->over_memory = true;
+    }
     if (!j->finished) {
-        j->timed_out = true;
-        if (j->con != NULL)
-            duckdb_interrupt(j->con);
+        interrupt_job(j);
         /* Unblock a query thread waiting for the client to read. */
         j->cancelled = true;
         pthread_cond_broadcast(&j->cond);
@@ -1230,8 +1618,7 @@ static void free_body(void *cls)
     pthread_mutex_lock(&j->lock);
     if (!j->finished) {
         j->cancelled = true;
-        if (j->con != NULL)
-            duckdb_interrupt(j->con);
+        interrupt_job(j);
         pthread_cond_broadcast(&j->cond);
     }
     pthread_mutex_unlock(&j->lock);
@@ -1349,13 +1736,13 @@ static bool parse_count(const char *text, int64_t lo, int64_t hi, int64_t *out)
     return true;
 }
 
-static const char *const format_names[] = {"json", "ndjson", "csv"};
+static const char *const format_names[] = {"json", "ndjson", "csv", "parquet"};
 
 /* ?format= wins over Accept. */
 static bool pick_format(http_request *req, const char *given, out_format *fmt)
 {
     if (given != NULL) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (strcasecmp(given, format_names[i]) == 0) {
                 *fmt = (out_format)i;
                 return true;
@@ -1368,7 +1755,51 @@ static bool pick_format(http_request *req, const char *given, out_format *fmt)
         *fmt = FMT_NDJSON;
     else if (accept != NULL && strcasestr(accept, "text/csv") != NULL)
         *fmt = FMT_CSV;
+    else if (accept != NULL && (strcasestr(accept, "application/vnd.apache.parquet") != NULL ||
+                                strcasestr(accept, "application/x-parquet") != NULL))
+        *fmt = FMT_PARQUET;
     return true;
+}
+
+/* Bytes of a size the config accepted ("256MB", "1.5 GB", "512MiB"; KB
+ * is 1000 bytes and KiB 1024, as for DuckDB); -1 when unreadable. */
+static int64_t size_bytes(const char *text)
+{
+    static const struct {
+        const char *unit;
+        double bytes;
+    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
+                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    char *end;
+    double v = strtod(text, &end);
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; end != text && v > 0 && i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].unit) == 0)
+            return v * units[i].bytes < 9e18 ? (int64_t)(v * units[i].bytes) : INT64_MAX;
+    return -1;
+}
+
+/* The query's memory cap (query_memory_limit, else half of memory_limit)
+ * and the same as the memory_limit of a Parquet answer's writer. */
+static bool memory_cap(qjob *j, const cfg_store *st)
+{
+    ds_buf text = DS_BUF_INIT, writer = DS_BUF_INIT;
+    if (st->query_memory_limit != NULL) {
+        j->memory_cap = size_bytes(st->query_memory_limit);
+        ds_buf_append(&text, st->query_memory_limit);
+    } else {
+        j->memory_cap = size_bytes(st->memory_limit) / 2;
+        ds_buf_appendf(&text, "%.0fMB, half of memory_limit %s", (double)j->memory_cap / 1e6,
+                       st->memory_limit);
+    }
+    if (j->memory_cap <= 0)
+        j->memory_cap = INT64_MAX;
+    ds_buf_appendf(&writer, "%" PRId64 "KiB", j->memory_cap / 1024 > 1024 ? j->memory_cap / 1024 : 1024);
+    j->memory_cap_text = ds_buf_take(&text);
+    j->writer_memory = ds_buf_take(&writer);
+    return j->memory_cap_text != NULL && j->writer_memory != NULL;
 }
 
 /* The request's SQL, parameters and limits into j; false after answering
@@ -1426,7 +1857,7 @@ static bool parse_request(api_ctx *a, http_request *req, bool post, qjob *j, enu
     if (problem == NULL && (args.sql == NULL || args.sql[0] == '\0'))
         problem = post ? "the body has no \"sql\"" : "give the statement as ?sql=...";
     if (problem == NULL && !pick_format(req, args.format, &j->fmt))
-        problem = "format must be json, ndjson or csv";
+        problem = "format must be json, ndjson, csv or parquet";
     if (problem == NULL && (j->sql = strdup(args.sql)) == NULL)
         problem = "out of memory";
     if (problem != NULL) {
@@ -1440,7 +1871,13 @@ static bool parse_request(api_ctx *a, http_request *req, bool post, qjob *j, enu
     /* The configured cap bounds what a request may ask. */
     const cfg_config *cfg = jobs_config_acquire(a->jobs);
     int64_t cap = cfg->store.query_max_rows;
+    bool ok = memory_cap(j, &cfg->store);
     jobs_config_release(a->jobs, cfg);
+    if (!ok) {
+        *ret = http_send_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+        json_decref(body);
+        return false;
+    }
     if (j->fmt == FMT_JSON && cap == 0)
         cap = JSON_ROW_CAP;
     j->max_rows = given_rows < 0                        ? cap
@@ -1575,8 +2012,7 @@ void query_shutdown(void)
     for (qjob *j = registry; j; j = j->next) {
         pthread_mutex_lock(&j->lock);
         j->cancelled = true;
-        if (j->con != NULL)
-            duckdb_interrupt(j->con);
+        interrupt_job(j);
         pthread_cond_broadcast(&j->cond);
         pthread_mutex_unlock(&j->lock);
     }

@@ -1,7 +1,7 @@
 /* /api/store/query: one read-only SQL statement over the cache, answered as
- * JSON, NDJSON or CSV streamed chunk by chunk (docs/api.md). Each query runs
- * on its own thread, connection and READ ONLY transaction; the HTTP thread
- * is suspended while the query has nothing to send. */
+ * JSON, NDJSON, CSV or Parquet streamed chunk by chunk (docs/api.md). Each
+ * query runs on its own thread, connection and READ ONLY transaction; the
+ * HTTP thread is suspended while the query has nothing to send. */
 #ifndef DS_SERVER_QUERY_H
 #define DS_SERVER_QUERY_H
 
