@@ -304,7 +304,7 @@ static void test_connections_kept_between_syncs(void **state)
 static int active_busy_queries(void)
 {
     char *n = tl_pg_scalar(g_pg, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
-                                 "query LIKE '%%pg_sleep(2)%%' AND pid <> pg_backend_pid()");
+                                 "query LIKE '%%pg_sleep(4)%%' AND pid <> pg_backend_pid()");
     int v = atoi(n);
     free(n);
     return v;
@@ -342,17 +342,30 @@ static void test_busy_source_is_not_synced_twice(void **state)
     char source[2048];
     snprintf(source, sizeof source,
              "busy_db:\n  url: \"%s\"\n  query: |\n"
-             "    WITH pause AS MATERIALIZED (SELECT pg_sleep(2))\n"
+             "    WITH pause AS MATERIALIZED (SELECT pg_sleep(4))\n"
              "    SELECT e.id, e.created_at FROM events e, pause\n"
-             "  incremental_column: created_at\n  refresh_interval_minutes: 0.02\n",
+             "  incremental_column: created_at\n  refresh_interval_minutes: 0.05\n",
              g_conninfo);
     char *config = make_config("busy", "  sync_mode: manual\n", source), *log = log_of("busy");
     tl_server srv;
     tl_server_start(&srv, config, log, NULL);
     static const char ok_series[] = "duckstore_syncs_total{source=\"busy\",result=\"success\"}";
 
-    /* A manual sync right at boot (2 s) is running when the scheduler's
-     * first tick (1.2 s) comes: the tick is skipped. */
+    /* A manual sync started once the scheduler runs (the port answers
+     * before it does; a sync started earlier would only delay its first
+     * tick) lasts 4 s: the first tick, 3 s after the scheduler started,
+     * finds it running and is skipped. */
+    double start_deadline = tl_now_ms() + 30000;
+    for (;;) {
+        char *text = tl_read_file(log);
+        bool started = text != NULL && strstr(text, "scheduler started") != NULL;
+        free(text);
+        if (started)
+            break;
+        if (tl_now_ms() > start_deadline)
+            fail_msg("the scheduler did not start in 30 s");
+        tl_sleep_ms(20);
+    }
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/busy", NULL, 202, NULL));
     int max_active = 0;
     double deadline = tl_now_ms() + 60000;
