@@ -394,9 +394,13 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     ds_error err;
     ds_error_clear(&err);
     set_running_cancel(&cancel);
-    /* The events the server's syncs log (sync_start, sync_table, sync_end):
-     * a log shipper sees a sync run by the CLI as one run by the server. */
-    jobs_log_sync_start(src, JOBS_TRIGGER_MANUAL, full);
+    /* With JSON logs, the events the server's syncs log (sync_start,
+     * sync_table, sync_end): a log shipper sees a sync run by the CLI as
+     * one run by the server. As text they would repeat the lines the CLI
+     * prints (the summary, the error), so only warnings are logged. */
+    bool events = ds_log_get_format() == DS_LOG_FORMAT_JSON;
+    if (events)
+        jobs_log_sync_start(src, JOBS_TRIGGER_MANUAL, full);
     double t0 = ds_monotonic_s();
     bool ok = sync_source(st, cfg, src, &opt, &report, &err);
     set_running_cancel(NULL);
@@ -405,7 +409,10 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         atomic_store(&printer.done, true);
         pthread_join(printer.thread, NULL);
     }
-    jobs_log_sync_end(src, JOBS_TRIGGER_MANUAL, ok, &report, &progress, &err, ds_monotonic_s() - t0);
+    if (events)
+        jobs_log_sync_end(src, JOBS_TRIGGER_MANUAL, ok, &report, &progress, &err, ds_monotonic_s() - t0);
+    for (size_t i = 0; !events && i < report.nwarnings; i++)
+        ds_log_warn("%s", report.warnings[i]);
     if (!ok && err.code == DS_ERR_CANCELLED) {
         say_cancelled(src, full);
         return CLI_EXIT_SIGNAL + interrupted();
