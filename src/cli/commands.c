@@ -227,7 +227,7 @@ static void draw_progress(const char *phase, const cfg_source *src, const uint64
     size_t n = src->n_plans;
     if (drawn)
         fprintf(stderr, "\033[%zuA", n);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && i < CFG_MAX_QUERIES; i++)
         fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, src->plans[i].table,
                 (unsigned long long)rows[i], (double)bytes[i] / 1e6,
                 elapsed > 0 ? (double)rows[i] / elapsed : 0.0);
@@ -253,7 +253,7 @@ static void *progress_main(void *arg)
     while (!atomic_load(&p->done)) {
         struct timespec delay = {0, 250 * 1000 * 1000};
         nanosleep(&delay, NULL);
-        uint64_t rows[CFG_MAX_QUERIES], bytes[CFG_MAX_QUERIES];
+        uint64_t rows[CFG_MAX_QUERIES] = {0}, bytes[CFG_MAX_QUERIES] = {0};
         for (size_t i = 0; i < n && i < CFG_MAX_QUERIES; i++) {
             rows[i] = atomic_load(&p->progress->table_rows[i]);
             bytes[i] = atomic_load(&p->progress->table_bytes[i]);
@@ -488,7 +488,7 @@ static const char *dataset_state(json_t *ds)
  * local sync draws it. */
 static void draw_remote_progress(const cfg_source *src, json_t *progress, double elapsed, bool drawn)
 {
-    uint64_t rows[CFG_MAX_QUERIES], bytes[CFG_MAX_QUERIES];
+    uint64_t rows[CFG_MAX_QUERIES] = {0}, bytes[CFG_MAX_QUERIES] = {0};
     json_t *tables = json_object_get(progress, "tables");
     for (size_t i = 0; i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
         json_t *t = json_object_get(tables, src->plans[i].table);
@@ -712,7 +712,8 @@ static size_t session_targets(const cli_session *s, const cfg_source **out)
 {
     size_t n = 0;
     if (s->nsrcs > 0) {
-        memcpy(out, s->srcs, s->nsrcs * sizeof *out);
+        for (size_t i = 0; i < s->nsrcs; i++)
+            out[i] = s->srcs[i];
         return s->nsrcs;
     }
     for (size_t i = 0; i < s->cfg.n_sources && n < CLI_MAX_NAMED; i++)
@@ -831,7 +832,8 @@ static int run_plan(const cli_globals *g, cli_session *s, bool full)
         if (ds_buf_str(&wal))
             unlink(ds_buf_str(&wal));
         ds_buf_free(&wal);
-        rmdir(dir);
+        if (dir != NULL)
+            rmdir(dir);
     }
     free(dir);
     free(scratch);

@@ -16,6 +16,8 @@
 static char *select_of_copy(const char *copy)
 {
     static const char head[] = "COPY (", tail[] = ") TO STDOUT (FORMAT binary)";
+    if (copy == NULL)
+        return NULL;
     size_t len = strlen(copy), nh = sizeof head - 1, nt = sizeof tail - 1;
     if (len < nh + nt || strncmp(copy, head, nh) != 0 || strcmp(copy + len - nt, tail) != 0)
         return NULL;

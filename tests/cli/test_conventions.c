@@ -276,7 +276,7 @@ static void test_ctrl_c_local(void **state)
 
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
         tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-        cli_bg bg;
+        cli_bg bg = {0};
         cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
         wait_for_gate(g_pg);
         kill(bg.pid, signals[i].sig);
@@ -312,7 +312,7 @@ static void test_progress_on_terminal(void **state)
     write_split_source();
     char *typescript = tl_keepf("%s/typescript", g_dir);
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start_raw(&bg, g_dir,
                      tl_keepf("exec script -qfec \"'%s' --config-dir '%s' sync split\" '%s'",
                               getenv("DUCKSTORE_BIN"), g_config, typescript));
@@ -395,7 +395,7 @@ static void test_through_server(void **state)
 
     cli_out before = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
     json_t *ds = tl_server_wait_state(&srv, "slow_data", "syncing", 60);
     json_decref(ds);
@@ -439,7 +439,7 @@ static void test_ctrl_c_leaves_others_sync(void **state)
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/slow", NULL, 202, &raw));
     free(raw);
     wait_for_gate(g_pg);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow", g_config));
     wait_for_text(bg.err_path, "duckstore: slow is syncing in the server; waiting for that sync to end\n");
     kill(bg.pid, SIGINT);
@@ -472,7 +472,7 @@ static void test_progress_through_server(void **state)
     start_server(&srv, "progress.log");
     char *typescript = tl_keepf("%s/typescript", g_dir);
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start_raw(&bg, g_dir,
                      tl_keepf("exec script -qfec \"'%s' --config-dir '%s' sync split\" '%s'",
                               getenv("DUCKSTORE_BIN"), g_config, typescript));
