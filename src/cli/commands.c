@@ -21,6 +21,7 @@
 #include "common/strbuf.h"
 #include "common/version.h"
 #include "config/config.h"
+#include "server/jobs.h"
 #include "server/server.h"
 #include "store/store.h"
 #include "sync/plan.h"
@@ -217,7 +218,32 @@ typedef struct progress_printer {
     atomic_bool done;
 } progress_printer;
 
-/* One live line per table (rows, MB, rows/s), redrawn in place. */
+/* One line per table (rows, MB, rows/s) on stderr, over the n lines drawn
+ * before (drawn: whether there are such lines); the same lines whether the
+ * sync runs here or in a server. */
+static void draw_progress(const char *phase, const cfg_source *src, const uint64_t *rows,
+                          const uint64_t *bytes, double elapsed, bool drawn)
+{
+    size_t n = src->n_plans;
+    if (drawn)
+        fprintf(stderr, "\033[%zuA", n);
+    for (size_t i = 0; i < n && i < CFG_MAX_QUERIES; i++)
+        fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, src->plans[i].table,
+                (unsigned long long)rows[i], (double)bytes[i] / 1e6,
+                elapsed > 0 ? (double)rows[i] / elapsed : 0.0);
+}
+
+/* Clears the lines draw_progress drew, for the summary. */
+static void clear_progress(const cfg_source *src)
+{
+    size_t n = src->n_plans;
+    fprintf(stderr, "\033[%zuA", n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "\r\033[K\n");
+    fprintf(stderr, "\033[%zuA", n);
+}
+
+/* One live line per table, redrawn in place. */
 static void *progress_main(void *arg)
 {
     progress_printer *p = arg;
@@ -227,25 +253,17 @@ static void *progress_main(void *arg)
     while (!atomic_load(&p->done)) {
         struct timespec delay = {0, 250 * 1000 * 1000};
         nanosleep(&delay, NULL);
-        double elapsed = ds_monotonic_s() - start;
-        if (drawn)
-            fprintf(stderr, "\033[%zuA", n);
-        const char *phase = sync_phase_name((sync_phase)atomic_load(&p->progress->phase));
-        for (size_t i = 0; i < n; i++) {
-            uint64_t rows = atomic_load(&p->progress->table_rows[i]);
-            uint64_t bytes = atomic_load(&p->progress->table_bytes[i]);
-            fprintf(stderr, "\r\033[K%s %s: %llu rows, %.1f MB, %.0f rows/s\n", phase, p->src->plans[i].table,
-                    (unsigned long long)rows, (double)bytes / 1e6,
-                    elapsed > 0 ? (double)rows / elapsed : 0.0);
+        uint64_t rows[CFG_MAX_QUERIES] = {0}, bytes[CFG_MAX_QUERIES] = {0};
+        for (size_t i = 0; i < n && i < CFG_MAX_QUERIES; i++) {
+            rows[i] = atomic_load(&p->progress->table_rows[i]);
+            bytes[i] = atomic_load(&p->progress->table_bytes[i]);
         }
+        draw_progress(sync_phase_name((sync_phase)atomic_load(&p->progress->phase)), p->src, rows, bytes,
+                      ds_monotonic_s() - start, drawn);
         drawn = true;
     }
-    if (drawn) { /* clear the lines for the summary */
-        fprintf(stderr, "\033[%zuA", n);
-        for (size_t i = 0; i < n; i++)
-            fprintf(stderr, "\r\033[K\n");
-        fprintf(stderr, "\033[%zuA", n);
-    }
+    if (drawn)
+        clear_progress(p->src);
     return NULL;
 }
 
@@ -342,6 +360,21 @@ static const char *signal_label(int sig)
     return sig == SIGINT ? "Ctrl-C" : "SIGTERM";
 }
 
+/* What a cancelled sync left: nothing changed (the same words whether it
+ * ran here or in a server). */
+static void say_cancelled(const cfg_source *src, bool full)
+{
+    ds_buf tables = DS_BUF_INIT;
+    for (size_t i = 0; i < src->n_plans; i++)
+        ds_buf_appendf(&tables, "%s%s", i ? ", " : "", src->plans[i].table);
+    fprintf(stderr,
+            "duckstore: %s: the %s of %s was cancelled before its commit (tables %s); the DuckDB "
+            "file is unchanged: %s keeps its previous data, watermarks and status\n",
+            signal_label(interrupted()), full ? "full sync" : "sync", src->name,
+            ds_buf_str(&tables) ? ds_buf_str(&tables) : "its tables", src->data_name);
+    ds_buf_free(&tables);
+}
+
 static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
 {
     sync_progress progress;
@@ -361,6 +394,14 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     ds_error err;
     ds_error_clear(&err);
     set_running_cancel(&cancel);
+    /* With JSON logs, the events the server's syncs log (sync_start,
+     * sync_table, sync_end): a log shipper sees a sync run by the CLI as
+     * one run by the server. As text they would repeat the lines the CLI
+     * prints (the summary, the error), so only warnings are logged. */
+    bool events = ds_log_get_format() == DS_LOG_FORMAT_JSON;
+    if (events)
+        jobs_log_sync_start(src, JOBS_TRIGGER_MANUAL, full);
+    double t0 = ds_monotonic_s();
     bool ok = sync_source(st, cfg, src, &opt, &report, &err);
     set_running_cancel(NULL);
     sync_cancel_destroy(&cancel);
@@ -368,18 +409,12 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         atomic_store(&printer.done, true);
         pthread_join(printer.thread, NULL);
     }
-    for (size_t i = 0; i < report.nwarnings; i++)
+    if (events)
+        jobs_log_sync_end(src, JOBS_TRIGGER_MANUAL, ok, &report, &progress, &err, ds_monotonic_s() - t0);
+    for (size_t i = 0; !events && i < report.nwarnings; i++)
         ds_log_warn("%s", report.warnings[i]);
     if (!ok && err.code == DS_ERR_CANCELLED) {
-        ds_buf tables = DS_BUF_INIT;
-        for (size_t i = 0; i < src->n_plans; i++)
-            ds_buf_appendf(&tables, "%s%s", i ? ", " : "", src->plans[i].table);
-        fprintf(stderr,
-                "duckstore: %s: the %s of %s was cancelled before its commit (tables %s); the DuckDB "
-                "file is unchanged: %s keeps its previous data, watermarks and status\n",
-                signal_label(interrupted()), full ? "full sync" : "sync", src->name,
-                ds_buf_str(&tables) ? ds_buf_str(&tables) : "its tables", src->data_name);
-        ds_buf_free(&tables);
+        say_cancelled(src, full);
         return CLI_EXIT_SIGNAL + interrupted();
     }
     if (!ok) {
@@ -449,29 +484,51 @@ static const char *dataset_state(json_t *ds)
     return state ? state : "?";
 }
 
-/* Waits until the dataset is no longer syncing; its document, or NULL
- * with err set. */
-static json_t *remote_wait_done(const cli_remote *r, const cfg_source *src, ds_error *err)
+/* Draws the server's progress of a running sync, one line per table as a
+ * local sync draws it. */
+static void draw_remote_progress(const cfg_source *src, json_t *progress, double elapsed, bool drawn)
 {
-    bool live = isatty(STDERR_FILENO);
+    uint64_t rows[CFG_MAX_QUERIES] = {0}, bytes[CFG_MAX_QUERIES] = {0};
+    json_t *tables = json_object_get(progress, "tables");
+    for (size_t i = 0; i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
+        json_t *t = json_object_get(tables, src->plans[i].table);
+        rows[i] = (uint64_t)json_integer_value(json_object_get(t, "rows_read"));
+        bytes[i] = (uint64_t)json_integer_value(json_object_get(t, "bytes_read"));
+    }
+    draw_progress(json_text(progress, "phase", "syncing"), src, rows, bytes, elapsed, drawn);
+}
+
+/* Waits until the dataset is no longer syncing; its document, or NULL
+ * with err set (DS_ERR_CANCELLED after a signal, when stop_on_signal).
+ * *sync_id, when not NULL: the server's id of the sync seen running (0 when
+ * none was). */
+static json_t *remote_wait_done(const cli_remote *r, const cfg_source *src, bool stop_on_signal,
+                                uint64_t *sync_id, ds_error *err)
+{
+    bool live = isatty(STDERR_FILENO), drawn = false;
+    double start = ds_monotonic_s();
+    if (sync_id != NULL)
+        *sync_id = 0;
     for (;;) {
         json_t *ds = remote_dataset(r, src->data_name, err);
         if (ds == NULL || strcmp(dataset_state(ds), "syncing") != 0) {
-            if (live)
-                fprintf(stderr, "\r\033[K");
+            if (drawn)
+                clear_progress(src);
             return ds;
         }
         json_t *progress = json_object_get(ds, "progress");
-        if (live && progress != NULL)
-            fprintf(stderr, "\r\033[K%s %s: %lld rows, %.1f MB (in the server)",
-                    json_text(progress, "phase", "syncing"), src->name,
-                    (long long)json_integer_value(json_object_get(progress, "rows_read")),
-                    (double)json_integer_value(json_object_get(progress, "bytes_read")) / 1e6);
+        json_t *id = json_object_get(progress, "sync_id");
+        if (sync_id != NULL && *sync_id == 0 && json_is_integer(id))
+            *sync_id = (uint64_t)json_integer_value(id);
+        if (live && progress != NULL) {
+            draw_remote_progress(src, progress, ds_monotonic_s() - start, drawn);
+            drawn = true;
+        }
         json_decref(ds);
         remote_pause();
-        if (interrupted()) {
-            if (live)
-                fprintf(stderr, "\r\033[K");
+        if (stop_on_signal && interrupted()) {
+            if (drawn)
+                clear_progress(src);
             ds_error_set(err, DS_ERR_CANCELLED, "interrupted");
             return NULL;
         }
@@ -502,6 +559,57 @@ static int print_remote_sync(const cfg_source *src, json_t *ds, long long rows_b
     return CLI_EXIT_OK;
 }
 
+/* Ctrl-C while the server runs the sync this command started: cancels
+ * that sync (by its id: never another one that started since) and says
+ * how it ended, as a local sync would. */
+static int remote_cancel(const cli_remote *r, const cfg_source *src, bool full, uint64_t sync_id,
+                         long long rows_before)
+{
+    int rc = CLI_EXIT_SIGNAL + interrupted();
+    const char *label = signal_label(interrupted());
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/sync/%s/cancel", src->name);
+    if (sync_id != 0)
+        ds_buf_appendf(&path, "?sync_id=%llu", (unsigned long long)sync_id);
+    long status = 0;
+    ds_error err;
+    json_t *ans = ds_buf_str(&path)
+                      ? cli_remote_json(r, "POST", ds_buf_str(&path), NULL, REMOTE_TIMEOUT_S, &status, &err)
+                      : NULL;
+    if (ds_buf_str(&path) == NULL)
+        ds_error_set(&err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&path);
+    const char *result = json_text(ans, "result", "");
+    if (ans == NULL) {
+        fprintf(
+            stderr,
+            "duckstore: %s: stopped waiting; the sync of %s could not be cancelled (%s): it may run on in "
+            "duckstore serve (duckstore status shows its result)\n",
+            label, src->name, err.msg);
+    } else if (status == 200 && strcmp(result, "cancelled") == 0) {
+        say_cancelled(src, full);
+    } else if (status == 202) {
+        fprintf(stderr,
+                "duckstore: %s: the sync of %s was asked to cancel and is still ending in duckstore serve; "
+                "a sync is cancelled only before its commit (duckstore status shows its result)\n",
+                label, src->name);
+    } else if (status == 200 || (status == 409 && json_object_get(ans, "trigger") == NULL)) {
+        /* Its commit had begun (200), or it ended before the request came
+         * (409, nothing runs): its result stands, printed as a local sync's. */
+        json_t *ds = remote_dataset(r, src->data_name, &err);
+        if (ds != NULL)
+            print_remote_sync(src, ds, rows_before);
+        else
+            fprintf(stderr, "duckstore: %s\n", err.msg);
+        json_decref(ds);
+    } else {
+        fprintf(stderr, "duckstore: %s: the sync of %s was not cancelled (HTTP %ld): %s\n", label, src->name,
+                status, cli_remote_error_text(ans));
+    }
+    json_decref(ans);
+    return rc;
+}
+
 /* Starts the sync in the server and waits for its result. A sync of the
  * source already running there (scheduled, or asked by someone else) is
  * waited for first, then this one starts. */
@@ -517,7 +625,14 @@ static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
     bool said_busy = false;
     ds_error err;
     for (;;) {
-        json_t *before = remote_wait_done(r, src, &err);
+        json_t *now = said_busy ? NULL : remote_dataset(r, src->data_name, &err);
+        if (now != NULL && strcmp(dataset_state(now), "syncing") == 0) {
+            fprintf(stderr, "duckstore: %s is syncing in the server; waiting for that sync to end\n",
+                    src->name);
+            said_busy = true;
+        }
+        json_decref(now);
+        json_t *before = remote_wait_done(r, src, true, NULL, &err);
         if (before == NULL && err.code == DS_ERR_CANCELLED) {
             fprintf(stderr,
                     "duckstore: %s: the sync of %s was not started (the server's own sync of it was still "
@@ -558,17 +673,14 @@ static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
         }
         json_decref(ans);
         /* The state is syncing from the 202 on: the first state that is not
-         * is this sync's result. */
-        json_t *after = remote_wait_done(r, src, &err);
+         * is this sync's result, and the first sync seen running is this
+         * one. */
+        uint64_t sync_id = 0;
+        json_t *after = remote_wait_done(r, src, true, &sync_id, &err);
         if (after != NULL) {
             rc = print_remote_sync(src, after, rows_before);
         } else if (err.code == DS_ERR_CANCELLED) {
-            /* The server has no way to cancel one sync: say what goes on. */
-            fprintf(stderr,
-                    "duckstore: %s: stopped waiting; the sync of %s runs on in duckstore serve and is not "
-                    "cancelled (duckstore status shows its result)\n",
-                    signal_label(interrupted()), src->name);
-            rc = CLI_EXIT_SIGNAL + interrupted();
+            rc = remote_cancel(r, src, full, sync_id, rows_before);
         } else {
             fprintf(stderr, "duckstore: %s\n", err.msg);
         }
@@ -600,7 +712,8 @@ static size_t session_targets(const cli_session *s, const cfg_source **out)
 {
     size_t n = 0;
     if (s->nsrcs > 0) {
-        memcpy(out, s->srcs, s->nsrcs * sizeof *out);
+        for (size_t i = 0; i < s->nsrcs; i++)
+            out[i] = s->srcs[i];
         return s->nsrcs;
     }
     for (size_t i = 0; i < s->cfg.n_sources && n < CLI_MAX_NAMED; i++)
@@ -611,78 +724,15 @@ static size_t session_targets(const cli_session *s, const cfg_source **out)
 
 /* ---- plan ----------------------------------------------------------------- */
 
-/* When the server's scheduler will rebuild the source in full: its status
- * document's next_full_refresh (sync/status.c computes it), once passed. */
-static void print_full_refresh(store *st, const cfg_source *src)
-{
-    if (src->full_refresh_interval_minutes <= 0)
-        return;
-    ds_error err;
-    json_t *doc = sync_status_json(st, src, &err);
-    const char *next = json_string_value(json_object_get(doc, "next_full_refresh"));
-    time_t due;
-    if (next != NULL && sync_parse_iso(next, &due) && due <= time(NULL))
-        printf("  periodic full refresh: due since %s: the next scheduled sync in duckstore serve rebuilds "
-               "every table in full (duckstore sync without --full reads incrementally as planned below)\n",
-               next);
-    else if (next != NULL)
-        printf("  periodic full refresh: next at %s (duckstore serve's scheduler)\n", next);
-    json_decref(doc);
-}
-
-static void print_table_plan(const sync_table_plan *t)
-{
-    printf("  %s (%s): %s sync: %s\n", t->plan->table, t->plan->label,
-           t->incremental ? "incremental" : "full", t->why);
-    if (t->watermark != NULL)
-        printf("    watermark:      %s\n", t->watermark);
-    if (t->incremental)
-        printf("    read starts at: %s%s\n", t->read_start ? t->read_start : "the beginning",
-               t->read_start == NULL ? ""
-               : t->start_inclusive  ? " (inclusive)"
-                                     : " (exclusive)");
-    if (t->late_commits > 0)
-        printf("    late commits:   %zu transaction(s) seen in progress by the last read have committed; the "
-               "read starts low enough to meet their rows\n",
-               t->late_commits);
-    if (t->horizon != NULL)
-        printf("    commit horizon: %s%s%s\n", t->horizon,
-               t->horizon_holder ? ", held back by " : " (no open transaction holds it back)",
-               t->horizon_holder ? t->horizon_holder : "");
-    else if (!t->tracks_xacts)
-        printf("    commit horizon: off\n");
-    if (t->pending > 0)
-        printf("    in progress:    %zu transaction(s) the next read looks for again\n", t->pending);
-    if (t->partitions > 1)
-        printf("    partitions:     %d ranges of partition_column, read in parallel (each adds its range to "
-               "the WHERE)\n",
-               t->partitions);
-    if (t->row_limit >= 0)
-        printf("    row limit:      max_sync_rows (LIMIT %lld)\n", (long long)t->row_limit);
-    if (t->row_estimate >= 0)
-        printf("    estimate:       %.0f rows (PostgreSQL's EXPLAIN)\n", t->row_estimate);
-    else
-        printf("    estimate:       unknown (EXPLAIN gave none)\n");
-    printf("    SQL:            %s\n", t->copy_sql);
-}
-
 /* Plans one source: prints it, returns the exit code. */
 static int plan_one(store *st, const cfg_config *cfg, const cfg_source *src, bool full)
 {
-    char *url = cfg_mask_url(src->url);
-    printf("%s (%s:%d) -> %s, from %s\n", src->name, src->file, src->line, src->data_name,
-           url ? url : "(url not shown: out of memory)");
-    free(url);
-    print_full_refresh(st, src);
-    sync_plan plan;
+    ds_buf text = DS_BUF_INIT;
     ds_error err;
-    ds_error_clear(&err);
-    bool ok = sync_plan_source(st, cfg, src, full, &plan, &err);
-    for (size_t i = 0; ok && i < plan.ntables; i++)
-        print_table_plan(&plan.tables[i]);
-    for (size_t w = 0; w < plan.warnings.nwarnings; w++)
-        printf("  warning: %s\n", plan.warnings.warnings[w]);
-    sync_plan_free(&plan);
+    bool ok = sync_plan_text(st, cfg, src, full, &text, &err);
+    if (ds_buf_str(&text) != NULL)
+        fputs(ds_buf_str(&text), stdout);
+    ds_buf_free(&text);
     if (!ok) {
         fprintf(stderr, "duckstore: plan failed: %s\n", err.msg);
         return failure_code(&err);
@@ -690,23 +740,57 @@ static int plan_one(store *st, const cfg_config *cfg, const cfg_source *src, boo
     return CLI_EXIT_OK;
 }
 
-static int plan_targets(const cli_globals *g, cli_session *s, bool full);
+/* Plans one source through the server (GET /api/store/plan/NAME): the
+ * same lines, made by the same function on the server's store. */
+static int remote_plan_one(const cli_remote *r, const cfg_source *src, bool full)
+{
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/plan/%s%s", src->name, full ? "?full=true" : "");
+    long status = 0;
+    ds_error err;
+    /* Planning connects to PostgreSQL and asks for an EXPLAIN: bounded by
+     * the source's timeouts, not by an answer from memory. */
+    json_t *doc =
+        ds_buf_str(&path) ? cli_remote_json(r, "GET", ds_buf_str(&path), NULL, 3700L, &status, &err) : NULL;
+    if (ds_buf_str(&path) == NULL)
+        ds_error_set(&err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&path);
+    if (doc == NULL) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        return remote_failure_code(&err);
+    }
+    json_t *lines = json_object_get(doc, "lines");
+    size_t i;
+    json_t *line;
+    json_array_foreach(lines, i, line) printf("%s\n", json_string_value(line) ? json_string_value(line) : "");
+    int rc = CLI_EXIT_OK;
+    if (status != 200 || !json_is_true(json_object_get(doc, "success"))) {
+        if (status == 200)
+            fprintf(stderr, "duckstore: plan failed: %s\n", cli_remote_error_text(doc));
+        else
+            fprintf(stderr, "duckstore: the server did not plan %s (HTTP %ld): %s\n", src->name, status,
+                    cli_remote_error_text(doc));
+        rc = strcmp(json_text(doc, "error_kind", ""), "config") == 0 ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static int plan_targets(const cli_globals *g, cli_session *s, const cli_remote *r, bool full);
 
 /* plan and sync --dry-run: the DuckDB file read-only, nothing changed. */
 static int run_plan(const cli_globals *g, cli_session *s, bool full)
 {
     cli_remote r;
     int server = find_server(g, &s->cfg, &r);
-    if (server != 0) {
-        if (server > 0) {
-            fprintf(stderr,
-                    "duckstore: duckstore serve (PID %ld) holds %s; plan reads the file itself: run it while "
-                    "the server is stopped\n",
-                    (long)r.info.pid, db_path_of(g, &s->cfg));
-            cli_remote_free(&r);
-        }
+    if (server < 0) {
         cfg_free(&s->cfg);
         return CLI_EXIT_USAGE;
+    }
+    if (server > 0) { /* the server plans on its own store, read-only as well */
+        int rc = plan_targets(g, s, &r, full);
+        cli_remote_free(&r);
+        return rc;
     }
     const char *path = db_path_of(g, &s->cfg);
     bool exists = access(path, F_OK) == 0;
@@ -739,7 +823,7 @@ static int run_plan(const cli_globals *g, cli_session *s, bool full)
     } else {
         if (!exists)
             printf("# %s does not exist yet: the first sync creates it\n", path);
-        rc = plan_targets(g, s, full);
+        rc = plan_targets(g, s, NULL, full);
     }
     if (scratch != NULL) { /* the scratch file, its WAL, its directory */
         unlink(scratch);
@@ -748,20 +832,22 @@ static int run_plan(const cli_globals *g, cli_session *s, bool full)
         if (ds_buf_str(&wal))
             unlink(ds_buf_str(&wal));
         ds_buf_free(&wal);
-        rmdir(dir);
+        if (dir != NULL)
+            rmdir(dir);
     }
     free(dir);
     free(scratch);
     return rc;
 }
 
-static int plan_targets(const cli_globals *g, cli_session *s, bool full)
+/* r: through a running server, else the session's store. */
+static int plan_targets(const cli_globals *g, cli_session *s, const cli_remote *r, bool full)
 {
     const cfg_source *targets[CLI_MAX_NAMED];
     size_t n = session_targets(s, targets);
     int rc = CLI_EXIT_OK;
     for (size_t i = 0; i < n; i++)
-        rc = worse(rc, plan_one(s->st, &s->cfg, targets[i], full));
+        rc = worse(rc, r ? remote_plan_one(r, targets[i], full) : plan_one(s->st, &s->cfg, targets[i], full));
     if (n == 0)
         fprintf(stderr, "duckstore: no enabled source in %s\n", g->config_dir);
     printf("# nothing was changed: the DuckDB file was read only, PostgreSQL read in a read-only "

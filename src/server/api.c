@@ -9,7 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/strbuf.h"
 #include "server/axis.h"
+#include "sync/plan.h"
 
 static const char no_endpoint[] = "no such endpoint; see docs/api.md";
 static const char sync_disabled[] = "syncing is disabled (duckdb.enabled: false)";
@@ -226,19 +228,171 @@ static enum MHD_Result handle_metrics(api_ctx *a, http_request *req)
     return ret;
 }
 
-/* /api/store/sync/NAME and /api/store/sync/NAME/reset-watermark. */
+/* ?sync_id=N of a cancel request; absent: 0 (whichever sync runs). */
+static bool sync_id_param(http_request *req, uint64_t *id)
+{
+    const char *arg = NULL;
+    *id = 0;
+    if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "sync_id", 7, &arg, NULL) != MHD_YES)
+        return true;
+    char *end = NULL;
+    unsigned long long v = arg != NULL && arg[0] >= '1' && arg[0] <= '9' ? strtoull(arg, &end, 10) : 0;
+    *id = (uint64_t)v;
+    return v > 0 && end != NULL && *end == '\0';
+}
+
+/* How long a cancel request waits for the sync to end: cancelling is a
+ * PostgreSQL cancel and dropping staging tables, but a commit that had
+ * begun runs to its end. */
+#define CANCEL_WAIT_S 10.0
+
+/* POST /api/store/sync/NAME/cancel[?sync_id=N]: cancels the running sync
+ * of a source (only sync N when given) as shutdown does, before its commit
+ * and changing nothing, and answers how it ended. */
+static enum MHD_Result handle_cancel(api_ctx *a, http_request *req, const char *name)
+{
+    enum MHD_Result ret;
+    if (!http_query_ok(req, "sync_id", &ret))
+        return ret;
+    uint64_t id;
+    if (!sync_id_param(req, &id))
+        return http_send_error(req, MHD_HTTP_BAD_REQUEST,
+                               "sync_id must be a positive integer (progress.sync_id of the status)");
+    jobs_cancel_answer ans;
+    jobs_cancel_sync(a->jobs, name, id, CANCEL_WAIT_S, &ans);
+    json_int_t sid = (json_int_t)ans.sync_id;
+    const char *trigger = jobs_trigger_name(ans.trigger);
+    json_t *result = ans.result != JOBS_RESULT_NONE ? json_string(jobs_result_name(ans.result)) : json_null();
+    switch (ans.outcome) {
+    case JOBS_CANCEL_UNKNOWN:
+        json_decref(result);
+        return unknown_source(a, req, name);
+    case JOBS_CANCEL_IDLE:
+        json_decref(result);
+        if (id != 0)
+            return http_send_json(req, MHD_HTTP_CONFLICT,
+                                  json_pack("{s:b,s:o,s:I}", "success", 0, "error",
+                                            http_json_stringf("%s is not syncing: sync %llu is not running",
+                                                              name, (unsigned long long)id),
+                                            "sync_id", (json_int_t)id));
+        return http_send_errorf(req, MHD_HTTP_CONFLICT, "%s is not syncing: nothing to cancel", name);
+    case JOBS_CANCEL_OTHER:
+        json_decref(result);
+        return http_send_json(
+            req, MHD_HTTP_CONFLICT,
+            json_pack("{s:b,s:o,s:I,s:s}", "success", 0, "error",
+                      http_json_stringf("the running sync of %s is sync %lld (%s), not sync "
+                                        "%llu: not cancelled",
+                                        name, (long long)sid, trigger, (unsigned long long)id),
+                      "sync_id", sid, "trigger", trigger));
+    case JOBS_CANCEL_ENDING:
+        return http_send_json(
+            req, MHD_HTTP_ACCEPTED,
+            json_pack("{s:b,s:o,s:I,s:s,s:o}", "success", 1, "message",
+                      http_json_stringf("cancel of the sync of %s requested; it is still ending", name),
+                      "sync_id", sid, "trigger", trigger, "result", result));
+    case JOBS_CANCEL_ENDED:
+        break;
+    }
+    json_t *message =
+        ans.result == JOBS_RESULT_CANCELLED
+            ? http_json_stringf("the sync of %s was cancelled before its commit; its data, watermarks and "
+                                "status are unchanged",
+                                name)
+        : ans.result == JOBS_RESULT_SUCCESS
+            ? http_json_stringf("the sync of %s had begun its commit and completed", name)
+            : http_json_stringf("the sync of %s ended before the cancel took effect", name);
+    return http_send_json(req, MHD_HTTP_OK,
+                          json_pack("{s:b,s:o,s:I,s:s,s:o}", "success", 1, "message", message, "sync_id", sid,
+                                    "trigger", trigger, "result", result));
+}
+
+/* The plan of one source as JSON: its lines (sync/plan.c writes them, the
+ * CLI prints them as they are), and the error when planning failed. */
+static json_t *plan_json(api_ctx *a, const cfg_config *cfg, const cfg_source *src, bool full)
+{
+    ds_buf text = DS_BUF_INIT;
+    ds_error err;
+    bool ok = sync_plan_text(a->st, cfg, src, full, &text, &err);
+    json_t *lines = json_array();
+    for (const char *p = ds_buf_str(&text); lines != NULL && p != NULL && *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        char *line = strndup(p, n);
+        json_t *j = line ? http_json_text(line) : NULL;
+        free(line);
+        if (j == NULL || json_array_append_new(lines, j) != 0) {
+            json_decref(lines);
+            lines = NULL;
+        }
+        p = nl ? nl + 1 : p + n;
+    }
+    ds_buf_free(&text);
+    if (ok)
+        return json_pack("{s:b,s:s,s:o}", "success", 1, "source", src->name, "lines", lines);
+    return json_pack("{s:b,s:s,s:o,s:o,s:s}", "success", 0, "source", src->name, "lines", lines, "error",
+                     http_json_text(err.msg), "error_kind", jobs_error_kind(err.code));
+}
+
+/* GET /api/store/plan[/NAME][?full=true]: what a sync would do, planned
+ * on the server's store as `duckstore plan` plans on the file (read-only;
+ * PostgreSQL read in a read-only transaction). It connects to PostgreSQL,
+ * so it answers once planned. Every enabled source without NAME. */
+static enum MHD_Result handle_plan(api_ctx *a, http_request *req, const char *name)
+{
+    enum MHD_Result ret;
+    if (!http_query_ok(req, "full", &ret))
+        return ret;
+    bool full;
+    if (!full_param(req, &full))
+        return http_send_error(req, MHD_HTTP_BAD_REQUEST, full_values);
+    if (a->st == NULL)
+        return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "the DuckDB file is not open");
+    const cfg_config *cfg = jobs_config_acquire(a->jobs);
+    json_t *doc = NULL;
+    if (name != NULL) {
+        const cfg_source *src = cfg_find_source(cfg, name);
+        if (src == NULL) {
+            jobs_config_release(a->jobs, cfg);
+            return unknown_source(a, req, name);
+        }
+        doc = plan_json(a, cfg, src, full);
+    } else {
+        json_t *plans = json_array();
+        bool ok = true;
+        for (size_t i = 0; plans != NULL && i < cfg->n_sources; i++) {
+            if (!cfg->sources[i].enabled)
+                continue;
+            json_t *p = plan_json(a, cfg, &cfg->sources[i], full);
+            ok = ok && json_is_true(json_object_get(p, "success"));
+            if (p == NULL || json_array_append_new(plans, p) != 0) {
+                json_decref(plans);
+                plans = NULL;
+            }
+        }
+        doc = json_pack("{s:b,s:o}", "success", ok, "plans", plans);
+    }
+    jobs_config_release(a->jobs, cfg);
+    return http_send_json(req, MHD_HTTP_OK, doc);
+}
+
+/* /api/store/sync/NAME, /api/store/sync/NAME/reset-watermark and
+ * /api/store/sync/NAME/cancel. */
 static enum MHD_Result route_source(api_ctx *a, http_request *req, const char *rest, bool post)
 {
     const char *slash = strchr(rest, '/');
     size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
     bool reset = slash && strcmp(slash, "/reset-watermark") == 0;
-    if ((slash && !reset) || !valid_source_name(rest, len))
+    bool cancel = slash && strcmp(slash, "/cancel") == 0;
+    if ((slash && !reset && !cancel) || !valid_source_name(rest, len))
         return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
     if (!post)
         return http_send_not_allowed(req, "POST", "use POST");
     char name[64]; /* valid_source_name: at most 63 bytes */
     memcpy(name, rest, len);
     name[len] = '\0';
+    if (cancel)
+        return handle_cancel(a, req, name);
     return reset ? handle_reset(a, req, name) : handle_sync_one(a, req, name);
 }
 
@@ -269,6 +423,16 @@ enum MHD_Result api_route(void *cls, http_request *req, const char *url, const c
         return query_route(a, req, method);
     if (axis_route(a, req, url, get, &ret))
         return ret;
+    if (strcmp(url, "/api/store/plan") == 0)
+        return get ? handle_plan(a, req, NULL)
+                   : http_send_not_allowed(req, "GET, HEAD", "use GET for /api/store/plan");
+    static const char plan_prefix[] = "/api/store/plan/";
+    if (strncmp(url, plan_prefix, sizeof plan_prefix - 1) == 0) {
+        const char *name = url + sizeof plan_prefix - 1;
+        if (!valid_source_name(name, strlen(name)))
+            return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
+        return get ? handle_plan(a, req, name) : http_send_not_allowed(req, "GET, HEAD", "use GET");
+    }
     static const char prefix[] = "/api/store/sync/";
     if (strncmp(url, prefix, sizeof prefix - 1) == 0)
         return route_source(a, req, url + sizeof prefix - 1, post);

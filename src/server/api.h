@@ -1,6 +1,7 @@
 /* The runbook's endpoints (docs/api.md) and their router (internal to
  * src/server). Handlers read memory or start background work, so every
- * answer is immediate. */
+ * answer is immediate, but a plan (it asks PostgreSQL) and a cancel (it
+ * waits a bounded time for the sync to end). */
 #ifndef DS_SERVER_API_H
 #define DS_SERVER_API_H
 

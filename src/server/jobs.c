@@ -200,6 +200,12 @@ const char *jobs_trigger_name(jobs_trigger trigger)
     return (unsigned)trigger < sizeof names / sizeof names[0] ? names[trigger] : names[0];
 }
 
+const char *jobs_result_name(jobs_result result)
+{
+    static const char *const names[] = {"none", "success", "error", "cancelled"};
+    return (unsigned)result < sizeof names / sizeof names[0] ? names[result] : names[0];
+}
+
 typedef struct sync_thread_arg {
     jobs *j;
     source_runtime *r;
@@ -215,7 +221,7 @@ static const char *full_reason(jobs_trigger trigger)
     return trigger == JOBS_TRIGGER_SCHEDULED ? "full_refresh_interval_minutes reached" : "full requested";
 }
 
-static void log_sync_start(const cfg_source *src, jobs_trigger trigger, bool full)
+void jobs_log_sync_start(const cfg_source *src, jobs_trigger trigger, bool full)
 {
     const char *kind = jobs_trigger_name(trigger);
     ds_log_about about = {.source = src->name, .event = "sync_start"};
@@ -241,7 +247,7 @@ static bool message_sqlstate(const char *msg, char out[6])
     return false;
 }
 
-static const char *error_kind(ds_error_code code)
+const char *jobs_error_kind(ds_error_code code)
 {
     switch (code) {
     case DS_ERR_USAGE:
@@ -272,8 +278,8 @@ static const char *error_kind(ds_error_code code)
 /* The end of a sync: one line per table and the source's summary on
  * success, the error (with its SQLSTATE when PostgreSQL gave one)
  * otherwise. */
-static void log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, const sync_report *report,
-                         const sync_progress *progress, const ds_error *err, double elapsed_s)
+void jobs_log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, const sync_report *report,
+                       const sync_progress *progress, const ds_error *err, double elapsed_s)
 {
     const char *kind = jobs_trigger_name(trigger);
     for (size_t i = 0; i < report->nwarnings; i++) {
@@ -317,11 +323,11 @@ static void log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, c
     ds_log_about about = {.source = src->name, .event = "sync_end"};
     ds_log_field fields[] = {
         DS_LOG_FIELD_STR("trigger", kind), DS_LOG_FIELD_STR("result", cancelled ? "cancelled" : "error"),
-        DS_LOG_FIELD_STR("error_kind", cancelled ? NULL : error_kind(err->code)),
+        DS_LOG_FIELD_STR("error_kind", cancelled ? NULL : jobs_error_kind(err->code)),
         DS_LOG_FIELD_STR("sqlstate", message_sqlstate(err->msg, sqlstate) ? sqlstate : NULL),
         DS_LOG_FIELD_REAL("duration_s", elapsed_s)};
     size_t n = sizeof fields / sizeof fields[0];
-    if (cancelled) /* a shutdown, not a failure: no ERROR line to alert on */
+    if (cancelled) /* a shutdown or a cancel request, not a failure: no ERROR line to alert on */
         ds_log_event(DS_LOG_INFO, &about, fields, n,
                      "%s: sync cancelled; the previous data, watermarks and status stay", src->name);
     else
@@ -421,16 +427,19 @@ static void *sync_thread(void *arg)
     sync_report report;
     ds_error err;
     ds_error_clear(&err);
-    log_sync_start(src, trigger, opt.force_full);
+    jobs_log_sync_start(src, trigger, opt.force_full);
     double t0 = ds_monotonic_s();
     bool ok = sync_source(j->st, &cfg->cfg, src, &opt, &report, &err);
-    log_sync_end(src, trigger, ok, &report, &r->progress, &err, ds_monotonic_s() - t0);
+    jobs_log_sync_end(src, trigger, ok, &report, &r->progress, &err, ds_monotonic_s() - t0);
     refresh_status(j, r, false, 0);
 
     pthread_mutex_lock(&j->lock);
     count_table_stats(r, src, &r->progress, ok);
     double now = ds_monotonic_s();
     r->syncing = false;
+    r->last_result = ok                             ? JOBS_RESULT_SUCCESS
+                     : err.code == DS_ERR_CANCELLED ? JOBS_RESULT_CANCELLED
+                                                    : JOBS_RESULT_ERROR;
     r->last_duration_s = now - r->started_mono;
     if (ok) {
         r->syncs_ok++;
@@ -465,7 +474,7 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
 {
     if (j->stopping)
         return JOBS_STOPPING;
-    if (r->syncing || r->resetting)
+    if (r->syncing || r->resetting || r->cancelling)
         return JOBS_BUSY;
     sync_thread_arg *a = malloc(sizeof *a);
     if (a == NULL) {
@@ -478,7 +487,14 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
     atomic_store(&r->progress.rows, 0);
     atomic_store(&r->progress.bytes, 0);
     atomic_store(&r->progress.phase, SYNC_PHASE_DESCRIBING);
+    for (size_t i = 0; i < CFG_MAX_QUERIES; i++) {
+        atomic_store(&r->progress.table_rows[i], 0);
+        atomic_store(&r->progress.table_bytes[i], 0);
+    }
     r->syncing = true;
+    r->running_src = r->src;
+    r->sync_id = ++j->last_sync_id;
+    r->last_result = JOBS_RESULT_NONE;
     r->sync_full = full;
     r->trigger = trigger;
     r->started_mono = ds_monotonic_s();
@@ -786,6 +802,62 @@ void jobs_reload(jobs *j, cfg_config *cfg)
     free(before);
 }
 
+/* Reads the answer of jobs_cancel_sync from r. Lock held. */
+static void cancel_answer(const source_runtime *r, jobs_cancel_outcome outcome, jobs_cancel_answer *out)
+{
+    out->outcome = outcome;
+    out->sync_id = r->sync_id;
+    out->trigger = r->trigger;
+    out->result = r->syncing ? JOBS_RESULT_NONE : r->last_result;
+}
+
+void jobs_cancel_sync(jobs *j, const char *name, uint64_t sync_id, double wait_s, jobs_cancel_answer *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&j->lock);
+    source_runtime *r = jobs_find(j, name);
+    if (r == NULL) {
+        out->outcome = JOBS_CANCEL_UNKNOWN;
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    if (!r->syncing || (sync_id != 0 && r->sync_id != sync_id)) {
+        cancel_answer(r, r->syncing ? JOBS_CANCEL_OTHER : JOBS_CANCEL_IDLE, out);
+        /* Another sync ran since: how sync_id ended is no longer known. */
+        if (sync_id != 0 && r->sync_id != sync_id)
+            out->result = JOBS_RESULT_NONE;
+        pthread_mutex_unlock(&j->lock);
+        return;
+    }
+    uint64_t id = r->sync_id;
+    r->cancelling = true;
+    pthread_mutex_unlock(&j->lock);
+    /* Outside the lock, as at shutdown: PQcancel waits for PostgreSQL.
+     * `cancelling` keeps the next sync from starting meanwhile; a sync
+     * that ended meanwhile left the flag set for nothing, and the next one
+     * clears it when it starts (start_locked). */
+    ds_log_about about = {.source = name, .event = "sync_cancel"};
+    ds_log_field fields[] = {DS_LOG_FIELD_INT("sync_id", id)};
+    ds_log_event(DS_LOG_INFO, &about, fields, 1, "%s: cancel of the running sync requested", name);
+    sync_cancel_request(&r->cancel);
+    pthread_mutex_lock(&j->lock);
+    r->cancelling = false;
+    pthread_mutex_unlock(&j->lock);
+    struct timespec until;
+    double end = ds_monotonic_s() + wait_s;
+    until.tv_sec = (time_t)end;
+    until.tv_nsec = (long)((end - (double)until.tv_sec) * 1e9);
+    pthread_mutex_lock(&j->lock);
+    while (r->syncing && r->sync_id == id && pthread_cond_timedwait(&j->changed, &j->lock, &until) == 0) {
+    }
+    bool ended = !(r->syncing && r->sync_id == id);
+    cancel_answer(r, ended ? JOBS_CANCEL_ENDED : JOBS_CANCEL_ENDING, out);
+    out->sync_id = id;
+    if (ended && r->sync_id != id) /* the next sync already started */
+        out->result = JOBS_RESULT_NONE;
+    pthread_mutex_unlock(&j->lock);
+}
+
 void jobs_shutdown(jobs *j)
 {
     /* The cancel requests are sent outside the lock: PQcancel waits for the
@@ -820,9 +892,10 @@ json_t *jobs_status_json(jobs *j)
             continue;
         json_t *doc = json_deep_copy(r->status);
         if (doc != NULL && r->syncing) {
-            sync_status_overlay_syncing(doc, &r->progress, r->started_iso, r->sync_full);
-            json_object_set_new(json_object_get(doc, "progress"), "trigger",
-                                json_string(jobs_trigger_name(r->trigger)));
+            sync_status_overlay_syncing(doc, r->running_src, &r->progress, r->started_iso, r->sync_full);
+            json_t *progress = json_object_get(doc, "progress");
+            json_object_set_new(progress, "trigger", json_string(jobs_trigger_name(r->trigger)));
+            json_object_set_new(progress, "sync_id", json_integer((json_int_t)r->sync_id));
         }
         ok = json_object_set_new(datasets, r->src->data_name, doc) == 0;
     }

@@ -19,6 +19,27 @@
 typedef enum jobs_trigger { JOBS_TRIGGER_MANUAL, JOBS_TRIGGER_SCHEDULED, JOBS_TRIGGER_STARTUP } jobs_trigger;
 const char *jobs_trigger_name(jobs_trigger trigger);
 
+/* The events every sync logs, the server's and the CLI's alike:
+ * sync_start; then sync_warning per warning, sync_table per table and
+ * sync_end (result success, error or cancelled). progress: the sync's
+ * counters (bytes read per table). */
+void jobs_log_sync_start(const cfg_source *src, jobs_trigger trigger, bool full);
+void jobs_log_sync_end(const cfg_source *src, jobs_trigger trigger, bool ok, const sync_report *report,
+                       const sync_progress *progress, const ds_error *err, double elapsed_s);
+
+/* The kind of a sync's error in logs and answers: config, postgresql,
+ * timeout, duckdb, ... */
+const char *jobs_error_kind(ds_error_code code);
+
+/* How a sync of the server ended, for a client that asked to cancel it. */
+typedef enum jobs_result {
+    JOBS_RESULT_NONE,
+    JOBS_RESULT_SUCCESS,
+    JOBS_RESULT_ERROR,
+    JOBS_RESULT_CANCELLED
+} jobs_result;
+const char *jobs_result_name(jobs_result result);
+
 /* One table's metrics beside the status: bytes read from PostgreSQL since
  * the server started, and the time of its newest stored data, kept when a
  * failed sync clears the watermark (the data it describes stays). */
@@ -33,6 +54,7 @@ typedef struct source_runtime {
     const cfg_source *src; /* in the config in force; NULL once a reload removed the source */
     bool syncing;
     bool resetting;       /* reset-watermark in progress: no sync may start */
+    bool cancelling;      /* a cancel request is being sent: no sync may start, lest it get it */
     bool sync_full;       /* the running sync was asked to be full */
     jobs_trigger trigger; /* of the running sync */
     double started_mono;  /* monotonic start of the running sync */
@@ -40,7 +62,10 @@ typedef struct source_runtime {
     double next_due_mono; /* scheduler: when the next periodic sync is due (0 = never) */
     int consecutive_failures;
     sync_progress progress;
+    const cfg_source *running_src; /* of the running sync, in the config it pinned */
     sync_cancel cancel;
+    uint64_t sync_id;        /* of the running sync, else of the last one (0: none yet) */
+    jobs_result last_result; /* of the last finished sync, whose id is sync_id when not syncing */
     json_t *status;          /* last persisted status document */
     uint64_t status_version; /* counts the changes of status */
     /* metrics */
@@ -64,7 +89,8 @@ typedef struct jobs {
     sync_conn_pool conns; /* PostgreSQL connections kept between syncs, all sources */
     pthread_mutex_t lock; /* guards every source_runtime field above, current and the list */
     pthread_cond_t changed;
-    int active; /* running sync threads */
+    int active;            /* running sync threads */
+    uint64_t last_sync_id; /* every sync of the server gets the next one */
     bool stopping;
     bool scheduler_started;
     pthread_t scheduler;
@@ -108,6 +134,33 @@ bool jobs_start_background(jobs *j, bool startup_sync, ds_error *err);
 
 /* Clears a source's watermarks; JOBS_BUSY while it syncs. */
 jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err);
+
+/* What jobs_cancel_sync did. JOBS_CANCEL_ENDED: the sync ended within
+ * the wait (result says how: cancelled, or it had begun its commit and
+ * finished); JOBS_CANCEL_ENDING: asked, still ending after the wait;
+ * JOBS_CANCEL_IDLE: no sync of the source runs (result: how the sync
+ * sync_id ended, when it was the last one); JOBS_CANCEL_OTHER: the running
+ * sync is not sync_id. */
+typedef enum jobs_cancel_outcome {
+    JOBS_CANCEL_ENDED,
+    JOBS_CANCEL_ENDING,
+    JOBS_CANCEL_IDLE,
+    JOBS_CANCEL_OTHER,
+    JOBS_CANCEL_UNKNOWN
+} jobs_cancel_outcome;
+
+typedef struct jobs_cancel_answer {
+    jobs_cancel_outcome outcome;
+    uint64_t sync_id; /* the sync cancelled, or running (OTHER), or the last one (IDLE) */
+    jobs_trigger trigger;
+    jobs_result result;
+} jobs_cancel_answer;
+
+/* Cancels the running sync of a source (only when its id is sync_id; 0:
+ * whichever runs) and waits up to wait_s for it to end. The sync ends as
+ * one cancelled at shutdown: before its commit, changing nothing; one
+ * whose commit has begun completes. */
+void jobs_cancel_sync(jobs *j, const char *name, uint64_t sync_id, double wait_s, jobs_cancel_answer *out);
 
 /* Stops the scheduler, cancels running syncs and waits for them. */
 void jobs_shutdown(jobs *j);

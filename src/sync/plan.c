@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/strbuf.h"
 #include "sync/conns.h"
@@ -15,6 +16,8 @@
 static char *select_of_copy(const char *copy)
 {
     static const char head[] = "COPY (", tail[] = ") TO STDOUT (FORMAT binary)";
+    if (copy == NULL)
+        return NULL;
     size_t len = strlen(copy), nh = sizeof head - 1, nt = sizeof tail - 1;
     if (len < nh + nt || strncmp(copy, head, nh) != 0 || strcmp(copy + len - nt, tail) != 0)
         return NULL;
@@ -120,4 +123,85 @@ void sync_plan_free(sync_plan *p)
         free(t->copy_sql);
     }
     p->ntables = 0;
+}
+
+/* When the server's scheduler will rebuild the source in full: its status
+ * document's next_full_refresh (sync/status.c computes it), once passed. */
+static void full_refresh_text(store *st, const cfg_source *src, ds_buf *out)
+{
+    if (src->full_refresh_interval_minutes <= 0)
+        return;
+    ds_error err;
+    json_t *doc = sync_status_json(st, src, &err);
+    const char *next = json_string_value(json_object_get(doc, "next_full_refresh"));
+    time_t due;
+    if (next != NULL && sync_parse_iso(next, &due) && due <= time(NULL))
+        ds_buf_appendf(out,
+                       "  periodic full refresh: due since %s: the next scheduled sync in duckstore serve "
+                       "rebuilds every table in full (duckstore sync without --full reads incrementally as "
+                       "planned below)\n",
+                       next);
+    else if (next != NULL)
+        ds_buf_appendf(out, "  periodic full refresh: next at %s (duckstore serve's scheduler)\n", next);
+    json_decref(doc);
+}
+
+static void table_plan_text(const sync_table_plan *t, ds_buf *out)
+{
+    ds_buf_appendf(out, "  %s (%s): %s sync: %s\n", t->plan->table, t->plan->label,
+                   t->incremental ? "incremental" : "full", t->why);
+    if (t->watermark != NULL)
+        ds_buf_appendf(out, "    watermark:      %s\n", t->watermark);
+    if (t->incremental)
+        ds_buf_appendf(out, "    read starts at: %s%s\n", t->read_start ? t->read_start : "the beginning",
+                       t->read_start == NULL ? ""
+                       : t->start_inclusive  ? " (inclusive)"
+                                             : " (exclusive)");
+    if (t->late_commits > 0)
+        ds_buf_appendf(out,
+                       "    late commits:   %zu transaction(s) seen in progress by the last read have "
+                       "committed; the read starts low enough to meet their rows\n",
+                       t->late_commits);
+    if (t->horizon != NULL)
+        ds_buf_appendf(out, "    commit horizon: %s%s%s\n", t->horizon,
+                       t->horizon_holder ? ", held back by " : " (no open transaction holds it back)",
+                       t->horizon_holder ? t->horizon_holder : "");
+    else if (!t->tracks_xacts)
+        ds_buf_append(out, "    commit horizon: off\n");
+    if (t->pending > 0)
+        ds_buf_appendf(out, "    in progress:    %zu transaction(s) the next read looks for again\n",
+                       t->pending);
+    if (t->partitions > 1)
+        ds_buf_appendf(out,
+                       "    partitions:     %d ranges of partition_column, read in parallel (each adds its "
+                       "range to the WHERE)\n",
+                       t->partitions);
+    if (t->row_limit >= 0)
+        ds_buf_appendf(out, "    row limit:      max_sync_rows (LIMIT %lld)\n", (long long)t->row_limit);
+    if (t->row_estimate >= 0)
+        ds_buf_appendf(out, "    estimate:       %.0f rows (PostgreSQL's EXPLAIN)\n", t->row_estimate);
+    else
+        ds_buf_append(out, "    estimate:       unknown (EXPLAIN gave none)\n");
+    ds_buf_appendf(out, "    SQL:            %s\n", t->copy_sql);
+}
+
+bool sync_plan_text(store *st, const cfg_config *cfg, const cfg_source *src, bool force_full, ds_buf *out,
+                    ds_error *err)
+{
+    char *url = cfg_mask_url(src->url);
+    ds_buf_appendf(out, "%s (%s:%d) -> %s, from %s\n", src->name, src->file, src->line, src->data_name,
+                   url ? url : "(url not shown: out of memory)");
+    free(url);
+    full_refresh_text(st, src, out);
+    sync_plan plan;
+    ds_error_clear(err);
+    bool ok = sync_plan_source(st, cfg, src, force_full, &plan, err);
+    for (size_t i = 0; ok && i < plan.ntables; i++)
+        table_plan_text(&plan.tables[i], out);
+    for (size_t w = 0; w < plan.warnings.nwarnings; w++)
+        ds_buf_appendf(out, "  warning: %s\n", plan.warnings.warnings[w]);
+    sync_plan_free(&plan);
+    if (ok && ds_buf_str(out) == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "%s: out of memory writing the plan", src->name);
+    return ok;
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/strbuf.h"
 #include "sync/sync.h"
 
 typedef struct sync_table_plan {
@@ -41,5 +42,14 @@ typedef struct sync_plan {
 bool sync_plan_source(store *st, const cfg_config *cfg, const cfg_source *src, bool force_full,
                       sync_plan *out, ds_error *err);
 void sync_plan_free(sync_plan *p);
+
+/* The plan of one source as text, one line per "\n", the way `duckstore
+ * plan` prints it whether it opens the file itself or asks a running
+ * server (GET /api/store/plan): where the source is configured, the
+ * periodic full refresh, each table's plan and the warnings. False with
+ * err set when planning failed; out then holds the lines written before
+ * (out of memory: out's own error). */
+bool sync_plan_text(store *st, const cfg_config *cfg, const cfg_source *src, bool force_full, ds_buf *out,
+                    ds_error *err);
 
 #endif

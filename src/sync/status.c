@@ -281,8 +281,8 @@ json_t *sync_status_unreadable(const ds_error *err)
     return doc;
 }
 
-void sync_status_overlay_syncing(json_t *doc, const sync_progress *progress, const char *started_at,
-                                 bool full)
+void sync_status_overlay_syncing(json_t *doc, const cfg_source *src, const sync_progress *progress,
+                                 const char *started_at, bool full)
 {
     set(doc, "state", json_string(sync_state_name(SYNC_STATE_SYNCING)));
     json_t *p = json_object();
@@ -291,6 +291,15 @@ void sync_status_overlay_syncing(json_t *doc, const sync_progress *progress, con
     set(p, "bytes_read", json_integer((json_int_t)atomic_load(&progress->bytes)));
     set(p, "started_at", json_string(started_at));
     set(p, "full", json_boolean(full));
+    /* In the order of the source's queries, as a sync reads them. */
+    json_t *tables = json_object();
+    for (size_t i = 0; src != NULL && i < src->n_plans && i < CFG_MAX_QUERIES; i++) {
+        json_t *t = json_object();
+        set(t, "rows_read", json_integer((json_int_t)atomic_load(&progress->table_rows[i])));
+        set(t, "bytes_read", json_integer((json_int_t)atomic_load(&progress->table_bytes[i])));
+        set(tables, src->plans[i].table, t);
+    }
+    set(p, "tables", tables);
     set(doc, "progress", p);
 }
 

@@ -176,9 +176,10 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err);
 /* The document to show when the persisted status cannot be read. */
 json_t *sync_status_unreadable(const ds_error *err);
 
-/* Marks a copy of a status document as syncing, with the live progress. */
-void sync_status_overlay_syncing(json_t *doc, const sync_progress *progress, const char *started_at,
-                                 bool full);
+/* Marks a copy of a status document as syncing, with the live progress,
+ * also per table of src (the config the sync runs with). */
+void sync_status_overlay_syncing(json_t *doc, const cfg_source *src, const sync_progress *progress,
+                                 const char *started_at, bool full);
 
 /* Current UTC time as ISO 8601 with offset, the format of every time in a
  * status document; and back (false when text is not such a time). */

@@ -3,8 +3,10 @@
  * running server: global options before or after the command and as
  * --option=value, --version, help and CMD --help (stdout, exit 0) against
  * usage errors (stderr, exit 2), several sources and status keys in one
- * sync, query's formats, the wording of counts, and Ctrl-C during a sync
- * (what was cancelled, the data unchanged, exit 130). */
+ * sync, query's formats, the wording of counts, Ctrl-C during a sync
+ * (what was cancelled, the data unchanged, exit 130) also through a server
+ * (the CLI's own sync cancelled there, another's left alone), progress per
+ * table, and the sync's JSON log events. */
 #include "cli_harness.h"
 
 /* The slow source's query waits for this advisory lock while the test
@@ -75,6 +77,8 @@ static int teardown_test(void **state)
 {
     (void)state;
     tl_server_kill_all();
+    /* A failed test may have left the gate closed. */
+    PQclear(PQexec(g_pg, "SELECT pg_advisory_unlock_all()"));
     tl_free_kept();
     return 0;
 }
@@ -272,7 +276,7 @@ static void test_ctrl_c_local(void **state)
 
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
         tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-        cli_bg bg;
+        cli_bg bg = {0};
         cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
         wait_for_gate(g_pg);
         kill(bg.pid, signals[i].sig);
@@ -308,7 +312,7 @@ static void test_progress_on_terminal(void **state)
     write_split_source();
     char *typescript = tl_keepf("%s/typescript", g_dir);
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start_raw(&bg, g_dir,
                      tl_keepf("exec script -qfec \"'%s' --config-dir '%s' sync split\" '%s'",
                               getenv("DUCKSTORE_BIN"), g_config, typescript));
@@ -334,22 +338,42 @@ static void test_progress_on_terminal(void **state)
     unlink(tl_keepf("%s/split_db.yaml", g_config));
 }
 
-/* Through a running server: help and options alike, several sources and
- * status keys; Ctrl-C stops the waiting and says the server's sync runs on
- * (the server has no way to cancel one sync). plan refuses while the
- * server holds the file. */
-static void test_through_server(void **state)
+/* Waits until the file at path holds needle; its text, kept. */
+static char *wait_for_text(const char *path, const char *needle)
 {
-    (void)state;
-    tl_server srv;
-    char *log = tl_keepf("%s/server.log", g_dir);
-    tl_server_start(&srv, g_config, log, NULL);
+    for (double deadline = tl_now_ms() + 60000;;) {
+        char *text = tl_read_file(path);
+        if (text != NULL && strstr(text, needle) != NULL)
+            return tl_keep(text);
+        if (tl_now_ms() > deadline)
+            fail_msg("%s did not show \"%s\" within 60 s:\n%s", path, needle, text ? text : "");
+        free(text);
+        tl_sleep_ms(20);
+    }
+}
+
+/* log: the server's log file, in g_dir. */
+static void start_server(tl_server *srv, const char *log)
+{
+    tl_server_start(srv, g_config, tl_keepf("%s/%s", g_dir, log), NULL);
     char *serve_file = tl_keepf("%s.serve.json", g_db);
     for (double deadline = tl_now_ms() + 60000; access(serve_file, F_OK) != 0;) {
         if (tl_now_ms() > deadline)
             fail_msg("no server file %s after 60 s", serve_file);
         tl_sleep_ms(10);
     }
+}
+
+/* Through a running server: help and options alike, several sources and
+ * status keys, plan; Ctrl-C cancels the sync this command started in the
+ * server, before its commit, and says so as a local sync does (exit 130);
+ * the server logs the sync as cancelled and its status is unchanged. */
+static void test_through_server(void **state)
+{
+    (void)state;
+    tl_server srv;
+    char *log = tl_keepf("%s/server.log", g_dir);
+    start_server(&srv, "server.log");
     cli_out o = cli_run(g_dir, NULL, "sync one_data ev --config-dir='%s'", g_config);
     cli_expect(&o, 0, "sync one_data ev through the server");
     const char *one = strstr(o.out, "one: full sync, 1 row in one_data (+0)");
@@ -365,14 +389,13 @@ static void test_through_server(void **state)
     o = cli_run(g_dir, NULL, "sync --help --config-dir '%s'", g_config);
     cli_expect(&o, 0, "sync --help");
 
-    o = cli_run(g_dir, NULL, "plan --config-dir '%s'", g_config);
-    cli_expect(&o, 2, "plan while the server runs");
-    tl_assert_contains(o.err, tl_keepf("duckstore: duckstore serve (PID %ld) holds %s; plan reads the file "
-                                       "itself: run it while the server is stopped",
-                                       (long)srv.pid, g_db));
+    o = cli_run(g_dir, NULL, "plan ev --config-dir '%s'", g_config);
+    cli_expect(&o, 0, "plan while the server runs");
+    tl_assert_contains(o.out, "  ev_data (query): incremental sync: a watermark is stored");
 
+    cli_out before = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
     tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
-    cli_bg bg;
+    cli_bg bg = {0};
     cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow one", g_config));
     json_t *ds = tl_server_wait_state(&srv, "slow_data", "syncing", 60);
     json_decref(ds);
@@ -380,16 +403,141 @@ static void test_through_server(void **state)
     kill(bg.pid, SIGINT);
     int rc = cli_bg_wait(&bg);
     char *err = tl_keep(tl_read_file(bg.err_path));
+    char *out = tl_keep(tl_read_file(bg.out_path));
     tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
     if (rc != 130)
         fail_msg("exit %d after Ctrl-C, expected 130\nstderr: %s", rc, err);
-    tl_assert_contains(err,
-                       "duckstore: Ctrl-C: stopped waiting; the sync of slow runs on in duckstore serve and "
-                       "is not cancelled (duckstore status shows its result)\n");
+    tl_assert_contains(err, "duckstore: Ctrl-C: the sync of slow was cancelled before its commit (tables "
+                            "slow_data); the DuckDB file is unchanged: slow_data keeps its previous data, "
+                            "watermarks and status\n");
     tl_assert_contains(err, "duckstore: Ctrl-C: not synced: one (unchanged)\n");
+    assert_string_equal(out, "");
+    /* Cancelled, not stopped waiting: nothing runs on in the server. */
+    ds = tl_server_dataset(&srv, "slow_data");
+    assert_string_not_equal(tl_json_str(ds, "state"), "syncing");
+    json_decref(ds);
+    cli_out after = cli_run(g_dir, NULL, "--config-dir '%s' status --json", g_config);
+    assert_string_equal(after.out, before.out);
+    tl_assert_contains(tl_keep(tl_read_file(log)),
+                       "slow: sync cancelled; the previous data, watermarks and status stay");
+    o = cli_run(g_dir, NULL, "--config-dir '%s' query --format csv 'SELECT count(*) AS n FROM slow_data'",
+                g_config);
+    assert_string_equal(o.out, "n\n3\n");
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+}
+
+/* Ctrl-C while the CLI waits for a sync someone else started in the
+ * server (the scheduler, another client): that sync is not the CLI's to
+ * cancel; it runs on and succeeds, and the CLI says it started nothing. */
+static void test_ctrl_c_leaves_others_sync(void **state)
+{
+    (void)state;
+    tl_server srv;
+    start_server(&srv, "others.log");
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
+    char *raw = NULL;
+    json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/slow", NULL, 202, &raw));
+    free(raw);
+    wait_for_gate(g_pg);
+    cli_bg bg = {0};
+    cli_bg_start(&bg, g_dir, tl_keepf("--config-dir '%s' sync slow", g_config));
+    wait_for_text(bg.err_path, "duckstore: slow is syncing in the server; waiting for that sync to end\n");
+    kill(bg.pid, SIGINT);
+    int rc = cli_bg_wait(&bg);
+    char *err = tl_keep(tl_read_file(bg.err_path));
+    if (rc != 130)
+        fail_msg("exit %d after Ctrl-C, expected 130\nstderr: %s", rc, err);
+    tl_assert_contains(err,
+                       "duckstore: Ctrl-C: the sync of slow was not started (the server's own sync of it "
+                       "was still running); this command changed nothing\n");
+    /* The other sync still runs, then ends well. */
+    json_t *ds = tl_server_dataset(&srv, "slow_data");
+    assert_string_equal(tl_json_str(ds, "state"), "syncing");
+    json_decref(ds);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
     ds = tl_server_wait_state(&srv, "slow_data", "ready", 60);
     json_decref(ds);
+    char *log = tl_keep(tl_read_file(tl_keepf("%s/others.log", g_dir)));
+    if (strstr(log, "slow: sync cancelled") != NULL)
+        fail_msg("the server's own sync was cancelled:\n%s", log);
     assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+}
+
+/* Through a server on a terminal: one progress line per table, as locally. */
+static void test_progress_through_server(void **state)
+{
+    (void)state;
+    write_split_source();
+    tl_server srv;
+    start_server(&srv, "progress.log");
+    char *typescript = tl_keepf("%s/typescript", g_dir);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_lock(%d)", GATE);
+    cli_bg bg = {0};
+    cli_bg_start_raw(&bg, g_dir,
+                     tl_keepf("exec script -qfec \"'%s' --config-dir '%s' sync split\" '%s'",
+                              getenv("DUCKSTORE_BIN"), g_config, typescript));
+    wait_for_gate(g_pg);
+    char *seen = NULL;
+    for (double deadline = tl_now_ms() + 60000;;) {
+        free(seen);
+        seen = tl_read_file(typescript);
+        if (seen != NULL && strstr(seen, " split_dataset: 0 rows, 0.0 MB") != NULL &&
+            strstr(seen, " split_results: 0 rows, 0.0 MB") != NULL)
+            break;
+        if (tl_now_ms() > deadline) {
+            tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
+            fail_msg("no progress line per table through the server within 60 s:\n%s", seen ? seen : "");
+        }
+        tl_sleep_ms(20);
+    }
+    free(seen);
+    tl_pg_exec(g_pg, "SELECT pg_advisory_unlock(%d)", GATE);
+    assert_int_equal(cli_bg_wait(&bg), 0);
+    char *done = tl_keep(tl_read_file(typescript));
+    tl_assert_contains(done, "split: full sync, 3 rows in split_data (");
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    unlink(tl_keepf("%s/split_db.yaml", g_config));
+}
+
+/* A sync of the CLI alone logs the events of a server's sync, in JSON:
+ * sync_start, sync_table per table, sync_end with its result. */
+static void test_json_log_events(void **state)
+{
+    (void)state;
+    cli_out o = cli_run(g_dir, NULL, "--log-format json --config-dir '%s' sync one --full", g_config);
+    cli_expect(&o, 0, "sync one --full with JSON logs");
+    const char *want[] = {"sync_start", "sync_table", "sync_end"};
+    json_t *seen[3] = {NULL, NULL, NULL};
+    for (char *line = o.err; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl != NULL)
+            *nl = '\0';
+        json_t *doc = json_loads(line, 0, NULL);
+        if (doc == NULL)
+            fail_msg("a log line is not JSON: %s", line);
+        const char *event = tl_json_str(doc, "event");
+        for (size_t i = 0; i < 3; i++)
+            if (event != NULL && strcmp(event, want[i]) == 0 && seen[i] == NULL) {
+                seen[i] = doc;
+                doc = NULL;
+            }
+        json_decref(doc);
+        line = nl ? nl + 1 : NULL;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (seen[i] == NULL)
+            fail_msg("no %s event in the log of sync:\n%s", want[i], o.err);
+        assert_string_equal(tl_json_str(seen[i], "source"), "one");
+        assert_string_equal(tl_json_str(json_object_get(seen[i], "fields"), "trigger"), "manual");
+    }
+    assert_true(json_is_true(json_object_get(json_object_get(seen[0], "fields"), "full")));
+    assert_string_equal(tl_json_str(seen[1], "table"), "one_data");
+    json_t *end = json_object_get(seen[2], "fields");
+    assert_string_equal(tl_json_str(end, "result"), "success");
+    assert_string_equal(tl_json_str(end, "sync_type"), "full");
+    assert_int_equal(json_integer_value(json_object_get(end, "rows")), 1);
+    for (size_t i = 0; i < 3; i++)
+        json_decref(seen[i]);
 }
 
 int main(void)
@@ -404,6 +552,9 @@ int main(void)
         cmocka_unit_test_teardown(test_ctrl_c_local, teardown_test),
         cmocka_unit_test_teardown(test_progress_on_terminal, teardown_test),
         cmocka_unit_test_teardown(test_through_server, teardown_test),
+        cmocka_unit_test_teardown(test_ctrl_c_leaves_others_sync, teardown_test),
+        cmocka_unit_test_teardown(test_progress_through_server, teardown_test),
+        cmocka_unit_test_teardown(test_json_log_events, teardown_test),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }

@@ -3,7 +3,8 @@
  * one from the stored watermark, one after the query's columns changed,
  * one whose commit horizon an open transaction holds back; the exact SQL,
  * PostgreSQL's estimate, the masked url; and that a plan changes nothing
- * (status, watermarks and the DuckDB file's bytes and mtime). */
+ * (status, watermarks and the DuckDB file's bytes and mtime); through a
+ * running server, the very same output. */
 #include "cli_harness.h"
 
 static char *g_conninfo;
@@ -33,6 +34,7 @@ static int teardown_group(void **state)
 static int teardown_test(void **state)
 {
     (void)state;
+    tl_server_kill_all();
     tl_free_kept();
     return 0;
 }
@@ -297,6 +299,70 @@ static void test_periodic_full_refresh(void **state)
     tl_rmtree(w.dir);
 }
 
+/* While duckstore serve holds the file, plan asks the server, which plans
+ * on its own store with the same code: the output is byte for byte the
+ * local plan's of the same state (also --full, sync --dry-run, and a
+ * source PostgreSQL rejects, exit 2), and nothing changes. */
+static void test_plan_through_server(void **state)
+{
+    (void)state;
+    tl_pg_exec(g_pg,
+               "CREATE TABLE ps (id int PRIMARY KEY, created_at timestamptz NOT NULL, note text);"
+               "INSERT INTO ps SELECT g, timestamptz '2026-02-13 10:00:00+00' + g * interval '1 minute',"
+               " 'n' || g FROM generate_series(1, 50) g; ANALYZE ps;");
+    world w = world_open("ps", "  query: SELECT id, created_at, note FROM ps\n"
+                               "  incremental_column: created_at\n  full_refresh_interval_minutes: 600\n");
+    tl_write_filef(tl_keepf("%s/duckdb.yaml", w.config), "duckdb:\n  path: %s\n  sync_mode: manual\n", w.db);
+    tl_write_filef(tl_keepf("%s/bad_db.yaml", w.config),
+                   "bad_db:\n  url: \"%s\"\n  query: SELECT id, scroe FROM ps\n", g_conninfo);
+    cli_out o = run(&w, "sync ps");
+    cli_expect(&o, 0, "sync ps");
+    tl_pg_exec(g_pg, "INSERT INTO ps VALUES (51, '2026-02-14 10:00:00+00', 'late')");
+    /* An open transaction holds the commit horizon at its start: both
+     * plans see the same one (else it is PostgreSQL's clock, another at
+     * each plan). */
+    PGconn *late = tl_pg_connect(g_conninfo);
+    tl_pg_exec(late, "BEGIN");
+    tl_pg_exec(late, "UPDATE ps SET note = 'held' WHERE id = 1");
+    const char *const args[] = {"plan ps", "plan ps --full", "sync --dry-run ps", "plan"};
+    cli_out local[4];
+    for (size_t i = 0; i < 4; i++)
+        local[i] = run(&w, args[i]);
+    cli_expect(&local[0], 0, "plan ps");
+    cli_expect(&local[3], 2, "plan with a source PostgreSQL rejects");
+    tl_assert_contains(local[0].out, "  periodic full refresh: next at ");
+    tl_assert_contains(local[0].out, "  ps_data (query): incremental sync: ");
+    tl_assert_contains(local[0].out, "    commit horizon: ");
+    tl_assert_contains(local[0].out, ", held back by pid ");
+    tl_assert_contains(local[3].err, "column \"scroe\" does not exist");
+
+    tl_server srv;
+    tl_server_start(&srv, w.config, tl_keepf("%s/server.log", w.dir), NULL);
+    char *serve_file = tl_keepf("%s.serve.json", w.db);
+    for (double deadline = tl_now_ms() + 60000; access(serve_file, F_OK) != 0;) {
+        if (tl_now_ms() > deadline)
+            fail_msg("no server file %s after 60 s", serve_file);
+        tl_sleep_ms(10);
+    }
+    o = run(&w, "status --json");
+    const char *status_before = o.out;
+    for (size_t i = 0; i < 4; i++) {
+        cli_out remote = run(&w, args[i]);
+        if (remote.rc != local[i].rc || strcmp(remote.out, local[i].out) != 0 ||
+            strcmp(remote.err, local[i].err) != 0)
+            fail_msg("%s through the server (exit %d) differs from the local one (exit %d)\n"
+                     "--- local stdout:\n%s--- server stdout:\n%s--- local stderr:\n%s--- server stderr:\n%s",
+                     args[i], remote.rc, local[i].rc, local[i].out, remote.out, local[i].err, remote.err);
+    }
+    tl_pg_exec(late, "ROLLBACK");
+    PQfinish(late);
+    o = run(&w, "status --json");
+    assert_string_equal(o.out, status_before);
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    tl_pg_exec(g_pg, "DROP TABLE ps");
+    tl_rmtree(w.dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +371,7 @@ int main(void)
         cmocka_unit_test_teardown(test_schema_changed, teardown_test),
         cmocka_unit_test_teardown(test_held_horizon, teardown_test),
         cmocka_unit_test_teardown(test_periodic_full_refresh, teardown_test),
+        cmocka_unit_test_teardown(test_plan_through_server, teardown_test),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }

@@ -28,6 +28,7 @@ static int teardown_test(void **state)
 {
     (void)state;
     tl_server_kill_all();
+    tl_free_kept();
     return 0;
 }
 
@@ -471,8 +472,13 @@ static void test_sync_over_http(void **state)
     assert_string_equal(tl_json_str(ds, "state"), "syncing");
     json_t *progress = json_object_get(ds, "progress");
     assert_non_null(progress);
-    assert_int_equal(json_object_size(progress), 6);
+    assert_int_equal(json_object_size(progress), 8);
     assert_string_equal(tl_json_str(progress, "trigger"), "manual");
+    assert_true(json_integer_value(json_object_get(progress, "sync_id")) > 0);
+    json_t *tables = json_object_get(progress, "tables");
+    assert_int_equal(json_object_size(tables), 1);
+    assert_true(json_is_integer(json_object_get(json_object_get(tables, "slow_data"), "rows_read")));
+    assert_true(json_is_integer(json_object_get(json_object_get(tables, "slow_data"), "bytes_read")));
     const char *phase = tl_json_str(progress, "phase");
     assert_true(strcmp(phase, "describing") == 0 || strcmp(phase, "reading") == 0);
     assert_true(json_is_integer(json_object_get(progress, "rows_read")));
@@ -622,6 +628,99 @@ static void test_sync_over_http(void **state)
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "47\t25"));
     free(out);
+}
+
+/* POST /api/store/sync/NAME/cancel: 404, 409 with nothing running, 400
+ * for a bad sync_id, 409 for another sync than the one named; the running
+ * sync cancelled before its commit (200, result cancelled) changes
+ * nothing; GET /api/store/plan[/NAME]: the plan's lines, 404, 405. */
+static void test_cancel_and_plan(void **state)
+{
+    (void)state;
+    tl_server srv;
+    tl_server_start(&srv, g_config, g_log, NULL);
+    expect_exact(
+        &srv, "POST", "/api/store/sync/slow/cancel", NULL, 409,
+        "{\"success\":false,\"error\":\"slow is not syncing: nothing to cancel\",\"detail\":\"slow is "
+        "not syncing: nothing to cancel\"}");
+    expect_exact(&srv, "POST", "/api/store/sync/nosuch/cancel", NULL, 404,
+                 "{\"success\":false,\"error\":\"no source named "
+                 "\\\"nosuch\\\"\",\"sources\":[\"broken\",\"mon\",\"slow\"],\"detail\":\"no source named "
+                 "\\\"nosuch\\\"\"}");
+    expect_exact(
+        &srv, "POST", "/api/store/sync/slow/cancel?sync_id=x", NULL, 400,
+        "{\"success\":false,\"error\":\"sync_id must be a positive integer (progress.sync_id of the "
+        "status)\",\"detail\":\"sync_id must be a positive integer (progress.sync_id of the status)\"}");
+    expect_405(&srv, "GET", "/api/store/sync/slow/cancel", "POST",
+               "{\"success\":false,\"error\":\"use POST\",\"detail\":\"use POST\"}");
+
+    /* A first sync, then one held at the gate and cancelled. */
+    json_decref(sync_and_wait(&srv, "/api/store/sync/slow", "slow_data", "ready"));
+    json_t *before = tl_server_dataset(&srv, "slow_data");
+    tl_pg_exec(g_pg, "INSERT INTO traces VALUES (1000, '2026-02-14 10:00:00+00', 'new')");
+    slow_hold(true);
+    expect_exact(&srv, "POST", "/api/store/sync/slow?full=true", NULL, 202,
+                 "{\"success\":true,\"message\":\"full sync of slow started\"}");
+    json_t *ds = tl_server_dataset(&srv, "slow_data");
+    json_int_t id = json_integer_value(json_object_get(json_object_get(ds, "progress"), "sync_id"));
+    json_decref(ds);
+    assert_true(id > 0);
+    expect_exact(
+        &srv, "POST", tl_keepf("/api/store/sync/slow/cancel?sync_id=%lld", (long long)id + 1), NULL, 409,
+        tl_keepf("{\"success\":false,\"error\":\"the running sync of slow is sync %lld (manual), not "
+                 "sync %lld: not cancelled\",\"sync_id\":%lld,\"trigger\":\"manual\",\"detail\":\"the "
+                 "running sync of slow is sync %lld (manual), not sync %lld: not cancelled\"}",
+                 (long long)id, (long long)id + 1, (long long)id, (long long)id, (long long)id + 1));
+    expect_exact(&srv, "POST", tl_keepf("/api/store/sync/slow/cancel?sync_id=%lld", (long long)id), NULL, 200,
+                 tl_keepf("{\"success\":true,\"message\":\"the sync of slow was cancelled before its commit; "
+                          "its data, watermarks and status are unchanged\",\"sync_id\":%lld,\"trigger\":"
+                          "\"manual\",\"result\":\"cancelled\"}",
+                          (long long)id));
+    slow_hold(false);
+    ds = tl_server_dataset(&srv, "slow_data");
+    assert_true(json_equal(ds, before));
+    json_decref(ds);
+    json_decref(before);
+    expect_exact(&srv, "POST", tl_keepf("/api/store/sync/slow/cancel?sync_id=%lld", (long long)id), NULL, 409,
+                 tl_keepf("{\"success\":false,\"error\":\"slow is not syncing: sync %lld is not running\","
+                          "\"sync_id\":%lld,\"detail\":\"slow is not syncing: sync %lld is not running\"}",
+                          (long long)id, (long long)id, (long long)id));
+    tl_pg_exec(g_pg, "DELETE FROM traces WHERE id = 1000");
+
+    /* The plan: the lines duckstore plan prints. */
+    char *raw = NULL;
+    json_t *doc = tl_http_json(srv.port, "GET", "/api/store/plan/slow", NULL, 200, &raw);
+    assert_true(json_is_true(json_object_get(doc, "success")));
+    assert_string_equal(tl_json_str(doc, "source"), "slow");
+    json_t *lines = json_object_get(doc, "lines");
+    assert_true(json_array_size(lines) >= 4);
+    tl_assert_contains(json_string_value(json_array_get(lines, 0)), "slow (");
+    tl_assert_contains(json_string_value(json_array_get(lines, 0)), "slow_db.yaml:1) -> slow_data, from ");
+    assert_string_equal(json_string_value(json_array_get(lines, 1)),
+                        "  slow_data (query): full sync: no incremental_column is configured");
+    tl_assert_contains(raw, "\"    SQL:            COPY (SELECT ");
+    json_decref(doc);
+    free(raw);
+    doc = tl_http_json(srv.port, "GET", "/api/store/plan/broken", NULL, 200, &raw);
+    assert_true(json_is_false(json_object_get(doc, "success")));
+    assert_string_equal(tl_json_str(doc, "error_kind"), "postgresql");
+    assert_non_null(tl_json_str(doc, "error"));
+    json_decref(doc);
+    free(raw);
+    doc = tl_http_json(srv.port, "GET", "/api/store/plan", NULL, 200, &raw);
+    json_t *plans = json_object_get(doc, "plans");
+    assert_int_equal(json_array_size(plans), 3);
+    assert_true(json_is_false(json_object_get(doc, "success"))); /* broken fails */
+    assert_string_equal(tl_json_str(json_array_get(plans, 2), "source"), "slow");
+    json_decref(doc);
+    free(raw);
+    expect_exact(&srv, "GET", "/api/store/plan/nosuch", NULL, 404,
+                 "{\"success\":false,\"error\":\"no source named "
+                 "\\\"nosuch\\\"\",\"sources\":[\"broken\",\"mon\",\"slow\"],\"detail\":\"no source named "
+                 "\\\"nosuch\\\"\"}");
+    expect_405(&srv, "POST", "/api/store/plan/slow", "GET, HEAD",
+               "{\"success\":false,\"error\":\"use GET\",\"detail\":\"use GET\"}");
+    stop_ok(&srv);
 }
 
 static void test_token_auth(void **state)
@@ -783,6 +882,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_endpoints_and_errors, teardown_test),
         cmocka_unit_test_teardown(test_sync_over_http, teardown_test),
+        cmocka_unit_test_teardown(test_cancel_and_plan, teardown_test),
         cmocka_unit_test_teardown(test_token_auth, teardown_test),
         cmocka_unit_test(test_password_never_leaks),
     };
