@@ -153,9 +153,16 @@ SQL
   # Each request is classed by the version before and after it: the same
   # version, already computed: cached; the same, new: computed (first after
   # a sync); a sync committed meanwhile: unsure, and so is the next request.
+  # When computing the document takes longer than the sync interval every
+  # request computes it: the loop then stops after 10 minutes, and the
+  # table shows how many requests it made.
   log "read side: $read_requests metadata requests"
-  local known="" unsure=false v1 v2 ms class
+  local known="" unsure=false v1 v2 ms class meta_deadline=$((SECONDS + 600))
   for _ in $(seq 1 "$read_requests"); do
+    if [ "$SECONDS" -ge "$meta_deadline" ]; then
+      log "read side: metadata requests stopped after 10 minutes"
+      break
+    fi
     v1="$(data_version)"
     timed meta "$server_url/api/store/metadata/monitoring_data"
     v2="$(data_version)"
