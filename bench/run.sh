@@ -2,15 +2,21 @@
 # duckstore benchmark: measures, in one run on one machine, the limit no
 # sync can beat (PostgreSQL's binary COPY to /dev/null, and DuckDB loading
 # the same rows from Parquet), the CSV pipeline most hand-written syncs use,
-# and duckstore's full and incremental syncs, with peak RSS. Prints a
-# markdown table of medians, spreads and ratios. Run through `make bench`.
+# and duckstore's full and incremental syncs, with peak RSS; then the read
+# side: the API's answers while `duckstore serve` keeps the cache fresh, and
+# a dashboard aggregate against the same query on PostgreSQL (bench/read.sh).
+# Prints markdown tables of medians, spreads and ratios. Run through
+# `make bench`.
 #
 #   BENCH_TRACES   traces to generate (default 1000000; 4 results each)
 #   BENCH_REPEAT   runs per measurement (default 3)
 #   BENCH_OUT      also write the table to this file
-#   BENCH_CASES    all (default) or memory: only the memory cases (large
+#   BENCH_CASES    all (default); memory: only the memory cases (large
 #                  values, arrays, a re-read merge), each with its peak RSS
-#                  against 1.5 x memory_limit
+#                  against 1.5 x memory_limit; read: only the read side
+#                  (one full sync, then bench/read.sh's measurements)
+#   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
+#   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -48,9 +54,9 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | memory) ;;
+  all | memory | read) ;;
   *)
-    echo "bench: BENCH_CASES must be all or memory, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, memory or read, not $cases" >&2
     exit 2
     ;;
 esac
@@ -109,7 +115,7 @@ SQL
   rm -f "$work/memory.duckdb" "$work/memory.duckdb.wal"
 }
 
-if [ "$cases" = all ]; then
+if [ "$cases" != memory ]; then
 log "generating $traces traces and $((traces * 4)) metric results"
 psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 -v traces="$traces" -f "$root/scripts/sample-data.sql" >/dev/null
 psql "$DUCKSTORE_TEST_PG" -q -c "VACUUM ANALYZE" >/dev/null
@@ -146,8 +152,8 @@ write_config "$work/w4" 4
 server_port=$((20000 + RANDOM % 20000))
 server_url="http://127.0.0.1:$server_port"
 server_pid=""
-server_start() {
-  "$duckstore" --config-dir "$work/w1" serve --listen "127.0.0.1:$server_port" >"$work/server.log" 2>&1 &
+server_start() { # [CONFIG-DIR]
+  "$duckstore" --config-dir "${1:-$work/w1}" serve --listen "127.0.0.1:$server_port" >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 200); do
     curl -sf "$server_url/health" >/dev/null 2>&1 && return 0
@@ -222,6 +228,7 @@ export DUCKSTORE_TEST_PG dataset_query results_query
 rows_dataset="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_traces")"
 rows_results="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results")"
 rows=$((rows_dataset + rows_results))
+if [ "$cases" = all ]; then
 pg_copy_both "FORMAT binary" "$work/size.dataset" "$work/size.results"
 copy_bytes=$(($(stat -c %s "$work/size.dataset") + $(stat -c %s "$work/size.results")))
 rm -f "$work/size.dataset" "$work/size.results"
@@ -274,8 +281,15 @@ for run in $(seq 1 "$repeat"); do
       \"CREATE TABLE r AS SELECT * FROM read_csv_auto('$work/csv.results', header = true)\" CHECKPOINT && \
     rm -f '$work/csv.dataset' '$work/csv.results'"
 done
+else
+  log "one full sync for the read side"
+  "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
 fi
-memory_cases
+# shellcheck source=bench/read.sh
+. "$root/bench/read.sh"
+read_cases
+fi
+[ "$cases" = read ] || memory_cases
 
 # ---- report ------------------------------------------------------------
 stat_of() { # NAME -> "median min max rss_max"
@@ -286,20 +300,22 @@ stat_of() { # NAME -> "median min max rss_max"
       printf "%.3f %.3f %.3f %d", m, t[1], t[c], r
     }' "$results"
 }
+if [ "$cases" != memory ]; then
+pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{print $1}')"
+duckdb_version="$("$duckstore" version | sed 's/.*DuckDB \(v[0-9.]*\).*/\1/')"
+cpu="$(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
+mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
+machine="Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version."
+fi
 if [ "$cases" = all ]; then
 read -r pg_m pg_lo pg_hi _ <<<"$(stat_of limit_pg)"
 read -r dk_m dk_lo dk_hi _ <<<"$(stat_of limit_duckdb)"
 limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
 
-pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{print $1}')"
-duckdb_version="$("$duckstore" version | sed 's/.*DuckDB \(v[0-9.]*\).*/\1/')"
-cpu="$(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
-mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
-
 {
   echo "duckstore benchmark: $rows_dataset traces + $rows_results metric results = $rows rows," \
     "$(awk -v b="$copy_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') of binary COPY data; median of $repeat runs."
-  echo "Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version."
+  echo "$machine"
   echo
   echo "| measurement | median s | spread s | rows/s | MB/s | × limit | CSV ÷ this | peak RSS MB |"
   echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
@@ -339,11 +355,18 @@ mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
 } | tee "$work/table.md"
+elif [ "$cases" = read ]; then
+  {
+    echo "duckstore read benchmark: $rows_dataset traces + $rows_results metric results = $rows rows at the start."
+    echo "$machine"
+  } | tee "$work/table.md"
 else
   : >"$work/table.md"
 fi
+[ "$cases" = memory ] || read_report | tee -a "$work/table.md"
 
 # The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
+if [ "$cases" != read ]; then
 read -r _ _ _ base_rss <<<"$(stat_of mem_base)"
 {
   echo
@@ -365,6 +388,7 @@ read -r _ _ _ base_rss <<<"$(stat_of mem_base)"
     }'
   done
 } | tee -a "$work/table.md"
+fi
 if [ -n "${BENCH_OUT:-}" ]; then
   cp "$work/table.md" "$BENCH_OUT"
 fi
