@@ -213,14 +213,22 @@ static void standby_start(void)
              password, bin, conninfo_port(tl_pg_base_conninfo()), g_standby_dir);
     assert_int_equal(run_pg_tool(cmd), 0);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    for (int attempt = 0; attempt < 20; attempt++) {
+    /* A start fails on a port in use (another port is tried) or by not
+     * being ready within the wait, as on a loaded machine: that server is
+     * stopped before the next attempt, which would otherwise only find it
+     * still starting ("another server might be running"). */
+    for (int attempt = 0; attempt < 6; attempt++) {
         g_standby_port = 20000 + rand() % 40000;
-        snprintf(cmd, sizeof cmd,
-                 "%s/pg_ctl -D %s -l %s/log -w -t 60 start -o \"-c listen_addresses=127.0.0.1 -p %d -k %s/.. "
-                 "-c hot_standby=on -c max_connections=200 -c max_prepared_transactions=10\" >/dev/null",
-                 bin, g_standby_dir, g_standby_dir, g_standby_port, g_standby_dir);
+        snprintf(
+            cmd, sizeof cmd,
+            "%s/pg_ctl -D %s -l %s/log -w -t 180 start -o \"-c listen_addresses=127.0.0.1 -p %d -k %s/.. "
+            "-c hot_standby=on -c max_connections=200 -c max_prepared_transactions=10\" >/dev/null",
+            bin, g_standby_dir, g_standby_dir, g_standby_port, g_standby_dir);
         if (run_pg_tool(cmd) == 0)
             return;
+        snprintf(cmd, sizeof cmd, "%s/pg_ctl -D %s -m immediate -w -t 60 stop >/dev/null 2>&1", bin,
+                 g_standby_dir);
+        run_pg_tool(cmd);
     }
     fail_msg("cannot start the standby (log in %s/log)", g_standby_dir);
 }
