@@ -304,7 +304,6 @@ typedef struct where_clause {
     ds_buf sql;
     const char *params[MAX_PARAMS];
     size_t n;
-    char *pattern; /* search, escaped for ILIKE */
 } where_clause;
 
 static void where_and(where_clause *w)
@@ -317,20 +316,6 @@ static void text_col(ds_buf *b, const char *col)
     ds_buf_append(b, "CAST(");
     ds_buf_append_ident(b, col);
     ds_buf_append(b, " AS VARCHAR)");
-}
-
-/* '%' + value with \, % and _ escaped + '%'. */
-static char *like_pattern(const char *value)
-{
-    ds_buf b = DS_BUF_INIT;
-    ds_buf_appendc(&b, '%');
-    for (const char *p = value; *p; p++) {
-        if (*p == '\\' || *p == '%' || *p == '_')
-            ds_buf_appendc(&b, '\\');
-        ds_buf_appendc(&b, *p);
-    }
-    ds_buf_appendc(&b, '%');
-    return ds_buf_take(&b);
 }
 
 static bool is_time(duckdb_type t)
@@ -403,14 +388,15 @@ static void build_where(http_request *req, duckdb_connection con, const rel_colu
          search != NULL && search[0] != '\0' && i < sizeof search_columns / sizeof search_columns[0]; i++) {
         if (column_index(cols, search_columns[i]) < 0)
             continue;
-        if (w->pattern == NULL && (w->pattern = like_pattern(search)) == NULL)
-            break;
+        /* A substring in any case, as ILIKE '%text%' with the text's % and
+         * _ escaped, but without a pattern: DuckDB runs contains() on the
+         * lowered text 3-4x faster than ILIKE ... ESCAPE. */
         if (!any)
             where_and(w);
-        ds_buf_append(&w->sql, any ? " OR " : "(");
+        ds_buf_append(&w->sql, any ? " OR contains(lower(" : "(contains(lower(");
         text_col(&w->sql, search_columns[i]);
-        ds_buf_append(&w->sql, " ILIKE ? ESCAPE '\\'");
-        w->params[w->n++] = w->pattern;
+        ds_buf_append(&w->sql, "), lower(?))");
+        w->params[w->n++] = search;
         any = true;
     }
     if (any)
@@ -594,7 +580,6 @@ static enum MHD_Result handle_data(api_ctx *a, http_request *req, const char *na
     store_exec(con, "ROLLBACK", NULL);
     store_release(a->st, &con);
     ds_buf_free(&w.sql);
-    free(w.pattern);
     if (json_array_size(q.errors) > 0) {
         json_decref(data);
         ret = send_invalid(req, &q);
