@@ -2,6 +2,7 @@
  * line is written with a single fprintf on an unbuffered stream. The JSON
  * format is built with jansson, so every string is escaped as JSON wants. */
 #include "common/log.h"
+#include "common/json_text.h"
 #include "common/strbuf.h"
 
 #include <jansson.h>
@@ -67,43 +68,10 @@ static void now_stamp(char *out, size_t cap)
     snprintf(out, cap, "%s.%03ldZ", secs, (long)(tv.tv_usec / 1000));
 }
 
-/* A JSON string of text that may not be valid UTF-8 (a PostgreSQL message
- * in another encoding, a value cut short): jansson refuses such text, and
- * the line must not lose it, so invalid bytes become '?'. */
+/* Text that may be NULL (no source, no table) or not valid UTF-8. */
 static json_t *text_json(const char *s)
 {
-    if (s == NULL)
-        return json_null();
-    json_t *j = json_string(s);
-    if (j != NULL)
-        return j;
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return NULL;
-    for (size_t i = 0, n = strlen(copy); i < n;) {
-        unsigned char c = (unsigned char)copy[i];
-        size_t len = c < 0x80             ? 1
-                     : (c & 0xE0) == 0xC0 ? 2
-                     : (c & 0xF0) == 0xE0 ? 3
-                     : (c & 0xF8) == 0xF0 ? 4
-                                          : 0;
-        bool ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = ((unsigned char)copy[i + k] & 0xC0) == 0x80;
-        if (ok) {
-            i += len;
-            continue;
-        }
-        copy[i++] = '?';
-    }
-    j = json_string(copy);
-    for (size_t i = 0; j == NULL && copy[i] != '\0'; i++) /* jansson's stricter checks (overlongs) */
-        if ((unsigned char)copy[i] >= 0x80)
-            copy[i] = '?';
-    if (j == NULL)
-        j = json_string(copy);
-    free(copy);
-    return j;
+    return s == NULL ? json_null() : ds_json_text(s);
 }
 
 static json_t *field_json(const ds_log_field *f)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_text.h"
 #include "common/strbuf.h"
 #include "store/store.h"
 
@@ -55,47 +56,9 @@ static void set(json_t *doc, const char *key, json_t *value)
     json_object_set_new(doc, key, value);
 }
 
-/* Text for the document. jansson refuses a string that is not valid UTF-8
- * (the field would vanish and read as null), so such text is kept with
- * its invalid bytes as '?', or with every non-ASCII byte so when jansson's
- * stricter check still refuses it. */
-static json_t *text_json(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j != NULL || s == NULL)
-        return j;
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return NULL;
-    for (size_t i = 0, n = strlen(copy); i < n;) {
-        unsigned char c = (unsigned char)copy[i];
-        size_t len = c < 0x80             ? 1
-                     : (c & 0xE0) == 0xC0 ? 2
-                     : (c & 0xF0) == 0xE0 ? 3
-                     : (c & 0xF8) == 0xF0 ? 4
-                                          : 0;
-        bool ok = len > 0 && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++)
-            ok = ((unsigned char)copy[i + k] & 0xC0) == 0x80;
-        if (!ok) {
-            copy[i++] = '?';
-            continue;
-        }
-        i += len;
-    }
-    j = json_string(copy);
-    for (size_t i = 0; j == NULL && copy[i] != '\0'; i++)
-        if ((unsigned char)copy[i] >= 0x80)
-            copy[i] = '?';
-    if (j == NULL)
-        j = json_string(copy);
-    free(copy);
-    return j;
-}
-
 static json_t *string_or_null(const char *s)
 {
-    return s && s[0] ? text_json(s) : json_null();
+    return s && s[0] ? ds_json_text(s) : json_null();
 }
 
 json_t *status_load(duckdb_connection duck, const char *source)
@@ -126,7 +89,7 @@ static json_t *warnings_json(const sync_report *report)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < report->nwarnings; i++)
-        json_array_append_new(arr, text_json(report->warnings[i]));
+        json_array_append_new(arr, ds_json_text(report->warnings[i]));
     return arr;
 }
 
@@ -185,7 +148,7 @@ void status_record_failure(json_t *doc, const char *reason, double duration_s, c
     char now[SYNC_TIME_CAP];
     sync_now_iso(now, sizeof now);
     set(doc, "state", json_string(sync_state_name(SYNC_STATE_ERROR)));
-    set(doc, "error", text_json(reason));
+    set(doc, "error", ds_json_text(reason));
     set(doc, "last_error", json_string(now));
     set(doc, "last_attempt", json_string(now));
     set(doc, "duration_seconds", json_real(duration_s));
@@ -256,7 +219,7 @@ void status_keep_unsaved(store *st, const char *source, const json_t *doc, const
         if (v != NULL)
             json_object_set_new(u->fields, failure_fields[i], json_deep_copy(v));
     }
-    set(u->fields, "status_save_error", text_json(why));
+    set(u->fields, "status_save_error", ds_json_text(why));
     pthread_mutex_lock(&unsaved_lock);
     u->next = unsaved_list;
     unsaved_list = u;
@@ -277,7 +240,7 @@ json_t *sync_status_unreadable(const ds_error *err)
 {
     json_t *doc = json_object();
     set(doc, "state", json_string(sync_state_name(SYNC_STATE_ERROR)));
-    set(doc, "error", text_json(err->msg));
+    set(doc, "error", ds_json_text(err->msg));
     return doc;
 }
 
