@@ -440,6 +440,255 @@ static void test_nested_types_as_duckdb_text(void **state)
     tl_free_kept();
 }
 
+/* ---- parameters --------------------------------------------------------- */
+
+/* Binds v as $1 of `SELECT $1` (cast to DuckDB's cast when not "") and
+ * returns the result's first field as text (kept), its type id in *id. */
+static const char *bound_text(duckdb_value v, const char *cast, duckdb_type *id)
+{
+    duckdb_prepared_statement p;
+    char *sql = tl_keepf("SELECT $1%s%s", *cast ? "::" : "", cast);
+    if (duckdb_prepare(g_con, sql, &p) != DuckDBSuccess)
+        fail_msg("prepare %s: %s", sql, duckdb_prepare_error(p));
+    if (duckdb_bind_value(p, 1, v) != DuckDBSuccess)
+        fail_msg("bind %s: %s", sql, duckdb_prepare_error(p));
+    duckdb_result res;
+    if (duckdb_execute_prepared(p, &res) != DuckDBSuccess)
+        fail_msg("execute %s: %s", sql, duckdb_result_error(&res));
+    *id = duckdb_column_type(&res, 0);
+    pgv_session s = {"UTC", 1};
+    field f;
+    field_of_result(&res, &s, false, &f);
+    duckdb_destroy_result(&res);
+    duckdb_destroy_prepare(&p);
+    if (f.error[0])
+        fail_msg("%s: %s", sql, f.error);
+    return f.len < 0 ? "NULL" : f.bytes;
+}
+
+/* The text and binary forms PostgreSQL sends of `pg_expr` (of type oid),
+ * given as a parameter of that OID, must bind as a DuckDB value of type id
+ * that prints as PostgreSQL prints pg_expr. */
+static void param(uint32_t oid, const char *pg_expr, duckdb_type id)
+{
+    for (int binary = 0; binary <= 1; binary++) {
+        field pg;
+        pg_field(pg_expr, "UTC", 1, binary, &pg);
+        field text;
+        pg_field(pg_expr, "UTC", 1, false, &text);
+        ds_error err = {0};
+        duckdb_value v = pgv_param_value(oid, binary, pg.bytes, pg.len, &err);
+        if (!v) {
+            print_message("MISMATCH param %s [%s]: %s\n", pg_expr, binary ? "binary" : "text", err.msg);
+            g_failures++;
+            continue;
+        }
+        duckdb_type got;
+        const char *back = bound_text(v, "", &got);
+        duckdb_destroy_value(&v);
+        if (got != id || strcmp(back, text.bytes) != 0) {
+            print_message("MISMATCH param %s [%s]: bound as type %d \"%s\", expected type %d \"%s\"\n",
+                          pg_expr, binary ? "binary" : "text", (int)got, back, (int)id, text.bytes);
+            g_failures++;
+        }
+    }
+}
+
+static void test_params_round_trip(void **state)
+{
+    (void)state;
+    param(21, "(-32768)::int2", DUCKDB_TYPE_SMALLINT);
+    param(23, "2147483647::int4", DUCKDB_TYPE_INTEGER);
+    param(20, "(-9223372036854775808)::int8", DUCKDB_TYPE_BIGINT);
+    param(700, "3.14::float4", DUCKDB_TYPE_FLOAT);
+    param(700, "'-Infinity'::float4", DUCKDB_TYPE_FLOAT);
+    param(701, "0.1::float8", DUCKDB_TYPE_DOUBLE);
+    param(701, "'NaN'::float8", DUCKDB_TYPE_DOUBLE);
+    param(701, "1e308::float8", DUCKDB_TYPE_DOUBLE);
+    param(1700, "12.3400::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "(-0.5)::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "0::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "0.000::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "10000::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "123456789012345678901234567890.12345678::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "0.00000000000000000000000000000000000001::numeric", DUCKDB_TYPE_DECIMAL);
+    param(1700, "(-99999999999999999999999999999999999999)::numeric", DUCKDB_TYPE_DECIMAL);
+    param(25, "'héllo wörld'::text", DUCKDB_TYPE_VARCHAR);
+    param(25, "''::text", DUCKDB_TYPE_VARCHAR);
+    param(1043, "'it''s'::varchar", DUCKDB_TYPE_VARCHAR);
+    param(16, "true", DUCKDB_TYPE_BOOLEAN);
+    param(16, "false", DUCKDB_TYPE_BOOLEAN);
+    param(1082, "DATE '2024-02-29'", DUCKDB_TYPE_DATE);
+    param(1082, "DATE '0044-03-15 BC'", DUCKDB_TYPE_DATE);
+    param(1082, "'infinity'::date", DUCKDB_TYPE_DATE);
+    param(1114, "TIMESTAMP '2024-01-02 03:04:05.123456'", DUCKDB_TYPE_TIMESTAMP);
+    param(1114, "TIMESTAMP '1999-12-31 23:59:59'", DUCKDB_TYPE_TIMESTAMP);
+    param(1114, "TIMESTAMP '0044-03-15 12:00:00 BC'", DUCKDB_TYPE_TIMESTAMP);
+    param(1114, "'-infinity'::timestamp", DUCKDB_TYPE_TIMESTAMP);
+    param(1184, "TIMESTAMPTZ '2024-01-02 03:04:05.5+05:30'", DUCKDB_TYPE_TIMESTAMP_TZ);
+    param(1184, "TIMESTAMPTZ '1900-01-01 00:00:00+00'", DUCKDB_TYPE_TIMESTAMP_TZ);
+    param(1184, "'infinity'::timestamptz", DUCKDB_TYPE_TIMESTAMP_TZ);
+    param(1083, "TIME '04:05:06.789'", DUCKDB_TYPE_TIME);
+    param(1186, "INTERVAL '1 year 2 mons 3 days 04:05:06.789'", DUCKDB_TYPE_INTERVAL);
+    param(2950, "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", DUCKDB_TYPE_UUID);
+    param(2950, "'ffffffff-0000-0000-0000-000000000001'::uuid", DUCKDB_TYPE_UUID);
+    param(17, "'\\x00ff41'::bytea", DUCKDB_TYPE_BLOB);
+    param(17, "''::bytea", DUCKDB_TYPE_BLOB);
+    end_of_cases();
+}
+
+/* What drivers send beyond PostgreSQL's own output: other spellings of the
+ * same values, OID 0 (text, cast by DuckDB where it is used), NULL. */
+static void test_params_other_spellings(void **state)
+{
+    (void)state;
+    struct {
+        uint32_t oid;
+        const char *text;
+        const char *cast; /* DuckDB type the bound value is read back as */
+        const char *expected;
+    } cases[] = {
+        {16, "yes", "", "t"},
+        {16, "OFF", "", "f"},
+        {16, "1", "", "t"},
+        {21, " 42 ", "", "42"},
+        {701, "Infinity", "", "Infinity"},
+        {701, "-1.5e-3", "", "-0.0015"},
+        {1700, "1.5e3", "", "1500"},
+        {1700, "-2.50E-2", "", "-0.0250"},
+        {1700, "NaN", "", "NaN"},
+        {1184, "2024-01-02T03:04:05Z", "", "2024-01-02 03:04:05+00"},
+        {1184, "2024-01-02 03:04:05.123-08", "", "2024-01-02 11:04:05.123+00"},
+        {1184, "2024-01-02 03:04:05+05:45:30", "", "2024-01-01 21:18:35+00"},
+        {1114, "2024-01-02T03:04", "", "2024-01-02 03:04:00"},
+        {1082, "+infinity", "", "infinity"},
+        {2950, "{A0EEBC99-9C0B4EF8-BB6D6BB9-BD380A11}", "", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
+        {2950, "a0eebc999c0b4ef8bb6d6bb9bd380a11", "", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
+        {17, "\\x00 FF", "", "\\x00ff"},
+        {17, "ab\\\\c\\001", "", "\\x61625c6301"},
+        {114, "{\"a\": 1}", "", "{\"a\": 1}"},
+        {3802, "[1, 2]", "", "[1, 2]"},
+        {0, "42", "INTEGER", "42"},
+        {0, "2024-01-02 03:04:05+01", "TIMESTAMPTZ", "2024-01-02 02:04:05+00"},
+        {705, "hello", "", "hello"},
+        {1186, "-1 days +02:00:00", "", "-1 days +02:00:00"},
+        {1186, "0 years 0 mons 1 days 2 hours 3 mins 4.5 secs", "", "1 day 02:03:04.5"},
+        {1186, "1.5 days", "", "1 day 12:00:00"},
+        {1186, "2 weeks ago", "", "-14 days"},
+        {1186, "100:00:00.000001", "", "100:00:00.000001"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ds_error err = {0};
+        duckdb_value v =
+            pgv_param_value(cases[i].oid, 0, cases[i].text, (int32_t)strlen(cases[i].text), &err);
+        if (!v) {
+            print_message("MISMATCH param %u '%s': %s\n", cases[i].oid, cases[i].text, err.msg);
+            g_failures++;
+            continue;
+        }
+        duckdb_type id;
+        const char *back = bound_text(v, cases[i].cast, &id);
+        duckdb_destroy_value(&v);
+        if (strcmp(back, cases[i].expected) != 0) {
+            print_message("MISMATCH param %u '%s': \"%s\", expected \"%s\"\n", cases[i].oid, cases[i].text,
+                          back, cases[i].expected);
+            g_failures++;
+        }
+    }
+    ds_error err = {0};
+    duckdb_value v = pgv_param_value(23, 0, NULL, -1, &err);
+    duckdb_type id;
+    assert_non_null(v);
+    assert_string_equal(bound_text(v, "INTEGER", &id), "NULL");
+    duckdb_destroy_value(&v);
+    end_of_cases();
+}
+
+/* Malformed parameters are refused with PostgreSQL's wording, naming the
+ * type and the value; nothing is bound. */
+static void test_params_refused(void **state)
+{
+    (void)state;
+    struct {
+        uint32_t oid;
+        int format;
+        const char *data;
+        int32_t len;
+        const char *message;
+    } cases[] = {
+        {23, 0, "12x", 3, "invalid input syntax for type integer: \"12x\""},
+        {23, 0, "", 0, "invalid input syntax for type integer: \"\""},
+        {21, 0, "40000", 5, "value \"40000\" is out of range for type smallint"},
+        {20, 0, "9223372036854775808", 19, "out of range for type bigint"},
+        {16, 0, "maybe", 5, "invalid input syntax for type boolean: \"maybe\""},
+        {701, 0, "1e999", 5, "out of range for type double precision"},
+        {700, 0, "1e39", 4, "out of range for type real"},
+        {1700, 0, "1.2.3", 5, "invalid input syntax for type numeric: \"1.2.3\""},
+        {1082, 0, "2024-02-30", 10, "date/time field value out of range: \"2024-02-30\""},
+        {1114, 0, "yesterday-ish", 13, "invalid input syntax for type timestamp: \"yesterday-ish\""},
+        {2950, 0, "a0eebc99", 8, "invalid input syntax for type uuid: \"a0eebc99\""},
+        {17, 0, "\\xabc", 5, "invalid hexadecimal data: odd number of digits"},
+        {25, 0, "a\0b", 3, "invalid byte sequence for encoding \"UTF8\": 0x00"},
+        {25, 0, "\xff", 1, "invalid byte sequence for encoding \"UTF8\""},
+        {23, 1, "\0\0\0", 3, "insufficient data left in message"},
+        {20, 1, "\0\0\0\0", 4, "insufficient data left in message"},
+        {1700, 1, "\0\1\0\0\0\0\0\0", 8, "insufficient data left in message"},
+        {2950, 1, "0123456789", 10, "insufficient data left in message"},
+        {600, 1, "\0\0\0\0", 4, "binary format of type OID 600 is not supported"},
+        {23, 2, "1", 1, "format code 2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ds_error err = {0};
+        duckdb_value v = pgv_param_value(cases[i].oid, cases[i].format, cases[i].data, cases[i].len, &err);
+        if (v) {
+            duckdb_destroy_value(&v);
+            print_message("MISMATCH param %u '%.*s' was accepted\n", cases[i].oid, (int)cases[i].len,
+                          cases[i].data);
+            g_failures++;
+        } else if (!strstr(err.msg, cases[i].message)) {
+            print_message("MISMATCH param %u: \"%s\" does not say \"%s\"\n", cases[i].oid, err.msg,
+                          cases[i].message);
+            g_failures++;
+        }
+    }
+    end_of_cases();
+}
+
+static void test_param_oids(void **state)
+{
+    (void)state;
+    struct {
+        const char *sql;
+        uint32_t oid;
+    } cases[] = {
+        {"SELECT 1 WHERE 1::INTEGER = $1", 23},
+        {"SELECT 1 WHERE 1::BIGINT = $1", 20},
+        {"SELECT 1 WHERE 1::SMALLINT = $1", 21},
+        {"SELECT 1 WHERE 1.5::DOUBLE = $1", 701},
+        {"SELECT 1 WHERE 'a' = $1", 25},
+        {"SELECT 1 WHERE DATE '2024-01-01' = $1", 1082},
+        {"SELECT 1 WHERE now() = $1", 1184},
+        {"SELECT 1 WHERE TIMESTAMP '2024-01-01' = $1", 1114},
+        {"SELECT 1 WHERE true = $1", 16},
+        {"SELECT 1 WHERE 1.5::DECIMAL(5,2) = $1", 1700},
+        {"SELECT $1", 25},
+        {"SELECT 1 WHERE uuid() = $1", 2950},
+        {"SELECT 1 WHERE '\\x01'::BLOB = $1", 17},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        duckdb_prepared_statement p;
+        if (duckdb_prepare(g_con, cases[i].sql, &p) != DuckDBSuccess)
+            fail_msg("prepare %s: %s", cases[i].sql, duckdb_prepare_error(p));
+        uint32_t oid = pgv_param_oid(duckdb_param_type(p, 1));
+        duckdb_destroy_prepare(&p);
+        if (oid != cases[i].oid) {
+            print_message("MISMATCH %s: $1 described as %u, expected %u\n", cases[i].sql, oid, cases[i].oid);
+            g_failures++;
+        }
+    }
+    end_of_cases();
+}
+
 /* ---- setup -------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -479,6 +728,10 @@ int main(void)
         cmocka_unit_test(test_intervals),
         cmocka_unit_test(test_arrays),
         cmocka_unit_test(test_nested_types_as_duckdb_text),
+        cmocka_unit_test(test_params_round_trip),
+        cmocka_unit_test(test_params_other_spellings),
+        cmocka_unit_test(test_params_refused),
+        cmocka_unit_test(test_param_oids),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
