@@ -449,12 +449,14 @@ static void test_many_rows_across_chunks(void **state)
         "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::INTEGER, "
         "CASE WHEN i % 5 = 0 THEN NULL ELSE [i, NULL, i * 2] END, (i * 0.37)::DOUBLE, "
         "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
-        "i * INTERVAL '1 hour' END, (i * 1.25)::DECIMAL(12,2) FROM range(0, 5000) t(i) ORDER BY t.i";
+        "i * INTERVAL '1 hour' END, (i * 1.25)::DECIMAL(12,2), i::DOUBLE / 7, i::DOUBLE * 1.1e-7, "
+        "(i::DOUBLE / 3)::FLOAT, i::DOUBLE * 1e13 / 9 FROM range(0, 5000) t(i) ORDER BY t.i";
     const char *pg =
         "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::int4, "
         "CASE WHEN i % 5 = 0 THEN NULL ELSE ARRAY[i, NULL, i * 2] END, (i * 0.37)::float8, "
         "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
-        "i * INTERVAL '1 hour' END, (i * 1.25)::numeric(12,2) FROM generate_series(0::int8, 4999) g(i) "
+        "i * INTERVAL '1 hour' END, (i * 1.25)::numeric(12,2), i::float8 / 7, i::float8 * 1.1e-7, "
+        "(i::float8 / 3)::float4, i::float8 * 1e13 / 9 FROM generate_series(0::int8, 4999) g(i) "
         "ORDER BY g.i";
     tl_pg_exec(g_pg, "SET TimeZone = 'Europe/Paris'");
     tl_pg_exec(g_pg, "SET extra_float_digits = 3");
@@ -466,7 +468,7 @@ static void test_many_rows_across_chunks(void **state)
         assert_int_equal(duckdb_query(g_con, duck, &res), DuckDBSuccess);
         idx_t ncols = duckdb_column_count(&res);
         assert_int_equal(ncols, (idx_t)PQnfields(r));
-        pgv_column *cols[8];
+        pgv_column *cols[16];
         for (idx_t c = 0; c < ncols; c++) {
             duckdb_logical_type t = duckdb_column_logical_type(&res, c);
             ds_error err = {0};
