@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "pgwire/pgvalues_internal.h"
 #include "pgwire/pgvalues_tz.h"

@@ -325,6 +325,9 @@ static void test_timestamptz_in_session_zone(void **state)
             check_in(zones[z], 1, tl_keepf("TIMESTAMPTZ '%s'", instants[i]),
                      tl_keepf("TIMESTAMPTZ '%s'", instants[i]));
     check_in("Europe/Paris", 1, "'infinity'::TIMESTAMPTZ", "'infinity'::timestamptz");
+    /* zone names are found without regard to case, as PostgreSQL finds them */
+    check_in("america/new_york", 1, "TIMESTAMPTZ '2024-07-01 12:00:00+00'",
+             "TIMESTAMPTZ '2024-07-01 12:00:00+00'");
     check_in("Europe/Paris", 1, "(DATE '0044-03-15 (BC)' + TIME '12:00:00')::TIMESTAMPTZ",
              "TIMESTAMPTZ '0044-03-15 12:00:00+00 BC'");
     end_of_cases();
