@@ -241,8 +241,8 @@ pgv_column *pgv_column_new(duckdb_logical_type t, const pgv_session *s, bool bin
     duckdb_type id = duckdb_get_type_id(t);
     if (!supported(id)) {
         ds_error_set(err, DS_ERR_STORE,
-                     "a result column of DuckDB type id %d has no PostgreSQL form; cast it to VARCHAR",
-                     (int)id);
+                     "a result column of DuckDB type %s has no PostgreSQL form; cast it to VARCHAR",
+                     id == DUCKDB_TYPE_BIGNUM ? "BIGNUM" : "ANY or unresolved");
         return NULL;
     }
     pgv_column *c = calloc(1, sizeof *c);

@@ -769,6 +769,28 @@ static void test_param_oids(void **state)
     end_of_cases();
 }
 
+/* What PostgreSQL cannot carry is refused with the fix, not sent wrong. */
+static void test_refused_results(void **state)
+{
+    (void)state;
+    pgv_session s = {"UTC", 1};
+    field f;
+    /* lists of different lengths: text as DuckDB nests them, no binary
+     * array (PostgreSQL arrays are rectangular) */
+    duck_field("[[1], [2, 3]]", &s, false, &f);
+    assert_string_equal(f.error, "");
+    assert_string_equal(f.bytes, "{{1},{2,3}}");
+    duck_field("[[1], [2, 3]]", &s, true, &f);
+    tl_assert_contains(f.error, "rectangular");
+    tl_assert_contains(f.error, "text format");
+    duck_field("[[1], NULL]", &s, true, &f);
+    tl_assert_contains(f.error, "NULL list");
+    duck_field("12345678901234567890123456789012345678901234567890::BIGNUM", &s, false, &f);
+    tl_assert_contains(f.error, "BIGNUM");
+    tl_assert_contains(f.error, "cast it to VARCHAR");
+    tl_free_kept();
+}
+
 /* ---- setup -------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -808,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_intervals),
         cmocka_unit_test(test_arrays),
         cmocka_unit_test(test_nested_types_as_duckdb_text),
+        cmocka_unit_test(test_refused_results),
         cmocka_unit_test(test_many_rows_across_chunks),
         cmocka_unit_test(test_params_round_trip),
         cmocka_unit_test(test_params_other_spellings),
