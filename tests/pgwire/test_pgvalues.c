@@ -734,6 +734,44 @@ static void test_params_refused(void **state)
     end_of_cases();
 }
 
+/* Hostile parameters (random bytes, and random mixes of the characters
+ * the parsers look for) of every OID in both formats: each is a value or a
+ * refusal with a message, never a crash or a read past its length (the
+ * sanitizer build checks that: each input is a copy of exactly len bytes). */
+static void test_params_hostile(void **state)
+{
+    (void)state;
+    static const uint32_t oids[] = {0,    16,   17,   20,   21,   23,   25,   26,   114,  700, 701,
+                                    1042, 1043, 1082, 1083, 1114, 1184, 1186, 1700, 2950, 3802};
+    static const char alphabet[] = "0123456789+-.:eE \\xXTZ{}abcdefBCADinfityNaNyearmonsdayhoursecago";
+    uint64_t seed = 0x9e3779b97f4a7c15u;
+    int values = 0, refusals = 0;
+    for (int round = 0; round < 20000; round++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        uint32_t oid = oids[seed % (sizeof oids / sizeof oids[0])];
+        int format = (int)(seed >> 8) & 1;
+        int32_t len = (int32_t)((seed >> 16) % 40);
+        char *data = malloc((size_t)len + (len == 0)); /* exactly len bytes */
+        assert_non_null(data);
+        for (int32_t i = 0; i < len; i++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            data[i] = round % 2 ? (char)(seed & 0xff) : alphabet[seed % (sizeof alphabet - 1)];
+        }
+        ds_error err = {0};
+        duckdb_value v = pgv_param_value(oid, format, data, len, &err);
+        if (v) {
+            values++;
+            duckdb_destroy_value(&v);
+        } else {
+            refusals++;
+            assert_true(err.msg[0] != '\0');
+        }
+        free(data);
+    }
+    assert_true(values > 0);
+    assert_true(refusals > 0);
+}
+
 static void test_param_oids(void **state)
 {
     (void)state;
@@ -835,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_params_round_trip),
         cmocka_unit_test(test_params_other_spellings),
         cmocka_unit_test(test_params_refused),
+        cmocka_unit_test(test_params_hostile),
         cmocka_unit_test(test_param_oids),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
