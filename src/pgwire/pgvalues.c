@@ -201,7 +201,7 @@ static bool add_children(pgv_column *c, duckdb_logical_type t, const pgv_session
         n = duckdb_union_type_member_count(t);
     else if (c->id == DUCKDB_TYPE_MAP)
         n = 2;
-    c->children = calloc(n ? n : 1, sizeof *c->children);
+    c->children = calloc(n ? n : 1, sizeof(pgv_column *));
     if (c->id == DUCKDB_TYPE_STRUCT || c->id == DUCKDB_TYPE_UNION)
         c->child_names = calloc(n ? n : 1, sizeof *c->child_names);
     if (!c->children || ((c->id == DUCKDB_TYPE_STRUCT || c->id == DUCKDB_TYPE_UNION) && !c->child_names))
@@ -1063,7 +1063,7 @@ static void numeric_binary(bool negative, unsigned __int128 magnitude, int scale
     int int_groups = (int_len + 3) / 4, frac_groups = (scale + 3) / 4;
     /* The decimal digit at position p, where position 0 is the units and
      * p < 0 the fraction's. */
-    int16_t groups[24];
+    int16_t groups[24] = {0};
     int ngroups = 0;
     for (int g = int_groups - 1; g >= -frac_groups; g--) {
         int v = 0;

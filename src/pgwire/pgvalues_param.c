@@ -542,7 +542,6 @@ static bool interval_text(const char *s, size_t n, duckdb_interval *out)
             break;
         if (end - p == 3 && strncasecmp(p, "ago", 3) == 0 && any) {
             months = -months, days = -days, micros = -micros;
-            p = end;
             break;
         }
         const char *q = p;
