@@ -688,6 +688,8 @@ static int16_t format_of(const int16_t *formats, int n, idx_t col)
     return (idx_t)n > col ? formats[col] : 0;
 }
 
+static const char *ps_name(void *ctx, idx_t i);
+
 static void row_description_types(session *s, idx_t n, duckdb_logical_type (*type_at)(void *, idx_t),
                                   const char *(*name_at)(void *, idx_t), void *ctx, const int16_t *formats,
                                   int n_formats)
@@ -700,6 +702,8 @@ static void row_description_types(session *s, idx_t n, duckdb_logical_type (*typ
         duckdb_destroy_logical_type(&t);
         const char *name = name_at(ctx, i);
         pgm_put_str(&s->c->out, name ? name : "?column?");
+        if (name_at == ps_name) /* duckdb_prepared_statement_column_name's text is the caller's */
+            duckdb_free((void *)name);
         pgm_put_i32(&s->c->out, 0);
         pgm_put_i16(&s->c->out, 0);
         pgm_put_i32(&s->c->out, (int32_t)pt.oid);
