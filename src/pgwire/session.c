@@ -1293,6 +1293,8 @@ static void simple_query(session *s, const char *text)
                 break;
             }
             bool ok = true;
+            if (st->kind == K_SHOW && get_setting(s, st->param) == NULL)
+                st->kind = K_DUCK; /* not a setting: DuckDB's SHOW (SHOW TABLES, SHOW t) */
             if (refused_in_failed_block(s, st)) {
                 ok = false;
             } else if (st->kind != K_DUCK) {
@@ -1386,6 +1388,8 @@ static void on_parse(session *s, pgm_reader *r)
         send_error(s, "08P01", "malformed Parse message", 0);
         return ext_error(s);
     }
+    if (st->kind == K_SHOW && get_setting(s, st->param) == NULL)
+        st->kind = K_DUCK;
     if (refused_in_failed_block(s, st) || (st->kind == K_DUCK && !duck_prepare(s, st, 0, st->sql))) {
         pstmt_free(st);
         if (!s->in_block)
