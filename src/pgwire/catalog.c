@@ -1,27 +1,225 @@
 /* PostgreSQL catalog functions and relations for the wire protocol's
- * sessions (catalog.h). DuckDB resolves an unqualified name in the
- * connection's temp catalog first, so TEMP macros and views added here fill
- * the gaps of its built-in pg_catalog without touching the store file.
- * Names qualified with pg_catalog. resolve in DuckDB's system catalog only,
- * which takes no new entries: what is added here serves unqualified names. */
+ * sessions (catalog.h).
+ *
+ * DuckDB resolves an unqualified name in the connection's temp catalog
+ * first, so the TEMP macros and views added here fill the gaps of its
+ * built-in pg_catalog without touching the store file. A name qualified
+ * with pg_catalog. resolves in DuckDB's system catalog only, which takes no
+ * new entries; pgc_rewrite() therefore drops that qualifier, which is what
+ * PostgreSQL's own lookup amounts to (pg_catalog comes first in its search
+ * path).
+ *
+ * Type OIDs and typmods are PostgreSQL's, the ones RowDescription sends for
+ * the same DuckDB types (pgvalues.c), so a driver that reads a column's type
+ * from pg_attribute finds the type its result rows carry. */
 #include "pgwire/catalog.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "common/strbuf.h"
 #include "common/version.h"
 
+/* The PostgreSQL types duckstore sends: oid, name, typlen, category,
+ * element (arrays) and array type. */
+#define PG_TYPES                                                                                             \
+    "(16, 'bool', 1, 'B', 0, 1000), (17, 'bytea', -1, 'U', 0, 1001), (19, 'name', 64, 'S', 0, 1003), "       \
+    "(20, 'int8', 8, 'N', 0, 1016), (21, 'int2', 2, 'N', 0, 1005), (23, 'int4', 4, 'N', 0, 1007), "          \
+    "(25, 'text', -1, 'S', 0, 1009), (26, 'oid', 4, 'N', 0, 1028), (114, 'json', -1, 'U', 0, 199), "         \
+    "(700, 'float4', 4, 'N', 0, 1021), (701, 'float8', 8, 'N', 0, 1022), "                                   \
+    "(1042, 'bpchar', -1, 'S', 0, 1014), (1043, 'varchar', -1, 'S', 0, 1015), "                              \
+    "(1082, 'date', 4, 'D', 0, 1182), (1083, 'time', 8, 'D', 0, 1183), "                                     \
+    "(1114, 'timestamp', 8, 'D', 0, 1115), (1184, 'timestamptz', 8, 'D', 0, 1185), "                         \
+    "(1186, 'interval', 16, 'T', 0, 1187), (1266, 'timetz', 12, 'D', 0, 1270), "                             \
+    "(1700, 'numeric', -1, 'N', 0, 1231), (2950, 'uuid', 16, 'U', 0, 2951), "                                \
+    "(3802, 'jsonb', -1, 'U', 0, 3807), "                                                                    \
+    "(1000, '_bool', -1, 'A', 16, 0), (1001, '_bytea', -1, 'A', 17, 0), (1003, '_name', -1, 'A', 19, 0), "   \
+    "(1016, '_int8', -1, 'A', 20, 0), (1005, '_int2', -1, 'A', 21, 0), (1007, '_int4', -1, 'A', 23, 0), "    \
+    "(1009, '_text', -1, 'A', 25, 0), (1028, '_oid', -1, 'A', 26, 0), (199, '_json', -1, 'A', 114, 0), "     \
+    "(1021, '_float4', -1, 'A', 700, 0), (1022, '_float8', -1, 'A', 701, 0), "                               \
+    "(1014, '_bpchar', -1, 'A', 1042, 0), (1015, '_varchar', -1, 'A', 1043, 0), "                            \
+    "(1182, '_date', -1, 'A', 1082, 0), (1183, '_time', -1, 'A', 1083, 0), "                                 \
+    "(1115, '_timestamp', -1, 'A', 1114, 0), (1185, '_timestamptz', -1, 'A', 1184, 0), "                     \
+    "(1187, '_interval', -1, 'A', 1186, 0), (1270, '_timetz', -1, 'A', 1266, 0), "                           \
+    "(1231, '_numeric', -1, 'A', 1700, 0), (2951, '_uuid', -1, 'A', 2950, 0), "                              \
+    "(3807, '_jsonb', -1, 'A', 3802, 0)"
+
 /* One statement each, run in order. Objects a client only checks for
- * (triggers, policies, inheritance) are empty relations with PostgreSQL's
- * columns, so the joins of catalog queries find nothing rather than fail. */
+ * (triggers, policies, inheritance, publications) are empty relations with
+ * PostgreSQL's columns, so catalog queries find nothing rather than fail. */
 static const char *const install_sql[] = {
-    /* Every relation is the session user's; PostgreSQL would name the
-     * owner role, which duckstore does not have. */
+    /* The one role: every relation and database is its. */
     "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(role_oid) AS 'duckstore'",
+    "CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT 10::BIGINT AS oid, 'duckstore' AS rolname, false AS "
+    "rolsuper, "
+    "true AS rolinherit, false AS rolcreaterole, false AS rolcreatedb, true AS rolcanlogin, "
+    "false AS rolreplication, -1 AS rolconnlimit, '********' AS rolpassword, NULL::TIMESTAMPTZ AS "
+    "rolvaliduntil, "
+    "false AS rolbypassrls, NULL::VARCHAR[] AS rolconfig",
+    "CREATE OR REPLACE TEMP VIEW pg_user AS SELECT rolname AS usename, oid AS usesysid, rolcreatedb AS "
+    "usecreatedb, "
+    "rolsuper AS usesuper, rolreplication AS userepl, rolbypassrls AS usebypassrls, rolpassword AS passwd, "
+    "rolvaliduntil AS valuntil, rolconfig AS useconfig FROM pg_roles",
     "CREATE OR REPLACE TEMP MACRO pg_encoding_to_char(encoding) AS 'UTF8'",
     "CREATE OR REPLACE TEMP MACRO pg_char_to_encoding(name) AS 6",
-    /* The server's version string as PostgreSQL prints it: drivers parse the
+    /* The server's version as PostgreSQL prints it: drivers parse the
      * leading "PostgreSQL <major>.<minor>". */
     "CREATE OR REPLACE TEMP MACRO version() AS 'PostgreSQL 15.0 (duckstore " DS_VERSION
     ") on x86_64-pc-linux-gnu, compiled by gcc, 64-bit'",
+
+    /* DuckDB type (duckdb_columns().data_type) -> PostgreSQL OID. */
+    "CREATE OR REPLACE TEMP MACRO pgc_scalar_oid(t) AS CASE "
+    "WHEN t = 'BOOLEAN' THEN 16 WHEN t IN ('TINYINT', 'SMALLINT', 'UTINYINT') THEN 21 "
+    "WHEN t IN ('INTEGER', 'USMALLINT') THEN 23 WHEN t IN ('BIGINT', 'UINTEGER') THEN 20 "
+    "WHEN t IN ('HUGEINT', 'UBIGINT', 'UHUGEINT', 'BIGNUM', 'VARINT') OR t LIKE 'DECIMAL%' THEN 1700 "
+    "WHEN t = 'FLOAT' THEN 700 WHEN t = 'DOUBLE' THEN 701 WHEN t = 'DATE' THEN 1082 WHEN t = 'TIME' THEN "
+    "1083 "
+    "WHEN t IN ('TIMESTAMP', 'TIMESTAMP_S', 'TIMESTAMP_MS', 'TIMESTAMP_NS') THEN 1114 "
+    "WHEN t = 'TIMESTAMP WITH TIME ZONE' THEN 1184 WHEN t = 'TIME WITH TIME ZONE' THEN 1266 "
+    "WHEN t = 'INTERVAL' THEN 1186 WHEN t = 'UUID' THEN 2950 WHEN t = 'JSON' THEN 114 "
+    "WHEN t = 'BLOB' THEN 17 ELSE 25 END",
+    "CREATE OR REPLACE TEMP MACRO pgc_type_oid(t) AS CASE WHEN regexp_matches(t, '\\[\\d*\\]$') THEN "
+    "coalesce((SELECT typarray FROM pg_type WHERE oid = pgc_scalar_oid(regexp_replace(t, '(\\[\\d*\\])+$', "
+    "''))), "
+    "1009) ELSE pgc_scalar_oid(t) END",
+    "CREATE OR REPLACE TEMP MACRO pgc_type_mod(t, prec, scale) AS CASE WHEN t LIKE 'DECIMAL%' "
+    "THEN ((prec::INTEGER << 16) | scale::INTEGER) + 4 ELSE -1 END",
+
+    "CREATE OR REPLACE TEMP VIEW pg_namespace AS SELECT oid::BIGINT AS oid, schema_name AS nspname, "
+    "10::BIGINT AS nspowner, NULL::VARCHAR[] AS nspacl FROM duckdb_schemas() "
+    "WHERE database_name = current_database() "
+    "UNION ALL SELECT oid::BIGINT, schema_name, 10::BIGINT, NULL FROM duckdb_schemas() "
+    "WHERE database_name = 'system' AND schema_name IN ('pg_catalog', 'information_schema')",
+    "CREATE OR REPLACE TEMP VIEW pg_type AS SELECT t.oid::BIGINT AS oid, t.typname, "
+    "(SELECT oid FROM pg_namespace WHERE nspname = 'pg_catalog') AS typnamespace, 10::BIGINT AS typowner, "
+    "t.typlen::SMALLINT AS typlen, t.typlen > 0 AND t.typlen <= 8 AS typbyval, 'b' AS typtype, "
+    "t.typcategory, false AS typispreferred, true AS typisdefined, ',' AS typdelim, 0::BIGINT AS typrelid, "
+    "t.typelem::BIGINT AS typelem, t.typarray::BIGINT AS typarray, t.typname || 'in' AS typinput, "
+    "t.typname || 'out' AS typoutput, t.typname || 'recv' AS typreceive, t.typname || 'send' AS typsend, "
+    "CASE WHEN t.typlen > 0 AND t.typlen <= 8 THEN 'd' ELSE 'i' END AS typalign, 'p' AS typstorage, "
+    "false AS typnotnull, 0::BIGINT AS typbasetype, -1 AS typtypmod, CASE WHEN t.typelem <> 0 THEN 1 ELSE 0 "
+    "END "
+    "AS typndims, CASE WHEN t.typcategory = 'S' THEN 100 ELSE 0 END::BIGINT AS typcollation, "
+    "NULL::VARCHAR AS typdefaultbin, NULL::VARCHAR AS typdefault, NULL::VARCHAR[] AS typacl "
+    "FROM (VALUES " PG_TYPES ") t(oid, typname, typlen, typcategory, typelem, typarray)",
+    "CREATE OR REPLACE TEMP MACRO format_type(type_oid, typemod) AS CASE "
+    "WHEN type_oid IS NULL THEN NULL "
+    "WHEN type_oid = 1700 AND typemod >= 4 THEN "
+    "'numeric(' || ((typemod - 4) >> 16) || ',' || ((typemod - 4) & 65535) || ')' "
+    "WHEN type_oid = 1043 AND typemod >= 4 THEN 'character varying(' || (typemod - 4) || ')' "
+    "ELSE coalesce((SELECT CASE WHEN t.typelem <> 0 THEN pgc_type_name(t.typelem) || '[]' "
+    "ELSE pgc_type_name(t.oid) END FROM pg_type t WHERE t.oid = type_oid), '?"
+    "?"
+    "?') END",
+    "CREATE OR REPLACE TEMP MACRO pgc_type_name(type_oid) AS CASE type_oid "
+    "WHEN 16 THEN 'boolean' WHEN 20 THEN 'bigint' WHEN 21 THEN 'smallint' WHEN 23 THEN 'integer' "
+    "WHEN 700 THEN 'real' WHEN 701 THEN 'double precision' WHEN 1043 THEN 'character varying' "
+    "WHEN 1042 THEN 'character' WHEN 1083 THEN 'time without time zone' "
+    "WHEN 1114 THEN 'timestamp without time zone' WHEN 1184 THEN 'timestamp with time zone' "
+    "WHEN 1266 THEN 'time with time zone' "
+    "ELSE (SELECT typname FROM pg_type WHERE oid = type_oid) END",
+
+    /* Relations of the store (its attached database), never the session's
+     * own TEMP objects. */
+    "CREATE OR REPLACE TEMP VIEW pg_class AS SELECT table_oid::BIGINT AS oid, table_name AS relname, "
+    "schema_oid::BIGINT AS relnamespace, 0::BIGINT AS reltype, 0::BIGINT AS reloftype, 10::BIGINT AS "
+    "relowner, "
+    "2::BIGINT AS relam, 0::BIGINT AS relfilenode, 0::BIGINT AS reltablespace, 0 AS relpages, "
+    "estimated_size::FLOAT AS reltuples, 0 AS relallvisible, 0::BIGINT AS reltoastrelid, "
+    "index_count > 0 AS relhasindex, false AS relisshared, 'p' AS relpersistence, 'r' AS relkind, "
+    "column_count::SMALLINT AS relnatts, check_constraint_count::SMALLINT AS relchecks, false AS relhasoids, "
+    "false AS relhasrules, false AS relhastriggers, false AS relhassubclass, false AS relrowsecurity, "
+    "false AS relforcerowsecurity, true AS relispopulated, 'd' AS relreplident, false AS relispartition, "
+    "0::BIGINT AS relrewrite, 0::BIGINT AS relfrozenxid, 0::BIGINT AS relminmxid, NULL::VARCHAR[] AS relacl, "
+    "NULL::VARCHAR[] AS reloptions, NULL::VARCHAR AS relpartbound FROM duckdb_tables() "
+    "WHERE database_name = current_database() "
+    "UNION ALL SELECT view_oid, view_name, schema_oid, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, false, false, 'p', "
+    "'v', "
+    "column_count, 0, false, false, false, false, false, false, true, 'n', false, 0, 0, 0, NULL, NULL, NULL "
+    "FROM duckdb_views() WHERE database_name = current_database() AND NOT internal",
+    "CREATE OR REPLACE TEMP VIEW pg_am AS SELECT * FROM (VALUES (2::BIGINT, 'heap', 'heap_tableam_handler', "
+    "'t'), "
+    "(403::BIGINT, 'btree', 'bthandler', 'i')) a(oid, amname, amhandler, amtype)",
+    "CREATE OR REPLACE TEMP VIEW pg_attribute AS SELECT table_oid::BIGINT AS attrelid, column_name AS "
+    "attname, "
+    "pgc_type_oid(data_type)::BIGINT AS atttypid, -1 AS attstattarget, "
+    "coalesce((SELECT typlen FROM pg_type WHERE oid = pgc_type_oid(data_type)), -1)::SMALLINT AS attlen, "
+    "column_index::SMALLINT AS attnum, CASE WHEN data_type LIKE '%]' THEN 1 ELSE 0 END AS attndims, "
+    "-1 AS attcacheoff, pgc_type_mod(data_type, numeric_precision, numeric_scale) AS atttypmod, "
+    "false AS attbyval, 'p' AS attstorage, 'i' AS attalign, NOT is_nullable AS attnotnull, "
+    "column_default IS NOT NULL AS atthasdef, false AS atthasmissing, '' AS attidentity, '' AS attgenerated, "
+    "false AS attisdropped, true AS attislocal, 0 AS attinhcount, 0::BIGINT AS attcollation, "
+    "NULL::VARCHAR AS attcompression, NULL::VARCHAR[] AS attacl, NULL::VARCHAR[] AS attoptions, "
+    "NULL::VARCHAR[] AS attfdwoptions, NULL::VARCHAR AS attmissingval FROM duckdb_columns() "
+    "WHERE database_name = current_database()",
+    "CREATE OR REPLACE TEMP VIEW pg_attrdef AS SELECT (table_oid * 1000 + column_index)::BIGINT AS oid, "
+    "table_oid::BIGINT AS adrelid, column_index::SMALLINT AS adnum, column_default AS adbin FROM "
+    "duckdb_columns() "
+    "WHERE database_name = current_database() AND column_default IS NOT NULL",
+    "CREATE OR REPLACE TEMP MACRO pg_get_expr(expr, relation) AS expr::VARCHAR, "
+    "(expr, relation, pretty) AS expr::VARCHAR",
+    "CREATE OR REPLACE TEMP MACRO pg_table_is_visible(rel) AS rel IN (SELECT c.oid FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema())",
+    "CREATE OR REPLACE TEMP VIEW pg_database AS SELECT database_oid::BIGINT AS oid, database_name AS "
+    "datname, "
+    "10::BIGINT AS datdba, 6 AS encoding, 'c' AS datlocprovider, false AS datistemplate, true AS "
+    "datallowconn, "
+    "-1 AS datconnlimit, 0::BIGINT AS datfrozenxid, 0::BIGINT AS datminmxid, 1663::BIGINT AS dattablespace, "
+    "'C.UTF-8' AS datcollate, 'C.UTF-8' AS datctype, NULL::VARCHAR AS daticulocale, "
+    "NULL::VARCHAR AS datcollversion, NULL::VARCHAR[] AS datacl FROM duckdb_databases() "
+    "WHERE database_name = current_database()",
+    "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(index_oid) AS NULL::VARCHAR, "
+    "(index_oid, col, pretty) AS NULL::VARCHAR",
+    "CREATE OR REPLACE TEMP MACRO pg_get_partkeydef(rel) AS NULL::VARCHAR",
+    "CREATE OR REPLACE TEMP MACRO pg_get_statisticsobjdef_columns(stat_oid) AS NULL::VARCHAR",
+    "CREATE OR REPLACE TEMP MACRO pg_relation_is_publishable(rel) AS false",
+    "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(rel, col) AS NULL::VARCHAR",
+    "CREATE OR REPLACE TEMP MACRO array_upper(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN len(arr) "
+    "END",
+    "CREATE OR REPLACE TEMP MACRO array_lower(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN 1 END",
+
+    "CREATE OR REPLACE TEMP VIEW pg_inherits AS SELECT 0::BIGINT AS inhrelid, 0::BIGINT AS inhparent, "
+    "0 AS inhseqno, false AS inhdetachpending WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_policy AS SELECT 0::BIGINT AS oid, '' AS polname, 0::BIGINT AS polrelid, "
+    "'' AS polcmd, true AS polpermissive, NULL::BIGINT[] AS polroles, NULL::VARCHAR AS polqual, "
+    "NULL::VARCHAR AS polwithcheck WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_statistic_ext AS SELECT 0::BIGINT AS oid, 0::BIGINT AS stxrelid, "
+    "'' AS stxname, 0::BIGINT AS stxnamespace, 0::BIGINT AS stxowner, -1 AS stxstattarget, "
+    "NULL::SMALLINT[] AS stxkeys, NULL::VARCHAR[] AS stxkind, NULL::VARCHAR AS stxexprs WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_publication AS SELECT 0::BIGINT AS oid, '' AS pubname, "
+    "0::BIGINT AS pubowner, false AS puballtables, false AS pubinsert, false AS pubupdate, false AS "
+    "pubdelete, "
+    "false AS pubtruncate, false AS pubviaroot WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_publication_namespace AS SELECT 0::BIGINT AS oid, 0::BIGINT AS pnpubid, "
+    "0::BIGINT AS pnnspid WHERE false",
+    /* psql indexes prattrs with a generate_series row, which DuckDB binds
+     * as a one-field struct: the map type lets that bind (the relation is
+     * empty, no value is ever read), and it casts to int2[] as psql does. */
+    "CREATE OR REPLACE TEMP VIEW pg_publication_rel AS SELECT 0::BIGINT AS oid, 0::BIGINT AS prpubid, "
+    "0::BIGINT AS prrelid, NULL::VARCHAR AS prqual, "
+    "NULL::MAP(STRUCT(generate_series BIGINT), SMALLINT) AS prattrs WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_trigger AS SELECT 0::BIGINT AS oid, 0::BIGINT AS tgrelid, "
+    "0::BIGINT AS tgparentid, '' AS tgname, 0::BIGINT AS tgfoid, 0::SMALLINT AS tgtype, 'O' AS tgenabled, "
+    "false AS tgisinternal, 0::BIGINT AS tgconstrrelid, 0::BIGINT AS tgconstrindid, 0::BIGINT AS "
+    "tgconstraint, "
+    "false AS tgdeferrable, false AS tginitdeferred, 0::SMALLINT AS tgnargs WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_partitioned_table AS SELECT 0::BIGINT AS partrelid, '' AS partstrat, "
+    "0::SMALLINT AS partnatts, 0::BIGINT AS partdefid WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_foreign_table AS SELECT 0::BIGINT AS ftrelid, 0::BIGINT AS ftserver, "
+    "NULL::VARCHAR[] AS ftoptions WHERE false",
+    "CREATE OR REPLACE TEMP VIEW pg_rewrite AS SELECT 0::BIGINT AS oid, '' AS rulename, 0::BIGINT AS "
+    "ev_class, "
+    "'' AS ev_type, 'O' AS ev_enabled, false AS is_instead WHERE false",
+    /* The OID alias types read as the OID they hold (a cast of a name to
+     * one fails: DuckDB has no hook for a cast's lookup). */
+    "CREATE OR REPLACE TEMP TYPE regclass AS BIGINT",
+    "CREATE OR REPLACE TEMP TYPE regtype AS BIGINT",
+    "CREATE OR REPLACE TEMP TYPE regnamespace AS BIGINT",
+    "CREATE OR REPLACE TEMP TYPE regproc AS BIGINT",
+    "CREATE OR REPLACE TEMP TYPE regprocedure AS BIGINT",
+    "CREATE OR REPLACE TEMP TYPE regrole AS BIGINT",
     NULL,
 };
 
@@ -38,4 +236,182 @@ bool pgc_install(duckdb_connection con, ds_error *err)
         duckdb_destroy_result(&res);
     }
     return true;
+}
+
+/* The SQL lexer's view of the text, enough to find names: quoted strings,
+ * quoted identifiers, comments and dollar quotes are skipped whole. */
+static bool ident_start(unsigned char c)
+{
+    return isalpha(c) || c == '_' || c >= 0x80;
+}
+
+static bool ident_char(unsigned char c)
+{
+    return ident_start(c) || isdigit(c) || c == '$';
+}
+
+/* Past the quoted text starting at s[i] (a ' or "), doubled quotes kept
+ * inside; backslash escapes when escapes (E'...'). */
+static size_t skip_quoted(const char *s, size_t i, size_t n, bool escapes)
+{
+    char q = s[i++];
+    while (i < n) {
+        if (escapes && s[i] == '\\' && i + 1 < n) {
+            i += 2;
+        } else if (s[i] == q) {
+            if (i + 1 < n && s[i + 1] == q)
+                i += 2;
+            else
+                return i + 1;
+        } else {
+            i++;
+        }
+    }
+    return n;
+}
+
+/* Past a $tag$...$tag$ string at s[i], or i when s[i] starts none ($1). */
+static size_t skip_dollar(const char *s, size_t i, size_t n)
+{
+    size_t t = i + 1;
+    if (t < n && isdigit((unsigned char)s[t]))
+        return i;
+    while (t < n && s[t] != '$' && ident_char((unsigned char)s[t]) && s[t] != '$')
+        t++;
+    if (t >= n || s[t] != '$')
+        return i;
+    size_t tag_len = t + 1 - i;
+    for (size_t k = t + 1; k + tag_len <= n; k++)
+        if (s[k] == '$' && memcmp(s + k, s + i, tag_len) == 0)
+            return k + tag_len;
+    return n;
+}
+
+static size_t skip_space(const char *s, size_t i, size_t n)
+{
+    for (;;) {
+        while (i < n && isspace((unsigned char)s[i]))
+            i++;
+        if (i + 1 < n && s[i] == '-' && s[i + 1] == '-') {
+            while (i < n && s[i] != '\n')
+                i++;
+        } else if (i + 1 < n && s[i] == '/' && s[i + 1] == '*') {
+            int depth = 0;
+            do {
+                if (i + 1 < n && s[i] == '/' && s[i + 1] == '*') {
+                    depth++;
+                    i += 2;
+                } else if (i + 1 < n && s[i] == '*' && s[i + 1] == '/') {
+                    depth--;
+                    i += 2;
+                } else {
+                    i++;
+                }
+            } while (i < n && depth > 0);
+        } else {
+            return i;
+        }
+    }
+}
+
+/* Whether s[i, end) is the name word, plain or "quoted" exactly. */
+static bool is_name(const char *s, size_t i, size_t end, const char *word)
+{
+    size_t len = strlen(word);
+    if (s[i] == '"')
+        return end - i == len + 2 && memcmp(s + i + 1, word, len) == 0;
+    return end - i == len && strncasecmp(s + i, word, len) == 0;
+}
+
+/* End of the name (plain or quoted) at s[i], or i when none starts there. */
+static size_t name_end(const char *s, size_t i, size_t n)
+{
+    if (i < n && s[i] == '"')
+        return skip_quoted(s, i, n, false);
+    size_t e = i;
+    if (e < n && ident_start((unsigned char)s[e]))
+        while (e < n && ident_char((unsigned char)s[e]))
+            e++;
+    return e;
+}
+
+static void blank(char *out, size_t from, size_t to)
+{
+    memset(out + from, ' ', to - from);
+}
+
+char *pgc_rewrite(const char *sql, ds_error *err)
+{
+    size_t n = strlen(sql);
+    char *out = malloc(n + 1);
+    if (!out) {
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory rewriting a query of %zu bytes", n);
+        return NULL;
+    }
+    memcpy(out, sql, n + 1);
+    /* prev_dot: the last token was '.', so a name here is not a first part
+     * (db.pg_catalog.x keeps its qualifier); collate_at: where the last
+     * COLLATE keyword started. */
+    bool prev_dot = false;
+    size_t collate_at = (size_t)-1;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)sql[i];
+        if (isspace(c) || (c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+            (c == '/' && i + 1 < n && sql[i + 1] == '*')) {
+            i = skip_space(sql, i, n);
+            continue;
+        }
+        if (c == '\'') {
+            i = skip_quoted(sql, i, n, false);
+            prev_dot = false;
+            continue;
+        }
+        if ((c == 'e' || c == 'E') && i + 1 < n && sql[i + 1] == '\'') {
+            i = skip_quoted(sql, i + 1, n, true);
+            prev_dot = false;
+            continue;
+        }
+        if (c == '$') {
+            size_t e = skip_dollar(sql, i, n);
+            i = e > i ? e : i + 1;
+            prev_dot = false;
+            continue;
+        }
+        if (c == '"' || ident_start(c)) {
+            size_t e = name_end(sql, i, n);
+            bool was_collate = collate_at != (size_t)-1;
+            size_t collate_start = collate_at;
+            collate_at = is_name(sql, i, e, "collate") && sql[i] != '"' ? i : (size_t)-1;
+            if (!prev_dot && is_name(sql, i, e, "pg_catalog")) {
+                size_t d = skip_space(sql, e, n);
+                if (d < n && sql[d] == '.') {
+                    size_t m = skip_space(sql, d + 1, n);
+                    size_t me = name_end(sql, m, n);
+                    /* COLLATE pg_catalog.default: DuckDB has no such
+                     * collation, and the default is what it does anyway. */
+                    if (was_collate && me > m && is_name(sql, m, me, "default")) {
+                        blank(out, collate_start, me);
+                        i = me;
+                        prev_dot = false;
+                        continue;
+                    }
+                    /* pg_catalog.name, and OPERATOR(pg_catalog.~) */
+                    blank(out, i, m);
+                    i = m;
+                    prev_dot = false;
+                    continue;
+                }
+            }
+            if (was_collate && is_name(sql, i, e, "default") && sql[i] == '"')
+                blank(out, collate_start, e);
+            i = e;
+            prev_dot = false;
+            continue;
+        }
+        prev_dot = c == '.';
+        collate_at = (size_t)-1;
+        i++;
+    }
+    return out;
 }
