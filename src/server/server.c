@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/sdnotify.h"
 #include "common/strbuf.h"
+#include "pgwire/listener.h"
 #include "server/api.h"
 #include "server/axis.h"
 #include "server/http.h"
@@ -39,6 +40,7 @@ struct http_server {
     api_ctx api;
     http_router router;
     char *serve_file; /* <file>.serve.json once written; NULL before */
+    pgl_listener *pg; /* pg_listen: PostgreSQL's protocol; NULL when off */
 };
 
 static bool parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len, ds_error *err)
@@ -231,6 +233,7 @@ static void server_free(http_server *srv)
         jobs_destroy(&srv->jobs);
     if (srv->daemon == NULL && srv->listen_fd >= 0)
         close(srv->listen_fd);
+    pgl_stop(srv->pg);
     if (srv->st)
         store_close(srv->st);
     free(srv->api_token);
@@ -259,6 +262,7 @@ static bool open_store(http_server *srv, cfg_config *cfg, const http_options *op
         ds_log_warn("could not drop leftover staging tables: %s", err->msg);
     /* API reads of DuckDB (status documents) share query_concurrency connections. */
     if (!store_pool_open(srv->st, (size_t)cfg->store.query_concurrency, err) ||
+        !pgl_start(srv->st, &cfg->store, cfg->dir, &srv->pg, err) ||
         !jobs_init(&srv->jobs, srv->st, cfg, err))
         return false;
     srv->jobs_ready = true;
@@ -341,6 +345,8 @@ void http_server_stop(http_server *srv)
     /* The CLI stops coming here, and opens the file itself once it is free. */
     if (srv->serve_file != NULL)
         unlink(srv->serve_file);
+    pgl_stop(srv->pg);
+    srv->pg = NULL;
     query_shutdown();
     jobs_shutdown(&srv->jobs);
     MHD_stop_daemon(srv->daemon);
