@@ -633,7 +633,9 @@ static pstmt *pstmt_new(const char *name, const char *sql, size_t len)
     if (st == NULL)
         return NULL;
     st->name = strdup(name);
-    st->sql = strndup(sql, len);
+    char *given = strndup(sql, len);
+    st->sql = given != NULL ? pgc_rewrite(given, NULL) : NULL; /* pg_catalog names as DuckDB reads them */
+    free(given);
     if (st->name == NULL || st->sql == NULL) {
         pstmt_free(st);
         return NULL;
