@@ -15,6 +15,8 @@
 #include "pgwire/catalog.h"
 
 #include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -212,19 +214,261 @@ static const char *const install_sql[] = {
     "CREATE OR REPLACE TEMP VIEW pg_rewrite AS SELECT 0::BIGINT AS oid, '' AS rulename, 0::BIGINT AS "
     "ev_class, "
     "'' AS ev_type, 'O' AS ev_enabled, false AS is_instead WHERE false",
-    /* The OID alias types read as the OID they hold (a cast of a name to
-     * one fails: DuckDB has no hook for a cast's lookup). */
-    "CREATE OR REPLACE TEMP TYPE regclass AS BIGINT",
-    "CREATE OR REPLACE TEMP TYPE regtype AS BIGINT",
-    "CREATE OR REPLACE TEMP TYPE regnamespace AS BIGINT",
-    "CREATE OR REPLACE TEMP TYPE regproc AS BIGINT",
-    "CREATE OR REPLACE TEMP TYPE regprocedure AS BIGINT",
-    "CREATE OR REPLACE TEMP TYPE regrole AS BIGINT",
     NULL,
 };
 
+/* PostgreSQL's name of each type duckstore sends (what oid::regtype prints)
+ * and its catalog name, with its array type's OID; 'name'::regtype reads
+ * either name, and "name[]" or "_typname" for the array. */
+static const struct {
+    int64_t oid, array_oid;
+    const char *name, *typname;
+} pg_type_names[] = {
+    {16, 1000, "boolean", "bool"},
+    {17, 1001, "bytea", "bytea"},
+    {19, 1003, "name", "name"},
+    {20, 1016, "bigint", "int8"},
+    {21, 1005, "smallint", "int2"},
+    {23, 1007, "integer", "int4"},
+    {25, 1009, "text", "text"},
+    {26, 1028, "oid", "oid"},
+    {114, 199, "json", "json"},
+    {700, 1021, "real", "float4"},
+    {701, 1022, "double precision", "float8"},
+    {1042, 1014, "character", "bpchar"},
+    {1043, 1015, "character varying", "varchar"},
+    {1082, 1182, "date", "date"},
+    {1083, 1183, "time without time zone", "time"},
+    {1114, 1115, "timestamp without time zone", "timestamp"},
+    {1184, 1185, "timestamp with time zone", "timestamptz"},
+    {1186, 1187, "interval", "interval"},
+    {1266, 1270, "time with time zone", "timetz"},
+    {1700, 1231, "numeric", "numeric"},
+    {2950, 2951, "uuid", "uuid"},
+    {3802, 3807, "jsonb", "jsonb"},
+};
+
+/* The OIDs PostgreSQL gives its own catalog relations, for 'pg_class'::regclass
+ * and the like in drivers' catalog queries. */
+static const struct {
+    int64_t oid;
+    const char *name;
+} pg_relation_names[] = {
+    {1247, "pg_type"},        {1249, "pg_attribute"}, {1255, "pg_proc"},      {1259, "pg_class"},
+    {1262, "pg_database"},    {2601, "pg_am"},        {2604, "pg_attrdef"},   {2606, "pg_constraint"},
+    {2609, "pg_description"}, {2610, "pg_index"},     {2611, "pg_inherits"},  {2615, "pg_namespace"},
+    {2620, "pg_trigger"},     {3079, "pg_extension"}, {3456, "pg_collation"},
+};
+
+/* name (len bytes) as a lowercase C string without quotes, surrounding
+ * spaces or a pg_catalog. qualifier; false when it does not fit. */
+static bool normal_name(const char *name, size_t len, char *out, size_t cap)
+{
+    while (len > 0 && isspace((unsigned char)*name))
+        name++, len--;
+    while (len > 0 && isspace((unsigned char)name[len - 1]))
+        len--;
+    if (len >= 11 && strncasecmp(name, "pg_catalog.", 11) == 0)
+        name += 11, len -= 11;
+    if (len >= 2 && name[0] == '"' && name[len - 1] == '"')
+        name++, len -= 2;
+    if (len == 0 || len >= cap)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)tolower((unsigned char)name[i]);
+    out[len] = '\0';
+    return true;
+}
+
+/* An OID written as digits. */
+static bool oid_digits(const char *s, int64_t *oid)
+{
+    if (*s == '\0' || strspn(s, "0123456789") != strlen(s) || strlen(s) > 10)
+        return false;
+    *oid = strtoll(s, NULL, 10);
+    return true;
+}
+
+static bool type_oid_of(const char *name, int64_t *oid)
+{
+    if (oid_digits(name, oid))
+        return true;
+    size_t len = strlen(name);
+    bool array = false;
+    char base[128];
+    if (len > 2 && strcmp(name + len - 2, "[]") == 0) {
+        array = true;
+        snprintf(base, sizeof base, "%.*s", (int)(len - 2), name);
+    } else if (name[0] == '_') {
+        array = true;
+        snprintf(base, sizeof base, "%s", name + 1);
+    } else {
+        snprintf(base, sizeof base, "%s", name);
+    }
+    static const struct {
+        const char *alias, *name;
+    } aliases[] = {{"int", "integer"}, {"decimal", "numeric"}, {"char", "character"}, {"bool", "boolean"}};
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
+        if (strcmp(base, aliases[i].alias) == 0)
+            snprintf(base, sizeof base, "%s", aliases[i].name);
+    for (size_t i = 0; i < sizeof pg_type_names / sizeof pg_type_names[0]; i++) {
+        if (strcmp(base, pg_type_names[i].name) == 0 || strcmp(base, pg_type_names[i].typname) == 0) {
+            *oid = array ? pg_type_names[i].array_oid : pg_type_names[i].oid;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool relation_oid_of(const char *name, int64_t *oid)
+{
+    if (oid_digits(name, oid))
+        return true;
+    for (size_t i = 0; i < sizeof pg_relation_names / sizeof pg_relation_names[0]; i++) {
+        if (strcmp(name, pg_relation_names[i].name) == 0) {
+            *oid = pg_relation_names[i].oid;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* VARCHAR -> regtype or regclass: extra info says which. A name not known
+ * is PostgreSQL's 42704/42P01 text; under TRY_CAST it is NULL. */
+static bool cast_name_to_oid(duckdb_function_info info, idx_t count, duckdb_vector input,
+                             duckdb_vector output)
+{
+    bool relation = duckdb_cast_function_get_extra_info(info) != NULL;
+    duckdb_string_t *in = duckdb_vector_get_data(input);
+    uint64_t *in_valid = duckdb_vector_get_validity(input);
+    int64_t *out = duckdb_vector_get_data(output);
+    bool all_ok = true;
+    for (idx_t row = 0; row < count; row++) {
+        if (in_valid != NULL && !duckdb_validity_row_is_valid(in_valid, row)) {
+            duckdb_vector_ensure_validity_writable(output);
+            duckdb_validity_set_row_invalid(duckdb_vector_get_validity(output), row);
+            continue;
+        }
+        char name[128];
+        int64_t oid = 0;
+        bool found =
+            normal_name(duckdb_string_t_data(&in[row]), duckdb_string_t_length(in[row]), name, sizeof name) &&
+            (relation ? relation_oid_of(name, &oid) : type_oid_of(name, &oid));
+        if (found) {
+            out[row] = oid;
+            continue;
+        }
+        ds_buf msg = DS_BUF_INIT;
+        ds_buf_appendf(&msg,
+                       relation ? "relation \"%.*s\" does not exist (duckstore reads a relation's OID from "
+                                  "pg_class, not from its name)"
+                                : "type \"%.*s\" does not exist",
+                       (int)duckdb_string_t_length(in[row]), duckdb_string_t_data(&in[row]));
+        duckdb_cast_function_set_row_error(info, ds_buf_str(&msg) ? ds_buf_str(&msg) : "unknown name", row,
+                                           output);
+        ds_buf_free(&msg);
+        all_ok = false;
+    }
+    return all_ok || duckdb_cast_function_get_cast_mode(info) == DUCKDB_CAST_TRY;
+}
+
+/* regtype -> VARCHAR: PostgreSQL's type name, or the OID's digits for a
+ * type duckstore does not send. */
+static bool cast_type_to_name(duckdb_function_info info, idx_t count, duckdb_vector input,
+                              duckdb_vector output)
+{
+    (void)info;
+    int64_t *in = duckdb_vector_get_data(input);
+    uint64_t *in_valid = duckdb_vector_get_validity(input);
+    for (idx_t row = 0; row < count; row++) {
+        if (in_valid != NULL && !duckdb_validity_row_is_valid(in_valid, row)) {
+            duckdb_vector_ensure_validity_writable(output);
+            duckdb_validity_set_row_invalid(duckdb_vector_get_validity(output), row);
+            continue;
+        }
+        char text[160];
+        snprintf(text, sizeof text, "%lld", (long long)in[row]);
+        for (size_t i = 0; i < sizeof pg_type_names / sizeof pg_type_names[0]; i++) {
+            if (in[row] == pg_type_names[i].oid)
+                snprintf(text, sizeof text, "%s", pg_type_names[i].name);
+            else if (in[row] == pg_type_names[i].array_oid)
+                snprintf(text, sizeof text, "%s[]", pg_type_names[i].name);
+        }
+        duckdb_vector_assign_string_element(output, row, text);
+    }
+    return true;
+}
+
+static duckdb_logical_type alias_type(const char *alias)
+{
+    duckdb_logical_type t = duckdb_create_logical_type(DUCKDB_TYPE_BIGINT);
+    duckdb_logical_type_set_alias(t, alias);
+    return t;
+}
+
+static bool add_cast(duckdb_connection con, const char *from, const char *to, duckdb_cast_function_t fn,
+                     void *extra)
+{
+    duckdb_logical_type source = from ? alias_type(from) : duckdb_create_logical_type(DUCKDB_TYPE_VARCHAR);
+    duckdb_logical_type target = to ? alias_type(to) : duckdb_create_logical_type(DUCKDB_TYPE_VARCHAR);
+    duckdb_cast_function cast = duckdb_create_cast_function();
+    duckdb_cast_function_set_source_type(cast, source);
+    duckdb_cast_function_set_target_type(cast, target);
+    duckdb_cast_function_set_function(cast, fn);
+    if (extra != NULL)
+        duckdb_cast_function_set_extra_info(cast, extra, NULL);
+    bool ok = duckdb_register_cast_function(con, cast) == DuckDBSuccess;
+    duckdb_destroy_cast_function(&cast);
+    duckdb_destroy_logical_type(&source);
+    duckdb_destroy_logical_type(&target);
+    return ok;
+}
+
+/* The OID alias types (regclass, regtype, ...) hold an OID; a name cast to
+ * regtype or regclass finds its OID, a regtype prints as its name. DuckDB
+ * keeps types and casts for the whole database, so the first session
+ * registers them and later ones find them there. */
+static bool install_oid_types(duckdb_connection con, ds_error *err)
+{
+    static const char *const aliases[] = {"regclass", "regtype",      "regnamespace",
+                                          "regproc",  "regprocedure", "regrole"};
+    duckdb_result res;
+    if (duckdb_query(con, "SELECT count(*) FROM duckdb_types() WHERE type_name = 'regrole'", &res) ==
+        DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "pg catalog: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    bool present = duckdb_value_int64(&res, 0, 0) > 0;
+    duckdb_destroy_result(&res);
+    if (present)
+        return true;
+    bool ok = true;
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++) {
+        duckdb_logical_type t = alias_type(aliases[i]);
+        ok = duckdb_register_logical_type(con, t, NULL) == DuckDBSuccess && ok;
+        duckdb_destroy_logical_type(&t);
+    }
+    static char relation_marker;
+    ok = ok && add_cast(con, NULL, "regtype", cast_name_to_oid, NULL) &&
+         add_cast(con, "regtype", NULL, cast_type_to_name, NULL) &&
+         add_cast(con, NULL, "regclass", cast_name_to_oid, &relation_marker);
+    /* Another session may have registered them at the same moment. */
+    if (!ok) {
+        ok = duckdb_query(con, "SELECT count(*) FROM duckdb_types() WHERE type_name = 'regrole'", &res) ==
+                 DuckDBSuccess &&
+             duckdb_value_int64(&res, 0, 0) > 0;
+        duckdb_destroy_result(&res);
+    }
+    if (!ok)
+        return ds_error_set(err, DS_ERR_STORE, "pg catalog: cannot register the regclass and regtype types");
+    return true;
+}
+
 bool pgc_install(duckdb_connection con, ds_error *err)
 {
+    if (!install_oid_types(con, err))
+        return false;
     for (size_t i = 0; install_sql[i]; i++) {
         duckdb_result res;
         if (duckdb_query(con, install_sql[i], &res) == DuckDBError) {

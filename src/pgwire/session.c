@@ -583,6 +583,8 @@ static void classify(pstmt *st)
         if (strcmp(w2, "time") == 0) {
             word(rest, w2, sizeof w2);
             strcpy(w2, "timezone");
+        } else if (strcmp(w2, "transaction") == 0) { /* SHOW TRANSACTION ISOLATION LEVEL */
+            strcpy(w2, "transaction_isolation");
         }
         st->kind = K_SHOW;
         st->param = strdup(w2);

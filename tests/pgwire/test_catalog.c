@@ -280,6 +280,34 @@ static void test_functions_psql_calls(void **state)
     tl_assert_contains(version, "duckstore");
 }
 
+/* Drivers cast names to regtype and regclass and print a regtype: the
+ * names are PostgreSQL's, an unknown one is PostgreSQL's error. */
+static void test_oid_types(void **state)
+{
+    fixture *f = *state;
+    assert_string_equal(rows_of(f->con, "SELECT 'int4'::regtype, 'integer'::regtype, ' \"_text\" '::regtype, "
+                                        "'numeric[]'::regtype, 'pg_catalog.uuid'::regtype, '1700'::regtype"),
+                        "23|23|1009|1231|2950|1700\n");
+    assert_string_equal(rows_of(f->con,
+                                "SELECT 23::regtype::text, 1184::regtype::VARCHAR, 1007::regtype::text, "
+                                "99999::regtype::text, NULL::regtype::text"),
+                        "integer|timestamp with time zone|integer[]|99999|<null>\n");
+    assert_string_equal(rows_of(f->con, "SELECT 'pg_class'::regclass, '42'::regclass, 7::regclass, "
+                                        "TRY_CAST('nope' AS regtype), TRY_CAST('orders' AS regclass)"),
+                        "1259|42|7|<null>|<null>\n");
+    duckdb_result res;
+    assert_int_equal(duckdb_query(f->con, "SELECT 'hstore'::regtype", &res), DuckDBError);
+    tl_assert_contains(duckdb_result_error(&res), "type \"hstore\" does not exist");
+    duckdb_destroy_result(&res);
+    /* a second session of the same store finds the types registered */
+    duckdb_connection other;
+    assert_int_equal(duckdb_connect(f->db, &other), DuckDBSuccess);
+    ds_error err = {0};
+    assert_true(pgc_install(other, &err));
+    assert_string_equal(rows_of(other, "SELECT 'text'::regtype::text"), "text\n");
+    duckdb_disconnect(&other);
+}
+
 /* Installing twice (a DISCARD ALL, a reused connection) is harmless, and a
  * connection without the catalog does not see it: it is TEMP, not in the
  * file. */
@@ -342,6 +370,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_functions_psql_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_psql_describes, setup, teardown),
         cmocka_unit_test(test_rewrite_touches_names_only),
+        cmocka_unit_test_setup_teardown(test_oid_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_is_session_only, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
