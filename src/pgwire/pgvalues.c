@@ -148,8 +148,11 @@ pgv_type pgv_type_of(duckdb_logical_type t)
     case DUCKDB_TYPE_BIT:
         return scalar(PGV_OID_VARBIT, -1);
     case DUCKDB_TYPE_LIST:
-    case DUCKDB_TYPE_ARRAY:
-        return scalar(pgv_array_oid(list_elem(t).oid), -1);
+    case DUCKDB_TYPE_ARRAY: {
+        /* an array column carries its element's typmod, as numeric(5,2)[] */
+        pgv_type elem = list_elem(t), r = {pgv_array_oid(elem.oid), elem.typmod, -1};
+        return r;
+    }
     default: /* ENUM, STRUCT, MAP, UNION, ...: their text */
         return scalar(PGV_OID_TEXT, -1);
     }
@@ -746,8 +749,31 @@ static bool array_text(const pgv_column *c, duckdb_vector vec, idx_t row, ds_buf
     return ok;
 }
 
-/* DuckDB's text of a nested value whose scalars are as PostgreSQL prints
- * them: {'a': 1, 'b': x}, {k=v}, [1, 2]. */
+/* A scalar inside DuckDB's text of a nested value, quoted as DuckDB's
+ * cast to VARCHAR quotes it: when empty, "null", starting (or ending) with
+ * white space or holding one of "'(),:=[]{}; ' and \ then escaped. */
+static void nested_scalar(const char *s, size_t n, bool always, ds_buf *b)
+{
+    static const char space[] = " \t\n\v\f\r";
+    bool quote = always || n == 0 || (n == 4 && strncasecmp(s, "null", 4) == 0) ||
+                 (s[0] && strchr(space, s[0])) || (n >= 2 && s[n - 1] && strchr(space, s[n - 1]));
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = s[i] && strchr("\"'(),:=[]{}", s[i]);
+    if (!quote) {
+        ds_buf_appendn(b, s, n);
+        return;
+    }
+    ds_buf_appendc(b, '\'');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\'' || s[i] == '\\')
+            ds_buf_appendc(b, '\\');
+        ds_buf_appendc(b, s[i]);
+    }
+    ds_buf_appendc(b, '\'');
+}
+
+/* DuckDB's text of a nested value ({'a': 1, 'b': x}, {k=v}, [1, 2]), its
+ * scalars as PostgreSQL prints them but booleans, DuckDB's true/false. */
 static bool nested_text(const pgv_column *c, duckdb_vector vec, idx_t row, ds_buf *b, ds_error *err)
 {
     if (!is_valid(vec, row)) {
@@ -759,7 +785,7 @@ static bool nested_text(const pgv_column *c, duckdb_vector vec, idx_t row, ds_bu
         ds_buf_appendc(b, '{');
         for (idx_t i = 0; i < c->nchildren; i++) {
             ds_buf_append(b, i ? ", " : "");
-            ds_buf_append_literal(b, c->child_names[i]);
+            nested_scalar(c->child_names[i], strlen(c->child_names[i]), true, b);
             ds_buf_append(b, ": ");
             if (!nested_text(c->children[i], duckdb_struct_vector_get_child(vec, i), row, b, err))
                 return false;
@@ -806,8 +832,19 @@ static bool nested_text(const pgv_column *c, duckdb_vector vec, idx_t row, ds_bu
         ds_buf_appendc(b, map ? '}' : ']');
         return true;
     }
-    default:
-        return put_text(c, vec, row, b, err);
+    case DUCKDB_TYPE_BOOLEAN:
+        ds_buf_append(b, DATA(bool, vec, row) ? "true" : "false");
+        return true;
+    default: {
+        ds_buf text = DS_BUF_INIT;
+        bool ok = put_text(c, vec, row, &text, err);
+        if (ok && text.failed)
+            ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        if (ok)
+            nested_scalar(ds_buf_str(&text), text.len, false, b);
+        ds_buf_free(&text);
+        return ok;
+    }
     }
 }
 
