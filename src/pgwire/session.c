@@ -537,17 +537,15 @@ static void classify(pstmt *st)
     if (*skip_space(st->sql) == '\0') {
         st->kind = K_EMPTY;
     } else if (strcmp(w, "set") == 0) {
-        const char *save = p;
         p = word(p, w2, sizeof w2);
-        if (strcmp(w2, "session") == 0 || strcmp(w2, "local") == 0) {
-            save = p;
+        if (strcmp(w2, "session") == 0 || strcmp(w2, "local") == 0)
             p = word(p, w2, sizeof w2);
-        }
         if (strcmp(w2, "characteristics") == 0 || strcmp(w2, "transaction") == 0) {
             st->kind = K_NOOP; /* read only already */
             st->tag = strdup("SET");
             return;
         }
+        bool ours = true;
         if (strcmp(w2, "time") == 0) {
             p = word(p, w2, sizeof w2); /* zone */
             st->param = strdup("timezone");
@@ -559,9 +557,9 @@ static void classify(pstmt *st)
             else if (*p == '=')
                 p++;
             else
-                st->kind = K_DUCK, (void)save;
+                ours = false; /* DuckDB's SET VARIABLE and the like: refused as writes */
         }
-        if (st->kind == K_DUCK) {
+        if (!ours) {
             free(st->param);
             st->param = NULL;
             return;
@@ -736,23 +734,32 @@ static const char *ps_name(void *ctx, idx_t i)
     return duckdb_prepared_statement_column_name(ctx, i);
 }
 
+/* A statement (or an Execute) begins: its cancel and timeout state. */
+static void stmt_begin(session *s)
+{
+    const char *t = get_setting(s, "statement_timeout");
+    char *end = NULL;
+    double v = t ? strtod(t, &end) : 0;
+    /* PostgreSQL's units: ms by default, or s, min, h. */
+    if (end != NULL && (strncmp(end, "s", 1) == 0 || strncmp(end, " s", 2) == 0))
+        v *= 1000;
+    else if (end != NULL && strstr(end, "min") != NULL)
+        v *= 60000;
+    else if (end != NULL && strstr(end, "h") != NULL)
+        v *= 3600000;
+    pthread_mutex_lock(&s->slot->lock);
+    s->slot->cancelled = s->slot->timed_out = false;
+    clock_gettime(CLOCK_MONOTONIC, &s->slot->started);
+    s->slot->timeout_ms = v > 0 ? (int64_t)v : s->opt->statement_timeout_ms;
+    pthread_mutex_unlock(&s->slot->lock);
+}
+
+/* DuckDB works for the session: a cancel, the timeout or shutdown may
+ * interrupt it. */
 static void running(session *s, bool on)
 {
     pthread_mutex_lock(&s->slot->lock);
-    if (on) {
-        s->slot->cancelled = s->slot->timed_out = false;
-        clock_gettime(CLOCK_MONOTONIC, &s->slot->started);
-        const char *t = get_setting(s, "statement_timeout");
-        int64_t ms = t ? strtoll(t, NULL, 10) : 0;
-        if (t != NULL && strpbrk(t, "sS") != NULL && strstr(t, "ms") == NULL)
-            ms *= 1000;
-        if (t != NULL && strpbrk(t, "mM") != NULL && strstr(t, "ms") == NULL && strstr(t, "min") != NULL)
-            ms *= 60000;
-        s->slot->timeout_ms = ms > 0 ? ms : s->opt->statement_timeout_ms;
-        s->slot->running = s->con;
-    } else {
-        s->slot->running = NULL;
-    }
+    s->slot->running = on ? s->con : NULL;
     pthread_mutex_unlock(&s->slot->lock);
 }
 
@@ -889,6 +896,7 @@ static bool duck_prepare(session *s, pstmt *st, size_t offset, const char *text)
         return true;
     if (!tx_open(s))
         return false;
+    stmt_begin(s);
     running(s, true);
     bool ok = duckdb_prepare(s->con, st->sql, &st->ps) == DuckDBSuccess;
     running(s, false);
@@ -1578,6 +1586,7 @@ static void on_execute(session *s, pgm_reader *r)
         command_complete(s, "SELECT 0");
         return;
     }
+    stmt_begin(s);
     if (!p->started && !portal_start(s, p, 0, p->stmt->sql))
         return ext_error(s);
     if (!portal_run(s, p, max))
