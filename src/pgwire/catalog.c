@@ -178,6 +178,21 @@ static const char *const install_sql[] = {
     "CREATE OR REPLACE TEMP MACRO pg_get_statisticsobjdef_columns(stat_oid) AS NULL::VARCHAR",
     "CREATE OR REPLACE TEMP MACRO pg_relation_is_publishable(rel) AS false",
     "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(rel, col) AS NULL::VARCHAR",
+    /* SQLAlchemy's get_columns builds a column's identity options with it. */
+    "CREATE OR REPLACE TEMP MACRO json_build_object(k1, v1) AS json_object(k1::VARCHAR, v1),"
+    "(k1, v1, k2, v2) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2),"
+    "(k1, v1, k2, v2, k3, v3) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, k3::VARCHAR, v3),"
+    "(k1, v1, k2, v2, k3, v3, k4, v4) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, k3::VARCHAR, v3, "
+    "k4::VARCHAR, v4),"
+    "(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, k3::VARCHAR, "
+    "v3, k4::VARCHAR, v4, k5::VARCHAR, v5),"
+    "(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, "
+    "k3::VARCHAR, v3, k4::VARCHAR, v4, k5::VARCHAR, v5, k6::VARCHAR, v6),"
+    "(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6, k7, v7) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, "
+    "v2, k3::VARCHAR, v3, k4::VARCHAR, v4, k5::VARCHAR, v5, k6::VARCHAR, v6, k7::VARCHAR, v7),"
+    "(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6, k7, v7, k8, v8) AS json_object(k1::VARCHAR, v1, "
+    "k2::VARCHAR, v2, k3::VARCHAR, v3, k4::VARCHAR, v4, k5::VARCHAR, v5, k6::VARCHAR, v6, k7::VARCHAR, v7, "
+    "k8::VARCHAR, v8)",
     "CREATE OR REPLACE TEMP MACRO array_upper(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN len(arr) "
     "END",
     "CREATE OR REPLACE TEMP MACRO array_lower(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN 1 END",
