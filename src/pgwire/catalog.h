@@ -16,4 +16,15 @@
  * connection, before the session's first statement. */
 bool pgc_install(duckdb_connection con, ds_error *err);
 
+/* The query text as DuckDB must read it for the catalog above: a
+ * pg_catalog. qualifier is dropped (DuckDB looks such names up in its own
+ * system catalog only, so the session's additions would be missed; in
+ * PostgreSQL pg_catalog comes first in the search path anyway), and so is
+ * COLLATE pg_catalog.default. Only names are touched, never string
+ * literals, quoted text or comments, and each dropped character becomes a
+ * space: the text keeps its length, so an error position DuckDB reports
+ * points at the same place in the client's text. Caller frees; NULL with
+ * err set when out of memory. */
+char *pgc_rewrite(const char *sql, ds_error *err);
+
 #endif

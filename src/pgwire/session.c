@@ -581,6 +581,8 @@ static void classify(pstmt *st)
         if (strcmp(w2, "time") == 0) {
             word(rest, w2, sizeof w2);
             strcpy(w2, "timezone");
+        } else if (strcmp(w2, "transaction") == 0) { /* SHOW TRANSACTION ISOLATION LEVEL */
+            strcpy(w2, "transaction_isolation");
         }
         st->kind = K_SHOW;
         st->param = strdup(w2);
@@ -631,7 +633,9 @@ static pstmt *pstmt_new(const char *name, const char *sql, size_t len)
     if (st == NULL)
         return NULL;
     st->name = strdup(name);
-    st->sql = strndup(sql, len);
+    char *given = strndup(sql, len);
+    st->sql = given != NULL ? pgc_rewrite(given, NULL) : NULL; /* pg_catalog names as DuckDB reads them */
+    free(given);
     if (st->name == NULL || st->sql == NULL) {
         pstmt_free(st);
         return NULL;
