@@ -105,7 +105,7 @@ static bool bind_listen(const char *where, int *fd, uint16_t *port, ds_error *er
                                             : "");
     }
     freeaddrinfo(res);
-    struct sockaddr_storage bound;
+    struct sockaddr_storage bound = {0};
     socklen_t len = sizeof bound;
     getsockname(s, (struct sockaddr *)&bound, &len);
     *port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port)
@@ -356,7 +356,7 @@ static void *accept_thread(void *arg)
             break;
         if (!(p[0].revents & POLLIN))
             continue;
-        struct sockaddr_storage peer;
+        struct sockaddr_storage peer = {0};
         socklen_t len = sizeof peer;
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (fd < 0)

@@ -366,11 +366,11 @@ static const char *skip_space(const char *p)
 
 /* The end of the quoted or commented piece starting at p (p itself when
  * none starts there). */
-static const char *skip_quoted(const char *p)
+static const char *skip_quoted(const char *text, const char *p)
 {
     if (*p == '\'' || *p == '"') {
         char q = *p;
-        bool backslash = q == '\'' && p > (const char *)0 && (p[-1] == 'E' || p[-1] == 'e');
+        bool backslash = q == '\'' && p > text && (p[-1] == 'E' || p[-1] == 'e');
         for (p++; *p; p++) {
             if (backslash && *p == '\\' && p[1]) {
                 p++;
@@ -390,7 +390,7 @@ static const char *skip_quoted(const char *p)
         if (*t != '$' || isdigit((unsigned char)p[1]))
             return p;
         size_t tag = (size_t)(t - p) + 1;
-        const char *end = strstr(t + 1, "");
+        const char *end;
         for (end = t + 1; *end; end++)
             if (strncmp(end, p, tag) == 0)
                 return end + tag;
@@ -446,7 +446,7 @@ static bool classify_copy(pstmt *st, const char *p)
         int depth = 0;
         const char *start = p + 1;
         for (after = p; *after; after++) {
-            const char *e = skip_quoted(after);
+            const char *e = skip_quoted(st->sql, after);
             if (e != after) {
                 after = e - 1;
                 continue;
@@ -463,7 +463,7 @@ static bool classify_copy(pstmt *st, const char *p)
     } else {
         const char *start = p;
         for (after = p; *after && !isspace((unsigned char)*after) && *after != '('; after++) {
-            const char *e = skip_quoted(after);
+            const char *e = skip_quoted(st->sql, after);
             if (e != after)
                 after = e - 1;
         }
@@ -780,7 +780,7 @@ static bool portal_start(session *s, portal *p, size_t offset, const char *text)
         return false;
     }
     p->n_cols = duckdb_column_count(&p->res);
-    p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof *p->cols);
+    p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof(pgv_column *));
     if (p->cols == NULL) {
         send_error(s, "53200", "out of memory", 0);
         return false;
@@ -1278,7 +1278,7 @@ static void simple_query(session *s, const char *text)
     const char *start = text, *p = text;
     bool any = false;
     for (;;) {
-        const char *e = skip_quoted(p);
+        const char *e = skip_quoted(text, p);
         if (e != p) {
             p = e;
             continue;
