@@ -84,6 +84,7 @@ typedef struct session {
     bool in_tx;    /* DuckDB's transaction is open */
     bool skip_to_sync;
     bool terminate;
+    bool errored; /* an ErrorResponse went out for the current message */
     char timezone[128];
     int extra_float_digits;
     ds_buf tmp;
@@ -189,6 +190,7 @@ static void parameter_status(session *s, const char *name, const char *value)
 static void send_error(session *s, const char *sqlstate, const char *msg, int position)
 {
     pgm_error(s->c, 'E', "ERROR", sqlstate, msg, position);
+    s->errored = true;
     if (s->in_block)
         s->failed = true;
 }
@@ -1585,8 +1587,9 @@ static void on_execute(session *s, pgm_reader *r)
     if (refused_in_failed_block(s, p->stmt))
         return ext_error(s);
     if (p->stmt->kind != K_DUCK) {
+        s->errored = false;
         run_own(s, p->stmt, false);
-        if (s->failed)
+        if (s->errored)
             ext_error(s);
         return;
     }

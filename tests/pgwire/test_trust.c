@@ -240,6 +240,40 @@ static void test_execute_row_limit(void **state)
     close(fd);
 }
 
+/* An error ends the extended messages up to Sync, also one duckstore
+ * answers itself (a SET of an invalid value). */
+static void test_error_skips_to_sync(void **state)
+{
+    (void)state;
+    int fd = start_session();
+    char out[512];
+    size_t n = 0;
+    static const char parse1[] = "\0SET extra_float_digits = 99\0\0\0";
+    static const char parse2[] = "\0SELECT 1\0\0\0";
+    static const char bind[] = "\0\0\0\0\0\0\0\0";
+    char exec[5] = {0};
+    n += msg(out + n, 'P', parse1, sizeof parse1 - 1);
+    n += msg(out + n, 'B', bind, sizeof bind - 1);
+    n += msg(out + n, 'E', exec, 5);
+    n += msg(out + n, 'P', parse2, sizeof parse2 - 1);
+    n += msg(out + n, 'B', bind, sizeof bind - 1);
+    n += msg(out + n, 'E', exec, 5);
+    n += msg(out + n, 'S', "", 0);
+    send_all(fd, out, n);
+    char seq[32] = {0}, body[4096];
+    size_t k = 0;
+    char t;
+    while (k + 1 < sizeof seq && (t = next_msg(fd, body, sizeof body)) != 0) {
+        seq[k++] = t;
+        if (t == 'E')
+            assert_string_equal(sqlstate(body, sizeof body), "22023");
+        if (t == 'Z')
+            break;
+    }
+    assert_string_equal(seq, "12EZ");
+    close(fd);
+}
+
 static void test_hostile_length(void **state)
 {
     (void)state;
@@ -273,8 +307,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trust_on_loopback_only), cmocka_unit_test(test_ssl_and_gssenc_refused),
-        cmocka_unit_test(test_execute_row_limit),      cmocka_unit_test(test_hostile_length),
-        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_execute_row_limit),      cmocka_unit_test(test_error_skips_to_sync),
+        cmocka_unit_test(test_hostile_length),         cmocka_unit_test(test_idle_timeout),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
