@@ -15,6 +15,7 @@ work="$(mktemp -d /tmp/duckstore-demo.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 traces="${DEMO_TRACES:-20000}"
 api_port="${DEMO_PORT:-8500}"
+pg_port="${DEMO_PG_PORT:-5433}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -90,8 +91,16 @@ ds status --json | jq '.datasets.monitoring_data | {state, rows, sync_type, last
 step "A dashboard query on DuckDB"
 ds query "SELECT metric_name, count(*) AS results, round(avg(metric_score), 3) AS avg_score, round(avg(latency), 1) AS avg_latency_ms FROM monitoring_data GROUP BY metric_name ORDER BY metric_name" | column -t -s $'\t'
 
-step "duckstore serve   (startup sync, 1-minute refresh, API on 127.0.0.1:$api_port)"
+step "duckstore serve   (startup sync, 1-minute refresh, API on 127.0.0.1:$api_port, PostgreSQL protocol on 127.0.0.1:$pg_port)"
 sed -i 's/sync_mode: manual/sync_mode: startup/' "$work/config/duckdb.yaml"
+# PostgreSQL's protocol in front of the cache, for psql and every driver;
+# the reader's password comes from the environment like the source's.
+export READER_PASSWORD="demo-$RANDOM$RANDOM"
+cat >>"$work/config/duckdb.yaml" <<YAML
+  pg_listen: "127.0.0.1:$pg_port"
+  pg_users:
+    reader: "\${READER_PASSWORD}"
+YAML
 sed -i 's/refresh_interval_minutes: 15/refresh_interval_minutes: 1/' "$work/config/monitoring_db.yaml"
 "$duckstore" --config-dir "$work/config" serve --listen "127.0.0.1:$api_port" 2>"$work/serve.log" &
 server=$!
@@ -117,14 +126,27 @@ curl -s "$api/metrics" | grep -E '^duckstore_(table_rows|bytes_read_total|data_a
 echo "\$ grep sync serve.log   (each sync named by what started it: startup, scheduled, manual)"
 grep -E ': sync started|sync done|sync failed' "$work/serve.log"
 
+pg="host=127.0.0.1 port=$pg_port user=reader dbname=cache sslmode=disable"
+step "psql against the cache   (PostgreSQL's protocol: SCRAM login, reads only)"
+show_psql() {
+  echo "\$ psql \"$pg\" -c \"$1\""
+  PGPASSWORD="$READER_PASSWORD" psql -X "$pg" -c "$1" 2>&1 || true
+}
+show_psql "SHOW server_version"
+show_psql "SELECT metric_name, count(*) AS results, round(avg(metric_score), 3) AS avg_score FROM monitoring_data GROUP BY metric_name ORDER BY metric_name"
+show_psql "DELETE FROM monitoring_results"
+
 commands="  curl -X POST \"$api/api/store/sync/monitoring\"                  # incremental sync
   curl -X POST \"$api/api/store/sync/monitoring?full=true\"        # forced full rebuild
   curl -X POST \"$api/api/store/sync/monitoring/reset-watermark\"  # next sync is full
   curl \"$api/api/store/status\" | jq '.datasets.monitoring_data'
   curl \"$api/metrics\"
-  $api/                                     # the status page, in a browser"
+  $api/                                     # the status page, in a browser
+  PGPASSWORD=$READER_PASSWORD psql \"$pg\"   # any PostgreSQL client"
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   printf '\nThe server keeps running (log: %s). Try the runbook'"'"'s commands:\n%s\n' "$work/serve.log" "$commands"
+  step "A psql session against the cache (quit with \\q; then Ctrl-C stops the server)"
+  PGPASSWORD="$READER_PASSWORD" psql -X "$pg" || true
   echo "Press Ctrl-C to stop the server and clean up."
   wait "$server" || true
   printf '\nDone. The server, the throwaway PostgreSQL and the demo files are removed now.\n'

@@ -431,6 +431,7 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.threads = 1;
     cfg->store.max_idle_source_connections = 8;
     cfg->store.idle_source_connection_timeout_s = 600;
+    cfg->store.pg_max_connections = 64;
     cfg->dir = strdup(dir);
     cfg->store.path = strdup("data/store.duckdb");
     return (cfg->dir != NULL && cfg->store.path != NULL) || cfg_yaml_nomem(err);
@@ -479,6 +480,22 @@ static bool resolve_store_path(cfg_config *cfg, ds_error *err)
     return true;
 }
 
+/* The rules between the pg_ keys of duckdb.yaml. */
+static bool check_pg_keys(const cfg_store *st, ds_error *err)
+{
+    if ((st->pg_tls_cert == NULL) != (st->pg_tls_key == NULL))
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "duckdb.yaml: pg_tls_cert and pg_tls_key go together; set both (PEM files) or "
+                            "neither");
+    if (st->pg_listen != NULL && !st->pg_trust && st->pg_user_names.n == 0)
+        return ds_error_set(
+            err, DS_ERR_CONFIG,
+            "duckdb.yaml: pg_listen is set but pg_users names no user, so no client could log "
+            "in; add pg_users: {reader: \"${READER_PASSWORD}\"} (or pg_auth: trust for "
+            "loopback clients)");
+    return true;
+}
+
 bool cfg_load_dir(const char *dir, cfg_config *out, ds_error *err)
 {
     return cfg_load_dir_flags(dir, 0, out, err);
@@ -497,7 +514,7 @@ bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_err
         build_query_plans(&cfg.sources[i]);
     if (ok && cfg.store.memory_limit == NULL)
         ok = default_memory_limit(&cfg.store, err);
-    ok = ok && resolve_store_path(&cfg, err);
+    ok = ok && resolve_store_path(&cfg, err) && check_pg_keys(&cfg.store, err);
     if (!ok) {
         cfg_free(&cfg);
         return false;
@@ -518,6 +535,13 @@ void cfg_free(cfg_config *cfg)
     free(cfg->store.memory_limit);
     free(cfg->store.query_memory_limit);
     cfg_key_free(&cfg->store.cors_origins);
+    free(cfg->store.pg_listen);
+    free(cfg->store.pg_tls_cert);
+    free(cfg->store.pg_tls_key);
+    for (size_t i = 0; i < cfg->store.pg_user_passwords.n; i++) /* secrets: not left in freed memory */
+        explicit_bzero(cfg->store.pg_user_passwords.cols[i], strlen(cfg->store.pg_user_passwords.cols[i]));
+    cfg_key_free(&cfg->store.pg_user_names);
+    cfg_key_free(&cfg->store.pg_user_passwords);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -43,6 +43,17 @@ typedef struct cfg_store {
     /* A size like memory_limit: the query memory one /api/store/query may
      * see held; NULL = half of memory_limit. */
     char *query_memory_limit;
+    /* PostgreSQL's wire protocol (docs/pg-protocol.md); off when pg_listen
+     * is NULL. */
+    char *pg_listen;                /* "HOST:PORT" */
+    int pg_max_connections;         /* default 64 */
+    double pg_idle_timeout_s;       /* 0 = none (default) */
+    double pg_statement_timeout_s;  /* 0 = none (default) */
+    char *pg_tls_cert, *pg_tls_key; /* both or neither */
+    bool pg_trust;                  /* pg_auth: trust (loopback clients only) */
+    /* pg_users: names and their passwords (${VAR} expanded; never logged). */
+    cfg_key pg_user_names;
+    cfg_key pg_user_passwords;
 } cfg_store;
 
 typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } cfg_horizon;

@@ -22,7 +22,7 @@
 #define MIN_QUERY_TIMEOUT_S 0.001      /* below 1 ms would round to "no timeout" */
 #define MAX_IDLE_TIMEOUT_S 86400.0     /* a day */
 
-#define MAX_TABLE_KEYS 16
+#define MAX_TABLE_KEYS 32
 
 typedef struct key_spec key_spec;
 
@@ -412,6 +412,63 @@ static bool parse_section(const cfg_yfile *f, const cfg_kv *p, const key_spec *k
 }
 
 #define STORE(member) offsetof(cfg_store, member)
+
+static bool read_pg_auth(const char *s, const key_spec *k, void *dst)
+{
+    (void)k;
+    bool trust = strcmp(s, "trust") == 0;
+    if (!trust && strcmp(s, "scram-sha-256") != 0)
+        return false;
+    *(bool *)dst = trust;
+    return true;
+}
+
+static bool parse_pg_auth(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    return read_scalar(f, p, k, obj, k->expect, read_pg_auth);
+}
+
+/* pg_users: a mapping of user name to password; the values are secrets, so
+ * no message quotes them. */
+static bool parse_pg_users(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    (void)k;
+    cfg_store *st = obj;
+    if (p->value->type != YAML_MAPPING_NODE)
+        return CFG_FAIL(f, p->line,
+                        "%s must be a mapping of user name to password, e.g. {reader: "
+                        "\"${READER_PASSWORD}\"}, not %s",
+                        p->key, cfg_yaml_node_kind(p->value));
+    size_t n = cfg_yaml_n_pairs(p->value);
+    cfg_key_free(&st->pg_user_names);
+    cfg_key_free(&st->pg_user_passwords);
+    st->pg_user_names.cols = calloc(n ? n : 1, sizeof(char *));
+    st->pg_user_passwords.cols = calloc(n ? n : 1, sizeof(char *));
+    if (st->pg_user_names.cols == NULL || st->pg_user_passwords.cols == NULL)
+        return cfg_yaml_nomem(f->err);
+    for (size_t i = 0; i < n; i++) {
+        cfg_kv u = cfg_yaml_pair(f, p->value, i);
+        char *pw = NULL;
+        if (!cfg_yaml_scalar_text(f, &u, "a password (a string, e.g. \"${READER_PASSWORD}\")", &pw))
+            return false;
+        if (pw[0] == '\0') {
+            free(pw);
+            return CFG_FAIL(f, u.line,
+                            "pg_users: the password of \"%.80s\" is empty; set it (e.g. "
+                            "\"${READER_PASSWORD}\" with that variable in the environment)",
+                            u.key);
+        }
+        char *name = strdup(u.key);
+        if (name == NULL) {
+            free(pw);
+            return cfg_yaml_nomem(f->err);
+        }
+        st->pg_user_names.cols[i] = name;
+        st->pg_user_passwords.cols[i] = pw;
+        st->pg_user_names.n = st->pg_user_passwords.n = i + 1;
+    }
+    return true;
+}
 #define SOURCE(member) offsetof(cfg_source, member)
 #define N_KEYS(keys) (sizeof(keys) / sizeof((keys)[0]))
 
@@ -445,6 +502,21 @@ static const key_spec store_keys[] = {
     {"cors_origins", .parse = parse_columns, .field = STORE(cors_origins),
      .hint = "list the origins a browser may call the API from, e.g. [\"https://axis.example.com\"]"},
     {"log_format", .parse = parse_log_format, .field = STORE(log_format), .expect = "\"text\" or \"json\""},
+    {"pg_listen", .parse = parse_string, .field = STORE(pg_listen),
+     .hint = "give HOST:PORT, e.g. \"127.0.0.1:5433\", or remove the key"},
+    {"pg_max_connections", .parse = parse_int, .field = STORE(pg_max_connections), .min = 1, .max = 4096,
+     .expect = "an integer between 1 and 4096"},
+    {"pg_idle_timeout", .parse = parse_number, .field = STORE(pg_idle_timeout_s), .low = 0,
+     .high = MAX_QUERY_TIMEOUT_S, .expect = "a number of seconds >= 0 (0 = none), e.g. 3600"},
+    {"pg_statement_timeout", .parse = parse_number, .field = STORE(pg_statement_timeout_s), .low = 0,
+     .high = MAX_QUERY_TIMEOUT_S, .expect = "a number of seconds >= 0 (0 = none), e.g. 300"},
+    {"pg_tls_cert", .parse = parse_string, .field = STORE(pg_tls_cert),
+     .hint = "give the PEM certificate file, or remove the key"},
+    {"pg_tls_key", .parse = parse_string, .field = STORE(pg_tls_key),
+     .hint = "give the PEM private key file, or remove the key"},
+    {"pg_auth", .parse = parse_pg_auth, .field = STORE(pg_trust),
+     .expect = "\"scram-sha-256\" or \"trust\" (loopback clients only)"},
+    {"pg_users", .parse = parse_pg_users, .field = 0},
 };
 static const key_table store_table = {store_keys, N_KEYS(store_keys)};
 

@@ -178,6 +178,25 @@ void cfg_print(FILE *out, const cfg_config *cfg)
         fputs("  cors_origins: ", out);
         print_list(out, &st->cors_origins);
     }
+    if (st->pg_listen != NULL) {
+        print_string(out, "pg_listen", st->pg_listen);
+        fprintf(out, "  pg_max_connections: %d\n", st->pg_max_connections);
+        print_number(out, "pg_idle_timeout", st->pg_idle_timeout_s);
+        print_number(out, "pg_statement_timeout", st->pg_statement_timeout_s);
+        if (st->pg_tls_cert != NULL) {
+            print_string(out, "pg_tls_cert", st->pg_tls_cert);
+            print_string(out, "pg_tls_key", st->pg_tls_key);
+        }
+        fprintf(out, "  pg_auth: %s\n", st->pg_trust ? "trust" : "scram-sha-256");
+        if (st->pg_user_names.n > 0) {
+            fputs("  pg_users:\n", out);
+            for (size_t i = 0; i < st->pg_user_names.n; i++) { /* the password never */
+                fputs("    ", out);
+                print_quoted(out, st->pg_user_names.cols[i]);
+                fputs(": \"***\"\n", out);
+            }
+        }
+    }
 
     for (size_t i = 0; i < cfg->n_sources; i++) {
         const cfg_source *src = &cfg->sources[i];

@@ -271,6 +271,12 @@ static const char *statement_kind(duckdb_statement_type t)
     return "unknown";
 }
 
+const char *query_refused_kind(duckdb_prepared_statement ps)
+{
+    duckdb_statement_type t = duckdb_prepared_statement_type(ps);
+    return t == DUCKDB_STATEMENT_TYPE_SELECT || t == DUCKDB_STATEMENT_TYPE_EXPLAIN ? NULL : statement_kind(t);
+}
+
 /* ---- value formatting ---- */
 
 static bool colfmt_build(duckdb_logical_type t, colfmt *c, ds_buf *unsupported)
@@ -1403,12 +1409,12 @@ static void run_statement(qjob *j, duckdb_connection con)
     } else if (duckdb_prepare_extracted_statement(con, ex, 0, &ps) == DuckDBError) {
         refuse_failed(j, "the statement cannot be prepared", duckdb_prepare_error(ps));
     } else {
-        duckdb_statement_type t = duckdb_prepared_statement_type(ps);
-        if (t != DUCKDB_STATEMENT_TYPE_SELECT && t != DUCKDB_STATEMENT_TYPE_EXPLAIN) {
+        const char *refused = query_refused_kind(ps);
+        if (refused != NULL) {
             refuse(j, MHD_HTTP_BAD_REQUEST,
                    "only reads are allowed (SELECT, FROM, VALUES, WITH, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE, "
                    "PRAGMA that reads); the statement is of kind %s",
-                   statement_kind(t));
+                   refused);
         } else if (bind_params(j, ps)) {
             duckdb_pending_result pending = NULL;
             duckdb_result res;

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/sdnotify.h"
 #include "common/strbuf.h"
+#include "pgwire/listener.h"
 #include "server/api.h"
 #include "server/axis.h"
 #include "server/http.h"
@@ -39,6 +40,7 @@ struct http_server {
     api_ctx api;
     http_router router;
     char *serve_file; /* <file>.serve.json once written; NULL before */
+    pgl_listener *pg; /* pg_listen: PostgreSQL's protocol; NULL when off */
 };
 
 static bool parse_listen(const char *listen, struct sockaddr_storage *addr, socklen_t *len, ds_error *err)
@@ -231,6 +233,7 @@ static void server_free(http_server *srv)
         jobs_destroy(&srv->jobs);
     if (srv->daemon == NULL && srv->listen_fd >= 0)
         close(srv->listen_fd);
+    pgl_stop(srv->pg);
     if (srv->st)
         store_close(srv->st);
     free(srv->api_token);
@@ -259,6 +262,7 @@ static bool open_store(http_server *srv, cfg_config *cfg, const http_options *op
         ds_log_warn("could not drop leftover staging tables: %s", err->msg);
     /* API reads of DuckDB (status documents) share query_concurrency connections. */
     if (!store_pool_open(srv->st, (size_t)cfg->store.query_concurrency, err) ||
+        !pgl_start(srv->st, &cfg->store, cfg->dir, &srv->pg, err) ||
         !jobs_init(&srv->jobs, srv->st, cfg, err))
         return false;
     srv->jobs_ready = true;
@@ -341,10 +345,31 @@ void http_server_stop(http_server *srv)
     /* The CLI stops coming here, and opens the file itself once it is free. */
     if (srv->serve_file != NULL)
         unlink(srv->serve_file);
+    pgl_stop(srv->pg);
+    srv->pg = NULL;
     query_shutdown();
     jobs_shutdown(&srv->jobs);
     MHD_stop_daemon(srv->daemon);
     server_free(srv);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The protocol's listener copied its settings at start. */
+static bool pg_settings_equal(const cfg_store *a, const cfg_store *b)
+{
+    bool same = same_text(a->pg_listen, b->pg_listen) && a->pg_max_connections == b->pg_max_connections &&
+                a->pg_idle_timeout_s == b->pg_idle_timeout_s &&
+                a->pg_statement_timeout_s == b->pg_statement_timeout_s &&
+                same_text(a->pg_tls_cert, b->pg_tls_cert) && same_text(a->pg_tls_key, b->pg_tls_key) &&
+                a->pg_trust == b->pg_trust && a->pg_user_names.n == b->pg_user_names.n;
+    for (size_t i = 0; same && i < a->pg_user_names.n; i++)
+        same = strcmp(a->pg_user_names.cols[i], b->pg_user_names.cols[i]) == 0 &&
+               strcmp(a->pg_user_passwords.cols[i], b->pg_user_passwords.cols[i]) == 0;
+    return same;
 }
 
 /* Settings read once, at start (the DuckDB file and how it is opened, the
@@ -385,6 +410,8 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     if (was->enabled != now->enabled)
         ds_log_warn("config reload: duckdb.enabled changed from %s to %s; %s",
                     was->enabled ? "true" : "false", now->enabled ? "true" : "false", why);
+    if (!pg_settings_equal(was, now))
+        ds_log_warn("config reload: the pg_ settings (PostgreSQL protocol) changed; %s", why);
     now->threads = was->threads;
     now->query_concurrency = was->query_concurrency;
     now->enabled = was->enabled;

@@ -54,6 +54,11 @@ int fuzz_config_input(const uint8_t *data, size_t size);
  * conditions of source/ranges.h are run on them (tests/fuzz/harness_sql.c). */
 int fuzz_sql_input(const uint8_t *data, size_t size);
 
+/* Input: byte 0 even, a startup packet's body for pgm_parse_startup; odd,
+ * the bytes a client sends after startup, read as messages through a
+ * socket (tests/fuzz/harness_pgwire.c). */
+int fuzz_pgwire_input(const uint8_t *data, size_t size);
+
 /* Aborts with the condition, file:line and an optional printf-style
  * message when an invariant of the code under test does not hold (the
  * sanitizers would not see it): CHECK(ok) or CHECK(ok, "row %d", r). */

@@ -78,6 +78,13 @@ static void test_config_corpus(void **state)
     assert_true(replay_dir("regressions", "config", fuzz_config_input) >= 1);
 }
 
+/* The protocol framing's seeds: startup packets and message streams. */
+static void test_pgwire_corpus(void **state)
+{
+    (void)state;
+    assert_true(replay_dir("corpus", "pgwire", fuzz_pgwire_input) >= 6);
+}
+
 /* The SQL builders' seeds: hostile names, collisions, every kind of merge. */
 static void test_sql_corpus(void **state)
 {
@@ -325,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_copy_decoder_corpus),
         cmocka_unit_test(test_config_corpus),
         cmocka_unit_test(test_sql_corpus),
+        cmocka_unit_test(test_pgwire_corpus),
         cmocka_unit_test(test_config_error_line_inside_file),
         cmocka_unit_test(test_config_print_unicode_breaks),
         cmocka_unit_test(test_config_print_tab_first_query),
