@@ -161,12 +161,31 @@ static void test_sqlalchemy_pandas(void **state)
     run_client(tl_keepf("/usr/bin/python3 %s/drivers.py sqlalchemy", g_clients), expect);
 }
 
+static void test_jdbc(void **state)
+{
+    (void)state;
+    const char *expect[] = {"ok jdbc: SCRAM, PostgreSQL 15.",
+                            "ok jdbc: getTables [main.big_data, main.types_data]",
+                            "ok jdbc: getColumns as PostgreSQL's",
+                            "ok jdbc: 3 rows x 20 types equal to PostgreSQL's",
+                            "ok jdbc: parameterized query",
+                            "ok jdbc: write refused, 25006",
+                            "ok jdbc: cancel gives 57014",
+                            "ok jdbc: 1M rows streamed",
+                            NULL};
+    char *classes = tl_keepf("%s/java", g_dir);
+    run_client(tl_keepf("javac -d %s %s/Drivers.java && java -cp /usr/share/java/postgresql.jar:%s Drivers",
+                        classes, g_clients, classes),
+               expect);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_psycopg),
         cmocka_unit_test(test_psycopg2),
         cmocka_unit_test(test_sqlalchemy_pandas),
+        cmocka_unit_test(test_jdbc),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
