@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -104,7 +105,7 @@ static bool bind_listen(const char *where, int *fd, uint16_t *port, ds_error *er
                                             : "");
     }
     freeaddrinfo(res);
-    struct sockaddr_storage bound;
+    struct sockaddr_storage bound = {0};
     socklen_t len = sizeof bound;
     getsockname(s, (struct sockaddr *)&bound, &len);
     *port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port)
@@ -210,6 +211,10 @@ static void serve_client(pgl_client *cl)
 {
     pgl_listener *l = cl->l;
     pgm_conn c = {.fd = cl->fd, .out = DS_BUF_INIT};
+    /* The whole startup and login, TLS handshake included, must finish in
+     * STARTUP_TIMEOUT_MS: a client that stalls half way is dropped. */
+    struct timeval limit = {.tv_sec = STARTUP_TIMEOUT_MS / 1000};
+    setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     ds_buf body = DS_BUF_INIT;
     ds_error err;
     ds_error_clear(&err);
@@ -284,6 +289,8 @@ static void serve_client(pgl_client *cl)
         if (err.code != DS_OK)
             ds_log_warn("pg: %s", err.msg);
     } else {
+        struct timeval none = {0};
+        setsockopt(cl->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
         pgs_slot slot = {.next = NULL};
         pthread_mutex_init(&slot.lock, NULL);
         pthread_mutex_lock(&l->lock);
@@ -349,7 +356,7 @@ static void *accept_thread(void *arg)
             break;
         if (!(p[0].revents & POLLIN))
             continue;
-        struct sockaddr_storage peer;
+        struct sockaddr_storage peer = {0};
         socklen_t len = sizeof peer;
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
         if (fd < 0)
@@ -357,6 +364,15 @@ static void *accept_thread(void *arg)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        pthread_mutex_lock(&l->lock);
+        /* Connections still in their startup hold a thread each but no
+         * session yet: bounded too, beyond the sessions' own limit. */
+        bool too_many = l->threads >= 2 * l->max_connections + 16;
+        pthread_mutex_unlock(&l->lock);
+        if (too_many) {
+            close(fd);
+            continue;
+        }
         pgl_client *cl = malloc(sizeof *cl);
         pthread_t t;
         pthread_attr_t attr;

@@ -425,14 +425,19 @@ void pgv_float_text(double v, bool float4, int extra_float_digits, ds_buf *b)
         ds_buf_append(b, tmp);
         return;
     }
-    int precision = 1;
-    for (; precision < 17; precision++) {
-        snprintf(tmp, sizeof tmp, "%.*e", precision - 1, v);
+    /* The fewest digits that read back: a correctly rounded text with more
+     * digits reads back whenever one with fewer does, so bisect. */
+    int lo = 1, hi = float4 ? 9 : 17;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(tmp, sizeof tmp, "%.*e", mid - 1, v);
         double back = strtod(tmp, NULL);
         if (float4 ? (float)back == (float)v : back == v)
-            break;
+            hi = mid;
+        else
+            lo = mid + 1;
     }
-    snprintf(tmp, sizeof tmp, "%.*e", precision - 1, v);
+    snprintf(tmp, sizeof tmp, "%.*e", lo - 1, v);
     /* tmp is [-]d[.ddd]e±XX: split it into digits and exponent. */
     char digits[24];
     int nd = 0;

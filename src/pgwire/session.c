@@ -366,11 +366,11 @@ static const char *skip_space(const char *p)
 
 /* The end of the quoted or commented piece starting at p (p itself when
  * none starts there). */
-static const char *skip_quoted(const char *p)
+static const char *skip_quoted(const char *text, const char *p)
 {
     if (*p == '\'' || *p == '"') {
         char q = *p;
-        bool backslash = q == '\'' && p > (const char *)0 && (p[-1] == 'E' || p[-1] == 'e');
+        bool backslash = q == '\'' && p > text && (p[-1] == 'E' || p[-1] == 'e');
         for (p++; *p; p++) {
             if (backslash && *p == '\\' && p[1]) {
                 p++;
@@ -390,7 +390,7 @@ static const char *skip_quoted(const char *p)
         if (*t != '$' || isdigit((unsigned char)p[1]))
             return p;
         size_t tag = (size_t)(t - p) + 1;
-        const char *end = strstr(t + 1, "");
+        const char *end;
         for (end = t + 1; *end; end++)
             if (strncmp(end, p, tag) == 0)
                 return end + tag;
@@ -446,7 +446,7 @@ static bool classify_copy(pstmt *st, const char *p)
         int depth = 0;
         const char *start = p + 1;
         for (after = p; *after; after++) {
-            const char *e = skip_quoted(after);
+            const char *e = skip_quoted(st->sql, after);
             if (e != after) {
                 after = e - 1;
                 continue;
@@ -463,7 +463,7 @@ static bool classify_copy(pstmt *st, const char *p)
     } else {
         const char *start = p;
         for (after = p; *after && !isspace((unsigned char)*after) && *after != '('; after++) {
-            const char *e = skip_quoted(after);
+            const char *e = skip_quoted(st->sql, after);
             if (e != after)
                 after = e - 1;
         }
@@ -692,6 +692,8 @@ static int16_t format_of(const int16_t *formats, int n, idx_t col)
     return (idx_t)n > col ? formats[col] : 0;
 }
 
+static const char *ps_name(void *ctx, idx_t i);
+
 static void row_description_types(session *s, idx_t n, duckdb_logical_type (*type_at)(void *, idx_t),
                                   const char *(*name_at)(void *, idx_t), void *ctx, const int16_t *formats,
                                   int n_formats)
@@ -704,6 +706,8 @@ static void row_description_types(session *s, idx_t n, duckdb_logical_type (*typ
         duckdb_destroy_logical_type(&t);
         const char *name = name_at(ctx, i);
         pgm_put_str(&s->c->out, name ? name : "?column?");
+        if (name_at == ps_name) /* duckdb_prepared_statement_column_name's text is the caller's */
+            duckdb_free((void *)name);
         pgm_put_i32(&s->c->out, 0);
         pgm_put_i16(&s->c->out, 0);
         pgm_put_i32(&s->c->out, (int32_t)pt.oid);
@@ -776,7 +780,7 @@ static bool portal_start(session *s, portal *p, size_t offset, const char *text)
         return false;
     }
     p->n_cols = duckdb_column_count(&p->res);
-    p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof *p->cols);
+    p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof(pgv_column *));
     if (p->cols == NULL) {
         send_error(s, "53200", "out of memory", 0);
         return false;
@@ -1274,7 +1278,7 @@ static void simple_query(session *s, const char *text)
     const char *start = text, *p = text;
     bool any = false;
     for (;;) {
-        const char *e = skip_quoted(p);
+        const char *e = skip_quoted(text, p);
         if (e != p) {
             p = e;
             continue;
@@ -1293,6 +1297,8 @@ static void simple_query(session *s, const char *text)
                 break;
             }
             bool ok = true;
+            if (st->kind == K_SHOW && get_setting(s, st->param) == NULL)
+                st->kind = K_DUCK; /* not a setting: DuckDB's SHOW (SHOW TABLES, SHOW t) */
             if (refused_in_failed_block(s, st)) {
                 ok = false;
             } else if (st->kind != K_DUCK) {
@@ -1386,6 +1392,8 @@ static void on_parse(session *s, pgm_reader *r)
         send_error(s, "08P01", "malformed Parse message", 0);
         return ext_error(s);
     }
+    if (st->kind == K_SHOW && get_setting(s, st->param) == NULL)
+        st->kind = K_DUCK;
     if (refused_in_failed_block(s, st) || (st->kind == K_DUCK && !duck_prepare(s, st, 0, st->sql))) {
         pstmt_free(st);
         if (!s->in_block)

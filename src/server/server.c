@@ -353,6 +353,25 @@ void http_server_stop(http_server *srv)
     server_free(srv);
 }
 
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The protocol's listener copied its settings at start. */
+static bool pg_settings_equal(const cfg_store *a, const cfg_store *b)
+{
+    bool same = same_text(a->pg_listen, b->pg_listen) && a->pg_max_connections == b->pg_max_connections &&
+                a->pg_idle_timeout_s == b->pg_idle_timeout_s &&
+                a->pg_statement_timeout_s == b->pg_statement_timeout_s &&
+                same_text(a->pg_tls_cert, b->pg_tls_cert) && same_text(a->pg_tls_key, b->pg_tls_key) &&
+                a->pg_trust == b->pg_trust && a->pg_user_names.n == b->pg_user_names.n;
+    for (size_t i = 0; same && i < a->pg_user_names.n; i++)
+        same = strcmp(a->pg_user_names.cols[i], b->pg_user_names.cols[i]) == 0 &&
+               strcmp(a->pg_user_passwords.cols[i], b->pg_user_passwords.cols[i]) == 0;
+    return same;
+}
+
 /* Settings read once, at start (the DuckDB file and how it is opened, the
  * API's read pool, duckdb.enabled): a new value is logged and the one in
  * force is kept until a restart. */
@@ -391,6 +410,8 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     if (was->enabled != now->enabled)
         ds_log_warn("config reload: duckdb.enabled changed from %s to %s; %s",
                     was->enabled ? "true" : "false", now->enabled ? "true" : "false", why);
+    if (!pg_settings_equal(was, now))
+        ds_log_warn("config reload: the pg_ settings (PostgreSQL protocol) changed; %s", why);
     now->threads = was->threads;
     now->query_concurrency = was->query_concurrency;
     now->enabled = was->enabled;

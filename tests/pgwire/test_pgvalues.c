@@ -440,6 +440,81 @@ static void test_nested_types_as_duckdb_text(void **state)
     tl_free_kept();
 }
 
+/* Every row of a result of several chunks, with NULLs here and there (and
+ * in lists), equals PostgreSQL's rows, field by field, in text and binary. */
+static void test_many_rows_across_chunks(void **state)
+{
+    (void)state;
+    const char *duck =
+        "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::INTEGER, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE [i, NULL, i * 2] END, (i * 0.37)::DOUBLE, "
+        "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
+        "i * INTERVAL '1 hour' END, (i * 1.25)::DECIMAL(12,2) FROM range(0, 5000) t(i) ORDER BY t.i";
+    const char *pg =
+        "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::int4, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE ARRAY[i, NULL, i * 2] END, (i * 0.37)::float8, "
+        "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
+        "i * INTERVAL '1 hour' END, (i * 1.25)::numeric(12,2) FROM generate_series(0::int8, 4999) g(i) "
+        "ORDER BY g.i";
+    tl_pg_exec(g_pg, "SET TimeZone = 'Europe/Paris'");
+    tl_pg_exec(g_pg, "SET extra_float_digits = 3");
+    pgv_session s = {"Europe/Paris", 3};
+    for (int binary = 0; binary <= 1; binary++) {
+        PGresult *r = PQexecParams(g_pg, pg, 0, NULL, NULL, NULL, NULL, binary);
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        duckdb_result res;
+        assert_int_equal(duckdb_query(g_con, duck, &res), DuckDBSuccess);
+        idx_t ncols = duckdb_column_count(&res);
+        assert_int_equal(ncols, (idx_t)PQnfields(r));
+        pgv_column *cols[8];
+        for (idx_t c = 0; c < ncols; c++) {
+            duckdb_logical_type t = duckdb_column_logical_type(&res, c);
+            ds_error err = {0};
+            cols[c] = pgv_column_new(t, &s, binary, &err);
+            assert_int_equal(pgv_type_of(t).oid, PQftype(r, (int)c));
+            duckdb_destroy_logical_type(&t);
+            assert_non_null(cols[c]);
+        }
+        int row = 0;
+        ds_buf out = DS_BUF_INIT;
+        for (;;) {
+            duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+            if (!chunk)
+                break;
+            idx_t n = duckdb_data_chunk_get_size(chunk);
+            for (idx_t i = 0; i < n; i++, row++) {
+                for (idx_t c = 0; c < ncols; c++) {
+                    ds_error err = {0};
+                    ds_buf_reset(&out);
+                    if (!pgv_put(cols[c], duckdb_data_chunk_get_vector(chunk, c), i, &out, &err))
+                        fail_msg("row %d column %d: %s", row, (int)c, err.msg);
+                    const uint8_t *p = (const uint8_t *)out.data;
+                    int32_t len =
+                        (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+                    bool same = PQgetisnull(r, row, (int)c)
+                                    ? len == -1
+                                    : len == PQgetlength(r, row, (int)c) &&
+                                          memcmp(out.data + 4, PQgetvalue(r, row, (int)c), (size_t)len) == 0;
+                    if (!same) {
+                        print_message("MISMATCH row %d column %d [%s]: \"%.*s\", PostgreSQL's \"%s\"\n", row,
+                                      (int)c, binary ? "binary" : "text", len < 0 ? 4 : (int)len,
+                                      len < 0 ? "NULL" : out.data + 4, PQgetvalue(r, row, (int)c));
+                        g_failures++;
+                    }
+                }
+            }
+            duckdb_destroy_data_chunk(&chunk);
+        }
+        assert_int_equal(row, PQntuples(r));
+        ds_buf_free(&out);
+        for (idx_t c = 0; c < ncols; c++)
+            pgv_column_free(cols[c]);
+        duckdb_destroy_result(&res);
+        PQclear(r);
+    }
+    end_of_cases();
+}
+
 /* ---- parameters --------------------------------------------------------- */
 
 /* Binds v as $1 of `SELECT $1` (cast to DuckDB's cast when not "") and
@@ -728,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_intervals),
         cmocka_unit_test(test_arrays),
         cmocka_unit_test(test_nested_types_as_duckdb_text),
+        cmocka_unit_test(test_many_rows_across_chunks),
         cmocka_unit_test(test_params_round_trip),
         cmocka_unit_test(test_params_other_spellings),
         cmocka_unit_test(test_params_refused),

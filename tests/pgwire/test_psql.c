@@ -120,6 +120,24 @@ static void test_psql_scram_and_queries(void **state)
     assert_int_equal(rc, 0);
     assert_string_equal(out, "dash\n\n");
     free(out);
+    /* Semicolons inside quotes, E'' strings, dollar quoting and comments
+     * do not split; a statement may start with a quote (a syntax error at
+     * its first character). */
+    PGconn *c = connect_ok("disable");
+    PGresult *r = PQexec(c, "SELECT E'it\\'s;' AS a, $$x;y$$ AS b -- c;\n; SELECT 2 /* ; */ AS c");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQfname(r, 0), "c");
+    assert_string_equal(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    r = PQexec(c, "'a;b'; SELECT 1");
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42601");
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION), "1");
+    PQclear(r);
+    r = PQexec(c, "SELECT E'it\\'s;' AS a, $$x;y$$ AS b");
+    assert_string_equal(PQgetvalue(r, 0, 0), "it's;");
+    assert_string_equal(PQgetvalue(r, 0, 1), "x;y");
+    PQclear(r);
+    PQfinish(c);
 }
 
 /* The server logs a refusal right after the client has it: poll. */
