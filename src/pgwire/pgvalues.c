@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "pgwire/pgvalues_internal.h"
 #include "pgwire/pgvalues_tz.h"
@@ -240,8 +241,8 @@ pgv_column *pgv_column_new(duckdb_logical_type t, const pgv_session *s, bool bin
     duckdb_type id = duckdb_get_type_id(t);
     if (!supported(id)) {
         ds_error_set(err, DS_ERR_STORE,
-                     "a result column of DuckDB type id %d has no PostgreSQL form; cast it to VARCHAR",
-                     (int)id);
+                     "a result column of DuckDB type %s has no PostgreSQL form; cast it to VARCHAR",
+                     id == DUCKDB_TYPE_BIGNUM ? "BIGNUM" : "ANY or unresolved");
         return NULL;
     }
     pgv_column *c = calloc(1, sizeof *c);
@@ -404,6 +405,85 @@ static void get_number(const pgv_column *c, duckdb_vector vec, idx_t row, bool *
 
 /* ---- text forms ----------------------------------------------------- */
 
+/* Powers of ten a double holds exactly. */
+static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The 15 digits of v (> 0, normal) when 15 digits read back as v, found
+ * without printf: m * 10^-k with m < 2^53 and k <= 22 is an exact operand
+ * pair, so one IEEE operation gives the correctly rounded double (the fast
+ * path of strtod) and the comparison is exact. 1 found, 0 when 15 digits
+ * do not read back, -1 when v is beyond the fast path. */
+static int fast_15_digits(double v, uint64_t *m_out, int *exp10)
+{
+    int e0 = (int)floor(log10(v));
+    for (int e = e0 - 1; e <= e0 + 1; e++) {
+        int k = 14 - e;
+        if (k > 22 || k < -22)
+            return -1;
+        double scaled = k >= 0 ? v * exact_pow10[k] : v / exact_pow10[-k];
+        double m0 = nearbyint(scaled);
+        for (int d = -1; d <= 1; d++) {
+            double m = m0 + d;
+            if (m < 1e14 || m >= 1e15)
+                continue;
+            if ((k >= 0 ? m / exact_pow10[k] : m * exact_pow10[-k]) == v) {
+                *m_out = (uint64_t)m;
+                *exp10 = e;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The shortest decimal digits of v (> 0 or +0, finite) that read back as
+ * v (as a float4 when float4), as Ryu finds them: where DBL_DIG (FLT_DIG)
+ * digits read back, no other decimal of that many digits lies as close, so
+ * it is that text without its trailing zeros; beyond, the closest of 16 or
+ * 17 (8 or 9) digits. Subnormals, whose spacing is coarser, are searched
+ * digit count by digit count. Returns the number of digits; *exp10 is the
+ * exponent of the first. */
+static int shortest_digits(double v, bool float4, char digits[24], int *exp10)
+{
+    char tmp[64];
+    int nd = 0;
+    uint64_t m;
+    if (v == 0) {
+        memcpy(digits, "0", 2);
+        *exp10 = 0;
+        return 1;
+    }
+    int fast = !float4 && v >= DBL_MIN ? fast_15_digits(v, &m, exp10) : -1;
+    if (fast == 1) {
+        char *end = u128_digits(m, tmp + sizeof tmp);
+        nd = (int)strlen(end);
+        memcpy(digits, end, (size_t)nd);
+    } else {
+        bool subnormal = float4 ? v < FLT_MIN : v < DBL_MIN;
+        int min = float4 ? FLT_DIG : DBL_DIG, max = float4 ? 9 : 17;
+        int precision = subnormal ? 1 : fast == 0 ? DBL_DIG + 1 : min;
+        for (; precision < max; precision++) {
+            snprintf(tmp, sizeof tmp, "%.*e", precision - 1, v);
+            double back = strtod(tmp, NULL);
+            if (float4 ? (float)back == (float)v : back == v)
+                break;
+        }
+        if (precision == max)
+            snprintf(tmp, sizeof tmp, "%.*e", precision - 1, v);
+        /* tmp is d[.ddd]e±XX */
+        const char *p = tmp;
+        for (; *p && *p != 'e'; p++)
+            if (*p >= '0' && *p <= '9')
+                digits[nd++] = *p;
+        *exp10 = atoi(p + 1);
+    }
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = '\0';
+    return nd;
+}
+
 /* float4out/float8out: the shortest text that reads back as the same value
  * (extra_float_digits > 0, PostgreSQL 12's default), else %g with
  * FLT_DIG/DBL_DIG + extra_float_digits digits. Exponent form outside
@@ -425,33 +505,10 @@ void pgv_float_text(double v, bool float4, int extra_float_digits, ds_buf *b)
         ds_buf_append(b, tmp);
         return;
     }
-    /* The fewest digits that read back: a correctly rounded text with more
-     * digits reads back whenever one with fewer does, so bisect. */
-    int lo = 1, hi = float4 ? 9 : 17;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        snprintf(tmp, sizeof tmp, "%.*e", mid - 1, v);
-        double back = strtod(tmp, NULL);
-        if (float4 ? (float)back == (float)v : back == v)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    snprintf(tmp, sizeof tmp, "%.*e", lo - 1, v);
-    /* tmp is [-]d[.ddd]e±XX: split it into digits and exponent. */
     char digits[24];
-    int nd = 0;
-    const char *p = tmp;
-    bool negative = *p == '-';
-    if (negative)
-        p++;
-    for (; *p && *p != 'e'; p++)
-        if (*p >= '0' && *p <= '9')
-            digits[nd++] = *p;
-    int exp10 = atoi(p + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    digits[nd] = '\0';
+    int exp10;
+    bool negative = signbit(v);
+    int nd = shortest_digits(fabs(v), float4, digits, &exp10);
     if (negative)
         ds_buf_appendc(b, '-');
     if (exp10 < -4 || exp10 >= (float4 ? FLT_DIG : DBL_DIG)) {
@@ -500,28 +557,45 @@ static int64_t floor_div(int64_t a, int64_t b)
 
 /* YYYY-MM-DD of the ISO DateStyle; returns whether the year is BC (year 0
  * is 1 BC), which the caller writes last. */
+/* v in decimal, zero-padded to width digits (printf's %0*d without its
+ * cost: timestamps are written a million times a second). */
+static void append_padded(ds_buf *b, uint64_t v, int width)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n < width)
+        tmp[sizeof tmp - 1 - n++] = '0';
+    ds_buf_appendn(b, tmp + sizeof tmp - n, (size_t)n);
+}
+
 static bool date_part(int64_t days, ds_buf *b)
 {
     int64_t year;
     int month, day;
     civil(days, &year, &month, &day);
     bool bc = year <= 0;
-    ds_buf_appendf(b, "%04" PRId64 "-%02d-%02d", bc ? 1 - year : year, month, day);
+    append_padded(b, (uint64_t)(bc ? 1 - year : year), 4);
+    ds_buf_appendc(b, '-');
+    append_padded(b, (uint64_t)month, 2);
+    ds_buf_appendc(b, '-');
+    append_padded(b, (uint64_t)day, 2);
     return bc;
 }
 
 /* SS[.ffffff]: the fraction without its trailing zeros (AppendSeconds). */
 static void seconds_part(int secs, int fsec, ds_buf *b)
 {
-    ds_buf_appendf(b, "%02d", secs);
+    append_padded(b, (uint64_t)secs, 2);
     if (fsec) {
-        char frac[8];
-        snprintf(frac, sizeof frac, "%06d", fsec);
         int n = 6;
-        while (frac[n - 1] == '0')
-            n--;
+        while (fsec % 10 == 0)
+            fsec /= 10, n--;
         ds_buf_appendc(b, '.');
-        ds_buf_appendn(b, frac, (size_t)n);
+        append_padded(b, (uint64_t)fsec, n);
     }
 }
 
@@ -529,7 +603,10 @@ static void seconds_part(int secs, int fsec, ds_buf *b)
 static void time_part(int64_t usecs, ds_buf *b)
 {
     int64_t secs = usecs / USECS_PER_SEC;
-    ds_buf_appendf(b, "%02d:%02d:", (int)(secs / 3600), (int)(secs / 60 % 60));
+    append_padded(b, (uint64_t)(secs / 3600), 2);
+    ds_buf_appendc(b, ':');
+    append_padded(b, (uint64_t)(secs / 60 % 60), 2);
+    ds_buf_appendc(b, ':');
     seconds_part((int)(secs % 60), (int)(usecs % USECS_PER_SEC), b);
 }
 
@@ -538,12 +615,15 @@ static void zone_part(int32_t east, ds_buf *b)
 {
     int s = abs(east);
     ds_buf_appendc(b, east >= 0 ? '+' : '-');
-    if (s % 60)
-        ds_buf_appendf(b, "%02d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
-    else if (s / 60 % 60)
-        ds_buf_appendf(b, "%02d:%02d", s / 3600, s / 60 % 60);
-    else
-        ds_buf_appendf(b, "%02d", s / 3600);
+    append_padded(b, (uint64_t)(s / 3600), 2);
+    if (s % 3600) {
+        ds_buf_appendc(b, ':');
+        append_padded(b, (uint64_t)(s / 60 % 60), 2);
+    }
+    if (s % 60) {
+        ds_buf_appendc(b, ':');
+        append_padded(b, (uint64_t)(s % 60), 2);
+    }
 }
 
 #define DUCK_TS_INFINITY INT64_MAX

@@ -4,10 +4,12 @@
 #include "pgwire/pgvalues_tz.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TZ_MAX_FILE (1 << 20)
 #define TZ_MAX_NAME 255
@@ -334,6 +336,44 @@ static bool read_file(const char *path, unsigned char **data, size_t *len)
     return true;
 }
 
+/* dir/name with each component of name matched without case where the
+ * exact one is missing ("europe/paris" is Europe/Paris, as PostgreSQL and
+ * DuckDB take it). */
+static bool find_file(const char *dir, const char *name, char *path, size_t size)
+{
+    if ((size_t)snprintf(path, size, "%s/%s", dir, name) >= size)
+        return false;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        return true;
+    }
+    snprintf(path, size, "%s", dir);
+    const char *p = name;
+    while (*p) {
+        size_t n = strcspn(p, "/");
+        DIR *d = opendir(path);
+        if (!d)
+            return false;
+        struct dirent *e;
+        bool found = false;
+        while ((e = readdir(d)) != NULL) {
+            if (strlen(e->d_name) == n && strncasecmp(e->d_name, p, n) == 0) {
+                size_t len = strlen(path);
+                found = (size_t)snprintf(path + len, size - len, "/%s", e->d_name) < size - len;
+                break;
+            }
+        }
+        closedir(d);
+        if (!found)
+            return false;
+        p += n;
+        if (*p == '/')
+            p++;
+    }
+    return true;
+}
+
 static struct pgv_tz *load(const char *name)
 {
     struct pgv_tz *tz = calloc(1, sizeof *tz);
@@ -344,10 +384,10 @@ static struct pgv_tz *load(const char *name)
     if (safe_name(name)) {
         const char *dir = getenv("TZDIR");
         char path[TZ_MAX_NAME + 512];
-        snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", name);
         unsigned char *data;
         size_t len;
-        if (read_file(path, &data, &len)) {
+        if (find_file(dir && *dir ? dir : "/usr/share/zoneinfo", name, path, sizeof path) &&
+            read_file(path, &data, &len)) {
             bool ok = parse_tzif(data, len, tz);
             free(data);
             if (ok)

@@ -325,6 +325,9 @@ static void test_timestamptz_in_session_zone(void **state)
             check_in(zones[z], 1, tl_keepf("TIMESTAMPTZ '%s'", instants[i]),
                      tl_keepf("TIMESTAMPTZ '%s'", instants[i]));
     check_in("Europe/Paris", 1, "'infinity'::TIMESTAMPTZ", "'infinity'::timestamptz");
+    /* zone names are found without regard to case, as PostgreSQL finds them */
+    check_in("america/new_york", 1, "TIMESTAMPTZ '2024-07-01 12:00:00+00'",
+             "TIMESTAMPTZ '2024-07-01 12:00:00+00'");
     check_in("Europe/Paris", 1, "(DATE '0044-03-15 (BC)' + TIME '12:00:00')::TIMESTAMPTZ",
              "TIMESTAMPTZ '0044-03-15 12:00:00+00 BC'");
     end_of_cases();
@@ -449,12 +452,14 @@ static void test_many_rows_across_chunks(void **state)
         "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::INTEGER, "
         "CASE WHEN i % 5 = 0 THEN NULL ELSE [i, NULL, i * 2] END, (i * 0.37)::DOUBLE, "
         "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
-        "i * INTERVAL '1 hour' END, (i * 1.25)::DECIMAL(12,2) FROM range(0, 5000) t(i) ORDER BY t.i";
+        "i * INTERVAL '1 hour' END, (i * 1.25)::DECIMAL(12,2), i::DOUBLE / 7, i::DOUBLE * 1.1e-7, "
+        "(i::DOUBLE / 3)::FLOAT, i::DOUBLE * 1e13 / 9 FROM range(0, 5000) t(i) ORDER BY t.i";
     const char *pg =
         "SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE i END::int4, "
         "CASE WHEN i % 5 = 0 THEN NULL ELSE ARRAY[i, NULL, i * 2] END, (i * 0.37)::float8, "
         "'row ' || i, CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + "
-        "i * INTERVAL '1 hour' END, (i * 1.25)::numeric(12,2) FROM generate_series(0::int8, 4999) g(i) "
+        "i * INTERVAL '1 hour' END, (i * 1.25)::numeric(12,2), i::float8 / 7, i::float8 * 1.1e-7, "
+        "(i::float8 / 3)::float4, i::float8 * 1e13 / 9 FROM generate_series(0::int8, 4999) g(i) "
         "ORDER BY g.i";
     tl_pg_exec(g_pg, "SET TimeZone = 'Europe/Paris'");
     tl_pg_exec(g_pg, "SET extra_float_digits = 3");
@@ -466,7 +471,7 @@ static void test_many_rows_across_chunks(void **state)
         assert_int_equal(duckdb_query(g_con, duck, &res), DuckDBSuccess);
         idx_t ncols = duckdb_column_count(&res);
         assert_int_equal(ncols, (idx_t)PQnfields(r));
-        pgv_column *cols[8];
+        pgv_column *cols[16];
         for (idx_t c = 0; c < ncols; c++) {
             duckdb_logical_type t = duckdb_column_logical_type(&res, c);
             ds_error err = {0};
@@ -764,6 +769,28 @@ static void test_param_oids(void **state)
     end_of_cases();
 }
 
+/* What PostgreSQL cannot carry is refused with the fix, not sent wrong. */
+static void test_refused_results(void **state)
+{
+    (void)state;
+    pgv_session s = {"UTC", 1};
+    field f;
+    /* lists of different lengths: text as DuckDB nests them, no binary
+     * array (PostgreSQL arrays are rectangular) */
+    duck_field("[[1], [2, 3]]", &s, false, &f);
+    assert_string_equal(f.error, "");
+    assert_string_equal(f.bytes, "{{1},{2,3}}");
+    duck_field("[[1], [2, 3]]", &s, true, &f);
+    tl_assert_contains(f.error, "rectangular");
+    tl_assert_contains(f.error, "text format");
+    duck_field("[[1], NULL]", &s, true, &f);
+    tl_assert_contains(f.error, "NULL list");
+    duck_field("12345678901234567890123456789012345678901234567890::BIGNUM", &s, false, &f);
+    tl_assert_contains(f.error, "BIGNUM");
+    tl_assert_contains(f.error, "cast it to VARCHAR");
+    tl_free_kept();
+}
+
 /* ---- setup -------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -803,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_intervals),
         cmocka_unit_test(test_arrays),
         cmocka_unit_test(test_nested_types_as_duckdb_text),
+        cmocka_unit_test(test_refused_results),
         cmocka_unit_test(test_many_rows_across_chunks),
         cmocka_unit_test(test_params_round_trip),
         cmocka_unit_test(test_params_other_spellings),
