@@ -81,6 +81,8 @@ static int setup_group(void **state)
     snprintf(value, sizeof value, "host=127.0.0.1 port=%u user=reader password=%s dbname=store", g_pg_port,
              READER_PASSWORD);
     setenv("DS_PG", value, 1);
+    snprintf(value, sizeof value, "%u", (unsigned)g_srv.port);
+    setenv("DS_HTTP_PORT", value, 1);
     snprintf(value, sizeof value, "%d", (int)g_srv.pid);
     setenv("DS_SERVER_PID", value, 1);
     const char *src = getenv("DUCKSTORE_SOURCE_DIR");
@@ -196,12 +198,21 @@ static void test_node_postgres(void **state)
     run_client(tl_keepf("%s/node/install.sh && node %s/node/drivers.js", g_clients, g_clients), expect);
 }
 
+/* Last: it changes the source and syncs it back to what it was. */
+static void test_full_sync_while_reading(void **state)
+{
+    (void)state;
+    const char *expect[] = {
+        "ok psycopg: a transaction keeps its snapshot while a full sync commits (3 rows, then 4)", NULL};
+    run_client(tl_keepf("/usr/bin/python3 %s/drivers.py sync", g_clients), expect);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_psycopg),           cmocka_unit_test(test_psycopg2),
         cmocka_unit_test(test_sqlalchemy_pandas), cmocka_unit_test(test_jdbc),
-        cmocka_unit_test(test_node_postgres),
+        cmocka_unit_test(test_node_postgres),     cmocka_unit_test(test_full_sync_while_reading),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
