@@ -33,7 +33,8 @@ build_packages=(
 # test (tests/ui, driven by the playwright-core that
 # tests/ui/package-lock.json pins; the browser is Debian's, never a download
 # of Playwright's), man-db and python3 for tests/install (the man pages, a
-# systemd notify socket).
+# systemd notify socket), and the PostgreSQL drivers tests/pgwire/clients
+# reads the cache with (psycopg 3, psycopg2, SQLAlchemy + pandas, pgJDBC).
 test_packages=(
   postgresql
   jq time
@@ -41,6 +42,8 @@ test_packages=(
   clang libclang-rt-14-dev
   chromium npm
   man-db python3
+  python3-psycopg python3-psycopg2 python3-sqlalchemy python3-pandas
+  libpostgresql-jdbc-java default-jdk-headless
 )
 packages=("${build_packages[@]}")
 [ "$what" = build ] || packages+=("${test_packages[@]}")

@@ -91,15 +91,18 @@ static const char *const install_sql[] = {
 
     "CREATE OR REPLACE TEMP VIEW pg_namespace AS SELECT oid::BIGINT AS oid, schema_name AS nspname, "
     "10::BIGINT AS nspowner, NULL::VARCHAR[] AS nspacl FROM duckdb_schemas() "
-    "WHERE database_name = current_database() "
+    "WHERE database_name = current_database() AND schema_name <> '_duckstore' "
     "UNION ALL SELECT oid::BIGINT, schema_name, 10::BIGINT, NULL FROM duckdb_schemas() "
     "WHERE database_name = 'system' AND schema_name IN ('pg_catalog', 'information_schema')",
     "CREATE OR REPLACE TEMP VIEW pg_type AS SELECT t.oid::BIGINT AS oid, t.typname, "
     "(SELECT oid FROM pg_namespace WHERE nspname = 'pg_catalog') AS typnamespace, 10::BIGINT AS typowner, "
     "t.typlen::SMALLINT AS typlen, t.typlen > 0 AND t.typlen <= 8 AS typbyval, 'b' AS typtype, "
     "t.typcategory, false AS typispreferred, true AS typisdefined, ',' AS typdelim, 0::BIGINT AS typrelid, "
-    "t.typelem::BIGINT AS typelem, t.typarray::BIGINT AS typarray, t.typname || 'in' AS typinput, "
-    "t.typname || 'out' AS typoutput, t.typname || 'recv' AS typreceive, t.typname || 'send' AS typsend, "
+    "t.typelem::BIGINT AS typelem, t.typarray::BIGINT AS typarray, "
+    "CASE WHEN t.typelem <> 0 THEN 'array_in' ELSE t.typname || 'in' END::regproc AS typinput, "
+    "CASE WHEN t.typelem <> 0 THEN 'array_out' ELSE t.typname || 'out' END::regproc AS typoutput, "
+    "CASE WHEN t.typelem <> 0 THEN 'array_recv' ELSE t.typname || 'recv' END::regproc AS typreceive, "
+    "CASE WHEN t.typelem <> 0 THEN 'array_send' ELSE t.typname || 'send' END::regproc AS typsend, "
     "CASE WHEN t.typlen > 0 AND t.typlen <= 8 THEN 'd' ELSE 'i' END AS typalign, 'p' AS typstorage, "
     "false AS typnotnull, 0::BIGINT AS typbasetype, -1 AS typtypmod, CASE WHEN t.typelem <> 0 THEN 1 ELSE 0 "
     "END "
@@ -124,7 +127,8 @@ static const char *const install_sql[] = {
     "ELSE (SELECT typname FROM pg_type WHERE oid = type_oid) END",
 
     /* Relations of the store (its attached database), never the session's
-     * own TEMP objects. */
+     * own TEMP objects; duckstore's own metadata (_duckstore) stays out of
+     * the tools' table lists, though a query can still read it. */
     "CREATE OR REPLACE TEMP VIEW pg_class AS SELECT table_oid::BIGINT AS oid, table_name AS relname, "
     "schema_oid::BIGINT AS relnamespace, 0::BIGINT AS reltype, 0::BIGINT AS reloftype, 10::BIGINT AS "
     "relowner, "
@@ -136,11 +140,12 @@ static const char *const install_sql[] = {
     "false AS relforcerowsecurity, true AS relispopulated, 'd' AS relreplident, false AS relispartition, "
     "0::BIGINT AS relrewrite, 0::BIGINT AS relfrozenxid, 0::BIGINT AS relminmxid, NULL::VARCHAR[] AS relacl, "
     "NULL::VARCHAR[] AS reloptions, NULL::VARCHAR AS relpartbound FROM duckdb_tables() "
-    "WHERE database_name = current_database() "
+    "WHERE database_name = current_database() AND schema_name <> '_duckstore' "
     "UNION ALL SELECT view_oid, view_name, schema_oid, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, false, false, 'p', "
     "'v', "
     "column_count, 0, false, false, false, false, false, false, true, 'n', false, 0, 0, 0, NULL, NULL, NULL "
-    "FROM duckdb_views() WHERE database_name = current_database() AND NOT internal",
+    "FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
+    "AND schema_name <> '_duckstore'",
     "CREATE OR REPLACE TEMP VIEW pg_am AS SELECT * FROM (VALUES (2::BIGINT, 'heap', 'heap_tableam_handler', "
     "'t'), "
     "(403::BIGINT, 'btree', 'bthandler', 'i')) a(oid, amname, amhandler, amtype)",
@@ -387,6 +392,31 @@ static bool cast_name_to_oid(duckdb_function_info info, idx_t count, duckdb_vect
     return all_ok || duckdb_cast_function_get_cast_mode(info) == DUCKDB_CAST_TRY;
 }
 
+/* VARCHAR -> regproc: the function's name as a catalog stores it, without
+ * quotes or a pg_catalog. qualifier ('pg_catalog.array_in'::regproc). */
+static bool cast_name_to_proc(duckdb_function_info info, idx_t count, duckdb_vector input,
+                              duckdb_vector output)
+{
+    duckdb_string_t *in = duckdb_vector_get_data(input);
+    uint64_t *in_valid = duckdb_vector_get_validity(input);
+    bool all_ok = true;
+    for (idx_t row = 0; row < count; row++) {
+        if (in_valid != NULL && !duckdb_validity_row_is_valid(in_valid, row)) {
+            duckdb_vector_ensure_validity_writable(output);
+            duckdb_validity_set_row_invalid(duckdb_vector_get_validity(output), row);
+            continue;
+        }
+        char name[128];
+        if (normal_name(duckdb_string_t_data(&in[row]), duckdb_string_t_length(in[row]), name, sizeof name)) {
+            duckdb_vector_assign_string_element(output, row, name);
+        } else {
+            duckdb_cast_function_set_row_error(info, "function name too long or empty", row, output);
+            all_ok = false;
+        }
+    }
+    return all_ok || duckdb_cast_function_get_cast_mode(info) == DUCKDB_CAST_TRY;
+}
+
 /* regtype -> VARCHAR: PostgreSQL's type name, or the OID's digits for a
  * type duckstore does not send. */
 static bool cast_type_to_name(duckdb_function_info info, idx_t count, duckdb_vector input,
@@ -414,9 +444,11 @@ static bool cast_type_to_name(duckdb_function_info info, idx_t count, duckdb_vec
     return true;
 }
 
+/* regproc holds a function's name, the other alias types an OID. */
 static duckdb_logical_type alias_type(const char *alias)
 {
-    duckdb_logical_type t = duckdb_create_logical_type(DUCKDB_TYPE_BIGINT);
+    bool name = strncmp(alias, "regproc", 7) == 0;
+    duckdb_logical_type t = duckdb_create_logical_type(name ? DUCKDB_TYPE_VARCHAR : DUCKDB_TYPE_BIGINT);
     duckdb_logical_type_set_alias(t, alias);
     return t;
 }
@@ -467,7 +499,8 @@ static bool install_oid_types(duckdb_connection con, ds_error *err)
     static char relation_marker;
     ok = ok && add_cast(con, NULL, "regtype", cast_name_to_oid, NULL) &&
          add_cast(con, "regtype", NULL, cast_type_to_name, NULL) &&
-         add_cast(con, NULL, "regclass", cast_name_to_oid, &relation_marker);
+         add_cast(con, NULL, "regclass", cast_name_to_oid, &relation_marker) &&
+         add_cast(con, NULL, "regproc", cast_name_to_proc, NULL);
     /* Another session may have registered them at the same moment. */
     if (!ok) {
         ok = duckdb_query(con, "SELECT count(*) FROM duckdb_types() WHERE type_name = 'regrole'", &res) ==

@@ -265,6 +265,10 @@ static void test_psql_describes(void **state)
     assert_string_equal(client_rows(f->con, PSQL_D_PUBLICATIONS, oid), "");
     assert_string_equal(client_rows(f->con, PSQL_D_PARENTS, oid), "");
     assert_string_equal(client_rows(f->con, PSQL_D_PARTITIONS, oid), "");
+    /* duckstore's metadata is in no table list */
+    assert_string_equal(rows_of(f->con, "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                                        "ON n.oid = c.relnamespace WHERE n.nspname = '_duckstore'"),
+                        "0\n");
     assert_string_equal(client_rows(f->con, PSQL_L, NULL),
                         "catalog|duckstore|UTF8|C.UTF-8|C.UTF-8|<null>|libc|<null>\n");
 }
@@ -295,6 +299,10 @@ static void test_oid_types(void **state)
     assert_string_equal(rows_of(f->con, "SELECT 'pg_class'::regclass, '42'::regclass, 7::regclass, "
                                         "TRY_CAST('nope' AS regtype), TRY_CAST('orders' AS regclass)"),
                         "1259|42|7|<null>|<null>\n");
+    /* pgJDBC tells arrays by their input function */
+    assert_string_equal(rows_of(f->con, "SELECT typinput = 'pg_catalog.array_in'::regproc, typinput "
+                                        "FROM pg_type WHERE oid IN (23, 1007) ORDER BY oid"),
+                        "false|int4in\ntrue|array_in\n");
     duckdb_result res;
     assert_int_equal(duckdb_query(f->con, "SELECT 'hstore'::regtype", &res), DuckDBError);
     tl_assert_contains(duckdb_result_error(&res), "type \"hstore\" does not exist");

@@ -228,5 +228,45 @@ def run_sqlalchemy():
     ok("sqlalchemy: pandas.read_sql with a parameter, %d rows equal to PostgreSQL's" % len(frames[1]))
 
 
-{"psycopg": run_psycopg, "psycopg2": run_psycopg2, "sqlalchemy": run_sqlalchemy}[sys.argv[1]]()
+def run_sync():
+    """A driver's transaction keeps its snapshot while a full sync commits;
+    the next transaction sees the new data."""
+    import json
+    import urllib.request
+    import psycopg
+    api = "http://127.0.0.1:%s/api/store" % os.environ["DS_HTTP_PORT"]
+
+    def full_sync_to(rows):
+        urllib.request.urlopen(urllib.request.Request(api + "/sync/types?full=true", method="POST")).read()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with urllib.request.urlopen(api + "/status") as r:
+                d = json.load(r)["datasets"]["types_data"]
+            if d.get("rows") == rows and d.get("state") == "ready":
+                return
+            time.sleep(0.05)
+        fail("psycopg: the full sync did not reach %d rows: %r" % (rows, d))
+
+    count = "SELECT count(*), sum(i4::bigint) FROM types_data"
+    with psycopg.connect(SRC, autocommit=True) as src, psycopg.connect(DS) as ds:
+        before = ds.execute(count).fetchone()  # opens the transaction
+        src.execute("INSERT INTO types (id, i4) VALUES (4, 7)")
+        try:
+            full_sync_to(4)
+            during = ds.execute(count).fetchone()
+            if during != before:
+                fail("psycopg: inside one transaction %r, then %r after the sync" % (before, during))
+            ds.commit()
+            after = ds.execute(count).fetchone()
+            if after != (before[0] + 1, before[1] + 7):
+                fail("psycopg: after the sync %r, before %r" % (after, before))
+            ds.commit()
+            ok("psycopg: a transaction keeps its snapshot while a full sync commits (%d rows, then %d)" %
+               (before[0], after[0]))
+        finally:
+            src.execute("DELETE FROM types WHERE id = 4")
+            full_sync_to(before[0])
+
+
+{"psycopg": run_psycopg, "psycopg2": run_psycopg2, "sqlalchemy": run_sqlalchemy, "sync": run_sync}[sys.argv[1]]()
 print("done", flush=True)

@@ -1,5 +1,5 @@
 /* duckstore's PostgreSQL protocol with the real drivers (drivers.py,
- * Drivers.java): each connects with SCRAM (psycopg over TLS), discovers the
+ * Drivers.java, node/drivers.js): each connects with SCRAM (psycopg over TLS), discovers the
  * catalog, runs a parameterized query, reads every type of the type table
  * and compares it value by value with what the same driver reads from the
  * source PostgreSQL, cancels a query, streams 1M rows and has a write
@@ -32,7 +32,8 @@ static const char *const types_sql =
     "(2, -32768, 2147483647, -1, 'NaN', 'Infinity', -0.001, '', '', false, '1970-01-01', "
     " '1999-12-31 23:59:59', '1999-12-31 23:59:59+00', '00:00:00', '-1 days', "
     " '00000000-0000-0000-0000-000000000000', '[]', '[]', '\\x', '{}', '{}'),"
-    "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, "
     " NULL, NULL, NULL);"
     "CREATE TABLE big AS SELECT g::bigint AS id, repeat(md5(g::text), 3) AS pad "
     "FROM generate_series(1, 1000000) g;";
@@ -48,10 +49,11 @@ static int setup_group(void **state)
 
     g_dir = tl_mkdtemp();
     char *out = NULL;
-    int rc = tl_run(&out,
-                    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout %s/key.pem "
-                    "-out %s/cert.pem",
-                    g_dir, g_dir);
+    int rc =
+        tl_run(&out,
+               "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout %s/key.pem "
+               "-out %s/cert.pem",
+               g_dir, g_dir);
     if (rc != 0)
         fail_msg("openssl req: %s", out);
     free(out);
@@ -79,6 +81,8 @@ static int setup_group(void **state)
     snprintf(value, sizeof value, "host=127.0.0.1 port=%u user=reader password=%s dbname=store", g_pg_port,
              READER_PASSWORD);
     setenv("DS_PG", value, 1);
+    snprintf(value, sizeof value, "%u", (unsigned)g_srv.port);
+    setenv("DS_HTTP_PORT", value, 1);
     snprintf(value, sizeof value, "%d", (int)g_srv.pid);
     setenv("DS_SERVER_PID", value, 1);
     const char *src = getenv("DUCKSTORE_SOURCE_DIR");
@@ -156,17 +160,59 @@ static void test_sqlalchemy_pandas(void **state)
 {
     (void)state;
     const char *expect[] = {"ok sqlalchemy: get_table_names() = ['big_data', 'types_data']",
-                            "ok sqlalchemy: get_columns() types", "ok sqlalchemy: pandas.read_sql with a parameter",
-                            NULL};
+                            "ok sqlalchemy: get_columns() types",
+                            "ok sqlalchemy: pandas.read_sql with a parameter", NULL};
     run_client(tl_keepf("/usr/bin/python3 %s/drivers.py sqlalchemy", g_clients), expect);
+}
+
+static void test_jdbc(void **state)
+{
+    (void)state;
+    const char *expect[] = {"ok jdbc: SCRAM, PostgreSQL 15.",
+                            "ok jdbc: getTables [main.big_data, main.types_data]",
+                            "ok jdbc: getColumns as PostgreSQL's",
+                            "ok jdbc: 3 rows x 20 types equal to PostgreSQL's",
+                            "ok jdbc: parameterized query",
+                            "ok jdbc: write refused, 25006",
+                            "ok jdbc: cancel gives 57014",
+                            "ok jdbc: 1M rows streamed",
+                            NULL};
+    char *classes = tl_keepf("%s/java", g_dir);
+    run_client(tl_keepf("javac -d %s %s/Drivers.java && java -cp /usr/share/java/postgresql.jar:%s Drivers",
+                        classes, g_clients, classes),
+               expect);
+}
+
+static void test_node_postgres(void **state)
+{
+    (void)state;
+    const char *expect[] = {"ok node-postgres: SCRAM, PostgreSQL 15.",
+                            "ok node-postgres: catalog lists big_data, types_data",
+                            "ok node-postgres: 3 rows x 20 types equal to PostgreSQL's",
+                            "ok node-postgres: parameterized query",
+                            "ok node-postgres: write refused, 25006",
+                            "ok node-postgres: cancel gives 57014",
+                            "ok node-postgres: 1M rows streamed",
+                            NULL};
+    /* pg and pg-cursor as node/package-lock.json pins them */
+    run_client(tl_keepf("%s/node/install.sh && node %s/node/drivers.js", g_clients, g_clients), expect);
+}
+
+/* Last: it changes the source and syncs it back to what it was. */
+static void test_full_sync_while_reading(void **state)
+{
+    (void)state;
+    const char *expect[] = {
+        "ok psycopg: a transaction keeps its snapshot while a full sync commits (3 rows, then 4)", NULL};
+    run_client(tl_keepf("/usr/bin/python3 %s/drivers.py sync", g_clients), expect);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_psycopg),
-        cmocka_unit_test(test_psycopg2),
-        cmocka_unit_test(test_sqlalchemy_pandas),
+        cmocka_unit_test(test_psycopg),           cmocka_unit_test(test_psycopg2),
+        cmocka_unit_test(test_sqlalchemy_pandas), cmocka_unit_test(test_jdbc),
+        cmocka_unit_test(test_node_postgres),     cmocka_unit_test(test_full_sync_while_reading),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
