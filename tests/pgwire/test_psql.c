@@ -222,6 +222,48 @@ static void test_sqlstates(void **state)
     PQfinish(c);
 }
 
+/* A session reaches nothing outside the cache, as /api/store/query: no
+ * file of the server, no environment, no network, no extension, no other
+ * database (each statement kind and function on its own). */
+static void test_no_access_outside_the_cache(void **state)
+{
+    (void)state;
+    PGconn *c = connect_ok("disable");
+    static const char *const refused[] = {
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM read_blob('/etc/hostname')",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT getenv('HOME')",
+        "SELECT * FROM read_parquet('/tmp/other.parquet')",
+        "SELECT * FROM read_json('http://127.0.0.1:1/x.json')",
+        "COPY (SELECT 1) TO '/tmp/duckstore-pgwire-out.csv'",
+        "ATTACH '/tmp/duckstore-pgwire-other.duckdb' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        PGresult *r = PQexec(c, refused[i]);
+        if (PQresultStatus(r) != PGRES_FATAL_ERROR)
+            fail_msg("%s: status %s, expected an error", refused[i], PQresStatus(PQresultStatus(r)));
+        PQclear(r);
+        /* The session is still usable and in no transaction. */
+        r = PQexec(c, "SELECT count(*) FROM t_data");
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        PQclear(r);
+    }
+    assert_int_equal(access("/tmp/duckstore-pgwire-out.csv", F_OK), -1);
+    assert_int_equal(access("/tmp/duckstore-pgwire-other.duckdb", F_OK), -1);
+    /* SET of a name that is not PostgreSQL's is kept by the session for
+     * SHOW, never handed to DuckDB: access stays off. */
+    PQclear(PQexec(c, "SET enable_external_access = true"));
+    PQclear(PQexec(c, "SET allowed_directories = ['/']"));
+    PGresult *r = PQexec(c, "SELECT * FROM read_csv('/etc/passwd')");
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    PQfinish(c);
+}
+
 static void test_extended_protocol(void **state)
 {
     (void)state;
@@ -423,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_psql_scram_and_queries),
         cmocka_unit_test(test_wrong_password_and_unknown_user),
         cmocka_unit_test(test_sqlstates),
+        cmocka_unit_test(test_no_access_outside_the_cache),
         cmocka_unit_test(test_extended_protocol),
         cmocka_unit_test(test_copy_to_file),
         cmocka_unit_test(test_cancel_and_statement_timeout),
