@@ -17,11 +17,12 @@ RUN scripts/install-deps.sh build \
 
 FROM debian:12-slim
 # The shared libraries bin/duckstore needs besides libduckdb (installed in
-# /usr/lib/duckstore): libpq, libyaml, libmicrohttpd, jansson, libcurl; and
+# /usr/lib/duckstore): libpq, libyaml, libmicrohttpd, jansson, libcurl, OpenSSL
+# (TLS and SCRAM of the PostgreSQL protocol); and
 # libduckdb's C++ runtime.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libpq5 libyaml-0-2 libmicrohttpd12 libjansson4 libcurl4 libstdc++6 libgcc-s1 ca-certificates \
+      libpq5 libyaml-0-2 libmicrohttpd12 libjansson4 libcurl4 libssl3 libstdc++6 libgcc-s1 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/duckstore --create-home --shell /usr/sbin/nologin duckstore \
  && mkdir -p /etc/duckstore
