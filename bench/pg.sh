@@ -83,14 +83,15 @@ big_run() {
   printf 'big_%s\t%s\n' "$1" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) * 1000 }')" >>"$pgs"
 }
 
-# pg_server_start DIR [MEMORY-LIMIT]: duckstore serve with pg_listen on the
-# bench's data, once its protocol answers.
+# pg_server_start DIR [MEMORY-LIMIT [AUTH]]: duckstore serve with pg_listen
+# on the bench's data, once its protocol answers.
 pg_server_start() {
   write_config "$1" 1
   # shellcheck disable=SC2016 # ${BENCH_PG_PASSWORD} is for duckstore to expand
   printf '  pg_listen: "127.0.0.1:%s"\n  pg_users:\n    reader: "${BENCH_PG_PASSWORD}"\n' "$pg_port" \
     >>"$1/duckdb.yaml"
   [ -z "${2:-}" ] || printf '  memory_limit: %s\n' "$2" >>"$1/duckdb.yaml"
+  [ -z "${3:-}" ] || printf '  pg_auth: %s\n' "$3" >>"$1/duckdb.yaml"
   BENCH_PG_PASSWORD="$pg_password" server_start "$1"
   local deadline=$((SECONDS + 60))
   until on_side ds psql "$pg_ds_conn" -X -qAt -c "SELECT 1" >/dev/null 2>&1; do
@@ -161,6 +162,10 @@ pg_cases() {
   pgbench_run conn_src src "$work/select1.sql" -C -c 1 -j 1 -t "$pg_connects"
 
   server_stop
+  # Without SCRAM: what the session's own setup costs.
+  pg_server_start "$work/wp_trust" "$pg_memory" trust
+  pgbench_run conn_trust ds "$work/select1.sql" -C -c 1 -j 1 -t "$pg_connects"
+  server_stop
   pg_load_end="$(uptime | sed 's/.*load average: //')"
   read_pg_views_drop
 }
@@ -219,6 +224,11 @@ pg_report() {
       printf "| average connection time (pgbench), ms | %d | %.1f | %.1f | %.1f |\n", n, dc, pc, dc / pc
       printf "| connections with their \140SELECT 1\140 per second | %d | %.1f | %.1f | %.2f |\n", n, dt, pt, dt / pt
     }'
+  echo
+  awk -v c="$(pg_val conn_trust_conn)" -v t="$(pg_val conn_trust_tps)" 'BEGIN {
+    printf "duckstore with \140pg_auth: trust\140 (no SCRAM exchange: the session'"'"'s own setup): average" \
+      " connection time %.1f ms, %.1f connections per second.\n", c, t
+  }'
   echo
   local dm dlo dhi pm plo phi rows
   rows="$(pg_val bigrows_ds)"
