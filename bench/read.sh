@@ -117,11 +117,9 @@ wait_syncs_above() {
   done
 }
 
-read_cases() {
-  write_config "$work/wr" 1
-  echo "  refresh_interval_minutes: 0.16666667" >>"$work/wr/monitoring_db.yaml"
-  # The DuckDB view's join and the results table, as views of the source
-  # queries: the same SQL text runs on both sides.
+# The DuckDB view's join and the results table, as views of the source
+# queries on PostgreSQL: the same SQL text runs on both sides.
+read_pg_views() {
   psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 SET client_min_messages = warning;
 DROP VIEW IF EXISTS monitoring_data, monitoring_results;
@@ -131,6 +129,15 @@ CREATE VIEW monitoring_data AS
          d.source_component, d.latency, d.metadata
   FROM monitoring_results AS r LEFT JOIN ($dataset_query) AS d ON r.dataset_id = d.dataset_id;
 SQL
+}
+read_pg_views_drop() {
+  psql "$DUCKSTORE_TEST_PG" -q -c "DROP VIEW monitoring_data, monitoring_results" >/dev/null
+}
+
+read_cases() {
+  write_config "$work/wr" 1
+  echo "  refresh_interval_minutes: 0.16666667" >>"$work/wr/monitoring_db.yaml"
+  read_pg_views
 
   log "read side: duckstore serve with an incremental sync every 10 s, 500 new rows a second"
   read_load_start="$(uptime | sed 's/.*load average: //')"
@@ -229,7 +236,7 @@ SQL
   server_stop
   read_rows_added="$(($(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results") - read_rows_start))"
   read_load_end="$(uptime | sed 's/.*load average: //')"
-  psql "$DUCKSTORE_TEST_PG" -q -c "DROP VIEW monitoring_data, monitoring_results" >/dev/null
+  read_pg_views_drop
 }
 
 # NAME -> "count p50 p99 max median min" of its samples (ms); nearest rank.

@@ -4,7 +4,9 @@
 # the same rows from Parquet), the CSV pipeline most hand-written syncs use,
 # and duckstore's full and incremental syncs, with peak RSS; then the read
 # side: the API's answers while `duckstore serve` keeps the cache fresh, and
-# a dashboard aggregate against the same query on PostgreSQL (bench/read.sh).
+# a dashboard aggregate against the same query on PostgreSQL (bench/read.sh);
+# then reading through PostgreSQL's protocol against PostgreSQL itself, with
+# pgbench and psql on both sides (bench/pg.sh).
 # Prints markdown tables of medians, spreads and ratios. Run through
 # `make bench`.
 #
@@ -14,9 +16,13 @@
 #   BENCH_CASES    all (default); memory: only the memory cases (large
 #                  values, arrays, a re-read merge), each with its peak RSS
 #                  against 1.5 x memory_limit; read: only the read side
-#                  (one full sync, then bench/read.sh's measurements)
+#                  (one full sync, then bench/read.sh's measurements);
+#                  pg: only the PostgreSQL protocol (one full sync, then
+#                  bench/pg.sh's measurements)
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
+#   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
+#   BENCH_PG_RUNS        runs of the protocol's large result (default 3)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -54,9 +60,9 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | memory | read) ;;
+  all | memory | read | pg) ;;
   *)
-    echo "bench: BENCH_CASES must be all, memory or read, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, memory, read or pg, not $cases" >&2
     exit 2
     ;;
 esac
@@ -282,14 +288,17 @@ for run in $(seq 1 "$repeat"); do
     rm -f '$work/csv.dataset' '$work/csv.results'"
 done
 else
-  log "one full sync for the read side"
+  log "one full sync for the $cases side"
   "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
 fi
 # shellcheck source=bench/read.sh
 . "$root/bench/read.sh"
-read_cases
+[ "$cases" = pg ] || read_cases
+# shellcheck source=bench/pg.sh
+. "$root/bench/pg.sh"
+[ "$cases" = read ] || pg_cases
 fi
-[ "$cases" = read ] || memory_cases
+case "$cases" in all | memory) memory_cases ;; esac
 
 # ---- report ------------------------------------------------------------
 stat_of() { # NAME -> "median min max rss_max"
@@ -355,18 +364,19 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
 } | tee "$work/table.md"
-elif [ "$cases" = read ]; then
+elif [ "$cases" = read ] || [ "$cases" = pg ]; then
   {
-    echo "duckstore read benchmark: $rows_dataset traces + $rows_results metric results = $rows rows at the start."
+    echo "duckstore $cases benchmark: $rows_dataset traces + $rows_results metric results = $rows rows at the start."
     echo "$machine"
   } | tee "$work/table.md"
 else
   : >"$work/table.md"
 fi
-[ "$cases" = memory ] || read_report | tee -a "$work/table.md"
+case "$cases" in all | read) read_report | tee -a "$work/table.md" ;; esac
+case "$cases" in all | pg) pg_report | tee -a "$work/table.md" ;; esac
 
 # The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
-if [ "$cases" != read ]; then
+if [ "$cases" = all ] || [ "$cases" = memory ]; then
 read -r _ _ _ base_rss <<<"$(stat_of mem_base)"
 {
   echo
