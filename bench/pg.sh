@@ -37,11 +37,7 @@ pg_ds_conn="host=127.0.0.1 port=$pg_port user=reader dbname=cache sslmode=disabl
 pg_src_conn="host=127.0.0.1 port=$port user=postgres dbname=postgres sslmode=disable"
 pg_big_sql="SELECT id, dataset_id, metric_name, metric_score, metric_category, explanation, passed, created_at FROM monitoring_results WHERE id <= 1000000"
 
-pg_fail() {
-  echo "bench: $*" >&2
-  [ ! -f "$work/server.log" ] || tail -n 20 "$work/server.log" >&2
-  exit 1
-}
+# Failures go through read.sh's read_fail (run.sh sources read.sh first).
 
 # on_side SIDE COMMAND...: COMMAND with SIDE's password in PGPASSWORD and
 # its time zone (UTC on both: the same text for timestamps).
@@ -61,10 +57,10 @@ pgbench_run() {
   shift 3
   rm -f "$work/pgblog_$name".*
   on_side "$side" pgbench -n -f "$script" "$@" --log --log-prefix="$work/pgblog_$name" \
-    "$(side_conn "$side")" >"$work/$name.out" 2>&1 || pg_fail "pgbench $name failed: $(grep -v "^progress" "$work/$name.out" | head -n 20)"
+    "$(side_conn "$side")" >"$work/$name.out" 2>&1 || read_fail "pgbench $name failed: $(grep -v "^progress" "$work/$name.out" | head -n 20)"
   # Every transaction must have run: "actually processed: N/N".
   awk -F': ' '/^number of transactions actually processed: / { split($2, a, "/"); ok = (a[1] == a[2] && a[1] > 0) }
-    END { exit !ok }' "$work/$name.out" || pg_fail "pgbench $name: not every transaction ran: $(tail -n 5 "$work/$name.out")"
+    END { exit !ok }' "$work/$name.out" || read_fail "pgbench $name: not every transaction ran: $(tail -n 5 "$work/$name.out")"
   # Log lines: client, transaction, latency in µs, script, epoch s, µs.
   cat "$work/pgblog_$name".* | awk -v n="$name" '{ printf "%s\t%.3f\n", n, $3 / 1000 }' >>"$pgs"
   {
@@ -78,7 +74,7 @@ big_run() {
   local start end
   start="$EPOCHREALTIME"
   on_side "$1" psql "$(side_conn "$1")" -X -q -At -v ON_ERROR_STOP=1 -o /dev/null -c "$pg_big_sql" ||
-    pg_fail "the large result from $1 failed"
+    read_fail "the large result from $1 failed"
   end="$EPOCHREALTIME"
   printf 'big_%s\t%s\n' "$1" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) * 1000 }')" >>"$pgs"
 }
@@ -95,7 +91,7 @@ pg_server_start() {
   BENCH_PG_PASSWORD="$pg_password" server_start "$1"
   local deadline=$((SECONDS + 60))
   until on_side ds psql "$pg_ds_conn" -X -qAt -c "SELECT 1" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || pg_fail "duckstore's PostgreSQL protocol did not answer within 60 s"
+    [ "$SECONDS" -lt "$deadline" ] || read_fail "duckstore's PostgreSQL protocol did not answer within 60 s"
     sleep 0.1
   done
 }
@@ -128,13 +124,13 @@ pg_cases() {
       -c "SELECT count(*) FROM ($pg_big_sql) AS b")" >>"$pgs"
   done
   [ "$(pg_val rows_ds)" = "$(pg_val rows_src)" ] ||
-    pg_fail "monitoring_data has $(pg_val rows_ds) rows in duckstore, $(pg_val rows_src) in PostgreSQL"
+    read_fail "monitoring_data has $(pg_val rows_ds) rows in duckstore, $(pg_val rows_src) in PostgreSQL"
   pg_load_start="$(uptime | sed 's/.*load average: //')"
 
   log "protocol: the dashboard aggregate, $pg_clients clients x $pg_txns transactions on each side"
   for side in ds src; do # one unmeasured run per side: caches warm
     on_side "$side" psql "$(side_conn "$side")" -X -q -At -v ON_ERROR_STOP=1 -o /dev/null -f "$work/agg.sql" ||
-      pg_fail "the aggregate failed on $side"
+      read_fail "the aggregate failed on $side"
   done
   pg_agg_rows_ds="$(on_side ds psql "$pg_ds_conn" -X -qAt -f "$work/agg.sql" | wc -l)"
   pg_agg_rows_src="$(on_side src psql "$pg_src_conn" -X -qAt -f "$work/agg.sql" | wc -l)"

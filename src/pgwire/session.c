@@ -1372,6 +1372,23 @@ static void ext_error(session *s)
     s->skip_to_sync = true;
 }
 
+/* Unlinks the statement at *pp and frees it with its portals (Close, or
+ * the unnamed statement replaced by a new Parse). */
+static void drop_stmt(session *s, pstmt **pp)
+{
+    pstmt *st = *pp;
+    *pp = st->next;
+    for (portal **q = &s->portals; *q != NULL;) {
+        if ((*q)->stmt == st) {
+            portal *dead = *q;
+            *q = dead->next;
+            portal_free(dead);
+        } else {
+            q = &(*q)->next;
+        }
+    }
+    pstmt_free(st);
+}
 static void on_parse(session *s, pgm_reader *r)
 {
     const char *name = pgm_get_str(r);
@@ -1408,21 +1425,8 @@ static void on_parse(session *s, pgm_reader *r)
             tx_close(s);
         return ext_error(s);
     }
-    if (*pp != NULL) { /* the unnamed statement is replaced */
-        pstmt *old = *pp;
-        *pp = old->next;
-        /* a portal of it goes too */
-        for (portal **q = &s->portals; *q != NULL;) {
-            if ((*q)->stmt == old) {
-                portal *dead = *q;
-                *q = dead->next;
-                portal_free(dead);
-            } else {
-                q = &(*q)->next;
-            }
-        }
-        pstmt_free(old);
-    }
+    if (*pp != NULL) /* the unnamed statement is replaced */
+        drop_stmt(s, pp);
     st->next = s->stmts;
     s->stmts = st;
     pgm_begin(s->c, '1');
@@ -1616,20 +1620,8 @@ static void on_close(session *s, pgm_reader *r)
     const char *name = pgm_get_str(r);
     if (what == 'S') {
         pstmt **pp = find_stmt(s, name);
-        if (*pp != NULL) {
-            pstmt *st = *pp;
-            *pp = st->next;
-            for (portal **q = &s->portals; *q != NULL;) {
-                if ((*q)->stmt == st) {
-                    portal *dead = *q;
-                    *q = dead->next;
-                    portal_free(dead);
-                } else {
-                    q = &(*q)->next;
-                }
-            }
-            pstmt_free(st);
-        }
+        if (*pp != NULL)
+            drop_stmt(s, pp);
     } else if (what == 'P') {
         portal **pp = find_portal(s, name);
         if (*pp != NULL) {
