@@ -269,6 +269,8 @@ const char *jobs_error_kind(ds_error_code code)
         return "busy";
     case DS_ERR_NOMEM:
         return "out_of_memory";
+    case DS_ERR_RELOAD:
+        return "reload";
     case DS_OK:
         break;
     }
