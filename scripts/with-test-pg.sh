@@ -51,6 +51,12 @@ echo "$password" >"$pg_dir/pwfile"
   exit 1
 }
 rm -f "$pg_dir/pwfile"
+# Logical replication (change data capture) and its tests' slots. In
+# postgresql.conf rather than on the command line: a standby that
+# pg_basebackup copies from this server (tests/sync/test_late_commits)
+# needs max_wal_senders at least the primary's, and gets it from the copy.
+printf '%s\n' "wal_level = logical" "max_replication_slots = 40" "max_wal_senders = 40" \
+  >>"$pg_dir/data/postgresql.conf"
 
 started=0
 for _ in $(seq 1 20); do

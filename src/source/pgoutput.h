@@ -81,6 +81,16 @@ typedef struct pgo_message {
     uint8_t truncate_options; /* 1 CASCADE, 2 RESTART IDENTITY */
     char *origin;             /* Origin (owned) */
     uint64_t origin_lsn;
+    /* Type: a non-built-in column type; both names point into buf. */
+    uint32_t type_oid;
+    const char *type_nspname, *type_name;
+    /* Message (pg_logical_emit_message, sent with the messages option):
+     * flags bit 1 is "transactional"; prefix (NUL-terminated) and content
+     * point into buf. */
+    uint64_t message_lsn;
+    const char *prefix;
+    const char *content;
+    uint32_t content_len;
 } pgo_message;
 
 /* Stream state: protocol 2 prefixes the changes between Stream Start and
