@@ -13,6 +13,7 @@
 #include "source/pgoutput.h"
 #include "source/publication.h"
 #include "source/replication.h"
+#include "store/tables.h"
 #include "sync/capture_check.h"
 
 /* A batch commits once its first change is this old, or sooner when the
@@ -308,8 +309,8 @@ typedef struct stream {
     pgo_parser parser;
     uint32_t relid_of[CFG_MAX_QUERIES];
     bool relation_seen[CFG_MAX_QUERIES];
-    uint64_t applied_lsn;   /* end of the last transaction committed to DuckDB */
-    uint64_t pending_lsn;   /* end of the last transaction applied to the open DuckDB transaction */
+    uint64_t applied_lsn; /* end of the last transaction committed to DuckDB */
+    uint64_t pending_lsn; /* end of the last transaction applied to the open DuckDB transaction */
     int64_t pending_commit_us;
     bool in_xact, skip_xact, duck_open;
     double batch_started;
@@ -337,7 +338,8 @@ static bool stream_column_type(stream *s, uint32_t oid, int32_t typmod, pgsrc_ty
         return true;
     char sql[256];
     snprintf(sql, sizeof sql,
-             "SELECT typtype::text || ' ' || typbasetype || ' ' || typtypmod FROM pg_type WHERE oid = %u", oid);
+             "SELECT typtype::text || ' ' || typbasetype || ' ' || typtypmod FROM pg_type WHERE oid = %u",
+             oid);
     char *row = NULL;
     if (!pgsrc_query_value(s->pg, sql, &row, err))
         return false;
@@ -367,7 +369,8 @@ static bool on_relation(stream *s, const pgo_message *m, ds_error *err)
     bool known = signature_known(s->cs->relations, sig);
     free(sig);
     if (!known)
-        return ds_error_set(err, DS_ERR_RELOAD, "the columns of %s.%s changed", m->rel.nspname, m->rel.relname);
+        return ds_error_set(err, DS_ERR_RELOAD, "the columns of %s.%s changed", m->rel.nspname,
+                            m->rel.relname);
     pgsrc_type *types = calloc(m->rel.ncols ? m->rel.ncols : 1, sizeof *types);
     if (types == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -608,7 +611,8 @@ typedef struct load_ctx {
 static bool write_load_state(duckdb_connection duck, void *arg, ds_error *err)
 {
     load_ctx *ctx = arg;
-    return store_exec(duck, state_ddl, err) && save_state(duck, ctx->src, ctx->lsn, ctx->relations, 0, 0, err);
+    return store_exec(duck, state_ddl, err) &&
+           save_state(duck, ctx->src, ctx->lsn, ctx->relations, 0, 0, err);
 }
 
 /* Drops the slot and creates it again with an exported snapshot, then
@@ -692,12 +696,21 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
     }
     char *target_text = NULL;
     uint64_t target = 0;
-    ok = ok && pgsrc_query_value(&pg, "SELECT pg_current_wal_lsn()::text", &target_text, err);
+    /* The insert position: with synchronous_commit off a commit can be
+     * past the written one (pg_current_wal_lsn) for a moment. */
+    ok = ok && pgsrc_query_value(&pg, "SELECT pg_current_wal_insert_lsn()::text", &target_text, err);
     ok = ok && target_text != NULL && pgo_lsn_parse(target_text, &target);
     free(target_text);
     if (ok) {
-        stream s = {.st = st, .src = src, .opt = &o, .cs = &cs, .pg = &pg, .repl = &repl, .duck = duck,
-                    .applied_lsn = start, .pending_lsn = start};
+        stream s = {.st = st,
+                    .src = src,
+                    .opt = &o,
+                    .cs = &cs,
+                    .pg = &pg,
+                    .repl = &repl,
+                    .duck = duck,
+                    .applied_lsn = start,
+                    .pending_lsn = start};
         s.applier = cdc_applier_new(duck, cs.specs, cs.n);
         ok = s.applier != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         if (o.live)
@@ -761,11 +774,12 @@ void capture_status_add(store *st, const cfg_source *src, const capture_live *li
         if (store_borrow(st, &duck, &err)) {
             char *lit = ds_quote_literal(src->name);
             char *row = NULL;
-            if (lit && store_query_textf(duck, &row, &err,
-                                         "SELECT lsn || ' ' || coalesce(server_lsn, lsn) || ' ' || "
-                                         "coalesce(epoch_us(last_commit_at), 0) FROM _duckstore.capture "
-                                         "WHERE source = %s",
-                                         lit) &&
+            if (lit &&
+                store_query_textf(duck, &row, &err,
+                                  "SELECT lsn || ' ' || coalesce(server_lsn, lsn) || ' ' || "
+                                  "coalesce(epoch_us(last_commit_at), 0) FROM _duckstore.capture "
+                                  "WHERE source = %s",
+                                  lit) &&
                 row != NULL) {
                 char a[32] = "", b[32] = "";
                 long long c = 0;

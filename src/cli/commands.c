@@ -1,6 +1,8 @@
 /* Command implementations for the duckstore CLI: thin wrappers that load
  * the config, open the store and call the sync engine. */
 #include "cli/commands.h"
+
+#include "cdc/capture.h"
 #include "cli/remote.h"
 #include "cli/result.h"
 
@@ -404,7 +406,14 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     if (events)
         jobs_log_sync_start(src, JOBS_TRIGGER_MANUAL, full);
     double t0 = ds_monotonic_s();
-    bool ok = sync_source(st, cfg, src, &opt, &report, &err);
+    bool ok;
+    if (src->capture == CFG_CAPTURE_LOGICAL) {
+        /* Applies the changes up to where PostgreSQL's WAL is now. */
+        capture_options co = {.force_full = full, .cancel = &cancel, .progress = &progress};
+        ok = capture_run(st, cfg, src, &co, &report, &err);
+    } else {
+        ok = sync_source(st, cfg, src, &opt, &report, &err);
+    }
     set_running_cancel(NULL);
     sync_cancel_destroy(&cancel);
     if (live) {
@@ -422,6 +431,12 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     if (!ok) {
         fprintf(stderr, "duckstore: sync failed: %s\n", err.msg);
         return failure_code(&err);
+    }
+    if (src->capture == CFG_CAPTURE_LOGICAL && report.ntables == 0) {
+        printf("%s: logical capture, %lld change(s) applied, %lld %s in %s, %.2f s\n", src->name,
+               (long long)report.rows_added, (long long)report.rows, rows_word(report.rows), src->data_name,
+               report.duration_s);
+        return CLI_EXIT_OK;
     }
     printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,
            report.incremental ? "incremental" : "full", (long long)report.rows, rows_word(report.rows),
@@ -1101,8 +1116,12 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
     if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
-    bool ok = sync_reset_watermarks(s.st, s.src, &err);
-    if (ok)
+    bool logical = s.src->capture == CFG_CAPTURE_LOGICAL;
+    bool ok = logical ? capture_reset(s.st, s.src, &err) : sync_reset_watermarks(s.st, s.src, &err);
+    if (ok && logical)
+        printf("%s: capture position cleared; the next sync drops the slot %s and loads in full\n",
+               s.src->name, s.src->slot_name);
+    else if (ok)
         printf("%s: watermarks cleared; the next sync is a full rebuild\n", s.src->name);
     else
         fprintf(stderr, "duckstore: %s\n", err.msg);
