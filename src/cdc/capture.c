@@ -517,6 +517,10 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
                 ok = commit_batch(s, err);
             break;
         }
+        if (live && atomic_exchange(&live->reload_requested, false)) {
+            ok = ds_error_set(err, DS_ERR_RELOAD, "a full load was asked for");
+            break;
+        }
         bool caught_up = !s->in_xact && (s->applied_lsn >= target || s->server_lsn >= target);
         if (!s->opt->follow && caught_up && !s->duck_open)
             break;
@@ -556,6 +560,9 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
                     s->pending_lsn = s->server_lsn;
                     if (live)
                         atomic_store(&live->confirmed_lsn, s->applied_lsn);
+                    /* Confirmed at once: the server then reports its next
+                     * position as soon as it has one. */
+                    reply = true;
                 }
             }
             if (s->duck_open && !s->in_xact && ev == REPL_TIMEOUT) {
@@ -639,6 +646,8 @@ static bool load(store *st, const cfg_config *cfg, const cfg_source *src, const 
                        .commit_ctx = &ctx};
     bool ok = sync_source(st, cfg, src, &so, report, err);
     free(snapshot);
+    if (ok && opt->loaded != NULL)
+        opt->loaded(opt->loaded_ctx);
     if (!ok) {
         /* A slot nothing reads from would keep WAL: the next run makes a new one. */
         ds_error ignored;
@@ -762,12 +771,13 @@ void capture_status_add(store *st, const cfg_source *src, const capture_live *li
     uint64_t confirmed = 0, server = 0;
     int64_t last_commit_us = 0, idle_since_us = 0;
     bool known = false;
-    if (live != NULL && atomic_load(&live->streaming)) {
+    if (live != NULL) {
+        /* The running stream's (no DuckDB access: callers may hold locks). */
         confirmed = atomic_load(&live->confirmed_lsn);
         server = atomic_load(&live->server_lsn);
         last_commit_us = atomic_load(&live->last_commit_us);
         idle_since_us = atomic_load(&live->idle_since_us);
-        known = true;
+        known = confirmed != 0;
     } else {
         duckdb_connection duck;
         ds_error err;

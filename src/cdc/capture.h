@@ -27,6 +27,7 @@ typedef struct capture_live {
     _Atomic int64_t idle_since_us;  /* when the stream last had nothing to send (Unix µs), 0 while busy */
     _Atomic uint64_t changes;       /* changes applied since the process started */
     _Atomic uint64_t transactions;
+    _Atomic bool reload_requested;  /* set by another thread: drop the slot and load again */
 } capture_live;
 
 typedef struct capture_options {
@@ -37,6 +38,10 @@ typedef struct capture_options {
     sync_cancel *cancel;     /* optional */
     sync_progress *progress; /* optional: the initial load's */
     capture_live *live;      /* optional */
+    /* Optional: called after an initial load committed (the server then
+     * reads the new status while the stream goes on). */
+    void (*loaded)(void *ctx);
+    void *loaded_ctx;
 } capture_options;
 
 /* Runs the source's capture. report is the initial load's when one ran,
@@ -51,8 +56,8 @@ bool capture_run(store *st, const cfg_config *cfg, const cfg_source *src, const 
 bool capture_reset(store *st, const cfg_source *src, ds_error *err);
 
 /* Adds capture, slot, confirmed_lsn, lag_bytes and lag_seconds to a status
- * document, from live (when the capture runs in this process) or the
- * stored state. */
+ * document, from live (the capture running in this process; no DuckDB
+ * access) or, live NULL, the stored state. */
 void capture_status_add(store *st, const cfg_source *src, const capture_live *live, json_t *doc);
 
 #endif
