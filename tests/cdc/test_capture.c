@@ -221,12 +221,57 @@ static void a_changed_table_a_lost_slot_and_a_reset_load_again(void **state)
     tl_env_close(&e);
 }
 
+static void full_identity_tables_and_split_sources_follow_too(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "split", "");
+    /* A dataset table with a primary key, and results without one that
+     * PostgreSQL identifies by the whole row. */
+    tl_pg_exec(e.pg, "CREATE TABLE runs (dataset_id integer PRIMARY KEY, name text)");
+    tl_pg_exec(e.pg, "CREATE TABLE scores (dataset_id integer, metric text, score numeric(6,3))");
+    tl_pg_exec(e.pg, "ALTER TABLE scores REPLICA IDENTITY FULL");
+    tl_pg_exec(e.pg, "INSERT INTO runs SELECT g, 'run ' || g FROM generate_series(1, 50) g");
+    tl_pg_exec(e.pg,
+               "INSERT INTO scores SELECT g %% 50 + 1, 'm' || g, g / 7.0 FROM generate_series(1, 400) g");
+    tl_env_source(&e, "cdc_split",
+                  "  capture: logical\n"
+                  "  dataset_query: SELECT dataset_id, name FROM runs\n"
+                  "  results_query: SELECT dataset_id, metric, score FROM scores WHERE score > 1\n");
+    capture_ok(&e, "cdc_split", false);
+    tl_pg_exec(e.pg, "UPDATE scores SET score = score + 10 WHERE metric IN ('m3', 'm5', 'm7')");
+    tl_pg_exec(e.pg, "DELETE FROM scores WHERE metric IN ('m20', 'm21')");
+    tl_pg_exec(e.pg, "UPDATE scores SET score = NULL WHERE metric = 'm30'");
+    tl_pg_exec(e.pg, "INSERT INTO scores VALUES (7, NULL, 5)");
+    tl_pg_exec(e.pg, "UPDATE runs SET name = 'renamed' WHERE dataset_id = 7");
+    tl_pg_exec(e.pg, "DELETE FROM runs WHERE dataset_id = 8");
+    capture_ok(&e, "cdc_split", false);
+    const char *spec = "dataset_id,metric,score";
+    char *want =
+        tl_pg_checksum(e.pg, "(SELECT dataset_id, metric, score FROM scores WHERE score > 1) AS q", spec);
+    char *got = tl_duck_checksum(e.con, "cdc_split_results", spec);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    want = tl_pg_checksum(e.pg, "runs", "dataset_id,name");
+    got = tl_duck_checksum(e.con, "cdc_split_dataset", "dataset_id,name");
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    /* The view joins them as for a watermark source. */
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_split_data WHERE name = 'renamed'"),
+                     tl_pg_int(e.pg, "SELECT count(*) FROM scores WHERE dataset_id = 7 AND score > 1"));
+    drop_slot(&e, "cdc_split");
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_initial_load_and_the_stream_meet_exactly),
         cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
         cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
+        cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
