@@ -265,6 +265,24 @@ static void full_identity_tables_and_split_sources_follow_too(void **state)
     tl_env_close(&e);
 }
 
+static void a_transaction_larger_than_a_batch_commits_whole(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "big", "cdc_big");
+    capture_ok(&e, "cdc_big", false);
+    /* 250,000 inserts and 50,000 updates in one transaction: applied in
+     * parts inside one DuckDB transaction, committed with its end. */
+    tl_pg_exec(e.pg, "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g, g FROM generate_series(10001, "
+                     "260000) g; UPDATE orders SET status = 'void' WHERE id %% 5 = 0 AND id > 10000; "
+                     "DELETE FROM orders WHERE id %% 7 = 0; COMMIT");
+    sync_report r = capture_ok(&e, "cdc_big", false);
+    assert_true(r.rows_added >= 250000);
+    assert_same(&e, "cdc_big_data");
+    drop_slot(&e, "cdc_big");
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,6 +290,7 @@ int main(void)
         cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
         cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
         cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
+        cmocka_unit_test(a_transaction_larger_than_a_batch_commits_whole),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
