@@ -1385,8 +1385,13 @@ int cli_cmd_drop_slot(const cli_globals *g, int argc, char **argv)
         found = find_slot_at(named->url, named->query_timeout_s, named->slot_name, named->slot_name, &place);
     /* A source removed from the config: its slot is on one of the servers
      * the others read. */
-    for (size_t i = 0; url == NULL && named == NULL && found == 0 && i < cfg.n_sources; i++)
+    bool unreachable = false; /* a server that could not be searched, said on stderr */
+    for (size_t i = 0; url == NULL && named == NULL && found <= 0 && i < cfg.n_sources; i++) {
         found = find_slot_at(cfg.sources[i].url, cfg.sources[i].query_timeout_s, name, derived, &place);
+        unreachable |= found < 0;
+    }
+    if (found == 0 && unreachable)
+        found = -1;
     if (found <= 0) {
         if (found == 0)
             fprintf(stderr,
