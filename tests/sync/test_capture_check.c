@@ -207,12 +207,15 @@ static void test_publications(void **state)
     /* duckstore's own: created with the tables, then set to another list. */
     if (!pub_ensure(&c, "duckstore_s", true, both, 2, &err))
         fail_msg("%s", err.msg);
+    assert_int_equal(
+        tl_pg_int(W.e.pg, "SELECT pubviaroot::int FROM pg_publication WHERE pubname = 'duckstore_s'"), 1);
     char *tables =
         tl_pg_scalar(W.e.pg, "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY tablename) "
                              "FROM pg_publication_tables WHERE pubname = 'duckstore_s'");
     assert_string_equal(tables, "cc.items,cc.other");
     free(tables);
-    tl_pg_exec(W.e.pg, "ALTER PUBLICATION duckstore_s SET (publish = 'insert')");
+    tl_pg_exec(W.e.pg,
+               "ALTER PUBLICATION duckstore_s SET (publish = 'insert', publish_via_partition_root = false)");
     if (!pub_ensure(&c, "duckstore_s", true, both + 1, 1, &err))
         fail_msg("%s", err.msg);
     tables =
@@ -220,10 +223,11 @@ static void test_publications(void **state)
                              "'duckstore_s'");
     assert_string_equal(tables, "other");
     free(tables);
-    assert_int_equal(tl_pg_int(W.e.pg,
-                               "SELECT (pubinsert AND pubupdate AND pubdelete AND pubtruncate)::int FROM "
-                               "pg_publication WHERE pubname = 'duckstore_s'"),
-                     1);
+    assert_int_equal(
+        tl_pg_int(W.e.pg,
+                  "SELECT (pubinsert AND pubupdate AND pubdelete AND pubtruncate AND pubviaroot)::int FROM "
+                  "pg_publication WHERE pubname = 'duckstore_s'"),
+        1);
 
     /* A named one is checked, never changed. */
     assert_false(pub_ensure(&c, "Their Pub", false, both, 2, &err));
