@@ -1173,11 +1173,20 @@ static int check_capture_query(pgsrc_conn *conn, const cfg_source *src, const cf
     ds_error err;
     if (src->capture != CFG_CAPTURE_LOGICAL)
         return CLI_EXIT_OK;
-    if (!capture_describe(conn, src, plan, desc, &tables->t[tables->n], &err)) {
+    capture_table *t = &tables->t[tables->n];
+    if (!capture_describe(conn, src, plan, desc, t, &err)) {
         printf("# %s: %s\n", src->name, err.msg);
         return failure_code(&err);
     }
     tables->n++;
+    printf("# %s: %s reads table %s, whose changes are applied by its %s", src->name, plan->label,
+           t->qualified,
+           t->replident == 'f'   ? "whole row (REPLICA IDENTITY FULL)"
+           : t->replident == 'i' ? "replica identity index"
+                                 : "primary key");
+    for (size_t k = 0; t->replident != 'f' && k < t->nkey; k++)
+        printf("%s%s", k ? ", " : " (", t->key_cols[k]);
+    printf("%s\n", t->replident != 'f' && t->nkey > 0 ? ")" : "");
     return CLI_EXIT_OK;
 }
 

@@ -93,6 +93,9 @@ static void test_check_config(void **state)
     cli_expect(&o, 0, "check-config of a logical source");
     tl_assert_contains(o.out, "  capture: logical\n  # publication: duckstore_s (created by duckstore)\n"
                               "  # replication slot: duckstore_s\n");
+    tl_assert_contains(o.out,
+                       "# s: query reads table \"cc\".\"items\", whose changes are applied by its primary "
+                       "key (id)\n");
     tl_assert_contains(o.out, tl_keepf("# config directory %s: OK\n", W.e.dir));
 
     /* A table without replica identity: exit 2, the line and the fix. */
@@ -109,6 +112,9 @@ static void test_check_config(void **state)
     tl_pg_exec(W.e.pg, "ALTER TABLE nokey REPLICA IDENTITY FULL");
     o = check_config();
     cli_expect(&o, 0, "check-config once the table has REPLICA IDENTITY FULL");
+    tl_assert_contains(o.out,
+                       "# bad: query reads table \"cc\".\"nokey\", whose changes are applied by its whole "
+                       "row (REPLICA IDENTITY FULL)\n");
 
     /* A named publication that lacks the table. */
     tl_pg_exec(W.e.pg, "CREATE PUBLICATION theirs FOR TABLE items");
