@@ -1192,11 +1192,20 @@ static int check_capture_query(pgsrc_conn *conn, const cfg_source *src, const cf
     ds_error err;
     if (src->capture != CFG_CAPTURE_LOGICAL)
         return CLI_EXIT_OK;
-    if (!capture_describe(conn, src, plan, desc, &tables->t[tables->n], &err)) {
+    capture_table *t = &tables->t[tables->n];
+    if (!capture_describe(conn, src, plan, desc, t, &err)) {
         printf("# %s: %s\n", src->name, err.msg);
         return failure_code(&err);
     }
     tables->n++;
+    printf("# %s: %s reads table %s, whose changes are applied by its %s", src->name, plan->label,
+           t->qualified,
+           t->replident == 'f'   ? "whole row (REPLICA IDENTITY FULL)"
+           : t->replident == 'i' ? "replica identity index"
+                                 : "primary key");
+    for (size_t k = 0; t->replident != 'f' && k < t->nkey; k++)
+        printf("%s%s", k ? ", " : " (", t->key_cols[k]);
+    printf("%s\n", t->replident != 'f' && t->nkey > 0 ? ")" : "");
     return CLI_EXIT_OK;
 }
 
@@ -1404,8 +1413,13 @@ int cli_cmd_drop_slot(const cli_globals *g, int argc, char **argv)
         found = find_slot_at(named->url, named->query_timeout_s, named->slot_name, named->slot_name, &place);
     /* A source removed from the config: its slot is on one of the servers
      * the others read. */
-    for (size_t i = 0; url == NULL && named == NULL && found == 0 && i < cfg.n_sources; i++)
+    bool unreachable = false; /* a server that could not be searched, said on stderr */
+    for (size_t i = 0; url == NULL && named == NULL && found <= 0 && i < cfg.n_sources; i++) {
         found = find_slot_at(cfg.sources[i].url, cfg.sources[i].query_timeout_s, name, derived, &place);
+        unreachable |= found < 0;
+    }
+    if (found == 0 && unreachable)
+        found = -1;
     if (found <= 0) {
         if (found == 0)
             fprintf(stderr,

@@ -95,8 +95,13 @@ static bool ensure_owned(pgsrc_conn *c, const char *publication, bool exists, co
     }
     ds_buf_append(&b, exists ? " SET TABLE" : " FOR TABLE");
     append_tables(&b, tables, n);
+    /* A partitioned table's changes then come under its own name, the one
+     * the query reads, not under each partition's (PostgreSQL 13+). */
+    const char *options = PQserverVersion(c->pg) >= 130000 ? "(publish = '" ALL_ACTIONS
+                                                             "', publish_via_partition_root = true)"
+                                                           : "(publish = '" ALL_ACTIONS "')";
     if (!exists)
-        ds_buf_append(&b, " WITH (publish = '" ALL_ACTIONS "')");
+        ds_buf_appendf(&b, " WITH %s", options);
     if (!exec_of(c, &b, err))
         return false;
     if (!exists)
@@ -106,7 +111,7 @@ static bool ensure_owned(pgsrc_conn *c, const char *publication, bool exists, co
         ds_buf_free(&b);
         return false;
     }
-    ds_buf_append(&b, " SET (publish = '" ALL_ACTIONS "')");
+    ds_buf_appendf(&b, " SET %s", options);
     return exec_of(c, &b, err);
 }
 

@@ -29,7 +29,8 @@ bool pub_wal_level(pgsrc_conn *c, char *out, size_t cap, ds_error *err);
 bool pub_can_replicate(pgsrc_conn *c, bool *ok, ds_error *err);
 
 /* Creates the publication FOR TABLE <tables> when missing, or (owned) sets
- * its table list and the four actions; a publication the user named
+ * its table list and the four actions (and publish_via_partition_root,
+ * so a partitioned table's changes come under its own name); a publication the user named
  * (owned false) is never changed: it must exist and publish those tables
  * and insert, update, delete and truncate, otherwise a DS_ERR_CONFIG error
  * names what is missing and the ALTER PUBLICATION that fixes it.

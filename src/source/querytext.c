@@ -23,8 +23,10 @@ static bool ident_char(unsigned char c)
 
 /* Past the closing quote of a run whose opening quote is just before p; a
  * doubled quote stays inside, and so does a backslash-escaped character
- * in an E'' string. */
-static const unsigned char *skip_quoted(const unsigned char *p, unsigned char quote, bool backslash)
+ * in an E'' string. One never closed runs to the end and sets *open (when
+ * not NULL), as do the two skips below. */
+static const unsigned char *skip_quoted(const unsigned char *p, unsigned char quote, bool backslash,
+                                        bool *open)
 {
     while (*p) {
         if (backslash && *p == '\\' && p[1] != '\0') {
@@ -37,12 +39,14 @@ static const unsigned char *skip_quoted(const unsigned char *p, unsigned char qu
             p++;
         }
     }
+    if (open != NULL)
+        *open = true;
     return p;
 }
 
 /* Past a comment starting at p: "--" to the end of the line (\n or \r),
  * or a block comment, which nests. */
-static const unsigned char *skip_comment(const unsigned char *p)
+static const unsigned char *skip_comment(const unsigned char *p, bool *open)
 {
     if (p[0] == '-') {
         while (*p && *p != '\n' && *p != '\r')
@@ -62,6 +66,8 @@ static const unsigned char *skip_comment(const unsigned char *p)
             p++;
         }
     }
+    if (open != NULL)
+        *open = true;
     return p;
 }
 
@@ -77,7 +83,7 @@ static size_t dollar_tag_len(const unsigned char *p)
 }
 
 /* Past the dollar quote whose opening delimiter of len bytes is at p. */
-static const unsigned char *skip_dollar_quoted(const unsigned char *p, size_t len)
+static const unsigned char *skip_dollar_quoted(const unsigned char *p, size_t len, bool *open)
 {
     for (const unsigned char *q = p + len; *q; q++) {
         size_t i = 0;
@@ -88,6 +94,8 @@ static const unsigned char *skip_dollar_quoted(const unsigned char *p, size_t le
     }
     while (*p)
         p++;
+    if (open != NULL)
+        *open = true;
     return p;
 }
 
@@ -112,7 +120,7 @@ const char *pgsrc_top_level_limit(const char *query)
             continue;
         }
         if ((p[0] == '-' && p[1] == '-') || (p[0] == '/' && p[1] == '*')) {
-            p = skip_comment(p);
+            p = skip_comment(p, NULL);
             continue;
         }
         bool as_name = name_next, fetch = after_fetch, limit = after_limit;
@@ -128,7 +136,7 @@ const char *pgsrc_top_level_limit(const char *query)
             return "LIMIT";
         if (len > 0) {
             if (len == 1 && (*word == 'e' || *word == 'E') && *p == '\'') {
-                p = skip_quoted(p + 1, '\'', true);
+                p = skip_quoted(p + 1, '\'', true, NULL);
             } else if (depth == 0 && !as_name) {
                 if (fetch && (is_word(word, len, "FIRST") || is_word(word, len, "NEXT")))
                     return "FETCH";
@@ -142,9 +150,9 @@ const char *pgsrc_top_level_limit(const char *query)
         }
         size_t tag;
         if (*p == '\'' || *p == '"') {
-            p = skip_quoted(p + 1, *p, false);
+            p = skip_quoted(p + 1, *p, false, NULL);
         } else if (*p == '$' && (tag = dollar_tag_len(p)) > 0) {
-            p = skip_dollar_quoted(p, tag);
+            p = skip_dollar_quoted(p, tag, NULL);
         } else if (*p >= '0' && *p <= '9') {
             while (ident_char(*p) || *p == '.')
                 p++;
@@ -173,6 +181,7 @@ typedef struct token {
 typedef struct tokens {
     token *t;
     size_t n, cap;
+    bool open; /* a quote, dollar quote or comment runs to the end */
 } tokens;
 
 static bool push_token(tokens *ts, tk_kind kind, const unsigned char *start, const unsigned char *end,
@@ -207,7 +216,7 @@ static bool tokenize(const char *query, tokens *ts)
             continue;
         }
         if ((p[0] == '-' && p[1] == '-') || (p[0] == '/' && p[1] == '*')) {
-            p = skip_comment(p);
+            p = skip_comment(p, &ts->open);
             continue;
         }
         const unsigned char *start = p;
@@ -215,23 +224,23 @@ static bool tokenize(const char *query, tokens *ts)
         size_t tag;
         if ((p[0] == 'u' || p[0] == 'U') && p[1] == '&' && (p[2] == '\'' || p[2] == '"')) {
             kind = p[2] == '"' ? TK_UIDENT : TK_STRING;
-            p = skip_quoted(p + 3, p[2], false);
+            p = skip_quoted(p + 3, p[2], false, &ts->open);
         } else if (ident_start(*p)) {
             while (ident_char(*p))
                 p++;
             /* E'...', B'...', X'...', N'...': a string with a prefix. */
             if (p - start == 1 && *p == '\'' && strchr("eEbBxXnN", *start) != NULL) {
-                p = skip_quoted(p + 1, '\'', *start == 'e' || *start == 'E');
+                p = skip_quoted(p + 1, '\'', *start == 'e' || *start == 'E', &ts->open);
                 kind = TK_STRING;
             } else {
                 kind = TK_WORD;
             }
         } else if (*p == '\'' || *p == '"') {
             kind = *p == '"' ? TK_QIDENT : TK_STRING;
-            p = skip_quoted(p + 1, *p, false);
+            p = skip_quoted(p + 1, *p, false, &ts->open);
         } else if (*p == '$' && (tag = dollar_tag_len(p)) > 0) {
             kind = TK_STRING;
-            p = skip_dollar_quoted(p, tag);
+            p = skip_dollar_quoted(p, tag, &ts->open);
         } else if (*p == '$' && p[1] >= '0' && p[1] <= '9') {
             kind = TK_PARAM;
             for (p++; *p >= '0' && *p <= '9'; p++) {
@@ -543,7 +552,8 @@ bool qt_parse_single_table(const char *query, qt_single_table *out, char *why, s
         /* Semicolons that end the query (as pasted from psql) are not part of it. */
         while (ts.n > 0 && tk_op(&ts.t[ts.n - 1], ';'))
             ts.n--;
-        ok = parse_single(ts.t, ts.n, out, why, why_cap);
+        ok = ts.open ? say(why, why_cap, "a quote, dollar quote or comment is not closed")
+                     : parse_single(ts.t, ts.n, out, why, why_cap);
     }
     free(ts.t);
     if (!ok)

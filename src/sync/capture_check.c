@@ -177,7 +177,11 @@ static bool replica_identity_columns(pgsrc_conn *c, capture_table *out, ds_error
         return false;
     size_t n = (size_t)PQntuples(res);
     out->key_cols = calloc(n ? n : 1, sizeof *out->key_cols);
-    bool ok = out->key_cols != NULL || nomem(err);
+    if (out->key_cols == NULL) {
+        PQclear(res);
+        return nomem(err);
+    }
+    bool ok = true;
     for (size_t i = 0; ok && i < n; i++) {
         ok = (out->key_cols[i] = strdup(PQgetvalue(res, (int)i, 0))) != NULL || nomem(err);
         out->nkey = ok ? i + 1 : i;
