@@ -141,6 +141,7 @@ static void an_invalidated_slot_loads_again_and_a_restart_loses_nothing(void **s
     e.con = tl_store_connect(e.st);
     assert_same(&e);
     tl_env_close(&e);
+    tl_free_kept();
 }
 
 int main(void)
