@@ -129,6 +129,30 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     assert_true(tl_metric(metrics, "duckstore_capture_confirmed_lsn{source=\"cdc_live\"}") > 0);
     free(metrics);
 
+    /* Idle: WAL of tables it does not read does not stay held for it. */
+    tl_pg_exec(e.pg, "CREATE TABLE other (x int)");
+    tl_pg_exec(e.pg, "INSERT INTO other SELECT generate_series(1, 10000)");
+    char *written = tl_pg_scalar(e.pg, "SELECT pg_current_wal_insert_lsn()::text");
+    bool advanced = false;
+    for (double t0 = tl_now_ms(); !advanced && tl_now_ms() - t0 < 60000; tl_sleep_ms(100)) {
+        char *ok = tl_pg_scalar(e.pg,
+                                "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM pg_replication_slots WHERE "
+                                "slot_name = 'duckstore_cdc_live'",
+                                written);
+        advanced = ok != NULL && strcmp(ok, "t") == 0;
+        free(ok);
+    }
+    free(written);
+    assert_true(advanced);
+
+    /* ?full=true reloads a streaming source from a new slot. */
+    json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/cdc_live?full=true", NULL, 202, NULL));
+    tl_pg_exec(e.pg, "INSERT INTO orders VALUES (434343, 'after reload', 'x', 1)");
+    wait_count(&srv, "id = 434343", 1, 60);
+    char *log = tl_read_file(log_path);
+    tl_assert_contains(log, "a full load was asked for");
+    free(log);
+
     /* SIGKILL at 20 moments while a backlog is applied. */
     int next_id = 2000;
     unsigned seed = 7;
