@@ -778,9 +778,10 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
         if (t->spec->where)
             ds_buf_appendf(&b, " WHERE (%s\n)", t->spec->where);
         if (!exec_buf(a->duck, &b, err)) {
-            ds_error_prefix(err, "DuckDB cannot evaluate the query's select list or WHERE on the changed rows "
-                                 "(logical capture evaluates them in DuckDB; use expressions both databases "
-                                 "read alike): ");
+            ds_error_prefix(err,
+                            "DuckDB cannot evaluate the query's select list or WHERE on the changed rows "
+                            "(logical capture evaluates them in DuckDB; use expressions both databases "
+                            "read alike): ");
             return false;
         }
     }

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 
 #include "cdc/apply.h"
+#include "cdc/spool.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -318,6 +319,11 @@ typedef struct stream {
     uint64_t server_lsn;
     double last_feedback;
     uint64_t changes;
+    /* Protocol 2: the transaction whose changes a Stream Start ...
+     * Stream Stop block carries (0 outside one), and what is kept of
+     * every streamed transaction until it commits. */
+    uint32_t stream_xid;
+    cdc_spool *spool;
 } stream;
 
 static int target_of(const stream *s, uint32_t relid)
@@ -434,13 +440,55 @@ static bool commit_batch(stream *s, ds_error *err)
     return send_feedback(s, s->applied_lsn, false, err);
 }
 
+/* An Insert, Update, Delete or Truncate of a committed transaction. */
+static bool on_change(stream *s, const pgo_message *m, ds_error *err)
+{
+    int t;
+    bool ok = true;
+    if (m->kind == PGO_TRUNCATE) {
+        for (uint32_t r = 0; ok && r < m->nrelids; r++)
+            if ((t = target_of(s, m->relids[r])) >= 0) {
+                ok = cdc_applier_truncate(s->applier, (size_t)t, err);
+                s->changes++;
+            }
+        return ok;
+    }
+    if ((t = target_of(s, m->relid)) < 0)
+        return true; /* another table of a shared publication */
+    ok = cdc_applier_change(s->applier, (size_t)t, m, err);
+    s->changes++;
+    if (ok && (cdc_applier_pending(s->applier) >= BATCH_MAX_CHANGES ||
+               cdc_applier_pending_bytes(s->applier) >= BATCH_MAX_BYTES))
+        ok = cdc_applier_flush(s->applier, err);
+    return ok;
+}
+
+/* One kept message of a streamed transaction, at its commit. */
+static bool replay_change(void *ctx, const char *msg, size_t len, ds_error *err)
+{
+    stream *s = ctx;
+    pgo_parser p = {.in_stream = true};
+    pgo_message m;
+    if (!pgo_parse(&p, msg, len, &m, err))
+        return false;
+    bool ok = on_change(s, &m, err);
+    pgo_message_clear(&m);
+    return ok;
+}
+
+static void commit_seen(stream *s, const pgo_message *m)
+{
+    s->pending_lsn = m->end_lsn;
+    s->pending_commit_us = m->time_us + PG_EPOCH_UNIX_US;
+    s->batch_xacts++;
+}
+
 static bool on_message(stream *s, const char *payload, size_t len, ds_error *err)
 {
     pgo_message m;
     if (!pgo_parse(&s->parser, payload, len, &m, err))
         return false;
     bool ok = true;
-    int t;
     switch (m.kind) {
     case PGO_BEGIN:
         s->in_xact = true;
@@ -452,11 +500,8 @@ static bool on_message(stream *s, const char *payload, size_t len, ds_error *err
         break;
     case PGO_COMMIT:
         s->in_xact = false;
-        if (!s->skip_xact) {
-            s->pending_lsn = m.end_lsn;
-            s->pending_commit_us = m.time_us + PG_EPOCH_UNIX_US;
-            s->batch_xacts++;
-        }
+        if (!s->skip_xact)
+            commit_seen(s, &m);
         s->skip_xact = false;
         break;
     case PGO_RELATION:
@@ -465,27 +510,31 @@ static bool on_message(stream *s, const char *payload, size_t len, ds_error *err
     case PGO_INSERT:
     case PGO_UPDATE:
     case PGO_DELETE:
-        t = target_of(s, m.relid);
-        if (s->skip_xact || t < 0)
-            break;
-        ok = cdc_applier_change(s->applier, (size_t)t, &m, err);
-        s->changes++;
-        if (ok && (cdc_applier_pending(s->applier) >= BATCH_MAX_CHANGES ||
-                   cdc_applier_pending_bytes(s->applier) >= BATCH_MAX_BYTES))
-            ok = cdc_applier_flush(s->applier, err);
-        break;
     case PGO_TRUNCATE:
-        for (uint32_t r = 0; ok && !s->skip_xact && r < m.nrelids; r++)
-            if ((t = target_of(s, m.relids[r])) >= 0) {
-                ok = cdc_applier_truncate(s->applier, (size_t)t, err);
-                s->changes++;
-            }
+        if (s->stream_xid != 0)
+            ok = cdc_spool_add(s->spool, s->stream_xid, m.xid ? m.xid : s->stream_xid, payload, len, err);
+        else if (!s->skip_xact)
+            ok = on_change(s, &m, err);
         break;
     case PGO_STREAM_START:
+        s->stream_xid = m.xid;
+        break;
     case PGO_STREAM_STOP:
-    case PGO_STREAM_COMMIT:
+        s->stream_xid = 0;
+        break;
     case PGO_STREAM_ABORT:
-        ok = ds_error_set(err, DS_ERR_SOURCE, "a streamed transaction arrived on a protocol 1 stream");
+        ok = cdc_spool_abort(s->spool, m.xid, m.subxid, err);
+        break;
+    case PGO_STREAM_COMMIT:
+        /* The transaction commits here, in commit order: its kept changes
+         * go into the batch (or away, when applied before a crash). */
+        if (m.commit_lsn < s->applied_lsn) {
+            ok = cdc_spool_abort(s->spool, m.xid, m.xid, err);
+            break;
+        }
+        ok = begin_duck(s, err) && cdc_spool_replay(s->spool, m.xid, replay_change, s, err);
+        if (ok)
+            commit_seen(s, &m);
         break;
     default:
         break; /* Origin, Type, Message */
@@ -503,7 +552,7 @@ static bool cancelled(const stream *s)
  * caught up with target (the WAL position when the run started). */
 static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error *err)
 {
-    if (!repl_start(s->repl, s->src->slot_name, s->src->publication_name, start, 1, err))
+    if (!repl_start(s->repl, s->src->slot_name, s->src->publication_name, start, 2, err))
         return false;
     capture_live *live = s->opt->live;
     if (live)
@@ -552,7 +601,7 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
             /* Nothing in flight: everything up to the server's position is
              * applied or of no concern, so the slot may move there and
              * PostgreSQL need not keep that WAL for duckstore. */
-            if (!s->in_xact && !s->duck_open) {
+            if (!s->in_xact && !s->duck_open && s->stream_xid == 0) {
                 if (live && atomic_load(&live->idle_since_us) == 0)
                     atomic_store(&live->idle_since_us, now_unix_us());
                 if (s->server_lsn > s->applied_lsn && ev == REPL_KEEPALIVE) {
@@ -722,6 +771,7 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
                     .pending_lsn = start};
         s.applier = cdc_applier_new(duck, cs.specs, cs.n);
         ok = s.applier != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        ok = ok && (s.spool = cdc_spool_new(st, err)) != NULL;
         if (o.live)
             atomic_store(&o.live->confirmed_lsn, start);
         if (ok) {
@@ -729,6 +779,7 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
             report->rows_added += (int64_t)cdc_applier_applied(s.applier);
         }
         cdc_applier_free(s.applier);
+        cdc_spool_free(s.spool);
         /* A failed batch may leave the file ahead of what DuckDB holds. */
         if (!ok && err->code == DS_ERR_STORE)
             store_mark_suspect(st);

@@ -270,15 +270,29 @@ static void a_transaction_larger_than_a_batch_commits_whole(void **state)
     (void)state;
     tl_env e;
     open_source(&e, "big", "cdc_big");
+    /* A small logical_decoding_work_mem for duckstore's walsender: its
+     * large transactions are streamed before they commit (protocol 2). */
+    snprintf(e.url, sizeof e.url, "%s options='-c search_path=big -c logical_decoding_work_mem=64kB'",
+             g_conninfo);
+    tl_env_source(&e, "cdc_big", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
     capture_ok(&e, "cdc_big", false);
-    /* 250,000 inserts and 50,000 updates in one transaction: applied in
-     * parts inside one DuckDB transaction, committed with its end. */
-    tl_pg_exec(e.pg, "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g, g FROM generate_series(10001, "
-                     "260000) g; UPDATE orders SET status = 'void' WHERE id %% 5 = 0 AND id > 10000; "
-                     "DELETE FROM orders WHERE id %% 7 = 0; COMMIT");
+    /* 250,000 inserts, 50,000 updates and deletes in one transaction:
+     * applied in parts inside one DuckDB transaction, committed with its
+     * end; a subtransaction rolled back and a whole transaction rolled back
+     * after PostgreSQL streamed them leave nothing. */
+    tl_pg_exec(
+        e.pg, "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g, g FROM generate_series(10001, "
+              "260000) g; SAVEPOINT s; INSERT INTO orders SELECT g, 'undone', 'u', g FROM "
+              "generate_series(300001, 340000) g; ROLLBACK TO SAVEPOINT s; UPDATE orders SET status = 'void' "
+              "WHERE id %% 5 = 0 AND id > 10000; DELETE FROM orders WHERE id %% 7 = 0; COMMIT");
+    tl_pg_exec(e.pg,
+               "BEGIN; INSERT INTO orders SELECT g, 'aborted', 'a', g FROM generate_series(400001, 450000) "
+               "g; ROLLBACK");
     sync_report r = capture_ok(&e, "cdc_big", false);
     assert_true(r.rows_added >= 250000);
     assert_same(&e, "cdc_big_data");
+    assert_true(tl_pg_int(e.pg, "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = "
+                                "'duckstore_cdc_big'") >= 2);
     drop_slot(&e, "cdc_big");
     tl_env_close(&e);
 }
