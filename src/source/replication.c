@@ -220,6 +220,33 @@ bool repl_create_slot(repl_conn *c, const char *slot, uint64_t *consistent_lsn, 
     return ok;
 }
 
+bool repl_drop_slot(repl_conn *c, const char *slot, ds_error *err)
+{
+    if (!check_slot_name(slot, err))
+        return false;
+    if (c->streaming)
+        return ds_error_set(err, DS_ERR_SOURCE, "cannot drop a slot while the connection streams");
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "DROP_REPLICATION_SLOT ");
+    ds_buf_append_ident(&sql, slot);
+    const char *text = ds_buf_str(&sql);
+    PGresult *res = text ? run_command(c, text, "while dropping a replication slot", err) : NULL;
+    if (text == NULL)
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
+    if (res == NULL)
+        return false;
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) {
+        pgsrc_conn pc = as_pgsrc(c);
+        pgsrc_result_error(&pc, res, err);
+        ds_error_prefix(err, "cannot drop the replication slot \"%s\": ", slot);
+    }
+    PQclear(res);
+    return ok;
+}
+
 bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_t start, int proto_version,
                 ds_error *err)
 {
