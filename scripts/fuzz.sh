@@ -29,7 +29,7 @@ declare -A max_len=([copy_decoder]=32768 [config]=8192 [sql]=4096 [pgwire]=16384
 # after it closed its database.
 declare -A flags=([copy_decoder]= [config]= [sql]=-detect_leaks=0 [pgwire]= [pgoutput]=)
 # Inputs per second each target reaches on a 2-core machine under sanitizers.
-declare -A rate=([copy_decoder]=20000 [config]=3500 [sql]=8 [pgwire]=10000 [pgoutput]=20000)
+declare -A rate=([copy_decoder]=20000 [config]=3500 [sql]=8 [pgwire]=10000 [pgoutput]=15000)
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:symbolize=1"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"

@@ -289,8 +289,21 @@ bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_
         ds_error_prefix(err, "cannot start replication from slot \"%s\": ", slot);
     }
     PQclear(res);
+    /* Non-blocking while streaming, so that no send waits past the
+     * bounds of flush_bounded and send_copy. */
+    if (ok && PQsetnonblocking(c->pg, 1) != 0) {
+        const char *msg = PQerrorMessage(c->pg);
+        ds_error_set(err, DS_ERR_SOURCE, "cannot stream from PostgreSQL: %.*s", first_line_len(msg), msg);
+        ok = false;
+    }
     c->streaming = ok;
     return ok;
+}
+
+static void end_streaming(repl_conn *c)
+{
+    c->streaming = false;
+    PQsetnonblocking(c->pg, 0);
 }
 
 /* Waits for the socket (POLLIN or POLLOUT) until deadline (monotonic
@@ -302,14 +315,15 @@ static int wait_socket(repl_conn *c, short events, double deadline)
         return -1;
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
+        /* Once at least, so that what already arrived is seen. */
         double left = deadline - ds_monotonic_s();
-        if (left <= 0)
-            return 0;
-        int r = poll(&p, 1, (int)(left * 1000.0) + 1);
+        int r = poll(&p, 1, left > 0 ? (int)(left * 1000.0) + 1 : 0);
         if (r > 0)
             return 1;
         if (r < 0 && errno != EINTR)
             return -1;
+        if (r == 0 && ds_monotonic_s() >= deadline)
+            return 0;
     }
 }
 
@@ -317,7 +331,7 @@ static int wait_socket(repl_conn *c, short events, double deadline)
  * final result. */
 static repl_event stream_end(repl_conn *c, ds_error *err)
 {
-    c->streaming = false;
+    end_streaming(c);
     pgsrc_conn pc = as_pgsrc(c);
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL) {
@@ -331,9 +345,6 @@ static repl_event stream_end(repl_conn *c, ds_error *err)
     else
         ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL ended the replication stream");
     PQclear(res);
-    /* Whatever follows (the command's completion) is read and dropped. */
-    while ((res = PQgetResult(c->pg)) != NULL)
-        PQclear(res);
     return REPL_END;
 }
 
@@ -427,6 +438,30 @@ static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
                         msg);
 }
 
+/* Queues a CopyData message (data) or the CopyDone (data NULL) and sends
+ * it, within the silence bound. */
+static bool send_copy(repl_conn *c, const char *data, int len, const char *what, ds_error *err)
+{
+    double deadline = ds_monotonic_s() + c->silence_s;
+    for (;;) {
+        int r = data ? PQputCopyData(c->pg, data, len) : PQputCopyEnd(c->pg, NULL);
+        if (r == 1)
+            return flush_bounded(c, what, err);
+        if (r < 0)
+            break;
+        /* Non-blocking and libpq's buffer is full: let it drain. */
+        int ready = wait_socket(c, POLLOUT, deadline);
+        if (ready == 0) {
+            shutdown(PQsocket(c->pg), SHUT_RDWR);
+            return silence_error(c, what, err);
+        }
+        if (ready < 0 || PQflush(c->pg) < 0)
+            break;
+    }
+    const char *e = PQerrorMessage(c->pg);
+    return ds_error_set(err, DS_ERR_SOURCE, "cannot send %s to PostgreSQL: %.*s", what, first_line_len(e), e);
+}
+
 bool repl_send_feedback(repl_conn *c, uint64_t flushed, bool reply_requested, ds_error *err)
 {
     if (!c->streaming)
@@ -443,12 +478,7 @@ bool repl_send_feedback(repl_conn *c, uint64_t flushed, bool reply_requested, ds
     put_u64(msg + 17, flushed);
     put_u64(msg + 25, (uint64_t)now_us);
     msg[33] = reply_requested ? 1 : 0;
-    if (PQputCopyData(c->pg, msg, (int)sizeof msg) != 1) {
-        const char *e = PQerrorMessage(c->pg);
-        return ds_error_set(err, DS_ERR_SOURCE, "cannot send a standby status update to PostgreSQL: %.*s",
-                            first_line_len(e), e);
-    }
-    return flush_bounded(c, "a standby status update", err);
+    return send_copy(c, msg, (int)sizeof msg, "a standby status update", err);
 }
 
 bool repl_stop(repl_conn *c, ds_error *err)
@@ -459,14 +489,8 @@ bool repl_stop(repl_conn *c, ds_error *err)
     }
     if (!c->streaming)
         return true;
-    if (PQputCopyEnd(c->pg, NULL) != 1) {
-        const char *e = PQerrorMessage(c->pg);
-        c->streaming = false;
-        return ds_error_set(err, DS_ERR_SOURCE, "cannot end the replication stream: %.*s", first_line_len(e),
-                            e);
-    }
-    if (!flush_bounded(c, "the end of the replication stream", err)) {
-        c->streaming = false;
+    if (!send_copy(c, NULL, 0, "the end of the replication stream", err)) {
+        end_streaming(c);
         return false;
     }
     /* The server may still send what it had queued before its own
@@ -477,30 +501,32 @@ bool repl_stop(repl_conn *c, ds_error *err)
         int n = PQgetCopyData(c->pg, &buf, 1);
         if (buf != NULL)
             PQfreemem(buf);
-        if (n > 0)
+        if (n > 0) {
+            deadline = ds_monotonic_s() + c->silence_s;
             continue;
+        }
         if (n == -1)
             break;
         if (n == -2) {
             const char *e = PQerrorMessage(c->pg);
-            c->streaming = false;
+            end_streaming(c);
             return ds_error_set(err, DS_ERR_SOURCE, "the replication stream broke while ending: %.*s",
                                 first_line_len(e), e);
         }
         int ready = wait_socket(c, POLLIN, deadline);
         if (ready == 0) {
-            c->streaming = false;
+            end_streaming(c);
             shutdown(PQsocket(c->pg), SHUT_RDWR);
             return silence_error(c, "while ending the stream", err);
         }
         if (ready < 0 || !PQconsumeInput(c->pg)) {
             const char *e = PQerrorMessage(c->pg);
-            c->streaming = false;
+            end_streaming(c);
             return ds_error_set(err, DS_ERR_SOURCE, "the replication stream broke while ending: %.*s",
                                 first_line_len(e), e);
         }
     }
-    c->streaming = false;
+    end_streaming(c);
     pgsrc_conn pc = as_pgsrc(c);
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL)

@@ -273,8 +273,25 @@ static void test_restart_from_confirmed(void **state)
     memset(&p, 0, sizeof p);
     read_transaction(&c, &p, ids, sizeof ids, &end_lsn);
     assert_string_equal(ids, "11");
-    repl_disconnect(&c); /* without repl_stop: the server ends the walsender */
+
+    /* A zero wait returns what has arrived, without waiting. */
+    tl_pg_exec(g_pg, "INSERT INTO t VALUES (12, 'z')");
+    const char *payload;
+    size_t len;
+    uint64_t at;
+    bool reply;
+    repl_event ev;
     double deadline = ds_monotonic_s() + 30;
+    while ((ev = repl_next(&c, 0, &payload, &len, &at, &reply, &err)) != REPL_DATA) {
+        if (ev != REPL_TIMEOUT && ev != REPL_KEEPALIVE)
+            fail_msg("repl_next: event %d: %s", (int)ev, err.msg);
+        if (ds_monotonic_s() > deadline)
+            fail_msg("a zero wait never returned the committed insert");
+        usleep(10000);
+    }
+    assert_int_equal(payload[0], PGO_BEGIN);
+    repl_disconnect(&c); /* without repl_stop: the server ends the walsender */
+    deadline = ds_monotonic_s() + 30;
     while (tl_pg_int(g_pg, "SELECT active::int FROM pg_replication_slots WHERE slot_name = '%s'", slot) !=
            0) {
         if (ds_monotonic_s() > deadline)
