@@ -351,6 +351,81 @@ static void test_names_and_server_errors(void **state)
     drop_slot(slot);
 }
 
+/* A walsender ended by the server (pg_terminate_backend) ends the stream
+ * with PostgreSQL's message, not a hang. */
+static void test_terminated_walsender(void **state)
+{
+    (void)state;
+    const char *slot = slot_name("term");
+    repl_conn c;
+    repl_connect_ok(&c);
+    uint64_t lsn;
+    char *snapshot;
+    ds_error err = {0};
+    if (!repl_create_slot(&c, slot, &lsn, &snapshot, &err) ||
+        !repl_start(&c, slot, PUBLICATION, lsn, 1, &err))
+        fail_msg("%s", err.msg);
+    free(snapshot);
+    int pid = PQbackendPID(c.pg);
+    assert_int_equal(tl_pg_int(g_pg, "SELECT pg_terminate_backend(%d)::int", pid), 1);
+    const char *payload;
+    size_t len;
+    uint64_t at;
+    bool reply;
+    repl_event ev;
+    double deadline = ds_monotonic_s() + 30;
+    do
+        ev = repl_next(&c, 1.0, &payload, &len, &at, &reply, &err);
+    while ((ev == REPL_TIMEOUT || ev == REPL_KEEPALIVE) && ds_monotonic_s() < deadline);
+    assert_true(ev == REPL_END || ev == REPL_ERROR);
+    tl_assert_contains(err.msg, "terminating connection due to administrator command");
+    assert_false(c.streaming);
+    repl_disconnect(&c);
+    deadline = ds_monotonic_s() + 30;
+    while (tl_pg_int(g_pg, "SELECT active::int FROM pg_replication_slots WHERE slot_name = '%s'", slot) !=
+           0) {
+        if (ds_monotonic_s() > deadline)
+            fail_msg("the slot stayed active 30 s after its walsender was terminated");
+        usleep(20000);
+    }
+    drop_slot(slot);
+}
+
+/* Creating a slot waits for the transactions running at that moment:
+ * with one left open the wait ends at the connection's bound, with a
+ * message that says why, and no slot is left behind. */
+static void test_slot_wait_is_bounded(void **state)
+{
+    (void)state;
+    const char *slot = slot_name("bound");
+    PGconn *open_tx = tl_pg_connect(g_conninfo);
+    tl_pg_exec(open_tx, "CREATE TABLE IF NOT EXISTS t (id int4 PRIMARY KEY, v text)");
+    tl_pg_exec(open_tx, "BEGIN; INSERT INTO t VALUES (900, 'open')");
+    repl_conn c;
+    ds_error err = {0};
+    if (!repl_connect(g_conninfo, 1.0, &c, &err))
+        fail_msg("repl_connect: %s", err.msg);
+    uint64_t lsn;
+    char *snapshot;
+    double t0 = ds_monotonic_s();
+    assert_false(repl_create_slot(&c, slot, &lsn, &snapshot, &err));
+    double took = ds_monotonic_s() - t0;
+    assert_true(took >= 0.9 && took < 10);
+    assert_null(snapshot);
+    tl_assert_contains(err.msg, "PostgreSQL sent nothing for 1 s while creating a replication slot");
+    tl_assert_contains(err.msg, "transactions running when it was asked to end");
+    repl_disconnect(&c);
+    tl_pg_exec(open_tx, "ROLLBACK");
+    PQfinish(open_tx);
+    /* The server drops the half-made slot when its walsender goes. */
+    double deadline = ds_monotonic_s() + 30;
+    while (tl_pg_int(g_pg, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s'", slot) != 0) {
+        if (ds_monotonic_s() > deadline)
+            fail_msg("the slot of a given-up CREATE_REPLICATION_SLOT still exists after 30 s");
+        usleep(20000);
+    }
+}
+
 /* The harness's password and port, from its conninfo. */
 static void harness_params(char *password, size_t pcap, char *port, size_t portcap)
 {
@@ -465,6 +540,8 @@ int main(void)
         cmocka_unit_test(test_slot_snapshot_stream_feedback),
         cmocka_unit_test(test_restart_from_confirmed),
         cmocka_unit_test(test_names_and_server_errors),
+        cmocka_unit_test(test_terminated_walsender),
+        cmocka_unit_test(test_slot_wait_is_bounded),
         cmocka_unit_test(test_refusals_never_show_the_password),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
