@@ -96,9 +96,13 @@ static const char *connect_hint(const char *msg)
         strstr(msg, "REPLICATION attribute") != NULL)
         return "; logical capture needs a role with the REPLICATION attribute: ALTER ROLE <role> REPLICATION "
                "(or use a role that has it)";
-    if (strstr(msg, "pg_hba.conf") != NULL && strstr(msg, "replication") != NULL)
-        return "; replication connections match only pg_hba.conf lines whose database is \"replication\": "
-               "add one (host replication <role> <address> scram-sha-256) and reload PostgreSQL";
+    /* PostgreSQL matches a logical replication connection against the
+     * lines of its database, like a normal one; the "replication" keyword
+     * is for physical replication only, and a common wrong fix. */
+    if (strstr(msg, "pg_hba.conf") != NULL)
+        return "; a logical replication connection matches the pg_hba.conf lines of its database like any "
+               "other (lines for \"replication\" apply to physical replication only): allow this role and "
+               "database there and reload PostgreSQL";
     return "";
 }
 

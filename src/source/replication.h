@@ -24,7 +24,9 @@ typedef struct repl_conn {
  * session settings: application_name, client_encoding UTF8, keepalives,
  * connect_timeout). An error never contains the password; a role without
  * the REPLICATION attribute or an hba rule that refuses replication
- * connections gets a message that names the fix. */
+ * connections gets a message that names the fix (PostgreSQL matches a
+ * logical replication connection against its database's pg_hba.conf lines,
+ * not the "replication" keyword's). timeout_s becomes silence_s. */
 bool repl_connect(const char *url, double timeout_s, repl_conn *out, ds_error *err);
 void repl_disconnect(repl_conn *c);
 

@@ -503,6 +503,53 @@ static void test_refusals_never_show_the_password(void **state)
     free(db);
 }
 
+/* A pg_hba.conf line that refuses the role on the database (PostgreSQL
+ * matches logical replication connections like normal ones, not with the
+ * "replication" keyword) gets a message naming the fix. */
+static void test_hba_refusal_names_the_fix(void **state)
+{
+    (void)state;
+    const char *data = getenv("DUCKSTORE_TEST_PG_DATA");
+    if (data == NULL)
+        fail_msg("DUCKSTORE_TEST_PG_DATA is not set: run under scripts/with-test-pg.sh");
+    char role[64], path[1024], url[1024];
+    snprintf(role, sizeof role, "ds_nohba_%d", (int)getpid());
+    snprintf(path, sizeof path, "%s/pg_hba.conf", data);
+    char *saved = tl_pg_scalar(g_pg, "SELECT pg_read_file('%s')", path);
+    assert_non_null(saved);
+    tl_pg_exec(g_pg, "CREATE ROLE %s LOGIN REPLICATION PASSWORD 'nohba-pw-1'", role);
+    char port[16] = "", password[256] = "";
+    harness_params(password, sizeof password, port, sizeof port);
+    char *db = tl_pg_scalar(g_pg, "SELECT current_database()");
+    char *rules = tl_keepf("host %s %s 127.0.0.1/32 reject\n%s", db, role, saved);
+    tl_write_file(path, rules);
+    tl_pg_exec(g_pg, "SELECT pg_reload_conf()");
+    snprintf(url, sizeof url, "host=127.0.0.1 port=%s user=%s password=nohba-pw-1 dbname=%s", port, role, db);
+    /* The reload is asynchronous: poll until the rule is in force. */
+    repl_conn c;
+    ds_error err = {0};
+    double deadline = ds_monotonic_s() + 30;
+    while (repl_connect(url, 60, &c, &err)) {
+        repl_disconnect(&c);
+        if (ds_monotonic_s() > deadline)
+            fail_msg("the pg_hba.conf rule was not in force 30 s after the reload");
+        usleep(50000);
+    }
+    tl_write_file(path, saved);
+    tl_pg_exec(g_pg, "SELECT pg_reload_conf()");
+    tl_assert_contains(err.msg,
+                       "cannot open a replication connection to PostgreSQL: connection to server at ");
+    tl_assert_contains(err.msg, "pg_hba.conf rejects connection for host \"127.0.0.1\"");
+    tl_assert_contains(err.msg,
+                       "(lines for \"replication\" apply to physical replication only): allow this role "
+                       "and database there and reload PostgreSQL");
+    assert_null(strstr(err.msg, "nohba-pw-1"));
+    tl_pg_exec(g_pg, "DROP ROLE %s", role);
+    free(saved);
+    free(db);
+    tl_free_kept();
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -543,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_terminated_walsender),
         cmocka_unit_test(test_slot_wait_is_bounded),
         cmocka_unit_test(test_refusals_never_show_the_password),
+        cmocka_unit_test(test_hba_refusal_names_the_fix),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
