@@ -56,13 +56,15 @@ static pgsrc_conn as_pgsrc(const repl_conn *c)
     return pc;
 }
 
-static bool silence_error(const repl_conn *c, const char *what, ds_error *err)
+/* The silence bound was hit (the socket is shut down by then). cause says
+ * what the server may be waiting for, or NULL for a hung server. */
+static bool silence_error(const repl_conn *c, const char *what, const char *cause, ds_error *err)
 {
     return ds_error_set(
         err, DS_ERR_SOURCE,
-        "PostgreSQL sent nothing for %g s %s on the replication connection: the server or the "
-        "network path to it hangs; the connection was closed",
-        c->silence_s, what);
+        "PostgreSQL sent nothing for %g s %s on the replication connection: %s; the connection "
+        "was closed",
+        c->silence_s, what, cause ? cause : "the server or the network path to it hangs");
 }
 
 /* Copies libpq's message with the text inside each pair of double quotes
@@ -152,7 +154,8 @@ void repl_disconnect(repl_conn *c)
 
 /* Runs a replication command within the silence bound; its result (the
  * caller checks the status and PQclear()s it) or NULL with err set. */
-static PGresult *run_command(repl_conn *c, const char *sql, const char *what, ds_error *err)
+static PGresult *run_command(repl_conn *c, const char *sql, const char *what, const char *cause,
+                             ds_error *err)
 {
     pgsrc_conn pc = as_pgsrc(c);
     if (!PQsendQuery(c->pg, sql)) {
@@ -161,7 +164,7 @@ static PGresult *run_command(repl_conn *c, const char *sql, const char *what, ds
     }
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL && pc.hung)
-        silence_error(c, what, err);
+        silence_error(c, what, cause, err);
     return res;
 }
 
@@ -199,9 +202,9 @@ bool repl_create_slot(repl_conn *c, const char *slot, uint64_t *consistent_lsn, 
     }
     /* The server waits for the transactions running now to end before it
      * answers. */
-    PGresult *res = run_command(c, text,
-                                "while creating a replication slot (it waits for the transactions "
-                                "running when it was asked to end)",
+    PGresult *res = run_command(c, text, "while creating a replication slot",
+                                "the server waits for every transaction that was running when the slot was "
+                                "asked for to end (or it hangs): end long transactions, or raise the timeout",
                                 err);
     ds_buf_free(&sql);
     if (res == NULL)
@@ -234,7 +237,7 @@ bool repl_drop_slot(repl_conn *c, const char *slot, ds_error *err)
     ds_buf_append(&sql, "DROP_REPLICATION_SLOT ");
     ds_buf_append_ident(&sql, slot);
     const char *text = ds_buf_str(&sql);
-    PGresult *res = text ? run_command(c, text, "while dropping a replication slot", err) : NULL;
+    PGresult *res = text ? run_command(c, text, "while dropping a replication slot", NULL, err) : NULL;
     if (text == NULL)
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&sql);
@@ -279,7 +282,7 @@ bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_
         ds_buf_append(&sql, ", streaming 'on'");
     ds_buf_append(&sql, ")");
     const char *text = list ? ds_buf_str(&sql) : NULL;
-    PGresult *res = text ? run_command(c, text, "while starting replication", err) : NULL;
+    PGresult *res = text ? run_command(c, text, "while starting replication", NULL, err) : NULL;
     if (text == NULL)
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&names);
@@ -340,7 +343,7 @@ static repl_event stream_end(repl_conn *c, ds_error *err)
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL) {
         if (pc.hung)
-            silence_error(c, "at the end of the stream", err);
+            silence_error(c, "at the end of the stream", NULL, err);
         return REPL_END;
     }
     ExecStatusType st = PQresultStatus(res);
@@ -418,6 +421,15 @@ repl_event repl_next(repl_conn *c, double wait_s, const char **payload, size_t *
     return REPL_ERROR;
 }
 
+static bool send_stalled(repl_conn *c, const char *what, ds_error *err)
+{
+    shutdown(PQsocket(c->pg), SHUT_RDWR);
+    return ds_error_set(err, DS_ERR_SOURCE,
+                        "PostgreSQL took nothing for %g s while duckstore sent %s on the replication "
+                        "connection: the server or the network path to it hangs; the connection was closed",
+                        c->silence_s, what);
+}
+
 /* Sends what libpq buffered, within the silence bound. */
 static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
 {
@@ -429,10 +441,8 @@ static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
         if (r < 0)
             break;
         int ready = wait_socket(c, POLLOUT | POLLIN, deadline);
-        if (ready == 0) {
-            shutdown(PQsocket(c->pg), SHUT_RDWR);
-            return silence_error(c, what, err);
-        }
+        if (ready == 0)
+            return send_stalled(c, what, err);
         /* Reading what the server sent keeps it from blocking on us. */
         if (ready < 0 || !PQconsumeInput(c->pg))
             break;
@@ -455,10 +465,8 @@ static bool send_copy(repl_conn *c, const char *data, int len, const char *what,
             break;
         /* Non-blocking and libpq's buffer is full: let it drain. */
         int ready = wait_socket(c, POLLOUT, deadline);
-        if (ready == 0) {
-            shutdown(PQsocket(c->pg), SHUT_RDWR);
-            return silence_error(c, what, err);
-        }
+        if (ready == 0)
+            return send_stalled(c, what, err);
         if (ready < 0 || PQflush(c->pg) < 0)
             break;
     }
@@ -521,7 +529,7 @@ bool repl_stop(repl_conn *c, ds_error *err)
         if (ready == 0) {
             end_streaming(c);
             shutdown(PQsocket(c->pg), SHUT_RDWR);
-            return silence_error(c, "while ending the stream", err);
+            return silence_error(c, "while ending the stream", NULL, err);
         }
         if (ready < 0 || !PQconsumeInput(c->pg)) {
             const char *e = PQerrorMessage(c->pg);
@@ -534,7 +542,7 @@ bool repl_stop(repl_conn *c, ds_error *err)
     pgsrc_conn pc = as_pgsrc(c);
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL)
-        return pc.hung ? silence_error(c, "while ending the stream", err) : false;
+        return pc.hung ? silence_error(c, "while ending the stream", NULL, err) : false;
     ExecStatusType st = PQresultStatus(res);
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok)
