@@ -56,13 +56,15 @@ static pgsrc_conn as_pgsrc(const repl_conn *c)
     return pc;
 }
 
-static bool silence_error(const repl_conn *c, const char *what, ds_error *err)
+/* The silence bound was hit (the socket is shut down by then). cause says
+ * what the server may be waiting for, or NULL for a hung server. */
+static bool silence_error(const repl_conn *c, const char *what, const char *cause, ds_error *err)
 {
     return ds_error_set(
         err, DS_ERR_SOURCE,
-        "PostgreSQL sent nothing for %g s %s on the replication connection: the server or the "
-        "network path to it hangs; the connection was closed",
-        c->silence_s, what);
+        "PostgreSQL sent nothing for %g s %s on the replication connection: %s; the connection "
+        "was closed",
+        c->silence_s, what, cause ? cause : "the server or the network path to it hangs");
 }
 
 /* Copies libpq's message with the text inside each pair of double quotes
@@ -96,9 +98,13 @@ static const char *connect_hint(const char *msg)
         strstr(msg, "REPLICATION attribute") != NULL)
         return "; logical capture needs a role with the REPLICATION attribute: ALTER ROLE <role> REPLICATION "
                "(or use a role that has it)";
-    if (strstr(msg, "pg_hba.conf") != NULL && strstr(msg, "replication") != NULL)
-        return "; replication connections match only pg_hba.conf lines whose database is \"replication\": "
-               "add one (host replication <role> <address> scram-sha-256) and reload PostgreSQL";
+    /* PostgreSQL matches a logical replication connection against the
+     * lines of its database, like a normal one; the "replication" keyword
+     * is for physical replication only, and a common wrong fix. */
+    if (strstr(msg, "pg_hba.conf") != NULL)
+        return "; a logical replication connection matches the pg_hba.conf lines of its database like any "
+               "other (lines for \"replication\" apply to physical replication only): allow this role and "
+               "database there and reload PostgreSQL";
     return "";
 }
 
@@ -148,7 +154,8 @@ void repl_disconnect(repl_conn *c)
 
 /* Runs a replication command within the silence bound; its result (the
  * caller checks the status and PQclear()s it) or NULL with err set. */
-static PGresult *run_command(repl_conn *c, const char *sql, const char *what, ds_error *err)
+static PGresult *run_command(repl_conn *c, const char *sql, const char *what, const char *cause,
+                             ds_error *err)
 {
     pgsrc_conn pc = as_pgsrc(c);
     if (!PQsendQuery(c->pg, sql)) {
@@ -157,7 +164,7 @@ static PGresult *run_command(repl_conn *c, const char *sql, const char *what, ds
     }
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL && pc.hung)
-        silence_error(c, what, err);
+        silence_error(c, what, cause, err);
     return res;
 }
 
@@ -195,9 +202,9 @@ bool repl_create_slot(repl_conn *c, const char *slot, uint64_t *consistent_lsn, 
     }
     /* The server waits for the transactions running now to end before it
      * answers. */
-    PGresult *res = run_command(c, text,
-                                "while creating a replication slot (it waits for the transactions "
-                                "running when it was asked to end)",
+    PGresult *res = run_command(c, text, "while creating a replication slot",
+                                "the server waits for every transaction that was running when the slot was "
+                                "asked for to end (or it hangs): end long transactions, or raise the timeout",
                                 err);
     ds_buf_free(&sql);
     if (res == NULL)
@@ -215,6 +222,33 @@ bool repl_create_slot(repl_conn *c, const char *slot, uint64_t *consistent_lsn, 
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     } else {
         ok = true;
+    }
+    PQclear(res);
+    return ok;
+}
+
+bool repl_drop_slot(repl_conn *c, const char *slot, ds_error *err)
+{
+    if (!check_slot_name(slot, err))
+        return false;
+    if (c->streaming)
+        return ds_error_set(err, DS_ERR_SOURCE, "cannot drop a slot while the connection streams");
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "DROP_REPLICATION_SLOT ");
+    ds_buf_append_ident(&sql, slot);
+    const char *text = ds_buf_str(&sql);
+    PGresult *res = text ? run_command(c, text, "while dropping a replication slot", NULL, err) : NULL;
+    if (text == NULL)
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&sql);
+    if (res == NULL)
+        return false;
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) {
+        pgsrc_conn pc = as_pgsrc(c);
+        pgsrc_result_error(&pc, res, err);
+        ds_error_prefix(err, "cannot drop the replication slot \"%s\": ", slot);
     }
     PQclear(res);
     return ok;
@@ -248,7 +282,7 @@ bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_
         ds_buf_append(&sql, ", streaming 'on'");
     ds_buf_append(&sql, ")");
     const char *text = list ? ds_buf_str(&sql) : NULL;
-    PGresult *res = text ? run_command(c, text, "while starting replication", err) : NULL;
+    PGresult *res = text ? run_command(c, text, "while starting replication", NULL, err) : NULL;
     if (text == NULL)
         ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&names);
@@ -262,8 +296,21 @@ bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_
         ds_error_prefix(err, "cannot start replication from slot \"%s\": ", slot);
     }
     PQclear(res);
+    /* Non-blocking while streaming, so that no send waits past the
+     * bounds of flush_bounded and send_copy. */
+    if (ok && PQsetnonblocking(c->pg, 1) != 0) {
+        const char *msg = PQerrorMessage(c->pg);
+        ds_error_set(err, DS_ERR_SOURCE, "cannot stream from PostgreSQL: %.*s", first_line_len(msg), msg);
+        ok = false;
+    }
     c->streaming = ok;
     return ok;
+}
+
+static void end_streaming(repl_conn *c)
+{
+    c->streaming = false;
+    PQsetnonblocking(c->pg, 0);
 }
 
 /* Waits for the socket (POLLIN or POLLOUT) until deadline (monotonic
@@ -275,14 +322,15 @@ static int wait_socket(repl_conn *c, short events, double deadline)
         return -1;
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
+        /* Once at least, so that what already arrived is seen. */
         double left = deadline - ds_monotonic_s();
-        if (left <= 0)
-            return 0;
-        int r = poll(&p, 1, (int)(left * 1000.0) + 1);
+        int r = poll(&p, 1, left > 0 ? (int)(left * 1000.0) + 1 : 0);
         if (r > 0)
             return 1;
         if (r < 0 && errno != EINTR)
             return -1;
+        if (r == 0 && ds_monotonic_s() >= deadline)
+            return 0;
     }
 }
 
@@ -290,12 +338,12 @@ static int wait_socket(repl_conn *c, short events, double deadline)
  * final result. */
 static repl_event stream_end(repl_conn *c, ds_error *err)
 {
-    c->streaming = false;
+    end_streaming(c);
     pgsrc_conn pc = as_pgsrc(c);
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL) {
         if (pc.hung)
-            silence_error(c, "at the end of the stream", err);
+            silence_error(c, "at the end of the stream", NULL, err);
         return REPL_END;
     }
     ExecStatusType st = PQresultStatus(res);
@@ -304,9 +352,6 @@ static repl_event stream_end(repl_conn *c, ds_error *err)
     else
         ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL ended the replication stream");
     PQclear(res);
-    /* Whatever follows (the command's completion) is read and dropped. */
-    while ((res = PQgetResult(c->pg)) != NULL)
-        PQclear(res);
     return REPL_END;
 }
 
@@ -376,6 +421,15 @@ repl_event repl_next(repl_conn *c, double wait_s, const char **payload, size_t *
     return REPL_ERROR;
 }
 
+static bool send_stalled(repl_conn *c, const char *what, ds_error *err)
+{
+    shutdown(PQsocket(c->pg), SHUT_RDWR);
+    return ds_error_set(err, DS_ERR_SOURCE,
+                        "PostgreSQL took nothing for %g s while duckstore sent %s on the replication "
+                        "connection: the server or the network path to it hangs; the connection was closed",
+                        c->silence_s, what);
+}
+
 /* Sends what libpq buffered, within the silence bound. */
 static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
 {
@@ -387,10 +441,8 @@ static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
         if (r < 0)
             break;
         int ready = wait_socket(c, POLLOUT | POLLIN, deadline);
-        if (ready == 0) {
-            shutdown(PQsocket(c->pg), SHUT_RDWR);
-            return silence_error(c, what, err);
-        }
+        if (ready == 0)
+            return send_stalled(c, what, err);
         /* Reading what the server sent keeps it from blocking on us. */
         if (ready < 0 || !PQconsumeInput(c->pg))
             break;
@@ -398,6 +450,28 @@ static bool flush_bounded(repl_conn *c, const char *what, ds_error *err)
     const char *msg = PQerrorMessage(c->pg);
     return ds_error_set(err, DS_ERR_SOURCE, "cannot send %s to PostgreSQL: %.*s", what, first_line_len(msg),
                         msg);
+}
+
+/* Queues a CopyData message (data) or the CopyDone (data NULL) and sends
+ * it, within the silence bound. */
+static bool send_copy(repl_conn *c, const char *data, int len, const char *what, ds_error *err)
+{
+    double deadline = ds_monotonic_s() + c->silence_s;
+    for (;;) {
+        int r = data ? PQputCopyData(c->pg, data, len) : PQputCopyEnd(c->pg, NULL);
+        if (r == 1)
+            return flush_bounded(c, what, err);
+        if (r < 0)
+            break;
+        /* Non-blocking and libpq's buffer is full: let it drain. */
+        int ready = wait_socket(c, POLLOUT, deadline);
+        if (ready == 0)
+            return send_stalled(c, what, err);
+        if (ready < 0 || PQflush(c->pg) < 0)
+            break;
+    }
+    const char *e = PQerrorMessage(c->pg);
+    return ds_error_set(err, DS_ERR_SOURCE, "cannot send %s to PostgreSQL: %.*s", what, first_line_len(e), e);
 }
 
 bool repl_send_feedback(repl_conn *c, uint64_t flushed, bool reply_requested, ds_error *err)
@@ -416,12 +490,7 @@ bool repl_send_feedback(repl_conn *c, uint64_t flushed, bool reply_requested, ds
     put_u64(msg + 17, flushed);
     put_u64(msg + 25, (uint64_t)now_us);
     msg[33] = reply_requested ? 1 : 0;
-    if (PQputCopyData(c->pg, msg, (int)sizeof msg) != 1) {
-        const char *e = PQerrorMessage(c->pg);
-        return ds_error_set(err, DS_ERR_SOURCE, "cannot send a standby status update to PostgreSQL: %.*s",
-                            first_line_len(e), e);
-    }
-    return flush_bounded(c, "a standby status update", err);
+    return send_copy(c, msg, (int)sizeof msg, "a standby status update", err);
 }
 
 bool repl_stop(repl_conn *c, ds_error *err)
@@ -432,14 +501,8 @@ bool repl_stop(repl_conn *c, ds_error *err)
     }
     if (!c->streaming)
         return true;
-    if (PQputCopyEnd(c->pg, NULL) != 1) {
-        const char *e = PQerrorMessage(c->pg);
-        c->streaming = false;
-        return ds_error_set(err, DS_ERR_SOURCE, "cannot end the replication stream: %.*s", first_line_len(e),
-                            e);
-    }
-    if (!flush_bounded(c, "the end of the replication stream", err)) {
-        c->streaming = false;
+    if (!send_copy(c, NULL, 0, "the end of the replication stream", err)) {
+        end_streaming(c);
         return false;
     }
     /* The server may still send what it had queued before its own
@@ -450,34 +513,36 @@ bool repl_stop(repl_conn *c, ds_error *err)
         int n = PQgetCopyData(c->pg, &buf, 1);
         if (buf != NULL)
             PQfreemem(buf);
-        if (n > 0)
+        if (n > 0) {
+            deadline = ds_monotonic_s() + c->silence_s;
             continue;
+        }
         if (n == -1)
             break;
         if (n == -2) {
             const char *e = PQerrorMessage(c->pg);
-            c->streaming = false;
+            end_streaming(c);
             return ds_error_set(err, DS_ERR_SOURCE, "the replication stream broke while ending: %.*s",
                                 first_line_len(e), e);
         }
         int ready = wait_socket(c, POLLIN, deadline);
         if (ready == 0) {
-            c->streaming = false;
+            end_streaming(c);
             shutdown(PQsocket(c->pg), SHUT_RDWR);
-            return silence_error(c, "while ending the stream", err);
+            return silence_error(c, "while ending the stream", NULL, err);
         }
         if (ready < 0 || !PQconsumeInput(c->pg)) {
             const char *e = PQerrorMessage(c->pg);
-            c->streaming = false;
+            end_streaming(c);
             return ds_error_set(err, DS_ERR_SOURCE, "the replication stream broke while ending: %.*s",
                                 first_line_len(e), e);
         }
     }
-    c->streaming = false;
+    end_streaming(c);
     pgsrc_conn pc = as_pgsrc(c);
     PGresult *res = pgsrc_await_result(&pc, err);
     if (res == NULL)
-        return pc.hung ? silence_error(c, "while ending the stream", err) : false;
+        return pc.hung ? silence_error(c, "while ending the stream", NULL, err) : false;
     ExecStatusType st = PQresultStatus(res);
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok)

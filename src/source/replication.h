@@ -24,11 +24,14 @@ typedef struct repl_conn {
  * session settings: application_name, client_encoding UTF8, keepalives,
  * connect_timeout). An error never contains the password; a role without
  * the REPLICATION attribute or an hba rule that refuses replication
- * connections gets a message that names the fix. */
+ * connections gets a message that names the fix (PostgreSQL matches a
+ * logical replication connection against its database's pg_hba.conf lines,
+ * not the "replication" keyword's). timeout_s becomes silence_s. */
 bool repl_connect(const char *url, double timeout_s, repl_conn *out, ds_error *err);
 void repl_disconnect(repl_conn *c);
 
-/* CREATE_REPLICATION_SLOT slot LOGICAL pgoutput (SNAPSHOT 'export'):
+/* CREATE_REPLICATION_SLOT slot LOGICAL pgoutput EXPORT_SNAPSHOT (the
+ * spelling PostgreSQL 10 and later read; 15's (SNAPSHOT 'export') is the same):
  * *consistent_lsn is where the stream starts, *snapshot (malloc'd) the
  * snapshot a copy must import (SET TRANSACTION SNAPSHOT) to see exactly the
  * data before it. The snapshot lives until the next command on c, so the
@@ -36,14 +39,21 @@ void repl_disconnect(repl_conn *c);
 bool repl_create_slot(repl_conn *c, const char *slot, uint64_t *consistent_lsn, char **snapshot,
                       ds_error *err);
 
+/* DROP_REPLICATION_SLOT slot (not streaming on c). PostgreSQL refuses
+ * while another connection streams from it (SQLSTATE 55006), and a slot
+ * that does not exist (42704). */
+bool repl_drop_slot(repl_conn *c, const char *slot, ds_error *err);
+
 /* START_REPLICATION SLOT slot LOGICAL start (proto_version, publication_names,
  * binary 'true', streaming 'on' when proto_version >= 2). */
 bool repl_start(repl_conn *c, const char *slot, const char *publication, uint64_t start, int proto_version,
                 ds_error *err);
 
 typedef enum repl_event {
-    REPL_DATA,      /* *payload / *len: one pgoutput message; *wal_start its LSN */
-    REPL_KEEPALIVE, /* the server asked for a status update (reply requested) or reported its WAL end */
+    REPL_DATA,      /* *payload / *len: one pgoutput message; *wal_start its LSN (0 for Relation and
+                     * Type, which PostgreSQL sends without one) */
+    REPL_KEEPALIVE, /* the server asked for a status update (reply requested) or reported its WAL end
+                     * (*wal_start) */
     REPL_TIMEOUT,   /* nothing within wait_s */
     REPL_END,       /* the server ended the stream (CopyDone / error: err set) */
     REPL_ERROR,

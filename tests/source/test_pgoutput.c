@@ -97,7 +97,7 @@ static void assert_every_cut_fails(const pgo_parser *state, const msgbuf *m)
         pgo_message out;
         ds_error err = {0};
         if (pgo_parse(&p, copy, len, &out, &err))
-            fail_msg("a '%c' message of %zu bytes cut to %zu bytes was accepted", m->b[0], m->n, len);
+            fail_msg("a '%c' message of %zu bytes given as %zu bytes was accepted", m->b[0], m->n, len);
         assert_int_equal(err.code, DS_ERR_SOURCE);
         tl_assert_contains(err.msg, len ? "pgoutput" : "empty pgoutput message");
         assert_int_equal(p.in_stream, state->in_stream);
