@@ -324,6 +324,7 @@ typedef struct stream {
      * every streamed transaction until it commits. */
     uint32_t stream_xid;
     cdc_spool *spool;
+    double rows_counted; /* when live->rows was last counted */
 } stream;
 
 static int target_of(const stream *s, uint32_t relid)
@@ -432,6 +433,15 @@ static bool commit_batch(stream *s, ds_error *err)
         atomic_store(&live->last_commit_us, s->pending_commit_us);
         atomic_store(&live->changes, atomic_load(&live->changes) + s->changes);
         atomic_store(&live->transactions, atomic_load(&live->transactions) + s->batch_xacts);
+    }
+    /* The status's row count, at most once a second (a count of a view
+     * that joins two tables is not free). */
+    if (live && s->changes > 0 && ds_monotonic_s() - s->rows_counted >= 1.0) {
+        int64_t rows = -1;
+        ds_error ignored;
+        if (store_count_rows(s->duck, s->src->data_name, &rows, &ignored))
+            atomic_store(&live->rows, rows);
+        s->rows_counted = ds_monotonic_s();
     }
     ds_log_debug("%s: applied %zu transaction(s), %llu change(s) up to %llX in %.1f ms", s->src->name,
                  s->batch_xacts, (unsigned long long)s->changes, (unsigned long long)s->applied_lsn,
@@ -864,6 +874,8 @@ void capture_status_add(store *st, const cfg_source *src, const capture_live *li
     char text[24];
     pgo_lsn_format(confirmed, text);
     json_object_set_new(doc, "confirmed_lsn", json_string(text));
+    if (live != NULL && atomic_load(&live->rows) >= 0 && json_object_get(doc, "rows") != NULL)
+        json_object_set_new(doc, "rows", json_integer(atomic_load(&live->rows)));
     int64_t lag = server > confirmed ? (int64_t)(server - confirmed) : 0;
     json_object_set_new(doc, "lag_bytes", json_integer(lag));
     /* Caught up: no lag. Behind: the age of the last change applied (the

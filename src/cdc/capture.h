@@ -27,7 +27,8 @@ typedef struct capture_live {
     _Atomic int64_t idle_since_us;  /* when the stream last had nothing to send (Unix µs), 0 while busy */
     _Atomic uint64_t changes;       /* changes applied since the process started */
     _Atomic uint64_t transactions;
-    _Atomic bool reload_requested;  /* set by another thread: drop the slot and load again */
+    _Atomic bool reload_requested; /* set by another thread: drop the slot and load again */
+    _Atomic int64_t rows;          /* rows of <name>_data after the last batch, -1 unknown */
 } capture_live;
 
 typedef struct capture_options {

@@ -459,6 +459,7 @@ static void *sync_thread(void *arg)
     if (is_logical(src)) {
         /* Streams until shutdown, a reload of the config or a failure. */
         loaded_ctx loaded = {.j = j, .r = r};
+        atomic_store(&r->live.rows, -1);
         capture_options co = {.force_full = opt.force_full,
                               .follow = true,
                               .cancel = opt.cancel,
