@@ -149,7 +149,8 @@ static void test_sequence_id_alone(void **state)
 static void test_lookback_and_key(void **state)
 {
     (void)state;
-    outcome o = run_writers("lookback", "created_at", "  commit_horizon: false\n  lookback: 1 second\n  unique_key: id\n");
+    outcome o = run_writers("lookback", "created_at",
+                            "  commit_horizon: false\n  lookback: 1 second\n  unique_key: id\n");
     assert_int_equal(o.stored, o.pg_rows);
     assert_int_equal(o.distinct_ids, o.pg_rows);
     assert_true(o.checksums_equal);
