@@ -60,6 +60,7 @@ typedef struct portal {
     duckdb_data_chunk chunk;
     idx_t chunk_row, chunk_size;
     pgv_column **cols;
+    duckdb_vector *vecs; /* the chunk's column vectors, looked up once per chunk */
     idx_t n_cols;
     int16_t *formats; /* result formats per column */
     int64_t rows;
@@ -657,7 +658,9 @@ static void cols_free(portal *p)
     for (idx_t i = 0; p->cols != NULL && i < p->n_cols; i++)
         pgv_column_free(p->cols[i]);
     free(p->cols);
+    free(p->vecs);
     p->cols = NULL;
+    p->vecs = NULL;
     p->n_cols = 0;
 }
 
@@ -787,7 +790,8 @@ static bool portal_start(session *s, portal *p, size_t offset, const char *text)
     }
     p->n_cols = duckdb_column_count(&p->res);
     p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof(pgv_column *));
-    if (p->cols == NULL) {
+    p->vecs = calloc(p->n_cols ? p->n_cols : 1, sizeof(duckdb_vector));
+    if (p->cols == NULL || p->vecs == NULL) {
         send_error(s, "53200", "out of memory", 0);
         return false;
     }
@@ -829,16 +833,18 @@ static bool next_row(session *s, portal *p, bool *error)
         }
         p->chunk_row = 0;
         p->chunk_size = duckdb_data_chunk_get_size(p->chunk);
+        for (idx_t i = 0; i < p->n_cols; i++)
+            p->vecs[i] = duckdb_data_chunk_get_vector(p->chunk, i);
     }
     return true;
 }
 
 static bool put_row_fields(session *s, portal *p, ds_buf *out)
 {
+    ds_error err;
+    ds_error_clear(&err);
     for (idx_t i = 0; i < p->n_cols; i++) {
-        ds_error err;
-        ds_error_clear(&err);
-        if (!pgv_put(p->cols[i], duckdb_data_chunk_get_vector(p->chunk, i), p->chunk_row, out, &err)) {
+        if (!pgv_put(p->cols[i], p->vecs[i], p->chunk_row, out, &err)) {
             send_error(s, "22000", err.msg, 0);
             return false;
         }
