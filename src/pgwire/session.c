@@ -286,10 +286,9 @@ static void duck_error(session *s, const char *raw, const char *text, size_t off
         state = "53200";
         /* DuckDB's text advises a SET that a session cannot make: name
          * duckstore's key instead. */
-        msg =
-            "the query ran out of the store's memory (memory_limit in duckdb.yaml, shared by the syncs and "
-            "every reader) and was stopped; make it cheaper (filter or aggregate earlier, fewer columns) or "
-            "raise memory_limit";
+        msg = "the query ran out of the store's memory (memory_limit plus read_memory_limit in duckdb.yaml, "
+              "shared by the syncs and every reader) and was stopped; make it cheaper (filter or aggregate "
+              "earlier, fewer columns) or raise read_memory_limit";
     } else if (strcmp(type, "Permission") == 0) {
         state = "42501";
     } else if (strcmp(type, "Not implemented") == 0) {
