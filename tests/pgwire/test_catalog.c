@@ -4,6 +4,7 @@
  * store (and again after a reopen), never written to the file. */
 #include "testlib.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -393,6 +394,58 @@ static void test_not_in_file_and_survives_reopen(void **state)
         fail_msg("store_open: %s", err.msg);
 }
 
+typedef struct login {
+    store *st;
+    bool ok;
+    char answer[64];
+} login;
+
+static void *log_in(void *arg)
+{
+    login *l = arg;
+    duckdb_connection con;
+    ds_error err = {0};
+    if (!store_connect(l->st, &con, &err))
+        return NULL;
+    duckdb_result res;
+    if (pgc_install(con, &err) &&
+        duckdb_query(con, "SELECT format_type(1184, -1) || '|' || pg_get_userbyid(1)", &res) ==
+            DuckDBSuccess) {
+        char *v = duckdb_value_varchar(&res, 0, 0);
+        snprintf(l->answer, sizeof l->answer, "%s", v ? v : "");
+        duckdb_free(v);
+        duckdb_destroy_result(&res);
+        l->ok = true;
+    }
+    duckdb_disconnect(&con);
+    return NULL;
+}
+
+/* Ten sessions logging in at once into a store whose catalog is not there
+ * yet (a server just started, or just reopened): one creates it, every one
+ * finds all of it. */
+static void test_concurrent_first_logins(void **state)
+{
+    fixture *f = *state;
+    duckdb_disconnect(&f->con);
+    store_mark_suspect(f->st);
+    ds_error err = {0};
+    if (!store_reopen(f->st, &err))
+        fail_msg("store_reopen: %s", err.msg);
+    login logins[10];
+    pthread_t threads[10];
+    for (int i = 0; i < 10; i++) {
+        logins[i] = (login){.st = f->st};
+        assert_int_equal(pthread_create(&threads[i], NULL, log_in, &logins[i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        pthread_join(threads[i], NULL);
+        assert_true(logins[i].ok);
+        assert_string_equal(logins[i].answer, "timestamp with time zone|duckstore");
+    }
+    f->con = session_con(f->st);
+}
+
 static void assert_rewrite(const char *sql, const char *expected)
 {
     ds_error err = {0};
@@ -443,6 +496,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_install_is_session_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_installed_once_per_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_in_file_and_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_first_logins, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
