@@ -61,7 +61,8 @@ static uint16_t serve(tl_server *srv, const char *name, const char *extra)
                    "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n"
                    "  max_sync_rows: 0\n%s",
                    dir, port, extra);
-    tl_write_filef(tl_keepf("%s/llm_db.yaml", dir), "llm_db:\n  url: \"%s\"\n" TL_LLM_SOURCE_YAML, g_conninfo);
+    tl_write_filef(tl_keepf("%s/llm_db.yaml", dir), "llm_db:\n  url: \"%s\"\n" TL_LLM_SOURCE_YAML,
+                   g_conninfo);
     tl_server_start(srv, dir, tl_keepf("%s/serve.log", dir), NULL);
     json_decref(tl_server_wait_state(srv, "llm_data", "ready", 300));
     return port;
