@@ -21,15 +21,15 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-fuzz"
 work="$build/fuzz-work"
 
-targets=(copy_decoder config sql pgwire)
+targets=(copy_decoder config sql pgwire pgoutput)
 # Inputs up to this size: the decoder's seeds hold more than one 2048-row chunk.
-declare -A max_len=([copy_decoder]=32768 [config]=8192 [sql]=4096 [pgwire]=16384)
+declare -A max_len=([copy_decoder]=32768 [config]=8192 [sql]=4096 [pgwire]=16384 [pgoutput]=16384)
 # DuckDB holds memory between statements where LeakSanitizer's check after
 # each input does not see it: the sql target is checked for leaks at exit,
 # after it closed its database.
-declare -A flags=([copy_decoder]= [config]= [sql]=-detect_leaks=0 [pgwire]=)
+declare -A flags=([copy_decoder]= [config]= [sql]=-detect_leaks=0 [pgwire]= [pgoutput]=)
 # Inputs per second each target reaches on a 2-core machine under sanitizers.
-declare -A rate=([copy_decoder]=20000 [config]=3500 [sql]=8 [pgwire]=10000)
+declare -A rate=([copy_decoder]=20000 [config]=3500 [sql]=8 [pgwire]=10000 [pgoutput]=15000)
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:symbolize=1"
 export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"

@@ -51,13 +51,20 @@ echo "$password" >"$pg_dir/pwfile"
   exit 1
 }
 rm -f "$pg_dir/pwfile"
+# Logical replication (change data capture) and its tests' slots. In
+# postgresql.conf rather than on the command line: a standby that
+# pg_basebackup copies from this server (tests/sync/test_late_commits)
+# needs max_wal_senders at least the primary's, and gets it from the copy.
+printf '%s\n' "wal_level = logical" "max_replication_slots = 40" "max_wal_senders = 40" \
+  >>"$pg_dir/data/postgresql.conf"
 
 started=0
 for _ in $(seq 1 20); do
   port=$((20000 + RANDOM % 40000))
   if "${run_as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 30 start \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c fsync=off -c synchronous_commit=off \
-        -c full_page_writes=off -c max_connections=200 -c max_prepared_transactions=10 -c shared_buffers=256MB" >/dev/null 2>&1; then
+        -c full_page_writes=off -c max_connections=200 -c max_prepared_transactions=10 -c shared_buffers=256MB \
+        -c wal_level=logical -c max_replication_slots=40 -c max_wal_senders=40" >/dev/null 2>&1; then
     started=1
     break
   fi

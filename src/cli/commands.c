@@ -1,6 +1,8 @@
 /* Command implementations for the duckstore CLI: thin wrappers that load
  * the config, open the store and call the sync engine. */
 #include "cli/commands.h"
+
+#include "cdc/capture.h"
 #include "cli/remote.h"
 #include "cli/result.h"
 
@@ -23,7 +25,9 @@
 #include "config/config.h"
 #include "server/jobs.h"
 #include "server/server.h"
+#include "source/publication.h"
 #include "store/store.h"
+#include "sync/capture_check.h"
 #include "sync/plan.h"
 #include "sync/sync.h"
 
@@ -402,7 +406,14 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     if (events)
         jobs_log_sync_start(src, JOBS_TRIGGER_MANUAL, full);
     double t0 = ds_monotonic_s();
-    bool ok = sync_source(st, cfg, src, &opt, &report, &err);
+    bool ok;
+    if (src->capture == CFG_CAPTURE_LOGICAL) {
+        /* Applies the changes up to where PostgreSQL's WAL is now. */
+        capture_options co = {.force_full = full, .cancel = &cancel, .progress = &progress};
+        ok = capture_run(st, cfg, src, &co, &report, &err);
+    } else {
+        ok = sync_source(st, cfg, src, &opt, &report, &err);
+    }
     set_running_cancel(NULL);
     sync_cancel_destroy(&cancel);
     if (live) {
@@ -420,6 +431,12 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
     if (!ok) {
         fprintf(stderr, "duckstore: sync failed: %s\n", err.msg);
         return failure_code(&err);
+    }
+    if (src->capture == CFG_CAPTURE_LOGICAL && report.ntables == 0) {
+        printf("%s: logical capture, %lld change(s) applied, %lld %s in %s, %.2f s\n", src->name,
+               (long long)report.rows_added, (long long)report.rows, rows_word(report.rows), src->data_name,
+               report.duration_s);
+        return CLI_EXIT_OK;
     }
     printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,
            report.incremental ? "incremental" : "full", (long long)report.rows, rows_word(report.rows),
@@ -1099,8 +1116,12 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
     if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
-    bool ok = sync_reset_watermarks(s.st, s.src, &err);
-    if (ok)
+    bool logical = s.src->capture == CFG_CAPTURE_LOGICAL;
+    bool ok = logical ? capture_reset(s.st, s.src, &err) : sync_reset_watermarks(s.st, s.src, &err);
+    if (ok && logical)
+        printf("%s: capture position cleared; the next sync drops the slot %s and loads in full\n",
+               s.src->name, s.src->slot_name);
+    else if (ok)
         printf("%s: watermarks cleared; the next sync is a full rebuild\n", s.src->name);
     else
         fprintf(stderr, "duckstore: %s\n", err.msg);
@@ -1119,10 +1140,94 @@ static void print_columns(const cfg_source *src, const cfg_query_plan *plan, con
                desc->cols[c].cast == PGSRC_CAST_NONE ? "" : " (read as text)");
 }
 
+/* ---- logical capture: slots and the checks before data moves ---------- */
+
+/* The configured logical source whose slot is `slot`, or NULL. */
+static const cfg_source *slot_user(const cfg_config *cfg, const char *slot)
+{
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        if (cfg->sources[i].capture == CFG_CAPTURE_LOGICAL && strcmp(cfg->sources[i].slot_name, slot) == 0)
+            return &cfg->sources[i];
+    return NULL;
+}
+
+/* check-config: duckstore's slots on this server that no configured source
+ * reads keep WAL forever. *seen holds the names already reported
+ * (each as "\nname\n"), so a server that several sources read says each once. */
+static void list_orphan_slots(pgsrc_conn *conn, const cfg_config *cfg, ds_buf *seen)
+{
+    char **names = NULL, **dbs = NULL;
+    size_t n = 0;
+    ds_error err;
+    if (!pub_list_slots_db(conn, &names, &dbs, &n, &err)) {
+        printf("# warning: cannot list replication slots: %s\n", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ds_buf key = DS_BUF_INIT;
+        ds_buf_appendf(&key, "\n%s\n", names[i]);
+        bool reported = ds_buf_str(seen) && ds_buf_str(&key) && strstr(ds_buf_str(seen), ds_buf_str(&key));
+        if (!reported && slot_user(cfg, names[i]) == NULL) {
+            printf("# warning: replication slot \"%s\"%s%s%s is used by no configured source, and the "
+                   "server keeps WAL for it; drop it with: duckstore drop-slot %s\n",
+                   names[i], dbs[i][0] ? " (database \"" : "", dbs[i], dbs[i][0] ? "\")" : "", names[i]);
+            ds_buf_append(seen, ds_buf_str(&key) ? ds_buf_str(&key) : "");
+        }
+        ds_buf_free(&key);
+    }
+    pub_free_names(names, n);
+    pub_free_names(dbs, n);
+}
+
+/* The checks of a logical source beyond sync_check_query: the server, each
+ * query's table, the publication the user named. */
+typedef struct capture_tables {
+    capture_table t[CFG_MAX_QUERIES];
+    size_t n;
+} capture_tables;
+
+static int check_capture_query(pgsrc_conn *conn, const cfg_source *src, const cfg_query_plan *plan,
+                               const pgsrc_desc *desc, capture_tables *tables)
+{
+    ds_error err;
+    if (src->capture != CFG_CAPTURE_LOGICAL)
+        return CLI_EXIT_OK;
+    capture_table *t = &tables->t[tables->n];
+    if (!capture_describe(conn, src, plan, desc, t, &err)) {
+        printf("# %s: %s\n", src->name, err.msg);
+        return failure_code(&err);
+    }
+    tables->n++;
+    printf("# %s: %s reads table %s, whose changes are applied by its %s", src->name, plan->label,
+           t->qualified,
+           t->replident == 'f'   ? "whole row (REPLICA IDENTITY FULL)"
+           : t->replident == 'i' ? "replica identity index"
+                                 : "primary key");
+    for (size_t k = 0; t->replident != 'f' && k < t->nkey; k++)
+        printf("%s%s", k ? ", " : " (", t->key_cols[k]);
+    printf("%s\n", t->replident != 'f' && t->nkey > 0 ? ")" : "");
+    return CLI_EXIT_OK;
+}
+
+static int check_capture_source(pgsrc_conn *conn, const cfg_source *src, capture_tables *tables)
+{
+    ds_error err;
+    int rc = CLI_EXIT_OK;
+    if (src->capture == CFG_CAPTURE_LOGICAL && tables->n == src->n_plans &&
+        !capture_check_publication(conn, src, tables->t, tables->n, &err)) {
+        printf("# %s: %s\n", src->name, err.msg);
+        rc = failure_code(&err);
+    }
+    for (size_t i = 0; i < tables->n; i++)
+        capture_table_free(&tables->t[i]);
+    tables->n = 0;
+    return rc;
+}
+
 /* Describes each query of src (no row is read) and runs the checks a sync
  * runs before reading; returns CLI_EXIT_OK, or the exit code of the worst
  * problem found. */
-static int describe_source(const cfg_source *src)
+static int describe_source(const cfg_config *cfg, const cfg_source *src, ds_buf *seen_slots)
 {
     pgsrc_conn conn;
     ds_error err;
@@ -1139,6 +1244,11 @@ static int describe_source(const cfg_source *src)
         pgsrc_disconnect(&conn);
         return CLI_EXIT_SYNC_ERROR;
     }
+    if (src->capture == CFG_CAPTURE_LOGICAL && !capture_check_server(&conn, src, &err)) {
+        printf("# %s: %s\n", src->name, err.msg);
+        rc = failure_code(&err);
+    }
+    capture_tables tables = {.n = 0};
     for (size_t q = 0; q < src->n_plans; q++) {
         const cfg_query_plan *plan = &src->plans[q];
         pgsrc_desc desc;
@@ -1154,10 +1264,13 @@ static int describe_source(const cfg_source *src)
             rc = worse(rc, failure_code(&err));
         }
         sync_check_horizon(src, &desc, &facts, &warnings);
+        rc = worse(rc, check_capture_query(&conn, src, plan, &desc, &tables));
         pgsrc_desc_free(&desc);
     }
+    rc = worse(rc, check_capture_source(&conn, src, &tables));
     for (size_t w = 0; w < warnings.nwarnings; w++)
         printf("# warning: %s\n", warnings.warnings[w]);
+    list_orphan_slots(&conn, cfg, seen_slots);
     pgsrc_disconnect(&conn);
     return rc;
 }
@@ -1183,10 +1296,153 @@ int cli_cmd_check_config(const cli_globals *g, int argc, char **argv)
     }
     cfg_print(stdout, &cfg);
     int rc = CLI_EXIT_OK;
+    ds_buf seen_slots = DS_BUF_INIT;
     if (!has_flag(argc, argv, "--offline"))
         for (size_t i = 0; i < cfg.n_sources; i++)
-            rc = worse(rc, describe_source(&cfg.sources[i]));
+            rc = worse(rc, describe_source(&cfg, &cfg.sources[i], &seen_slots));
+    ds_buf_free(&seen_slots);
     printf("# config directory %s: %s\n", g->config_dir, rc == CLI_EXIT_OK ? "OK" : "errors above");
+    cfg_free(&cfg);
+    return rc;
+}
+
+/* ---- drop-slot ------------------------------------------------------------ */
+
+/* Where a slot is: the server of conn, under its name there. */
+typedef struct slot_place {
+    pgsrc_conn conn;
+    char slot[CFG_PG_NAME_CAP];
+    char db[CFG_PG_NAME_CAP * 2]; /* the slot's database ("" physical) */
+} slot_place;
+
+/* Looks for `name`, else `derived` (the slot of a source of that name), on
+ * the server of url; 1 found (place->conn open), 0 not there, -1 a failure
+ * said on stderr. */
+static int find_slot_at(const char *url, double timeout_s, const char *name, const char *derived,
+                        slot_place *place)
+{
+    ds_error err;
+    if (!pgsrc_connect(url, timeout_s, &place->conn, &err)) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        return -1;
+    }
+    char **names = NULL, **dbs = NULL;
+    size_t n = 0;
+    if (!pub_list_slots_db(&place->conn, &names, &dbs, &n, &err)) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        pgsrc_disconnect(&place->conn);
+        return -1;
+    }
+    int found = 0;
+    const char *wanted[] = {name, derived};
+    for (size_t w = 0; !found && w < 2; w++)
+        for (size_t i = 0; !found && i < n; i++)
+            if (strcmp(names[i], wanted[w]) == 0) {
+                snprintf(place->slot, sizeof place->slot, "%s", names[i]);
+                snprintf(place->db, sizeof place->db, "%s", dbs[i]);
+                found = 1;
+            }
+    pub_free_names(names, n);
+    pub_free_names(dbs, n);
+    if (!found)
+        pgsrc_disconnect(&place->conn);
+    return found;
+}
+
+/* Drops duckstore's own publication that went with the slot (same name),
+ * unless a configured source still publishes through it. */
+static void drop_own_publication(slot_place *place, const cfg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cfg_source *src = &cfg->sources[i];
+        if (src->capture == CFG_CAPTURE_LOGICAL && strcmp(src->publication_name, place->slot) == 0) {
+            printf("kept publication \"%s\": source %s uses it\n", place->slot, src->name);
+            return;
+        }
+    }
+    ds_error err;
+    char *current = NULL;
+    bool exists = false;
+    if (!pgsrc_query_value(&place->conn, "SELECT current_database()", &current, &err) ||
+        !pub_exists(&place->conn, place->slot, &exists, &err)) {
+        free(current);
+        fprintf(stderr, "duckstore: publication \"%s\" not dropped: %s\n", place->slot, err.msg);
+        return;
+    }
+    if (!exists && place->db[0] && current != NULL && strcmp(current, place->db) != 0)
+        printf("publication \"%s\", if any, is in database \"%s\": DROP PUBLICATION \"%s\" there\n",
+               place->slot, place->db, place->slot);
+    else if (exists && pub_drop_publication(&place->conn, place->slot, &err))
+        printf("dropped publication \"%s\"\n", place->slot);
+    else if (exists)
+        fprintf(stderr, "duckstore: publication \"%s\" not dropped: %s\n", place->slot, err.msg);
+    free(current);
+}
+
+int cli_cmd_drop_slot(const cli_globals *g, int argc, char **argv)
+{
+    static const char usage[] = "usage: duckstore drop-slot NAME [--url URL]\n";
+    const char *name = NULL, *url = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--url") == 0 && i + 1 < argc && url == NULL) {
+            url = argv[++i];
+        } else if (argv[i][0] == '-' || name != NULL) {
+            fprintf(stderr, "duckstore drop-slot: %s %s\n%s",
+                    argv[i][0] == '-' ? "unknown option or missing value:" : "unexpected argument", argv[i],
+                    usage);
+            return CLI_EXIT_USAGE;
+        } else {
+            name = argv[i];
+        }
+    }
+    if (name == NULL) {
+        fprintf(stderr, "duckstore drop-slot: missing argument\n%s", usage);
+        return CLI_EXIT_USAGE;
+    }
+    cfg_config cfg;
+    if (!load_config(g, &cfg))
+        return CLI_EXIT_USAGE;
+    char derived[CFG_PG_NAME_CAP];
+    cfg_pg_object_name(name, derived);
+    const cfg_source *named = cfg_find_source(&cfg, name);
+    slot_place place;
+    int found = 0;
+    if (url != NULL)
+        found = find_slot_at(url, 600, name, derived, &place);
+    else if (named != NULL)
+        found = find_slot_at(named->url, named->query_timeout_s, named->slot_name, named->slot_name, &place);
+    /* A source removed from the config: its slot is on one of the servers
+     * the others read. */
+    bool unreachable = false; /* a server that could not be searched, said on stderr */
+    for (size_t i = 0; url == NULL && named == NULL && found <= 0 && i < cfg.n_sources; i++) {
+        found = find_slot_at(cfg.sources[i].url, cfg.sources[i].query_timeout_s, name, derived, &place);
+        unreachable |= found < 0;
+    }
+    if (found == 0 && unreachable)
+        found = -1;
+    if (found <= 0) {
+        if (found == 0)
+            fprintf(stderr,
+                    "duckstore: no replication slot named \"%s\"%s%s%s on %s; duckstore check-config "
+                    "lists the slots no source uses\n",
+                    name, strcmp(name, derived) ? " or \"" : "", strcmp(name, derived) ? derived : "",
+                    strcmp(name, derived) ? "\"" : "",
+                    url     ? "that server"
+                    : named ? "the server of that source"
+                            : "the servers of the configured sources");
+        cfg_free(&cfg);
+        return found == 0 ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
+    }
+    ds_error err;
+    int rc = CLI_EXIT_OK;
+    if (pub_drop_slot(&place.conn, place.slot, &err)) {
+        printf("dropped replication slot \"%s\"\n", place.slot);
+        drop_own_publication(&place, &cfg);
+    } else {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        rc = failure_code(&err);
+    }
+    pgsrc_disconnect(&place.conn);
     cfg_free(&cfg);
     return rc;
 }

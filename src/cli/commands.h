@@ -26,6 +26,7 @@ int cli_cmd_plan(const cli_globals *g, int argc, char **argv);
 int cli_cmd_status(const cli_globals *g, int argc, char **argv);
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv);
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv);
+int cli_cmd_drop_slot(const cli_globals *g, int argc, char **argv);
 int cli_cmd_serve(const cli_globals *g, int argc, char **argv);
 int cli_cmd_query(const cli_globals *g, int argc, char **argv);
 int cli_cmd_version(const cli_globals *g, int argc, char **argv);

@@ -29,6 +29,13 @@ static const cli_command commands[] = {
      "  NAME        a source or its status key\n", cli_cmd_reset_watermark},
     {"check-config", "check-config [--offline]", "validate the config and describe every query",
      "  --offline   do not connect to PostgreSQL (YAML and keys only)\n", cli_cmd_check_config},
+    {"drop-slot", "drop-slot NAME [--url URL]", "drop a logical source's replication slot and publication",
+     "  NAME        a replication slot (duckstore_monitoring) or a source name (monitoring)\n"
+     "  --url URL   the server to drop it on (default: the source's url, else every configured\n"
+     "              source's server is searched)\n"
+     "Refused while a process streams from the slot. duckstore's own publication of the\n"
+     "source is dropped too unless a configured source still uses it.\n",
+     cli_cmd_drop_slot},
     {"serve", "serve [--listen HOST:PORT]",
      "run the HTTP API, scheduler and startup sync (default 127.0.0.1:8500)",
      "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8500)\n"

@@ -21,6 +21,41 @@ const char *cfg_sync_mode_name(cfg_sync_mode mode)
     return mode == CFG_SYNC_MANUAL ? "manual" : "startup";
 }
 
+const char *cfg_capture_name(cfg_capture capture)
+{
+    return capture == CFG_CAPTURE_LOGICAL ? "logical" : "watermark";
+}
+
+/* FNV-1a: a short, stable fingerprint of a name that had to be cut. */
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+void cfg_pg_object_name(const char *source_name, char out[CFG_PG_NAME_CAP])
+{
+    static const char prefix[] = "duckstore_";
+    size_t max = CFG_PG_NAME_CAP - 1, n = 0;
+    char full[CFG_PG_NAME_CAP];
+    bool cut = strlen(prefix) + strlen(source_name) > max;
+    /* A cut name keeps room for "_" and 8 hex digits (54 + 9 = 63). */
+    size_t keep = cut ? max - 9 : max;
+    for (const char *c = prefix; *c && n < keep; c++)
+        full[n++] = *c;
+    for (const char *c = source_name; *c && n < keep; c++) {
+        char ch = *c >= 'A' && *c <= 'Z' ? (char)(*c - 'A' + 'a') : *c;
+        full[n++] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ? ch : '_';
+    }
+    full[n] = '\0';
+    if (cut)
+        snprintf(out, CFG_PG_NAME_CAP, "%.54s_%08x", full, (unsigned)name_hash(source_name));
+    else
+        memcpy(out, full, n + 1);
+}
+
 const char *cfg_join_type_name(cfg_join_type type)
 {
     return type == CFG_JOIN_INNER ? "inner" : "left";
@@ -62,6 +97,43 @@ static bool check_join(const cfg_yfile *f, const cfg_source *src, bool split)
     return true;
 }
 
+/* capture: logical reads every change from the slot, so the keys of
+ * watermark capture have nothing to do; a publication is logical's. */
+static bool check_capture(const cfg_yfile *f, const cfg_source *src)
+{
+    if (src->capture != CFG_CAPTURE_LOGICAL) {
+        if (src->publication_line)
+            return CFG_FAIL(f, src->publication_line,
+                            "publication is read by logical capture only; add capture: logical or remove "
+                            "publication");
+        return true;
+    }
+    const struct {
+        const char *key;
+        int line;
+    } watermark_keys[] = {
+        {"incremental_column", src->incremental_column_line},
+        {"unique_key", src->unique_key_line},
+        {"lookback", src->lookback_line},
+        {"commit_horizon", src->commit_horizon_line},
+        {"full_refresh_interval_minutes", src->full_refresh_line},
+    };
+    for (size_t i = 0; i < sizeof watermark_keys / sizeof watermark_keys[0]; i++)
+        if (watermark_keys[i].line)
+            return CFG_FAIL(
+                f, watermark_keys[i].line,
+                "%s belongs to watermark capture, but this source has capture: logical (line %d), "
+                "which applies every insert, update and delete by the table's replica identity; "
+                "remove %s",
+                watermark_keys[i].key, src->capture_line, watermark_keys[i].key);
+    if (src->publication != NULL && strlen(src->publication) >= CFG_PG_NAME_CAP)
+        return CFG_FAIL(f, src->publication_line,
+                        "publication \"%.80s\" is longer than PostgreSQL's 63 bytes; name the publication "
+                        "as PostgreSQL lists it (SELECT pubname FROM pg_publication)",
+                        src->publication);
+    return true;
+}
+
 /* The rules that span keys: a url, and either query or the split pair. */
 static bool check_source(const cfg_yfile *f, const cfg_source *src, const char *key)
 {
@@ -97,6 +169,8 @@ static bool check_source(const cfg_yfile *f, const cfg_source *src, const char *
         return CFG_FAIL(
             f, src->unique_key_line,
             "a single-query source takes unique_key: <column> or [columns], not dataset/results keys");
+    if (!check_capture(f, src))
+        return false;
     if ((src->unique_key_line || src->lookback || src->full_refresh_interval_minutes > 0) &&
         src->incremental_column == NULL)
         return CFG_FAIL(f,
@@ -128,6 +202,9 @@ static void source_free(cfg_source *src)
     free(src->partition_column);
     free(src->incremental_column);
     free(src->lookback);
+    free(src->publication);
+    for (size_t i = 0; i < src->n_plans; i++)
+        qt_single_table_free(&src->plans[i].shape);
     cfg_key_free(&src->unique_key_dataset);
     cfg_key_free(&src->unique_key_results);
     cfg_key_free(&src->unique_key_data);
@@ -335,6 +412,34 @@ static void build_query_plans(cfg_source *src)
                    &src->unique_key_results, "results");
     }
     snprintf(src->data_name, sizeof src->data_name, "%s_data", src->name);
+    cfg_pg_object_name(src->name, src->slot_name);
+    src->publication_owned = src->publication == NULL;
+    snprintf(src->publication_name, sizeof src->publication_name, "%s",
+             src->publication ? src->publication : src->slot_name);
+}
+
+/* capture: logical decodes one table's rows and applies each change to
+ * the cached row: every query must read one table, nothing the change of
+ * one row cannot say (a join, an aggregate, a LIMIT). */
+static bool parse_capture_shapes(cfg_source *src, ds_error *err)
+{
+    if (src->capture != CFG_CAPTURE_LOGICAL)
+        return true;
+    for (size_t i = 0; i < src->n_plans; i++) {
+        cfg_query_plan *plan = &src->plans[i];
+        char why[256];
+        if (qt_parse_single_table(plan->sql, &plan->shape, why, sizeof why))
+            continue;
+        if (strcmp(why, "out of memory") == 0)
+            return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        return ds_error_set(err, DS_ERR_CONFIG,
+                            "%s:%d: %s: %s; capture: logical (line %d) reads each query as one table's rows: "
+                            "SELECT <columns or expressions of the row> FROM <table> [WHERE <condition on "
+                            "the row>]. Fix: read the table alone (join and aggregate in DuckDB over the "
+                            "cached tables), or remove capture: logical",
+                            src->file, plan->line, plan->label, why, src->capture_line);
+    }
+    return true;
 }
 
 static bool add_source(const cfg_yfile *f, cfg_config *cfg)
@@ -510,8 +615,10 @@ bool cfg_load_dir_flags(const char *dir, unsigned flags, cfg_config *out, ds_err
     cfg_config cfg;
     bool ok = config_defaults(&cfg, dir, err) && load_files(dir, flags, &cfg, err) && sort_sources(&cfg, err);
     /* After sorting: a plan points at its source's unique_key. */
-    for (size_t i = 0; ok && i < cfg.n_sources; i++)
+    for (size_t i = 0; ok && i < cfg.n_sources; i++) {
         build_query_plans(&cfg.sources[i]);
+        ok = parse_capture_shapes(&cfg.sources[i], err);
+    }
     if (ok && cfg.store.memory_limit == NULL)
         ok = default_memory_limit(&cfg.store, err);
     ok = ok && resolve_store_path(&cfg, err) && check_pg_keys(&cfg.store, err);

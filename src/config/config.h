@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "source/querytext.h"
 
 typedef enum cfg_sync_mode { CFG_SYNC_STARTUP, CFG_SYNC_MANUAL } cfg_sync_mode;
 
@@ -71,6 +72,13 @@ typedef enum cfg_horizon { CFG_HORIZON_AUTO, CFG_HORIZON_ON, CFG_HORIZON_OFF } c
  * row is synced (inner). */
 typedef enum cfg_join_type { CFG_JOIN_LEFT, CFG_JOIN_INNER } cfg_join_type;
 
+/* How a source sees changes: re-reading rows past a watermark, or
+ * PostgreSQL's logical replication (docs/configuration.md). */
+typedef enum cfg_capture { CFG_CAPTURE_WATERMARK, CFG_CAPTURE_LOGICAL } cfg_capture;
+
+/* PostgreSQL's names (slots, publications) hold at most 63 bytes. */
+#define CFG_PG_NAME_CAP 64
+
 /* Names derived from a source name fit fixed buffers: a source name is at
  * most CFG_SOURCE_NAME_MAX characters (checked at load), so every table name
  * duckstore derives from it ("<name>_results_staging") fits
@@ -104,6 +112,9 @@ typedef struct cfg_query_plan {
     bool needs_dataset_id;                /* part of a split source: joined on its join columns */
     char table[CFG_TABLE_NAME_CAP];       /* "<name>_dataset", "<name>_results" or "<name>_data" */
     char staging[CFG_TABLE_NAME_CAP + 8]; /* "<table>_staging" */
+    /* capture: logical: the one table the query reads, parsed at load
+     * (all NULL for a watermark source). */
+    qt_single_table shape;
 } cfg_query_plan;
 
 /* One `<name>_db:` source. Strings are ${VAR}-expanded and owned by the
@@ -130,6 +141,14 @@ typedef struct cfg_source {
     double full_refresh_interval_minutes; /* 0 = never */
     cfg_horizon commit_horizon;           /* auto: on for timestamp columns */
     int unique_key_line, lookback_line;
+    /* `capture: logical`: the publication and replication slot it reads. */
+    cfg_capture capture; /* default watermark */
+    char *publication;   /* `publication:` as written (used as is); NULL: duckstore's own */
+    char publication_name[CFG_PG_NAME_CAP]; /* the one in use: `publication` or "duckstore_<name>" */
+    bool publication_owned;                 /* duckstore creates and maintains it (no `publication:`) */
+    char slot_name[CFG_PG_NAME_CAP];        /* "duckstore_<name>" (see cfg_pg_object_name) */
+    int capture_line, publication_line;
+    int commit_horizon_line, full_refresh_line;
     /* `join:` of a split source's view: its type and the columns both
      * queries are joined on (after load: [dataset_id] when not given). */
     cfg_join_type join_type;
@@ -188,6 +207,15 @@ bool cfg_join_is_default(const cfg_source *src);
 /* Copy of a postgresql:// URI or key=value conninfo with the password
  * replaced by "***". Caller frees. */
 char *cfg_mask_url(const char *url);
+
+/* "watermark" / "logical", as written in a source's capture. */
+const char *cfg_capture_name(cfg_capture capture);
+
+/* The name of a PostgreSQL object duckstore owns for a source:
+ * "duckstore_<name>", lowercase [a-z0-9_] only (any other byte becomes _),
+ * at most 63 bytes: a longer one keeps a prefix and ends in "_" and 8 hex
+ * digits of a hash of the whole name, so two sources never share one. */
+void cfg_pg_object_name(const char *source_name, char out[CFG_PG_NAME_CAP]);
 
 /* "startup" / "manual", as written in duckdb.yaml. */
 const char *cfg_sync_mode_name(cfg_sync_mode mode);

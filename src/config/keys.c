@@ -178,6 +178,24 @@ static bool read_join_type(const char *s, const key_spec *k, void *dst)
     return false;
 }
 
+static bool read_capture(const char *s, const key_spec *k, void *dst)
+{
+    (void)k;
+    static const cfg_capture modes[] = {CFG_CAPTURE_WATERMARK, CFG_CAPTURE_LOGICAL};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        if (strcmp(s, cfg_capture_name(modes[i])) == 0) {
+            *(cfg_capture *)dst = modes[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_capture(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    return read_scalar(f, p, k, obj, k->expect, read_capture);
+}
+
 static bool read_log_format(const char *s, const key_spec *k, void *dst)
 {
     (void)k;
@@ -579,8 +597,16 @@ static const key_spec source_keys[] = {
      .expect = "an interval such as \"5 minutes\" or \"1 hour\" (time columns) or a number (numeric columns)",
      .hint = "give an interval such as \"5 minutes\" or a number"},
     {"full_refresh_interval_minutes", .parse = parse_number, .field = SOURCE(full_refresh_interval_minutes),
-     .low = 0, .high = MAX_REFRESH_MINUTES, .expect = "a number of minutes between 0 and 525600 (0 = never)"},
-    {"commit_horizon", .parse = parse_horizon, .field = SOURCE(commit_horizon)},
+     .line = SOURCE(full_refresh_line), .low = 0, .high = MAX_REFRESH_MINUTES,
+     .expect = "a number of minutes between 0 and 525600 (0 = never)"},
+    {"commit_horizon", .parse = parse_horizon, .field = SOURCE(commit_horizon),
+     .line = SOURCE(commit_horizon_line)},
+    {"capture", .parse = parse_capture, .field = SOURCE(capture), .line = SOURCE(capture_line),
+     .expect = "\"watermark\" (re-read rows past incremental_column) or \"logical\" (PostgreSQL's logical "
+               "replication)"},
+    {"publication", .parse = parse_string, .field = SOURCE(publication), .line = SOURCE(publication_line),
+     .hint = "name an existing publication that publishes the source's tables, or remove the key (duckstore "
+             "then creates its own)"},
     {"join", .parse = parse_section, .field = 0, .line = SOURCE(join_line),
      .expect = "a mapping such as {type: inner, columns: [dataset_id]}", .sub = &join_table},
 };

@@ -239,5 +239,15 @@ void cfg_print(FILE *out, const cfg_config *cfg)
             print_number(out, "full_refresh_interval_minutes", src->full_refresh_interval_minutes);
         if (src->commit_horizon != CFG_HORIZON_AUTO)
             fprintf(out, "  commit_horizon: %s\n", yes_no(src->commit_horizon == CFG_HORIZON_ON));
+        fprintf(out, "  capture: %s\n", cfg_capture_name(src->capture));
+        if (src->capture == CFG_CAPTURE_LOGICAL) {
+            /* duckstore's own publication is shown as a comment: writing the
+             * key would make it a user-named one. */
+            if (src->publication != NULL)
+                print_string(out, "publication", src->publication);
+            else
+                fprintf(out, "  # publication: %s (created by duckstore)\n", src->publication_name);
+            fprintf(out, "  # replication slot: %s\n", src->slot_name);
+        }
     }
 }

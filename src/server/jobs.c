@@ -2,6 +2,8 @@
  * records; it is never held while PostgreSQL or DuckDB work runs. */
 #include "server/jobs.h"
 
+#include "source/pgoutput.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,8 +162,19 @@ source_runtime *jobs_find(jobs *j, const char *name)
     return r != NULL && r->src != NULL ? r : NULL;
 }
 
+/* A logical source streams without end; the scheduler only starts it
+ * again when it stopped (a failure), after this long. */
+#define CAPTURE_RETRY_S 5.0
+
+static bool is_logical(const cfg_source *src)
+{
+    return src != NULL && src->capture == CFG_CAPTURE_LOGICAL;
+}
+
 static double interval_s(const source_runtime *r)
 {
+    if (is_logical(r->src))
+        return CAPTURE_RETRY_S;
     return r->src != NULL ? r->src->refresh_interval_minutes * 60.0 : 0;
 }
 
@@ -269,6 +282,8 @@ const char *jobs_error_kind(ds_error_code code)
         return "busy";
     case DS_ERR_NOMEM:
         return "out_of_memory";
+    case DS_ERR_RELOAD:
+        return "reload";
     case DS_OK:
         break;
     }
@@ -413,6 +428,17 @@ static void count_table_stats(source_runtime *r, const cfg_source *src, const sy
     }
 }
 
+typedef struct loaded_ctx {
+    jobs *j;
+    source_runtime *r;
+} loaded_ctx;
+
+static void capture_loaded(void *arg)
+{
+    loaded_ctx *ctx = arg;
+    refresh_status(ctx->j, ctx->r, false, 0);
+}
+
 static void *sync_thread(void *arg)
 {
     sync_thread_arg *a = arg;
@@ -429,7 +455,22 @@ static void *sync_thread(void *arg)
     ds_error_clear(&err);
     jobs_log_sync_start(src, trigger, opt.force_full);
     double t0 = ds_monotonic_s();
-    bool ok = sync_source(j->st, &cfg->cfg, src, &opt, &report, &err);
+    bool ok;
+    if (is_logical(src)) {
+        /* Streams until shutdown, a reload of the config or a failure. */
+        loaded_ctx loaded = {.j = j, .r = r};
+        atomic_store(&r->live.rows, -1);
+        capture_options co = {.force_full = opt.force_full,
+                              .follow = true,
+                              .cancel = opt.cancel,
+                              .progress = opt.progress,
+                              .live = &r->live,
+                              .loaded = capture_loaded,
+                              .loaded_ctx = &loaded};
+        ok = capture_run(j->st, &cfg->cfg, src, &co, &report, &err);
+    } else {
+        ok = sync_source(j->st, &cfg->cfg, src, &opt, &report, &err);
+    }
     jobs_log_sync_end(src, trigger, ok, &report, &r->progress, &err, ds_monotonic_s() - t0);
     refresh_status(j, r, false, 0);
 
@@ -513,11 +554,24 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
     return JOBS_STARTED;
 }
 
+/* A logical source that streams already: a full sync asked for makes it
+ * drop its slot and load again. Lock held. */
+static bool capture_reload_requested(source_runtime *r, bool full)
+{
+    if (!full || !r->syncing || !is_logical(r->running_src) || !atomic_load(&r->live.streaming))
+        return false;
+    atomic_store(&r->live.reload_requested, true);
+    return true;
+}
+
 jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error *err)
 {
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
-    jobs_start_result res = r ? start_locked(j, r, full, JOBS_TRIGGER_MANUAL, err) : JOBS_UNKNOWN;
+    jobs_start_result res = r == NULL ? JOBS_UNKNOWN
+                            : capture_reload_requested(r, full)
+                                ? JOBS_STARTED
+                                : start_locked(j, r, full, JOBS_TRIGGER_MANUAL, err);
     pthread_mutex_unlock(&j->lock);
     return res;
 }
@@ -529,6 +583,10 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
      * one over the reset, so the "next sync is full" promise was lost. */
     pthread_mutex_lock(&j->lock);
     source_runtime *r = jobs_find(j, name);
+    if (r != NULL && capture_reload_requested(r, true)) {
+        pthread_mutex_unlock(&j->lock);
+        return JOBS_STARTED;
+    }
     bool busy = r && (r->syncing || r->resetting);
     jobs_config *cfg = NULL;
     const cfg_source *src = NULL;
@@ -542,7 +600,7 @@ jobs_start_result jobs_reset_watermark(jobs *j, const char *name, ds_error *err)
         return JOBS_UNKNOWN;
     if (busy)
         return JOBS_BUSY;
-    bool ok = sync_reset_watermarks(j->st, src, err);
+    bool ok = is_logical(src) ? capture_reset(j->st, src, err) : sync_reset_watermarks(j->st, src, err);
     if (ok)
         refresh_status(j, r, false, 0);
     pthread_mutex_lock(&j->lock);
@@ -891,7 +949,10 @@ json_t *jobs_status_json(jobs *j)
         if (r->src == NULL)
             continue;
         json_t *doc = json_deep_copy(r->status);
-        if (doc != NULL && r->syncing) {
+        bool streaming = is_logical(r->src) && atomic_load(&r->live.streaming);
+        if (doc != NULL && streaming)
+            capture_status_add(j->st, r->src, &r->live, doc);
+        if (doc != NULL && r->syncing && !streaming) {
             sync_status_overlay_syncing(doc, r->running_src, &r->progress, r->started_iso, r->sync_full);
             json_t *progress = json_object_get(doc, "progress");
             json_object_set_new(progress, "trigger", json_string(jobs_trigger_name(r->trigger)));
@@ -970,6 +1031,52 @@ static void table_metrics(ds_buf *b, source_runtime **rs, size_t n)
     }
 }
 
+/* Logical sources: the stream's position, lag and changes applied. */
+static void capture_metrics(ds_buf *b, store *st, source_runtime **rs, size_t n)
+{
+    static const struct {
+        const char *name, *type, *help, *field;
+    } families[] = {
+        {"duckstore_capture_confirmed_lsn", "gauge",
+         "WAL position (LSN as a number) applied to DuckDB and confirmed to PostgreSQL.", "confirmed_lsn"},
+        {"duckstore_capture_lag_bytes", "gauge", "WAL the server has that is not applied yet.", "lag_bytes"},
+        {"duckstore_capture_lag_seconds", "gauge",
+         "Age of the last applied change while changes wait, else 0.", "lag_seconds"},
+    };
+    for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
+        bool header = false;
+        for (size_t i = 0; i < n; i++) {
+            if (!is_logical(rs[i]->src))
+                continue;
+            if (!header)
+                metric_header(b, families[f].name, families[f].type, families[f].help);
+            header = true;
+            json_t *doc = json_object();
+            capture_status_add(st, rs[i]->src, &rs[i]->live, doc);
+            json_t *v = json_object_get(doc, families[f].field);
+            uint64_t lsn = 0;
+            if (json_is_string(v) && pgo_lsn_parse(json_string_value(v), &lsn))
+                ds_buf_appendf(b, "%s{source=\"%s\"} %llu\n", families[f].name, rs[i]->name,
+                               (unsigned long long)lsn);
+            else if (json_is_number(v))
+                ds_buf_appendf(b, "%s{source=\"%s\"} %g\n", families[f].name, rs[i]->name,
+                               json_number_value(v));
+            json_decref(doc);
+        }
+    }
+    bool header = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_logical(rs[i]->src))
+            continue;
+        if (!header)
+            metric_header(b, "duckstore_capture_changes_total", "counter",
+                          "Inserts, updates, deletes and truncates applied since the server started.");
+        header = true;
+        ds_buf_appendf(b, "duckstore_capture_changes_total{source=\"%s\"} %llu\n", rs[i]->name,
+                       (unsigned long long)atomic_load(&rs[i]->live.changes));
+    }
+}
+
 char *jobs_metrics_text(jobs *j)
 {
     ds_buf b = DS_BUF_INIT;
@@ -1008,7 +1115,8 @@ char *jobs_metrics_text(jobs *j)
         source_runtime *r = rs[i];
         if (r->src == NULL)
             continue;
-        sync_state state = r->syncing ? SYNC_STATE_SYNCING : sync_status_state(r->status);
+        bool streaming = is_logical(r->src) && atomic_load(&r->live.streaming);
+        sync_state state = r->syncing && !streaming ? SYNC_STATE_SYNCING : sync_status_state(r->status);
         for (int s = 0; s < SYNC_STATE_COUNT; s++)
             ds_buf_appendf(&b, "duckstore_source_state{source=\"%s\",state=\"%s\"} %d\n", r->name,
                            sync_state_name((sync_state)s), state == (sync_state)s);
@@ -1020,6 +1128,7 @@ char *jobs_metrics_text(jobs *j)
             ds_buf_appendf(&b, "duckstore_consecutive_failures{source=\"%s\"} %d\n", rs[i]->name,
                            rs[i]->consecutive_failures);
     table_metrics(&b, rs, n);
+    capture_metrics(&b, j->st, rs, n);
     pthread_mutex_unlock(&j->lock);
     metric_header(&b, "duckstore_idle_source_connections", "gauge",
                   "PostgreSQL connections kept open between syncs, all sources.");

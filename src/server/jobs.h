@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cdc/capture.h"
 #include "config/config.h"
 #include "store/store.h"
 #include "sync/sync.h"
@@ -72,6 +73,7 @@ typedef struct source_runtime {
     uint64_t syncs_ok, syncs_failed, rows_synced;
     double last_success_unix, last_duration_s;
     table_stats tables[2 * CFG_MAX_QUERIES]; /* room for the tables before and after a reload */
+    capture_live live;                       /* capture: logical: the running stream's position and lag */
 } source_runtime;
 
 /* A loaded config and the number of its users: the jobs while it is in

@@ -653,6 +653,8 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
         }
         out->cols[i].oid = PQftype(res, i);
         out->cols[i].typmod = PQfmod(res, i);
+        out->cols[i].table_oid = PQftable(res, i) == InvalidOid ? 0 : (uint32_t)PQftable(res, i);
+        out->cols[i].table_col = PQftablecol(res, i);
         /* DuckDB's names ignore (ASCII) case: "A" and "a" would be one
          * column there. */
         for (int j = 0; j < i; j++) {

@@ -40,6 +40,10 @@ typedef struct pgsrc_column {
     char *pg_type;   /* format_type(oid, NULL): the cast target for literals */
     pgsrc_type type; /* how the value is decoded, and its DuckDB type */
     pgsrc_cast cast; /* what the COPY query casts the column to first */
+    /* The table column it copies as is (PQftable / PQftablecol): 0 when
+     * the query computes it. */
+    uint32_t table_oid;
+    int table_col;
 } pgsrc_column;
 
 typedef struct pgsrc_desc {

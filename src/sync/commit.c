@@ -211,6 +211,9 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
     summarize(report, jobs, njobs, started);
     if (!ok)
         return false;
+    const sync_options *opt = jobs[0].opt;
+    if (opt->commit_hook != NULL && !opt->commit_hook(duck, opt->commit_ctx, err))
+        return false;
     json_t *doc = status_load(duck, src->name);
     status_record_success(doc, report, njobs == 2, ids_unique);
     ok = status_save(duck, src->name, doc, err);

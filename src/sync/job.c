@@ -260,6 +260,8 @@ static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
  * committed since. */
 static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
+    if (job->opt->snapshot != NULL)
+        return pgsrc_import_snapshot(pg, job->opt->snapshot, &job->err);
     if (!pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err))
         return false;
     if (!job->tracks_xacts)

@@ -3,6 +3,8 @@
  * A sync records its result here; the CLI and the server read it here. */
 #include "sync/status.h"
 
+#include "cdc/capture.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,5 +362,7 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
     set(doc, "incremental_column",
         src->incremental_column ? json_string(src->incremental_column) : json_null());
     add_incremental_settings(doc, src);
+    if (src->capture == CFG_CAPTURE_LOGICAL)
+        capture_status_add(st, src, NULL, doc);
     return doc;
 }

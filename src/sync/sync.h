@@ -97,6 +97,13 @@ typedef struct sync_options {
     sync_cancel *cancel;     /* optional */
     sync_progress *progress; /* optional */
     sync_conn_pool *conns;   /* optional: reuse connections across syncs */
+    /* Logical capture's initial load: every read imports this exported
+     * snapshot (a replication slot's), so the copy ends exactly where the
+     * slot's stream begins; and commit_hook writes the capture's state in
+     * the sync's commit transaction. Both optional. */
+    const char *snapshot;
+    bool (*commit_hook)(duckdb_connection duck, void *ctx, ds_error *err);
+    void *commit_ctx;
 } sync_options;
 
 #define SYNC_MAX_WARNINGS 6

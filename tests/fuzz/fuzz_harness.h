@@ -59,6 +59,12 @@ int fuzz_sql_input(const uint8_t *data, size_t size);
  * socket (tests/fuzz/harness_pgwire.c). */
 int fuzz_pgwire_input(const uint8_t *data, size_t size);
 
+/* Input: byte 0 bit 0 starts inside a streamed block, bit 1 makes the
+ * rest one pgoutput message; else the rest is frames (big-endian uint16
+ * length, bytes) parsed in order by one pgo_parser
+ * (tests/fuzz/harness_pgoutput.c). */
+int fuzz_pgoutput_input(const uint8_t *data, size_t size);
+
 /* Aborts with the condition, file:line and an optional printf-style
  * message when an invariant of the code under test does not hold (the
  * sanitizers would not see it): CHECK(ok) or CHECK(ok, "row %d", r). */

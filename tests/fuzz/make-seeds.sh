@@ -3,7 +3,11 @@
 # PostgreSQL's own binary COPY output: one query per column plan of
 # tests/fuzz/harness_copy_decoder.c (same column types, same order), each
 # saved twice: cut into one message per tuple as PostgreSQL sends them, and
-# as a single message. Needs a server: scripts/with-test-pg.sh tests/fuzz/make-seeds.sh
+# as a single message. Then the pgoutput target's: the messages of a
+# logical replication slot (tests/fuzz/harness_pgoutput.c's frames) for
+# inserts, updates, deletes, truncates and a logical message, in protocol 1
+# binary and text and in protocol 2 with a streamed transaction. Needs a
+# server started with wal_level=logical: scripts/with-test-pg.sh tests/fuzz/make-seeds.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -97,3 +101,45 @@ for i in "${!plans[@]}"; do
   { printf "\\x$(printf %02x "$i")\\x00"; cat "$tmp"; } >"$out/plan$i-one-message.bin"
   echo "plan $i: $(wc -c <"$tmp") bytes of COPY data"
 done
+
+# ---- pgoutput ----------------------------------------------------------------
+out="$here/corpus/pgoutput"
+mkdir -p "$out"
+db="fuzz_seeds_pgoutput_$$"
+psql "$DUCKSTORE_TEST_PG" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db"
+trap 'rm -f "$tmp"; psql "$DUCKSTORE_TEST_PG" -X -q -c "SELECT pg_drop_replication_slot(slot_name) FROM
+  pg_replication_slots WHERE slot_name = '"'$db'"'" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1' EXIT
+pg() { psql "$DUCKSTORE_TEST_PG dbname=$db" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+pg -c "SET synchronous_commit = on" -c "
+  CREATE TABLE t (id int4 PRIMARY KEY, name text, score numeric(8,2), at timestamptz, note text);
+  ALTER TABLE t ALTER note SET STORAGE EXTERNAL;
+  CREATE TABLE f (k int8, v jsonb); ALTER TABLE f REPLICA IDENTITY FULL;
+  CREATE TABLE big (id int4 PRIMARY KEY, pad text);
+  CREATE PUBLICATION p FOR TABLE t, f, big;" -c "SELECT pg_create_logical_replication_slot('$db', 'pgoutput')" >/dev/null
+pg -c "SET synchronous_commit = on" \
+  -c "INSERT INTO t VALUES (1, 'one', 1.5, '2024-02-29 13:45:07+00', NULL), (2, 'twö', NULL, NULL, repeat('x', 3000))" \
+  -c "UPDATE t SET name = 'uno', score = -2 WHERE id = 1" \
+  -c "UPDATE t SET score = 3 WHERE id = 2" \
+  -c "UPDATE t SET id = 3 WHERE id = 1" \
+  -c "DELETE FROM t WHERE id = 3" \
+  -c "BEGIN; INSERT INTO f VALUES (5, '{\"a\": [1, null]}'); UPDATE f SET v = '[]'; DELETE FROM f; COMMIT" \
+  -c "SELECT pg_logical_emit_message(true, 'duckstore', 'hello')" \
+  -c "TRUNCATE t, f RESTART IDENTITY CASCADE" \
+  -c "INSERT INTO big SELECT g, repeat('p', 40) FROM generate_series(1, 1500) AS g" >/dev/null
+
+# Frames of the slot's messages, first/last keeps a long stream under 16 kB.
+seed() {
+  local name="$1" options="$2" first="${3:-100000}"
+  local hex
+  hex="$(pg -c "SET logical_decoding_work_mem = '64kB'" -c "
+    SELECT encode('\\x00'::bytea || string_agg(int2send(length(data)::int2) || data, ''::bytea ORDER BY n), 'hex')
+    FROM (SELECT c.*, count(*) OVER () AS total
+          FROM pg_logical_slot_peek_binary_changes('$db', NULL, NULL, $options)
+               WITH ORDINALITY AS c(lsn, xid, data, n)) AS c
+    WHERE n <= $first OR n > total - 6")"
+  printf "$(sed 's/../\\x&/g' <<<"$hex")" >"$out/$name.bin"
+  echo "pgoutput $name: $(wc -c <"$out/$name.bin") bytes"
+}
+seed proto1-binary "'proto_version', '1', 'publication_names', 'p', 'binary', 'true', 'messages', 'true'" 60
+seed proto1-text "'proto_version', '1', 'publication_names', 'p', 'messages', 'true'" 60
+seed proto2-streamed "'proto_version', '2', 'publication_names', 'p', 'binary', 'true', 'streaming', 'on'" 120

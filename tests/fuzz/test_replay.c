@@ -85,6 +85,13 @@ static void test_pgwire_corpus(void **state)
     assert_true(replay_dir("corpus", "pgwire", fuzz_pgwire_input) >= 6);
 }
 
+/* The pgoutput decoder's seeds: PostgreSQL's own messages. */
+static void test_pgoutput_corpus(void **state)
+{
+    (void)state;
+    assert_true(replay_dir("corpus", "pgoutput", fuzz_pgoutput_input) >= 4);
+}
+
 /* The SQL builders' seeds: hostile names, collisions, every kind of merge. */
 static void test_sql_corpus(void **state)
 {
@@ -333,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_config_corpus),
         cmocka_unit_test(test_sql_corpus),
         cmocka_unit_test(test_pgwire_corpus),
+        cmocka_unit_test(test_pgoutput_corpus),
         cmocka_unit_test(test_config_error_line_inside_file),
         cmocka_unit_test(test_config_print_unicode_breaks),
         cmocka_unit_test(test_config_print_tab_first_query),

@@ -1,0 +1,310 @@
+/* Logical capture end to end against the harness PostgreSQL (started with
+ * wal_level=logical): the initial load on the slot's snapshot, then random
+ * mixes of inserts, updates (of TOASTed rows and of the key), deletes,
+ * truncates, rolled-back and interleaved transactions must leave the cached
+ * table equal to the query's result in PostgreSQL; a changed table, a lost
+ * slot and a reset load again. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdc/capture.h"
+#include "testlib.h"
+
+static const char *g_conninfo;
+
+#define ORDERS_QUERY "SELECT id, status, note, amount AS total FROM orders WHERE status <> 'void'"
+#define ORDERS_RELATION "(" ORDERS_QUERY ") AS q"
+#define ORDERS_SPEC "id,status,note,total"
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_conninfo = strdup(tl_pg_fresh_db("cdc"));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    free((char *)g_conninfo);
+    return 0;
+}
+
+static void create_orders(tl_env *e, int rows)
+{
+    tl_pg_exec(e->pg, "CREATE TABLE orders (id integer PRIMARY KEY, status text NOT NULL, note text, "
+                      "amount numeric(12,2))");
+    /* Long notes are stored out of line: an update that leaves one alone
+     * sends it as "unchanged" ('u'). */
+    tl_pg_exec(e->pg, "ALTER TABLE orders ALTER COLUMN note SET STORAGE EXTERNAL");
+    tl_pg_exec(e->pg,
+               "INSERT INTO orders SELECT g, CASE WHEN g %% 10 = 0 THEN 'void' ELSE 'new' END, "
+               "'note ' || g, g * 1.25 FROM generate_series(1, %d) g",
+               rows);
+}
+
+/* Catches up once (what `duckstore sync` does) and returns the report. */
+static sync_report capture_ok(tl_env *e, const char *name, bool full)
+{
+    capture_options opt = {.force_full = full};
+    sync_report report;
+    ds_error err = {0};
+    if (!capture_run(e->st, &e->cfg, tl_source(&e->cfg, name), &opt, &report, &err))
+        fail_msg("capture_run: %s", err.msg);
+    return report;
+}
+
+static void assert_same(tl_env *e, const char *table)
+{
+    char *want = tl_pg_checksum(e->pg, ORDERS_RELATION, ORDERS_SPEC);
+    char *got = tl_duck_checksum(e->con, table, ORDERS_SPEC);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+}
+
+static void drop_slot(tl_env *e, const char *name)
+{
+    tl_pg_exec(e->pg,
+               "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = "
+               "'duckstore_%s'",
+               name);
+}
+
+static void open_source(tl_env *e, const char *schema, const char *name)
+{
+    tl_env_open(e, g_conninfo, schema, "");
+    create_orders(e, 2000);
+    tl_env_source(e, name, "  capture: logical\n  query: %s\n", ORDERS_QUERY);
+}
+
+static void the_initial_load_and_the_stream_meet_exactly(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "meet", "cdc_meet");
+    sync_report r = capture_ok(&e, "cdc_meet", false);
+    assert_int_equal(r.rows, 1800);
+    assert_same(&e, "cdc_meet_data");
+    /* Changes after the load arrive, each once. */
+    tl_pg_exec(e.pg, "INSERT INTO orders VALUES (5001, 'new', 'late', 1)");
+    tl_pg_exec(e.pg, "UPDATE orders SET status = 'paid' WHERE id = 1");
+    tl_pg_exec(e.pg, "DELETE FROM orders WHERE id = 2");
+    r = capture_ok(&e, "cdc_meet", false);
+    assert_int_equal(r.rows_added, 3);
+    assert_same(&e, "cdc_meet_data");
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_meet_data WHERE id = 5001"), 1);
+    /* Nothing new: nothing applied. */
+    r = capture_ok(&e, "cdc_meet", false);
+    assert_int_equal(r.rows_added, 0);
+    assert_same(&e, "cdc_meet_data");
+    /* The slot was confirmed up to what was applied. */
+    json_t *st = tl_sync_status(e.st, &e.cfg, "cdc_meet");
+    assert_string_equal(tl_json_str(st, "capture"), "logical");
+    assert_string_equal(tl_json_str(st, "slot"), "duckstore_cdc_meet");
+    char *confirmed = tl_pg_scalar(e.pg, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE "
+                                         "slot_name = 'duckstore_cdc_meet'");
+    assert_non_null(tl_json_str(st, "confirmed_lsn"));
+    assert_int_equal(json_integer_value(json_object_get(st, "lag_bytes")), 0);
+    free(confirmed);
+    json_decref(st);
+    drop_slot(&e, "cdc_meet");
+    tl_env_close(&e);
+}
+
+/* A deterministic pseudo-random sequence (the same mix every run). */
+static unsigned g_seed = 12345;
+static int next_rand(int n)
+{
+    g_seed = g_seed * 1103515245u + 12345u;
+    return (int)((g_seed >> 8) % (unsigned)n);
+}
+
+static void random_mix(PGconn *pg, PGconn *other, int rounds, int *next_id)
+{
+    for (int r = 0; r < rounds; r++) {
+        int kind = next_rand(100);
+        int id = 1 + next_rand(*next_id);
+        if (kind < 40) {
+            tl_pg_exec(pg, "INSERT INTO orders VALUES (%d, 'new', 'n%d', %d.5) ON CONFLICT DO NOTHING",
+                       (*next_id)++, r, r);
+        } else if (kind < 55) {
+            tl_pg_exec(pg,
+                       "UPDATE orders SET status = CASE WHEN status = 'void' THEN 'paid' ELSE 'void' END "
+                       "WHERE id = %d",
+                       id);
+        } else if (kind < 62) {
+            /* A TOASTed note, then an update that leaves it unchanged. */
+            tl_pg_exec(pg, "UPDATE orders SET note = repeat(md5(id::text), 400) WHERE id = %d", id);
+            tl_pg_exec(pg, "UPDATE orders SET amount = amount + 1 WHERE id = %d", id);
+        } else if (kind < 68) {
+            /* The key moves. */
+            tl_pg_exec(pg, "UPDATE orders SET id = %d WHERE id = %d", (*next_id)++, id);
+        } else if (kind < 78) {
+            tl_pg_exec(pg, "DELETE FROM orders WHERE id = %d", id);
+        } else if (kind < 84) {
+            tl_pg_exec(pg,
+                       "BEGIN; INSERT INTO orders VALUES (%d, 'new', 'rolled back', 0); DELETE FROM orders "
+                       "WHERE id = %d; ROLLBACK",
+                       *next_id + 100000, id);
+        } else if (kind < 96) {
+            /* Interleaved transactions committing in the other order. */
+            int a = (*next_id)++, b = (*next_id)++;
+            tl_pg_exec(pg, "BEGIN; INSERT INTO orders VALUES (%d, 'new', 'first', 1)", a);
+            tl_pg_exec(other,
+                       "BEGIN; INSERT INTO orders VALUES (%d, 'new', 'second', 2); UPDATE orders SET "
+                       "status = 'paid' WHERE id = %d",
+                       b, id);
+            tl_pg_exec(pg, "UPDATE orders SET note = 'touched' WHERE id = %d", b - 1);
+            tl_pg_exec(other, "COMMIT");
+            tl_pg_exec(pg, "COMMIT");
+        } else if (kind < 98) {
+            /* Many rows in one transaction. */
+            tl_pg_exec(pg,
+                       "INSERT INTO orders SELECT g, 'bulk', 'b' || g, g FROM generate_series(%d, %d) g "
+                       "ON CONFLICT DO NOTHING",
+                       *next_id, *next_id + 2999);
+            *next_id += 3000;
+        } else {
+            tl_pg_exec(pg, "TRUNCATE orders");
+        }
+    }
+}
+
+static void a_random_mix_of_changes_leaves_the_query_result(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "mix", "cdc_mix");
+    PGconn *other = tl_pg_connect(e.url);
+    capture_ok(&e, "cdc_mix", false);
+    int next_id = 2001;
+    for (int round = 0; round < 6; round++) {
+        random_mix(e.pg, other, 150, &next_id);
+        capture_ok(&e, "cdc_mix", false);
+        assert_same(&e, "cdc_mix_data");
+    }
+    PQfinish(other);
+    drop_slot(&e, "cdc_mix");
+    tl_env_close(&e);
+}
+
+static void a_changed_table_a_lost_slot_and_a_reset_load_again(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "again", "cdc_again");
+    capture_ok(&e, "cdc_again", false);
+    /* A column added: the cached table is rebuilt from a new slot. */
+    tl_pg_exec(e.pg, "ALTER TABLE orders ADD COLUMN extra int DEFAULT 7");
+    tl_pg_exec(e.pg, "UPDATE orders SET status = 'paid' WHERE id < 50");
+    sync_report r = capture_ok(&e, "cdc_again", false);
+    assert_int_equal(r.ntables, 1); /* a full load ran */
+    assert_same(&e, "cdc_again_data");
+    /* The slot dropped under duckstore (a failover loses it too). */
+    drop_slot(&e, "cdc_again");
+    tl_pg_exec(e.pg, "DELETE FROM orders WHERE id < 100");
+    r = capture_ok(&e, "cdc_again", false);
+    assert_int_equal(r.ntables, 1);
+    assert_same(&e, "cdc_again_data");
+    /* reset-watermark forgets the position: the next run loads again. */
+    ds_error err = {0};
+    assert_true(capture_reset(e.st, tl_source(&e.cfg, "cdc_again"), &err));
+    r = capture_ok(&e, "cdc_again", false);
+    assert_int_equal(r.ntables, 1);
+    assert_int_equal(tl_pg_int(e.pg, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = "
+                                     "'duckstore_cdc_again'"),
+                     1);
+    assert_same(&e, "cdc_again_data");
+    drop_slot(&e, "cdc_again");
+    tl_env_close(&e);
+}
+
+static void full_identity_tables_and_split_sources_follow_too(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "split", "");
+    /* A dataset table with a primary key, and results without one that
+     * PostgreSQL identifies by the whole row. */
+    tl_pg_exec(e.pg, "CREATE TABLE runs (dataset_id integer PRIMARY KEY, name text)");
+    tl_pg_exec(e.pg, "CREATE TABLE scores (dataset_id integer, metric text, score numeric(6,3))");
+    tl_pg_exec(e.pg, "ALTER TABLE scores REPLICA IDENTITY FULL");
+    tl_pg_exec(e.pg, "INSERT INTO runs SELECT g, 'run ' || g FROM generate_series(1, 50) g");
+    tl_pg_exec(e.pg,
+               "INSERT INTO scores SELECT g %% 50 + 1, 'm' || g, g / 7.0 FROM generate_series(1, 400) g");
+    tl_env_source(&e, "cdc_split",
+                  "  capture: logical\n"
+                  "  dataset_query: SELECT dataset_id, name FROM runs\n"
+                  "  results_query: SELECT dataset_id, metric, score FROM scores WHERE score > 1\n");
+    capture_ok(&e, "cdc_split", false);
+    tl_pg_exec(e.pg, "UPDATE scores SET score = score + 10 WHERE metric IN ('m3', 'm5', 'm7')");
+    tl_pg_exec(e.pg, "DELETE FROM scores WHERE metric IN ('m20', 'm21')");
+    tl_pg_exec(e.pg, "UPDATE scores SET score = NULL WHERE metric = 'm30'");
+    tl_pg_exec(e.pg, "INSERT INTO scores VALUES (7, NULL, 5)");
+    tl_pg_exec(e.pg, "UPDATE runs SET name = 'renamed' WHERE dataset_id = 7");
+    tl_pg_exec(e.pg, "DELETE FROM runs WHERE dataset_id = 8");
+    capture_ok(&e, "cdc_split", false);
+    const char *spec = "dataset_id,metric,score";
+    char *want =
+        tl_pg_checksum(e.pg, "(SELECT dataset_id, metric, score FROM scores WHERE score > 1) AS q", spec);
+    char *got = tl_duck_checksum(e.con, "cdc_split_results", spec);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    want = tl_pg_checksum(e.pg, "runs", "dataset_id,name");
+    got = tl_duck_checksum(e.con, "cdc_split_dataset", "dataset_id,name");
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    /* The view joins them as for a watermark source. */
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_split_data WHERE name = 'renamed'"),
+                     tl_pg_int(e.pg, "SELECT count(*) FROM scores WHERE dataset_id = 7 AND score > 1"));
+    drop_slot(&e, "cdc_split");
+    tl_env_close(&e);
+}
+
+static void a_transaction_larger_than_a_batch_commits_whole(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "big", "cdc_big");
+    /* A small logical_decoding_work_mem for duckstore's walsender: its
+     * large transactions are streamed before they commit (protocol 2). */
+    snprintf(e.url, sizeof e.url, "%s options='-c search_path=big -c logical_decoding_work_mem=64kB'",
+             g_conninfo);
+    tl_env_source(&e, "cdc_big", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
+    capture_ok(&e, "cdc_big", false);
+    /* 250,000 inserts, 50,000 updates and deletes in one transaction:
+     * applied in parts inside one DuckDB transaction, committed with its
+     * end; a subtransaction rolled back and a whole transaction rolled back
+     * after PostgreSQL streamed them leave nothing. */
+    tl_pg_exec(
+        e.pg, "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g, g FROM generate_series(10001, "
+              "260000) g; SAVEPOINT s; INSERT INTO orders SELECT g, 'undone', 'u', g FROM "
+              "generate_series(300001, 340000) g; ROLLBACK TO SAVEPOINT s; UPDATE orders SET status = 'void' "
+              "WHERE id %% 5 = 0 AND id > 10000; DELETE FROM orders WHERE id %% 7 = 0; COMMIT");
+    tl_pg_exec(e.pg,
+               "BEGIN; INSERT INTO orders SELECT g, 'aborted', 'a', g FROM generate_series(400001, 450000) "
+               "g; ROLLBACK");
+    sync_report r = capture_ok(&e, "cdc_big", false);
+    assert_true(r.rows_added >= 250000);
+    assert_same(&e, "cdc_big_data");
+    assert_true(tl_pg_int(e.pg, "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = "
+                                "'duckstore_cdc_big'") >= 2);
+    drop_slot(&e, "cdc_big");
+    tl_env_close(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(the_initial_load_and_the_stream_meet_exactly),
+        cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
+        cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
+        cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
+        cmocka_unit_test(a_transaction_larger_than_a_batch_commits_whole),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
