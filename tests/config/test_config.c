@@ -673,6 +673,7 @@ static void test_print_runbook(void **state)
                           "  query_concurrency: 8\n"
                           "  query_max_rows: 10000\n"
                           "  memory_limit: \"112MB\"\n"
+                          "  read_memory_limit: \"512MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
