@@ -30,34 +30,13 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* count(*) of a query through the server's SQL API, as CSV ("n" then the
- * number, in one chunk of a chunked answer); -1 when it failed. */
-static long long query_count(const tl_server *srv, const char *where)
-{
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"sql\":\"SELECT count(*) AS n FROM cdc_live_data WHERE %s\",\"format\":\"csv\"}", where);
-    tl_http_response resp;
-    long long n = -1;
-    if (tl_http_request(srv->port, "POST", "/api/store/query", "Content-Type: application/json\r\n", body,
-                        strlen(body), &resp) &&
-        resp.status == 200) {
-        const char *header = strstr(resp.body, "\nn");
-        const char *value = header ? strpbrk(header + 2, "0123456789") : NULL;
-        if (value)
-            n = atoll(value);
-    }
-    tl_http_response_free(&resp);
-    return n;
-}
-
 /* Waits until the query API counts `want` rows matching where. */
 static double wait_count(const tl_server *srv, const char *where, long long want, double timeout_s)
 {
     double t0 = tl_now_ms();
     long long got = -1;
     while ((tl_now_ms() - t0) / 1000 < timeout_s) {
-        got = query_count(srv, where);
+        got = tl_server_count(srv, "cdc_live_data", where);
         if (got == want)
             return (tl_now_ms() - t0) / 1000;
         tl_sleep_ms(20);
