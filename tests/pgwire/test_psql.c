@@ -89,10 +89,19 @@ static char *conninfo(const char *user, const char *password, const char *sslmod
 
 static PGconn *connect_ok(const char *sslmode)
 {
-    PGconn *c = PQconnectdb(conninfo("reader", PASSWORD, sslmode));
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect: %s", PQerrorMessage(c));
-    return c;
+    /* Sessions an earlier test closed free their places when the server
+     * sees the close, soon but not at once (test_max_connections fills
+     * them all): wait for a place rather than fail. */
+    double deadline = tl_now_ms() + 30000;
+    for (;;) {
+        PGconn *c = PQconnectdb(conninfo("reader", PASSWORD, sslmode));
+        if (PQstatus(c) == CONNECTION_OK)
+            return c;
+        if (strstr(PQerrorMessage(c), "too many clients") == NULL || tl_now_ms() > deadline)
+            fail_msg("connect: %s", PQerrorMessage(c));
+        PQfinish(c);
+        tl_sleep_ms(20);
+    }
 }
 
 /* A psql run: its stdout (and stderr) and exit code. */
