@@ -96,8 +96,8 @@ static void an_invalidated_slot_loads_again_and_a_restart_loses_nothing(void **s
     capture_ok(&e, &r);
     assert_int_equal(r.ntables, 1); /* loaded again */
     assert_same(&e);
-    assert_string_equal(tl_pg_scalar(e.pg, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = "
-                                           "'duckstore_cdc_fault'"),
+    assert_string_equal(tl_keep(tl_pg_scalar(e.pg, "SELECT wal_status FROM pg_replication_slots WHERE "
+                                                   "slot_name = 'duckstore_cdc_fault'")),
                         "reserved");
 
     /* PostgreSQL restarted under a streaming server. */
