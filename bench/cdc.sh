@@ -6,8 +6,8 @@
 # statement of the mix: 7 inserts, 2 updates, 1 delete (70/20/10 %).
 # - Change-to-visible latency: `duckstore serve` streams the source while
 #   pgbench (2 clients, -R, PostgreSQL's default synchronous_commit=on)
-#   commits 1,000 and then 10,000 changes a second for BENCH_CDC_SECONDS
-#   each. Each inserted row carries clock_timestamp() in created_at, taken
+#   commits 1,000 changes a second for 60 s (BENCH_CDC_SECONDS if shorter),
+#   then 10,000 a second for BENCH_CDC_SECONDS. Each inserted row carries clock_timestamp() in created_at, taken
 #   in the statement that commits right away; a reader polls the server's
 #   query API every BENCH_CDC_POLL_MS for the rows not yet seen and takes
 #   DuckDB's now() of that query (its transaction's start, when its snapshot
@@ -17,7 +17,8 @@
 #   poll). A transaction is applied whole in one DuckDB commit, so its
 #   updates and delete become visible with its inserts. The server's CPU
 #   (/proc) includes answering the polls.
-# - Memory: the server's RSS, sampled every second through both runs.
+# - Memory: the server's RSS, sampled every second through both runs; the
+#   10,000 changes/s run is the long one (BENCH_CDC_SECONDS=600: ten minutes).
 # - Apply throughput: with the server stopped, a backlog of
 #   BENCH_CDC_CHANGES changes is written, timed (PostgreSQL's own rate of
 #   producing it: pgbench -c 2 as fast as it goes), then `duckstore sync`
@@ -27,17 +28,24 @@
 #   mix above) and once in transactions of 10,000 (7,000 inserts, 2,000
 #   updates, 1,000 deletes), BENCH_REPEAT runs each, alternating.
 # After each part the cache must equal the table (count, sums, key range).
+# The measured server and syncs have memory_limit BENCH_CDC_MEMORY: at the
+# default (64MB) a catch-up of the second small backlog (the table then at
+# about 2.3M rows with a history of changes) failed with DuckDB's "Out of
+# Memory Error: could not allocate block of size 256.0 KiB".
 #
-#   BENCH_CDC_SECONDS  length of each steady run (default 60)
+#   BENCH_CDC_SECONDS  length of the 10,000 changes/s run (default 60)
 #   BENCH_CDC_ROWS     rows in the table before the runs (default 1000000)
 #   BENCH_CDC_CHANGES  changes in each backlog (default 1000000)
 #   BENCH_CDC_POLL_MS  poll period of the latency reader (default 20)
+#   BENCH_CDC_MEMORY   memory_limit of the store (default 256MB)
 
 cdc_seconds="${BENCH_CDC_SECONDS:-60}"
 cdc_rows="${BENCH_CDC_ROWS:-1000000}"
 cdc_backlog="${BENCH_CDC_CHANGES:-1000000}"
 cdc_poll_ms="${BENCH_CDC_POLL_MS:-20}"
+cdc_memory="${BENCH_CDC_MEMORY:-256MB}"
 cdc_rates="1000 10000"
+cdc_seconds_of() { if [ "$1" = 1000 ] && [ "$cdc_seconds" -gt 60 ]; then echo 60; else echo "$cdc_seconds"; fi; }
 cdc_tsv="$work/cdc.tsv" # name, value
 : >"$cdc_tsv"
 cdc_view=cdcbench_data
@@ -187,7 +195,7 @@ cdc_steady() { # RATE
   # PostgreSQL's default synchronous_commit (the harness turns it off): a
   # commit off reaches the walsender only at the WAL writer's next round
   # (wal_writer_delay, 200 ms), which would be measured instead.
-  PGOPTIONS="-c synchronous_commit=on" pgbench -n -M prepared -c 2 -j 2 -R "$((rate / 10))" -T "$cdc_seconds" \
+  PGOPTIONS="-c synchronous_commit=on" pgbench -n -M prepared -c 2 -j 2 -R "$((rate / 10))" -T "$(cdc_seconds_of "$rate")" \
     -f "$work/cdc_small.sql" "$DUCKSTORE_TEST_PG" >"$work/cdc_pgbench.out" 2>&1 ||
     read_fail "cdc: pgbench at $rate changes/s failed: $(tail -n 5 "$work/cdc_pgbench.out")"
   end="$EPOCHREALTIME"
@@ -240,7 +248,7 @@ SQL
   cdc_mix 7 2 1 >"$work/cdc_small.sql"
   cdc_mix 7000 2000 1000 >"$work/cdc_bulk.sql"
   mkdir -p "$work/cdc"
-  printf 'duckdb:\n  path: %s/cdc.duckdb\n' "$work" >"$work/cdc/duckdb.yaml"
+  printf 'duckdb:\n  path: %s/cdc.duckdb\n  memory_limit: %s\n' "$work" "$cdc_memory" >"$work/cdc/duckdb.yaml"
   cat >"$work/cdc/cdcbench_db.yaml" <<YAML
 cdcbench_db:
   url: "postgresql://postgres:\${DB_PASSWORD}@127.0.0.1:$port/postgres"
@@ -254,7 +262,7 @@ YAML
   cdc_wait_caught_up
   local rate
   for rate in $cdc_rates; do
-    log "cdc: $rate changes/s for $cdc_seconds s, latency polled every $cdc_poll_ms ms"
+    log "cdc: $rate changes/s for $(cdc_seconds_of "$rate") s, latency polled every $cdc_poll_ms ms"
     cdc_steady "$rate"
   done
   cdc_wait_caught_up
@@ -281,12 +289,13 @@ cdc_stat() { reads="$cdc_tsv" read_stat "$1"; }
 cdc_report() {
   echo
   echo "Change data capture (\`capture: logical\`): a table of $cdc_rows rows at the start (bigint id, two" \
-    "timestamptz, text, numeric, jsonb), every transaction 7 inserts, 2 updates and 1 delete in one statement." \
+    "timestamptz, text, numeric, jsonb), every transaction 7 inserts, 2 updates and 1 delete in one statement;" \
+    "\`memory_limit: $cdc_memory\` (\`threads: 1\`)." \
     "Load average (1, 5, 15 min) $cdc_load_start at the start, $cdc_load_steady after the steady runs," \
     "$cdc_load_end at the end."
   echo
   echo "Change to visible: \`duckstore serve\` streams while pgbench -c 2 -R commits (synchronous_commit=on)" \
-    "for $cdc_seconds s per rate; each inserted row's clock_timestamp() against DuckDB's now() of the first" \
+    "for $(cdc_seconds_of 1000) s at 1,000/s and $cdc_seconds s at 10,000/s; each inserted row's clock_timestamp() against DuckDB's now() of the first" \
     "query-API poll (every $cdc_poll_ms ms) that sees it (upper bound) and the start of the poll before" \
     "(lower bound). Server CPU includes answering the polls."
   echo
@@ -307,7 +316,7 @@ cdc_report() {
   echo "| steady run | samples | RSS after 1/10 MB | RSS at the end MB | peak sampled MB | end ÷ 1/10 |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"
   for rate in $cdc_rates; do
-    awk -F'\t' -v n="r${rate}_rss" -v l="$rate changes/s, $cdc_seconds s" '$1 == n { r[++c] = $2; if ($2 > m) m = $2 }
+    awk -F'\t' -v n="r${rate}_rss" -v l="$rate changes/s, $(cdc_seconds_of "$rate") s" '$1 == n { r[++c] = $2; if ($2 > m) m = $2 }
       END {
         e = r[int(c / 10) + 1]
         printf "| %s | %d | %.0f | %.0f | %.0f | %.2f |\n", l, c, e / 1024, r[c] / 1024, m / 1024, r[c] / e

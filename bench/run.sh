@@ -26,10 +26,11 @@
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
 #   BENCH_PG_RUNS        runs of the protocol's large result (default 3)
-#   BENCH_CDC_SECONDS    length of each steady capture run (default 60)
+#   BENCH_CDC_SECONDS    length of the 10,000 changes/s capture run (default 60)
 #   BENCH_CDC_ROWS       rows of the capture table at the start (default 1000000)
 #   BENCH_CDC_CHANGES    changes in each capture backlog (default 1000000)
 #   BENCH_CDC_POLL_MS    poll period of the capture latency reader (default 20)
+#   BENCH_CDC_MEMORY     memory_limit of the capture store (default 256MB)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
