@@ -30,7 +30,7 @@
 # After each part the cache must equal the table (count, sums, key range).
 # The measured server and syncs have memory_limit BENCH_CDC_MEMORY: at the
 # default (64MB) a catch-up of the second small backlog (the table then at
-# about 2.3M rows with a history of changes) failed with DuckDB's "Out of
+# about 2.6M rows with a history of changes) failed with DuckDB's "Out of
 # Memory Error: could not allocate block of size 256.0 KiB".
 #
 #   BENCH_CDC_SECONDS  length of the 10,000 changes/s run (default 60)
