@@ -275,9 +275,9 @@ YAML
   local run
   for run in $(seq 1 "$repeat"); do
     log "run $run/$repeat: cdc backlog of $cdc_backlog changes in transactions of 10, then duckstore sync"
-    cdc_run_backlog small "$((cdc_backlog / 20))"
+    cdc_run_backlog small "$((cdc_backlog >= 20 ? cdc_backlog / 20 : 1))"
     log "run $run/$repeat: cdc backlog of $cdc_backlog changes in transactions of 10,000, then duckstore sync"
-    cdc_run_backlog bulk "$((cdc_backlog / 20000))"
+    cdc_run_backlog bulk "$((cdc_backlog >= 20000 ? cdc_backlog / 20000 : 1))"
   done
   cdc_load_end="$(uptime | sed 's/.*load average: //')"
   psql "$DUCKSTORE_TEST_PG" -q -c "SELECT pg_drop_replication_slot('duckstore_cdcbench')" >/dev/null
