@@ -49,6 +49,11 @@ static const char *const metadata_ddl[] = {
     "CREATE TABLE IF NOT EXISTS _duckstore.sync_status (source VARCHAR NOT NULL, status VARCHAR NOT NULL, "
     "updated_at TIMESTAMPTZ)",
     "ALTER TABLE _duckstore.tables ADD COLUMN IF NOT EXISTS read_state VARCHAR",
+    /* capture: logical (src/cdc/capture.c): the LSN each source's cache
+     * holds, written in the same transaction as the changes. */
+    "CREATE TABLE IF NOT EXISTS _duckstore.capture (source VARCHAR NOT NULL, slot VARCHAR NOT NULL, "
+    "lsn VARCHAR NOT NULL, relations VARCHAR, last_commit_at TIMESTAMPTZ, server_lsn VARCHAR, "
+    "updated_at TIMESTAMPTZ)",
 };
 
 static bool make_parent_dirs(const char *path, ds_error *err)
