@@ -155,9 +155,9 @@ static void assert_reader_sees_same_rows(tl_env *e)
 {
     size_t n;
     char **relations = relations_of(e->con, &n);
-    /* _duckstore.sync_status, _duckstore.tables, llm_data (the view),
-     * llm_dataset, llm_results, types_data */
-    assert_int_equal(n, 6);
+    /* _duckstore.capture, _duckstore.sync_status, _duckstore.tables,
+     * llm_data (the view), llm_dataset, llm_results, types_data */
+    assert_int_equal(n, 7);
     char **args = calloc(n + 2, sizeof *args), *want = strdup("");
     assert_non_null(args);
     args[0] = e->store_path;
