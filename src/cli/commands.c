@@ -24,6 +24,7 @@
 #include "common/version.h"
 #include "config/config.h"
 #include "server/jobs.h"
+#include "publish/publish.h"
 #include "server/server.h"
 #include "source/publication.h"
 #include "store/store.h"
@@ -447,6 +448,8 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
                report.tables[i].incremental ? "incremental" : "full", (long long)report.tables[i].rows_loaded,
                rows_word(report.tables[i].rows_loaded), (long long)report.tables[i].rows_total,
                rows_word(report.tables[i].rows_total), report.tables[i].truncated ? " (truncated)" : "");
+    fflush(stdout);
+    publish_after_sync(st, src);
     return CLI_EXIT_OK;
 }
 
@@ -1127,6 +1130,91 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         fprintf(stderr, "duckstore: %s\n", err.msg);
     session_close(&s);
     return ok ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+}
+
+/* ---- publish -------------------------------------------------------------- */
+
+static void print_published(const char *name, const json_t *pubdoc)
+{
+    printf("%s: published version %lld to %s: %lld rows, %lld files (%lld written, %lld bytes), %.2f s\n",
+           name, (long long)json_integer_value(json_object_get(pubdoc, "version")),
+           json_text((json_t *)pubdoc, "path", "?"),
+           (long long)json_integer_value(json_object_get(pubdoc, "rows")),
+           (long long)json_integer_value(json_object_get(pubdoc, "files")),
+           (long long)json_integer_value(json_object_get(pubdoc, "files_written")),
+           (long long)json_integer_value(json_object_get(pubdoc, "bytes_written")),
+           json_number_value(json_object_get(pubdoc, "duration_seconds")));
+}
+
+static int remote_publish(const cli_remote *r, const cfg_source *src)
+{
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/publish/%s", src->name);
+    long status = 0;
+    ds_error err;
+    /* A publish of a large source takes as long as its Parquet takes. */
+    json_t *ans = ds_buf_str(&path)
+                      ? cli_remote_json(r, "POST", ds_buf_str(&path), NULL, 24 * 3600.0, &status, &err)
+                      : NULL;
+    if (ds_buf_str(&path) == NULL)
+        ds_error_set(&err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&path);
+    if (ans == NULL)
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+    else if (status == 200)
+        print_published(src->name, json_object_get(ans, "publish"));
+    else
+        fprintf(stderr, "duckstore: the server did not publish %s (HTTP %ld): %s\n", src->name, status,
+                cli_remote_error_text(ans));
+    json_decref(ans);
+    if (ans == NULL)
+        return remote_failure_code(&err);
+    return status == 200 ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+}
+
+int cli_cmd_publish(const cli_globals *g, int argc, char **argv)
+{
+    static const cli_args spec = {"publish", "publish NAME", NULL, 1, 1};
+    cli_session s;
+    const char *name[1];
+    int nname;
+    if (!parse_args(&spec, argc, argv, name, &nname))
+        return CLI_EXIT_USAGE;
+    int rc = session_load(g, name, nname, 0, &s);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (s.src->publish_line == 0) {
+        fprintf(stderr, "duckstore: %s:%d: %s has no publish: section; add publish: {path: published/%s}\n",
+                s.src->file, s.src->line, s.src->name, s.src->name);
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    cli_remote r;
+    int server = find_server(g, &s.cfg, &r);
+    if (server < 0) {
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (server) {
+        rc = remote_publish(&r, s.src);
+        cli_remote_free(&r);
+        cfg_free(&s.cfg);
+        return rc;
+    }
+    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
+        return rc;
+    publish_result res;
+    ds_error err;
+    bool ok = publish_source(s.st, s.src, &res, &err);
+    if (ok)
+        printf("%s: published version %lld to %s: %lld rows, %lld files (%lld written, %lld bytes), %.2f s\n",
+               s.src->name, (long long)res.version, s.src->publish_path, (long long)res.rows,
+               (long long)res.files, (long long)res.files_written, (long long)res.bytes_written,
+               res.duration_s);
+    else
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+    session_close(&s);
+    return ok ? CLI_EXIT_OK : err.code == DS_ERR_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
 }
 
 /* ---- check-config -------------------------------------------------------- */
