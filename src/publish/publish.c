@@ -742,6 +742,22 @@ static bool describe_written(pub *p, const char *dir, const partitioning *part, 
     char *glob = path_join(dir, "**/*.parquet");
     size_t prefix = strlen(dir) + 1;
     if (ok) {
+        /* Nothing written (no partition changed, or no rows at all). */
+        ds_buf q = DS_BUF_INIT;
+        ds_buf_append(&q, "SELECT count(*) FROM glob(");
+        ds_buf_append_literal(&q, glob);
+        ds_buf_append(&q, ")");
+        int64_t n = 0;
+        ok = ds_buf_str(&q) ? store_query_int(con, ds_buf_str(&q), &n, err)
+                            : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        ds_buf_free(&q);
+        if (ok && n == 0) {
+            free(glob);
+            close_writer(&db, &con);
+            return true;
+        }
+    }
+    if (ok) {
         ds_buf q = DS_BUF_INIT;
         ds_buf_append(&q, "SELECT m.file_name, m.num_rows, m.file_size_bytes");
         ds_buf_append(&q, part->on ? ", k.key" : ", ''");
@@ -885,6 +901,7 @@ static json_t *publish_relation(pub *p, const char *relation, const char *dirnam
             ds_buf_appendf(&rel, "%s/%s", dirname, inside + 1);
             json_t *file = json_deep_copy(f);
             json_object_set_new(file, "path", ds_json_text(ds_buf_str(&rel) ? ds_buf_str(&rel) : ""));
+            json_object_set(file, "partition", json_object_get(old, "key"));
             json_array_append_new(files, file);
             ds_buf_free(&rel);
             free(from);
@@ -903,9 +920,7 @@ static json_t *publish_relation(pub *p, const char *relation, const char *dirnam
             const json_t *pk = json_object_get(entry, "key");
             if (key_equal(fk, json_is_string(pk) ? json_string_value(pk) : NULL) &&
                 (part.on || json_array_size(partitions) == 1))
-                json_array_append_new(json_object_get(entry, "files"),
-                                      json_pack("{s:O,s:O}", "path", json_object_get(file, "path"), "rows",
-                                                json_object_get(file, "rows")));
+                json_array_append_new(json_object_get(entry, "files"), json_deep_copy(file));
         }
     }
     ok = ok && sync_tree(tmp, "", NULL, err);
