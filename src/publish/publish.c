@@ -1079,6 +1079,35 @@ static void add_sync_facts(duckdb_connection duck, const cfg_source *src, json_t
     json_object_set_new(manifest, "watermarks", watermarks);
 }
 
+/* The columns' types with their modifiers, as PostgreSQL prints them:
+ * numeric(10,2), character varying(20). Kept without them on failure. */
+static void with_typmods(pgsrc_conn *conn, pgsrc_desc *desc)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "SELECT string_agg(format_type(o, t), E'\\n' ORDER BY n) FROM unnest('{");
+    for (size_t i = 0; i < desc->ncols; i++)
+        ds_buf_appendf(&sql, "%s%u", i ? "," : "", desc->cols[i].oid);
+    ds_buf_append(&sql, "}'::oid[], '{");
+    for (size_t i = 0; i < desc->ncols; i++)
+        ds_buf_appendf(&sql, "%s%d", i ? "," : "", (int)desc->cols[i].typmod);
+    ds_buf_append(&sql, "}'::int[]) WITH ORDINALITY AS x(o, t, n)");
+    char *text = NULL;
+    ds_error err;
+    if (ds_buf_str(&sql) && pgsrc_query_value(conn, ds_buf_str(&sql), &text, &err) && text) {
+        char *save = NULL;
+        char *line = strtok_r(text, "\n", &save);
+        for (size_t i = 0; i < desc->ncols && line != NULL; i++, line = strtok_r(NULL, "\n", &save)) {
+            char *copy = strdup(line);
+            if (copy != NULL) {
+                free(desc->cols[i].pg_type);
+                desc->cols[i].pg_type = copy;
+            }
+        }
+    }
+    free(text);
+    ds_buf_free(&sql);
+}
+
 /* The PostgreSQL types of the queries' columns; a source that cannot be
  * reached gives none (the manifest says null), never a failed publish. */
 static size_t describe_source(const cfg_source *src, pgsrc_desc *descs)
@@ -1095,7 +1124,7 @@ static size_t describe_source(const cfg_source *src, pgsrc_desc *descs)
     for (size_t i = 0; i < src->n_plans; i++) {
         memset(&descs[n], 0, sizeof descs[n]);
         if (pgsrc_describe(&conn, src->plans[i].sql, &descs[n], &err))
-            n++;
+            with_typmods(&conn, &descs[n++]);
         else
             ds_log_warn("%s: publish: no PostgreSQL types of %s: %s", src->name, src->plans[i].label,
                         err.msg);
