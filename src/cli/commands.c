@@ -437,6 +437,8 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         printf("%s: logical capture, %lld change(s) applied, %lld %s in %s, %.2f s\n", src->name,
                (long long)report.rows_added, (long long)report.rows, rows_word(report.rows), src->data_name,
                report.duration_s);
+        fflush(stdout);
+        publish_after_sync(st, src);
         return CLI_EXIT_OK;
     }
     printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,

@@ -1014,8 +1014,9 @@ static void record_status(store *st, const cfg_source *src, const publish_result
         doc = json_loads(text, 0, NULL);
     free(text);
     if (!json_is_object(doc)) {
+        /* Published before any sync was recorded in this file. */
         json_decref(doc);
-        doc = json_object();
+        doc = json_pack("{s:s}", "state", sync_state_name(SYNC_STATE_NOT_SYNCED));
     }
     json_t *pubdoc = json_object_get(doc, "publish");
     if (!json_is_object(pubdoc)) {
@@ -1254,8 +1255,15 @@ bool publish_source(store *st, const cfg_source *src, publish_result *out, ds_er
     return ok;
 }
 
+/* A version directory (or its temporary one) above the recorded version:
+ * a publish was killed before it could record its outcome. */
+static bool interrupted(const char *root, int64_t recorded)
+{
+    return highest_version(root) > recorded;
+}
+
 /* Due after every sync, or when `every` minutes have passed since the last
- * version, or when the last attempt failed. */
+ * version, or when the last attempt failed or was killed. */
 static bool due(store *st, const cfg_source *src)
 {
     if (src->publish_every_minutes <= 0)
@@ -1274,7 +1282,8 @@ static bool due(store *st, const cfg_source *src)
     time_t last;
     bool is_due = !json_is_null(json_object_get(pubdoc, "error")) || at == NULL ||
                   !sync_parse_iso(at, &last) ||
-                  difftime(time(NULL), last) >= src->publish_every_minutes * 60.0;
+                  difftime(time(NULL), last) >= src->publish_every_minutes * 60.0 ||
+                  interrupted(src->publish_path, json_integer_value(json_object_get(pubdoc, "version")));
     json_decref(doc);
     return is_due;
 }

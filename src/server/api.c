@@ -395,6 +395,7 @@ static enum MHD_Result handle_publish(api_ctx *a, http_request *req, const char 
     publish_result r;
     ds_error err;
     bool ok = publish_source(a->st, src, &r, &err);
+    jobs_refresh_source(a->jobs, name);
     char *path = strdup(src->publish_path ? src->publish_path : "");
     jobs_config_release(a->jobs, cfg);
     if (!ok) {

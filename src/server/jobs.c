@@ -208,6 +208,15 @@ static void refresh_status(jobs *j, source_runtime *r, bool if_unchanged, uint64
     }
 }
 
+void jobs_refresh_source(jobs *j, const char *name)
+{
+    pthread_mutex_lock(&j->lock);
+    source_runtime *r = find_record(j, name);
+    pthread_mutex_unlock(&j->lock);
+    if (r != NULL)
+        refresh_status(j, r, false, 0);
+}
+
 const char *jobs_trigger_name(jobs_trigger trigger)
 {
     static const char *const names[] = {"manual", "scheduled", "startup"};
@@ -506,8 +515,10 @@ static void *sync_thread(void *arg)
     /* After the sync's result is out; the config stays pinned and the
      * store open (shutdown waits for active syncs). */
     pthread_mutex_unlock(&j->lock);
-    if (ok && !is_logical(src))
+    if (ok && !is_logical(src)) {
         publish_after_sync(j->st, src);
+        refresh_status(j, r, false, 0);
+    }
     pthread_mutex_lock(&j->lock);
     config_unpin(cfg);
     j->active--;

@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "publish/publish.h"
+#include "tl_http.h"
 
 static char *g_conninfo;
 
@@ -533,6 +534,90 @@ static void test_two_instances_one_source(void **state)
     tl_env_close(&e);
 }
 
+/* The status's publish object, polled until its version is `version`. */
+static json_t *wait_published(const tl_server *srv, const char *dataset, int64_t version)
+{
+    double deadline = ds_monotonic_s() + 120;
+    for (;;) {
+        json_t *doc = tl_server_dataset(srv, dataset);
+        json_t *pub = json_object_get(doc, "publish");
+        if (json_integer_value(json_object_get(pub, "version")) == version ||
+            (version == 0 && json_is_string(json_object_get(pub, "error")))) {
+            json_incref(pub);
+            json_decref(doc);
+            return pub;
+        }
+        if (ds_monotonic_s() > deadline) {
+            char *text = json_dumps(doc, JSON_COMPACT);
+            fail_msg("no publish %lld of %s: %s", (long long)version, dataset, text);
+        }
+        json_decref(doc);
+        usleep(50000);
+    }
+}
+
+/* The server publishes after its syncs, by POST /api/store/publish/NAME and
+ * for the CLI; a failing publish leaves the sync ready; /metrics counts. */
+static void test_server(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "server", "");
+    create_events(&e, 1, 57);
+    tl_env_source(&e, "ev",
+                  "  query: SELECT * FROM ev\n  incremental_column: id\n  publish:\n"
+                  "    path: published/ev\n    partition_by: day(ts)\n");
+    tl_env_source(&e, "bad",
+                  "  query: SELECT * FROM ev\n  publish:\n    path: published/bad\n"
+                  "    partition_by: day(k)\n");
+    duckdb_disconnect(&e.con);
+    store_close(e.st);
+    e.st = NULL;
+    e.con = NULL;
+    tl_server srv;
+    tl_server_start(&srv, e.dir, tl_keepf("%s/server.log", e.dir), NULL);
+    /* The startup sync publishes version 1. */
+    json_t *pub = wait_published(&srv, "ev_data", 1);
+    assert_true(json_is_null(json_object_get(pub, "error")));
+    assert_int_equal(json_integer_value(json_object_get(pub, "rows")), 57);
+    json_decref(pub);
+    /* A publish that cannot work fails alone: the sync stays ready. */
+    pub = wait_published(&srv, "bad_data", 0);
+    tl_assert_contains(json_string_value(json_object_get(pub, "error")),
+                       "publish.partition_by: day() needs a timestamp or date column, but \"k\" is VARCHAR");
+    json_decref(pub);
+    json_t *bad = tl_server_dataset(&srv, "bad_data");
+    assert_string_equal(tl_json_str(bad, "state"), "ready");
+    json_decref(bad);
+
+    json_t *ans = tl_http_json(srv.port, "POST", "/api/store/publish/ev", NULL, 200, NULL);
+    json_t *p = json_object_get(ans, "publish");
+    assert_int_equal(json_integer_value(json_object_get(p, "version")), 2);
+    assert_int_equal(json_integer_value(json_object_get(p, "files_written")), 0);
+    assert_int_equal(json_integer_value(json_object_get(p, "files")), 12);
+    json_decref(ans);
+    json_decref(tl_http_json(srv.port, "POST", "/api/store/publish/nope", NULL, 404, NULL));
+    json_decref(tl_http_json(srv.port, "GET", "/api/store/publish/ev", NULL, 405, NULL));
+
+    /* The CLI goes through the server that holds the file. */
+    char *out = NULL;
+    assert_int_equal(tl_run(&out, "%s --config-dir %s publish ev", bin(), e.dir), 0);
+    tl_assert_contains(out, "ev: published version 3 to ");
+    free(out);
+    assert_int_equal(tl_run(&out, "%s --config-dir %s publish bad", bin(), e.dir), 1);
+    tl_assert_contains(out, "publish.partition_by");
+    free(out);
+
+    char *metrics = tl_server_metrics(&srv);
+    tl_assert_contains(metrics, "duckstore_publish_total{source=\"ev\",result=\"success\"} 3\n");
+    tl_assert_contains(metrics, "duckstore_publish_total{source=\"bad\",result=\"error\"} 2\n");
+    tl_assert_contains(metrics, "duckstore_publish_version{source=\"ev\"} 3.000\n");
+    free(metrics);
+    assert_int_equal(tl_server_stop(&srv, 60, NULL), 0);
+    e.st = NULL;
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -541,6 +626,7 @@ int main(void)
         cmocka_unit_test_teardown(test_incremental_adds_only_new_files, teardown),
         cmocka_unit_test_teardown(test_keep_versions_after_grace, teardown),
         cmocka_unit_test_teardown(test_two_instances_one_source, teardown),
+        cmocka_unit_test_teardown(test_server, teardown),
         cmocka_unit_test_teardown(test_kill_during_publish, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
