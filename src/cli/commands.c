@@ -1136,16 +1136,11 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
 
 /* ---- publish -------------------------------------------------------------- */
 
-static void print_published(const char *name, const json_t *pubdoc)
+static void print_published(const char *name, const char *path, const publish_result *r)
 {
     printf("%s: published version %lld to %s: %lld rows, %lld files (%lld written, %lld bytes), %.2f s\n",
-           name, (long long)json_integer_value(json_object_get(pubdoc, "version")),
-           json_text((json_t *)pubdoc, "path", "?"),
-           (long long)json_integer_value(json_object_get(pubdoc, "rows")),
-           (long long)json_integer_value(json_object_get(pubdoc, "files")),
-           (long long)json_integer_value(json_object_get(pubdoc, "files_written")),
-           (long long)json_integer_value(json_object_get(pubdoc, "bytes_written")),
-           json_number_value(json_object_get(pubdoc, "duration_seconds")));
+           name, (long long)r->version, path, (long long)r->rows, (long long)r->files,
+           (long long)r->files_written, (long long)r->bytes_written, r->duration_s);
 }
 
 static int remote_publish(const cli_remote *r, const cfg_source *src)
@@ -1163,15 +1158,23 @@ static int remote_publish(const cli_remote *r, const cfg_source *src)
     ds_buf_free(&path);
     if (ans == NULL)
         fprintf(stderr, "duckstore: %s\n", err.msg);
-    else if (status == 200)
-        print_published(src->name, json_object_get(ans, "publish"));
-    else
+    else if (status == 200) {
+        json_t *p = json_object_get(ans, "publish");
+        publish_result res = {.version = json_integer_value(json_object_get(p, "version")),
+                              .rows = json_integer_value(json_object_get(p, "rows")),
+                              .files = json_integer_value(json_object_get(p, "files")),
+                              .files_written = json_integer_value(json_object_get(p, "files_written")),
+                              .bytes_written = json_integer_value(json_object_get(p, "bytes_written")),
+                              .duration_s = json_number_value(json_object_get(p, "duration_seconds"))};
+        print_published(src->name, json_text(p, "path", src->publish_path), &res);
+    } else
         fprintf(stderr, "duckstore: the server did not publish %s (HTTP %ld): %s\n", src->name, status,
                 cli_remote_error_text(ans));
     json_decref(ans);
     if (ans == NULL)
         return remote_failure_code(&err);
-    return status == 200 ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+    /* 400: the source's publish: does not fit its data, as a local run says with 2. */
+    return status == 200 ? CLI_EXIT_OK : status == 400 ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
 }
 
 int cli_cmd_publish(const cli_globals *g, int argc, char **argv)
@@ -1209,10 +1212,7 @@ int cli_cmd_publish(const cli_globals *g, int argc, char **argv)
     ds_error err;
     bool ok = publish_source(s.st, s.src, &res, &err);
     if (ok)
-        printf("%s: published version %lld to %s: %lld rows, %lld files (%lld written, %lld bytes), %.2f s\n",
-               s.src->name, (long long)res.version, s.src->publish_path, (long long)res.rows,
-               (long long)res.files, (long long)res.files_written, (long long)res.bytes_written,
-               res.duration_s);
+        print_published(s.src->name, s.src->publish_path, &res);
     else
         fprintf(stderr, "duckstore: %s\n", err.msg);
     session_close(&s);

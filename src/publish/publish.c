@@ -498,10 +498,15 @@ static bool open_writer(const char *root, feed *f, duckdb_database *db, duckdb_c
     char *failure = NULL;
     if (duckdb_create_config(&config) == DuckDBError)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = duckdb_set_config(config, "threads", "1") != DuckDBError &&
+    /* A partitioned write larger than memory spills beside the versions,
+     * not into the process's working directory. */
+    char *spill = path_join(root, ".spill");
+    bool ok = spill != NULL && duckdb_set_config(config, "threads", "1") != DuckDBError &&
+              duckdb_set_config(config, "temp_directory", spill) != DuckDBError &&
               duckdb_set_config(config, "autoload_known_extensions", "false") != DuckDBError &&
               duckdb_open_ext(NULL, db, config, &failure) != DuckDBError;
     duckdb_destroy_config(&config);
+    free(spill);
     if (!ok) {
         ds_error_set(err, DS_ERR_STORE, "cannot start the Parquet writer: %s", failure ? failure : "refused");
         duckdb_free(failure);

@@ -141,9 +141,12 @@ static bool lock_source(const cfg_source *src, const sync_options *opt, pgsrc_co
     return ok;
 }
 
-static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn)
+/* After a failed sync the connection is closed, which releases the lock
+ * too: the failure may be a network path that hangs, and an unlock sent
+ * over it would hold the end of the sync for another query_timeout. */
+static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, bool synced)
 {
-    char *sql = lock_sql("pg_advisory_unlock", src->name);
+    char *sql = synced ? lock_sql("pg_advisory_unlock", src->name) : NULL;
     char *released = NULL;
     ds_error err;
     /* A connection whose unlock failed is closed: that releases it too. */
@@ -208,7 +211,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     for (size_t i = 0; i < njobs; i++)
         job_free(&jobs[i]);
     if (locked)
-        unlock_source(src, opt, &lock_conn);
+        unlock_source(src, opt, &lock_conn, ok);
     set_phase(opt, SYNC_PHASE_IDLE);
     return ok;
 }

@@ -604,7 +604,7 @@ static void test_server(void **state)
     assert_int_equal(tl_run(&out, "%s --config-dir %s publish ev", bin(), e.dir), 0);
     tl_assert_contains(out, "ev: published version 3 to ");
     free(out);
-    assert_int_equal(tl_run(&out, "%s --config-dir %s publish bad", bin(), e.dir), 1);
+    assert_int_equal(tl_run(&out, "%s --config-dir %s publish bad", bin(), e.dir), 2);
     tl_assert_contains(out, "publish.partition_by");
     free(out);
 
