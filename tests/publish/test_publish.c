@@ -331,6 +331,53 @@ static void test_keep_versions_after_grace(void **state)
     tl_env_close(&e);
 }
 
+/* publish: keys are checked at load, with the file, the line and the fix. */
+static void test_config_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body, *says;
+    } cases[] = {
+        {"  publish:\n    partition_by: day(ts)\n", "ev_db.yaml:4: publish needs path"},
+        {"  publish:\n    path: p\n    partition_by: week(ts)\n",
+         "ev_db.yaml:6: partition_by must be a column of the data, or day(col), month(col), year(col) or "
+         "hour(col)"},
+        {"  publish:\n    path: p\n    every: hourly\n",
+         "ev_db.yaml:6: every must be \"sync\" (after each sync)"},
+        {"  publish:\n    path: p\n    keep_versions: 0\n",
+         "ev_db.yaml:6: keep_versions must be an integer between 1"},
+        {"  publish:\n    path: p\n    tables: true\n",
+         "publish.tables publishes the two tables of a split source"},
+        {"  publish:\n    path: p\n    pathh: q\n", "did you mean \"path\"?"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = tl_mkdtemp();
+        tl_write_filef(tl_keepf("%s/ev_db.yaml", dir),
+                       "ev_db:\n  url: postgresql://u@h/db\n  query: SELECT 1\n%s", cases[i].body);
+        cfg_config cfg;
+        ds_error err = {0};
+        if (cfg_load_dir(dir, &cfg, &err))
+            fail_msg("loaded: %s", cases[i].body);
+        tl_assert_contains(err.msg, cases[i].says);
+        tl_rmtree(dir);
+        free(dir);
+    }
+    /* A relative path is the config directory's, and the config prints it. */
+    char *dir = tl_mkdtemp();
+    tl_write_filef(tl_keepf("%s/ev_db.yaml", dir),
+                   "ev_db:\n  url: postgresql://u@h/db\n  query: SELECT 1\n  publish:\n    path: ./out/ev\n"
+                   "    every: 90\n");
+    cfg_config cfg;
+    tl_cfg_load(dir, &cfg);
+    const cfg_source *src = tl_source(&cfg, "ev");
+    assert_string_equal(src->publish_path, tl_keepf("%s/out/ev", dir));
+    assert_true(src->publish_every_minutes == 90);
+    assert_int_equal(src->publish_keep_versions, 3);
+    cfg_free(&cfg);
+    tl_rmtree(dir);
+    free(dir);
+}
+
 /* ---- processes ---- */
 
 static pid_t spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -625,6 +672,7 @@ int main(void)
         cmocka_unit_test_teardown(test_partition_by_column, teardown),
         cmocka_unit_test_teardown(test_incremental_adds_only_new_files, teardown),
         cmocka_unit_test_teardown(test_keep_versions_after_grace, teardown),
+        cmocka_unit_test_teardown(test_config_errors, teardown),
         cmocka_unit_test_teardown(test_two_instances_one_source, teardown),
         cmocka_unit_test_teardown(test_server, teardown),
         cmocka_unit_test_teardown(test_kill_during_publish, teardown),
