@@ -331,6 +331,58 @@ static void test_keep_versions_after_grace(void **state)
     tl_env_close(&e);
 }
 
+/* tables: true publishes a split source's two tables beside the view,
+ * partitioned where they have the column. */
+static void test_split_tables(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "split", "");
+    tl_llm_create(e.pg);
+    tl_llm_add(e.pg, 1, 20, 3);
+    tl_env_source(&e, "llm",
+                  TL_LLM_SOURCE_YAML "  publish:\n    path: published/llm\n    partition_by: day(timestamp)\n"
+                                     "    tables: true\n");
+    sync_report report;
+    tl_sync_ok(e.st, &e.cfg, "llm", false, &report);
+    publish_after_sync(e.st, tl_source(&e.cfg, "llm"));
+    json_t *m = json_load_file(tl_keepf("%s/published/llm/" PUBLISH_MANIFEST, e.dir), 0, NULL);
+    assert_non_null(m);
+    assert_int_equal(json_integer_value(json_object_get(m, "rows")), 60);
+    json_t *tables = json_object_get(m, "tables");
+    assert_int_equal(json_array_size(tables), 2);
+    json_t *dataset = json_array_get(tables, 0), *results = json_array_get(tables, 1);
+    assert_string_equal(tl_json_str(dataset, "name"), "llm_dataset");
+    assert_string_equal(tl_json_str(dataset, "dir"), "v1_llm_dataset");
+    assert_string_equal(tl_json_str(dataset, "partition_column"), "timestamp_day");
+    assert_int_equal(json_integer_value(json_object_get(dataset, "rows")), 20);
+    assert_string_equal(tl_json_str(results, "name"), "llm_results");
+    assert_true(json_is_null(json_object_get(results, "partition_column"))); /* no timestamp column */
+    assert_int_equal(json_integer_value(json_object_get(results, "rows")), 60);
+    reader r;
+    reader_open(&r);
+    char *pub = tl_duck_checksum(r.con,
+                                 tl_keepf("(SELECT * EXCLUDE (timestamp_day) FROM "
+                                          "read_parquet('%s/published/llm/v1_llm_dataset/**/*.parquet', "
+                                          "hive_partitioning = true))",
+                                          e.dir),
+                                 TL_LLM_DATASET_SPEC);
+    char *stored = tl_duck_checksum(e.con, "llm_dataset", TL_LLM_DATASET_SPEC);
+    assert_string_equal(pub, stored);
+    free(pub);
+    free(stored);
+    pub =
+        tl_duck_checksum(r.con, tl_keepf("read_parquet('%s/published/llm/v1_llm_results/*.parquet')", e.dir),
+                         TL_LLM_RESULTS_SPEC);
+    stored = tl_duck_checksum(e.con, "llm_results", TL_LLM_RESULTS_SPEC);
+    assert_string_equal(pub, stored);
+    free(pub);
+    free(stored);
+    reader_close(&r);
+    json_decref(m);
+    tl_env_close(&e);
+}
+
 /* publish: keys are checked at load, with the file, the line and the fix. */
 static void test_config_errors(void **state)
 {
@@ -673,6 +725,7 @@ int main(void)
         cmocka_unit_test_teardown(test_incremental_adds_only_new_files, teardown),
         cmocka_unit_test_teardown(test_keep_versions_after_grace, teardown),
         cmocka_unit_test_teardown(test_config_errors, teardown),
+        cmocka_unit_test_teardown(test_split_tables, teardown),
         cmocka_unit_test_teardown(test_two_instances_one_source, teardown),
         cmocka_unit_test_teardown(test_server, teardown),
         cmocka_unit_test_teardown(test_kill_during_publish, teardown),
