@@ -14,10 +14,10 @@
 #   latency.
 # No sync runs meanwhile: an incremental sync first brings the cache to
 # PostgreSQL's rows, and the row counts of both sides are compared.
-# The measured server has memory_limit BENCH_PG_MEMORY: at the default
-# (64MB, shared by every session) 10 concurrent aggregates run out of
-# DuckDB's memory, which a first run at the default records (how many of
-# 10 concurrent aggregates answered, and the first error).
+# The measured server has memory_limit BENCH_PG_MEMORY (plus the default
+# read_memory_limit). A first run at the defaults (memory_limit 64MB for
+# the syncs plus read_memory_limit 512MB for readers) records how many of
+# 10 concurrent aggregates answered, and the first error if any.
 #
 #   BENCH_PG_TXNS   aggregate transactions per client (default 10)
 #   BENCH_PG_RUNS   runs of the large result on each side (default 3)
@@ -107,7 +107,7 @@ pg_cases() {
   printf '%s;\n' "$read_epoch_sql" >"$work/epoch_ds.sql"
   printf '%s;\n' "$read_pg_epoch_sql" >"$work/epoch_src.sql"
 
-  log "protocol: $pg_clients concurrent aggregates at the default memory_limit"
+  log "protocol: $pg_clients concurrent aggregates at the default memory_limit and read_memory_limit"
   pg_server_start "$work/wp_default"
   on_side ds pgbench -n -f "$work/agg.sql" -M extended -c "$pg_clients" -j 2 -t 1 "$pg_ds_conn" \
     >"$work/default.out" 2>&1 || true
@@ -184,7 +184,7 @@ pg_stat() {
 pg_report() {
   echo
   echo "Reading through the PostgreSQL protocol: \`duckstore serve\` with \`pg_listen\` and" \
-    "\`memory_limit: $pg_memory\` (\`threads: 1\`; no sync running)" \
+    "\`memory_limit: $pg_memory\` and the default \`read_memory_limit\` (\`threads: 1\`; no sync running)" \
     "against the harness PostgreSQL, the same clients and SQL text, SCRAM-SHA-256 logins and" \
     "\`sslmode=disable\` on both; PostgreSQL reads views of the two source queries. monitoring_data:" \
     "$(pg_val rows_ds) rows on both sides. Load average (1, 5, 15 min) $pg_load_start at the start," \
@@ -210,7 +210,8 @@ pg_report() {
       }'
   done
   echo
-  echo "At the default \`memory_limit\` (64MB), $pg_clients concurrent aggregates: ${pg_default_done:-none} answered" \
+  echo "At the defaults (\`memory_limit\` 64MB for the syncs, \`read_memory_limit\` 512MB for readers)," \
+    "$pg_clients concurrent aggregates: ${pg_default_done:-none} answered" \
     "(pgbench ends a client at its first error)${pg_default_error:+; the first error: \`$pg_default_error\`}."
   echo
   echo "| connection setup, SCRAM-SHA-256: pgbench -C -c 1, a new connection for each \`SELECT 1\` | connections | duckstore | PostgreSQL | duckstore ÷ PostgreSQL |"

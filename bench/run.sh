@@ -6,7 +6,9 @@
 # side: the API's answers while `duckstore serve` keeps the cache fresh, and
 # a dashboard aggregate against the same query on PostgreSQL (bench/read.sh);
 # then reading through PostgreSQL's protocol against PostgreSQL itself, with
-# pgbench and psql on both sides (bench/pg.sh).
+# pgbench and psql on both sides (bench/pg.sh); then change data capture
+# (`capture: logical`): change-to-visible latency under a steady load,
+# memory over that run and the apply rate of a backlog (bench/cdc.sh).
 # Prints markdown tables of medians, spreads and ratios. Run through
 # `make bench`.
 #
@@ -18,11 +20,17 @@
 #                  against 1.5 x memory_limit; read: only the read side
 #                  (one full sync, then bench/read.sh's measurements);
 #                  pg: only the PostgreSQL protocol (one full sync, then
-#                  bench/pg.sh's measurements)
+#                  bench/pg.sh's measurements); cdc: only change data
+#                  capture (bench/cdc.sh, on a table of its own)
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
 #   BENCH_PG_RUNS        runs of the protocol's large result (default 3)
+#   BENCH_CDC_SECONDS    length of the 10,000 changes/s capture run (default 60)
+#   BENCH_CDC_ROWS       rows of the capture table at the start (default 1000000)
+#   BENCH_CDC_CHANGES    changes in each capture backlog (default 1000000)
+#   BENCH_CDC_POLL_MS    poll period of the capture latency reader (default 20)
+#   BENCH_CDC_MEMORY     memory_limit of the capture store (default 256MB)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -60,9 +68,9 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | memory | read | pg) ;;
+  all | memory | read | pg | cdc) ;;
   *)
-    echo "bench: BENCH_CASES must be all, memory, read or pg, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, memory, read, pg or cdc, not $cases" >&2
     exit 2
     ;;
 esac
@@ -122,9 +130,11 @@ SQL
 }
 
 if [ "$cases" != memory ]; then
+if [ "$cases" != cdc ]; then # the capture cases make a table of their own
 log "generating $traces traces and $((traces * 4)) metric results"
 psql "$DUCKSTORE_TEST_PG" -q -v ON_ERROR_STOP=1 -v traces="$traces" -f "$root/scripts/sample-data.sql" >/dev/null
 psql "$DUCKSTORE_TEST_PG" -q -c "VACUUM ANALYZE" >/dev/null
+fi
 
 dataset_query="SELECT id, trace_id AS dataset_id, timestamp, prompt AS query, completion AS actual_output, deployment_env AS environment, service_name AS source_name, component_name AS source_component, response_time_ms AS latency, metadata, created_at FROM llm_traces"
 results_query="SELECT id, trace_id AS dataset_id, metric_name, metric_value AS metric_score, metric_category, explanation, passed, created_at FROM llm_metric_results"
@@ -231,9 +241,11 @@ pg_copy_both() { # FORMAT-OPTIONS DATASET-FILE RESULTS-FILE: both queries concur
 export -f pg_copy_both
 export DUCKSTORE_TEST_PG dataset_query results_query
 
+if [ "$cases" != cdc ]; then
 rows_dataset="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_traces")"
 rows_results="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results")"
 rows=$((rows_dataset + rows_results))
+fi
 if [ "$cases" = all ]; then
 pg_copy_both "FORMAT binary" "$work/size.dataset" "$work/size.results"
 copy_bytes=$(($(stat -c %s "$work/size.dataset") + $(stat -c %s "$work/size.results")))
@@ -287,16 +299,19 @@ for run in $(seq 1 "$repeat"); do
       \"CREATE TABLE r AS SELECT * FROM read_csv_auto('$work/csv.results', header = true)\" CHECKPOINT && \
     rm -f '$work/csv.dataset' '$work/csv.results'"
 done
-else
+elif [ "$cases" != cdc ]; then
   log "one full sync for the $cases side"
   "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
 fi
 # shellcheck source=bench/read.sh
 . "$root/bench/read.sh"
-[ "$cases" = pg ] || read_cases
+case "$cases" in all | read) read_cases ;; esac
 # shellcheck source=bench/pg.sh
 . "$root/bench/pg.sh"
-[ "$cases" = read ] || pg_cases
+case "$cases" in all | pg) pg_cases ;; esac
+# shellcheck source=bench/cdc.sh
+. "$root/bench/cdc.sh"
+case "$cases" in all | cdc) cdc_cases ;; esac
 fi
 case "$cases" in all | memory) memory_cases ;; esac
 
@@ -369,11 +384,17 @@ elif [ "$cases" = read ] || [ "$cases" = pg ]; then
     echo "duckstore $cases benchmark: $rows_dataset traces + $rows_results metric results = $rows rows at the start."
     echo "$machine"
   } | tee "$work/table.md"
+elif [ "$cases" = cdc ]; then
+  {
+    echo "duckstore cdc benchmark."
+    echo "$machine"
+  } | tee "$work/table.md"
 else
   : >"$work/table.md"
 fi
 case "$cases" in all | read) read_report | tee -a "$work/table.md" ;; esac
 case "$cases" in all | pg) pg_report | tee -a "$work/table.md" ;; esac
+case "$cases" in all | cdc) cdc_report | tee -a "$work/table.md" ;; esac
 
 # The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
 if [ "$cases" = all ] || [ "$cases" = memory ]; then

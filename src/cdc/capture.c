@@ -36,10 +36,7 @@ static int64_t now_unix_us(void)
 
 /* ---- the state kept in the DuckDB file ---- */
 
-static const char *const state_ddl =
-    "CREATE TABLE IF NOT EXISTS _duckstore.capture (source VARCHAR NOT NULL, slot VARCHAR NOT NULL, "
-    "lsn VARCHAR NOT NULL, relations VARCHAR, last_commit_at TIMESTAMPTZ, server_lsn VARCHAR, "
-    "updated_at TIMESTAMPTZ)";
+/* _duckstore.capture is created with the store's other tables (store.c). */
 
 typedef struct capture_state {
     bool found;
@@ -51,8 +48,6 @@ typedef struct capture_state {
 static bool load_state(duckdb_connection duck, const cfg_source *src, capture_state *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (!store_exec(duck, state_ddl, err))
-        return false;
     char *lit = ds_quote_literal(src->name);
     if (lit == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -141,7 +136,7 @@ bool capture_reset(store *st, const cfg_source *src, ds_error *err)
     if (ok) {
         char *lit = ds_quote_literal(src->name);
         store_commit_lock(st);
-        ok = lit != NULL && store_exec(duck, state_ddl, err) &&
+        ok = lit != NULL &&
              store_execf(duck, NULL, err, "DELETE FROM _duckstore.capture WHERE source = %s", lit);
         store_commit_unlock(st);
         free(lit);
@@ -677,8 +672,7 @@ typedef struct load_ctx {
 static bool write_load_state(duckdb_connection duck, void *arg, ds_error *err)
 {
     load_ctx *ctx = arg;
-    return store_exec(duck, state_ddl, err) &&
-           save_state(duck, ctx->src, ctx->lsn, ctx->relations, 0, 0, err);
+    return save_state(duck, ctx->src, ctx->lsn, ctx->relations, 0, 0, err);
 }
 
 /* Drops the slot and creates it again with an exported snapshot, then

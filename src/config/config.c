@@ -689,6 +689,7 @@ void cfg_free(cfg_config *cfg)
     free(cfg->store.path);
     free(cfg->store.memory_limit);
     free(cfg->store.query_memory_limit);
+    free(cfg->store.read_memory_limit);
     cfg_key_free(&cfg->store.cors_origins);
     free(cfg->store.pg_listen);
     free(cfg->store.pg_tls_cert);

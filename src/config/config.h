@@ -23,6 +23,10 @@ typedef struct cfg_key {
     size_t n;
 } cfg_key;
 
+/* read_memory_limit's default: about 20 dashboard aggregates over a
+ * million-row view at once (each held ~25MB in bench/pg.sh). */
+#define CFG_READ_MEMORY_LIMIT_DEFAULT "512MB"
+
 typedef struct cfg_store {
     bool enabled;            /* default true */
     char *path;              /* default "data/store.duckdb", relative to the config directory */
@@ -44,6 +48,10 @@ typedef struct cfg_store {
     /* A size like memory_limit: the query memory one /api/store/query may
      * see held; NULL = half of memory_limit. */
     char *query_memory_limit;
+    /* A size like memory_limit: the readers' budget (protocol sessions and
+     * /api/store/query), added to memory_limit for DuckDB while `serve`
+     * runs; NULL = CFG_READ_MEMORY_LIMIT_DEFAULT. */
+    char *read_memory_limit;
     /* PostgreSQL's wire protocol (docs/pg-protocol.md); off when pg_listen
      * is NULL. */
     char *pg_listen;                /* "HOST:PORT" */

@@ -533,6 +533,8 @@ static const key_spec store_keys[] = {
      .expect = "a size such as 256MB, 1.5GB or 512MiB", .hint = "give a size such as 256MB or 2GB"},
     {"query_memory_limit", .parse = parse_memory_limit, .field = STORE(query_memory_limit),
      .expect = "a size such as 32MB or 1GB", .hint = "give a size such as 32MB or 1GB"},
+    {"read_memory_limit", .parse = parse_memory_limit, .field = STORE(read_memory_limit),
+     .expect = "a size such as 512MB or 2GB", .hint = "give a size such as 512MB or 2GB"},
     {"threads", .parse = parse_int, .field = STORE(threads), .min = 0, .max = 256,
      .expect = "an integer between 0 and 256 (0 = one per core)"},
     {"max_idle_source_connections", .parse = parse_int, .field = STORE(max_idle_source_connections), .min = 0,

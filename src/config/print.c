@@ -170,6 +170,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     print_string(out, "memory_limit", st->memory_limit);
     if (st->query_memory_limit != NULL)
         print_string(out, "query_memory_limit", st->query_memory_limit);
+    print_string(out, "read_memory_limit",
+                 st->read_memory_limit != NULL ? st->read_memory_limit : CFG_READ_MEMORY_LIMIT_DEFAULT);
     fprintf(out, "  threads: %d\n", st->threads);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);

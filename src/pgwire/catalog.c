@@ -1,9 +1,13 @@
 /* PostgreSQL catalog functions and relations for the wire protocol's
  * sessions (catalog.h).
  *
- * DuckDB resolves an unqualified name in the connection's temp catalog
- * first, so the TEMP macros and views added here fill the gaps of its
- * built-in pg_catalog without touching the store file. A name qualified
+ * The macros and views live in a schema of the store's in-memory catalog
+ * (PGC_SCHEMA), created once per DuckDB instance: every session shares
+ * them, the file never holds them, and a store reopen (a new instance)
+ * gets them created again by its first session. A session puts that
+ * schema on its search path after the store's own main schema and before
+ * DuckDB's system catalog, so they fill the gaps of DuckDB's built-in
+ * pg_catalog. A name qualified
  * with pg_catalog. resolves in DuckDB's system catalog only, which takes no
  * new entries; pgc_rewrite() therefore drops that qualifier, which is what
  * PostgreSQL's own lookup amounts to (pg_catalog comes first in its search
@@ -21,8 +25,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include <pthread.h>
+
 #include "common/strbuf.h"
 #include "common/version.h"
+#include "store/store.h"
+
+/* Where the catalog lives: the in-memory catalog beside the store's file. */
+#define PGC_SCHEMA STORE_SCRATCH_CATALOG ".duckstore_pg"
 
 /* The PostgreSQL types duckstore sends: oid, name, typlen, category,
  * element (arrays) and array type. */
@@ -53,26 +63,28 @@
  * PostgreSQL's columns, so catalog queries find nothing rather than fail. */
 static const char *const install_sql[] = {
     /* The one role: every relation and database is its. */
-    "CREATE OR REPLACE TEMP MACRO pg_get_userbyid(role_oid) AS 'duckstore'",
-    "CREATE OR REPLACE TEMP VIEW pg_roles AS SELECT 10::BIGINT AS oid, 'duckstore' AS rolname, false AS "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_userbyid(role_oid) AS 'duckstore'",
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_roles AS SELECT 10::BIGINT AS oid, 'duckstore' AS rolname, false AS "
     "rolsuper, "
     "true AS rolinherit, false AS rolcreaterole, false AS rolcreatedb, true AS rolcanlogin, "
     "false AS rolreplication, -1 AS rolconnlimit, '********' AS rolpassword, NULL::TIMESTAMPTZ AS "
     "rolvaliduntil, "
     "false AS rolbypassrls, NULL::VARCHAR[] AS rolconfig",
-    "CREATE OR REPLACE TEMP VIEW pg_user AS SELECT rolname AS usename, oid AS usesysid, rolcreatedb AS "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_user AS SELECT rolname AS usename, oid AS usesysid, rolcreatedb AS "
     "usecreatedb, "
     "rolsuper AS usesuper, rolreplication AS userepl, rolbypassrls AS usebypassrls, rolpassword AS passwd, "
     "rolvaliduntil AS valuntil, rolconfig AS useconfig FROM pg_roles",
-    "CREATE OR REPLACE TEMP MACRO pg_encoding_to_char(encoding) AS 'UTF8'",
-    "CREATE OR REPLACE TEMP MACRO pg_char_to_encoding(name) AS 6",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_encoding_to_char(encoding) AS 'UTF8'",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_char_to_encoding(name) AS 6",
     /* The server's version as PostgreSQL prints it: drivers parse the
      * leading "PostgreSQL <major>.<minor>". */
-    "CREATE OR REPLACE TEMP MACRO version() AS 'PostgreSQL 15.0 (duckstore " DS_VERSION
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".version() AS 'PostgreSQL 15.0 (duckstore " DS_VERSION
     ") on x86_64-pc-linux-gnu, compiled by gcc, 64-bit'",
 
     /* DuckDB type (duckdb_columns().data_type) -> PostgreSQL OID. */
-    "CREATE OR REPLACE TEMP MACRO pgc_scalar_oid(t) AS CASE "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pgc_scalar_oid(t) AS CASE "
     "WHEN t = 'BOOLEAN' THEN 16 WHEN t IN ('TINYINT', 'SMALLINT', 'UTINYINT') THEN 21 "
     "WHEN t IN ('INTEGER', 'USMALLINT') THEN 23 WHEN t IN ('BIGINT', 'UINTEGER') THEN 20 "
     "WHEN t IN ('HUGEINT', 'UBIGINT', 'UHUGEINT', 'BIGNUM', 'VARINT') OR t LIKE 'DECIMAL%' THEN 1700 "
@@ -82,19 +94,21 @@ static const char *const install_sql[] = {
     "WHEN t = 'TIMESTAMP WITH TIME ZONE' THEN 1184 WHEN t = 'TIME WITH TIME ZONE' THEN 1266 "
     "WHEN t = 'INTERVAL' THEN 1186 WHEN t = 'UUID' THEN 2950 WHEN t = 'JSON' THEN 114 "
     "WHEN t = 'BLOB' THEN 17 ELSE 25 END",
-    "CREATE OR REPLACE TEMP MACRO pgc_type_oid(t) AS CASE WHEN regexp_matches(t, '\\[\\d*\\]$') THEN "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA
+    ".pgc_type_oid(t) AS CASE WHEN regexp_matches(t, '\\[\\d*\\]$') THEN "
     "coalesce((SELECT typarray FROM pg_type WHERE oid = pgc_scalar_oid(regexp_replace(t, '(\\[\\d*\\])+$', "
     "''))), "
     "1009) ELSE pgc_scalar_oid(t) END",
-    "CREATE OR REPLACE TEMP MACRO pgc_type_mod(t, prec, scale) AS CASE WHEN t LIKE 'DECIMAL%' "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pgc_type_mod(t, prec, scale) AS CASE WHEN t LIKE 'DECIMAL%' "
     "THEN ((prec::INTEGER << 16) | scale::INTEGER) + 4 ELSE -1 END",
 
-    "CREATE OR REPLACE TEMP VIEW pg_namespace AS SELECT oid::BIGINT AS oid, schema_name AS nspname, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_namespace AS SELECT oid::BIGINT AS oid, schema_name AS nspname, "
     "10::BIGINT AS nspowner, NULL::VARCHAR[] AS nspacl FROM duckdb_schemas() "
     "WHERE database_name = current_database() AND schema_name <> '_duckstore' "
     "UNION ALL SELECT oid::BIGINT, schema_name, 10::BIGINT, NULL FROM duckdb_schemas() "
     "WHERE database_name = 'system' AND schema_name IN ('pg_catalog', 'information_schema')",
-    "CREATE OR REPLACE TEMP VIEW pg_type AS SELECT t.oid::BIGINT AS oid, t.typname, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA ".pg_type AS SELECT t.oid::BIGINT AS oid, t.typname, "
     "(SELECT oid FROM pg_namespace WHERE nspname = 'pg_catalog') AS typnamespace, 10::BIGINT AS typowner, "
     "t.typlen::SMALLINT AS typlen, t.typlen > 0 AND t.typlen <= 8 AS typbyval, 'b' AS typtype, "
     "t.typcategory, false AS typispreferred, true AS typisdefined, ',' AS typdelim, 0::BIGINT AS typrelid, "
@@ -109,7 +123,7 @@ static const char *const install_sql[] = {
     "AS typndims, CASE WHEN t.typcategory = 'S' THEN 100 ELSE 0 END::BIGINT AS typcollation, "
     "NULL::VARCHAR AS typdefaultbin, NULL::VARCHAR AS typdefault, NULL::VARCHAR[] AS typacl "
     "FROM (VALUES " PG_TYPES ") t(oid, typname, typlen, typcategory, typelem, typarray)",
-    "CREATE OR REPLACE TEMP MACRO format_type(type_oid, typemod) AS CASE "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".format_type(type_oid, typemod) AS CASE "
     "WHEN type_oid IS NULL THEN NULL "
     "WHEN type_oid = 1700 AND typemod >= 4 THEN "
     "'numeric(' || ((typemod - 4) >> 16) || ',' || ((typemod - 4) & 65535) || ')' "
@@ -118,7 +132,7 @@ static const char *const install_sql[] = {
     "ELSE pgc_type_name(t.oid) END FROM pg_type t WHERE t.oid = type_oid), '?"
     "?"
     "?') END",
-    "CREATE OR REPLACE TEMP MACRO pgc_type_name(type_oid) AS CASE type_oid "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pgc_type_name(type_oid) AS CASE type_oid "
     "WHEN 16 THEN 'boolean' WHEN 20 THEN 'bigint' WHEN 21 THEN 'smallint' WHEN 23 THEN 'integer' "
     "WHEN 700 THEN 'real' WHEN 701 THEN 'double precision' WHEN 1043 THEN 'character varying' "
     "WHEN 1042 THEN 'character' WHEN 1083 THEN 'time without time zone' "
@@ -126,10 +140,11 @@ static const char *const install_sql[] = {
     "WHEN 1266 THEN 'time with time zone' "
     "ELSE (SELECT typname FROM pg_type WHERE oid = type_oid) END",
 
-    /* Relations of the store (its attached database), never the session's
-     * own TEMP objects; duckstore's own metadata (_duckstore) stays out of
+    /* Relations of the store (its attached database), never the catalog's
+     * own objects; duckstore's own metadata (_duckstore) stays out of
      * the tools' table lists, though a query can still read it. */
-    "CREATE OR REPLACE TEMP VIEW pg_class AS SELECT table_oid::BIGINT AS oid, table_name AS relname, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_class AS SELECT table_oid::BIGINT AS oid, table_name AS relname, "
     "schema_oid::BIGINT AS relnamespace, 0::BIGINT AS reltype, 0::BIGINT AS reloftype, 10::BIGINT AS "
     "relowner, "
     "2::BIGINT AS relam, 0::BIGINT AS relfilenode, 0::BIGINT AS reltablespace, 0 AS relpages, "
@@ -146,10 +161,12 @@ static const char *const install_sql[] = {
     "column_count, 0, false, false, false, false, false, false, true, 'n', false, 0, 0, 0, NULL, NULL, NULL "
     "FROM duckdb_views() WHERE database_name = current_database() AND NOT internal "
     "AND schema_name <> '_duckstore'",
-    "CREATE OR REPLACE TEMP VIEW pg_am AS SELECT * FROM (VALUES (2::BIGINT, 'heap', 'heap_tableam_handler', "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_am AS SELECT * FROM (VALUES (2::BIGINT, 'heap', 'heap_tableam_handler', "
     "'t'), "
     "(403::BIGINT, 'btree', 'bthandler', 'i')) a(oid, amname, amhandler, amtype)",
-    "CREATE OR REPLACE TEMP VIEW pg_attribute AS SELECT table_oid::BIGINT AS attrelid, column_name AS "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_attribute AS SELECT table_oid::BIGINT AS attrelid, column_name AS "
     "attname, "
     "pgc_type_oid(data_type)::BIGINT AS atttypid, -1 AS attstattarget, "
     "coalesce((SELECT typlen FROM pg_type WHERE oid = pgc_type_oid(data_type)), -1)::SMALLINT AS attlen, "
@@ -161,15 +178,17 @@ static const char *const install_sql[] = {
     "NULL::VARCHAR AS attcompression, NULL::VARCHAR[] AS attacl, NULL::VARCHAR[] AS attoptions, "
     "NULL::VARCHAR[] AS attfdwoptions, NULL::VARCHAR AS attmissingval FROM duckdb_columns() "
     "WHERE database_name = current_database()",
-    "CREATE OR REPLACE TEMP VIEW pg_attrdef AS SELECT (table_oid * 1000 + column_index)::BIGINT AS oid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_attrdef AS SELECT (table_oid * 1000 + column_index)::BIGINT AS oid, "
     "table_oid::BIGINT AS adrelid, column_index::SMALLINT AS adnum, column_default AS adbin FROM "
     "duckdb_columns() "
     "WHERE database_name = current_database() AND column_default IS NOT NULL",
-    "CREATE OR REPLACE TEMP MACRO pg_get_expr(expr, relation) AS expr::VARCHAR, "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_expr(expr, relation) AS expr::VARCHAR, "
     "(expr, relation, pretty) AS expr::VARCHAR",
-    "CREATE OR REPLACE TEMP MACRO pg_table_is_visible(rel) AS rel IN (SELECT c.oid FROM pg_class c "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_table_is_visible(rel) AS rel IN (SELECT c.oid FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema())",
-    "CREATE OR REPLACE TEMP VIEW pg_database AS SELECT database_oid::BIGINT AS oid, database_name AS "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_database AS SELECT database_oid::BIGINT AS oid, database_name AS "
     "datname, "
     "10::BIGINT AS datdba, 6 AS encoding, 'c' AS datlocprovider, false AS datistemplate, true AS "
     "datallowconn, "
@@ -177,14 +196,14 @@ static const char *const install_sql[] = {
     "'C.UTF-8' AS datcollate, 'C.UTF-8' AS datctype, NULL::VARCHAR AS daticulocale, "
     "NULL::VARCHAR AS datcollversion, NULL::VARCHAR[] AS datacl FROM duckdb_databases() "
     "WHERE database_name = current_database()",
-    "CREATE OR REPLACE TEMP MACRO pg_get_indexdef(index_oid) AS NULL::VARCHAR, "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_indexdef(index_oid) AS NULL::VARCHAR, "
     "(index_oid, col, pretty) AS NULL::VARCHAR",
-    "CREATE OR REPLACE TEMP MACRO pg_get_partkeydef(rel) AS NULL::VARCHAR",
-    "CREATE OR REPLACE TEMP MACRO pg_get_statisticsobjdef_columns(stat_oid) AS NULL::VARCHAR",
-    "CREATE OR REPLACE TEMP MACRO pg_relation_is_publishable(rel) AS false",
-    "CREATE OR REPLACE TEMP MACRO pg_get_serial_sequence(rel, col) AS NULL::VARCHAR",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_partkeydef(rel) AS NULL::VARCHAR",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_statisticsobjdef_columns(stat_oid) AS NULL::VARCHAR",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_relation_is_publishable(rel) AS false",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pg_get_serial_sequence(rel, col) AS NULL::VARCHAR",
     /* SQLAlchemy's get_columns builds a column's identity options with it. */
-    "CREATE OR REPLACE TEMP MACRO json_build_object(k1, v1) AS json_object(k1::VARCHAR, v1),"
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".json_build_object(k1, v1) AS json_object(k1::VARCHAR, v1),"
     "(k1, v1, k2, v2) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2),"
     "(k1, v1, k2, v2, k3, v3) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, k3::VARCHAR, v3),"
     "(k1, v1, k2, v2, k3, v3, k4, v4) AS json_object(k1::VARCHAR, v1, k2::VARCHAR, v2, k3::VARCHAR, v3, "
@@ -198,44 +217,61 @@ static const char *const install_sql[] = {
     "(k1, v1, k2, v2, k3, v3, k4, v4, k5, v5, k6, v6, k7, v7, k8, v8) AS json_object(k1::VARCHAR, v1, "
     "k2::VARCHAR, v2, k3::VARCHAR, v3, k4::VARCHAR, v4, k5::VARCHAR, v5, k6::VARCHAR, v6, k7::VARCHAR, v7, "
     "k8::VARCHAR, v8)",
-    "CREATE OR REPLACE TEMP MACRO array_upper(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN len(arr) "
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA
+    ".array_upper(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN len(arr) "
     "END",
-    "CREATE OR REPLACE TEMP MACRO array_lower(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN 1 END",
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA
+    ".array_lower(arr, dim) AS CASE WHEN dim = 1 AND len(arr) > 0 THEN 1 END",
 
-    "CREATE OR REPLACE TEMP VIEW pg_inherits AS SELECT 0::BIGINT AS inhrelid, 0::BIGINT AS inhparent, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_inherits AS SELECT 0::BIGINT AS inhrelid, 0::BIGINT AS inhparent, "
     "0 AS inhseqno, false AS inhdetachpending WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_policy AS SELECT 0::BIGINT AS oid, '' AS polname, 0::BIGINT AS polrelid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_policy AS SELECT 0::BIGINT AS oid, '' AS polname, 0::BIGINT AS polrelid, "
     "'' AS polcmd, true AS polpermissive, NULL::BIGINT[] AS polroles, NULL::VARCHAR AS polqual, "
     "NULL::VARCHAR AS polwithcheck WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_statistic_ext AS SELECT 0::BIGINT AS oid, 0::BIGINT AS stxrelid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_statistic_ext AS SELECT 0::BIGINT AS oid, 0::BIGINT AS stxrelid, "
     "'' AS stxname, 0::BIGINT AS stxnamespace, 0::BIGINT AS stxowner, -1 AS stxstattarget, "
     "NULL::SMALLINT[] AS stxkeys, NULL::VARCHAR[] AS stxkind, NULL::VARCHAR AS stxexprs WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_publication AS SELECT 0::BIGINT AS oid, '' AS pubname, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA ".pg_publication AS SELECT 0::BIGINT AS oid, '' AS pubname, "
     "0::BIGINT AS pubowner, false AS puballtables, false AS pubinsert, false AS pubupdate, false AS "
     "pubdelete, "
     "false AS pubtruncate, false AS pubviaroot WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_publication_namespace AS SELECT 0::BIGINT AS oid, 0::BIGINT AS pnpubid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_publication_namespace AS SELECT 0::BIGINT AS oid, 0::BIGINT AS pnpubid, "
     "0::BIGINT AS pnnspid WHERE false",
     /* psql indexes prattrs with a generate_series row, which DuckDB binds
      * as a one-field struct: the map type lets that bind (the relation is
      * empty, no value is ever read), and it casts to int2[] as psql does. */
-    "CREATE OR REPLACE TEMP VIEW pg_publication_rel AS SELECT 0::BIGINT AS oid, 0::BIGINT AS prpubid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_publication_rel AS SELECT 0::BIGINT AS oid, 0::BIGINT AS prpubid, "
     "0::BIGINT AS prrelid, NULL::VARCHAR AS prqual, "
     "NULL::MAP(STRUCT(generate_series BIGINT), SMALLINT) AS prattrs WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_trigger AS SELECT 0::BIGINT AS oid, 0::BIGINT AS tgrelid, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA ".pg_trigger AS SELECT 0::BIGINT AS oid, 0::BIGINT AS tgrelid, "
     "0::BIGINT AS tgparentid, '' AS tgname, 0::BIGINT AS tgfoid, 0::SMALLINT AS tgtype, 'O' AS tgenabled, "
     "false AS tgisinternal, 0::BIGINT AS tgconstrrelid, 0::BIGINT AS tgconstrindid, 0::BIGINT AS "
     "tgconstraint, "
     "false AS tgdeferrable, false AS tginitdeferred, 0::SMALLINT AS tgnargs WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_partitioned_table AS SELECT 0::BIGINT AS partrelid, '' AS partstrat, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_partitioned_table AS SELECT 0::BIGINT AS partrelid, '' AS partstrat, "
     "0::SMALLINT AS partnatts, 0::BIGINT AS partdefid WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_foreign_table AS SELECT 0::BIGINT AS ftrelid, 0::BIGINT AS ftserver, "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_foreign_table AS SELECT 0::BIGINT AS ftrelid, 0::BIGINT AS ftserver, "
     "NULL::VARCHAR[] AS ftoptions WHERE false",
-    "CREATE OR REPLACE TEMP VIEW pg_rewrite AS SELECT 0::BIGINT AS oid, '' AS rulename, 0::BIGINT AS "
+    "CREATE OR REPLACE VIEW " PGC_SCHEMA
+    ".pg_rewrite AS SELECT 0::BIGINT AS oid, '' AS rulename, 0::BIGINT AS "
     "ev_class, "
     "'' AS ev_type, 'O' AS ev_enabled, false AS is_instead WHERE false",
+    /* Last, in the same transaction: a session that finds it finds all. */
+    "CREATE OR REPLACE MACRO " PGC_SCHEMA ".pgc_installed() AS '" DS_VERSION "'",
     NULL,
 };
+
+/* The search path of a session: the store's tables first (its default
+ * schema: current_database() and current_schema() stay the store's), then
+ * the catalog; DuckDB's system catalog comes after both. */
+#define PGC_SEARCH_PATH "SET search_path = 'main," PGC_SCHEMA "'"
 
 /* PostgreSQL's name of each type duckstore sends (what oid::regtype prints)
  * and its catalog name, with its array type's OID; 'name'::regtype reads
@@ -513,21 +549,53 @@ static bool install_oid_types(duckdb_connection con, ds_error *err)
     return true;
 }
 
+/* The catalog of this DuckDB instance is complete. */
+static bool installed(duckdb_connection con)
+{
+    duckdb_result res;
+    bool ok = duckdb_query(con, "SELECT " PGC_SCHEMA ".pgc_installed()", &res) == DuckDBSuccess;
+    duckdb_destroy_result(&res);
+    return ok;
+}
+
+static bool exec_install(duckdb_connection con, const char *sql, ds_error *err)
+{
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "pg catalog: %s (in: %.200s)", duckdb_result_error(&res), sql);
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    duckdb_destroy_result(&res);
+    return true;
+}
+
 bool pgc_install(duckdb_connection con, ds_error *err)
 {
-    if (!install_oid_types(con, err))
-        return false;
-    for (size_t i = 0; install_sql[i]; i++) {
-        duckdb_result res;
-        if (duckdb_query(con, install_sql[i], &res) == DuckDBError) {
-            ds_error_set(err, DS_ERR_STORE, "pg catalog: %s (in: %.200s)", duckdb_result_error(&res),
-                         install_sql[i]);
-            duckdb_destroy_result(&res);
-            return false;
+    bool ok = true;
+    if (!installed(con)) {
+        /* One session creates it (a store reopen starts a new, empty
+         * instance); the others wait, then find it. */
+        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&lock);
+        if (!installed(con)) {
+            /* DuckDB checks that a search path's schemas exist; the
+             * objects' own bodies bind with it as a session will. */
+            bool began = install_oid_types(con, err) &&
+                         exec_install(con, "CREATE SCHEMA IF NOT EXISTS " PGC_SCHEMA, err) &&
+                         exec_install(con, PGC_SEARCH_PATH, err) &&
+                         exec_install(con, "BEGIN TRANSACTION", err);
+            ok = began;
+            for (size_t i = 0; ok && install_sql[i]; i++)
+                ok = exec_install(con, install_sql[i], err);
+            if (ok)
+                ok = exec_install(con, "COMMIT", err);
+            else if (began)
+                exec_install(con, "ROLLBACK", NULL);
         }
-        duckdb_destroy_result(&res);
+        pthread_mutex_unlock(&lock);
     }
-    return true;
+    return ok && exec_install(con, PGC_SEARCH_PATH, err);
 }
 
 /* The SQL lexer's view of the text, enough to find names: quoted strings,

@@ -1,7 +1,8 @@
 /* What PostgreSQL clients read from pg_catalog that DuckDB's own partial
  * pg_catalog lacks: psql's \dt, \d and \l, SQLAlchemy's inspector, pgJDBC's
- * DatabaseMetaData and node-postgres. Installed as TEMP macros and views on
- * each session's connection, so nothing is written to the store. */
+ * DatabaseMetaData and node-postgres: macros and views in the store's
+ * in-memory catalog, created once per DuckDB instance, so nothing is
+ * written to the store's file. */
 #ifndef DS_PGWIRE_CATALOG_H
 #define DS_PGWIRE_CATALOG_H
 
@@ -11,9 +12,11 @@
 
 #include "common/error.h"
 
-/* Makes con look enough like PostgreSQL's catalog for psql, JDBC, SQLAlchemy
- * and node-postgres: TEMP macros and views; run once per session
- * connection, before the session's first statement. */
+/* Makes con (a store connection, store_connect) look enough like
+ * PostgreSQL's catalog for psql, JDBC, SQLAlchemy and node-postgres:
+ * creates the catalog when this DuckDB instance lacks it (the first session,
+ * and the first after a store reopen) and puts it on con's search path. Run
+ * once per session connection, before the session's first statement. */
 bool pgc_install(duckdb_connection con, ds_error *err);
 
 /* The query text as DuckDB must read it for the catalog above: a

@@ -262,6 +262,11 @@ bool pgm_write_raw(pgm_conn *c, const void *p, size_t n, ds_error *err)
     return true;
 }
 
+bool pgm_input_buffered(const pgm_conn *c)
+{
+    return c->rpos < c->rlen || (c->ssl != NULL && SSL_pending(c->ssl) > 0);
+}
+
 bool pgm_flush(pgm_conn *c, ds_error *err)
 {
     if (c->out.failed) {

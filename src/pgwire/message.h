@@ -84,6 +84,11 @@ void pgm_put_i32(ds_buf *b, int32_t v);
 void pgm_put_i16(ds_buf *b, int16_t v);
 void pgm_put_str(ds_buf *b, const char *s); /* with its NUL */
 
+/* Bytes of a message the client sent are here already (read, or held
+ * decrypted by TLS): answers can wait for the next flush, as PostgreSQL's
+ * do, rather than go out one small send per message. */
+bool pgm_input_buffered(const pgm_conn *c);
+
 /* Sends what is in out. */
 bool pgm_flush(pgm_conn *c, ds_error *err);
 /* Writes raw bytes now (the SSLRequest answer, before TLS starts). */

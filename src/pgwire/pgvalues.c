@@ -364,23 +364,31 @@ static void decimal_text(bool negative, unsigned __int128 magnitude, int scale, 
 {
     char tmp[48];
     char *digits = u128_digits(magnitude, tmp + sizeof tmp);
-    size_t n = strlen(digits);
+    size_t n = (size_t)(tmp + sizeof tmp - 1 - digits);
+    /* Built whole, then appended once: sign, integer part, point, fraction
+     * (a DECIMAL has at most 38 digits). */
+    char text[48 + 42];
+    size_t k = 0;
     if (negative && magnitude)
-        ds_buf_appendc(b, '-');
+        text[k++] = '-';
     if (scale <= 0) {
-        ds_buf_append(b, digits);
-        return;
-    }
-    if (n <= (size_t)scale) {
-        ds_buf_append(b, "0.");
+        memcpy(text + k, digits, n);
+        k += n;
+    } else if (n <= (size_t)scale) {
+        text[k++] = '0';
+        text[k++] = '.';
         for (size_t i = n; i < (size_t)scale; i++)
-            ds_buf_appendc(b, '0');
-        ds_buf_append(b, digits);
-        return;
+            text[k++] = '0';
+        memcpy(text + k, digits, n);
+        k += n;
+    } else {
+        memcpy(text + k, digits, n - (size_t)scale);
+        k += n - (size_t)scale;
+        text[k++] = '.';
+        memcpy(text + k, digits + n - scale, (size_t)scale);
+        k += (size_t)scale;
     }
-    ds_buf_appendn(b, digits, n - (size_t)scale);
-    ds_buf_appendc(b, '.');
-    ds_buf_append(b, digits + n - scale);
+    ds_buf_appendn(b, text, k);
 }
 
 /* The number of a numeric column (integer types beyond int8, decimals) as
@@ -555,11 +563,23 @@ static int64_t floor_div(int64_t a, int64_t b)
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
-/* YYYY-MM-DD of the ISO DateStyle; returns whether the year is BC (year 0
- * is 1 BC), which the caller writes last. */
+/* A date or time's text, built on the stack and appended to the row at
+ * once: timestamps are written a million times a second, and one append
+ * per part cost more than the arithmetic. Room for the longest: a
+ * 6-digit year, time, fraction, +HH:MM:SS zone and " BC". */
+typedef struct tbuf {
+    char s[64];
+    size_t n;
+} tbuf;
+
+static void tb_c(tbuf *t, char c)
+{
+    t->s[t->n++] = c;
+}
+
 /* v in decimal, zero-padded to width digits (printf's %0*d without its
- * cost: timestamps are written a million times a second). */
-static void append_padded(ds_buf *b, uint64_t v, int width)
+ * cost). */
+static void append_padded(tbuf *t, uint64_t v, int width)
 {
     char tmp[24];
     int n = 0;
@@ -569,61 +589,73 @@ static void append_padded(ds_buf *b, uint64_t v, int width)
     } while (v);
     while (n < width)
         tmp[sizeof tmp - 1 - n++] = '0';
-    ds_buf_appendn(b, tmp + sizeof tmp - n, (size_t)n);
+    memcpy(t->s + t->n, tmp + sizeof tmp - n, (size_t)n);
+    t->n += (size_t)n;
 }
 
-static bool date_part(int64_t days, ds_buf *b)
+/* YYYY-MM-DD of the ISO DateStyle; returns whether the year is BC (year 0
+ * is 1 BC), which the caller writes last. */
+static bool date_part(int64_t days, tbuf *t)
 {
     int64_t year;
     int month, day;
     civil(days, &year, &month, &day);
     bool bc = year <= 0;
-    append_padded(b, (uint64_t)(bc ? 1 - year : year), 4);
-    ds_buf_appendc(b, '-');
-    append_padded(b, (uint64_t)month, 2);
-    ds_buf_appendc(b, '-');
-    append_padded(b, (uint64_t)day, 2);
+    append_padded(t, (uint64_t)(bc ? 1 - year : year), 4);
+    tb_c(t, '-');
+    append_padded(t, (uint64_t)month, 2);
+    tb_c(t, '-');
+    append_padded(t, (uint64_t)day, 2);
     return bc;
 }
 
 /* SS[.ffffff]: the fraction without its trailing zeros (AppendSeconds). */
-static void seconds_part(int secs, int fsec, ds_buf *b)
+static void seconds_part(int secs, int fsec, tbuf *t)
 {
-    append_padded(b, (uint64_t)secs, 2);
+    append_padded(t, (uint64_t)secs, 2);
     if (fsec) {
         int n = 6;
         while (fsec % 10 == 0)
             fsec /= 10, n--;
-        ds_buf_appendc(b, '.');
-        append_padded(b, (uint64_t)fsec, n);
+        tb_c(t, '.');
+        append_padded(t, (uint64_t)fsec, n);
     }
 }
 
 /* HH:MM:SS[.ffffff] of microseconds since midnight. */
-static void time_part(int64_t usecs, ds_buf *b)
+static void time_part(int64_t usecs, tbuf *t)
 {
     int64_t secs = usecs / USECS_PER_SEC;
-    append_padded(b, (uint64_t)(secs / 3600), 2);
-    ds_buf_appendc(b, ':');
-    append_padded(b, (uint64_t)(secs / 60 % 60), 2);
-    ds_buf_appendc(b, ':');
-    seconds_part((int)(secs % 60), (int)(usecs % USECS_PER_SEC), b);
+    append_padded(t, (uint64_t)(secs / 3600), 2);
+    tb_c(t, ':');
+    append_padded(t, (uint64_t)(secs / 60 % 60), 2);
+    tb_c(t, ':');
+    seconds_part((int)(secs % 60), (int)(usecs % USECS_PER_SEC), t);
 }
 
 /* +HH, +HH:MM or +HH:MM:SS of an offset east of UTC (EncodeTimezone). */
-static void zone_part(int32_t east, ds_buf *b)
+static void zone_part(int32_t east, tbuf *t)
 {
     int s = abs(east);
-    ds_buf_appendc(b, east >= 0 ? '+' : '-');
-    append_padded(b, (uint64_t)(s / 3600), 2);
+    tb_c(t, east >= 0 ? '+' : '-');
+    append_padded(t, (uint64_t)(s / 3600), 2);
     if (s % 3600) {
-        ds_buf_appendc(b, ':');
-        append_padded(b, (uint64_t)(s / 60 % 60), 2);
+        tb_c(t, ':');
+        append_padded(t, (uint64_t)(s / 60 % 60), 2);
     }
     if (s % 60) {
-        ds_buf_appendc(b, ':');
-        append_padded(b, (uint64_t)(s % 60), 2);
+        tb_c(t, ':');
+        append_padded(t, (uint64_t)(s % 60), 2);
     }
+}
+
+static void bc_and_append(tbuf *t, bool bc, ds_buf *b)
+{
+    if (bc) {
+        memcpy(t->s + t->n, " BC", 3);
+        t->n += 3;
+    }
+    ds_buf_appendn(b, t->s, t->n);
 }
 
 #define DUCK_TS_INFINITY INT64_MAX
@@ -637,8 +669,9 @@ void pgv_date_text(int32_t days, ds_buf *b)
         ds_buf_append(b, days > 0 ? "infinity" : "-infinity");
         return;
     }
-    if (date_part(days, b))
-        ds_buf_append(b, " BC");
+    tbuf t = {.n = 0};
+    bool bc = date_part(days, &t);
+    bc_and_append(&t, bc, b);
 }
 
 /* A timestamp (microseconds since 1970) as timestamp_out prints it; with
@@ -652,13 +685,13 @@ void pgv_timestamp_text(int64_t usecs, const pgv_tz *tz, ds_buf *b)
     int32_t east = tz ? pgv_tz_offset(tz, floor_div(usecs, USECS_PER_SEC)) : 0;
     int64_t local = usecs + (int64_t)east * USECS_PER_SEC;
     int64_t days = floor_div(local, USECS_PER_DAY);
-    bool bc = date_part(days, b);
-    ds_buf_appendc(b, ' ');
-    time_part(local - days * USECS_PER_DAY, b);
+    tbuf t = {.n = 0};
+    bool bc = date_part(days, &t);
+    tb_c(&t, ' ');
+    time_part(local - days * USECS_PER_DAY, &t);
     if (tz)
-        zone_part(east, b);
-    if (bc)
-        ds_buf_append(b, " BC");
+        zone_part(east, &t);
+    bc_and_append(&t, bc, b);
 }
 
 static void interval_unit(ds_buf *b, int64_t value, const char *unit, bool *is_zero, bool *is_before)
@@ -685,7 +718,9 @@ void pgv_interval_text(int32_t months, int32_t days, int64_t micros, ds_buf *b)
     uint64_t m = minus ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros;
     ds_buf_appendf(b, "%s%s%02" PRIu64 ":%02d:", is_zero ? "" : " ", minus ? "-" : (is_before ? "+" : ""),
                    m / 3600000000u, (int)(m / 60000000u % 60));
-    seconds_part((int)(m / 1000000u % 60), (int)(m % 1000000u), b);
+    tbuf t = {.n = 0};
+    seconds_part((int)(m / 1000000u % 60), (int)(m % 1000000u), &t);
+    ds_buf_appendn(b, t.s, t.n);
 }
 
 static void uuid_bytes(duckdb_hugeint h, uint8_t out[16])
@@ -697,15 +732,22 @@ static void uuid_bytes(duckdb_hugeint h, uint8_t out[16])
     }
 }
 
+/* 8-4-4-4-12 lowercase hex digits, written at once: a result may hold
+ * millions (one printf per byte was the encoder's largest cost). */
 static void uuid_text(duckdb_hugeint h, ds_buf *b)
 {
+    static const char hex[] = "0123456789abcdef";
     uint8_t u[16];
     uuid_bytes(h, u);
+    char text[36];
+    int n = 0;
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
-            ds_buf_appendc(b, '-');
-        ds_buf_appendf(b, "%02x", u[i]);
+            text[n++] = '-';
+        text[n++] = hex[u[i] >> 4];
+        text[n++] = hex[u[i] & 15];
     }
+    ds_buf_appendn(b, text, sizeof text);
 }
 
 static void bytea_text(const char *data, uint32_t len, ds_buf *b)
@@ -989,15 +1031,19 @@ static bool put_text(const pgv_column *c, duckdb_vector vec, idx_t row, ds_buf *
         pgv_date_text(DATA(int32_t, vec, row), b);
         return true;
     case DUCKDB_TYPE_TIME:
-        time_part(DATA(int64_t, vec, row), b);
+    case DUCKDB_TYPE_TIME_NS: {
+        int64_t v = DATA(int64_t, vec, row);
+        tbuf t = {.n = 0};
+        time_part(c->id == DUCKDB_TYPE_TIME_NS ? v / 1000 : v, &t);
+        ds_buf_appendn(b, t.s, t.n);
         return true;
-    case DUCKDB_TYPE_TIME_NS:
-        time_part(DATA(int64_t, vec, row) / 1000, b);
-        return true;
+    }
     case DUCKDB_TYPE_TIME_TZ: {
-        duckdb_time_tz_struct t = duckdb_from_time_tz(DATA(duckdb_time_tz, vec, row));
-        time_part(duckdb_to_time(t.time).micros, b);
-        zone_part(t.offset, b);
+        duckdb_time_tz_struct tt = duckdb_from_time_tz(DATA(duckdb_time_tz, vec, row));
+        tbuf t = {.n = 0};
+        time_part(duckdb_to_time(tt.time).micros, &t);
+        zone_part(tt.offset, &t);
+        ds_buf_appendn(b, t.s, t.n);
         return true;
     }
     case DUCKDB_TYPE_TIMESTAMP:

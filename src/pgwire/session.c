@@ -60,6 +60,7 @@ typedef struct portal {
     duckdb_data_chunk chunk;
     idx_t chunk_row, chunk_size;
     pgv_column **cols;
+    duckdb_vector *vecs; /* the chunk's column vectors, looked up once per chunk */
     idx_t n_cols;
     int16_t *formats; /* result formats per column */
     int64_t rows;
@@ -76,6 +77,9 @@ typedef struct session {
     pgs_slot *slot;
     const pgs_options *opt;
     duckdb_connection con;
+    /* BEGIN TRANSACTION READ ONLY and ROLLBACK, prepared once: parsing
+     * them for every statement cost more than a small query itself. */
+    duckdb_prepared_statement begin_ro, rollback;
     setting *settings;
     pstmt *stmts;
     portal *portals;
@@ -282,10 +286,9 @@ static void duck_error(session *s, const char *raw, const char *text, size_t off
         state = "53200";
         /* DuckDB's text advises a SET that a session cannot make: name
          * duckstore's key instead. */
-        msg =
-            "the query ran out of the store's memory (memory_limit in duckdb.yaml, shared by the syncs and "
-            "every reader) and was stopped; make it cheaper (filter or aggregate earlier, fewer columns) or "
-            "raise memory_limit";
+        msg = "the query ran out of the store's memory (memory_limit plus read_memory_limit in duckdb.yaml, "
+              "shared by the syncs and every reader) and was stopped; make it cheaper (filter or aggregate "
+              "earlier, fewer columns) or raise read_memory_limit";
     } else if (strcmp(type, "Permission") == 0) {
         state = "42501";
     } else if (strcmp(type, "Not implemented") == 0) {
@@ -307,23 +310,18 @@ static void duck_error(session *s, const char *raw, const char *text, size_t off
 
 /* ---- transactions ---- */
 
-static bool duck_exec(session *s, const char *sql)
-{
-    duckdb_result r;
-    bool ok = duckdb_query(s->con, sql, &r) == DuckDBSuccess;
-    if (!ok)
-        duck_error(s, duckdb_result_error(&r), NULL, 0);
-    duckdb_destroy_result(&r);
-    return ok;
-}
-
 /* Every statement runs in a READ ONLY transaction of DuckDB: one per
  * statement, or the client's BEGIN block. */
 static bool tx_open(session *s)
 {
     if (s->in_tx)
         return true;
-    if (!duck_exec(s, "BEGIN TRANSACTION READ ONLY"))
+    duckdb_result r;
+    bool ok = duckdb_execute_prepared(s->begin_ro, &r) == DuckDBSuccess;
+    if (!ok)
+        duck_error(s, duckdb_result_error(&r), NULL, 0);
+    duckdb_destroy_result(&r);
+    if (!ok)
         return false;
     s->in_tx = true;
     return true;
@@ -337,7 +335,7 @@ static void tx_close(session *s)
         return;
     portals_close(s, false);
     duckdb_result r;
-    duckdb_query(s->con, "ROLLBACK", &r); /* a read-only transaction has nothing to commit */
+    duckdb_execute_prepared(s->rollback, &r); /* a read-only transaction has nothing to commit */
     duckdb_destroy_result(&r);
     s->in_tx = false;
 }
@@ -659,7 +657,9 @@ static void cols_free(portal *p)
     for (idx_t i = 0; p->cols != NULL && i < p->n_cols; i++)
         pgv_column_free(p->cols[i]);
     free(p->cols);
+    free(p->vecs);
     p->cols = NULL;
+    p->vecs = NULL;
     p->n_cols = 0;
 }
 
@@ -789,7 +789,8 @@ static bool portal_start(session *s, portal *p, size_t offset, const char *text)
     }
     p->n_cols = duckdb_column_count(&p->res);
     p->cols = calloc(p->n_cols ? p->n_cols : 1, sizeof(pgv_column *));
-    if (p->cols == NULL) {
+    p->vecs = calloc(p->n_cols ? p->n_cols : 1, sizeof(duckdb_vector));
+    if (p->cols == NULL || p->vecs == NULL) {
         send_error(s, "53200", "out of memory", 0);
         return false;
     }
@@ -831,16 +832,18 @@ static bool next_row(session *s, portal *p, bool *error)
         }
         p->chunk_row = 0;
         p->chunk_size = duckdb_data_chunk_get_size(p->chunk);
+        for (idx_t i = 0; i < p->n_cols; i++)
+            p->vecs[i] = duckdb_data_chunk_get_vector(p->chunk, i);
     }
     return true;
 }
 
 static bool put_row_fields(session *s, portal *p, ds_buf *out)
 {
+    ds_error err;
+    ds_error_clear(&err);
     for (idx_t i = 0; i < p->n_cols; i++) {
-        ds_error err;
-        ds_error_clear(&err);
-        if (!pgv_put(p->cols[i], duckdb_data_chunk_get_vector(p->chunk, i), p->chunk_row, out, &err)) {
+        if (!pgv_put(p->cols[i], p->vecs[i], p->chunk_row, out, &err)) {
             send_error(s, "22000", err.msg, 0);
             return false;
         }
@@ -1643,6 +1646,16 @@ static void ready_for_query(session *s)
 
 /* ---- the session ---- */
 
+static bool prepare_tx(session *s, ds_error *err)
+{
+    if (duckdb_prepare(s->con, "BEGIN TRANSACTION READ ONLY", &s->begin_ro) == DuckDBError ||
+        duckdb_prepare(s->con, "ROLLBACK", &s->rollback) == DuckDBError)
+        return ds_error_set(err, DS_ERR_STORE, "cannot prepare a session's transactions: %s",
+                            duckdb_prepare_error(s->begin_ro) ? duckdb_prepare_error(s->begin_ro)
+                                                              : duckdb_prepare_error(s->rollback));
+    return true;
+}
+
 static void session_start(session *s, const char *user, const char *app)
 {
     pgm_begin(s->c, 'K');
@@ -1668,9 +1681,11 @@ void pgs_run(pgm_conn *c, pgs_slot *slot, const pgs_options *opt, const char *us
     ds_error_clear(&err);
     store_use_begin(opt->st);
     if (!store_connect(opt->st, &s.con, &err) || !store_exec(s.con, "SET errors_as_json = true", &err) ||
-        !pgc_install(s.con, &err)) {
+        !pgc_install(s.con, &err) || !prepare_tx(&s, &err)) {
         pgm_error(c, 'E', "FATAL", "57P03", err.msg, 0);
         pgm_flush(c, &err);
+        duckdb_destroy_prepare(&s.begin_ro);
+        duckdb_destroy_prepare(&s.rollback);
         if (s.con != NULL)
             duckdb_disconnect(&s.con);
         store_use_end(opt->st);
@@ -1684,7 +1699,9 @@ void pgs_run(pgm_conn *c, pgs_slot *slot, const pgs_options *opt, const char *us
             ready_for_query(&s);
             idle = false;
         }
-        if (!pgm_flush(c, &err))
+        /* A pipelined batch (Parse, Bind, Describe, Execute, Sync in one
+         * packet) gets its answers in one send. */
+        if (!pgm_input_buffered(c) && !pgm_flush(c, &err))
             break;
         char type;
         bool timed_out = false;
@@ -1763,6 +1780,8 @@ void pgs_run(pgm_conn *c, pgs_slot *slot, const pgs_options *opt, const char *us
     tx_close(&s);
     discard_all(&s);
     ds_buf_free(&s.tmp);
+    duckdb_destroy_prepare(&s.begin_ro);
+    duckdb_destroy_prepare(&s.rollback);
     duckdb_disconnect(&s.con);
     store_use_end(opt->st);
 }

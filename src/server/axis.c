@@ -138,7 +138,11 @@ static bool read_metadata(store *st, duckdb_connection con, const char *source, 
     ds_buf sql = DS_BUF_INIT;
     /* The relation itself (a table, or a split source's view) is only
      * there once a sync succeeded. */
-    ds_buf_append(&sql, "SELECT s.updated_at::VARCHAR FROM _duckstore.sync_status AS s WHERE s.source = ");
+    /* A logical source's data moves with every applied batch: its LSN is
+     * part of the version. */
+    ds_buf_append(&sql,
+                  "SELECT s.updated_at::VARCHAR || coalesce((SELECT ' ' || lsn FROM _duckstore.capture "
+                  "AS c WHERE c.source = s.source), '') FROM _duckstore.sync_status AS s WHERE s.source = ");
     ds_buf_append_literal(&sql, source);
     ds_buf_append(&sql,
                   " AND EXISTS (SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ");

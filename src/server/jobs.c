@@ -835,6 +835,11 @@ void jobs_reload(jobs *j, cfg_config *cfg)
     double now = ds_monotonic_s();
     for (size_t i = 0; i < j->n; i++) {
         source_runtime *r = j->sources[i];
+        /* A logical source streams with the config it started with: it
+         * stops, and the scheduler starts it again with the new one (or
+         * not at all, once removed or no longer logical). */
+        if (r->syncing && is_logical(r->running_src))
+            atomic_store(&r->cancel.requested, true);
         seen[i] = r->status_version;
         if (r->src == NULL && before[i] >= 0) {
             list_name(&removed, r->name);

@@ -255,7 +255,11 @@ static bool abandon(http_server *srv)
 /* The store, its read pool and the jobs' records (which take cfg over). */
 static bool open_store(http_server *srv, cfg_config *cfg, const http_options *opt, ds_error *err)
 {
-    store_settings settings = {.memory_limit = cfg->store.memory_limit, .threads = cfg->store.threads};
+    store_settings settings = {.memory_limit = cfg->store.memory_limit,
+                               .read_memory_limit = cfg->store.read_memory_limit
+                                                        ? cfg->store.read_memory_limit
+                                                        : CFG_READ_MEMORY_LIMIT_DEFAULT,
+                               .threads = cfg->store.threads};
     if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err))
         return false;
     if (!sync_cleanup_staging(srv->st, cfg, err))

@@ -18,7 +18,7 @@ struct store {
     duckdb_database db; /* in memory; the file is attached as catalog `alias`; NULL after a failed reopen */
     char *path, *alias;
     /* The settings it was opened with, for a reopen. */
-    char *memory_limit;
+    char *memory_limit, *read_memory_limit;
     int threads;
     bool read_only; /* attached READ_ONLY (duckstore query): no metadata setup */
     bool locks_ready;
@@ -49,6 +49,11 @@ static const char *const metadata_ddl[] = {
     "CREATE TABLE IF NOT EXISTS _duckstore.sync_status (source VARCHAR NOT NULL, status VARCHAR NOT NULL, "
     "updated_at TIMESTAMPTZ)",
     "ALTER TABLE _duckstore.tables ADD COLUMN IF NOT EXISTS read_state VARCHAR",
+    /* capture: logical (src/cdc/capture.c): the LSN each source's cache
+     * holds, written in the same transaction as the changes. */
+    "CREATE TABLE IF NOT EXISTS _duckstore.capture (source VARCHAR NOT NULL, slot VARCHAR NOT NULL, "
+    "lsn VARCHAR NOT NULL, relations VARCHAR, last_commit_at TIMESTAMPTZ, server_lsn VARCHAR, "
+    "updated_at TIMESTAMPTZ)",
 };
 
 static bool make_parent_dirs(const char *path, ds_error *err)
@@ -105,6 +110,39 @@ bool store_open(const char *path, store **out, ds_error *err)
  * halved a sync's peak memory and made it no slower (bench/run.sh). */
 #define STORE_ROW_GROUP_SIZE 16384
 
+/* Bytes of a size as DuckDB's memory_limit reads it ("64MB" is 64e6,
+ * "1GiB" 2^30; the config checked the form); -1 when it is not one. */
+static double size_bytes(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    while (*end == ' ')
+        end++;
+    static const struct {
+        const char *unit;
+        double bytes;
+    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
+                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
+                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].unit) == 0)
+            return v * units[i].bytes;
+    return -1;
+}
+
+/* DuckDB's memory_limit: memory_limit, plus read_memory_limit when given
+ * (whole megabytes when it comes out so, else bytes). */
+static bool memory_limit_text(const char *limit, const char *read_limit, ds_buf *out)
+{
+    double a = size_bytes(limit), b = read_limit ? size_bytes(read_limit) : 0;
+    if (read_limit == NULL || a < 0 || b < 0)
+        return ds_buf_append(out, limit);
+    double sum = a + b;
+    if (sum / 1e6 == (double)(int64_t)(sum / 1e6))
+        return ds_buf_appendf(out, "%.0fMB", sum / 1e6);
+    return ds_buf_appendf(out, "%.0fB", sum);
+}
+
 /* A duckdb_config carrying the settings. Spilled data goes where DuckDB
  * puts it for a file it opens itself (<file>.tmp): the database itself is
  * in memory, the file is attached. */
@@ -129,14 +167,24 @@ static bool make_config(const char *path, const store_settings *settings, duckdb
         return false;
     }
     ds_buf_free(&temp);
+    ds_buf limit = DS_BUF_INIT;
+    if (settings != NULL && settings->memory_limit != NULL &&
+        !memory_limit_text(settings->memory_limit, settings->read_memory_limit, &limit)) {
+        ds_buf_free(&limit);
+        duckdb_destroy_config(config);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     if (settings != NULL &&
         ((settings->memory_limit &&
-          duckdb_set_config(*config, "memory_limit", settings->memory_limit) == DuckDBError) ||
+          duckdb_set_config(*config, "memory_limit", ds_buf_str(&limit)) == DuckDBError) ||
          (settings->threads > 0 && duckdb_set_config(*config, "threads", threads) == DuckDBError))) {
+        ds_error_set(err, DS_ERR_CONFIG, "DuckDB rejected memory_limit \"%s\" or threads %d",
+                     settings->memory_limit ? ds_buf_str(&limit) : "", settings->threads);
+        ds_buf_free(&limit);
         duckdb_destroy_config(config);
-        return ds_error_set(err, DS_ERR_CONFIG, "DuckDB rejected memory_limit \"%s\" or threads %d",
-                            settings->memory_limit ? settings->memory_limit : "", settings->threads);
+        return false;
     }
+    ds_buf_free(&limit);
     return true;
 }
 
@@ -228,8 +276,10 @@ static bool remember_identity(store *st, ds_error *err)
  * failure nothing is left open (st->db NULL). */
 static bool start_database(store *st, ds_error *err)
 {
-    store_settings settings = {
-        .memory_limit = st->memory_limit, .threads = st->threads, .read_only = st->read_only};
+    store_settings settings = {.memory_limit = st->memory_limit,
+                               .read_memory_limit = st->read_memory_limit,
+                               .threads = st->threads,
+                               .read_only = st->read_only};
     duckdb_config config;
     if (!make_config(st->path, &settings, &config, err))
         return false;
@@ -290,8 +340,11 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     st->threads = settings ? settings->threads : 0;
     if (settings != NULL && settings->memory_limit != NULL)
         st->memory_limit = strdup(settings->memory_limit);
+    if (settings != NULL && settings->memory_limit != NULL && settings->read_memory_limit != NULL)
+        st->read_memory_limit = strdup(settings->read_memory_limit);
     if (st->path == NULL || st->alias == NULL ||
-        (settings != NULL && settings->memory_limit != NULL && st->memory_limit == NULL)) {
+        (settings != NULL && settings->memory_limit != NULL && st->memory_limit == NULL) ||
+        (st->memory_limit != NULL && settings->read_memory_limit != NULL && st->read_memory_limit == NULL)) {
         store_close(st);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
@@ -299,6 +352,14 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     if (!init_locks(st, err) || !start_database(st, err)) {
         store_close(st);
         return false;
+    }
+    if (st->read_memory_limit != NULL) {
+        ds_buf limit = DS_BUF_INIT;
+        if (memory_limit_text(st->memory_limit, st->read_memory_limit, &limit))
+            ds_log_info(
+                "DuckDB memory_limit %s: memory_limit %s for syncs plus read_memory_limit %s for readers",
+                ds_buf_str(&limit), st->memory_limit, st->read_memory_limit);
+        ds_buf_free(&limit);
     }
     *out = st;
     return true;
@@ -323,6 +384,7 @@ void store_close(store *st)
     free(st->path);
     free(st->alias);
     free(st->memory_limit);
+    free(st->read_memory_limit);
     free(st);
 }
 

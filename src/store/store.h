@@ -22,6 +22,9 @@ bool store_open(const char *path, store **out, ds_error *err);
  * defaults. */
 typedef struct store_settings {
     const char *memory_limit; /* e.g. "256MB" */
+    /* Added to memory_limit for DuckDB (`serve`: the readers' budget);
+     * NULL adds nothing. Needs memory_limit. */
+    const char *read_memory_limit;
     int threads;
     /* Attach the file READ_ONLY (it must exist) and allow no other file:
      * no statement can change it (duckstore query). */

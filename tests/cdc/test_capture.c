@@ -10,6 +10,7 @@
 
 #include "cdc/capture.h"
 #include "testlib.h"
+#include "tl_fault.h"
 
 static const char *g_conninfo;
 
@@ -276,20 +277,23 @@ static void a_transaction_larger_than_a_batch_commits_whole(void **state)
              g_conninfo);
     tl_env_source(&e, "cdc_big", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
     capture_ok(&e, "cdc_big", false);
-    /* 250,000 inserts, 50,000 updates and deletes in one transaction:
-     * applied in parts inside one DuckDB transaction, committed with its
-     * end; a subtransaction rolled back and a whole transaction rolled back
-     * after PostgreSQL streamed them leave nothing. */
+    /* 250,000 inserts (make soak: 10M rows of about 200 bytes, 2 GB of
+     * changes) and their updates and deletes in one transaction: applied in
+     * parts inside one DuckDB transaction, committed with its end; a
+     * subtransaction rolled back and a whole transaction rolled back after
+     * PostgreSQL streamed them leave nothing. */
+    int rows = tl_scale(250000, 10000000), pad = tl_scale(1, 190);
     tl_pg_exec(
-        e.pg, "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g, g FROM generate_series(10001, "
-              "260000) g; SAVEPOINT s; INSERT INTO orders SELECT g, 'undone', 'u', g FROM "
-              "generate_series(300001, 340000) g; ROLLBACK TO SAVEPOINT s; UPDATE orders SET status = 'void' "
-              "WHERE id %% 5 = 0 AND id > 10000; DELETE FROM orders WHERE id %% 7 = 0; COMMIT");
-    tl_pg_exec(e.pg,
-               "BEGIN; INSERT INTO orders SELECT g, 'aborted', 'a', g FROM generate_series(400001, 450000) "
-               "g; ROLLBACK");
+        e.pg,
+        "BEGIN; INSERT INTO orders SELECT g, 'bulk', 'big ' || g || repeat('x', %d), g FROM "
+        "generate_series(10001, %d) g; SAVEPOINT s; INSERT INTO orders SELECT g, 'undone', 'u', g FROM "
+        "generate_series(50000001, 50040000) g; ROLLBACK TO SAVEPOINT s; UPDATE orders SET status = "
+        "'void' WHERE id %% 5 = 0 AND id > 10000; DELETE FROM orders WHERE id %% 7 = 0; COMMIT",
+        pad, 10000 + rows);
+    tl_pg_exec(e.pg, "BEGIN; INSERT INTO orders SELECT g, 'aborted', 'a', g FROM generate_series(60000001, "
+                     "60050000) g; ROLLBACK");
     sync_report r = capture_ok(&e, "cdc_big", false);
-    assert_true(r.rows_added >= 250000);
+    assert_true(r.rows_added >= rows);
     assert_same(&e, "cdc_big_data");
     assert_true(tl_pg_int(e.pg, "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = "
                                 "'duckstore_cdc_big'") >= 2);

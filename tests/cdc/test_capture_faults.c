@@ -56,21 +56,9 @@ static void capture_ok(tl_env *e, sync_report *report)
 
 static long long visible(const tl_server *srv, int id)
 {
-    char body[256];
-    snprintf(body, sizeof body,
-             "{\"sql\":\"SELECT count(*) AS n FROM cdc_fault_data WHERE id = %d\",\"format\":\"csv\"}", id);
-    tl_http_response resp;
-    long long n = -1;
-    if (tl_http_request(srv->port, "POST", "/api/store/query", "Content-Type: application/json\r\n", body,
-                        strlen(body), &resp) &&
-        resp.status == 200) {
-        const char *header = strstr(resp.body, "\nn");
-        const char *value = header ? strpbrk(header + 2, "0123456789") : NULL;
-        if (value)
-            n = atoll(value);
-    }
-    tl_http_response_free(&resp);
-    return n;
+    char where[64];
+    snprintf(where, sizeof where, "id = %d", id);
+    return tl_server_count(srv, "cdc_fault_data", where);
 }
 
 static void an_invalidated_slot_loads_again_and_a_restart_loses_nothing(void **state)
@@ -108,8 +96,8 @@ static void an_invalidated_slot_loads_again_and_a_restart_loses_nothing(void **s
     capture_ok(&e, &r);
     assert_int_equal(r.ntables, 1); /* loaded again */
     assert_same(&e);
-    assert_string_equal(tl_pg_scalar(e.pg, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = "
-                                           "'duckstore_cdc_fault'"),
+    assert_string_equal(tl_keep(tl_pg_scalar(e.pg, "SELECT wal_status FROM pg_replication_slots WHERE "
+                                                   "slot_name = 'duckstore_cdc_fault'")),
                         "reserved");
 
     /* PostgreSQL restarted under a streaming server. */

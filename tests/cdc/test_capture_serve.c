@@ -30,40 +30,29 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* count(*) of a query through the server's SQL API, as CSV ("n" then the
- * number, in one chunk of a chunked answer); -1 when it failed. */
-static long long query_count(const tl_server *srv, const char *where)
-{
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"sql\":\"SELECT count(*) AS n FROM cdc_live_data WHERE %s\",\"format\":\"csv\"}", where);
-    tl_http_response resp;
-    long long n = -1;
-    if (tl_http_request(srv->port, "POST", "/api/store/query", "Content-Type: application/json\r\n", body,
-                        strlen(body), &resp) &&
-        resp.status == 200) {
-        const char *header = strstr(resp.body, "\nn");
-        const char *value = header ? strpbrk(header + 2, "0123456789") : NULL;
-        if (value)
-            n = atoll(value);
-    }
-    tl_http_response_free(&resp);
-    return n;
-}
-
 /* Waits until the query API counts `want` rows matching where. */
 static double wait_count(const tl_server *srv, const char *where, long long want, double timeout_s)
 {
     double t0 = tl_now_ms();
     long long got = -1;
     while ((tl_now_ms() - t0) / 1000 < timeout_s) {
-        got = query_count(srv, where);
+        got = tl_server_count(srv, "cdc_live_data", where);
         if (got == want)
             return (tl_now_ms() - t0) / 1000;
         tl_sleep_ms(20);
     }
     fail_msg("%s: %lld rows after %.0f s, expected %lld", where, got, timeout_s, want);
     return -1;
+}
+
+/* The metadata document's row_count (a number, or a string for a BIGINT). */
+static json_int_t row_count(const json_t *meta)
+{
+    const json_t *v = json_object_get(json_object_get(meta, "metadata"), "row_count");
+    if (json_is_string(v))
+        return atoll(json_string_value(v));
+    assert_true(json_is_integer(v));
+    return json_integer_value(v);
 }
 
 static void write_burst(PGconn *pg, int *next_id, int xacts)
@@ -109,6 +98,16 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     wait_count(&srv, "id = 424242", 0, 30);
     print_message("change visible after %.3f s\n", seen_s);
 
+    /* AXIS's metadata follows the stream, not only the initial load. */
+    json_t *meta = tl_http_json(srv.port, "GET", "/api/store/metadata/cdc_live_data", NULL, 200, NULL);
+    json_int_t before = row_count(meta);
+    json_decref(meta);
+    tl_pg_exec(e.pg, "INSERT INTO orders VALUES (525252, 'new', 'meta', 1)");
+    wait_count(&srv, "id = 525252", 1, 30);
+    meta = tl_http_json(srv.port, "GET", "/api/store/metadata/cdc_live_data", NULL, 200, NULL);
+    assert_int_equal(row_count(meta), before + 1);
+    json_decref(meta);
+
     json_t *doc = tl_server_dataset(&srv, "cdc_live_data");
     assert_string_equal(tl_json_str(doc, "state"), "ready");
     assert_string_equal(tl_json_str(doc, "capture"), "logical");
@@ -121,10 +120,10 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     for (double t0 = tl_now_ms(); tl_now_ms() - t0 < 10000; tl_sleep_ms(20)) {
         free(metrics);
         metrics = tl_server_metrics(&srv);
-        if (tl_metric(metrics, "duckstore_capture_changes_total{source=\"cdc_live\"}") >= 3)
+        if (tl_metric(metrics, "duckstore_capture_changes_total{source=\"cdc_live\"}") >= 4)
             break;
     }
-    assert_int_equal(tl_metric(metrics, "duckstore_capture_changes_total{source=\"cdc_live\"}"), 3);
+    assert_int_equal(tl_metric(metrics, "duckstore_capture_changes_total{source=\"cdc_live\"}"), 4);
     assert_true(tl_metric(metrics, "duckstore_capture_lag_bytes{source=\"cdc_live\"}") >= 0);
     assert_true(tl_metric(metrics, "duckstore_capture_confirmed_lsn{source=\"cdc_live\"}") > 0);
     free(metrics);

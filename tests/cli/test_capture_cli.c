@@ -127,24 +127,24 @@ static void test_check_config(void **state)
                                        W.e.dir));
     remove_source("bad");
 
-    /* A role without REPLICATION. */
+    /* A role without REPLICATION (roles belong to the whole server: the
+     * name is this process's, so a run beside another never meets it). */
+    const char *role = tl_keepf("cli_reader_%d", (int)getpid());
     PGconn *admin = tl_pg_connect(tl_pg_base_conninfo());
-    tl_pg_exec(admin, "DROP ROLE IF EXISTS cli_reader");
-    tl_pg_exec(admin, "CREATE ROLE cli_reader LOGIN PASSWORD 'pw'");
+    tl_pg_exec(admin, "CREATE ROLE %s LOGIN PASSWORD 'pw'", role);
     PQfinish(admin);
-    tl_pg_exec(W.e.pg, "GRANT USAGE ON SCHEMA cc TO cli_reader");
-    tl_pg_exec(W.e.pg, "GRANT SELECT ON items TO cli_reader");
-    source_at("ro", tl_keepf("%s user=cli_reader password=pw", W.e.url),
+    tl_pg_exec(W.e.pg, "GRANT USAGE ON SCHEMA cc TO %s", role);
+    tl_pg_exec(W.e.pg, "GRANT SELECT ON items TO %s", role);
+    source_at("ro", tl_keepf("%s user=%s password=pw", W.e.url, role),
               "  capture: logical\n  query: SELECT id FROM items\n");
     o = check_config();
     cli_expect(&o, 2, "check-config with a role without REPLICATION");
-    tl_assert_contains(o.out,
-                       tl_keepf("# ro: %s/ro_db.yaml:3: capture: logical streams changes through a "
-                                "replication slot, but the role \"cli_reader\" has neither REPLICATION nor "
-                                "superuser. Fix: ALTER ROLE \"cli_reader\" REPLICATION\n",
-                                W.e.dir));
+    tl_assert_contains(o.out, tl_keepf("# ro: %s/ro_db.yaml:3: capture: logical streams changes through a "
+                                       "replication slot, but the role \"%s\" has neither REPLICATION nor "
+                                       "superuser. Fix: ALTER ROLE \"%s\" REPLICATION\n",
+                                       W.e.dir, role, role));
     admin = tl_pg_connect(tl_pg_base_conninfo());
-    tl_pg_exec(admin, "ALTER ROLE cli_reader REPLICATION");
+    tl_pg_exec(admin, "ALTER ROLE %s REPLICATION", role);
     PQfinish(admin);
     o = check_config();
     cli_expect(&o, 0, "check-config once the role has REPLICATION");

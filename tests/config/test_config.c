@@ -673,6 +673,7 @@ static void test_print_runbook(void **state)
                           "  query_concurrency: 8\n"
                           "  query_max_rows: 10000\n"
                           "  memory_limit: \"112MB\"\n"
+                          "  read_memory_limit: \"512MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
                           "  enabled: true\n"
@@ -814,7 +815,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 23},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 24},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 18},
         {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},

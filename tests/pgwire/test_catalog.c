@@ -1,8 +1,10 @@
 /* pgwire/catalog.c: the catalog queries real PostgreSQL clients send, run on
- * a DuckDB connection after pgc_install, answer as PostgreSQL would; the
- * additions are the session's own (TEMP), never written to the store. */
+ * a store connection after pgc_install, answer as PostgreSQL would; the
+ * additions live in the store's in-memory catalog, installed once per
+ * store (and again after a reopen), never written to the file. */
 #include "testlib.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,9 +161,19 @@
 
 typedef struct fixture {
     char *dir;
-    duckdb_database db;
+    store *st;
     duckdb_connection con;
 } fixture;
+
+/* A store connection with the catalog installed, as a session has it. */
+static duckdb_connection session_con(store *st)
+{
+    duckdb_connection con = tl_store_connect(st);
+    ds_error err = {0};
+    if (!pgc_install(con, &err))
+        fail_msg("pgc_install: %s", err.msg);
+    return con;
+}
 
 static int setup(void **state)
 {
@@ -169,16 +181,15 @@ static int setup(void **state)
     assert_non_null(f);
     f->dir = tl_mkdtemp();
     char *path = tl_keepf("%s/catalog.duckdb", f->dir);
-    assert_int_equal(duckdb_open(path, &f->db), DuckDBSuccess);
-    assert_int_equal(duckdb_connect(f->db, &f->con), DuckDBSuccess);
-    tl_duck_exec(f->con,
+    ds_error err = {0};
+    if (!store_open(path, &f->st, &err))
+        fail_msg("store_open: %s", err.msg);
+    duckdb_connection con = tl_store_connect(f->st);
+    tl_duck_exec(con,
                  "CREATE TABLE orders (id BIGINT NOT NULL, amount DECIMAL(12,2) DEFAULT 0, note VARCHAR, "
                  "created TIMESTAMPTZ)");
-    tl_duck_exec(f->con, "CREATE SCHEMA _duckstore");
-    tl_duck_exec(f->con, "CREATE TABLE _duckstore.tables (table_name VARCHAR)");
-    ds_error err = {0};
-    if (!pgc_install(f->con, &err))
-        fail_msg("pgc_install: %s", err.msg);
+    duckdb_disconnect(&con);
+    f->con = session_con(f->st);
     *state = f;
     return 0;
 }
@@ -186,8 +197,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    duckdb_disconnect(&f->con);
-    duckdb_close(&f->db);
+    if (f->con != NULL)
+        duckdb_disconnect(&f->con);
+    store_close(f->st);
     tl_rmtree(f->dir);
     free(f->dir);
     free(f);
@@ -308,28 +320,130 @@ static void test_oid_types(void **state)
     tl_assert_contains(duckdb_result_error(&res), "type \"hstore\" does not exist");
     duckdb_destroy_result(&res);
     /* a second session of the same store finds the types registered */
-    duckdb_connection other;
-    assert_int_equal(duckdb_connect(f->db, &other), DuckDBSuccess);
-    ds_error err = {0};
-    assert_true(pgc_install(other, &err));
+    duckdb_connection other = session_con(f->st);
     assert_string_equal(rows_of(other, "SELECT 'text'::regtype::text"), "text\n");
     duckdb_disconnect(&other);
 }
 
 /* Installing twice (a DISCARD ALL, a reused connection) is harmless, and a
- * connection without the catalog does not see it: it is TEMP, not in the
- * file. */
+ * connection without the catalog (the HTTP API's) does not see it. */
 static void test_install_is_session_only(void **state)
 {
     fixture *f = *state;
     ds_error err = {0};
     assert_true(pgc_install(f->con, &err));
-    duckdb_connection other;
-    assert_int_equal(duckdb_connect(f->db, &other), DuckDBSuccess);
+    assert_string_equal(rows_of(f->con, "SELECT pg_get_userbyid(1)"), "duckstore\n");
+    duckdb_connection other = tl_store_connect(f->st);
     duckdb_result res;
     assert_int_equal(duckdb_query(other, "SELECT pg_get_userbyid(1)", &res), DuckDBError);
     duckdb_destroy_result(&res);
     duckdb_disconnect(&other);
+}
+
+/* The catalog is created once per store, not at every login: a second
+ * session finds it and creates nothing (its objects keep their OIDs, which
+ * a CREATE OR REPLACE would change). */
+static void test_installed_once_per_store(void **state)
+{
+    fixture *f = *state;
+    const char *oids = "SELECT string_agg(oid::VARCHAR, ',' ORDER BY oid) FROM (SELECT view_oid AS oid "
+                       "FROM duckdb_views() WHERE NOT internal AND database_name = 'memory' UNION ALL "
+                       "SELECT function_oid FROM duckdb_functions() WHERE database_name = 'memory')";
+    char *before = rows_of(f->con, oids);
+    assert_true(strlen(before) > 40); /* the views and macros are there */
+    duckdb_connection other = session_con(f->st);
+    assert_string_equal(rows_of(other, "SELECT pg_get_userbyid(1), format_type(1700, 655366)"),
+                        "duckstore|numeric(10,2)\n");
+    assert_string_equal(rows_of(other, oids), before);
+    duckdb_disconnect(&other);
+}
+
+/* Nothing of the catalog is written to the user's file, and a reopen of
+ * the store (a new DuckDB instance, its in-memory catalog empty) gets it
+ * installed again by the next session. */
+static void test_not_in_file_and_survives_reopen(void **state)
+{
+    fixture *f = *state;
+    duckdb_disconnect(&f->con);
+    store_mark_suspect(f->st);
+    ds_error err = {0};
+    if (!store_reopen(f->st, &err))
+        fail_msg("store_reopen: %s", err.msg);
+    f->con = session_con(f->st);
+    assert_string_equal(client_rows(f->con, PSQL_DT, NULL), "main|orders|table|duckstore\n");
+    assert_string_equal(rows_of(f->con, "SELECT 'int4'::regtype, pg_get_userbyid(1)"), "23|duckstore\n");
+    duckdb_disconnect(&f->con);
+    char *path = tl_keepf("%s", store_path(f->st));
+    store_close(f->st);
+    f->st = NULL;
+
+    /* the file as DuckDB itself opens it: the store's table and metadata,
+     * no macro or view of the catalog */
+    duckdb_database db;
+    duckdb_connection con;
+    assert_int_equal(duckdb_open(path, &db), DuckDBSuccess);
+    assert_int_equal(duckdb_connect(db, &con), DuckDBSuccess);
+    assert_string_equal(rows_of(con, "SELECT count(*) FROM duckdb_views() WHERE NOT internal"), "0\n");
+    assert_string_equal(rows_of(con, "SELECT count(*) FROM duckdb_functions() WHERE NOT internal"), "0\n");
+    assert_string_equal(rows_of(con, "SELECT string_agg(schema_name, ',' ORDER BY schema_name) FROM "
+                                     "duckdb_schemas() WHERE database_name = current_database()"),
+                        "_duckstore,main\n");
+    duckdb_disconnect(&con);
+    duckdb_close(&db);
+    if (!store_open(path, &f->st, &err))
+        fail_msg("store_open: %s", err.msg);
+}
+
+typedef struct login {
+    store *st;
+    bool ok;
+    char answer[64];
+} login;
+
+static void *log_in(void *arg)
+{
+    login *l = arg;
+    duckdb_connection con;
+    ds_error err = {0};
+    if (!store_connect(l->st, &con, &err))
+        return NULL;
+    duckdb_result res;
+    if (pgc_install(con, &err) &&
+        duckdb_query(con, "SELECT format_type(1184, -1) || '|' || pg_get_userbyid(1)", &res) ==
+            DuckDBSuccess) {
+        char *v = duckdb_value_varchar(&res, 0, 0);
+        snprintf(l->answer, sizeof l->answer, "%s", v ? v : "");
+        duckdb_free(v);
+        duckdb_destroy_result(&res);
+        l->ok = true;
+    }
+    duckdb_disconnect(&con);
+    return NULL;
+}
+
+/* Ten sessions logging in at once into a store whose catalog is not there
+ * yet (a server just started, or just reopened): one creates it, every one
+ * finds all of it. */
+static void test_concurrent_first_logins(void **state)
+{
+    fixture *f = *state;
+    duckdb_disconnect(&f->con);
+    store_mark_suspect(f->st);
+    ds_error err = {0};
+    if (!store_reopen(f->st, &err))
+        fail_msg("store_reopen: %s", err.msg);
+    login logins[10];
+    pthread_t threads[10];
+    for (int i = 0; i < 10; i++) {
+        logins[i] = (login){.st = f->st};
+        assert_int_equal(pthread_create(&threads[i], NULL, log_in, &logins[i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        pthread_join(threads[i], NULL);
+        assert_true(logins[i].ok);
+        assert_string_equal(logins[i].answer, "timestamp with time zone|duckstore");
+    }
+    f->con = session_con(f->st);
 }
 
 static void assert_rewrite(const char *sql, const char *expected)
@@ -380,6 +494,9 @@ int main(void)
         cmocka_unit_test(test_rewrite_touches_names_only),
         cmocka_unit_test_setup_teardown(test_oid_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_install_is_session_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_installed_once_per_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_in_file_and_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_first_logins, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

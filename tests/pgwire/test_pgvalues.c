@@ -279,6 +279,9 @@ static void test_dates_and_times(void **state)
     check("DATE '0044-03-15 (BC)'", "DATE '0044-03-15 BC'");
     check("DATE '0001-12-31 (BC)'", "DATE '0001-12-31 BC'");
     check("DATE '12345-06-07'", "DATE '12345-06-07'");
+    /* the longest texts: a 7-digit year, and BC */
+    check("DATE '5874897-12-31'", "DATE '5874897-12-31'");
+    check("DATE '4713-01-01 (BC)'", "DATE '4713-01-01 BC'");
     check("'infinity'::DATE", "'infinity'::date");
     check("'-infinity'::DATE", "'-infinity'::date");
     check("TIME '04:05:06.789'", "TIME '04:05:06.789'");
@@ -292,6 +295,7 @@ static void test_dates_and_times(void **state)
     check("TIMESTAMP '1999-12-31 23:59:59.5'", "TIMESTAMP '1999-12-31 23:59:59.5'");
     check("TIMESTAMP '1900-01-01 00:00:00.000001'", "TIMESTAMP '1900-01-01 00:00:00.000001'");
     check("DATE '0044-03-15 (BC)' + TIME '12:00:00'", "TIMESTAMP '0044-03-15 12:00:00 BC'");
+    check("TIMESTAMP '294246-12-31 23:59:59.999999'", "TIMESTAMP '294246-12-31 23:59:59.999999'");
     check("'infinity'::TIMESTAMP", "'infinity'::timestamp");
     check("'-infinity'::TIMESTAMP", "'-infinity'::timestamp");
     check("'2024-01-02 03:04:05'::TIMESTAMP_S", "'2024-01-02 03:04:05'::timestamp(0)");

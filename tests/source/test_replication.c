@@ -103,6 +103,19 @@ static void read_transaction(repl_conn *c, pgo_parser *p, char *ids, size_t cap,
     }
 }
 
+/* Waits until no walsender streams from the slot (the server sees a
+ * closed or terminated connection soon, not at once). */
+static void wait_slot_inactive(const char *slot, const char *after)
+{
+    double deadline = ds_monotonic_s() + 30;
+    while (tl_pg_int(g_pg, "SELECT active::int FROM pg_replication_slots WHERE slot_name = '%s'", slot) !=
+           0) {
+        if (ds_monotonic_s() > deadline)
+            fail_msg("the slot stayed active 30 s after %s", after);
+        usleep(20000);
+    }
+}
+
 static void drop_slot(const char *slot)
 {
     tl_pg_exec(g_pg,
@@ -291,13 +304,7 @@ static void test_restart_from_confirmed(void **state)
     }
     assert_int_equal(payload[0], PGO_BEGIN);
     repl_disconnect(&c); /* without repl_stop: the server ends the walsender */
-    deadline = ds_monotonic_s() + 30;
-    while (tl_pg_int(g_pg, "SELECT active::int FROM pg_replication_slots WHERE slot_name = '%s'", slot) !=
-           0) {
-        if (ds_monotonic_s() > deadline)
-            fail_msg("the slot stayed active 30 s after its connection closed");
-        usleep(20000);
-    }
+    wait_slot_inactive(slot, "its connection closed");
     drop_slot(slot);
 }
 
@@ -381,13 +388,7 @@ static void test_terminated_walsender(void **state)
     tl_assert_contains(err.msg, "terminating connection due to administrator command");
     assert_false(c.streaming);
     repl_disconnect(&c);
-    deadline = ds_monotonic_s() + 30;
-    while (tl_pg_int(g_pg, "SELECT active::int FROM pg_replication_slots WHERE slot_name = '%s'", slot) !=
-           0) {
-        if (ds_monotonic_s() > deadline)
-            fail_msg("the slot stayed active 30 s after its walsender was terminated");
-        usleep(20000);
-    }
+    wait_slot_inactive(slot, "its walsender was terminated");
     drop_slot(slot);
 }
 

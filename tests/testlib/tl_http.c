@@ -498,3 +498,23 @@ bool tl_http_raw(uint16_t port, const char *data, size_t len, int pause_ms, bool
     free(raw);
     return true;
 }
+
+long long tl_server_count(const tl_server *srv, const char *table, const char *where)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "{\"sql\":\"SELECT count(*) AS n FROM %s WHERE %s\",\"format\":\"csv\"}",
+             table, where);
+    tl_http_response resp;
+    long long n = -1;
+    /* CSV: the header "n", then the number, in a chunked answer. */
+    if (tl_http_request(srv->port, "POST", "/api/store/query", "Content-Type: application/json\r\n", body,
+                        strlen(body), &resp) &&
+        resp.status == 200) {
+        const char *header = strstr(resp.body, "\nn");
+        const char *value = header ? strpbrk(header + 2, "0123456789") : NULL;
+        if (value)
+            n = atoll(value);
+    }
+    tl_http_response_free(&resp);
+    return n;
+}

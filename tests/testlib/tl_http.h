@@ -88,6 +88,10 @@ json_t *tl_server_dataset(const tl_server *srv, const char *dataset);
  * fails the test after timeout_s, showing the last document. */
 json_t *tl_server_wait_state(const tl_server *srv, const char *dataset, const char *state, double timeout_s);
 
+/* count(*) of `table WHERE where` through the server's SQL API (no
+ * token); -1 when the query failed. */
+long long tl_server_count(const tl_server *srv, const char *table, const char *where);
+
 /* GET /metrics of a running server; caller frees. */
 char *tl_server_metrics(const tl_server *srv);
 
