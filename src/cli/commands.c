@@ -24,6 +24,7 @@
 #include "common/version.h"
 #include "config/config.h"
 #include "server/jobs.h"
+#include "publish/publish.h"
 #include "server/server.h"
 #include "source/publication.h"
 #include "store/store.h"
@@ -436,6 +437,8 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
         printf("%s: logical capture, %lld change(s) applied, %lld %s in %s, %.2f s\n", src->name,
                (long long)report.rows_added, (long long)report.rows, rows_word(report.rows), src->data_name,
                report.duration_s);
+        fflush(stdout);
+        publish_after_sync(st, src);
         return CLI_EXIT_OK;
     }
     printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,
@@ -447,6 +450,8 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
                report.tables[i].incremental ? "incremental" : "full", (long long)report.tables[i].rows_loaded,
                rows_word(report.tables[i].rows_loaded), (long long)report.tables[i].rows_total,
                rows_word(report.tables[i].rows_total), report.tables[i].truncated ? " (truncated)" : "");
+    fflush(stdout);
+    publish_after_sync(st, src);
     return CLI_EXIT_OK;
 }
 
@@ -1127,6 +1132,91 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         fprintf(stderr, "duckstore: %s\n", err.msg);
     session_close(&s);
     return ok ? CLI_EXIT_OK : CLI_EXIT_SYNC_ERROR;
+}
+
+/* ---- publish -------------------------------------------------------------- */
+
+static void print_published(const char *name, const char *path, const publish_result *r)
+{
+    printf("%s: published version %lld to %s: %lld rows, %lld files (%lld written, %lld bytes), %.2f s\n",
+           name, (long long)r->version, path, (long long)r->rows, (long long)r->files,
+           (long long)r->files_written, (long long)r->bytes_written, r->duration_s);
+}
+
+static int remote_publish(const cli_remote *r, const cfg_source *src)
+{
+    ds_buf path = DS_BUF_INIT;
+    ds_buf_appendf(&path, "/api/store/publish/%s", src->name);
+    long status = 0;
+    ds_error err;
+    /* A publish of a large source takes as long as its Parquet takes. */
+    json_t *ans = ds_buf_str(&path)
+                      ? cli_remote_json(r, "POST", ds_buf_str(&path), NULL, 24 * 3600.0, &status, &err)
+                      : NULL;
+    if (ds_buf_str(&path) == NULL)
+        ds_error_set(&err, DS_ERR_NOMEM, "out of memory");
+    ds_buf_free(&path);
+    if (ans == NULL)
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+    else if (status == 200) {
+        json_t *p = json_object_get(ans, "publish");
+        publish_result res = {.version = json_integer_value(json_object_get(p, "version")),
+                              .rows = json_integer_value(json_object_get(p, "rows")),
+                              .files = json_integer_value(json_object_get(p, "files")),
+                              .files_written = json_integer_value(json_object_get(p, "files_written")),
+                              .bytes_written = json_integer_value(json_object_get(p, "bytes_written")),
+                              .duration_s = json_number_value(json_object_get(p, "duration_seconds"))};
+        print_published(src->name, json_text(p, "path", src->publish_path), &res);
+    } else
+        fprintf(stderr, "duckstore: the server did not publish %s (HTTP %ld): %s\n", src->name, status,
+                cli_remote_error_text(ans));
+    json_decref(ans);
+    if (ans == NULL)
+        return remote_failure_code(&err);
+    /* 400: the source's publish: does not fit its data, as a local run says with 2. */
+    return status == 200 ? CLI_EXIT_OK : status == 400 ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
+}
+
+int cli_cmd_publish(const cli_globals *g, int argc, char **argv)
+{
+    static const cli_args spec = {"publish", "publish NAME", NULL, 1, 1};
+    cli_session s;
+    const char *name[1];
+    int nname;
+    if (!parse_args(&spec, argc, argv, name, &nname))
+        return CLI_EXIT_USAGE;
+    int rc = session_load(g, name, nname, 0, &s);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (s.src->publish_line == 0) {
+        fprintf(stderr, "duckstore: %s:%d: %s has no publish: section; add publish: {path: published/%s}\n",
+                s.src->file, s.src->line, s.src->name, s.src->name);
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    cli_remote r;
+    int server = find_server(g, &s.cfg, &r);
+    if (server < 0) {
+        cfg_free(&s.cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (server) {
+        rc = remote_publish(&r, s.src);
+        cli_remote_free(&r);
+        cfg_free(&s.cfg);
+        return rc;
+    }
+    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
+        return rc;
+    publish_result res;
+    ds_error err;
+    bool ok = publish_source(s.st, s.src, &res, &err);
+    if (ok)
+        print_published(s.src->name, s.src->publish_path, &res);
+    else
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+    session_close(&s);
+    return ok ? CLI_EXIT_OK : err.code == DS_ERR_CONFIG ? CLI_EXIT_USAGE : CLI_EXIT_SYNC_ERROR;
 }
 
 /* ---- check-config -------------------------------------------------------- */

@@ -24,6 +24,7 @@ typedef struct cli_command {
 int cli_cmd_sync(const cli_globals *g, int argc, char **argv);
 int cli_cmd_plan(const cli_globals *g, int argc, char **argv);
 int cli_cmd_status(const cli_globals *g, int argc, char **argv);
+int cli_cmd_publish(const cli_globals *g, int argc, char **argv);
 int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv);
 int cli_cmd_check_config(const cli_globals *g, int argc, char **argv);
 int cli_cmd_drop_slot(const cli_globals *g, int argc, char **argv);

@@ -27,6 +27,10 @@ static const cli_command commands[] = {
      "  --json      the status document (as GET /api/store/status answers it)\n", cli_cmd_status},
     {"reset-watermark", "reset-watermark NAME", "clear a source's watermarks (next sync is full)",
      "  NAME        a source or its status key\n", cli_cmd_reset_watermark},
+    {"publish", "publish NAME", "write a source's data as a new Parquet version (its publish: section)",
+     "  NAME        a source with a publish: section\n"
+     "Through a running duckstore serve when one holds the DuckDB file.\n",
+     cli_cmd_publish},
     {"check-config", "check-config [--offline]", "validate the config and describe every query",
      "  --offline   do not connect to PostgreSQL (YAML and keys only)\n", cli_cmd_check_config},
     {"drop-slot", "drop-slot NAME [--url URL]", "drop a logical source's replication slot and publication",

@@ -56,6 +56,32 @@ void cfg_pg_object_name(const char *source_name, char out[CFG_PG_NAME_CAP])
         memcpy(out, full, n + 1);
 }
 
+bool cfg_publish_partition(const char *text, char fn[8], char *col, size_t col_cap)
+{
+    static const char *const fns[] = {"hour", "day", "month", "year"};
+    fn[0] = '\0';
+    const char *name = text;
+    size_t len = strlen(text);
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        size_t n = strlen(fns[i]);
+        if (strncmp(text, fns[i], n) == 0 && text[n] == '(' && len > n + 2 && text[len - 1] == ')') {
+            strcpy(fn, fns[i]);
+            name = text + n + 1;
+            len -= n + 2;
+            break;
+        }
+    }
+    /* A column name as PostgreSQL prints it unquoted: no quoting to undo. */
+    if (len == 0 || len >= col_cap || isdigit((unsigned char)name[0]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_')
+            return false;
+    memcpy(col, name, len);
+    col[len] = '\0';
+    return true;
+}
+
 const char *cfg_join_type_name(cfg_join_type type)
 {
     return type == CFG_JOIN_INNER ? "inner" : "left";
@@ -171,6 +197,15 @@ static bool check_source(const cfg_yfile *f, const cfg_source *src, const char *
             "a single-query source takes unique_key: <column> or [columns], not dataset/results keys");
     if (!check_capture(f, src))
         return false;
+    if (src->publish_line && src->publish_path == NULL)
+        return CFG_FAIL(f, src->publish_line,
+                        "publish needs path: the directory its versions are written to, e.g. publish: {path: "
+                        "published/%s}",
+                        src->name);
+    if (src->publish_tables && !split)
+        return CFG_FAIL(f, src->publish_line,
+                        "publish.tables publishes the two tables of a split source (dataset_query + "
+                        "results_query); this source has one query: remove tables");
     if ((src->unique_key_line || src->lookback || src->full_refresh_interval_minutes > 0) &&
         src->incremental_column == NULL)
         return CFG_FAIL(f,
@@ -189,6 +224,7 @@ static void source_defaults(cfg_source *src)
     src->auto_load = true;
     src->refresh_interval_minutes = 0;
     src->query_timeout_s = 600;
+    src->publish_keep_versions = 3;
 }
 
 static void source_free(cfg_source *src)
@@ -203,6 +239,8 @@ static void source_free(cfg_source *src)
     free(src->incremental_column);
     free(src->lookback);
     free(src->publication);
+    free(src->publish_path);
+    free(src->publish_partition_by);
     for (size_t i = 0; i < src->n_plans; i++)
         qt_single_table_free(&src->plans[i].shape);
     cfg_key_free(&src->unique_key_dataset);
@@ -556,22 +594,23 @@ static bool default_memory_limit(cfg_store *st, ds_error *err)
     return st->memory_limit != NULL || cfg_yaml_nomem(err);
 }
 
-/* A relative duckdb.path names a file beside the config, wherever the
- * command runs: it is made absolute against the config directory, once, at
- * load. A relative config directory is resolved first (realpath: no "../"
- * left in the path shown); an absolute one is kept as written. */
-static bool resolve_store_path(cfg_config *cfg, ds_error *err)
+/* A relative duckdb.path (or publish.path) names a place beside the
+ * config, wherever the command runs: it is made absolute against the config
+ * directory, once, at load. A relative config directory is resolved first
+ * (realpath: no "../" left in the path shown); an absolute one is kept as
+ * written. */
+static bool resolve_path(const char *dir, const char *key, char **pathp, ds_error *err)
 {
-    if (cfg->store.path[0] == '/')
+    if ((*pathp)[0] == '/')
         return true;
-    char *real = cfg->dir[0] == '/' ? NULL : realpath(cfg->dir, NULL);
-    if (cfg->dir[0] != '/' && real == NULL)
+    char *real = dir[0] == '/' ? NULL : realpath(dir, NULL);
+    if (dir[0] != '/' && real == NULL)
         return ds_error_set(err, DS_ERR_CONFIG,
-                            "%s: cannot resolve duckdb.path \"%s\" against the config directory (%s); give "
+                            "%s: cannot resolve %s \"%s\" against the config directory (%s); give "
                             "an absolute path",
-                            cfg->dir, cfg->store.path, strerror(errno));
-    const char *base = real != NULL ? real : cfg->dir;
-    const char *rel = cfg->store.path;
+                            dir, key, *pathp, strerror(errno));
+    const char *base = real != NULL ? real : dir;
+    const char *rel = *pathp;
     while (rel[0] == '.' && rel[1] == '/')
         rel += 2;
     ds_buf path = DS_BUF_INIT;
@@ -580,9 +619,18 @@ static bool resolve_store_path(cfg_config *cfg, ds_error *err)
     char *resolved = ds_buf_take(&path);
     if (resolved == NULL)
         return cfg_yaml_nomem(err);
-    free(cfg->store.path);
-    cfg->store.path = resolved;
+    free(*pathp);
+    *pathp = resolved;
     return true;
+}
+
+static bool resolve_store_path(cfg_config *cfg, ds_error *err)
+{
+    bool ok = resolve_path(cfg->dir, "duckdb.path", &cfg->store.path, err);
+    for (size_t i = 0; ok && i < cfg->n_sources; i++)
+        if (cfg->sources[i].publish_path != NULL)
+            ok = resolve_path(cfg->dir, "publish.path", &cfg->sources[i].publish_path, err);
+    return ok;
 }
 
 /* The rules between the pg_ keys of duckdb.yaml. */

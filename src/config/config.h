@@ -165,6 +165,15 @@ typedef struct cfg_source {
     cfg_query_plan plans[CFG_MAX_QUERIES];
     size_t n_plans;
     char data_name[CFG_TABLE_NAME_CAP]; /* "<name>_data": the view (split) or table users read */
+    /* `publish:` (docs/publish.md): the data written as Hive-partitioned
+     * Parquet after a sync. Off when publish_line is 0. */
+    int publish_line;
+    char *publish_path;           /* directory; absolute after load (relative: to the config directory) */
+    char *publish_partition_by;   /* "col" or "day(col)" (hour, day, month, year); NULL = none */
+    double publish_every_minutes; /* 0 = after every sync */
+    int publish_keep_versions;    /* default 3 */
+    bool publish_tables;          /* a split source's two tables too */
+    int publish_partition_line;
 } cfg_source;
 
 typedef struct cfg_config {
@@ -216,6 +225,11 @@ const char *cfg_capture_name(cfg_capture capture);
  * at most 63 bytes: a longer one keeps a prefix and ends in "_" and 8 hex
  * digits of a hash of the whole name, so two sources never share one. */
 void cfg_pg_object_name(const char *source_name, char out[CFG_PG_NAME_CAP]);
+
+/* Splits a valid publish.partition_by: the column, and the function of it
+ * ("day", "month", "year", "hour") or "" for the column itself. False when
+ * text is not such a value. */
+bool cfg_publish_partition(const char *text, char fn[8], char *col, size_t col_cap);
 
 /* "startup" / "manual", as written in duckdb.yaml. */
 const char *cfg_sync_mode_name(cfg_sync_mode mode);

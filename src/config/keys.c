@@ -488,6 +488,29 @@ static bool parse_pg_users(const cfg_yfile *f, const cfg_kv *p, const key_spec *
     return true;
 }
 #define SOURCE(member) offsetof(cfg_source, member)
+
+/* publish.every: "sync" (after each sync) or a number of minutes. */
+static bool read_every(const char *s, const key_spec *k, void *dst)
+{
+    if (strcmp(s, "sync") == 0) {
+        *(double *)dst = 0;
+        return true;
+    }
+    return read_number(s, k, dst) && *(double *)dst > 0;
+}
+
+static bool parse_every(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    return read_scalar(f, p, k, obj, k->expect, read_every);
+}
+
+static bool parse_partition_by(const cfg_yfile *f, const cfg_kv *p, const key_spec *k, void *obj)
+{
+    char **text = field_at(obj, k->field);
+    char fn[8], col[CFG_TABLE_NAME_CAP * 2];
+    return get_string(f, p, k->hint, text) &&
+           (cfg_publish_partition(*text, fn, col, sizeof col) || bad_value(f, p, k->expect, *text));
+}
 #define N_KEYS(keys) (sizeof(keys) / sizeof((keys)[0]))
 
 /* Under `duckdb:` in duckdb.yaml. */
@@ -568,6 +591,23 @@ static const key_spec join_keys[] = {
 };
 static const key_table join_table = {join_keys, N_KEYS(join_keys)};
 
+/* publish: of a source (docs/publish.md). */
+static const key_spec publish_keys[] = {
+    {"path", .parse = parse_string, .field = SOURCE(publish_path),
+     .hint = "give the directory the versions are written to, e.g. published/monitoring"},
+    {"partition_by", .parse = parse_partition_by, .field = SOURCE(publish_partition_by),
+     .line = SOURCE(publish_partition_line),
+     .expect = "a column of the data, or day(col), month(col), year(col) or hour(col) of a timestamp column",
+     .hint = "name a column, e.g. day(timestamp), or remove the key"},
+    {"every", .parse = parse_every, .field = SOURCE(publish_every_minutes), .low = 0,
+     .high = MAX_REFRESH_MINUTES,
+     .expect = "\"sync\" (after each sync) or a number of minutes between 0 and 525600, e.g. 60"},
+    {"keep_versions", .parse = parse_int, .field = SOURCE(publish_keep_versions), .min = 1, .max = 1000,
+     .expect = "an integer between 1 and 1000"},
+    {"tables", .parse = parse_bool, .field = SOURCE(publish_tables)},
+};
+static const key_table publish_table = {publish_keys, N_KEYS(publish_keys)};
+
 /* Under `<name>_db:` in a source file. */
 static const key_spec source_keys[] = {
     {"enabled", .parse = parse_bool, .field = SOURCE(enabled)},
@@ -609,6 +649,9 @@ static const key_spec source_keys[] = {
              "then creates its own)"},
     {"join", .parse = parse_section, .field = 0, .line = SOURCE(join_line),
      .expect = "a mapping such as {type: inner, columns: [dataset_id]}", .sub = &join_table},
+    {"publish", .parse = parse_section, .field = 0, .line = SOURCE(publish_line),
+     .expect = "a mapping such as {path: published/monitoring, partition_by: day(timestamp)}",
+     .sub = &publish_table},
 };
 static const key_table source_table = {source_keys, N_KEYS(source_keys)};
 

@@ -242,6 +242,23 @@ void cfg_print(FILE *out, const cfg_config *cfg)
         if (src->commit_horizon != CFG_HORIZON_AUTO)
             fprintf(out, "  commit_horizon: %s\n", yes_no(src->commit_horizon == CFG_HORIZON_ON));
         fprintf(out, "  capture: %s\n", cfg_capture_name(src->capture));
+        if (src->publish_line) {
+            fputs("  publish:\n  ", out);
+            print_string(out, "path", src->publish_path);
+            if (src->publish_partition_by != NULL) {
+                fputs("  ", out);
+                print_string(out, "partition_by", src->publish_partition_by);
+            }
+            if (src->publish_every_minutes > 0) {
+                fputs("  ", out);
+                print_number(out, "every", src->publish_every_minutes);
+            } else {
+                fputs("    every: sync\n", out);
+            }
+            fprintf(out, "    keep_versions: %d\n", src->publish_keep_versions);
+            if (cfg_source_is_split(src))
+                fprintf(out, "    tables: %s\n", yes_no(src->publish_tables));
+        }
         if (src->capture == CFG_CAPTURE_LOGICAL) {
             /* duckstore's own publication is shown as a comment: writing the
              * key would make it a user-named one. */

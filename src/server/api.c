@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "common/strbuf.h"
+#include "publish/publish.h"
 #include "server/axis.h"
 #include "sync/plan.h"
 
@@ -376,6 +377,40 @@ static enum MHD_Result handle_plan(api_ctx *a, http_request *req, const char *na
     return http_send_json(req, MHD_HTTP_OK, doc);
 }
 
+/* POST /api/store/publish/NAME: publishes now and answers when the new
+ * version's manifest is in place (docs/publish.md). */
+static enum MHD_Result handle_publish(api_ctx *a, http_request *req, const char *name)
+{
+    enum MHD_Result ret;
+    if (!http_query_ok(req, NULL, &ret))
+        return ret;
+    if (a->st == NULL)
+        return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "the DuckDB file is not open");
+    const cfg_config *cfg = jobs_config_acquire(a->jobs);
+    const cfg_source *src = cfg_find_source(cfg, name);
+    if (src == NULL) {
+        jobs_config_release(a->jobs, cfg);
+        return unknown_source(a, req, name);
+    }
+    publish_result r;
+    ds_error err;
+    bool ok = publish_source(a->st, src, &r, &err);
+    jobs_refresh_source(a->jobs, name);
+    char *path = strdup(src->publish_path ? src->publish_path : "");
+    jobs_config_release(a->jobs, cfg);
+    if (!ok) {
+        free(path);
+        return http_send_error(
+            req, err.code == DS_ERR_CONFIG ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR, err.msg);
+    }
+    json_t *doc = json_pack("{s:b,s:{s:I,s:s?,s:I,s:I,s:I,s:I,s:f}}", "success", 1, "publish", "version",
+                            (json_int_t)r.version, "path", path, "rows", (json_int_t)r.rows, "files",
+                            (json_int_t)r.files, "files_written", (json_int_t)r.files_written,
+                            "bytes_written", (json_int_t)r.bytes_written, "duration_seconds", r.duration_s);
+    free(path);
+    return http_send_json(req, MHD_HTTP_OK, doc);
+}
+
 /* /api/store/sync/NAME, /api/store/sync/NAME/reset-watermark and
  * /api/store/sync/NAME/cancel. */
 static enum MHD_Result route_source(api_ctx *a, http_request *req, const char *rest, bool post)
@@ -432,6 +467,13 @@ enum MHD_Result api_route(void *cls, http_request *req, const char *url, const c
         if (!valid_source_name(name, strlen(name)))
             return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
         return get ? handle_plan(a, req, name) : http_send_not_allowed(req, "GET, HEAD", "use GET");
+    }
+    static const char publish_prefix[] = "/api/store/publish/";
+    if (strncmp(url, publish_prefix, sizeof publish_prefix - 1) == 0) {
+        const char *name = url + sizeof publish_prefix - 1;
+        if (!valid_source_name(name, strlen(name)))
+            return http_send_error(req, MHD_HTTP_NOT_FOUND, no_endpoint);
+        return post ? handle_publish(a, req, name) : http_send_not_allowed(req, "POST", "use POST");
     }
     static const char prefix[] = "/api/store/sync/";
     if (strncmp(url, prefix, sizeof prefix - 1) == 0)

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "publish/publish.h"
 
 struct jobs_config {
     cfg_config cfg; /* first: a const cfg_config * of jobs_config_acquire leads back here */
@@ -205,6 +206,15 @@ static void refresh_status(jobs *j, source_runtime *r, bool if_unchanged, uint64
         if (current)
             return;
     }
+}
+
+void jobs_refresh_source(jobs *j, const char *name)
+{
+    pthread_mutex_lock(&j->lock);
+    source_runtime *r = find_record(j, name);
+    pthread_mutex_unlock(&j->lock);
+    if (r != NULL)
+        refresh_status(j, r, false, 0);
 }
 
 const char *jobs_trigger_name(jobs_trigger trigger)
@@ -502,6 +512,14 @@ static void *sync_thread(void *arg)
         }
         r->next_due_mono = now + wait;
     }
+    /* After the sync's result is out; the config stays pinned and the
+     * store open (shutdown waits for active syncs). */
+    pthread_mutex_unlock(&j->lock);
+    if (ok && !is_logical(src)) {
+        publish_after_sync(j->st, src);
+        refresh_status(j, r, false, 0);
+    }
+    pthread_mutex_lock(&j->lock);
     config_unpin(cfg);
     j->active--;
     pthread_cond_broadcast(&j->changed);
@@ -1135,6 +1153,7 @@ char *jobs_metrics_text(jobs *j)
     table_metrics(&b, rs, n);
     capture_metrics(&b, j->st, rs, n);
     pthread_mutex_unlock(&j->lock);
+    publish_metrics_text(&b);
     metric_header(&b, "duckstore_idle_source_connections", "gauge",
                   "PostgreSQL connections kept open between syncs, all sources.");
     ds_buf_appendf(&b, "duckstore_idle_source_connections %zu\n", idle);

@@ -177,4 +177,8 @@ char *jobs_metrics_text(jobs *j);
 
 source_runtime *jobs_find(jobs *j, const char *name);
 
+/* Reads the source's persisted status into memory again (after a publish
+ * recorded its outcome there). */
+void jobs_refresh_source(jobs *j, const char *name);
+
 #endif

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
+#include "common/strbuf.h"
 #include "sync/commit.h"
 #include "sync/conns.h"
 #include "sync/status.h"
@@ -76,6 +78,84 @@ static bool file_present(store *st, bool *lost, ds_error *err)
     return !*lost;
 }
 
+/* One sync of a source at a time across duckstore instances: a session
+ * advisory lock on the source's PostgreSQL, keyed by the source's name
+ * (not by the DuckDB file: two instances on two machines have two files,
+ * and exactly they must not both sync one source). The two-key form, with
+ * duckstore's own first key, keeps clear of other applications' locks. */
+#define SYNC_LOCK_CLASS "1146309425" /* "DSK1" */
+
+static char *lock_sql(const char *fn, const char *name)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_appendf(&sql, "SELECT %s(" SYNC_LOCK_CLASS ", hashtext(", fn);
+    ds_buf_append_literal(&sql, name);
+    ds_buf_append(&sql, "))");
+    return ds_buf_take(&sql);
+}
+
+/* The session that holds the lock, for the message: "PID 123 (duckstore
+ * from 10.0.0.5)". */
+static void lock_holder(pgsrc_conn *conn, const char *name, char *out, size_t cap)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql, "SELECT format('PID %s (%s from %s)', a.pid, a.application_name, "
+                        "coalesce(host(a.client_addr), 'a local socket')) FROM pg_locks l JOIN "
+                        "pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND "
+                        "l.objsubid = 2 AND l.classid = " SYNC_LOCK_CLASS " AND l.objid::int8 = "
+                        "(hashtext(");
+    ds_buf_append_literal(&sql, name);
+    ds_buf_append(&sql, ")::int8 & 4294967295) LIMIT 1");
+    char *text = NULL;
+    ds_error err;
+    snprintf(out, cap, "another session");
+    if (ds_buf_str(&sql) && pgsrc_query_value(conn, ds_buf_str(&sql), &text, &err) && text)
+        snprintf(out, cap, "%s", text);
+    free(text);
+    ds_buf_free(&sql);
+}
+
+/* Takes the source's lock on a connection of its own, held until
+ * unlock_source. Held elsewhere: DS_ERR_BUSY naming the holder. */
+static bool lock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err)
+{
+    if (!sync_connect(src, opt, conn, err))
+        return false;
+    char *sql = lock_sql("pg_try_advisory_lock", src->name);
+    char *got = NULL;
+    bool ok =
+        sql ? pgsrc_query_value(conn, sql, &got, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    free(sql);
+    if (ok && (got == NULL || strcmp(got, "t") != 0)) {
+        char holder[256];
+        lock_holder(conn, src->name, holder, sizeof holder);
+        ok = ds_error_set(err, DS_ERR_BUSY,
+                          "sync skipped: another duckstore instance is syncing %s (PostgreSQL advisory lock "
+                          "held by %s); one instance syncs a source at a time, so the data stays as it was; "
+                          "remove the source from one instance's config",
+                          src->name, holder);
+    }
+    free(got);
+    if (!ok)
+        sync_disconnect(opt, conn, err->code == DS_ERR_BUSY);
+    return ok;
+}
+
+/* After a failed sync the connection is closed, which releases the lock
+ * too: the failure may be a network path that hangs, and an unlock sent
+ * over it would hold the end of the sync for another query_timeout. */
+static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, bool synced)
+{
+    char *sql = synced ? lock_sql("pg_advisory_unlock", src->name) : NULL;
+    char *released = NULL;
+    ds_error err;
+    /* A connection whose unlock failed is closed: that releases it too. */
+    bool ok = sql && pgsrc_query_value(conn, sql, &released, &err) && released && strcmp(released, "t") == 0;
+    free(released);
+    free(sql);
+    sync_disconnect(opt, conn, ok);
+}
+
 bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
                  sync_report *report, ds_error *err)
 {
@@ -88,6 +168,16 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         reset_progress(opt->progress);
     set_phase(opt, SYNC_PHASE_DESCRIBING);
 
+    pgsrc_conn lock_conn;
+    bool locked = lock_source(src, opt, &lock_conn, err);
+    if (!locked && err->code == DS_ERR_BUSY) {
+        /* Nothing was read or stored: the data, watermarks and status stay. */
+        ds_log_warn("%s", err->msg);
+        ds_error_prefix(err, "%s: ", src->name);
+        set_phase(opt, SYNC_PHASE_IDLE);
+        report->duration_s = ds_monotonic_s() - started;
+        return false;
+    }
     table_job jobs[CFG_MAX_QUERIES];
     size_t njobs = src->n_plans;
     for (size_t i = 0; i < njobs; i++)
@@ -95,7 +185,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     /* A store left suspect or closed by an earlier failure is reopened
      * first; a file deleted or replaced under it takes no sync (it would be
      * lost at exit). */
-    bool usable = !store_needs_reopen(st) || store_reopen(st, err);
+    bool usable = locked && (!store_needs_reopen(st) || store_reopen(st, err));
     store_use_begin(st);
     bool file_lost = false;
     bool ok = usable && file_present(st, &file_lost, err) && run_jobs(jobs, njobs, report, err);
@@ -120,6 +210,8 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     store_use_end(st);
     for (size_t i = 0; i < njobs; i++)
         job_free(&jobs[i]);
+    if (locked)
+        unlock_source(src, opt, &lock_conn, ok);
     set_phase(opt, SYNC_PHASE_IDLE);
     return ok;
 }

@@ -816,9 +816,10 @@ static void test_every_listed_key_parses_as_itself(void **state)
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
         {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 24},
-        {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 17},
+        {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 18},
         {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
+        {"s.yaml", "s_db:\n  publish: {zzzzzzzzzzzz: x}\n", "s_db:\n  publish:\n    %s: [[1]]\n", 3, 5},
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
         const key_set *set = &sets[i];
