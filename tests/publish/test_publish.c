@@ -640,8 +640,10 @@ static json_t *wait_published(const tl_server *srv, const char *dataset, int64_t
     for (;;) {
         json_t *doc = tl_server_dataset(srv, dataset);
         json_t *pub = json_object_get(doc, "publish");
-        if (json_integer_value(json_object_get(pub, "version")) == version ||
-            (version == 0 && json_is_string(json_object_get(pub, "error")))) {
+        /* version 0: a publish that failed (an absent version reads 0 too). */
+        bool done = version == 0 ? json_is_string(json_object_get(pub, "error"))
+                                 : json_integer_value(json_object_get(pub, "version")) == version;
+        if (done) {
             json_incref(pub);
             json_decref(doc);
             return pub;
