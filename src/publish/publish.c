@@ -24,6 +24,7 @@
 #include "common/json_text.h"
 #include "common/log.h"
 #include "source/pgsrc.h"
+#include "store/result_feed.h"
 #include "sync/sync.h"
 
 /* Rows per Parquet row group: large enough for scans, small enough that a
@@ -445,105 +446,23 @@ static bool plan_partitioning(duckdb_connection duck, const cfg_source *src, con
 
 /* ---- the private writer ---- */
 
-typedef struct feed {
-    duckdb_result *res;
-    bool ended;
-    int64_t rows;
-    char *error;
-} feed;
-
-static void feed_bind(duckdb_bind_info info)
+/* A private DuckDB that may write under root only, in UTC; feed: the rows
+ * duckstore_result() reads, or NULL. */
+static bool open_writer(const char *root, store_result_feed *feed, duckdb_database *db,
+                        duckdb_connection *con, ds_error *err)
 {
-    feed *f = duckdb_bind_get_extra_info(info);
-    for (idx_t i = 0; i < duckdb_column_count(f->res); i++) {
-        duckdb_logical_type t = duckdb_column_logical_type(f->res, i);
-        duckdb_bind_add_result_column(info, duckdb_column_name(f->res, i), t);
-        duckdb_destroy_logical_type(&t);
-    }
-}
-
-static void feed_init(duckdb_init_info info)
-{
-    duckdb_init_set_max_threads(info, 1);
-}
-
-/* The next chunk of the store's result; its vectors are referenced. */
-static void feed_chunk(duckdb_function_info info, duckdb_data_chunk out)
-{
-    feed *f = duckdb_function_get_extra_info(info);
-    duckdb_data_chunk in = f->ended ? NULL : duckdb_fetch_chunk(*f->res);
-    if (in == NULL && !f->ended && duckdb_result_error(f->res) != NULL) {
-        f->error = strdup(duckdb_result_error(f->res));
-        duckdb_function_set_error(info, duckdb_result_error(f->res));
-        return;
-    }
-    idx_t n = in ? duckdb_data_chunk_get_size(in) : 0;
-    if (n == 0)
-        f->ended = true;
-    for (idx_t c = 0; n > 0 && c < duckdb_data_chunk_get_column_count(in); c++)
-        duckdb_vector_reference_vector(duckdb_data_chunk_get_vector(out, c),
-                                       duckdb_data_chunk_get_vector(in, c));
-    duckdb_data_chunk_set_size(out, n);
-    f->rows += (int64_t)n;
-    if (in)
-        duckdb_destroy_data_chunk(&in);
-}
-
-/* An in-memory DuckDB that may write under root only, in UTC. */
-static bool open_writer(const char *root, feed *f, duckdb_database *db, duckdb_connection *con, ds_error *err)
-{
-    *db = NULL;
-    *con = NULL;
-    duckdb_config config;
-    char *failure = NULL;
-    if (duckdb_create_config(&config) == DuckDBError)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     /* A partitioned write larger than memory spills beside the versions,
      * not into the process's working directory. */
+    *db = NULL;
+    *con = NULL;
     char *spill = path_join(root, ".spill");
-    bool ok = spill != NULL && duckdb_set_config(config, "threads", "1") != DuckDBError &&
-              duckdb_set_config(config, "temp_directory", spill) != DuckDBError &&
-              duckdb_set_config(config, "autoload_known_extensions", "false") != DuckDBError &&
-              duckdb_open_ext(NULL, db, config, &failure) != DuckDBError;
-    duckdb_destroy_config(&config);
-    free(spill);
-    if (!ok) {
-        ds_error_set(err, DS_ERR_STORE, "cannot start the Parquet writer: %s", failure ? failure : "refused");
-        duckdb_free(failure);
-        *db = NULL;
-        return false;
-    }
-    ds_buf set = DS_BUF_INIT;
     char *dir = path_join(root, "");
-    ds_buf_append(&set, "SET allowed_directories = [");
-    ds_buf_append_literal(&set, dir ? dir : root);
-    ds_buf_append(&set, "]");
+    store_writer_settings s = {.temp_directory = spill, .allowed_directory = dir, .utc = true};
+    bool ok = spill != NULL && dir != NULL ? store_writer_open(&s, feed, db, con, err)
+                                           : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    free(spill);
     free(dir);
-    ok = duckdb_connect(*db, con) != DuckDBError && !set.failed && store_exec(*con, ds_buf_str(&set), err) &&
-         store_exec(*con, "SET enable_external_access = false", err) &&
-         store_exec(*con, "SET TimeZone = 'UTC'", err) &&
-         store_exec(*con, "SET lock_configuration = true", err);
-    ds_buf_free(&set);
-    if (ok) {
-        duckdb_table_function tf = duckdb_create_table_function();
-        duckdb_table_function_set_name(tf, "duckstore_rows");
-        duckdb_table_function_set_extra_info(tf, f, NULL);
-        duckdb_table_function_set_bind(tf, feed_bind);
-        duckdb_table_function_set_init(tf, feed_init);
-        duckdb_table_function_set_function(tf, feed_chunk);
-        ok = duckdb_register_table_function(*con, tf) == DuckDBSuccess ||
-             ds_error_set(err, DS_ERR_STORE, "cannot register the Parquet writer's input");
-        duckdb_destroy_table_function(&tf);
-    }
     return ok;
-}
-
-static void close_writer(duckdb_database *db, duckdb_connection *con)
-{
-    if (*con)
-        duckdb_disconnect(con);
-    if (*db)
-        duckdb_close(db);
 }
 
 /* ---- one relation ---- */
@@ -697,13 +616,13 @@ static bool write_rows(pub *p, const char *relation, const partitioning *part, j
             ok = duck_error(&res, "cannot read the data", err), have_res = false;
     }
     ds_buf_free(&sql);
-    feed f = {.res = have_res ? &res : NULL};
+    store_result_feed f = {.res = have_res ? &res : NULL};
     duckdb_database db = NULL;
     duckdb_connection con = NULL;
     ok = ok && open_writer(p->root, &f, &db, &con, err);
     if (ok) {
         ds_buf copy = DS_BUF_INIT;
-        ds_buf_append(&copy, "COPY (SELECT * FROM duckstore_rows()) TO ");
+        ds_buf_append(&copy, "COPY (SELECT * FROM duckstore_result()) TO ");
         if (part->on) {
             ds_buf_append_literal(&copy, dir);
             ds_buf_append(&copy, " (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (");
@@ -725,8 +644,8 @@ static bool write_rows(pub *p, const char *relation, const partitioning *part, j
             ds_error_set(err, DS_ERR_STORE, "cannot read the data: %s", f.error);
         ds_buf_free(&copy);
     }
-    close_writer(&db, &con);
-    free(f.error);
+    store_writer_close(&db, &con);
+    store_result_feed_free(&f);
     if (have_res)
         duckdb_destroy_result(&res);
     if (pending)
@@ -740,10 +659,9 @@ static bool write_rows(pub *p, const char *relation, const partitioning *part, j
  * just now), keyed by its path relative to dir. */
 static bool describe_written(pub *p, const char *dir, const partitioning *part, json_t *out, ds_error *err)
 {
-    feed none = {0};
     duckdb_database db = NULL;
     duckdb_connection con = NULL;
-    bool ok = open_writer(p->root, &none, &db, &con, err);
+    bool ok = open_writer(p->root, NULL, &db, &con, err);
     char *glob = path_join(dir, "**/*.parquet");
     size_t prefix = strlen(dir) + 1;
     if (ok) {
@@ -758,7 +676,7 @@ static bool describe_written(pub *p, const char *dir, const partitioning *part, 
         ds_buf_free(&q);
         if (ok && n == 0) {
             free(glob);
-            close_writer(&db, &con);
+            store_writer_close(&db, &con);
             return true;
         }
     }
@@ -798,7 +716,7 @@ static bool describe_written(pub *p, const char *dir, const partitioning *part, 
         ds_buf_free(&q);
     }
     free(glob);
-    close_writer(&db, &con);
+    store_writer_close(&db, &con);
     return ok;
 }
 
@@ -942,11 +860,10 @@ static json_t *publish_relation(pub *p, const char *relation, const char *dirnam
         }
         duckdb_database db = NULL;
         duckdb_connection con = NULL;
-        feed none = {0};
         json_t *schema = NULL;
-        if (open_writer(p->root, &none, &db, &con, err))
+        if (open_writer(p->root, NULL, &db, &con, err))
             schema = schema_json(p->duck, con, relation, sample, descs, ndescs);
-        close_writer(&db, &con);
+        store_writer_close(&db, &con);
         free(sample_path);
         entry = json_object();
         json_object_set_new(entry, "name", ds_json_text(relation));

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "store/result_feed.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define MAX_TIMEOUT_MS 3600000
@@ -1047,70 +1048,12 @@ static void stream_result(qjob *j, duckdb_result *res, const result_shape *sh)
 /* Rows per row group: what the writer holds in memory before it writes. */
 #define PARQUET_ROW_GROUP 16384
 
-typedef struct pq_feed {
-    qjob *j;
-    duckdb_result *res;
-    duckdb_data_chunk first; /* fetched before the writer starts */
-    bool ended;
-    int64_t rows;
-    bool truncated;
-    char *error; /* the query's own error */
-} pq_feed;
-
 typedef struct pq_writer {
     duckdb_connection con;
     int fd; /* the pipe's write end, closed when the COPY is done */
     const char *sql;
     char *error;
 } pq_writer;
-
-static void feed_bind(duckdb_bind_info info)
-{
-    pq_feed *f = duckdb_bind_get_extra_info(info);
-    for (idx_t i = 0; i < duckdb_column_count(f->res); i++) {
-        duckdb_logical_type t = duckdb_column_logical_type(f->res, i);
-        duckdb_bind_add_result_column(info, duckdb_column_name(f->res, i), t);
-        duckdb_destroy_logical_type(&t);
-    }
-}
-
-static void feed_init(duckdb_init_info info)
-{
-    duckdb_init_set_max_threads(info, 1);
-}
-
-/* The next chunk of the user's result, up to max_rows; its vectors are
- * referenced, not copied. */
-static void feed_chunk(duckdb_function_info info, duckdb_data_chunk out)
-{
-    pq_feed *f = duckdb_function_get_extra_info(info);
-    duckdb_data_chunk in = f->first;
-    f->first = NULL;
-    if (in == NULL && !f->ended) {
-        in = duckdb_fetch_chunk(*f->res);
-        const char *error = duckdb_result_error(f->res);
-        if (in == NULL && error != NULL) {
-            free(f->error);
-            f->error = strdup(error);
-            duckdb_function_set_error(info, error);
-            return;
-        }
-    }
-    idx_t n = in ? duckdb_data_chunk_get_size(in) : 0;
-    int64_t max = f->j->max_rows;
-    if (n > 0 && max > 0 && f->rows + (int64_t)n > max) {
-        f->truncated = true;
-        n = (idx_t)(max - f->rows);
-    }
-    if (n == 0 || f->truncated)
-        f->ended = true;
-    for (idx_t c = 0; n > 0 && c < duckdb_data_chunk_get_column_count(in); c++)
-        duckdb_vector_reference_vector(duckdb_data_chunk_get_vector(out, c),
-                                       duckdb_data_chunk_get_vector(in, c));
-    duckdb_data_chunk_set_size(out, n);
-    f->rows += (int64_t)n;
-    duckdb_destroy_data_chunk(&in);
-}
 
 static void *writer_thread(void *arg)
 {
@@ -1126,52 +1069,16 @@ static void *writer_thread(void *arg)
 }
 
 /* The private database that writes the answer: it may open the pipe's
- * path only, has no temp directory (the data never goes to a file) and
- * its settings are locked. */
-static bool open_writer(qjob *j, pq_feed *f, const char *path, duckdb_database *db, duckdb_connection *con,
-                        ds_buf *why)
+ * path only and has no temp directory (the data never goes to a file). */
+static bool open_writer(qjob *j, store_result_feed *f, const char *path, duckdb_database *db,
+                        duckdb_connection *con, ds_buf *why)
 {
-    *db = NULL;
-    *con = NULL;
-    duckdb_config config = NULL;
-    char *failure = NULL;
-    if (duckdb_create_config(&config) == DuckDBError ||
-        duckdb_set_config(config, "memory_limit", j->writer_memory) == DuckDBError ||
-        duckdb_set_config(config, "threads", "1") == DuckDBError ||
-        duckdb_set_config(config, "temp_directory", "") == DuckDBError ||
-        duckdb_set_config(config, "autoload_known_extensions", "false") == DuckDBError ||
-        duckdb_open_ext(NULL, db, config, &failure) == DuckDBError) {
-        ds_buf_appendf(why, "cannot start the Parquet writer: %s",
-                       failure ? failure : "DuckDB refused its settings");
-        duckdb_free(failure);
-        duckdb_destroy_config(&config);
-        *db = NULL;
-        return false;
-    }
-    duckdb_destroy_config(&config);
-    ds_buf set = DS_BUF_INIT;
-    ds_buf_append(&set, "SET allowed_paths = [");
-    ds_buf_append_literal(&set, path);
-    ds_buf_append(&set, "]");
+    store_writer_settings s = {.memory_limit = j->writer_memory, .temp_directory = "", .allowed_path = path};
     ds_error err;
-    bool ok = duckdb_connect(*db, con) != DuckDBError;
-    ok = ok && !set.failed && store_exec(*con, ds_buf_str(&set), &err) &&
-         store_exec(*con, "SET enable_external_access = false", &err) &&
-         store_exec(*con, "SET lock_configuration = true", &err);
-    ds_buf_free(&set);
-    if (ok) {
-        duckdb_table_function tf = duckdb_create_table_function();
-        duckdb_table_function_set_name(tf, "duckstore_result");
-        duckdb_table_function_set_extra_info(tf, f, NULL);
-        duckdb_table_function_set_bind(tf, feed_bind);
-        duckdb_table_function_set_init(tf, feed_init);
-        duckdb_table_function_set_function(tf, feed_chunk);
-        ok = duckdb_register_table_function(*con, tf) == DuckDBSuccess;
-        duckdb_destroy_table_function(&tf);
-    }
-    if (!ok)
-        ds_buf_append(why, "cannot prepare the Parquet writer");
-    return ok;
+    if (store_writer_open(&s, f, db, con, &err))
+        return true;
+    ds_buf_append(why, err.msg);
+    return false;
 }
 
 /* A type DuckDB's Parquet writer would not keep exactly, or NULL. */
@@ -1231,7 +1138,7 @@ static void stream_parquet(qjob *j, duckdb_result *res, const result_shape *sh)
             return;
         }
     }
-    pq_feed f = {.j = j, .res = res};
+    store_result_feed f = {.res = res, .max_rows = j->max_rows};
     f.first = duckdb_fetch_chunk(*res);
     const char *error = duckdb_result_error(res);
     if (f.first == NULL && error != NULL) {
@@ -1309,8 +1216,7 @@ static void stream_parquet(qjob *j, duckdb_result *res, const result_shape *sh)
     for (int i = 0; i < 2; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    duckdb_destroy_data_chunk(&f.first);
-    free(f.error);
+    store_result_feed_free(&f);
     free(w.error);
     ds_buf_free(&path);
     ds_buf_free(&sql);
