@@ -8,7 +8,9 @@
 # then reading through PostgreSQL's protocol against PostgreSQL itself, with
 # pgbench and psql on both sides (bench/pg.sh); then change data capture
 # (`capture: logical`): change-to-visible latency under a steady load,
-# memory over that run and the apply rate of a backlog (bench/cdc.sh).
+# memory over that run and the apply rate of a backlog (bench/cdc.sh);
+# then the cost of publishing as Parquet against the sync's own time
+# (bench/publish.sh).
 # Prints markdown tables of medians, spreads and ratios. Run through
 # `make bench`.
 #
@@ -21,7 +23,9 @@
 #                  (one full sync, then bench/read.sh's measurements);
 #                  pg: only the PostgreSQL protocol (one full sync, then
 #                  bench/pg.sh's measurements); cdc: only change data
-#                  capture (bench/cdc.sh, on a table of its own)
+#                  capture (bench/cdc.sh, on a table of its own);
+#                  publish: only publishing (one full sync, then
+#                  bench/publish.sh's measurements)
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
@@ -31,6 +35,7 @@
 #   BENCH_CDC_CHANGES    changes in each capture backlog (default 1000000)
 #   BENCH_CDC_POLL_MS    poll period of the capture latency reader (default 20)
 #   BENCH_CDC_MEMORY     memory_limit of the capture store (default 256MB)
+#   BENCH_PUBLISH_TABLES also time publishing with tables: true (default 1)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -68,9 +73,9 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | memory | read | pg | cdc) ;;
+  all | memory | read | pg | cdc | publish) ;;
   *)
-    echo "bench: BENCH_CASES must be all, memory, read, pg or cdc, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, memory, read, pg, cdc or publish, not $cases" >&2
     exit 2
     ;;
 esac
@@ -312,6 +317,9 @@ case "$cases" in all | pg) pg_cases ;; esac
 # shellcheck source=bench/cdc.sh
 . "$root/bench/cdc.sh"
 case "$cases" in all | cdc) cdc_cases ;; esac
+# shellcheck source=bench/publish.sh
+. "$root/bench/publish.sh"
+case "$cases" in all | publish) publish_cases ;; esac
 fi
 case "$cases" in all | memory) memory_cases ;; esac
 
@@ -378,8 +386,9 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "≥ 2 × faster than CSV, incremental 10k ≤ 0.5 s, 0 rows ≤ 0.1 s (periodic syncs run in" \
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
+  publish_store_size
 } | tee "$work/table.md"
-elif [ "$cases" = read ] || [ "$cases" = pg ]; then
+elif [ "$cases" = read ] || [ "$cases" = pg ] || [ "$cases" = publish ]; then
   {
     echo "duckstore $cases benchmark: $rows_dataset traces + $rows_results metric results = $rows rows at the start."
     echo "$machine"
@@ -395,6 +404,7 @@ fi
 case "$cases" in all | read) read_report | tee -a "$work/table.md" ;; esac
 case "$cases" in all | pg) pg_report | tee -a "$work/table.md" ;; esac
 case "$cases" in all | cdc) cdc_report | tee -a "$work/table.md" ;; esac
+case "$cases" in all | publish) publish_report | tee -a "$work/table.md" ;; esac
 
 # The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
 if [ "$cases" = all ] || [ "$cases" = memory ]; then
