@@ -75,6 +75,10 @@ publish_cases() {
     rm -rf "$work/store.duckdb" "$work/store.duckdb.wal" "$publish_dir"
     measure pub_full_sync "$duckstore" --config-dir "$work/w1" sync monitoring --full
     publish_fact store_bytes "$(du -cb "$work"/store.duckdb* | awk 'END { print $1 }')"
+    publish_fact store_rows "$(awk '/rows total/ { n += $(NF - 2) } END { print n + 0 }' "$work/cmd.out")"
+    publish_fact pg_traces_bytes "$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT pg_total_relation_size('llm_traces')")"
+    publish_fact pg_results_bytes \
+      "$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT pg_total_relation_size('llm_metric_results')")"
     publish_run pub_full "$work/p_data" "$publish_dir/data"
     if [ "$publish_tables" = 1 ]; then
       log "run $run/$repeat: publish: the same with tables: true"
@@ -109,17 +113,16 @@ publish_cases() {
     [ "$(head -n 1 "$work/cmd.out")" = "$n" ] ||
       publish_fail "monitoring_data holds $(head -n 1 "$work/cmd.out") rows, v$version $n"
   done
-  publish_fact pg_traces_bytes "$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT pg_total_relation_size('llm_traces')")"
-  publish_fact pg_results_bytes \
-    "$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT pg_total_relation_size('llm_metric_results')")"
 }
 
-# One line for the main table: the DuckDB file's size after a full sync.
+# One line for the main table: the DuckDB file's size after a full sync
+# (the publish case's, whose rows the read side may have added to).
 publish_store_size() {
   [ -n "$(publish_val store_bytes)" ] || return 0
-  awk -v b="$(publish_val store_bytes)" -v pg="$(($(publish_val pg_traces_bytes) + $(publish_val pg_results_bytes)))" \
-    'BEGIN { printf "DuckDB store file after a full sync: %.0f MB (PostgreSQL tables: %.0f MB, pg_total_relation_size).\n",
-      b / 1e6, pg / 1e6 }'
+  awk -v b="$(publish_val store_bytes)" -v n="$(publish_val store_rows)" \
+    -v pg="$(($(publish_val pg_traces_bytes) + $(publish_val pg_results_bytes)))" 'BEGIN {
+      printf "DuckDB store file after a full sync of %d rows (both tables): %.0f MB; PostgreSQL'"'"'s tables: %.0f MB (pg_total_relation_size).\n",
+        n, b / 1e6, pg / 1e6 }'
 }
 
 publish_report() {
@@ -160,9 +163,9 @@ publish_report() {
   tab_bytes="$(publish_val pub_full_tables_bytes)"
   store="$(publish_val store_bytes)"
   pg="$(($(publish_val pg_traces_bytes) + $(publish_val pg_results_bytes)))"
-  awk -v p="$pub_bytes" -v t="${tab_bytes:-0}" -v s="$store" -v pg="$pg" -v pt="$(publish_val pg_traces_bytes)" \
+  awk -v n="$(publish_val store_rows)" -v p="$pub_bytes" -v t="${tab_bytes:-0}" -v s="$store" -v pg="$pg" -v pt="$(publish_val pg_traces_bytes)" \
     -v pr="$(publish_val pg_results_bytes)" 'BEGIN {
-      printf "Sizes after the full sync: the published view %.0f MB of Parquet (%.2f × the DuckDB file, %.2f × PostgreSQL)", p / 1e6, p / s, p / pg
+      printf "Sizes after the full sync of %d rows: the published view %.0f MB of Parquet (%.2f × the DuckDB file, %.2f × PostgreSQL)", n, p / 1e6, p / s, p / pg
       if (t > 0) printf "; with `tables: true` %.0f MB", t / 1e6
       printf "; the DuckDB file %.0f MB; PostgreSQL %.0f MB (llm_traces %.0f MB, llm_metric_results %.0f MB, pg_total_relation_size).\n",
         s / 1e6, pg / 1e6, pt / 1e6, pr / 1e6
