@@ -447,6 +447,10 @@ static void capture_loaded(void *arg)
 {
     loaded_ctx *ctx = arg;
     refresh_status(ctx->j, ctx->r, false, 0);
+    pthread_mutex_lock(&ctx->j->lock);
+    ctx->r->publish_requested = true; /* the load is this stream's "sync" */
+    pthread_cond_broadcast(&ctx->j->changed);
+    pthread_mutex_unlock(&ctx->j->lock);
 }
 
 static void *sync_thread(void *arg)
@@ -552,6 +556,7 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
     }
     r->syncing = true;
     r->running_src = r->src;
+    r->publish_requested = is_logical(r->src); /* a stream resumed: the last version may be due */
     r->sync_id = ++j->last_sync_id;
     r->last_result = JOBS_RESULT_NONE;
     r->sync_full = full;
@@ -665,6 +670,106 @@ static bool scheduled(const source_runtime *r)
     return r->src != NULL && r->src->enabled && interval_s(r) > 0;
 }
 
+/* Startup syncs still running; a logical source's stream never ends, so
+ * only its wait for the first load would hold the scheduler up: it does
+ * not count. Lock held. */
+static bool startup_syncs_running(const jobs *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        const source_runtime *r = j->sources[i];
+        if (r->syncing && r->trigger == JOBS_TRIGGER_STARTUP && !is_logical(r->running_src))
+            return true;
+    }
+    return false;
+}
+
+/* A stream has no syncs between its loads: its versions are published
+ * every `every` minutes, with `every: sync` once a minute
+ * (DUCKSTORE_PUBLISH_STREAM_SECONDS), when changes were applied since the
+ * last one. */
+static double stream_publish_interval_s(const cfg_source *src)
+{
+    if (src->publish_every_minutes > 0)
+        return src->publish_every_minutes * 60.0;
+    const char *env = getenv("DUCKSTORE_PUBLISH_STREAM_SECONDS");
+    char *end = NULL;
+    double seconds = env != NULL ? strtod(env, &end) : 0;
+    return env != NULL && end != env && *end == '\0' && seconds > 0 ? seconds : 60.0;
+}
+
+typedef struct publish_thread_arg {
+    jobs *j;
+    source_runtime *r;
+    jobs_config *cfg; /* pinned */
+    const cfg_source *src;
+    bool after_load; /* a load or a resumed stream: publish when due, as after a sync */
+} publish_thread_arg;
+
+static void *publish_thread(void *arg)
+{
+    publish_thread_arg *a = arg;
+    jobs *j = a->j;
+    source_runtime *r = a->r;
+    bool ok = true;
+    if (a->after_load) {
+        publish_after_sync(j->st, a->src);
+    } else {
+        publish_result res;
+        ds_error err;
+        ds_error_clear(&err);
+        ok = publish_source(j->st, a->src, &res, &err); /* logs and records its outcome */
+    }
+    refresh_status(j, r, false, 0);
+    pthread_mutex_lock(&j->lock);
+    r->publishing = false;
+    r->next_publish_mono = ds_monotonic_s() + stream_publish_interval_s(a->src);
+    if (!ok)
+        r->changes_published = UINT64_MAX; /* retried at the next interval, changes or not */
+    config_unpin(a->cfg);
+    j->active--;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->lock);
+    free(a);
+    return NULL;
+}
+
+/* Starts a publish of a streaming logical source when one is due; returns
+ * when the next is due (monotonic, 0 = nothing to wait for). Lock held. */
+static double stream_publish_tick(jobs *j, source_runtime *r, double now)
+{
+    /* The config in force: a reload restarts the stream under it, and the
+     * publish thread pins it. */
+    const cfg_source *src = r->src;
+    if (src == NULL || src->publish_line == 0 || j->stopping)
+        return 0;
+    if (r->publishing || !atomic_load(&r->live.streaming))
+        return r->publishing ? 0 : now + 0.5; /* the stream starts after its load */
+    uint64_t changes = atomic_load(&r->live.changes);
+    bool after_load = r->publish_requested;
+    if (!after_load && (now < r->next_publish_mono || changes == r->changes_published))
+        return r->next_publish_mono > now ? r->next_publish_mono : now + stream_publish_interval_s(src);
+    publish_thread_arg *a = malloc(sizeof *a);
+    if (a == NULL)
+        return now + stream_publish_interval_s(src);
+    *a = (publish_thread_arg){.j = j, .r = r, .cfg = config_pin(j), .src = src, .after_load = after_load};
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, publish_thread, a);
+    if (rc != 0) {
+        config_unpin(a->cfg);
+        free(a);
+        ds_log_warn("%s: cannot start a publish thread: %s; tried again in %.0f s", r->name, strerror(rc),
+                    stream_publish_interval_s(src));
+        r->next_publish_mono = now + stream_publish_interval_s(src);
+        return r->next_publish_mono;
+    }
+    pthread_detach(t); /* shutdown waits on j->active */
+    j->active++;
+    r->publishing = true;
+    r->publish_requested = false;
+    r->changes_published = changes;
+    return 0;
+}
+
 /* The scheduler: sleeps until the next source is due (or the next kept
  * PostgreSQL connection has been idle too long), starts every due source
  * (each on its own thread, so they run concurrently; incremental whenever
@@ -675,7 +780,7 @@ static void *scheduler_main(void *arg)
     jobs *j = arg;
     pthread_mutex_lock(&j->lock);
     /* The scheduler starts after the startup syncs complete. */
-    while (!j->stopping && j->active > 0)
+    while (!j->stopping && startup_syncs_running(j))
         pthread_cond_wait(&j->changed, &j->lock);
     double now = ds_monotonic_s();
     for (size_t i = 0; i < j->n; i++) {
@@ -694,6 +799,14 @@ static void *scheduler_main(void *arg)
         now = ds_monotonic_s();
         for (size_t i = 0; i < j->n; i++) {
             source_runtime *r = j->sources[i];
+            if (is_logical(r->src) && r->syncing) {
+                /* A stream runs until it fails: nothing to start, only
+                 * its versions to publish. */
+                double publish_at = stream_publish_tick(j, r, now);
+                if (publish_at > 0 && (next == 0 || publish_at < next))
+                    next = publish_at;
+                continue;
+            }
             if (!scheduled(r) || r->next_due_mono == 0)
                 continue;
             if (r->next_due_mono <= now) {

@@ -74,6 +74,12 @@ typedef struct source_runtime {
     double last_success_unix, last_duration_s;
     table_stats tables[2 * CFG_MAX_QUERIES]; /* room for the tables before and after a reload */
     capture_live live;                       /* capture: logical: the running stream's position and lag */
+    /* capture: logical with publish: the stream's versions (the scheduler
+     * starts them; docs/publish.md). */
+    bool publishing;            /* a publish thread runs */
+    bool publish_requested;     /* publish at the next tick: an initial load committed */
+    double next_publish_mono;   /* when the next version of the stream is due */
+    uint64_t changes_published; /* live.changes when the last version started */
 } source_runtime;
 
 /* A loaded config and the number of its users: the jobs while it is in
