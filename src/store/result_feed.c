@@ -2,6 +2,7 @@
  * the chunks of a store's result, and that private database's settings. */
 #include "store/result_feed.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,6 +83,13 @@ static bool set_list(duckdb_connection con, const char *name, const char *value,
     return ok;
 }
 
+static bool set_open_files(duckdb_connection con, int files, ds_error *err)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET partitioned_write_max_open_files = %d", files);
+    return store_exec(con, sql, err) && store_exec(con, "SET partitioned_write_flush_threshold = 16384", err);
+}
+
 bool store_writer_open(const store_writer_settings *s, store_result_feed *feed, duckdb_database *db,
                        duckdb_connection *con, ds_error *err)
 {
@@ -112,6 +120,8 @@ bool store_writer_open(const store_writer_settings *s, store_result_feed *feed, 
          (s->allowed_directory == NULL || set_list(*con, "allowed_directories", s->allowed_directory, err)) &&
          store_exec(*con, "SET enable_external_access = false", err) &&
          (!s->utc || store_exec(*con, "SET TimeZone = 'UTC'", err)) &&
+         (!s->any_order || store_exec(*con, "SET preserve_insertion_order = false", err)) &&
+         (s->max_open_files <= 0 || set_open_files(*con, s->max_open_files, err)) &&
          store_exec(*con, "SET lock_configuration = true", err);
     if (ok && feed != NULL) {
         duckdb_table_function tf = duckdb_create_table_function();

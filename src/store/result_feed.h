@@ -34,6 +34,12 @@ typedef struct store_writer_settings {
     const char *allowed_path;      /* the one file it may open, or NULL */
     const char *allowed_directory; /* the one directory it may use, or NULL */
     bool utc;                      /* TimeZone = 'UTC' (dates cut in UTC) */
+    /* Bounded Parquet writes: rows may be written in any order (what
+     * ROW_GROUP_SIZE_BYTES needs), and a PARTITION_BY write keeps at most
+     * this many files open (0: DuckDB's default of 100), each flushed
+     * after 16,384 buffered rows. */
+    bool any_order;
+    int max_open_files;
 } store_writer_settings;
 
 /* Opens the private database; feed NULL: without duckstore_result() (a
