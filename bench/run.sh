@@ -25,7 +25,8 @@
 #                  bench/pg.sh's measurements); cdc: only change data
 #                  capture (bench/cdc.sh, on a table of its own);
 #                  publish: only publishing (one full sync, then
-#                  bench/publish.sh's measurements)
+#                  bench/publish.sh's measurements); sync: the main table
+#                  (limits, CSV, full and incremental syncs) and publishing
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
@@ -73,12 +74,15 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | memory | read | pg | cdc | publish) ;;
+  all | sync | memory | read | pg | cdc | publish) ;;
   *)
-    echo "bench: BENCH_CASES must be all, memory, read, pg, cdc or publish, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, sync, memory, read, pg, cdc or publish, not $cases" >&2
     exit 2
     ;;
 esac
+# The main table: the limits, the CSV pipeline, full and incremental syncs.
+main_table=false
+case "$cases" in all | sync) main_table=true ;; esac
 
 port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
 export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
@@ -251,7 +255,7 @@ rows_dataset="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_trac
 rows_results="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results")"
 rows=$((rows_dataset + rows_results))
 fi
-if [ "$cases" = all ]; then
+if $main_table; then
 pg_copy_both "FORMAT binary" "$work/size.dataset" "$work/size.results"
 copy_bytes=$(($(stat -c %s "$work/size.dataset") + $(stat -c %s "$work/size.results")))
 rm -f "$work/size.dataset" "$work/size.results"
@@ -319,7 +323,7 @@ case "$cases" in all | pg) pg_cases ;; esac
 case "$cases" in all | cdc) cdc_cases ;; esac
 # shellcheck source=bench/publish.sh
 . "$root/bench/publish.sh"
-case "$cases" in all | publish) publish_cases ;; esac
+case "$cases" in all | publish | sync) publish_cases ;; esac
 fi
 case "$cases" in all | memory) memory_cases ;; esac
 
@@ -339,7 +343,7 @@ cpu="$(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
 mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
 machine="Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version."
 fi
-if [ "$cases" = all ]; then
+if $main_table; then
 read -r pg_m pg_lo pg_hi _ <<<"$(stat_of limit_pg)"
 read -r dk_m dk_lo dk_hi _ <<<"$(stat_of limit_duckdb)"
 limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
@@ -404,7 +408,7 @@ fi
 case "$cases" in all | read) read_report | tee -a "$work/table.md" ;; esac
 case "$cases" in all | pg) pg_report | tee -a "$work/table.md" ;; esac
 case "$cases" in all | cdc) cdc_report | tee -a "$work/table.md" ;; esac
-case "$cases" in all | publish) publish_report | tee -a "$work/table.md" ;; esac
+case "$cases" in all | publish | sync) publish_report | tee -a "$work/table.md" ;; esac
 
 # The memory cases: peak RSS against the bound of tests/sync/test_memory.c.
 if [ "$cases" = all ] || [ "$cases" = memory ]; then
