@@ -996,6 +996,33 @@ static void record_status(store *st, const cfg_source *src, const publish_result
 
 /* The sync's status fields a manifest repeats: the sync's time and the
  * watermarks of each table. */
+/* A logical source's version holds the transactions up to the stored
+ * LSN, read in the publish's snapshot: a reader can tell exactly which
+ * PostgreSQL commits it contains. */
+static void add_capture_position(duckdb_connection duck, const cfg_source *src, json_t *manifest)
+{
+    ds_buf sql = DS_BUF_INIT;
+    ds_buf_append(&sql,
+                  "SELECT lsn, strftime(last_commit_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%f+00:00') "
+                  "FROM _duckstore.capture WHERE source = ");
+    ds_buf_append_literal(&sql, src->name);
+    duckdb_result res;
+    json_t *capture = json_object();
+    if (ds_buf_str(&sql) != NULL) {
+        if (duckdb_query(duck, ds_buf_str(&sql), &res) == DuckDBSuccess && duckdb_row_count(&res) > 0) {
+            char *lsn = duckdb_value_varchar(&res, 0, 0);
+            char *at = duckdb_value_varchar(&res, 1, 0);
+            json_object_set_new(capture, "lsn", lsn ? ds_json_text(lsn) : json_null());
+            json_object_set_new(capture, "last_commit_at", at ? ds_json_text(at) : json_null());
+            duckdb_free(lsn);
+            duckdb_free(at);
+        }
+        duckdb_destroy_result(&res);
+    }
+    ds_buf_free(&sql);
+    json_object_set_new(manifest, "capture", capture);
+}
+
 static void add_sync_facts(duckdb_connection duck, const cfg_source *src, json_t *manifest)
 {
     char *text = NULL;
@@ -1017,6 +1044,8 @@ static void add_sync_facts(duckdb_connection duck, const cfg_source *src, json_t
         store_table_meta_free(&meta);
     }
     json_object_set_new(manifest, "watermarks", watermarks);
+    if (src->capture == CFG_CAPTURE_LOGICAL)
+        add_capture_position(duck, src, manifest);
 }
 
 /* The columns' types with their modifiers, as PostgreSQL prints them:

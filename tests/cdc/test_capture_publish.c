@@ -151,6 +151,21 @@ static void stream_versions_follow_changes_and_the_scheduler_runs(void **state)
     free(got);
     free(want);
 
+    /* The manifest says up to which commit the version holds: a position
+     * PostgreSQL has reached, at or past the stream's start. */
+    char path[800];
+    snprintf(path, sizeof path, "%s/_duckstore_manifest.json", pub);
+    json_error_t jerr;
+    json_t *m = json_load_file(path, 0, &jerr);
+    assert_non_null(m);
+    const char *lsn = json_string_value(json_object_get(json_object_get(m, "capture"), "lsn"));
+    assert_non_null(lsn);
+    char *reached = tl_pg_scalar(e.pg, "SELECT '%s'::pg_lsn <= pg_current_wal_insert_lsn()", lsn);
+    assert_string_equal(reached, "t");
+    free(reached);
+    assert_non_null(json_string_value(json_object_get(json_object_get(m, "capture"), "last_commit_at")));
+    json_decref(m);
+
     /* The status shows the stream's last version. */
     json_t *doc = tl_server_dataset(&srv, "orders_data");
     json_t *publish = json_object_get(doc, "publish");
