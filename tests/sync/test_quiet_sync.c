@@ -240,6 +240,38 @@ static void test_old_record_is_saved(void **state)
     tl_env_close(&e);
 }
 
+/* Rows without a value in the incremental column are read by every sync
+ * and merged against the stored ones: never stored twice, and a sync that
+ * meets only them again is quiet. */
+static void test_rows_without_watermark_value(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "quiet_nulls", "");
+    tl_pg_exec(e.pg, "CREATE TABLE events (id int PRIMARY KEY, v text, created_at timestamptz)");
+    tl_pg_exec(e.pg, "INSERT INTO events SELECT g, 'v' || g, CASE WHEN g %% 4 = 0 THEN NULL ELSE "
+                     "timestamptz '2026-01-01' + g * interval '1 minute' END FROM generate_series(1, 40) g");
+    tl_env_source(&e, "ev",
+                  "  query: SELECT id, v, created_at FROM events\n  incremental_column: created_at\n");
+    sync_report report;
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_int_equal(report.rows, 40);
+    tl_pg_exec(e.pg, "INSERT INTO events SELECT g, 'v' || g, CASE WHEN g %% 4 = 0 THEN NULL ELSE "
+                     "timestamptz '2026-01-01' + g * interval '1 minute' END FROM generate_series(41, 60) g");
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.incremental);
+    assert_int_equal(report.rows_added, 20);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data WHERE created_at IS NULL"), 15);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(DISTINCT id) FROM ev_data"), 60);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_int_equal(report.rows_added, 0);
+    /* Every stored NULL row was read again and none added. */
+    assert_int_equal(report.tables[0].rows_loaded, 16);
+    assert_int_equal(report.tables[0].rows_inserted, 0);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data"), 60);
+    tl_env_close(&e);
+}
+
 /* `duckstore -v sync` names each step with its time; the quiet sync's
  * record is saved when the command ends. */
 static void test_verbose_steps(void **state)
@@ -311,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_quiet_sync_writes_nothing),
         cmocka_unit_test(test_rows_after_quiet_syncs),
         cmocka_unit_test(test_old_record_is_saved),
+        cmocka_unit_test(test_rows_without_watermark_value),
         cmocka_unit_test(test_verbose_steps),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
