@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "sync/status.h"
+#include "tl_http.h"
 
 static char *g_conninfo;
 
@@ -272,6 +273,85 @@ static void test_rows_without_watermark_value(void **state)
     tl_env_close(&e);
 }
 
+/* One sync through the server; waits (bounded) until /metrics counts
+ * `done` successful syncs of monitoring. */
+static void serve_sync(const tl_server *srv, double done)
+{
+    tl_http_response resp;
+    tl_http_request(srv->port, "POST", "/api/store/sync/monitoring", NULL, NULL, 0, &resp);
+    if (resp.status != 202)
+        fail_msg("POST /api/store/sync/monitoring: %d %s", resp.status, resp.body ? resp.body : "");
+    tl_http_response_free(&resp);
+    double deadline = tl_now_ms() + 60000;
+    for (;;) {
+        char *metrics = tl_server_metrics(srv);
+        double ok = tl_metric(metrics, "duckstore_syncs_total{source=\"monitoring\",result=\"success\"}");
+        double failed = tl_metric(metrics, "duckstore_syncs_total{source=\"monitoring\",result=\"error\"}");
+        free(metrics);
+        if (failed > 0)
+            fail_msg("a sync failed; log: %s", srv->log_path);
+        if (ok >= done)
+            return;
+        if (tl_now_ms() > deadline)
+            fail_msg("the server counted %g syncs, not %g", ok, done);
+        tl_sleep_ms(20);
+    }
+}
+
+/* Under `duckstore serve`: quiet syncs write nothing, the API and /metrics
+ * show each of them, and SIGTERM saves the last one's record. */
+static void test_serve_quiet_then_stop(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "quiet_serve", "  sync_mode: manual\n");
+    tl_llm_create(e.pg);
+    tl_llm_add(e.pg, 1, 40, 3);
+    tl_env_source(&e, "monitoring", TL_LLM_SOURCE_YAML);
+    duckdb_disconnect(&e.con);
+    store_close(e.st);
+    e.st = NULL;
+    char log[700], wal[700];
+    snprintf(log, sizeof log, "%s/serve.log", e.dir);
+    snprintf(wal, sizeof wal, "%s.wal", e.store_path);
+    tl_server srv;
+    tl_server_start(&srv, e.dir, log, NULL);
+    for (int i = 1; i <= 3; i++)
+        serve_sync(&srv, i);
+    json_t *ds = tl_server_dataset(&srv, "monitoring_data");
+    time_t last = iso_time(ds, "last_attempt");
+    json_decref(ds);
+    file_facts db0 = facts_of(e.store_path), wal0 = facts_of(wal);
+    wait_past(last);
+    serve_sync(&srv, 4);
+    ds = tl_server_dataset(&srv, "monitoring_data");
+    assert_string_equal(tl_json_str(ds, "state"), "ready");
+    assert_true(iso_time(ds, "last_attempt") > last);
+    assert_int_equal(json_integer_value(json_object_get(ds, "incremental_rows")), 0);
+    assert_int_equal(json_integer_value(json_object_get(ds, "rows")), 120);
+    last = iso_time(ds, "last_attempt");
+    json_decref(ds);
+    file_facts db1 = facts_of(e.store_path), wal1 = facts_of(wal);
+    assert_same_facts(&db0, &db1, "the DuckDB file");
+    assert_same_facts(&wal0, &wal1, "the WAL file");
+    char *metrics = tl_server_metrics(&srv);
+    assert_int_equal((int)tl_metric(metrics, "duckstore_source_state{source=\"monitoring\",state=\"ready\"}"),
+                     1);
+    free(metrics);
+    assert_int_equal(tl_server_stop(&srv, 30, NULL), 0);
+    tl_assert_clean_log(log);
+
+    ds_error err;
+    if (!store_open(e.store_path, &e.st, &err))
+        fail_msg("%s", err.msg);
+    e.con = tl_store_connect(e.st);
+    json_t *saved = saved_status(&e, "monitoring");
+    assert_int_equal(iso_time(saved, "last_attempt"), last);
+    assert_string_equal(tl_json_str(saved, "state"), "ready");
+    json_decref(saved);
+    tl_env_close(&e);
+}
+
 /* `duckstore -v sync` names each step with its time; the quiet sync's
  * record is saved when the command ends. */
 static void test_verbose_steps(void **state)
@@ -340,11 +420,9 @@ static void test_verbose_steps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quiet_sync_writes_nothing),
-        cmocka_unit_test(test_rows_after_quiet_syncs),
-        cmocka_unit_test(test_old_record_is_saved),
-        cmocka_unit_test(test_rows_without_watermark_value),
-        cmocka_unit_test(test_verbose_steps),
+        cmocka_unit_test(test_quiet_sync_writes_nothing), cmocka_unit_test(test_rows_after_quiet_syncs),
+        cmocka_unit_test(test_old_record_is_saved),       cmocka_unit_test(test_rows_without_watermark_value),
+        cmocka_unit_test(test_serve_quiet_then_stop),     cmocka_unit_test(test_verbose_steps),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
