@@ -299,7 +299,8 @@ bool status_save_due(const json_t *saved)
 {
     time_t at;
     const char *text = json_string_value(json_object_get(saved, "last_attempt"));
-    return !sync_parse_iso(text, &at) || time(NULL) - at >= STATUS_QUIET_SAVE_S;
+    return sync_status_state(saved) != SYNC_STATE_READY || !sync_parse_iso(text, &at) ||
+           time(NULL) - at >= STATUS_QUIET_SAVE_S;
 }
 
 /* The next quiet source of st's file, copied out (lock released), or NULL. */

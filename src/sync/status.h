@@ -30,7 +30,8 @@ json_t *status_load_current(store *st, duckdb_connection duck, const char *sourc
 #define STATUS_QUIET_SAVE_S 600
 void status_keep_quiet(store *st, const char *source, const json_t *doc);
 /* Whether a quiet sync writes its record anyway (saved: the persisted
- * document): its last saved attempt is STATUS_QUIET_SAVE_S old. */
+ * document): it does not say ready (a failure kept the watermarks), or its
+ * last saved attempt is STATUS_QUIET_SAVE_S old. */
 bool status_save_due(const json_t *saved);
 void status_save_quiet(store *st);
 

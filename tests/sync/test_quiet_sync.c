@@ -211,8 +211,9 @@ static void test_rows_after_quiet_syncs(void **state)
     tl_env_close(&e);
 }
 
-/* A saved record STATUS_QUIET_SAVE_S old is rewritten by a quiet sync: a
- * crash then loses at most that much of the status's times. */
+/* A saved record STATUS_QUIET_SAVE_S old, or one that does not say ready,
+ * is rewritten by a quiet sync: a crash then loses at most that much of
+ * the status's times, and never shows an error a sync has cleared. */
 static void test_old_record_is_saved(void **state)
 {
     (void)state;
@@ -236,6 +237,21 @@ static void test_old_record_is_saved(void **state)
     assert_int_equal(report.rows_added, 0);
     saved = saved_status(&e, "monitoring");
     assert_true(iso_time(saved, "last_attempt") >= start);
+
+    /* A saved failure that kept the watermarks (a configuration error) is
+     * replaced by the quiet sync after it, at once. */
+    json_object_set_new(saved, "state", json_string("error"));
+    json_object_set_new(saved, "error", json_string("monitoring_db.yaml:3: a configuration error"));
+    text = json_dumps(saved, JSON_COMPACT);
+    lit = tl_keep(store_quote_literal(text));
+    tl_duck_exec(e.con, "UPDATE _duckstore.sync_status SET status = %s WHERE source = 'monitoring'", lit);
+    free(text);
+    json_decref(saved);
+    tl_sync_ok(e.st, &e.cfg, "monitoring", false, &report);
+    assert_int_equal(report.rows_added, 0);
+    saved = saved_status(&e, "monitoring");
+    assert_string_equal(tl_json_str(saved, "state"), "ready");
+    assert_null(json_string_value(json_object_get(saved, "error")));
     json_decref(saved);
     tl_free_kept();
     tl_env_close(&e);
