@@ -177,8 +177,8 @@ write_config "$work/w4" 4
 server_port=$((20000 + RANDOM % 20000))
 server_url="http://127.0.0.1:$server_port"
 server_pid=""
-server_start() { # [CONFIG-DIR]
-  "$duckstore" --config-dir "${1:-$work/w1}" serve --listen "127.0.0.1:$server_port" >"$work/server.log" 2>&1 &
+server_start() { # [CONFIG-DIR]; server_verbose=1: -v, each sync's step times in its log
+  "$duckstore" ${server_verbose:+-v} --config-dir "${1:-$work/w1}" serve --listen "127.0.0.1:$server_port" >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 200); do
     curl -sf "$server_url/health" >/dev/null 2>&1 && return 0
@@ -238,6 +238,8 @@ server_sync() { # NAME: one timed sync through the server, recorded like measure
   [ -n "$1" ] || return 0
   printf '%s\t%s\t%s\n' "$1" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')" \
     "$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status")" >>"$results"
+  # The sync's step times (logged before /metrics counts it), when at -v.
+  grep -h 'sync steps (ms): ' "$work/server.log" | tail -n 1 | sed "s/^.*sync steps (ms): /$1\t/" >>"$work/steps.tsv" || true
 }
 trap 'server_stop; rm -rf "$work"' EXIT
 
@@ -280,7 +282,7 @@ for run in $(seq 1 "$repeat"); do
   measure inc_10k "$duckstore" --config-dir "$work/w1" sync monitoring
 
   log "run $run/$repeat: duckstore serve, incremental syncs (0 and 10000 new rows)"
-  server_start
+  server_verbose=1 server_start
   server_sync "" # the first sync in a new process opens the connections it keeps
   server_sync srv_inc_0
   psql "$DUCKSTORE_TEST_PG" -q -c "SELECT add_sample_traces(2000)" >/dev/null
@@ -328,6 +330,46 @@ fi
 case "$cases" in all | memory) memory_cases ;; esac
 
 # ---- report ------------------------------------------------------------
+# steps_report NAME...: the median of each step of those serve syncs (the
+# -v line "sync steps (ms): lock 0.4; TABLE: connect 0.2, ...; total 14.9").
+steps_report() {
+  [ -s "$work/steps.tsv" ] || return 0
+  echo
+  echo "Where a serve incremental sync's time goes: median ms of each step (\`duckstore -v\`," \
+    "docs/incremental.md); the tables' steps run at once, on a thread each."
+  echo
+  awk -F'\t' -v names="$*" '
+    function median(k, n, i, j, x, a) {
+      n = split(vals[k], a, " ")
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { x = a[i]; a[i] = a[j]; a[j] = x }
+      return n == 0 ? "-" : sprintf("%.1f", (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2)
+    }
+    {
+      nseg = split($2, seg, "; ")
+      for (s = 1; s <= nseg; s++) {
+        table = ""
+        items = seg[s]
+        if (match(items, /^[^ ,]+: /)) { table = substr(items, 1, RLENGTH - 2) " "; items = substr(items, RLENGTH + 1) }
+        nit = split(items, it, ", ")
+        for (i = 1; i <= nit; i++) {
+          v = it[i]; sub(/.* /, "", v); k = it[i]; sub(/ [^ ]*$/, "", k); k = table k
+          if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+          vals[k SUBSEP $1] = vals[k SUBSEP $1] " " v
+        }
+      }
+    }
+    END {
+      nn = split(names, nm, " ")
+      printf "| step |"; for (c = 1; c <= nn; c++) printf " %s |", nm[c]; printf "\n"
+      printf "| --- |"; for (c = 1; c <= nn; c++) printf " ---: |"; printf "\n"
+      for (r = 1; r <= nk; r++) if (order[r] == "total") { order[r] = order[nk]; order[nk] = "total" }
+      for (r = 1; r <= nk; r++) {
+        printf "| %s |", order[r]
+        for (c = 1; c <= nn; c++) printf " %s |", median(order[r] SUBSEP nm[c])
+        printf "\n"
+      }
+    }' "$work/steps.tsv"
+}
 stat_of() { # NAME -> "median min max rss_max"
   awk -F'\t' -v n="$1" '$1 == n { t[++c] = $2; if ($3 > r) r = $3 }
     END {
@@ -391,6 +433,7 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
   publish_store_size
+  steps_report srv_inc_0 srv_inc_10k
 } | tee "$work/table.md"
 elif [ "$cases" = read ] || [ "$cases" = pg ] || [ "$cases" = publish ]; then
   {

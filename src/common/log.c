@@ -23,6 +23,11 @@ void ds_log_set_level(ds_log_level level)
     min_level = level;
 }
 
+bool ds_log_enabled(ds_log_level level)
+{
+    return level >= min_level;
+}
+
 void ds_log_set_format(ds_log_format f)
 {
     atomic_store(&format, (int)f);

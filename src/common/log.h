@@ -12,6 +12,8 @@ typedef enum ds_log_level { DS_LOG_DEBUG, DS_LOG_INFO, DS_LOG_WARN, DS_LOG_ERROR
 typedef enum ds_log_format { DS_LOG_FORMAT_TEXT, DS_LOG_FORMAT_JSON } ds_log_format;
 
 void ds_log_set_level(ds_log_level level);
+/* Whether a line of this level is written: skip building one that is not. */
+bool ds_log_enabled(ds_log_level level);
 
 /* --log-format: set once at start, before any thread logs; it wins over
  * the config's log_format, which ds_log_config_format applies otherwise. */

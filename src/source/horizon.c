@@ -246,10 +246,13 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot 
     char *sql = read_start_sql(query, has_pg_snapshot(conn));
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = pgsrc_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
-    PGresult *res = ok ? pgsrc_query_rows(conn, sql, err) : NULL;
+    /* BEGIN and the first statement in one message: one round trip. */
+    ds_buf both = DS_BUF_INIT;
+    ds_buf_appendf(&both, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; %s", sql);
     free(sql);
-    ok = res != NULL;
+    PGresult *res = pgsrc_query_rows(conn, ds_buf_str(&both), err);
+    ds_buf_free(&both);
+    bool ok = res != NULL;
     if (ok && (PQntuples(res) != 1 || !pgsrc_parse_snapshot(PQgetvalue(res, 0, 0), out)))
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");

@@ -40,6 +40,7 @@ struct store {
     duckdb_connection *pool;
     size_t pool_size, pool_available;
     stream_registry *streams; /* the insert streams running on db */
+    _Atomic(void (*)(store *)) close_hook;
 };
 
 static const char *const metadata_ddl[] = {
@@ -365,10 +366,18 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     return true;
 }
 
+void store_set_close_hook(store *st, void (*hook)(store *st))
+{
+    atomic_store(&st->close_hook, hook);
+}
+
 void store_close(store *st)
 {
     if (st == NULL)
         return;
+    void (*hook)(store *) = atomic_load(&st->close_hook);
+    if (hook != NULL && st->db != NULL && !st->read_only)
+        hook(st);
     for (size_t i = 0; i < st->pool_available; i++)
         duckdb_disconnect(&st->pool[i]);
     free(st->pool);

@@ -37,6 +37,9 @@ typedef struct store_settings {
 
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
 void store_close(store *st);
+/* Called by store_close first, while the file is open: the sync engine
+ * saves there what it kept in memory (a quiet sync's status). */
+void store_set_close_hook(store *st, void (*hook)(store *st));
 
 /* The DuckDB file's path as given to store_open. */
 const char *store_path(const store *st);

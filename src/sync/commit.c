@@ -11,6 +11,14 @@
 #include "sync/incremental.h"
 #include "sync/status.h"
 
+/* *ms = the time since *since, in ms; *since = now. */
+static void step_done(double *ms, double *since)
+{
+    double now = ds_monotonic_s();
+    *ms = (now - *since) * 1e3;
+    *since = now;
+}
+
 static bool apply_rows(duckdb_connection duck, table_job *job, ds_error *err)
 {
     if (!job->incremental) {
@@ -24,15 +32,54 @@ static bool apply_rows(duckdb_connection duck, table_job *job, ds_error *err)
     return job->rows_loaded == 0 || inc_apply(duck, &batch, &job->rows_inserted, &job->rows_updated, err);
 }
 
-static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, ds_error *err)
+/* The same transactions, by xid and read start, in any order. */
+static bool same_pending(const inc_read_state *a, const inc_read_state *b)
+{
+    if (a->npending != b->npending)
+        return false;
+    for (size_t i = 0; i < a->npending; i++) {
+        bool found = false;
+        for (size_t j = 0; j < b->npending && !found; j++)
+            found = a->pending[i].xid == b->pending[j].xid &&
+                    (a->pending[i].from == NULL
+                         ? b->pending[j].from == NULL
+                         : b->pending[j].from != NULL && strcmp(a->pending[i].from, b->pending[j].from) == 0);
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* Whether an incremental table's metadata would be written as stored: the
+ * watermark and the transactions its next read waits for are unchanged
+ * (the read state's xmax, kept for diagnosis, is left at the last write's). */
+static bool meta_unchanged(const table_job *job, const char *watermark, bool inclusive)
+{
+    if (!job->incremental || watermark == NULL || job->old_watermark == NULL ||
+        strcmp(watermark, job->old_watermark) != 0 || inclusive != job->old_inclusive)
+        return false;
+    if (!job->tracks_xacts)
+        return !job->prev_state.known;
+    return job->prev_state.known && same_pending(&job->prev_state, &job->next_state);
+}
+
+/* *wrote: the table's row in _duckstore.tables was written (not when it
+ * would say what it says). */
+static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, bool *wrote,
+                            ds_error *err)
 {
     char *watermark = NULL;
     bool inclusive = false;
+    *wrote = false;
     if (job->has_inc_col &&
         !inc_next_watermark(duck, job->plan->table, src->incremental_column, job_inc_type(job),
                             job->incremental ? job->old_watermark : NULL, job->horizon.value, &watermark,
                             &inclusive, err))
         return false;
+    if (meta_unchanged(job, watermark, inclusive)) {
+        free(watermark);
+        return true;
+    }
     char *read_state = NULL;
     if (job->has_inc_col && job->tracks_xacts && (read_state = inc_state_format(&job->next_state)) == NULL) {
         free(watermark);
@@ -44,6 +91,7 @@ static bool store_watermark(duckdb_connection duck, const cfg_source *src, table
                              .watermark_inclusive = inclusive,
                              .read_state = read_state};
     bool ok = store_put_table_meta(duck, job->plan->table, &meta, err);
+    *wrote = true;
     free(watermark);
     free(read_state);
     return ok;
@@ -64,18 +112,22 @@ static void report_table(const table_job *job, sync_table_report *tr)
     ds_utf8_trim_end(tr->horizon_holder); /* the application name may be cut inside a character */
 }
 
-/* One table's staging data and metadata, inside the commit transaction. */
+/* One table's staging data and metadata, inside the commit transaction.
+ * *wrote: the file changes (rows or metadata). */
 static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job *job, sync_table_report *tr,
-                        ds_error *err)
+                        bool *wrote, ds_error *err)
 {
-    bool ok = apply_rows(duck, job, err) && store_watermark(duck, src, job, err);
+    bool meta_written = false;
+    bool ok = apply_rows(duck, job, err) && store_watermark(duck, src, job, &meta_written, err);
+    *wrote = meta_written || !job->incremental || job->rows_inserted > 0 || job->rows_updated > 0;
     report_table(job, tr);
     return ok && store_count_rows(duck, job->plan->table, &tr->rows_total, err);
 }
 
 /* The view of a split source; a table of its name (the source had one
  * query before) makes way for it. *changed: the view reads otherwise than
- * before (its join was reconfigured), so its rows must be counted again. */
+ * before (its join was reconfigured), so its rows must be counted again
+ * (unchanged, a quiet sync's rollback undoes the statement). */
 static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, bool *changed,
                         ds_error *err)
 {
@@ -125,18 +177,44 @@ static bool drop_split_tables(duckdb_connection duck, const cfg_source *src, ds_
     return ok;
 }
 
+/* After the merge of an incremental dataset batch that added rows: every
+ * dataset_id was stored once before, so it still is when no stored row of
+ * an id the batch holds shares it with another. An upsert is not checked
+ * (its overlap with stored rows is what it replaces). */
+static void check_merged_ids(duckdb_connection duck, table_job *d)
+{
+    d->batch_ids_unique = -1;
+    if (d->plan->key->n > 0)
+        return;
+    ds_buf ref = DS_BUF_INIT;
+    ds_buf_append(&ref, "(SELECT dataset_id FROM ");
+    ds_buf_append_ident(&ref, d->plan->table);
+    ds_buf_appendf(&ref, " WHERE dataset_id IN (SELECT dataset_id FROM %s))", d->staging_ref);
+    bool unique = false;
+    ds_error ignored;
+    if (ds_buf_str(&ref) != NULL &&
+        store_ids_unique(duck, ds_buf_str(&ref), NULL, d->rows_loaded, &unique, &ignored))
+        d->batch_ids_unique = unique;
+    ds_buf_free(&ref);
+}
+
 /* Each dataset_id stored at most once (split sources): a full load decides
- * alone; an incremental one keeps it when it held before and the loaded ids
- * are new and distinct. */
-static bool ids_unique_after(const table_job *jobs, size_t njobs, const json_t *previous)
+ * alone; an incremental one keeps it when it held before and the rows it
+ * added keep it (checked after the merge). */
+static bool ids_unique_after(duckdb_connection duck, table_job *jobs, size_t njobs, const json_t *previous)
 {
     if (njobs < 2)
         return false;
     bool before = json_is_true(json_object_get(previous, "dataset_id_unique"));
-    const table_job *d = &jobs[0];
-    return !d->incremental       ? d->batch_ids_unique == 1
-           : d->rows_loaded == 0 ? before
-                                 : before && d->batch_ids_unique == 1;
+    table_job *d = &jobs[0];
+    if (!d->incremental)
+        return d->batch_ids_unique == 1;
+    if (d->rows_inserted == 0 && d->rows_updated == 0)
+        return before;
+    if (!before)
+        return false;
+    check_merged_ids(duck, d);
+    return d->batch_ids_unique == 1;
 }
 
 /* Rows of <name>_data before this sync: from the status when it has them
@@ -177,26 +255,33 @@ static void summarize(sync_report *report, const table_job *jobs, size_t njobs, 
     report->duration_s = ds_monotonic_s() - started;
 }
 
-/* Everything of the commit between BEGIN and COMMIT. */
-static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job *jobs, size_t njobs,
-                        sync_report *report, double started, ds_error *err)
+/* Everything of the commit between BEGIN and COMMIT. *doc: the status
+ * recorded; steps->quiet: nothing was written (the caller rolls back). */
+static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src, table_job *jobs,
+                        size_t njobs, sync_report *report, double started, commit_steps *steps, json_t **doc,
+                        ds_error *err)
 {
-    json_t *previous = status_load(duck, src->name);
-    bool ids_unique = ids_unique_after(jobs, njobs, previous);
+    json_t *saved = status_load(duck, src->name);
+    json_t *previous = status_load_current(st, duck, src->name);
     int64_t before = 0;
     bool ok = rows_before(duck, src, previous, &before, err);
-    json_decref(previous);
-    bool changed = false;
+    bool changed = false, wrote = false;
     double step = ds_monotonic_s();
     for (size_t i = 0; ok && i < njobs; i++) {
-        ok = apply_table(duck, src, &jobs[i], &report->tables[i], err);
-        ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, (ds_monotonic_s() - step) * 1e3);
+        bool table_wrote = false;
+        ok = apply_table(duck, src, &jobs[i], &report->tables[i], &table_wrote, err);
+        wrote |= table_wrote;
         changed |= !jobs[i].incremental || jobs[i].rows_inserted > 0 || jobs[i].rows_updated > 0;
+        step_done(&steps->apply_ms[i], &step);
+        ds_log_debug("%s: applied in %.1f ms", jobs[i].plan->table, steps->apply_ms[i]);
     }
+    bool ids_unique = ok && ids_unique_after(duck, jobs, njobs, previous);
+    step_done(&steps->ids_ms, &step);
     if (ok && njobs == 2) {
         bool view_changed = false;
         ok = create_view(duck, src, jobs, &view_changed, err);
         changed |= view_changed;
+        wrote |= view_changed;
     } else if (ok && !jobs[0].incremental) {
         ok = drop_split_tables(duck, src, err);
     }
@@ -209,32 +294,52 @@ static bool commit_body(duckdb_connection duck, const cfg_source *src, table_job
         ok = store_count_rows(duck, src->data_name, &report->rows, err);
     report->rows_added = report->rows - before;
     summarize(report, jobs, njobs, started);
-    if (!ok)
-        return false;
+    step_done(&steps->view_ms, &step);
     const sync_options *opt = jobs[0].opt;
-    if (opt->commit_hook != NULL && !opt->commit_hook(duck, opt->commit_ctx, err))
+    if (ok && opt->commit_hook != NULL) {
+        ok = opt->commit_hook(duck, opt->commit_ctx, err);
+        wrote = true;
+    }
+    steps->quiet = ok && !wrote && !status_save_due(saved);
+    json_decref(saved);
+    if (!ok) {
+        json_decref(previous);
         return false;
-    json_t *doc = status_load(duck, src->name);
-    status_record_success(doc, report, njobs == 2, ids_unique);
-    ok = status_save(duck, src->name, doc, err);
-    json_decref(doc);
+    }
+    status_record_success(previous, report, njobs == 2, ids_unique);
+    *doc = previous;
+    ok = steps->quiet || status_save(duck, src->name, previous, err);
+    step_done(&steps->status_ms, &step);
     return ok;
 }
 
 bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs, sync_report *report,
-                 double started, ds_error *err)
+                 double started, commit_steps *steps, ds_error *err)
 {
+    memset(steps, 0, sizeof *steps);
     duckdb_connection duck;
     if (!store_connect(st, &duck, err))
         return false;
     store_commit_lock(st);
-    double t = ds_monotonic_s();
+    json_t *doc = NULL;
     bool ok = store_exec(duck, "BEGIN TRANSACTION", err) &&
-              commit_body(duck, src, jobs, njobs, report, started, err) && store_exec(duck, "COMMIT", err);
-    ds_log_debug("%s: committed in %.1f ms", src->name, (ds_monotonic_s() - t) * 1e3);
+              commit_body(st, duck, src, jobs, njobs, report, started, steps, &doc, err);
+    double t = ds_monotonic_s();
+    /* A quiet sync ends without a write: the rollback undoes only merges
+     * that added nothing (docs/incremental.md, "Quiet syncs"). */
+    if (ok && steps->quiet)
+        ok = store_exec(duck, "ROLLBACK", err);
+    else if (ok)
+        ok = store_exec(duck, "COMMIT", err);
+    step_done(&steps->commit_ms, &t);
     if (!ok)
         store_exec(duck, "ROLLBACK", NULL);
+    else if (steps->quiet)
+        status_keep_quiet(st, src->name, doc);
+    else
+        status_forget_unsaved(st, src->name);
     store_commit_unlock(st);
+    json_decref(doc);
     for (size_t i = 0; ok && i < njobs; i++)
         if (jobs[i].incremental)
             store_drop_table(duck, jobs[i].staging_ref, NULL);
@@ -270,7 +375,7 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
         const char *tables[CFG_MAX_QUERIES];
         for (size_t i = 0; i < njobs; i++)
             tables[i] = jobs[i].plan->table;
-        json_t *doc = connected ? status_load(duck, src->name) : json_object();
+        json_t *doc = connected ? status_load_current(st, duck, src->name) : json_object();
         status_record_failure(doc, cause->msg, ds_monotonic_s() - started, report);
         /* A configuration error is found before anything is stored, and
          * fixing it must not cost a full rebuild (nor may each failed sync

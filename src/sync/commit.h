@@ -7,8 +7,18 @@
 
 #include "sync/job.h"
 
+/* Where a commit's time went (duckstore -v): merging each table and its
+ * metadata, the view and counts, the status, and the COMMIT (or, quiet:
+ * the ROLLBACK of a sync that changed nothing). */
+typedef struct commit_steps {
+    double apply_ms[CFG_MAX_QUERIES];
+    double ids_ms; /* dataset_id uniqueness of the rows a batch added */
+    double view_ms, status_ms, commit_ms;
+    bool quiet;
+} commit_steps;
+
 bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs, sync_report *report,
-                 double started, ds_error *err);
+                 double started, commit_steps *steps, ds_error *err);
 
 /* No staging table left, watermarks cleared (runbook auto-recovery), status
  * `error` with the reason; the data stays. A cancelled sync (shutdown) only

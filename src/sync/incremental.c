@@ -60,12 +60,6 @@ bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted
     return store_merge(duck, &b, inserted, updated, err);
 }
 
-char *inc_new_rows_ref(const inc_batch *batch)
-{
-    store_batch b = store_batch_of(batch);
-    return store_batch_new_rows_sql(&b);
-}
-
 bool inc_next_watermark(duckdb_connection duck, const char *table, const char *inc_col, const char *duck_type,
                         const char *floor, const char *horizon, char **watermark, bool *inclusive,
                         ds_error *err)

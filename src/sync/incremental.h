@@ -90,10 +90,6 @@ typedef struct inc_batch {
 } inc_batch;
 bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted, int64_t *updated,
                ds_error *err);
-/* The rows inc_apply will add from a batch without a key, as a relation
- * for FROM: the staging rows minus those already stored (NULL when out of
- * memory). */
-char *inc_new_rows_ref(const inc_batch *batch);
 
 /* The watermark to store after a sync: max(inc_col) of the table, held at
  * the horizon (then inclusive) when the horizon is lower. floor, the

@@ -59,12 +59,20 @@ inc_batch job_batch(const table_job *job)
                        .overlap = job->overlap};
 }
 
+const char *job_step_name(job_step step)
+{
+    static const char *const names[JOB_NSTEPS] = {"connect", "describe", "staging", "horizon", "read", "ids"};
+    return step < JOB_NSTEPS ? names[step] : "?";
+}
+
 /* `duckstore -v` logs how long each step of a sync took: the first thing
- * to look at when a sync is slower than expected. */
-static void trace_step(const char *table, const char *what, double *since)
+ * to look at when a sync is slower than expected. The sync's summary line
+ * repeats them (sync.c). */
+static void trace_step(table_job *job, job_step step, const char *what, double *since)
 {
     double now = ds_monotonic_s();
-    ds_log_debug("%s: %s in %.1f ms", table, what, (now - *since) * 1e3);
+    job->step_ms[step] = (now - *since) * 1e3;
+    ds_log_debug("%s: %s in %.1f ms", job->plan->table, what, job->step_ms[step]);
     *since = now;
 }
 
@@ -393,41 +401,35 @@ static int workers_for(const table_job *job)
     return mine < 1 ? 1 : mine;
 }
 
-/* Whether the ids just loaded keep every dataset_id stored at most once:
- * then the <name>_data view has exactly one row per result and is counted
- * by counting the results table instead of running its join. Any failure
- * only means "not known": the view's join is counted then. An upsert batch
- * is not checked (its overlap with stored rows is what it replaces). */
+/* Whether the ids just loaded by a full load are each stored once: then
+ * the <name>_data view has exactly one row per result and is counted by
+ * counting the results table instead of running its join. Any failure only
+ * means "not known": the view's join is counted then. An incremental batch
+ * is checked after its merge (commit.c), once it is known to add rows. */
 static void check_loaded_ids(table_job *job, duckdb_connection duck)
 {
     job->batch_ids_unique = -1;
-    if (job->incremental && (job->rows_loaded == 0 || job->plan->key->n > 0))
+    if (job->incremental)
         return;
-    /* Rows read again (the read overlaps stored rows) are not added. */
-    inc_batch batch = job_batch(job);
-    char *added = job->incremental ? inc_new_rows_ref(&batch) : strdup(job->staging_ref);
     bool unique = false;
     ds_error ignored;
-    if (added != NULL && store_ids_unique(duck, added, job->incremental ? job->plan->table : NULL,
-                                          job->rows_loaded, &unique, &ignored))
+    if (store_ids_unique(duck, job->staging_ref, NULL, job->rows_loaded, &unique, &ignored))
         job->batch_ids_unique = unique;
-    free(added);
 }
 
 static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
     double t = ds_monotonic_s();
-    const char *table = job->plan->table;
     if (!job_describe_and_decide(job, pg, duck))
         return false;
-    trace_step(table, "described and decided", &t);
+    trace_step(job, JOB_STEP_DESCRIBE, "described and decided", &t);
     if (!create_staging(job, duck))
         return false;
-    trace_step(table, "staging table created", &t);
+    trace_step(job, JOB_STEP_STAGING, "staging table created", &t);
     pump_shared shared;
     if (!job_open_read(job, pg, duck, &shared))
         return false;
-    trace_step(table, "commit horizon, snapshot and read start", &t);
+    trace_step(job, JOB_STEP_HORIZON, "commit horizon, snapshot and read start", &t);
     if (job->opt->progress)
         atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);
     bool read = read_rows(job, pg, &shared);
@@ -449,10 +451,10 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
     }
     job->rows_loaded = (int64_t)atomic_load(&shared.rows);
     job->truncated = atomic_load(&shared.truncated);
-    trace_step(table, "read", &t);
-    if (job->plan->needs_dataset_id && job->slot == 0) {
+    trace_step(job, JOB_STEP_READ, "read", &t);
+    if (job->plan->needs_dataset_id && job->slot == 0 && !job->incremental) {
         check_loaded_ids(job, duck);
-        trace_step(table, "dataset_id uniqueness checked", &t);
+        trace_step(job, JOB_STEP_IDS, "dataset_id uniqueness checked", &t);
     }
     return true;
 }
@@ -466,7 +468,7 @@ void *job_main(void *arg)
     double t = ds_monotonic_s();
     if (!sync_connect(job->src, job->opt, &pg, &job->err))
         return NULL;
-    trace_step(job->plan->table, "connected to PostgreSQL", &t);
+    trace_step(job, JOB_STEP_CONNECT, "connected to PostgreSQL", &t);
     if (store_connect(job->st, &duck, &job->err)) {
         job->ok = run_job(job, &pg, duck);
         duckdb_disconnect(&duck);

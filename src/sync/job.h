@@ -22,6 +22,18 @@ typedef enum job_decision {
     JOB_FULL_SCHEMA_CHANGED,
 } job_decision;
 
+/* The steps of a job, timed for duckstore -v. */
+typedef enum job_step {
+    JOB_STEP_CONNECT,  /* a PostgreSQL connection: a kept one, checked, or a new one */
+    JOB_STEP_DESCRIBE, /* describe the query, read the table's metadata, decide */
+    JOB_STEP_STAGING,  /* create the staging table */
+    JOB_STEP_HORIZON,  /* commit horizon, the read's snapshot, late commits, read start */
+    JOB_STEP_READ,     /* COPY into the staging table */
+    JOB_STEP_IDS,      /* dataset_id uniqueness of the loaded rows */
+    JOB_NSTEPS
+} job_step;
+const char *job_step_name(job_step step);
+
 typedef struct table_job {
     pthread_t thread;
     store *st;
@@ -60,6 +72,7 @@ typedef struct table_job {
     /* Dataset table of a split source: the rows this sync loaded keep each
      * dataset_id stored at most once (1), do not (0), not checked (-1). */
     int batch_ids_unique;
+    double step_ms[JOB_NSTEPS];
     sync_report warnings;
     bool ok;
     ds_error err;

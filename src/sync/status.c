@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/json_text.h"
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "store/store.h"
 
@@ -157,33 +158,54 @@ void status_record_failure(json_t *doc, const char *reason, double duration_s, c
     set(doc, "warnings", warnings_json(report));
 }
 
-/* Failure records the file could not save, per file and source (a process
- * may have several stores open). Entries are few and short-lived: one per
- * source at most, removed by the next saved record. */
-typedef struct unsaved_failure {
-    struct unsaved_failure *next;
+/* Records the file does not hold yet, per file and source (a process may
+ * have several stores open): a failure it could not save, or a quiet sync
+ * (one that changed nothing, docs/incremental.md) whose record waits for
+ * the next write. Entries are few: one per source at most, removed by the
+ * next saved record. */
+typedef struct unsaved_record {
+    struct unsaved_record *next;
     char *path, *source;
     json_t *fields;
-} unsaved_failure;
+    bool quiet; /* holds a quiet sync's record: saved at the store's close */
+} unsaved_record;
 
 static pthread_mutex_t unsaved_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsaved_failure *unsaved_list;
+static unsaved_record *unsaved_list;
 
 /* The fields a failure record sets (status_record_failure). */
 static const char *const failure_fields[] = {"state",        "error",    "last_error",
                                              "last_attempt", "warnings", "duration_seconds"};
+/* The fields an incremental success sets (status_record_success). */
+static const char *const success_fields[] = {"state",
+                                             "rows",
+                                             "dataset_id_unique",
+                                             "sync_type",
+                                             "last_sync",
+                                             "last_attempt",
+                                             "last_incremental",
+                                             "incremental_rows",
+                                             "incremental_inserted",
+                                             "incremental_updated",
+                                             "truncated",
+                                             "error",
+                                             "warnings",
+                                             "duration_seconds",
+                                             "tables"};
+
+#define NFIELDS(a) (sizeof(a) / sizeof(a)[0])
 
 /* The entry of (st, source) and the link pointing at it; lock held. */
-static unsaved_failure **unsaved_find(store *st, const char *source)
+static unsaved_record **unsaved_find(store *st, const char *source)
 {
-    unsaved_failure **p = &unsaved_list;
+    unsaved_record **p = &unsaved_list;
     for (; *p != NULL; p = &(*p)->next)
         if (strcmp((*p)->path, store_path(st)) == 0 && strcmp((*p)->source, source) == 0)
             break;
     return p;
 }
 
-static void unsaved_free(unsaved_failure *u)
+static void unsaved_free(unsaved_record *u)
 {
     free(u->path);
     free(u->source);
@@ -194,8 +216,8 @@ static void unsaved_free(unsaved_failure *u)
 void status_forget_unsaved(store *st, const char *source)
 {
     pthread_mutex_lock(&unsaved_lock);
-    unsaved_failure **p = unsaved_find(st, source);
-    unsaved_failure *u = *p;
+    unsaved_record **p = unsaved_find(st, source);
+    unsaved_record *u = *p;
     if (u != NULL)
         *p = u->next;
     pthread_mutex_unlock(&unsaved_lock);
@@ -203,39 +225,129 @@ void status_forget_unsaved(store *st, const char *source)
         unsaved_free(u);
 }
 
-void status_keep_unsaved(store *st, const char *source, const json_t *doc, const char *why)
+/* Lays fields of doc over the entry of (st, source), made when missing:
+ * a later record's fields replace an earlier one's. */
+static void unsaved_merge(store *st, const char *source, const json_t *doc, const char *const *fields,
+                          size_t nfields, const char *why, bool quiet)
 {
-    status_forget_unsaved(st, source);
-    unsaved_failure *u = calloc(1, sizeof *u);
-    if (u == NULL)
+    json_t *add = json_object();
+    if (add == NULL)
         return;
-    u->path = strdup(store_path(st));
-    u->source = strdup(source);
-    u->fields = json_object();
-    if (u->path == NULL || u->source == NULL || u->fields == NULL) {
-        unsaved_free(u);
-        return;
-    }
-    for (size_t i = 0; i < sizeof failure_fields / sizeof failure_fields[0]; i++) {
-        json_t *v = json_object_get(doc, failure_fields[i]);
+    for (size_t i = 0; i < nfields; i++) {
+        json_t *v = json_object_get(doc, fields[i]);
         if (v != NULL)
-            json_object_set_new(u->fields, failure_fields[i], json_deep_copy(v));
+            json_object_set_new(add, fields[i], json_deep_copy(v));
     }
-    set(u->fields, "status_save_error", ds_json_text(why));
     pthread_mutex_lock(&unsaved_lock);
-    u->next = unsaved_list;
-    unsaved_list = u;
+    unsaved_record *u = *unsaved_find(st, source);
+    if (u == NULL && (u = calloc(1, sizeof *u)) != NULL) {
+        u->path = strdup(store_path(st));
+        u->source = strdup(source);
+        u->fields = json_object();
+        if (u->path == NULL || u->source == NULL || u->fields == NULL) {
+            unsaved_free(u);
+            u = NULL;
+        } else {
+            u->next = unsaved_list;
+            unsaved_list = u;
+        }
+    }
+    if (u != NULL) {
+        json_object_update(u->fields, add);
+        if (why != NULL)
+            set(u->fields, "status_save_error", ds_json_text(why));
+        else
+            json_object_del(u->fields, "status_save_error");
+        u->quiet = quiet;
+    }
     pthread_mutex_unlock(&unsaved_lock);
+    json_decref(add);
 }
 
-/* Lays the failure the file could not save over its persisted document. */
-static void overlay_unsaved(store *st, const char *source, json_t *doc)
+void status_keep_unsaved(store *st, const char *source, const json_t *doc, const char *why)
+{
+    unsaved_merge(st, source, doc, failure_fields, NFIELDS(failure_fields), why, false);
+}
+
+void status_keep_quiet(store *st, const char *source, const json_t *doc)
+{
+    unsaved_merge(st, source, doc, success_fields, NFIELDS(success_fields), NULL, true);
+    store_set_close_hook(st, status_save_quiet);
+}
+
+/* Lays the record the file does not hold over its persisted document;
+ * with_error: with status_save_error (the served document). */
+static void overlay_unsaved(store *st, const char *source, json_t *doc, bool with_error)
 {
     pthread_mutex_lock(&unsaved_lock);
-    unsaved_failure *u = *unsaved_find(st, source);
+    unsaved_record *u = *unsaved_find(st, source);
     if (u != NULL)
         json_object_update(doc, u->fields);
     pthread_mutex_unlock(&unsaved_lock);
+    if (!with_error)
+        json_object_del(doc, "status_save_error");
+}
+
+json_t *status_load_current(store *st, duckdb_connection duck, const char *source)
+{
+    json_t *doc = status_load(duck, source);
+    overlay_unsaved(st, source, doc, false);
+    return doc;
+}
+
+bool status_save_due(const json_t *saved)
+{
+    time_t at;
+    const char *text = json_string_value(json_object_get(saved, "last_attempt"));
+    return sync_status_state(saved) != SYNC_STATE_READY || !sync_parse_iso(text, &at) ||
+           time(NULL) - at >= STATUS_QUIET_SAVE_S;
+}
+
+/* The next quiet source of st's file, copied out (lock released), or NULL. */
+static char *next_quiet(store *st, char **seen, size_t nseen)
+{
+    char *name = NULL;
+    pthread_mutex_lock(&unsaved_lock);
+    for (unsaved_record *u = unsaved_list; u != NULL && name == NULL; u = u->next) {
+        bool done = false;
+        for (size_t i = 0; i < nseen; i++)
+            done |= strcmp(seen[i], u->source) == 0;
+        if (u->quiet && !done && strcmp(u->path, store_path(st)) == 0)
+            name = strdup(u->source);
+    }
+    pthread_mutex_unlock(&unsaved_lock);
+    return name;
+}
+
+void status_save_quiet(store *st)
+{
+    duckdb_connection duck;
+    ds_error err;
+    if (!store_connect(st, &duck, &err)) {
+        ds_log_warn("the status of quiet syncs is not saved: %s", err.msg);
+        return;
+    }
+    char *seen[64];
+    size_t nseen = 0;
+    char *source;
+    while (nseen < sizeof seen / sizeof seen[0] && (source = next_quiet(st, seen, nseen)) != NULL) {
+        seen[nseen++] = source;
+        store_commit_lock(st);
+        json_t *doc = status_load_current(st, duck, source);
+        bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) && status_save(duck, source, doc, &err) &&
+                  store_exec(duck, "COMMIT", &err);
+        if (ok) {
+            status_forget_unsaved(st, source);
+        } else {
+            store_exec(duck, "ROLLBACK", NULL);
+            ds_log_warn("%s: the status of its last sync is not saved: %s", source, err.msg);
+        }
+        store_commit_unlock(st);
+        json_decref(doc);
+    }
+    for (size_t i = 0; i < nseen; i++)
+        free(seen[i]);
+    duckdb_disconnect(&duck);
 }
 
 json_t *sync_status_unreadable(const ds_error *err)
@@ -353,7 +465,7 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
         json_decref(doc);
         return NULL;
     }
-    overlay_unsaved(st, src->name, doc);
+    overlay_unsaved(st, src->name, doc, true);
     add_defaults(doc);
     set(doc, "watermarks", watermarks);
     double interval = src->refresh_interval_minutes;

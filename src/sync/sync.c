@@ -156,9 +156,54 @@ static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_
     sync_disconnect(opt, conn, ok);
 }
 
+/* Where the sync's time went, step by step (connect, horizon, read per
+ * table; merge, status, commit), in one line at debug level (duckstore -v,
+ * the server's log at -v): the first thing to read when a sync is slow. */
+typedef struct sync_steps {
+    double lock_ms, jobs_ms, unlock_ms;
+    commit_steps commit;
+    bool committed;
+} sync_steps;
+
+static void log_steps(const cfg_source *src, const table_job *jobs, size_t njobs, const sync_steps *steps,
+                      double total_ms)
+{
+    if (!ds_log_enabled(DS_LOG_DEBUG))
+        return;
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_appendf(&b, "%s: sync steps (ms): lock %.1f", src->name, steps->lock_ms);
+    for (size_t i = 0; i < njobs; i++) {
+        ds_buf_appendf(&b, "; %s:", jobs[i].plan->table);
+        for (int k = 0; k < JOB_NSTEPS; k++)
+            ds_buf_appendf(&b, "%s %s %.1f", k ? "," : "", job_step_name((job_step)k), jobs[i].step_ms[k]);
+    }
+    ds_buf_appendf(&b, "; tables %.1f", steps->jobs_ms);
+    if (steps->committed) {
+        const commit_steps *c = &steps->commit;
+        for (size_t i = 0; i < njobs; i++)
+            ds_buf_appendf(&b, "; merge %s %.1f", jobs[i].plan->table, c->apply_ms[i]);
+        ds_buf_appendf(&b, "; ids %.1f; view and counts %.1f; status %.1f; %s %.1f", c->ids_ms, c->view_ms,
+                       c->status_ms, c->quiet ? "rollback (nothing written)" : "commit",
+                       c->commit_ms);
+    }
+    ds_buf_appendf(&b, "; unlock %.1f; total %.1f", steps->unlock_ms, total_ms);
+    if (ds_buf_str(&b) != NULL)
+        ds_log_debug("%s", ds_buf_str(&b));
+    ds_buf_free(&b);
+}
+
+static double ms_since(double *since)
+{
+    double now = ds_monotonic_s(), ms = (now - *since) * 1e3;
+    *since = now;
+    return ms;
+}
+
 bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const sync_options *opt,
                  sync_report *report, ds_error *err)
 {
+    sync_steps steps;
+    memset(&steps, 0, sizeof steps);
     static const sync_options no_options = {0};
     if (opt == NULL)
         opt = &no_options;
@@ -168,8 +213,10 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         reset_progress(opt->progress);
     set_phase(opt, SYNC_PHASE_DESCRIBING);
 
+    double step = started;
     pgsrc_conn lock_conn;
     bool locked = lock_source(src, opt, &lock_conn, err);
+    steps.lock_ms = ms_since(&step);
     if (!locked && err->code == DS_ERR_BUSY) {
         /* Nothing was read or stored: the data, watermarks and status stay. */
         ds_log_warn("%s", err->msg);
@@ -189,18 +236,18 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     store_use_begin(st);
     bool file_lost = false;
     bool ok = usable && file_present(st, &file_lost, err) && run_jobs(jobs, njobs, report, err);
+    steps.jobs_ms = ms_since(&step);
     if (ok && sync_cancelled(opt))
         ok = ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     bool commit_failed = false;
     if (ok && file_present(st, &file_lost, err)) {
         set_phase(opt, SYNC_PHASE_COMMITTING);
-        ok = commit_sync(st, src, jobs, njobs, report, started, err);
+        ok = commit_sync(st, src, jobs, njobs, report, started, &steps.commit, err);
+        steps.committed = ok;
         commit_failed = !ok;
     } else {
         ok = false;
     }
-    if (ok)
-        status_forget_unsaved(st, src->name);
     if (!ok) {
         ds_error_prefix(err, "%s: ", src->name);
         if (usable && !file_lost && (commit_failed || err->code == DS_ERR_STORE))
@@ -208,10 +255,13 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
         commit_record_failure(st, src, jobs, njobs, report, started, err);
     }
     store_use_end(st);
-    for (size_t i = 0; i < njobs; i++)
-        job_free(&jobs[i]);
+    step = ds_monotonic_s();
     if (locked)
         unlock_source(src, opt, &lock_conn, ok);
+    steps.unlock_ms = ms_since(&step);
+    log_steps(src, jobs, njobs, &steps, (step - started) * 1e3);
+    for (size_t i = 0; i < njobs; i++)
+        job_free(&jobs[i]);
     set_phase(opt, SYNC_PHASE_IDLE);
     return ok;
 }

@@ -36,12 +36,13 @@ void sync_cancel_request(sync_cancel *c);
  * TLS, authentication: 25-50 ms) and the new backend's cold catalog caches.
  * One pool per process, shared by every source: at most max_idle idle
  * connections in all (the longest idle one is closed to make room), at
- * most SYNC_IDLE_CONNS of one source, each closed after idle_timeout_s
- * unused. A kept connection is checked with a round trip before reuse; one
+ * most SYNC_IDLE_CONNS of one source (one per query and the sync lock's:
+ * with two, every sync of a split source connected once anew), each
+ * closed after idle_timeout_s unused. A kept connection is checked with a round trip before reuse; one
  * that fails is replaced by a new connection. When PostgreSQL refuses a
  * connection for want of slots (SQLSTATE 53300), every idle one is closed
  * and the connection tried once more. */
-#define SYNC_IDLE_CONNS 2
+#define SYNC_IDLE_CONNS (CFG_MAX_QUERIES + 1)
 typedef struct sync_kept_conn {
     char *key; /* what makes two connections interchangeable: source, url, timeout */
     pgsrc_conn conn;

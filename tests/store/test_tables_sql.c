@@ -500,24 +500,27 @@ static void test_merge_sql_text(void **state)
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(
         tl_keep(sql[0]),
-        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-        "\"t\"\"\" WHERE (\"o'\" >= CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
+        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM (SELECT * FROM "
+        "\"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS VARCHAR) UNION ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" "
+        "IS NULL) AS _overlap) AS _new_rows");
     char *added = tl_keep(store_batch_new_rows_sql(&overlap));
-    assert_string_equal(added, "(SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE (\"o'\" >= "
-                               "CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
+    assert_string_equal(added, "(SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM (SELECT * FROM \"t\"\"\" WHERE "
+                               "\"o'\" >= CAST('it''s' AS VARCHAR) UNION ALL SELECT * FROM \"t\"\"\" WHERE "
+                               "\"o'\" IS NULL) AS _overlap) AS _new_rows");
     /* A read from the beginning meets every stored row. */
     overlap.start = NULL;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(tl_keep(sql[0]),
                         "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL "
-                        "SELECT * FROM \"t\"\"\" WHERE true) AS _new_rows");
+                        "SELECT * FROM \"t\"\"\") AS _new_rows");
     overlap.start = "it's";
     overlap.start_inclusive = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(
         tl_keep(sql[0]),
-        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM "
-        "\"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS VARCHAR) OR \"o'\" IS NULL)) AS _new_rows");
+        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL SELECT * FROM (SELECT * FROM "
+        "\"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR) UNION ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" "
+        "IS NULL) AS _overlap) AS _new_rows");
     overlap.overlap = false;
     assert_int_equal(store_merge_sql(&overlap, sql), 1);
     assert_string_equal(tl_keep(sql[0]), "INSERT INTO \"t\"\"\" SELECT * FROM \"s\"");
@@ -661,8 +664,9 @@ static void test_merge_slice_sql_text(void **state)
     assert_int_equal(store_merge_slice_sql(&overlap, 3, 2, sql), 1);
     assert_string_equal(tl_keep(sql[0]),
                         "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" WHERE hash(\"o'\") % 3 = 2 "
-                        "EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS "
-                        "VARCHAR) OR \"o'\" IS NULL) AND hash(\"o'\") % 3 = 2) AS _new_rows");
+                        "EXCEPT ALL SELECT * FROM (SELECT * FROM \"t\"\"\" WHERE \"o'\" > CAST('it''s' AS "
+                        "VARCHAR) UNION ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" IS NULL) AS _overlap WHERE "
+                        "hash(\"o'\") % 3 = 2) AS _new_rows");
     char *key[] = {"k\"", "'"};
     store_batch upsert = {.table = "t", .staging_ref = "s", .order_col = "o", .key = key, .nkey = 2};
     assert_int_equal(store_merge_slice_sql(&upsert, 4, 0, sql), 2);
@@ -680,8 +684,8 @@ static void test_merge_slice_sql_text(void **state)
     assert_int_equal(store_merge_slice_sql(&overlap, 1, 0, sql), 1);
     assert_string_equal(tl_keep(sql[0]),
                         "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" EXCEPT ALL "
-                        "SELECT * FROM \"t\"\"\" WHERE (\"o'\" > CAST('it''s' AS VARCHAR) OR "
-                        "\"o'\" IS NULL)) AS _new_rows");
+                        "SELECT * FROM (SELECT * FROM \"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR) "
+                        "UNION ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" IS NULL) AS _overlap) AS _new_rows");
 }
 
 /* Slices: each within half of memory_limit as text, at least one, at most
