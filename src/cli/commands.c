@@ -438,7 +438,7 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
                (long long)report.rows_added, (long long)report.rows, rows_word(report.rows), src->data_name,
                report.duration_s);
         fflush(stdout);
-        publish_after_sync(st, src);
+        publish_after_sync(st, src, report.rows_added != 0);
         return CLI_EXIT_OK;
     }
     printf("%s: %s sync, %lld %s in %s (%+lld), %.2f s%s\n", src->name,
@@ -451,7 +451,7 @@ static int run_one_sync(store *st, const cfg_config *cfg, const cfg_source *src,
                rows_word(report.tables[i].rows_loaded), (long long)report.tables[i].rows_total,
                rows_word(report.tables[i].rows_total), report.tables[i].truncated ? " (truncated)" : "");
     fflush(stdout);
-    publish_after_sync(st, src);
+    publish_after_sync(st, src, report.data_changed);
     return CLI_EXIT_OK;
 }
 

@@ -1232,9 +1232,9 @@ static bool interrupted(const char *root, int64_t recorded)
 
 /* Due after every sync, or when `every` minutes have passed since the last
  * version, or when the last attempt failed or was killed. */
-static bool due(store *st, const cfg_source *src)
+static bool due(store *st, const cfg_source *src, bool data_changed)
 {
-    if (src->publish_every_minutes <= 0)
+    if (src->publish_every_minutes <= 0 && data_changed)
         return true;
     duckdb_connection duck;
     ds_error err;
@@ -1248,17 +1248,19 @@ static bool due(store *st, const cfg_source *src)
     json_t *pubdoc = json_object_get(doc, "publish");
     const char *at = json_string_value(json_object_get(pubdoc, "at"));
     time_t last;
-    bool is_due = !json_is_null(json_object_get(pubdoc, "error")) || at == NULL ||
+    /* No version yet, or the last attempt failed or was killed. */
+    bool repair = !json_is_null(json_object_get(pubdoc, "error")) || at == NULL ||
                   !sync_parse_iso(at, &last) ||
-                  difftime(time(NULL), last) >= src->publish_every_minutes * 60.0 ||
                   interrupted(src->publish_path, json_integer_value(json_object_get(pubdoc, "version")));
+    bool elapsed = repair || src->publish_every_minutes <= 0 ||
+                   difftime(time(NULL), last) >= src->publish_every_minutes * 60.0;
     json_decref(doc);
-    return is_due;
+    return repair || (data_changed && elapsed);
 }
 
-void publish_after_sync(store *st, const cfg_source *src)
+void publish_after_sync(store *st, const cfg_source *src, bool data_changed)
 {
-    if (src->publish_line == 0 || !due(st, src))
+    if (src->publish_line == 0 || !due(st, src, data_changed))
         return;
     publish_result r;
     ds_error err;

@@ -29,8 +29,11 @@ bool publish_source(store *st, const cfg_source *src, publish_result *out, ds_er
 
 /* After a successful sync: publishes when the source has publish: and it
  * is due (every sync, `every` minutes since the last version, or the last
- * attempt failed). Logs and records its outcome; never fails. */
-void publish_after_sync(store *st, const cfg_source *src);
+ * attempt failed or was interrupted). A sync that changed no data
+ * (data_changed false) publishes only to repair a failed or interrupted
+ * attempt: the current version already holds its data. Logs and records
+ * its outcome; never fails. */
+void publish_after_sync(store *st, const cfg_source *src, bool data_changed);
 
 /* The duckstore_publish_* families of /metrics, from this process's
  * publishes. */

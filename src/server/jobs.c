@@ -520,7 +520,7 @@ static void *sync_thread(void *arg)
      * store open (shutdown waits for active syncs). */
     pthread_mutex_unlock(&j->lock);
     if (ok && !is_logical(src)) {
-        publish_after_sync(j->st, src);
+        publish_after_sync(j->st, src, report.data_changed);
         refresh_status(j, r, false, 0);
     }
     pthread_mutex_lock(&j->lock);
@@ -712,7 +712,7 @@ static void *publish_thread(void *arg)
     source_runtime *r = a->r;
     bool ok = true;
     if (a->after_load) {
-        publish_after_sync(j->st, a->src);
+        publish_after_sync(j->st, a->src, true);
     } else {
         publish_result res;
         ds_error err;

@@ -293,6 +293,7 @@ static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src
     else if (ok && changed)
         ok = store_count_rows(duck, src->data_name, &report->rows, err);
     report->rows_added = report->rows - before;
+    report->data_changed = changed;
     summarize(report, jobs, njobs, started);
     step_done(&steps->view_ms, &step);
     const sync_options *opt = jobs[0].opt;

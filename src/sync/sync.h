@@ -124,6 +124,9 @@ typedef struct sync_report {
     bool incremental; /* sync_type: at least one table appended incrementally */
     int64_t rows;     /* rows of <name>_data after the sync */
     int64_t rows_added;
+    /* Rows were added, replaced or rebuilt: a publish after it has
+     * something new (an incremental sync with nothing new has not). */
+    bool data_changed;
     bool truncated;
     double duration_s;
     sync_table_report tables[CFG_MAX_QUERIES];

@@ -167,7 +167,7 @@ static void test_roundtrip_and_manifest(void **state)
     open_events(&e, "roundtrip", "    path: published/ev\n    partition_by: day(ts)\n");
     sync_report report;
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
-    publish_after_sync(e.st, tl_source(&e.cfg, "ev"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), true);
     assert_version_equals_view(&e, 1);
 
     json_t *m = load_manifest(&e);
@@ -247,9 +247,37 @@ static void test_partition_by_column(void **state)
     open_events(&e, "bycolumn", "    path: published/ev\n    partition_by: k\n");
     sync_report report;
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
-    publish_after_sync(e.st, tl_source(&e.cfg, "ev"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), true);
     assert_version_equals_view(&e, 1);
     assert_true(exists(tl_keepf("%s/v1/k=k0", pub_root(&e))));
+    tl_env_close(&e);
+}
+
+/* A sync that found nothing new makes no version: the current one holds
+ * its data already. The next one with new rows does. */
+static void test_unchanged_sync_publishes_nothing(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_events(&e, "unchanged", "    path: published/ev\n    partition_by: day(ts)\n");
+    sync_report report;
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.data_changed);
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), report.data_changed);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.incremental);
+    assert_false(report.data_changed);
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), report.data_changed);
+    json_t *m = load_manifest(&e);
+    assert_int_equal(json_integer_value(json_object_get(m, "version")), 1);
+    json_decref(m);
+    assert_false(exists(tl_keepf("%s/v2", pub_root(&e))));
+
+    create_events(&e, 58, 58);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.data_changed);
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), report.data_changed);
+    assert_version_equals_view(&e, 2);
     tl_env_close(&e);
 }
 
@@ -260,13 +288,13 @@ static void test_incremental_adds_only_new_files(void **state)
     open_events(&e, "incremental", "    path: published/ev\n    partition_by: day(ts)\n");
     sync_report report;
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
-    publish_after_sync(e.st, tl_source(&e.cfg, "ev"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), true);
     /* Three new rows on a new day (2026-01-13) and one on an old one. */
     create_events(&e, 58, 60);
     tl_pg_exec(e.pg, "INSERT INTO ev VALUES (61, '2026-01-05 12:34:56+00', 'k9', 1.5, NULL, 'late')");
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
     assert_true(report.incremental);
-    publish_after_sync(e.st, tl_source(&e.cfg, "ev"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), true);
     assert_version_equals_view(&e, 2);
 
     json_t *m = load_manifest(&e);
@@ -345,7 +373,7 @@ static void test_split_tables(void **state)
                                      "    tables: true\n");
     sync_report report;
     tl_sync_ok(e.st, &e.cfg, "llm", false, &report);
-    publish_after_sync(e.st, tl_source(&e.cfg, "llm"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "llm"), true);
     json_t *m = json_load_file(tl_keepf("%s/published/llm/" PUBLISH_MANIFEST, e.dir), 0, NULL);
     assert_non_null(m);
     assert_int_equal(json_integer_value(json_object_get(m, "rows")), 60);
@@ -507,7 +535,7 @@ static void test_kill_during_publish(void **state)
                   "    partition_by: day(ts)\n");
     sync_report report;
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
-    publish_after_sync(e.st, tl_source(&e.cfg, "ev"));
+    publish_after_sync(e.st, tl_source(&e.cfg, "ev"), true);
     json_t *before = load_manifest(&e);
     assert_int_equal(json_integer_value(json_object_get(before, "version")), 1);
     /* The CLI opens the DuckDB file itself. */
@@ -725,6 +753,7 @@ int main(void)
         cmocka_unit_test_teardown(test_roundtrip_and_manifest, teardown),
         cmocka_unit_test_teardown(test_partition_by_column, teardown),
         cmocka_unit_test_teardown(test_incremental_adds_only_new_files, teardown),
+        cmocka_unit_test_teardown(test_unchanged_sync_publishes_nothing, teardown),
         cmocka_unit_test_teardown(test_keep_versions_after_grace, teardown),
         cmocka_unit_test_teardown(test_config_errors, teardown),
         cmocka_unit_test_teardown(test_split_tables, teardown),
