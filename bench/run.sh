@@ -37,6 +37,8 @@
 #   BENCH_CDC_POLL_MS    poll period of the capture latency reader (default 20)
 #   BENCH_CDC_MEMORY     memory_limit of the capture store (default 256MB)
 #   BENCH_PUBLISH_TABLES also time publishing with tables: true (default 1)
+#   BENCH_MEMORY_LIMIT   memory_limit of the main table's and publishing's
+#                        store (default: duckstore's, 64MB)
 set -euo pipefail
 export LC_NUMERIC=C # decimal points in $EPOCHREALTIME and awk
 
@@ -156,6 +158,7 @@ duckdb:
   sync_mode: manual
   sync_workers: $2
   max_sync_rows: 0
+${BENCH_MEMORY_LIMIT:+  memory_limit: $BENCH_MEMORY_LIMIT}
 YAML
   cat >"$1/monitoring_db.yaml" <<YAML
 monitoring_db:
@@ -383,7 +386,7 @@ pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{pr
 duckdb_version="$("$duckstore" version | sed 's/.*DuckDB \(v[0-9.]*\).*/\1/')"
 cpu="$(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
 mem="$(free -g | awk '/Mem:/ { print $2 " GiB" }')"
-machine="Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version."
+machine="Machine: $(nproc) cores ($cpu), $mem, PostgreSQL $pg_version, DuckDB $duckdb_version; store memory_limit ${BENCH_MEMORY_LIMIT:-64MB (the default)}; load average $(uptime | sed 's/.*load average: //') at the end."
 fi
 if $main_table; then
 read -r pg_m pg_lo pg_hi _ <<<"$(stat_of limit_pg)"
