@@ -17,6 +17,7 @@ typedef struct pump_fill {
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
     uint64_t bytes_seen;      /* stream bytes already counted in the progress */
+    double wait_seen;         /* stream wait already added to shared->wait_us */
     bool capped_out;          /* budget exhausted: no more rows, whatever PostgreSQL has */
     const char *memory_limit; /* as configured, for messages */
     uint64_t limit;           /* memory_limit in bytes (0: unknown) */
@@ -137,7 +138,11 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     if (sync_cancelled(f->opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     uint64_t before = f->stream.bytes_read;
-    if (!pgsrc_stream_fill(&f->stream, out, err)) {
+    bool filled = pgsrc_stream_fill(&f->stream, out, err);
+    atomic_fetch_add_explicit(&f->shared->wait_us, (uint64_t)((f->stream.wait_s - f->wait_seen) * 1e6),
+                              memory_order_relaxed);
+    f->wait_seen = f->stream.wait_s;
+    if (!filled) {
         if (f->stream.row_bytes_max > 0 && f->stream.largest_row > f->stream.row_bytes_max)
             too_large(f, 1, f->stream.largest_row, err);
         return false;

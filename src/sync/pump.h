@@ -16,7 +16,8 @@ typedef struct pump_shared {
     bool capped;
     atomic_bool truncated;
     _Atomic uint64_t rows;
-    int slot; /* the table's place in sync_progress.table_rows */
+    _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
+    int slot;                 /* the table's place in sync_progress.table_rows */
 } pump_shared;
 
 /* The row limit to put on a COPY: one past the budget (so a cut is seen),
