@@ -21,9 +21,9 @@ copy_decoder *copy_decoder_new(const pgsrc_type *types, size_t ncols);
 void copy_decoder_free(copy_decoder *dec);
 
 /* The text the decoder will meet is valid UTF-8 already (PostgreSQL
- * validated or converted it: any server encoding but SQL_ASCII), so
- * DuckDB's check of every text value is skipped. False (and the check
- * kept) when the DuckDB library has no unchecked variant. */
+ * sends it so to a client_encoding UTF8 session, whatever the server's
+ * encoding), so DuckDB's check of every text value is skipped. False (and
+ * the check kept) when the DuckDB library has no unchecked variant. */
 bool copy_decoder_trust_utf8(copy_decoder *dec);
 
 /* Makes chunk the target of the next rows, from row 0. Its column types must

@@ -65,11 +65,11 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
         return false;
     }
     PQclear(res);
-    /* The session's client_encoding is UTF8: PostgreSQL validated (UTF8)
-     * or converted every text value, except from SQL_ASCII, which passes
-     * bytes unchecked. */
-    const char *enc = PQparameterStatus(conn->pg, "server_encoding");
-    if (enc != NULL && strcmp(enc, "SQL_ASCII") != 0)
+    /* pgsrc_connect asks for client_encoding UTF8: PostgreSQL then
+     * validates every text it sends (converting it from the server's
+     * encoding, or checking it when that is SQL_ASCII), so DuckDB need not
+     * check it again. */
+    if (strcmp(pg_encoding_to_char(PQclientEncoding(conn->pg)), "UTF8") == 0)
         copy_decoder_trust_utf8(dec);
     return true;
 }

@@ -76,8 +76,12 @@ static void *worker_main(void *arg)
 /* ---- choosing the number of insert streams ---------------------------- */
 
 /* Wait for PostgreSQL above this share of the streams' time: PostgreSQL is
- * the bottleneck and another reader adds its output. */
+ * the bottleneck and another reader adds its output, if some core is idle
+ * (PostgreSQL on this machine may be short of CPU, not of readers: a
+ * DuckDB-bound read on two cores waits 20-40% of its time) or whatever the
+ * cores do above PG_BOUND_WAIT_ALONE (a remote or sleeping server). */
 #define PG_BOUND_WAIT 0.5
+#define PG_BOUND_WAIT_ALONE 0.8
 /* Idle cores (of the whole machine) from which another stream is started
  * when DuckDB is the bottleneck: a stream and its PostgreSQL backend take
  * about one and a half cores on a local server. */
@@ -131,7 +135,8 @@ int partition_streams_to_add(const partition_measure *m, int asked, int running,
     *bound = PARTITION_DUCKDB_BOUND;
     if (running >= asked)
         return 0;
-    if (m->wait_share >= PG_BOUND_WAIT && m->idle_cores >= IDLE_CORES_MIN / 2) {
+    if (m->wait_share >= PG_BOUND_WAIT_ALONE ||
+        (m->wait_share >= PG_BOUND_WAIT && m->idle_cores >= IDLE_CORES_MIN / 2)) {
         *bound = PARTITION_PG_BOUND;
         /* Each stream is busy 1 - wait of the time: that many more keep
          * PostgreSQL's share of the work flowing. */
