@@ -115,6 +115,12 @@ idx_t copy_decoder_finish_chunk(copy_decoder *dec)
     return dec->rows;
 }
 
+void copy_decoder_restart(copy_decoder *dec)
+{
+    dec->header_done = false;
+    dec->trailer_seen = false;
+}
+
 bool copy_decoder_saw_trailer(const copy_decoder *dec)
 {
     return dec->trailer_seen;

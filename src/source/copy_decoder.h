@@ -47,6 +47,10 @@ copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, si
 
 bool copy_decoder_saw_trailer(const copy_decoder *dec);
 
+/* Readies the decoder for another COPY's data (its own header first), after
+ * the previous one's end marker; the target chunk stays. */
+void copy_decoder_restart(copy_decoder *dec);
+
 /* Rows decoded since the decoder was created. */
 uint64_t copy_decoder_rows(const copy_decoder *dec);
 

@@ -37,23 +37,30 @@ typedef struct partition_worker {
     ds_error err;
 } partition_worker;
 
-/* Reads ranges until none is left, a worker failed or the budget ran out. */
+/* The next range's COPY statement, until none is left, a worker failed or
+ * the budget ran out. */
+static char *next_range(void *ctx, pgsrc_conn *pg, bool *nomem)
+{
+    partition_worker *w = ctx;
+    const partition_read *r = w->read;
+    if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
+        return NULL;
+    size_t i = atomic_fetch_add(&w->queue->next, 1);
+    if (i >= w->queue->ranges.n)
+        return NULL;
+    char *copy =
+        pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
+    *nomem = copy == NULL;
+    return copy;
+}
+
+/* Reads ranges from the queue into one insert stream: their rows fill the
+ * same batches, so a range's end costs no commit of its own. */
 static bool read_ranges(partition_worker *w, pgsrc_conn *pg)
 {
     const partition_read *r = w->read;
-    for (;;) {
-        if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
-            return true;
-        size_t i = atomic_fetch_add(&w->queue->next, 1);
-        if (i >= w->queue->ranges.n)
-            return true;
-        char *copy =
-            pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
-        bool ok = pump_copy_into(r->st, r->cfg, r->table_ref, pg, r->desc, copy, r->shared, r->opt, &w->err);
-        free(copy);
-        if (!ok)
-            return false;
-    }
+    return pump_copy_series(r->st, r->cfg, r->table_ref, pg, r->desc, next_range, w, r->shared, r->opt,
+                            &w->err);
 }
 
 static void *worker_main(void *arg)

@@ -31,4 +31,15 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
                     const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
                     const sync_options *opt, ds_error *err);
 
+/* The next COPY statement of a series on pg (malloc'd), or NULL when there
+ * is none left (*nomem tells an allocation failure apart). */
+typedef char *(*pump_next_copy_fn)(void *ctx, pgsrc_conn *pg, bool *nomem);
+
+/* Streams a series of COPY statements (ranges of one query) one after the
+ * other into the same INSERT statements, as one stream: a range's end does
+ * not end a batch, so small ranges still fill whole row groups. */
+bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
+                      const pgsrc_desc *desc, pump_next_copy_fn next, void *next_ctx, pump_shared *shared,
+                      const sync_options *opt, ds_error *err);
+
 #endif
