@@ -36,8 +36,8 @@ static char *stored_hex(tl_env *e, const char *table)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/cli.duckdb", e->dir);
-    duckdb_database db;
-    duckdb_connection con;
+    duckdb_database db = NULL;
+    duckdb_connection con = NULL;
     if (duckdb_open(path, &db) != DuckDBSuccess || duckdb_connect(db, &con) != DuckDBSuccess)
         fail_msg("cannot open %s", path);
     char *hex = tl_duck_scalar(con, "SELECT string_agg(hex(encode(t)), ',' ORDER BY id) FROM %s", table);
