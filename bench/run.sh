@@ -26,7 +26,11 @@
 #                  capture (bench/cdc.sh, on a table of its own);
 #                  publish: only publishing (one full sync, then
 #                  bench/publish.sh's measurements); sync: the main table
-#                  (limits, CSV, full and incremental syncs) and publishing
+#                  (limits, CSV, full and incremental syncs) and publishing;
+#                  full: only the full syncs (PostgreSQL's COPY, 1, 2 and
+#                  4 workers, a PostgreSQL-bound query, simulated latency)
+#   BENCH_NETEM    delay and rate of the simulated network (default
+#                  "2ms 1gbit"; bench/netem.sh), "" to skip that row
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
@@ -53,38 +57,39 @@ duckstore="$root/build/duckstore"
 duckdb_exec="$root/build/duckdb_exec"
 work="$(mktemp -d /tmp/duckstore-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-results="$work/results.tsv" # name, run, seconds, peak RSS KiB
+results="$work/results.tsv" # name, seconds, peak RSS KiB, CPU seconds (user + sys; measure() only)
 : >"$results"
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
-# measure NAME COMMAND...: one timed run; wall seconds and peak RSS.
+# measure NAME COMMAND...: one timed run; wall seconds, peak RSS and CPU
+# seconds (user + sys of the command and its children).
 measure() {
   local name="$1"
   shift
   local start end
   start="$(date +%s.%N)"
-  /usr/bin/time -f '%M' -o "$work/time.out" "$@" >"$work/cmd.out" 2>&1 || {
+  /usr/bin/time -f '%M %U %S' -o "$work/time.out" "$@" >"$work/cmd.out" 2>&1 || {
     echo "bench: $name failed:" >&2
     cat "$work/cmd.out" >&2
     exit 1
   }
   end="$(date +%s.%N)"
   printf '%s\t%s\t%s\n' "$name" "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')" \
-    "$(tail -n 1 "$work/time.out")" >>"$results"
+    "$(tail -n 1 "$work/time.out" | awk '{ printf "%s\t%.2f", $1, $2 + $3 }')" >>"$results"
 }
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | sync | memory | read | pg | cdc | publish) ;;
+  all | sync | memory | read | pg | cdc | publish | full) ;;
   *)
-    echo "bench: BENCH_CASES must be all, sync, memory, read, pg, cdc or publish, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, sync, memory, read, pg, cdc, publish or full, not $cases" >&2
     exit 2
     ;;
 esac
 # The main table: the limits, the CSV pipeline, full and incremental syncs.
 main_table=false
-case "$cases" in all | sync) main_table=true ;; esac
+case "$cases" in all | sync | full) main_table=true ;; esac
 
 port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
 export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
@@ -150,7 +155,7 @@ fi
 dataset_query="SELECT id, trace_id AS dataset_id, timestamp, prompt AS query, completion AS actual_output, deployment_env AS environment, service_name AS source_name, component_name AS source_component, response_time_ms AS latency, metadata, created_at FROM llm_traces"
 results_query="SELECT id, trace_id AS dataset_id, metric_name, metric_value AS metric_score, metric_category, explanation, passed, created_at FROM llm_metric_results"
 
-write_config() { # DIR WORKERS
+write_config() { # DIR WORKERS [HOST]
   mkdir -p "$1"
   cat >"$1/duckdb.yaml" <<YAML
 duckdb:
@@ -162,7 +167,7 @@ ${BENCH_MEMORY_LIMIT:+  memory_limit: $BENCH_MEMORY_LIMIT}
 YAML
   cat >"$1/monitoring_db.yaml" <<YAML
 monitoring_db:
-  url: "postgresql://postgres:\${DB_PASSWORD}@127.0.0.1:$port/postgres"
+  url: "postgresql://postgres:\${DB_PASSWORD}@${3:-127.0.0.1}:$port/postgres"
   dataset_query: "$dataset_query"
   results_query: "$results_query"
   partition_column: id
@@ -170,7 +175,20 @@ monitoring_db:
 YAML
 }
 write_config "$work/w1" 1
+write_config "$work/w2" 2
 write_config "$work/w4" 4
+# A query PostgreSQL spends its time on (hashes of the long texts, a few
+# bytes out per row), where more readers should pay off.
+expensive_query="SELECT id, trace_id, md5(repeat(prompt, 4)) AS prompt_hash, md5(repeat(completion, 4)) AS completion_hash, created_at FROM llm_traces"
+write_expensive_config() { # DIR WORKERS
+  mkdir -p "$1"
+  printf 'duckdb:\n  path: %s\n  sync_mode: manual\n  sync_workers: %s\n  max_sync_rows: 0\n' \
+    "$work/expensive.duckdb" "$2" >"$1/duckdb.yaml"
+  printf 'hashes_db:\n  url: "postgresql://postgres:${DB_PASSWORD}@127.0.0.1:%s/postgres"\n  query: "%s"\n  partition_column: id\n' \
+    "$port" "$expensive_query" >"$1/hashes_db.yaml"
+}
+write_expensive_config "$work/x1" 1
+write_expensive_config "$work/x4" 4
 
 # ---- incremental syncs through a running server ------------------------
 # Periodic incremental syncs run inside `duckstore serve` (the scheduler):
@@ -269,13 +287,21 @@ for run in $(seq 1 "$repeat"); do
   log "run $run/$repeat: limit (PostgreSQL side)"
   measure limit_pg bash -c 'pg_copy_both "FORMAT binary" /dev/null /dev/null'
 
-  log "run $run/$repeat: duckstore full sync, 1 worker"
-  rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
-  measure full_w1 "$duckstore" --config-dir "$work/w1" sync monitoring --full
-
-  log "run $run/$repeat: duckstore full sync, 4 workers"
-  rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
-  measure full_w4 "$duckstore" --config-dir "$work/w4" sync monitoring --full
+  # 1, 2 and 4 workers in turn, beside PostgreSQL's own COPY: medians of
+  # interleaved runs on a shared machine.
+  for w in 1 2 4; do
+    log "run $run/$repeat: duckstore full sync, $w worker(s)"
+    rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
+    measure "full_w$w" "$duckstore" --config-dir "$work/w$w" sync monitoring --full
+    grep 'insert stream' "$work/cmd.out" | sed 's/^[^ ]* [A-Z]* *//; s/^/  /' >&2 || true
+  done
+  for w in 1 4; do
+    log "run $run/$repeat: duckstore full sync of a PostgreSQL-bound query, $w worker(s)"
+    rm -f "$work/expensive.duckdb" "$work/expensive.duckdb.wal"
+    measure "full_x$w" "$duckstore" --config-dir "$work/x$w" sync hashes --full
+    grep 'insert stream' "$work/cmd.out" | sed 's/^[^ ]* [A-Z]* *//; s/^/  /' >&2 || true
+  done
+  [ "$cases" = all ] || continue
 
   log "run $run/$repeat: duckstore incremental, no new rows"
   measure inc_0 "$duckstore" --config-dir "$work/w1" sync monitoring
@@ -293,6 +319,32 @@ for run in $(seq 1 "$repeat"); do
   server_stop
 done
 
+# The same full syncs through a simulated network (bench/netem.sh): a
+# namespace whose link to PostgreSQL adds BENCH_NETEM's delay and rate.
+netem="${BENCH_NETEM-2ms 1gbit}"
+netem_note=""
+if [ -z "$netem" ]; then
+  netem_note="not run (BENCH_NETEM empty)"
+elif netem_addr="$("$root/bench/netem.sh" up $netem 2>"$work/netem.err")"; then
+  trap '"$root/bench/netem.sh" down; server_stop; rm -rf "$work"' EXIT
+  write_config "$work/n1" 1 "$netem_addr"
+  write_config "$work/n4" 4 "$netem_addr"
+  for run in $(seq 1 "$repeat"); do
+    for w in 1 4; do
+      log "run $run/$repeat: duckstore full sync through $netem, $w worker(s)"
+      rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
+      measure "full_n$w" "$root/bench/netem.sh" run "$duckstore" --config-dir "$work/n$w" sync monitoring --full
+      grep 'insert stream' "$work/cmd.out" | sed 's/^[^ ]* [A-Z]* *//; s/^/  /' >&2 || true
+    done
+  done
+  "$root/bench/netem.sh" down
+  netem_note="$netem each way"
+else
+  netem_note="skipped: $(tail -n 1 "$work/netem.err")"
+  log "simulated network $netem_note"
+fi
+
+if [ "$cases" != full ]; then
 # The DuckDB half of the limit loads exactly the rows duckstore stored.
 "$duckdb_exec" "$work/store.duckdb" \
   "COPY monitoring_dataset TO '$work/dataset.parquet' (FORMAT parquet)" \
@@ -313,6 +365,7 @@ for run in $(seq 1 "$repeat"); do
       \"CREATE TABLE r AS SELECT * FROM read_csv_auto('$work/csv.results', header = true)\" CHECKPOINT && \
     rm -f '$work/csv.dataset' '$work/csv.results'"
 done
+fi
 elif [ "$cases" != cdc ]; then
   log "one full sync for the $cases side"
   "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
@@ -373,6 +426,14 @@ steps_report() {
       }
     }' "$work/steps.tsv"
 }
+cpu_of() { # NAME -> median CPU seconds (user + sys), "-" when not recorded
+  awk -F'\t' -v n="$1" '$1 == n && $4 != "" { t[++c] = $4 }
+    END {
+      if (c == 0) { print "-"; exit }
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (t[j] < t[i]) { x = t[i]; t[i] = t[j]; t[j] = x }
+      printf "%.2f", (c % 2) ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2
+    }' "$results"
+}
 stat_of() { # NAME -> "median min max rss_max"
   awk -F'\t' -v n="$1" '$1 == n { t[++c] = $2; if ($3 > r) r = $3 }
     END {
@@ -398,17 +459,25 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "$(awk -v b="$copy_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') of binary COPY data; median of $repeat runs."
   echo "$machine"
   echo
-  echo "| measurement | median s | spread s | rows/s | MB/s | × limit | CSV ÷ this | peak RSS MB |"
-  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+  echo "| measurement | median s | spread s | rows/s | MB/s | × limit | CSV ÷ this | ÷ PostgreSQL COPY | CPU s per M rows | peak RSS MB |"
+  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   read -r csv_m _ _ _ <<<"$(stat_of csv)"
-  for name in limit_pg limit_duckdb csv full_w1 full_w4 inc_0 inc_10k srv_inc_0 srv_inc_10k; do
+  for name in limit_pg limit_duckdb csv full_w1 full_w2 full_w4 full_n1 full_n4 full_x1 full_x4 \
+    inc_0 inc_10k srv_inc_0 srv_inc_10k; do
+    grep -q "^$name"$'\t' "$results" || continue # not run (BENCH_CASES, no netem)
     read -r m lo hi rss <<<"$(stat_of "$name")"
+    cpu="$(cpu_of "$name")"
     case "$name" in
       limit_pg) label="limit: PostgreSQL binary COPY → /dev/null (both queries)" ;;
       limit_duckdb) label="limit: DuckDB CTAS from Parquet + CHECKPOINT" ;;
       csv) label="CSV pipeline (COPY CSV → read_csv_auto)" ;;
       full_w1) label="duckstore full sync, sync_workers 1" ;;
+      full_w2) label="duckstore full sync, sync_workers 2" ;;
       full_w4) label="duckstore full sync, sync_workers 4" ;;
+      full_n1) label="… through a simulated network ($netem_note), sync_workers 1" ;;
+      full_n4) label="… through a simulated network ($netem_note), sync_workers 4" ;;
+      full_x1) label="full sync of a PostgreSQL-bound query (md5 of the traces' texts, $rows_dataset rows), sync_workers 1" ;;
+      full_x4) label="… the same, sync_workers 4" ;;
       inc_0) label="duckstore sync (one process), incremental, 0 new rows" ;;
       inc_10k) label="duckstore sync (one process), incremental, 10,000 new rows" ;;
       srv_inc_0) label="duckstore serve, incremental sync, 0 new rows" ;;
@@ -417,19 +486,26 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     case "$name" in
       *inc_0) n=0 ;;
       *inc_10k) n=10000 ;;
+      full_x*) n=$rows_dataset ;;
       *) n=$rows ;;
     esac
     awk -v label="$label" -v m="$m" -v lo="$lo" -v hi="$hi" -v n="$n" -v bytes="$copy_bytes" -v lim="$limit" \
-      -v csv="$csv_m" -v rss="$rss" -v name="$name" 'BEGIN {
-        full = (name !~ /inc_/)
+      -v csv="$csv_m" -v rss="$rss" -v name="$name" -v pg="$pg_m" -v cpu="$cpu" 'BEGIN {
+        full = (name !~ /inc_|_x/)
         rps = (m > 0 && n > 0) ? sprintf("%.0f", n / m) : "-"
         mbs = (full && m > 0) ? sprintf("%.0f", bytes / 1e6 / m) : "-"
         xl = full ? sprintf("%.2f", m / lim) : "-"
-        cr = (name ~ /^full/) ? sprintf("%.2f", csv / m) : "-"
+        cr = (name ~ /^full_[wn]/ && csv > 0) ? sprintf("%.2f", csv / m) : "-"
+        xp = (name ~ /^full_[wn]/ && pg > 0) ? sprintf("%.2f", m / pg) : "-"
+        cm = (cpu != "-" && n > 0 && name !~ /^limit_pg|^csv/) ? sprintf("%.2f", cpu / (n / 1e6)) : "-"
         r = (name ~ /^limit_pg|^csv/) ? "-" : sprintf("%.0f", rss / 1024)
-        printf "| %s | %.3f | %.3f–%.3f | %s | %s | %s | %s | %s |\n", label, m, lo, hi, rps, mbs, xl, cr, r
+        printf "| %s | %.3f | %.3f–%.3f | %s | %s | %s | %s | %s | %s | %s |\n", label, m, lo, hi, rps, mbs, xl, cr, xp, cm, r
       }'
   done
+  echo
+  echo "Load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg). CPU s per M rows: user + sys of" \
+    "the duckstore process (not PostgreSQL's) per million rows; ÷ PostgreSQL COPY: the sync's time over the" \
+    "limit's PostgreSQL half (both queries' binary COPY to /dev/null). Simulated network: $netem_note."
   echo
   echo "limit = slower of the two limit halves = ${limit} s. Targets: full sync ≤ 1.25 × limit," \
     "≥ 2 × faster than CSV, incremental 10k ≤ 0.5 s, 0 rows ≤ 0.1 s (periodic syncs run in" \

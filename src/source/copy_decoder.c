@@ -3,7 +3,9 @@
  * copied once into the vector's own heap. */
 #include "source/copy_decoder.h"
 
+#include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +28,11 @@ typedef struct col_state {
     idx_t list_size, list_capacity;
 } col_state;
 
+/* Puts a text value into row `row` of a VARCHAR vector. */
+typedef void (*text_assign_fn)(duckdb_vector vec, idx_t row, const char *text, idx_t len);
+
 struct copy_decoder {
+    text_assign_fn assign_text;
     col_state *cols;
     size_t ncols;
     duckdb_data_chunk chunk; /* target, owned by the caller */
@@ -80,6 +86,7 @@ copy_decoder *copy_decoder_new(const pgsrc_type *types, size_t ncols)
         return NULL;
     }
     dec->ncols = ncols;
+    dec->assign_text = duckdb_vector_assign_string_element_len;
     for (size_t i = 0; i < ncols; i++)
         dec->cols[i].type = types[i];
     return dec;
@@ -106,6 +113,12 @@ idx_t copy_decoder_finish_chunk(copy_decoder *dec)
     if (dec->chunk)
         duckdb_data_chunk_set_size(dec->chunk, dec->rows);
     return dec->rows;
+}
+
+void copy_decoder_restart(copy_decoder *dec)
+{
+    dec->header_done = false;
+    dec->trailer_seen = false;
 }
 
 bool copy_decoder_saw_trailer(const copy_decoder *dec)
@@ -351,9 +364,31 @@ static int format_inet(const unsigned char *p, int32_t len, char *out)
     return n;
 }
 
+/* DuckDB 1.5's variant that skips the UTF-8 check (a tenth of a sync's
+ * CPU for text-heavy rows). It is looked up at run time: duckdb.h is
+ * 1.4's, and a 1.4 library (which files must stay readable by) lacks it. */
+static text_assign_fn unchecked_assign;
+static pthread_once_t unchecked_once = PTHREAD_ONCE_INIT;
+
+static void find_unchecked_assign(void)
+{
+    void *f = dlsym(RTLD_DEFAULT, "duckdb_unsafe_vector_assign_string_element_len");
+    memcpy(&unchecked_assign, &f, sizeof unchecked_assign);
+}
+
+bool copy_decoder_trust_utf8(copy_decoder *dec)
+{
+    pthread_once(&unchecked_once, find_unchecked_assign);
+    if (unchecked_assign == NULL)
+        return false;
+    dec->assign_text = unchecked_assign;
+    return true;
+}
+
 /* Decodes one non-NULL scalar value into row `row` of a flat vector. */
-static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector vec, void *data,
-                          uint64_t **validity, idx_t row, const unsigned char *p, int32_t len, ds_error *err)
+static bool decode_scalar(const copy_decoder *dec, pgsrc_kind kind, const pgsrc_type *t, duckdb_vector vec,
+                          void *data, uint64_t **validity, idx_t row, const unsigned char *p, int32_t len,
+                          ds_error *err)
 {
     switch (kind) {
     case PGSRC_BOOL:
@@ -431,13 +466,15 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
         return true;
     case PGSRC_TEXT:
     case PGSRC_JSON:
+        dec->assign_text(vec, row, (const char *)p, (idx_t)len);
+        return true;
     case PGSRC_BYTEA:
         duckdb_vector_assign_string_element_len(vec, row, (const char *)p, (idx_t)len);
         return true;
     case PGSRC_JSONB:
         if (len < 1 || p[0] != 1)
             return ds_error_set(err, DS_ERR_DECODE, "unsupported jsonb wire version in COPY data");
-        duckdb_vector_assign_string_element_len(vec, row, (const char *)p + 1, (idx_t)len - 1);
+        dec->assign_text(vec, row, (const char *)p + 1, (idx_t)len - 1);
         return true;
     case PGSRC_DATE: {
         if (len != 4)
@@ -501,7 +538,8 @@ static bool decode_scalar(pgsrc_kind kind, const pgsrc_type *t, duckdb_vector ve
 /* Array wire format: int32 ndim, int32 has_nulls, uint32 element OID, then
  * (int32 size, int32 lower bound) per dimension, then length-prefixed
  * elements. */
-static bool decode_list(col_state *c, idx_t row, const unsigned char *p, int32_t len, ds_error *err)
+static bool decode_list(const copy_decoder *dec, col_state *c, idx_t row, const unsigned char *p, int32_t len,
+                        ds_error *err)
 {
     if (len < 12)
         return bad_length(&c->type, len, err);
@@ -547,8 +585,8 @@ static bool decode_list(col_state *c, idx_t row, const unsigned char *p, int32_t
         }
         if (end - q < elen)
             return bad_length(&c->type, len, err);
-        if (!decode_scalar(c->type.elem_kind, &c->type, c->child, c->child_data, &c->child_validity, at, q,
-                           elen, err))
+        if (!decode_scalar(dec, c->type.elem_kind, &c->type, c->child, c->child_data, &c->child_validity, at,
+                           q, elen, err))
             return false;
         q += elen;
     }
@@ -638,8 +676,8 @@ copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, si
                 st = COPY_ERROR;
                 goto out;
             }
-            bool ok = c->type.kind == PGSRC_LIST ? decode_list(c, row, q, flen, err)
-                                                 : decode_scalar(c->type.kind, &c->type, c->vec, c->data,
+            bool ok = c->type.kind == PGSRC_LIST ? decode_list(dec, c, row, q, flen, err)
+                                                 : decode_scalar(dec, c->type.kind, &c->type, c->vec, c->data,
                                                                  &c->validity, row, q, flen, err);
             if (!ok) {
                 st = COPY_ERROR;

@@ -20,6 +20,12 @@ typedef struct copy_decoder copy_decoder;
 copy_decoder *copy_decoder_new(const pgsrc_type *types, size_t ncols);
 void copy_decoder_free(copy_decoder *dec);
 
+/* The text the decoder will meet is valid UTF-8 already (PostgreSQL
+ * sends it so to a client_encoding UTF8 session, whatever the server's
+ * encoding), so DuckDB's check of every text value is skipped. False (and
+ * the check kept) when the DuckDB library has no unchecked variant. */
+bool copy_decoder_trust_utf8(copy_decoder *dec);
+
 /* Makes chunk the target of the next rows, from row 0. Its column types must
  * be those of the destination table (so aliases such as JSON match) and its
  * capacity duckdb_vector_size(). */
@@ -40,6 +46,10 @@ typedef enum copy_status {
 copy_status copy_decoder_feed(copy_decoder *dec, const char *buf, size_t len, size_t *used, ds_error *err);
 
 bool copy_decoder_saw_trailer(const copy_decoder *dec);
+
+/* Readies the decoder for another COPY's data (its own header first), after
+ * the previous one's end marker; the target chunk stays. */
+void copy_decoder_restart(copy_decoder *dec);
 
 /* Rows decoded since the decoder was created. */
 uint64_t copy_decoder_rows(const copy_decoder *dec);

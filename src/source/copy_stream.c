@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "source/pgsrc.h"
 #include "source/pgsrc_wait.h"
 
@@ -64,6 +65,12 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
         return false;
     }
     PQclear(res);
+    /* pgsrc_connect asks for client_encoding UTF8: PostgreSQL then
+     * validates every text it sends (converting it from the server's
+     * encoding, or checking it when that is SQL_ASCII), so DuckDB need not
+     * check it again. */
+    if (strcmp(pg_encoding_to_char(PQclientEncoding(conn->pg)), "UTF8") == 0)
+        copy_decoder_trust_utf8(dec);
     return true;
 }
 
@@ -96,7 +103,12 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
             char *buf = NULL;
             int n = PQgetCopyData(s->conn->pg, &buf, 1);
             if (n == 0) {
-                if (!pgsrc_await_input(s->conn, err))
+                /* Time on an empty socket tells the partition reader that
+                 * PostgreSQL, not DuckDB, is the bottleneck. */
+                double t = ds_monotonic_s();
+                bool ok = pgsrc_await_input(s->conn, err);
+                s->wait_s += ds_monotonic_s() - t;
+                if (!ok)
                     return false;
                 continue;
             }

@@ -164,6 +164,7 @@ typedef struct pgsrc_stream {
     uint64_t chunk_bytes;    /* a chunk ends once its rows came in this many bytes (0: rows only) */
     uint64_t largest_row;    /* bytes of the largest CopyData message (one row) so far */
     uint64_t row_bytes_max;  /* a larger row is refused before it is decoded (0: no limit) */
+    double wait_s;           /* seconds spent waiting for PostgreSQL's data (the socket was empty) */
 } pgsrc_stream;
 
 /* Starts the COPY statement. A NULL copy_sql or dec (what a failed

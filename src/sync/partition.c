@@ -1,10 +1,22 @@
 /* Partition workers: a shared queue of ranges, taken one at a time, so a
- * skewed range does not leave the other workers idle. */
+ * skewed range does not leave the other workers idle.
+ *
+ * sync_workers is a ceiling, not a count: each worker is a PostgreSQL
+ * connection and a DuckDB insert stream, and on a machine whose cores are
+ * already busy decoding and inserting (DuckDB-bound) more streams only
+ * contend for them. So the read starts with one worker and adds more while
+ * it runs, only when they can help: the workers wait on PostgreSQL's socket
+ * (PostgreSQL-bound: a slow query, a remote server) or cores are idle (the
+ * other table finished, a large machine). */
 #include "sync/partition.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "source/ranges.h"
 #include "sync/conns.h"
@@ -14,6 +26,7 @@ typedef struct range_queue {
     _Atomic size_t next;
     const char *snapshot;
     atomic_bool failed;
+    atomic_int running; /* workers started and not yet finished */
 } range_queue;
 
 typedef struct partition_worker {
@@ -24,23 +37,30 @@ typedef struct partition_worker {
     ds_error err;
 } partition_worker;
 
-/* Reads ranges until none is left, a worker failed or the budget ran out. */
+/* The next range's COPY statement, until none is left, a worker failed or
+ * the budget ran out. */
+static char *next_range(void *ctx, pgsrc_conn *pg, bool *nomem)
+{
+    partition_worker *w = ctx;
+    const partition_read *r = w->read;
+    if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
+        return NULL;
+    size_t i = atomic_fetch_add(&w->queue->next, 1);
+    if (i >= w->queue->ranges.n)
+        return NULL;
+    char *copy =
+        pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
+    *nomem = copy == NULL;
+    return copy;
+}
+
+/* Reads ranges from the queue into one insert stream: their rows fill the
+ * same batches, so a range's end costs no commit of its own. */
 static bool read_ranges(partition_worker *w, pgsrc_conn *pg)
 {
     const partition_read *r = w->read;
-    for (;;) {
-        if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
-            return true;
-        size_t i = atomic_fetch_add(&w->queue->next, 1);
-        if (i >= w->queue->ranges.n)
-            return true;
-        char *copy =
-            pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
-        bool ok = pump_copy_into(r->st, r->cfg, r->table_ref, pg, r->desc, copy, r->shared, r->opt, &w->err);
-        free(copy);
-        if (!ok)
-            return false;
-    }
+    return pump_copy_series(r->st, r->cfg, r->table_ref, pg, r->desc, next_range, w, r->shared, r->opt,
+                            &w->err);
 }
 
 static void *worker_main(void *arg)
@@ -56,7 +76,192 @@ static void *worker_main(void *arg)
     }
     if (!w->ok)
         atomic_store(&w->queue->failed, true);
+    atomic_fetch_sub(&w->queue->running, 1);
     return NULL;
+}
+
+/* ---- choosing the number of insert streams ---------------------------- */
+
+/* Wait for PostgreSQL above this share of the streams' time: PostgreSQL is
+ * the bottleneck and another reader adds its output, if some core is idle
+ * (PostgreSQL on this machine may be short of CPU, not of readers: a
+ * DuckDB-bound read on two cores waits 20-40% of its time) or whatever the
+ * cores do above PG_BOUND_WAIT_ALONE (a remote or sleeping server). */
+#define PG_BOUND_WAIT 0.5
+#define PG_BOUND_WAIT_ALONE 0.8
+/* Idle cores (of the whole machine) from which another stream is started
+ * when DuckDB is the bottleneck: a stream and its PostgreSQL backend take
+ * about one and a half cores on a local server. */
+#define IDLE_CORES_MIN 0.75
+/* The measuring window: long enough to span several chunks of a stream. */
+#define WINDOW_S 0.5
+#define POLL_NS 50000000L
+
+/* The machine's idle and total CPU time (/proc/stat, in clock ticks). */
+typedef struct cpu_sample {
+    unsigned long long idle, total;
+    bool ok;
+} cpu_sample;
+
+static cpu_sample cpu_now(void)
+{
+    cpu_sample s = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return s;
+    unsigned long long v[8] = {0};
+    s.ok = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                  &v[6], &v[7]) == 8;
+    fclose(f);
+    s.idle = v[3] + v[4]; /* idle + iowait */
+    for (int i = 0; i < 8; i++)
+        s.total += v[i];
+    return s;
+}
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+/* An explicit number of streams, for diagnosis and for pinning a choice:
+ * 0 when unset or not a number from 1 to 64. */
+static int streams_override(void)
+{
+    const char *v = getenv("DUCKSTORE_INSERT_STREAMS");
+    if (v == NULL || *v == '\0')
+        return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *end == '\0' && n >= 1 && n <= 64 ? (int)n : 0;
+}
+
+int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound)
+{
+    *bound = PARTITION_DUCKDB_BOUND;
+    if (running >= asked)
+        return 0;
+    if (m->wait_share >= PG_BOUND_WAIT_ALONE ||
+        (m->wait_share >= PG_BOUND_WAIT && m->idle_cores >= IDLE_CORES_MIN / 2)) {
+        *bound = PARTITION_PG_BOUND;
+        /* Each stream is busy 1 - wait of the time: that many more keep
+         * PostgreSQL's share of the work flowing. */
+        double busy = 1.0 - m->wait_share;
+        int want = (int)((double)running / (busy < 0.1 ? 0.1 : busy) + 0.999);
+        return (want > asked ? asked : want) - running;
+    }
+    if (m->idle_cores >= IDLE_CORES_MIN) {
+        *bound = PARTITION_IDLE_CORES;
+        return 1;
+    }
+    return 0;
+}
+
+const char *partition_bound_text(partition_bound bound)
+{
+    switch (bound) {
+    case PARTITION_PG_BOUND:
+        return "PostgreSQL-bound";
+    case PARTITION_IDLE_CORES:
+        return "cores idle";
+    case PARTITION_DUCKDB_BOUND:
+        break;
+    }
+    return "DuckDB-bound";
+}
+
+/* ---- running the workers ---------------------------------------------- */
+
+typedef struct stream_choice {
+    int asked, streams, cores, forced;
+    partition_measure last; /* the last window measured */
+    partition_bound bound;  /* what it said */
+    int windows;            /* how many were measured */
+} stream_choice;
+
+static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue)
+{
+    partition_worker *w = &ws[*started];
+    *w = (partition_worker){.read = read, .queue = queue};
+    atomic_fetch_add(&queue->running, 1);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        atomic_fetch_sub(&queue->running, 1);
+        return false;
+    }
+    (*started)++;
+    return true;
+}
+
+static void sleep_poll(void)
+{
+    struct timespec ts = {0, POLL_NS};
+    nanosleep(&ts, NULL);
+}
+
+/* Watches the running workers, window by window, and starts more while
+ * ranges are left and the measure says they help. */
+static bool watch_and_grow(partition_worker *ws, int *started, const partition_read *read, range_queue *queue,
+                           stream_choice *ch)
+{
+    cpu_sample c0 = cpu_now();
+    double t0 = ds_monotonic_s();
+    uint64_t w0 = atomic_load(&read->shared->wait_us);
+    int ran = *started; /* streams running through the window */
+    while (atomic_load(&queue->running) > 0) {
+        sleep_poll();
+        double t = ds_monotonic_s();
+        if (ch->forced || *started >= ch->asked || t - t0 < WINDOW_S)
+            continue;
+        if (atomic_load(&queue->failed) || atomic_load(&read->shared->truncated) ||
+            atomic_load(&queue->next) >= queue->ranges.n)
+            continue; /* nothing left for a new worker */
+        cpu_sample c1 = cpu_now();
+        uint64_t w1 = atomic_load(&read->shared->wait_us);
+        partition_measure m = {.cores = ch->cores};
+        m.wait_share = (double)(w1 - w0) / 1e6 / ((t - t0) * ran);
+        m.idle_cores = c0.ok && c1.ok && c1.total > c0.total
+                           ? (double)(c1.idle - c0.idle) / (double)(c1.total - c0.total) * ch->cores
+                           : 0;
+        ch->last = m;
+        ch->windows++;
+        int add = partition_streams_to_add(&m, ch->asked, *started, &ch->bound);
+        ds_log_debug("%s: %s: %.0f%% of the time waiting for PostgreSQL, %.2f of %d cores idle: %s, %d "
+                     "insert stream(s) running, %d more",
+                     read->src->name, read->src->plans[read->shared->slot].table, m.wait_share * 100,
+                     m.idle_cores, ch->cores, partition_bound_text(ch->bound), *started, add);
+        for (int i = 0; i < add; i++)
+            if (!start_worker(ws, started, read, queue))
+                break; /* the running ones finish the ranges */
+        ch->streams = *started;
+        c0 = c1;
+        t0 = t;
+        w0 = w1;
+        ran = *started;
+    }
+    return true;
+}
+
+static void log_choice(const partition_read *read, const stream_choice *ch)
+{
+    const char *table = read->src->plans[read->shared->slot].table;
+    char why[200];
+    if (ch->forced)
+        snprintf(why, sizeof why, "set by DUCKSTORE_INSERT_STREAMS");
+    else if (ch->windows == 0)
+        snprintf(why, sizeof why, "the read ended before a measure (%.1f s) on %d cores", WINDOW_S,
+                 ch->cores);
+    else
+        snprintf(why, sizeof why,
+                 "%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)",
+                 partition_bound_text(ch->bound), ch->cores, ch->last.wait_share * 100, ch->last.idle_cores);
+    ds_log_about about = {.source = read->src->name, .table = table, .event = "insert_streams"};
+    ds_log_field fields[] = {DS_LOG_FIELD_INT("workers_asked", ch->asked),
+                             DS_LOG_FIELD_INT("insert_streams", ch->streams),
+                             DS_LOG_FIELD_INT("cores", ch->cores), DS_LOG_FIELD_STR("why", why)};
+    ds_log_event(DS_LOG_INFO, &about, fields, sizeof fields / sizeof fields[0],
+                 "%s: %s: %d workers asked, %d insert stream%s: %s", read->src->name, table, ch->asked,
+                 ch->streams, ch->streams == 1 ? "" : "s", why);
 }
 
 /* Starts the workers and waits for them; the first failure is the error. */
@@ -65,16 +270,17 @@ static bool run_workers(const partition_read *read, range_queue *queue, ds_error
     partition_worker *ws = calloc((size_t)read->workers, sizeof *ws);
     if (ws == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    stream_choice ch = {.asked = read->workers, .cores = online_cores(), .forced = streams_override()};
+    int first = ch.forced ? (ch.forced < read->workers ? ch.forced : read->workers) : 1;
     int started = 0;
-    for (; started < read->workers; started++) {
-        ws[started] = (partition_worker){.read = read, .queue = queue};
-        if (pthread_create(&ws[started].thread, NULL, worker_main, &ws[started]) != 0)
-            break;
-    }
-    bool ok =
-        started == read->workers || ds_error_set(err, DS_ERR_NOMEM, "cannot start partition worker threads");
+    while (started < first && start_worker(ws, &started, read, queue))
+        ;
+    bool ok = started > 0 || ds_error_set(err, DS_ERR_NOMEM, "cannot start partition worker threads");
     if (!ok)
         atomic_store(&queue->failed, true);
+    ch.streams = started;
+    if (ok)
+        watch_and_grow(ws, &started, read, queue, &ch);
     for (int i = 0; i < started; i++) {
         pthread_join(ws[i].thread, NULL);
         if (!ws[i].ok && ok) {
@@ -82,6 +288,8 @@ static bool run_workers(const partition_read *read, range_queue *queue, ds_error
             *err = ws[i].err;
         }
     }
+    if (ok)
+        log_choice(read, &ch);
     free(ws);
     return ok;
 }
@@ -92,6 +300,7 @@ bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
     memset(&queue, 0, sizeof queue);
     atomic_init(&queue.next, 0);
     atomic_init(&queue.failed, false);
+    atomic_init(&queue.running, 0);
     char *snapshot = NULL;
     if (!pgsrc_export_snapshot(pg, &snapshot, err) ||
         !pgsrc_plan_ranges(pg, read->query, read->col, read->workers * 4, &queue.ranges, err)) {
@@ -99,7 +308,7 @@ bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
         return false;
     }
     queue.snapshot = snapshot;
-    ds_log_debug("%s: reading %s in %zu ranges with %d workers", read->src->name, read->table_ref,
+    ds_log_debug("%s: reading %s in %zu ranges with up to %d workers", read->src->name, read->table_ref,
                  queue.ranges.n, read->workers);
     /* The caller's read transaction, which exported the snapshot, ends
      * after the workers: it must outlive their SET TRANSACTION SNAPSHOT. */

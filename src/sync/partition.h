@@ -20,8 +20,28 @@ typedef struct partition_read {
     pump_shared *shared;
 } partition_read;
 
+/* What a window of a partitioned read measured. */
+typedef struct partition_measure {
+    double wait_share; /* of the streams' time, spent waiting for PostgreSQL's data */
+    double idle_cores; /* the machine's idle CPU, in cores */
+    int cores;
+} partition_measure;
+
+typedef enum partition_bound {
+    PARTITION_DUCKDB_BOUND, /* the streams are busy and no core is idle: more would contend */
+    PARTITION_PG_BOUND,     /* the streams wait for PostgreSQL: more readers add its output */
+    PARTITION_IDLE_CORES,   /* the streams are busy and cores are idle: one more uses them */
+} partition_bound;
+
+/* How many insert streams to add to the running ones, at most asked in
+ * all, after a window that measured m; bound says why. */
+int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound);
+const char *partition_bound_text(partition_bound bound);
+
 /* Exports a snapshot on conn (kept open until the workers are done), plans
- * about 4 ranges per worker and runs the workers. */
+ * about 4 ranges per worker and runs the workers: one at first, more (up
+ * to read->workers) while a measure says they help, or as many as
+ * DUCKSTORE_INSERT_STREAMS says. Logs what it chose and why. */
 bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err);
 
 #endif

@@ -172,10 +172,12 @@ static void table_plan_text(const sync_table_plan *t, ds_buf *out)
         ds_buf_appendf(out, "    in progress:    %zu transaction(s) the next read looks for again\n",
                        t->pending);
     if (t->partitions > 1)
-        ds_buf_appendf(out,
-                       "    partitions:     %d ranges of partition_column, read in parallel (each adds its "
-                       "range to the WHERE)\n",
-                       t->partitions);
+        ds_buf_appendf(
+            out,
+            "    partitions:     about %d ranges of partition_column (each adds its range to the WHERE), "
+            "read by up to %d workers: one at first, more while PostgreSQL is the bottleneck or "
+            "cores are idle\n",
+            t->partitions * 4, t->partitions);
     if (t->row_limit >= 0)
         ds_buf_appendf(out, "    row limit:      max_sync_rows (LIMIT %lld)\n", (long long)t->row_limit);
     if (t->row_estimate >= 0)

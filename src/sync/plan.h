@@ -27,7 +27,7 @@ typedef struct sync_table_plan {
     char *horizon;        /* time horizon (a time column), NULL when none */
     char *horizon_holder; /* the open transaction holding it back, NULL when none */
     char *copy_sql;       /* the statement sent to PostgreSQL */
-    int partitions;       /* > 1: a full read split in that many ranges of partition_column */
+    int partitions;       /* > 1: a full read by up to that many workers, in 4 ranges each */
     double row_estimate;  /* PostgreSQL's (EXPLAIN), < 0 when unknown */
     int64_t row_limit;    /* max_sync_rows' LIMIT on the read, < 0 when none */
 } sync_table_plan;

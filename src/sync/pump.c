@@ -13,10 +13,16 @@
  * batch_rows rows so each batch commits on its own. */
 typedef struct pump_fill {
     pgsrc_stream stream;
+    pgsrc_conn *pg;
+    copy_decoder *dec;
+    pump_next_copy_fn next; /* the series' next statement, NULL: a single one */
+    void *next_ctx;
+    _Atomic uint64_t *progress_bytes;
     pump_shared *shared;
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
     uint64_t bytes_seen;      /* stream bytes already counted in the progress */
+    double wait_seen;         /* stream wait already added to shared->wait_us */
     bool capped_out;          /* budget exhausted: no more rows, whatever PostgreSQL has */
     const char *memory_limit; /* as configured, for messages */
     uint64_t limit;           /* memory_limit in bytes (0: unknown) */
@@ -127,9 +133,35 @@ static bool batch_full(const pump_fill *f)
     return (double)bytes / (double)rows * ROW_GROUP_ROWS > (double)f->limit;
 }
 
+/* Opens the series' next COPY once the current one has ended; the stream
+ * stays ended when none is left. Its byte and wait counts carry on, so
+ * batches and progress see one stream. */
+static bool next_copy(pump_fill *f, ds_error *err)
+{
+    if (!f->stream.ended || f->next == NULL)
+        return true;
+    bool nomem = false;
+    char *sql = f->next(f->next_ctx, f->pg, &nomem);
+    if (sql == NULL)
+        return !nomem || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    pgsrc_stream prev = f->stream;
+    pgsrc_stream_close(&f->stream);
+    copy_decoder_restart(f->dec);
+    bool ok = pgsrc_stream_open(&f->stream, f->pg, sql, f->dec, f->progress_bytes, err);
+    free(sql);
+    f->stream.bytes_read = prev.bytes_read;
+    f->stream.largest_row = prev.largest_row;
+    f->stream.wait_s = prev.wait_s;
+    f->stream.chunk_bytes = prev.chunk_bytes;
+    f->stream.row_bytes_max = prev.row_bytes_max;
+    return ok;
+}
+
 static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 {
     pump_fill *f = ctx;
+    if (!next_copy(f, err))
+        return false;
     if (f->capped_out || f->stream.ended || f->batch_left == 0 || batch_full(f)) {
         duckdb_data_chunk_set_size(out, 0);
         return true;
@@ -137,7 +169,20 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     if (sync_cancelled(f->opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     uint64_t before = f->stream.bytes_read;
-    if (!pgsrc_stream_fill(&f->stream, out, err)) {
+    bool filled = pgsrc_stream_fill(&f->stream, out, err);
+    /* A COPY that ended on a chunk boundary leaves it empty: the next one
+     * of a series fills it (an empty chunk would end the INSERT). */
+    while (filled && duckdb_data_chunk_get_size(out) == 0 && f->stream.ended && f->next != NULL) {
+        if (!next_copy(f, err))
+            return false;
+        if (f->stream.ended)
+            break;
+        filled = pgsrc_stream_fill(&f->stream, out, err);
+    }
+    atomic_fetch_add_explicit(&f->shared->wait_us, (uint64_t)((f->stream.wait_s - f->wait_seen) * 1e6),
+                              memory_order_relaxed);
+    f->wait_seen = f->stream.wait_s;
+    if (!filled) {
         if (f->stream.row_bytes_max > 0 && f->stream.largest_row > f->stream.row_bytes_max)
             too_large(f, 1, f->stream.largest_row, err);
         return false;
@@ -200,12 +245,39 @@ static copy_decoder *decoder_for(const pgsrc_desc *desc)
     return dec;
 }
 
+/* A series of one statement. */
+typedef struct one_copy {
+    char *sql;
+} one_copy;
+
+static char *take_one(void *ctx, pgsrc_conn *pg, bool *nomem)
+{
+    (void)pg;
+    (void)nomem;
+    one_copy *one = ctx;
+    char *sql = one->sql;
+    one->sql = NULL;
+    return sql;
+}
+
 bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
                     const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
                     const sync_options *opt, ds_error *err)
 {
     if (copy_sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    one_copy one = {.sql = strdup(copy_sql)};
+    if (one.sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = pump_copy_series(st, cfg, table_ref, pg, desc, take_one, &one, shared, opt, err);
+    free(one.sql);
+    return ok;
+}
+
+bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
+                      const pgsrc_desc *desc, pump_next_copy_fn next, void *next_ctx, pump_shared *shared,
+                      const sync_options *opt, ds_error *err)
+{
     duckdb_connection duck;
     if (!store_connect(st, &duck, err))
         return false;
@@ -215,13 +287,20 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
                    .batch_rows = (uint64_t)cfg->store.sync_chunk_size,
                    .memory_limit = cfg->store.memory_limit ? cfg->store.memory_limit : "",
                    .limit = limit_bytes(cfg->store.memory_limit)};
-    _Atomic uint64_t *bytes = opt->progress ? &opt->progress->bytes : NULL;
-    bool ok = dec != NULL ? pgsrc_stream_open(&f.stream, pg, copy_sql, dec, bytes, err)
-                          : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    f.pg = pg;
+    f.dec = dec;
+    f.next = next;
+    f.next_ctx = next_ctx;
+    f.progress_bytes = opt->progress ? &opt->progress->bytes : NULL;
+    /* The first statement opens as the next of a stream that has ended. */
+    f.stream.ended = true;
     f.stream.chunk_bytes = f.limit > 0 ? f.limit / CHUNK_SHARE : DEFAULT_CHUNK_BYTES;
-    f.batch_bytes = f.limit > 0 ? f.limit / BATCH_SHARE : UINT64_MAX;
     f.stream.row_bytes_max = vector_bytes_max(&f);
-    while (ok && !f.capped_out && !f.stream.ended) {
+    f.batch_bytes = f.limit > 0 ? f.limit / BATCH_SHARE : UINT64_MAX;
+    bool ok = dec != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    /* One INSERT per batch; a COPY that ended with a batch leaves the
+     * series' next one to open. */
+    while (ok && !f.capped_out && (ok = next_copy(&f, err)) && !f.stream.ended) {
         f.batch_left = f.batch_rows;
         f.batch_start = f.stream.bytes_read;
         ok = store_insert_stream(st, duck, table_ref, fill_rows, &f, err);

@@ -16,7 +16,8 @@ typedef struct pump_shared {
     bool capped;
     atomic_bool truncated;
     _Atomic uint64_t rows;
-    int slot; /* the table's place in sync_progress.table_rows */
+    _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
+    int slot;                 /* the table's place in sync_progress.table_rows */
 } pump_shared;
 
 /* The row limit to put on a COPY: one past the budget (so a cut is seen),
@@ -29,5 +30,16 @@ int64_t pump_copy_limit(pump_shared *shared);
 bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
                     const pgsrc_desc *desc, const char *copy_sql, pump_shared *shared,
                     const sync_options *opt, ds_error *err);
+
+/* The next COPY statement of a series on pg (malloc'd), or NULL when there
+ * is none left (*nomem tells an allocation failure apart). */
+typedef char *(*pump_next_copy_fn)(void *ctx, pgsrc_conn *pg, bool *nomem);
+
+/* Streams a series of COPY statements (ranges of one query) one after the
+ * other into the same INSERT statements, as one stream: a range's end does
+ * not end a batch, so small ranges still fill whole row groups. */
+bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
+                      const pgsrc_desc *desc, pump_next_copy_fn next, void *next_ctx, pump_shared *shared,
+                      const sync_options *opt, ds_error *err);
 
 #endif

@@ -443,6 +443,9 @@ static void test_idle_in_transaction_timeout_of_the_role(void **state)
              g_conninfo);
     tl_env_source(&e, "idle", "  query: %s\n  partition_column: id\n", PART_QUERY);
     sync_report r;
+    /* Several workers for sure (the read would otherwise start with one
+     * and add more only where they help). */
+    setenv("DUCKSTORE_INSERT_STREAMS", "4", 1);
     for (int round = 0; round < 3; round++) {
         tl_sync_ok(e.st, &e.cfg, "idle", true, &r);
         assert_int_equal(r.rows, PART_ROWS);
@@ -451,6 +454,7 @@ static void test_idle_in_transaction_timeout_of_the_role(void **state)
         free(got);
         assert_true(tl_duck_int(e.con, "SELECT count(DISTINCT reader_pid) FROM idle_data") > 1);
     }
+    unsetenv("DUCKSTORE_INSERT_STREAMS");
     free(want);
     tl_env_close(&e);
 }

@@ -1,0 +1,225 @@
+/* sync_workers is a ceiling: a partitioned read chooses how many insert
+ * streams to run from what it measures, says so in the log, and loads
+ * exactly the source's rows whatever it chose. The rule itself is checked
+ * on measures given to it; the syncs check the log line and the rows (no
+ * timing is asserted: what the machine measures is not the test's). */
+#include "testlib.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sync/partition.h"
+
+static char *g_conninfo;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    g_conninfo = strdup(tl_pg_fresh_db("sync_streams"));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    free(g_conninfo);
+    return 0;
+}
+
+static int added(double wait, double idle, int asked, int running, partition_bound *bound)
+{
+    partition_measure m = {.wait_share = wait, .idle_cores = idle, .cores = 2};
+    return partition_streams_to_add(&m, asked, running, bound);
+}
+
+static void test_the_rule(void **state)
+{
+    (void)state;
+    partition_bound b;
+    /* Busy streams and no idle core: another would only contend. */
+    assert_int_equal(added(0.2, 0.1, 4, 1, &b), 0);
+    assert_int_equal(b, PARTITION_DUCKDB_BOUND);
+    assert_string_equal(partition_bound_text(b), "DuckDB-bound");
+    /* Streams waiting for PostgreSQL 80% of the time: five would keep it
+     * busy, four are allowed. */
+    assert_int_equal(added(0.8, 1.5, 4, 1, &b), 3);
+    assert_int_equal(b, PARTITION_PG_BOUND);
+    assert_string_equal(partition_bound_text(b), "PostgreSQL-bound");
+    /* Waiting half the time with two running: two more. */
+    assert_int_equal(added(0.5, 1.0, 8, 2, &b), 2);
+    assert_int_equal(b, PARTITION_PG_BOUND);
+    /* Waiting, but the machine has no idle core (PostgreSQL may run on it,
+     * short of CPU): more readers would not add to its output... */
+    assert_int_equal(added(0.6, 0.1, 4, 1, &b), 0);
+    assert_int_equal(b, PARTITION_DUCKDB_BOUND);
+    /* ...unless the streams hardly do anything but wait (a remote or
+     * sleeping server). */
+    assert_int_equal(added(0.9, 0.0, 4, 1, &b), 3);
+    assert_int_equal(b, PARTITION_PG_BOUND);
+    /* Busy streams and an idle core (the other table finished): one more. */
+    assert_int_equal(added(0.1, 1.0, 4, 1, &b), 1);
+    assert_int_equal(b, PARTITION_IDLE_CORES);
+    assert_string_equal(partition_bound_text(b), "cores idle");
+    /* Never past what sync_workers asked. */
+    assert_int_equal(added(0.99, 2.0, 4, 4, &b), 0);
+    assert_int_equal(added(0.99, 2.0, 4, 3, &b), 1);
+}
+
+#define ROWS 30000
+#define SPEC "id,t,j,n"
+
+static void create_src(PGconn *pg)
+{
+    tl_pg_exec(pg, "CREATE TABLE src (id bigint PRIMARY KEY, t text, j jsonb, n numeric(10, 2))");
+    /* Multibyte text too: it reaches DuckDB unchecked and must be exact. */
+    tl_pg_exec(
+        pg,
+        "INSERT INTO src SELECT i, CASE WHEN i %% 7 = 0 THEN NULL ELSE repeat('é☃' || i, 1 + i %% 40) END, "
+        "jsonb_build_object('k', i, 's', 'ü' || i), i / 3.0 FROM generate_series(1, %d) AS i",
+        ROWS);
+}
+
+/* Runs `duckstore sync --full` on the env's config into its own file with
+ * env_assign in its environment; returns its output (log lines). */
+static char *run_sync(tl_env *e, const char *env_assign, const char *source)
+{
+    char *out = NULL;
+    int rc =
+        tl_run(&out,
+               "rm -f '%s/cli.duckdb' '%s/cli.duckdb.wal'; %s '%s' --config-dir '%s' --db '%s/cli.duckdb' "
+               "sync %s --full",
+               e->dir, e->dir, env_assign, getenv("DUCKSTORE_BIN"), e->dir, e->dir, source);
+    if (rc != 0)
+        fail_msg("sync: exit %d:\n%s", rc, out);
+    return out;
+}
+
+/* Opens the file the CLI wrote (read-only) for the checks. */
+static void open_cli_file(tl_env *e, duckdb_database *db, duckdb_connection *con)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/cli.duckdb", e->dir);
+    duckdb_config cfg;
+    duckdb_create_config(&cfg);
+    duckdb_set_config(cfg, "access_mode", "READ_ONLY");
+    char *msg = NULL;
+    if (duckdb_open_ext(path, db, cfg, &msg) != DuckDBSuccess)
+        fail_msg("cannot open %s: %s", path, msg ? msg : "?");
+    duckdb_destroy_config(&cfg);
+    if (duckdb_connect(*db, con) != DuckDBSuccess)
+        fail_msg("cannot connect to %s", path);
+}
+
+/* The insert_streams line: "<source>: <table>: 4 workers asked, N insert
+ * stream(s): why"; returns N and the text after it. */
+static int logged_streams(const char *out, const char *prefix, const char **why)
+{
+    const char *line = strstr(out, prefix);
+    if (line == NULL)
+        fail_msg("no line with \"%s\" in:\n%s", prefix, out);
+    char *end;
+    long n = strtol(line + strlen(prefix), &end, 10);
+    if (strncmp(end, " insert streams: ", 17) == 0)
+        end += 17;
+    else if (strncmp(end, " insert stream: ", 16) == 0 && n == 1)
+        end += 16;
+    else
+        fail_msg("unexpected line: %.200s", line);
+    *why = end;
+    return (int)n;
+}
+
+static void assert_rows(tl_env *e, const char *want, int max_readers)
+{
+    duckdb_database db;
+    duckdb_connection con;
+    open_cli_file(e, &db, &con);
+    char *got = tl_duck_checksum(con, "streams_data", SPEC);
+    assert_string_equal(got, want);
+    free(got);
+    assert_int_equal(tl_duck_int(con, "SELECT count(*) FROM streams_data"), ROWS);
+    int64_t readers = tl_duck_int(con, "SELECT count(DISTINCT reader_pid) FROM streams_data");
+    if (readers < 1 || readers > max_readers)
+        fail_msg("%lld readers for %d streams", (long long)readers, max_readers);
+    duckdb_disconnect(&con);
+    duckdb_close(&db);
+}
+
+/* DUCKSTORE_INSERT_STREAMS pins the choice: 1, 2, 3 and 4 of 4 asked (and
+ * more than asked is cut to what was asked); each loads the same rows. */
+static void test_pinned_streams_load_exact_rows(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "pinned", "  sync_workers: 4\n");
+    create_src(e.pg);
+    char *want = tl_pg_checksum(e.pg, "src", SPEC);
+    tl_env_source(&e, "streams",
+                  "  query: SELECT id, t, j, n, pg_backend_pid() AS reader_pid FROM src\n"
+                  "  partition_column: id\n");
+    for (int pin = 1; pin <= 5; pin++) {
+        char assign[64];
+        snprintf(assign, sizeof assign, "DUCKSTORE_INSERT_STREAMS=%d", pin);
+        char *out = run_sync(&e, assign, "streams");
+        const char *why;
+        int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+        assert_int_equal(n, pin > 4 ? 4 : pin);
+        if (strncmp(why, "set by DUCKSTORE_INSERT_STREAMS", 31) != 0)
+            fail_msg("pinned %d: %.200s", pin, why);
+        assert_rows(&e, want, n);
+        free(out);
+    }
+    free(want);
+    tl_env_close(&e);
+}
+
+/* Without a pin the read measures: a query whose every row costs
+ * PostgreSQL time (pg_sleep) keeps the streams waiting on the socket.
+ * Whatever the machine lets it choose, the line names the choice and its
+ * reason, a PostgreSQL-bound verdict comes with more than one stream, and
+ * the rows are exact. */
+static void test_measured_choice_is_logged(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "measured", "  sync_workers: 4\n");
+    create_src(e.pg);
+    char *want = tl_pg_checksum(e.pg, "src", SPEC);
+    /* One row in ten sleeps a millisecond in PostgreSQL. */
+    tl_env_source(&e, "streams",
+                  "  query: SELECT id, t, j, n, pg_backend_pid() AS reader_pid FROM src "
+                  "WHERE CASE WHEN id %% 10 = 0 THEN pg_sleep(0.001) IS NOT NULL ELSE true END\n"
+                  "  partition_column: id\n");
+    char *out = run_sync(&e, "", "streams");
+    const char *why;
+    int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+    assert_true(n >= 1 && n <= 4);
+    print_message("chose %d: %.*s\n", n, (int)strcspn(why, "\n"), why);
+    static const char *const reasons[] = {"PostgreSQL-bound on ", "DuckDB-bound on ", "cores idle on ",
+                                          "the read ended before a measure"};
+    size_t r = 0;
+    while (r < 4 && strncmp(why, reasons[r], strlen(reasons[r])) != 0)
+        r++;
+    if (r == 4)
+        fail_msg("no known reason: %.200s", why);
+    if (r == 0)
+        assert_true(n > 1);
+    /* The rest of the line: the measure behind the verdict. */
+    if (r < 3 && strstr(why, "% of the time waiting for PostgreSQL, ") == NULL)
+        fail_msg("no measure: %.200s", why);
+    assert_rows(&e, want, n);
+    free(out);
+    free(want);
+    tl_env_close(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_rule),
+        cmocka_unit_test(test_pinned_streams_load_exact_rows),
+        cmocka_unit_test(test_measured_choice_is_logged),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
