@@ -301,7 +301,7 @@ for run in $(seq 1 "$repeat"); do
     measure "full_x$w" "$duckstore" --config-dir "$work/x$w" sync hashes --full
     grep 'insert stream' "$work/cmd.out" | sed 's/^[^ ]* [A-Z]* *//; s/^/  /' >&2 || true
   done
-  [ "$cases" = all ] || continue
+  [ "$cases" != full ] || continue
 
   log "run $run/$repeat: duckstore incremental, no new rows"
   measure inc_0 "$duckstore" --config-dir "$work/w1" sync monitoring
