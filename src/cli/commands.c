@@ -191,13 +191,21 @@ static bool session_includes(const cli_session *s, const cfg_source *src)
 }
 
 /* Opens the store of a loaded session; on failure frees the config.
- * must_exist: a command that only reads never creates the file. */
-static int session_open_store(const cli_globals *g, cli_session *s, bool must_exist)
+ * must_exist: a command that only reads never creates the file. readers:
+ * it also reads for others (a publish), so DuckDB gets the readers' budget
+ * on top of memory_limit, as under serve: a split source's view joins its
+ * two tables, and at 5M rows of 1-2 KB that join does not fit in 64MB. */
+static int session_open_store(const cli_globals *g, cli_session *s, bool must_exist, bool readers)
 {
     ds_error err;
     const char *path = db_path_of(g, &s->cfg);
-    store_settings settings = {
-        .memory_limit = s->cfg.store.memory_limit, .threads = s->cfg.store.threads, .must_exist = must_exist};
+    store_settings settings = {.memory_limit = s->cfg.store.memory_limit,
+                               .read_memory_limit = !readers ? NULL
+                                                    : s->cfg.store.read_memory_limit
+                                                        ? s->cfg.store.read_memory_limit
+                                                        : CFG_READ_MEMORY_LIMIT_DEFAULT,
+                               .threads = s->cfg.store.threads,
+                               .must_exist = must_exist};
     if (!store_open_ext(path, &settings, &s->st, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
         cfg_free(&s->cfg);
@@ -206,6 +214,19 @@ static int session_open_store(const cli_globals *g, cli_session *s, bool must_ex
     if (!sync_cleanup_staging(s->st, &s->cfg, &err))
         ds_log_warn("could not drop leftover staging tables: %s", err.msg);
     return CLI_EXIT_OK;
+}
+
+/* Whether the sources a command works on (every one when none is named)
+ * publish after their sync. */
+static bool session_publishes(const cli_session *s)
+{
+    for (size_t i = 0; i < s->nsrcs; i++)
+        if (s->srcs[i]->publish_line != 0)
+            return true;
+    for (size_t i = 0; s->nsrcs == 0 && i < s->cfg.n_sources; i++)
+        if (s->cfg.sources[i].publish_line != 0)
+            return true;
+    return false;
 }
 
 static void session_close(cli_session *s)
@@ -954,7 +975,7 @@ int cli_cmd_sync(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s, false)) != CLI_EXIT_OK) {
+    if (server == 0 && (rc = session_open_store(g, &s, false, session_publishes(&s))) != CLI_EXIT_OK) {
         interrupts_stop();
         return rc;
     }
@@ -1047,7 +1068,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return CLI_EXIT_USAGE;
     }
-    if (server == 0 && (rc = session_open_store(g, &s, true)) != CLI_EXIT_OK)
+    if (server == 0 && (rc = session_open_store(g, &s, true, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     json_t *doc = server ? remote_status(&r, &err) : status_document(s.st, &s.cfg, &err);
@@ -1118,7 +1139,7 @@ int cli_cmd_reset_watermark(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return rc;
     }
-    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
+    if ((rc = session_open_store(g, &s, false, false)) != CLI_EXIT_OK)
         return rc;
     ds_error err;
     bool logical = s.src->capture == CFG_CAPTURE_LOGICAL;
@@ -1206,7 +1227,7 @@ int cli_cmd_publish(const cli_globals *g, int argc, char **argv)
         cfg_free(&s.cfg);
         return rc;
     }
-    if ((rc = session_open_store(g, &s, false)) != CLI_EXIT_OK)
+    if ((rc = session_open_store(g, &s, false, true)) != CLI_EXIT_OK)
         return rc;
     publish_result res;
     ds_error err;
