@@ -809,6 +809,10 @@ static void *scheduler_main(void *arg)
             }
             if (!scheduled(r) || r->next_due_mono == 0)
                 continue;
+            /* The scheduler's own sync still runs: it sets the next due
+             * time when it ends (a wake-up meanwhile is not a skip). */
+            if (r->syncing && r->trigger == JOBS_TRIGGER_SCHEDULED)
+                continue;
             if (r->next_due_mono <= now) {
                 start_due(j, r, now);
                 if (r->syncing)
