@@ -37,22 +37,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* Sanitizer builds keep shadow memory and quarantine: no RSS bound holds. */
-static bool rss_checked(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    return false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-    return false;
-#else
-    return true;
-#endif
-#else
-    return true;
-#endif
-}
-
 /* Runs `duckstore --config-dir DIR publish NAME`: its exit status, output
  * (kept) and peak RSS. */
 static int run_publish(const char *dir, const char *name, char **out, long long *rss_kb)
@@ -117,7 +101,7 @@ static void wide_rows_interleaved_partitions(void **state)
         fail_msg("duckstore publish exited %d: %s", rc, out);
     print_message("publish of 200000 rows of 2 KB in 12 interleaved partitions: peak RSS %lld MB\n",
                   rss_kb / 1024);
-    if (rss_checked() && rss_kb > PUBLISH_RSS_BOUND_KB)
+    if (tl_rss_checked() && rss_kb > PUBLISH_RSS_BOUND_KB)
         fail_msg("peak RSS %lld MB, bound %lld MB", rss_kb / 1024, PUBLISH_RSS_BOUND_KB / 1024);
 
     /* The version is whole: every row, 12 partitions, some split into

@@ -275,23 +275,6 @@ static long vm_hwm_kb(pid_t pid)
     return strtol(hwm + 6, NULL, 10);
 }
 
-/* A sanitizer build's server keeps freed memory in quarantine (DuckDB's
- * too): no RSS bound holds there. */
-static bool rss_checked(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    return false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-    return false;
-#else
-    return true;
-#endif
-#else
-    return true;
-#endif
-}
-
 /* 5M rows of hard-to-compress text (~250 MB of Parquet): the server's
  * peak memory does not grow with the size of the extract. */
 static void test_parquet_bounded_memory(void **state)
@@ -309,7 +292,7 @@ static void test_parquet_bounded_memory(void **state)
                         "5000000|12499997500000|5000000|64");
     long after = vm_hwm_kb(g_srv.pid);
     print_message("# server peak RSS %ld kB before, %ld kB after a 5M-row Parquet extract\n", before, after);
-    if (rss_checked() && after - before > 100 * 1024)
+    if (tl_rss_checked() && after - before > 100 * 1024)
         fail_msg("a 5M-row Parquet extract raised the server's peak RSS by %ld kB (bound: 100 MB)",
                  after - before);
 }

@@ -32,22 +32,6 @@ static bool soak(void)
     return s != NULL && strcmp(s, "1") == 0;
 }
 
-/* Sanitizer builds keep shadow memory and quarantine: no RSS bound holds. */
-static bool rss_checked(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    return false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-    return false;
-#else
-    return true;
-#endif
-#else
-    return true;
-#endif
-}
-
 /* Runs `duckstore --config-dir DIR --db DIR/cli.duckdb sync` and returns its
  * exit status; *out is its stdout + stderr (malloc'd), *rss_kb its peak RSS. */
 static int run_sync(const char *dir, char **out, long long *rss_kb)
@@ -104,7 +88,7 @@ static void sync_ok(tl_env *e, long long *rss_kb, const char *expect)
  * holds of one value, or what arrays take past the bound) above the base. */
 static void assert_rss_within(long long rss_kb, long long limit, long long extra, const char *what)
 {
-    if (!rss_checked())
+    if (!tl_rss_checked())
         return;
     long long bound_kb = g_base_kb + (DUCKDB_SLACK + limit * 3 / 2 + extra) / 1024;
     if (rss_kb > bound_kb)

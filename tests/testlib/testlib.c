@@ -84,6 +84,21 @@ char *tl_pg_scalar(PGconn *conn, const char *fmt, ...)
     return out;
 }
 
+bool tl_rss_checked(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return false;
+#else
+    return true;
+#endif
+#else
+    return true;
+#endif
+}
+
 char *tl_mkdtemp(void)
 {
     const char *base = getenv("TMPDIR");

@@ -43,6 +43,10 @@ int64_t tl_pg_int(PGconn *conn, const char *fmt, ...) __attribute__((format(prin
 char *tl_mkdtemp(void);
 void tl_rmtree(const char *path);
 
+/* Whether an RSS bound can hold: a sanitizer build keeps shadow memory and
+ * a quarantine of freed memory (DuckDB's too), so it cannot. */
+bool tl_rss_checked(void);
+
 /* Runs SQL on DuckDB; fails the test on error. */
 void tl_duck_exec(duckdb_connection con, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
