@@ -27,6 +27,7 @@
 #include "publish/publish.h"
 #include "server/server.h"
 #include "source/publication.h"
+#include "store/read_functions.h"
 #include "store/store.h"
 #include "sync/capture_check.h"
 #include "sync/plan.h"
@@ -1843,6 +1844,9 @@ int cli_cmd_query(const cli_globals *g, int argc, char **argv)
     int rc = CLI_EXIT_SYNC_ERROR;
     if (!store_open_ext(db_path_of(g, &cfg), &settings, &st, &err) || !store_connect(st, &con, &err)) {
         fprintf(stderr, "duckstore: %s\n", err.msg);
+    } else if (!store_read_functions_use(con, &err)) {
+        fprintf(stderr, "duckstore: %s\n", err.msg);
+        duckdb_disconnect(&con);
     } else {
         rc = only_reads(con, sql) ? run_query(con, sql, format) : CLI_EXIT_USAGE;
         duckdb_disconnect(&con);

@@ -29,6 +29,7 @@
 
 #include "common/strbuf.h"
 #include "common/version.h"
+#include "store/read_functions.h"
 #include "store/store.h"
 
 /* Where the catalog lives: the in-memory catalog beside the store's file. */
@@ -270,8 +271,9 @@ static const char *const install_sql[] = {
 
 /* The search path of a session: the store's tables first (its default
  * schema: current_database() and current_schema() stay the store's), then
- * the catalog; DuckDB's system catalog comes after both. */
-#define PGC_SEARCH_PATH "SET search_path = 'main," PGC_SCHEMA "'"
+ * the readers' faster functions (store/read_functions.h), then the catalog;
+ * DuckDB's system catalog comes after them all. */
+#define PGC_SEARCH_PATH "SET search_path = 'main," STORE_READ_SCHEMA "," PGC_SCHEMA "'"
 
 /* PostgreSQL's name of each type duckstore sends (what oid::regtype prints)
  * and its catalog name, with its array type's OID; 'name'::regtype reads
@@ -572,8 +574,8 @@ static bool exec_install(duckdb_connection con, const char *sql, ds_error *err)
 
 bool pgc_install(duckdb_connection con, ds_error *err)
 {
-    bool ok = true;
-    if (!installed(con)) {
+    bool ok = store_read_functions_install(con, err);
+    if (ok && !installed(con)) {
         /* One session creates it (a store reopen starts a new, empty
          * instance); the others wait, then find it. */
         static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "store/read_functions.h"
 #include "store/result_feed.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
@@ -1375,7 +1376,8 @@ static void *query_thread(void *arg)
     duckdb_prepared_statement probe = NULL;
     if (!store_connect(j->st, &con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
-    } else if (!store_exec(con, "BEGIN TRANSACTION READ ONLY", &err)) {
+    } else if (!store_read_functions_use(con, &err) ||
+               !store_exec(con, "BEGIN TRANSACTION READ ONLY", &err)) {
         refuse(j, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.msg);
     } else if (!store_connect(j->st, &probe_con, &err)) {
         refuse(j, MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err.msg);
