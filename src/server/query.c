@@ -1695,8 +1695,10 @@ static int64_t size_bytes(const char *text)
     return -1;
 }
 
-/* The query's memory cap (query_memory_limit, else half of memory_limit)
- * and the same as the memory_limit of a Parquet answer's writer. */
+/* The query's memory cap (query_memory_limit, else the readers' budget,
+ * read_memory_limit: what serve adds to DuckDB's limit for readers, so the
+ * syncs keep memory_limit) and the same as the memory_limit of a Parquet
+ * answer's writer. */
 static bool memory_cap(qjob *j, const cfg_store *st)
 {
     ds_buf text = DS_BUF_INIT, writer = DS_BUF_INIT;
@@ -1704,9 +1706,9 @@ static bool memory_cap(qjob *j, const cfg_store *st)
         j->memory_cap = size_bytes(st->query_memory_limit);
         ds_buf_append(&text, st->query_memory_limit);
     } else {
-        j->memory_cap = size_bytes(st->memory_limit) / 2;
-        ds_buf_appendf(&text, "%.0fMB, half of memory_limit %s", (double)j->memory_cap / 1e6,
-                       st->memory_limit);
+        const char *readers = st->read_memory_limit ? st->read_memory_limit : CFG_READ_MEMORY_LIMIT_DEFAULT;
+        j->memory_cap = size_bytes(readers);
+        ds_buf_appendf(&text, "%s, the readers' budget read_memory_limit", readers);
     }
     if (j->memory_cap <= 0)
         j->memory_cap = INT64_MAX;

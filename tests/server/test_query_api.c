@@ -420,6 +420,36 @@ static void test_params_bound(void **state)
     tl_http_response_free(&r);
 }
 
+/* At the defaults (memory_limit 64MB) a query may use the readers'
+ * budget, read_memory_limit: a 3-million-group aggregate (about 100MB of
+ * hash table) answers. With the old default cap, half of memory_limit
+ * (32MB), the dashboard aggregate of make bench was stopped with 422. */
+static void test_default_query_memory_is_the_readers_budget(void **state)
+{
+    (void)state;
+    char *got = json_query("{\"sql\":\"SELECT count(*) AS groups FROM (SELECT range % 3000000 AS g, "
+                           "count(*) FROM range(6000000) GROUP BY g)\"}");
+    assert_string_equal(got, "{\"columns\":[{\"name\":\"groups\",\"type\":\"BIGINT\"}],\"rows\":[[3000000]],"
+                             "\"row_count\":1,\"truncated\":false,\"elapsed_ms\":0}");
+    free(got);
+}
+
+/* A UTC query's date_trunc on a TIMESTAMPTZ takes the readers' faster
+ * path (store/read_functions.h), with PostgreSQL's values. */
+static void test_date_trunc_fast_path(void **state)
+{
+    (void)state;
+    char *got = json_query("{\"sql\":\"SELECT id, date_trunc('hour', tstz) AS h FROM typ_data WHERE id IN (1, 4) "
+                           "ORDER BY id\"}");
+    assert_string_equal(got, "{\"columns\":[{\"name\":\"id\",\"type\":\"INTEGER\"},{\"name\":\"h\",\"type\":"
+                             "\"TIMESTAMP WITH TIME ZONE\"}],\"rows\":[[1,\"2024-01-02T01:00:00Z\"],"
+                             "[4,\"1970-01-01T00:00:00Z\"]],\"row_count\":2,\"truncated\":false,\"elapsed_ms\":0}");
+    free(got);
+    got = json_query("{\"sql\":\"EXPLAIN SELECT date_trunc('hour', tstz) FROM typ_data\"}");
+    tl_assert_contains(got, "make_timestamptz");
+    free(got);
+}
+
 static void test_max_rows(void **state)
 {
     (void)state;
@@ -718,6 +748,8 @@ int main(void)
         cmocka_unit_test(test_refused_file_and_network_functions),
         cmocka_unit_test(test_params_bound),
         cmocka_unit_test(test_max_rows),
+        cmocka_unit_test(test_default_query_memory_is_the_readers_budget),
+        cmocka_unit_test(test_date_trunc_fast_path),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_concurrency_429),
         cmocka_unit_test(test_large_csv_bounded_memory),
