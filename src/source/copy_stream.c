@@ -90,6 +90,28 @@ static bool stream_finish(pgsrc_stream *s, ds_error *err)
     return ok;
 }
 
+/* Binary COPY's file header (signature, flags, no extension), which
+ * PostgreSQL sends in the message of the first tuple, and its trailer. */
+static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+
+static void keep_row(pgsrc_kept_rows *keep, const char *msg, size_t len)
+{
+    if (len >= sizeof copy_header && memcmp(msg, copy_header, sizeof copy_header) == 0) {
+        msg += sizeof copy_header;
+        len -= sizeof copy_header;
+    }
+    if (len == 0 || (len == 2 && (unsigned char)msg[0] == 0xff && (unsigned char)msg[1] == 0xff))
+        return;
+    if (keep->over || keep->buf.len + 4 + len > keep->max) {
+        keep->over = true;
+        return;
+    }
+    unsigned char n[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+                          (unsigned char)len};
+    if (!ds_buf_appendn(&keep->buf, (const char *)n, 4) || !ds_buf_appendn(&keep->buf, msg, len))
+        keep->over = true;
+}
+
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
 {
     copy_decoder_start_chunk(s->dec, chunk);
@@ -127,6 +149,8 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
                 atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
             s->msg = buf;
             s->msg_len = (size_t)n;
+            if (s->keep != NULL)
+                keep_row(s->keep, buf, (size_t)n);
             if ((uint64_t)n > s->largest_row)
                 s->largest_row = (uint64_t)n;
             /* Decoding it would fail inside DuckDB's allocator. */

@@ -190,8 +190,22 @@ bool pgsrc_connect(const char *url, double query_timeout_s, pgsrc_conn *out, ds_
     return ok;
 }
 
+/* pg_type's answer for one type, as lookup_types reads it. */
+typedef struct pgsrc_type_fact {
+    uint32_t oid;
+    char typtype, category;
+    char *name; /* format_type(oid, NULL) */
+} pgsrc_type_fact;
+
 void pgsrc_disconnect(pgsrc_conn *conn)
 {
+    for (size_t i = 0; i < conn->ntype_facts; i++)
+        free(conn->type_facts[i].name);
+    free(conn->type_facts);
+    free(conn->probed_copy);
+    conn->type_facts = NULL;
+    conn->ntype_facts = 0;
+    conn->probed_copy = NULL;
     if (conn->cancel)
         PQfreeCancel(conn->cancel);
     if (conn->pg)
@@ -418,18 +432,53 @@ char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value)
     return ds_buf_take(&b);
 }
 
-/* Catalog facts for the columns' types: the name to cast literals to, and
- * what to do with types that have no built-in mapping. */
-static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
+/* The fact of a built-in type this session looked up before, or NULL. */
+static const pgsrc_type_fact *known_type(const pgsrc_conn *conn, uint32_t oid)
+{
+    for (size_t i = 0; i < conn->ntype_facts; i++)
+        if (conn->type_facts[i].oid == oid)
+            return &conn->type_facts[i];
+    return NULL;
+}
+
+/* OIDs below FirstNormalObjectId belong to the server's own catalog. */
+#define PG_FIRST_NORMAL_OID 16384u
+
+static void add_type_fact(pgsrc_conn *conn, uint32_t oid, const char *name, char typtype, char category)
+{
+    if (known_type(conn, oid) != NULL)
+        return;
+    pgsrc_type_fact *grown = realloc(conn->type_facts, (conn->ntype_facts + 1) * sizeof *grown);
+    if (grown == NULL)
+        return; /* not remembered: looked up again next time */
+    conn->type_facts = grown;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return;
+    grown[conn->ntype_facts++] =
+        (pgsrc_type_fact){.oid = oid, .typtype = typtype, .category = category, .name = copy};
+}
+
+/* Asks pg_type for the facts of the columns' types this session has not
+ * remembered; they are remembered, built-in ones for good, the others for
+ * this call (scratch). */
+static bool query_types(pgsrc_conn *conn, const pgsrc_desc *desc, pgsrc_conn *scratch, ds_error *err)
 {
     ds_buf list = DS_BUF_INIT;
     ds_buf_appendc(&list, '{');
-    for (size_t i = 0; i < desc->ncols; i++)
-        ds_buf_appendf(&list, "%s%u", i ? "," : "", desc->cols[i].oid);
+    bool any = false;
+    for (size_t i = 0; i < desc->ncols; i++) {
+        if (known_type(conn, desc->cols[i].oid) != NULL)
+            continue;
+        ds_buf_appendf(&list, "%s%u", any ? "," : "", desc->cols[i].oid);
+        any = true;
+    }
     ds_buf_appendc(&list, '}');
     char *oids = ds_buf_take_or_err(&list, err);
-    if (oids == NULL)
-        return false;
+    if (oids == NULL || !any) {
+        free(oids);
+        return oids != NULL || !any;
+    }
     const char *params[] = {oids};
     PGresult *res = NULL;
     if (PQsendQueryParams(conn->pg,
@@ -447,21 +496,34 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
         PQclear(res);
         return false;
     }
-    for (size_t i = 0; i < desc->ncols; i++) {
+    for (int r = 0; r < PQntuples(res); r++) {
+        uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10);
+        const char *name = PQgetvalue(res, r, 1);
+        char typtype = PQgetvalue(res, r, 2)[0], category = PQgetvalue(res, r, 3)[0];
+        add_type_fact(oid < PG_FIRST_NORMAL_OID ? conn : scratch, oid, name, typtype, category);
+    }
+    PQclear(res);
+    return true;
+}
+
+/* Catalog facts for the columns' types: the name to cast literals to, and
+ * what to do with types that have no built-in mapping. */
+static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
+{
+    /* The server's own types are looked up once per session; types users
+     * create (enums, domains) at every describe, as they may change. */
+    pgsrc_conn scratch = {0};
+    bool ok = query_types(conn, desc, &scratch, err);
+    for (size_t i = 0; ok && i < desc->ncols; i++) {
         pgsrc_column *c = &desc->cols[i];
-        char typtype = 'b', category = 'U';
-        const char *pg_type = "text";
-        for (int r = 0; r < PQntuples(res); r++) {
-            if ((uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10) != c->oid)
-                continue;
-            pg_type = PQgetvalue(res, r, 1);
-            typtype = PQgetvalue(res, r, 2)[0];
-            category = PQgetvalue(res, r, 3)[0];
-        }
-        c->pg_type = strdup(pg_type);
+        const pgsrc_type_fact *fact = known_type(conn, c->oid);
+        if (fact == NULL)
+            fact = known_type(&scratch, c->oid);
+        char typtype = fact ? fact->typtype : 'b', category = fact ? fact->category : 'U';
+        c->pg_type = strdup(fact ? fact->name : "text");
         if (c->pg_type == NULL) {
-            PQclear(res);
-            return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            break;
         }
         if (pgtypes_map_builtin(c->oid, c->typmod, &c->type)) {
             c->cast = PGSRC_CAST_NONE;
@@ -476,8 +538,10 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
             c->cast = PGSRC_CAST_TEXT;
         }
     }
-    PQclear(res);
-    return true;
+    for (size_t i = 0; i < scratch.ntype_facts; i++)
+        free(scratch.type_facts[i].name);
+    free(scratch.type_facts);
+    return ok;
 }
 
 /* pgsrc_append_copy_sql, setting *query_at to the byte where the query
@@ -595,11 +659,20 @@ static bool probe_copy(pgsrc_conn *conn, const char *query, pgsrc_desc *desc, ds
         ds_buf_free(&sql);
         return false;
     }
+    /* The same statement ran without error on this session before (its
+     * columns and types are in the text): the read that follows reports
+     * what may have changed since, such as a revoked privilege. */
+    if (conn->probed_copy != NULL && strcmp(conn->probed_copy, ds_buf_str(&sql)) == 0) {
+        ds_buf_free(&sql);
+        return true;
+    }
     PGresult *res = pgsrc_copy_run(conn, ds_buf_str(&sql), err);
     bool ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
         describe_error(conn, res, ds_buf_str(&sql), query_at, trimmed_len(query), true, desc, err);
     PQclear(res);
+    free(conn->probed_copy);
+    conn->probed_copy = ok ? ds_buf_take(&sql) : NULL;
     ds_buf_free(&sql);
     return ok;
 }

@@ -31,6 +31,13 @@ typedef struct pgsrc_conn {
      * cancels it. */
     atomic_bool *stop;
     bool stop_sent;
+    /* What this session has checked before (pgsrc_describe), so a kept
+     * connection's next sync skips those round trips: the COPY statement it
+     * last ran without error, and catalog facts of built-in types (OIDs
+     * below 16384 name the same type on every server, for ever). */
+    char *probed_copy;
+    struct pgsrc_type_fact *type_facts;
+    size_t ntype_facts;
 } pgsrc_conn;
 
 typedef struct pgsrc_column {
@@ -153,6 +160,17 @@ char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc
 PGresult *pgsrc_copy_run(pgsrc_conn *conn, const char *copy_sql, ds_error *err);
 
 /* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
+/* The rows of a stream as PostgreSQL sent them, kept while they fit in
+ * max bytes: each binary COPY tuple (the file header and trailer left out)
+ * as a 4-byte length and its bytes. over: more came than fit. Equal bytes
+ * decode to equal rows, so a later read can be compared with a kept one
+ * without DuckDB (src/sync/memo.h). */
+typedef struct pgsrc_kept_rows {
+    ds_buf buf;
+    size_t max;
+    bool over;
+} pgsrc_kept_rows;
+
 typedef struct pgsrc_stream {
     pgsrc_conn *conn;
     copy_decoder *dec;
@@ -165,6 +183,7 @@ typedef struct pgsrc_stream {
     uint64_t largest_row;    /* bytes of the largest CopyData message (one row) so far */
     uint64_t row_bytes_max;  /* a larger row is refused before it is decoded (0: no limit) */
     double wait_s;           /* seconds spent waiting for PostgreSQL's data (the socket was empty) */
+    pgsrc_kept_rows *keep;   /* optional: the rows are kept there too */
 } pgsrc_stream;
 
 /* Starts the COPY statement. A NULL copy_sql or dec (what a failed

@@ -41,7 +41,11 @@ struct store {
     size_t pool_size, pool_available;
     stream_registry *streams; /* the insert streams running on db */
     _Atomic(void (*)(store *)) close_hook;
+    _Atomic uint64_t generation; /* of db: unique in the process, new at each (re)open */
 };
+
+/* Numbers DuckDB instances across every store of the process. */
+static _Atomic uint64_t instances;
 
 static const char *const metadata_ddl[] = {
     "CREATE SCHEMA IF NOT EXISTS _duckstore",
@@ -287,6 +291,7 @@ static bool start_database(store *st, ds_error *err)
     char *failure = NULL;
     duckdb_state opened = duckdb_open_ext(NULL, &st->db, config, &failure);
     duckdb_destroy_config(&config);
+    atomic_store(&st->generation, atomic_fetch_add(&instances, 1) + 1);
     if (opened == DuckDBError) {
         st->db = NULL;
         ds_error_set(err, DS_ERR_STORE, "cannot start DuckDB: %s", failure ? failure : "unknown error");
@@ -868,4 +873,9 @@ bool store_insert_stream(store *st, duckdb_connection con, const char *table_ref
                          void *ctx, ds_error *err)
 {
     return stream_insert(st->streams, con, table_ref, fill, ctx, err);
+}
+
+uint64_t store_generation(store *st)
+{
+    return atomic_load(&st->generation);
 }

@@ -82,6 +82,11 @@ void store_commit_unlock(store *st);
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);
 
+/* Which DuckDB instance st holds now: a number unique in the process, new
+ * at each open and reopen (what was learnt of an earlier instance's data
+ * no longer holds: src/sync/memo.h). */
+uint64_t store_generation(store *st);
+
 /* Opens a pool of n read connections. */
 bool store_pool_open(store *st, size_t n, ds_error *err);
 

@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "sync/incremental.h"
+#include "sync/memo.h"
 #include "sync/status.h"
 
 /* *ms = the time since *since, in ms; *since = now. */
@@ -19,6 +20,18 @@ static void step_done(double *ms, double *since)
     *since = now;
 }
 
+/* Whether the store holds every row of the batch already, as the process
+ * remembers the table (memo.h): then it stays as it was, and its maximum
+ * and count are known without DuckDB. */
+static bool batch_stored(table_job *job)
+{
+    if (job->kept.max == 0)
+        return false;
+    job->unchanged =
+        memo_table_covers(job->st, job->plan->table, &job->kept, &job->known_max, &job->known_count);
+    return job->unchanged;
+}
+
 static bool apply_rows(duckdb_connection duck, table_job *job, ds_error *err)
 {
     if (!job->incremental) {
@@ -26,10 +39,13 @@ static bool apply_rows(duckdb_connection duck, table_job *job, ds_error *err)
         return store_swap_in(duck, job->staging_ref, job->plan->table, err);
     }
     /* An empty batch changes nothing (an upsert deletes only what it
-     * replaces). The in-memory staging table is dropped after the commit:
-     * one transaction may write to one database only. */
+     * replaces), nor does one of rows stored already (a quiet sync
+     * re-reads the rows at the watermark). The in-memory staging table is
+     * dropped after the commit: one transaction may write to one database
+     * only. */
     inc_batch batch = job_batch(job);
-    return job->rows_loaded == 0 || inc_apply(duck, &batch, &job->rows_inserted, &job->rows_updated, err);
+    return batch_stored(job) || job->rows_loaded == 0 ||
+           inc_apply(duck, &batch, &job->rows_inserted, &job->rows_updated, err);
 }
 
 /* The same transactions, by xid and read start, in any order. */
@@ -65,17 +81,23 @@ static bool meta_unchanged(const table_job *job, const char *watermark, bool inc
 
 /* *wrote: the table's row in _duckstore.tables was written (not when it
  * would say what it says). */
-static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, bool *wrote,
-                            ds_error *err)
+static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, char **max,
+                            bool *wrote, ds_error *err)
 {
-    char *watermark = NULL;
-    bool inclusive = false;
+    inc_watermark next = {0};
     *wrote = false;
+    const char *const *known = job->unchanged ? (const char *const *)&job->known_max : NULL;
     if (job->has_inc_col &&
         !inc_next_watermark(duck, job->plan->table, src->incremental_column, job_inc_type(job),
-                            job->incremental ? job->old_watermark : NULL, job->horizon.value, &watermark,
-                            &inclusive, err))
+                            job->incremental ? job->old_watermark : NULL, job->horizon.value, known, &next,
+                            err)) {
+        free(next.watermark);
+        free(next.max);
         return false;
+    }
+    *max = next.max;
+    char *watermark = next.watermark;
+    bool inclusive = next.inclusive;
     if (meta_unchanged(job, watermark, inclusive)) {
         free(watermark);
         return true;
@@ -105,6 +127,7 @@ static void report_table(const table_job *job, sync_table_report *tr)
     tr->rows_inserted = job->rows_inserted;
     tr->rows_updated = job->rows_updated;
     tr->truncated = job->truncated;
+    tr->stored_already = job->unchanged;
     tr->upsert = job->plan->key->n > 0;
     snprintf(tr->horizon, sizeof tr->horizon, "%s", job->horizon.value ? job->horizon.value : "");
     const char *holder = job->horizon.holder ? job->horizon.holder : job->pending_holder;
@@ -118,22 +141,49 @@ static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job
                         bool *wrote, ds_error *err)
 {
     bool meta_written = false;
-    bool ok = apply_rows(duck, job, err) && store_watermark(duck, src, job, &meta_written, err);
+    bool ok =
+        apply_rows(duck, job, err) && store_watermark(duck, src, job, &job->next_max, &meta_written, err);
     *wrote = meta_written || !job->incremental || job->rows_inserted > 0 || job->rows_updated > 0;
     report_table(job, tr);
+    if (ok && job->unchanged) {
+        tr->rows_total = job->known_count;
+        return true;
+    }
     return ok && store_count_rows(duck, job->plan->table, &tr->rows_total, err);
+}
+
+/* After a commit: what the process remembers of the source's tables and
+ * view for its next sync (memo.h). A table read incrementally without a
+ * key, whose rows were kept, is remembered with them; any other table is
+ * forgotten (a full load, an upsert, a capped or large batch). */
+static void remember(store *st, const cfg_source *src, const table_job *jobs, const sync_report *report,
+                     const char *view_sql)
+{
+    for (size_t i = 0; i < report->ntables; i++) {
+        const table_job *job = &jobs[i];
+        if (job->unchanged)
+            continue; /* the remembered rows, maximum and count still hold */
+        if (job->incremental && job->kept.max > 0 && !job->truncated)
+            memo_table_put(st, job->plan->table, &job->kept, job->next_max, report->tables[i].rows_total);
+        else
+            memo_table_forget(st, job->plan->table);
+    }
+    if (view_sql != NULL)
+        memo_view_put(st, src->name, view_sql);
+    else if (report->ntables < 2)
+        memo_view_forget(st, src->name);
 }
 
 /* The view of a split source; a table of its name (the source had one
  * query before) makes way for it. *changed: the view reads otherwise than
  * before (its join was reconfigured), so its rows must be counted again
  * (unchanged, a quiet sync's rollback undoes the statement). */
-static bool create_view(duckdb_connection duck, const cfg_source *src, const table_job *jobs, bool *changed,
-                        ds_error *err)
+static bool create_view(store *st, duckdb_connection duck, const cfg_source *src, const table_job *jobs,
+                        bool *changed, char **created, ds_error *err)
 {
     const table_job *d = &jobs[0], *r = &jobs[1];
-    if (store_is_table(duck, src->data_name) && !store_drop_relation(duck, src->data_name, err))
-        return false;
+    *changed = false;
+    *created = NULL;
     store_join join = {
         .inner = src->join_type == CFG_JOIN_INNER, .cols = src->join_columns.cols, .n = src->join_columns.n};
     /* DuckDB would cast one side, and a value that does not convert would
@@ -150,13 +200,24 @@ static bool create_view(duckdb_connection duck, const cfg_source *src, const tab
                                r->columns, r->desc.ncols, &join);
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    /* The view this process committed last, over the same tables (a table
+     * loaded in full is a new one: DuckDB binds a view's column types when
+     * it is created), unchanged: nothing to do. */
+    if (d->incremental && r->incremental && memo_view_is(st, src->name, sql)) {
+        free(sql);
+        return true;
+    }
     char *old = NULL, *now = NULL;
-    bool ok = store_view_definition(duck, src->data_name, &old, err) && store_exec(duck, sql, err) &&
+    bool ok = (!store_is_table(duck, src->data_name) || store_drop_relation(duck, src->data_name, err)) &&
+              store_view_definition(duck, src->data_name, &old, err) && store_exec(duck, sql, err) &&
               store_view_definition(duck, src->data_name, &now, err);
     *changed = old == NULL || now == NULL || strcmp(old, now) != 0;
     free(old);
     free(now);
-    free(sql);
+    if (ok)
+        *created = sql;
+    else
+        free(sql);
     return ok;
 }
 
@@ -259,7 +320,7 @@ static void summarize(sync_report *report, const table_job *jobs, size_t njobs, 
  * recorded; steps->quiet: nothing was written (the caller rolls back). */
 static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src, table_job *jobs,
                         size_t njobs, sync_report *report, double started, commit_steps *steps, json_t **doc,
-                        ds_error *err)
+                        char **view_sql, ds_error *err)
 {
     json_t *saved = status_load(duck, src->name);
     json_t *previous = status_load_current(st, duck, src->name);
@@ -279,7 +340,7 @@ static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src
     step_done(&steps->ids_ms, &step);
     if (ok && njobs == 2) {
         bool view_changed = false;
-        ok = create_view(duck, src, jobs, &view_changed, err);
+        ok = create_view(st, duck, src, jobs, &view_changed, view_sql, err);
         changed |= view_changed;
         wrote |= view_changed;
     } else if (ok && !jobs[0].incremental) {
@@ -323,8 +384,9 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
         return false;
     store_commit_lock(st);
     json_t *doc = NULL;
+    char *view_sql = NULL;
     bool ok = store_exec(duck, "BEGIN TRANSACTION", err) &&
-              commit_body(st, duck, src, jobs, njobs, report, started, steps, &doc, err);
+              commit_body(st, duck, src, jobs, njobs, report, started, steps, &doc, &view_sql, err);
     double t = ds_monotonic_s();
     /* A quiet sync ends without a write: the rollback undoes only merges
      * that added nothing (docs/incremental.md, "Quiet syncs"). */
@@ -339,7 +401,10 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
         status_keep_quiet(st, src->name, doc);
     else
         status_forget_unsaved(st, src->name);
+    if (ok)
+        remember(st, src, jobs, report, view_sql);
     store_commit_unlock(st);
+    free(view_sql);
     json_decref(doc);
     for (size_t i = 0; ok && i < njobs; i++)
         if (jobs[i].incremental)
@@ -370,6 +435,11 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
         store_commit_lock(st);
         drop_staging(duck, jobs, njobs);
     }
+    /* What was remembered of these tables may no longer hold (a failed
+     * commit, a reopen). */
+    for (size_t i = 0; i < njobs; i++)
+        memo_table_forget(st, jobs[i].plan->table);
+    memo_view_forget(st, src->name);
     /* A stop on request (shutdown) is not a failure of the source: the
      * stored data, watermarks and status still agree, so keep them. */
     if (cause->code != DS_ERR_CANCELLED) {

@@ -61,28 +61,26 @@ bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted
 }
 
 bool inc_next_watermark(duckdb_connection duck, const char *table, const char *inc_col, const char *duck_type,
-                        const char *floor, const char *horizon, char **watermark, bool *inclusive,
+                        const char *floor, const char *horizon, const char *const *known, inc_watermark *out,
                         ds_error *err)
 {
-    *watermark = NULL;
-    *inclusive = false;
-    char *max = NULL;
-    if (!store_max_value(duck, table, inc_col, duck_type, floor, &max, err))
+    memset(out, 0, sizeof *out);
+    if (known != NULL) {
+        if (*known != NULL && (out->max = strdup(*known)) == NULL)
+            return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    } else if (!store_max_value(duck, table, inc_col, duck_type, floor, &out->max, err)) {
         return false;
-    if (horizon != NULL && max != NULL) {
+    }
+    if (horizon != NULL && out->max != NULL) {
         /* Held at the horizon when rows reach it: a transaction still open
          * there may commit more rows at or past it. */
-        if (!store_value_at_least(duck, max, horizon, duck_type, inclusive, err)) {
-            free(max);
+        if (!store_value_at_least(duck, out->max, horizon, duck_type, &out->inclusive, err))
             return false;
-        }
-        if (*inclusive) {
-            free(max);
-            if (!store_canonical_value(duck, horizon, duck_type, &max, err))
-                return false;
-        }
+        if (out->inclusive)
+            return store_canonical_value(duck, horizon, duck_type, &out->watermark, err);
     }
-    *watermark = max;
+    if (out->max != NULL && (out->watermark = strdup(out->max)) == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     return true;
 }
 

@@ -93,9 +93,15 @@ bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted
 
 /* The watermark to store after a sync: max(inc_col) of the table, held at
  * the horizon (then inclusive) when the horizon is lower. floor, the
- * previous watermark (NULL after a full load), narrows the scan. */
+ * previous watermark (NULL after a full load), narrows the scan. known:
+ * the maximum when it is known already (*known NULL: the column has no
+ * value), NULL to compute it. *max (malloc'd, may be NULL): the maximum. */
+typedef struct inc_watermark {
+    char *watermark, *max;
+    bool inclusive;
+} inc_watermark;
 bool inc_next_watermark(duckdb_connection duck, const char *table, const char *inc_col, const char *duck_type,
-                        const char *floor, const char *horizon, char **watermark, bool *inclusive,
+                        const char *floor, const char *horizon, const char *const *known, inc_watermark *out,
                         ds_error *err);
 
 #endif

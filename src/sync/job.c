@@ -40,6 +40,9 @@ void job_free(table_job *job)
     pgsrc_snapshot_free(&job->snap);
     inc_state_free(&job->prev_state);
     inc_state_free(&job->next_state);
+    ds_buf_free(&job->kept.buf);
+    free(job->known_max);
+    free(job->next_max);
 }
 
 const char *job_inc_type(const table_job *job)
@@ -341,6 +344,10 @@ static char *read_condition(table_job *job, pgsrc_conn *pg)
 
 static int workers_for(const table_job *job);
 
+/* The bytes of rows an incremental read keeps: a few rows at the
+ * watermark, not a large batch. */
+#define KEPT_ROWS_MAX (64 * 1024)
+
 static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
 {
     const cfg_source *src = job->src;
@@ -358,6 +365,12 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
                                .workers = workers,
                                .shared = shared};
         return partition_load(&read, pg, &job->err);
+    }
+    /* A quiet sync re-reads the rows at the watermark: kept, they are
+     * compared with the last batch's instead of merged (src/sync/memo.h). */
+    if (job->incremental && job->plan->key->n == 0) {
+        job->kept.max = KEPT_ROWS_MAX;
+        shared->keep = &job->kept;
     }
     char *copy = job_copy_sql(job, pg, shared);
     if (copy == NULL)

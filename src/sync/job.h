@@ -69,6 +69,14 @@ typedef struct table_job {
     int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
     bool truncated;
+    /* An incremental read of an append-only table keeps its rows when they
+     * are few (src/sync/memo.h): a batch the store already holds is then
+     * not merged. */
+    pgsrc_kept_rows kept;
+    bool unchanged;      /* the commit found the batch stored already: the table is as it was */
+    char *known_max;     /* then: the incremental column's maximum, as remembered */
+    int64_t known_count; /* and its row count */
+    char *next_max;      /* the maximum the commit computed (or knew) */
     /* Dataset table of a split source: the rows this sync loaded keep each
      * dataset_id stored at most once (1), do not (0), not checked (-1). */
     int batch_ids_unique;

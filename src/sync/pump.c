@@ -154,6 +154,7 @@ static bool next_copy(pump_fill *f, ds_error *err)
     f->stream.wait_s = prev.wait_s;
     f->stream.chunk_bytes = prev.chunk_bytes;
     f->stream.row_bytes_max = prev.row_bytes_max;
+    f->stream.keep = prev.keep;
     return ok;
 }
 
@@ -296,6 +297,7 @@ bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, p
     f.stream.ended = true;
     f.stream.chunk_bytes = f.limit > 0 ? f.limit / CHUNK_SHARE : DEFAULT_CHUNK_BYTES;
     f.stream.row_bytes_max = vector_bytes_max(&f);
+    f.stream.keep = shared->keep;
     f.batch_bytes = f.limit > 0 ? f.limit / BATCH_SHARE : UINT64_MAX;
     bool ok = dec != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     /* One INSERT per batch; a COPY that ended with a batch leaves the

@@ -18,6 +18,7 @@ typedef struct pump_shared {
     _Atomic uint64_t rows;
     _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
     int slot;                 /* the table's place in sync_progress.table_rows */
+    pgsrc_kept_rows *keep;    /* a one-stream read's rows are kept there too (NULL: not) */
 } pump_shared;
 
 /* The row limit to put on a COPY: one past the budget (so a cut is seen),

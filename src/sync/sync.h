@@ -116,7 +116,8 @@ typedef struct sync_table_report {
     int64_t rows_loaded, rows_total;
     int64_t rows_inserted, rows_updated; /* of this sync's batch */
     bool truncated;
-    char horizon[48];         /* commit horizon taken by this sync, "" when off */
+    bool stored_already; /* every row read again was known stored (src/sync/memo.h): nothing was merged */
+    char horizon[48];    /* commit horizon taken by this sync, "" when off */
     char horizon_holder[256]; /* the open transaction that held it back, "" when none */
 } sync_table_report;
 

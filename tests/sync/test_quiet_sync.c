@@ -289,6 +289,80 @@ static void test_rows_without_watermark_value(void **state)
     tl_env_close(&e);
 }
 
+/* A re-read of rows the process knows are stored (the last batch's) is not
+ * merged (src/sync/memo.h); a row among them that is new (an identical
+ * copy, another row at the watermark's time) is; a restart or a full sync
+ * forgets what was known, and a keyed source never skips its merge. */
+static void test_known_rows_are_not_merged(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "quiet_known", "");
+    tl_pg_exec(e.pg, "CREATE TABLE ev (v text, n int, created_at timestamptz)");
+    tl_pg_exec(e.pg, "INSERT INTO ev SELECT 'v' || g, g, timestamptz '2026-01-01' + g * interval '1 minute' "
+                     "FROM generate_series(1, 5) g");
+    tl_env_source(&e, "ev", "  query: SELECT v, n, created_at FROM ev\n  incremental_column: created_at\n");
+    sync_report report;
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_false(report.incremental);
+    /* A full load is not remembered: the first re-read is merged. */
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.incremental);
+    assert_int_equal(report.tables[0].rows_loaded, 1);
+    assert_false(report.tables[0].stored_already);
+    for (int i = 0; i < 2; i++) {
+        tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+        assert_int_equal(report.tables[0].rows_loaded, 1);
+        assert_true(report.tables[0].stored_already);
+        assert_int_equal(report.rows_added, 0);
+        assert_int_equal(report.rows, 5);
+    }
+    /* An identical copy of the row at the watermark is a new row. */
+    tl_pg_exec(e.pg, "INSERT INTO ev SELECT v, n, created_at FROM ev WHERE n = 5");
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_false(report.tables[0].stored_already);
+    assert_int_equal(report.rows_added, 1);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data WHERE n = 5"), 2);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_int_equal(report.tables[0].rows_loaded, 2);
+    assert_true(report.tables[0].stored_already);
+    assert_int_equal(report.rows, 6);
+    /* Another row at the same time: new too. */
+    tl_pg_exec(e.pg, "INSERT INTO ev SELECT 'other', 6, created_at FROM ev WHERE n = 5 LIMIT 1");
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_false(report.tables[0].stored_already);
+    assert_int_equal(report.rows_added, 1);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.tables[0].stored_already);
+    /* A restart (a new DuckDB instance) knows nothing. */
+    reopen_store(&e);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_false(report.tables[0].stored_already);
+    assert_int_equal(report.rows_added, 0);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_true(report.tables[0].stored_already);
+    /* Nor does a full sync leave anything known. */
+    tl_sync_ok(e.st, &e.cfg, "ev", true, &report);
+    tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+    assert_false(report.tables[0].stored_already);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM ev_data"), 7);
+    assert_string_equal(tl_keep(tl_pg_checksum(e.pg, "ev", "v,n,created_at:ts")),
+                        tl_keep(tl_duck_checksum(e.con, "ev_data", "v,n,created_at:ts")));
+    /* Upserts replace by key: always merged. */
+    tl_env_source(&e, "ev",
+                  "  query: SELECT v, n, created_at FROM ev\n  incremental_column: created_at\n"
+                  "  unique_key: v\n");
+    tl_pg_exec(e.pg, "DELETE FROM ev WHERE n = 5 AND ctid <> (SELECT min(ctid) FROM ev WHERE n = 5)");
+    tl_sync_ok(e.st, &e.cfg, "ev", true, &report);
+    for (int i = 0; i < 2; i++) {
+        tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
+        assert_true(report.incremental);
+        assert_false(report.tables[0].stored_already);
+        assert_int_equal(report.rows, 6);
+    }
+    tl_env_close(&e);
+}
+
 /* One sync through the server; waits (bounded) until /metrics counts
  * `done` successful syncs of monitoring. */
 static void serve_sync(const tl_server *srv, double done)
@@ -439,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_quiet_sync_writes_nothing), cmocka_unit_test(test_rows_after_quiet_syncs),
         cmocka_unit_test(test_old_record_is_saved),       cmocka_unit_test(test_rows_without_watermark_value),
         cmocka_unit_test(test_serve_quiet_then_stop),     cmocka_unit_test(test_verbose_steps),
+        cmocka_unit_test(test_known_rows_are_not_merged),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
