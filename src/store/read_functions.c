@@ -185,42 +185,53 @@ static int64_t trunc_us(trunc_unit unit, int64_t us)
     }
 }
 
+static bool row_valid(const uint64_t *mask, idx_t i)
+{
+    return mask == NULL || (mask[i / 64] >> (i % 64) & 1) != 0;
+}
+
+/* The unit of row i, resolved again only when its text differs from the
+ * row before's (it nearly never does: the unit is a constant). */
+static bool unit_at(const duckdb_string_t *text, idx_t i, duckdb_string_t *seen, trunc_unit *unit)
+{
+    if (*unit != TRUNC_NONE && memcmp(&text[i], seen, sizeof *seen) == 0)
+        return true;
+    duckdb_string_t copy = text[i];
+    uint32_t len = duckdb_string_t_length(copy);
+    *unit = unit_of(duckdb_string_t_data(&copy), len);
+    *seen = copy;
+    return *unit != TRUNC_NONE;
+}
+
 /* duckstore_date_trunc_utc(unit VARCHAR, ts TIMESTAMPTZ): date_trunc in
  * UTC; unit is lower case and one unit_of knows (the macro checks). The
- * infinities stay as they are. */
+ * infinities stay as they are. Called for 2,048 rows at a time, so the
+ * loop over them is kept free of calls. */
 static void date_trunc_utc(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output)
 {
     idx_t n = duckdb_data_chunk_get_size(input);
     duckdb_vector units = duckdb_data_chunk_get_vector(input, 0),
                   times = duckdb_data_chunk_get_vector(input, 1);
-    duckdb_string_t *unit_text = duckdb_vector_get_data(units);
-    int64_t *in = duckdb_vector_get_data(times), *out = duckdb_vector_get_data(output);
-    uint64_t *unit_ok = duckdb_vector_get_validity(units), *in_ok = duckdb_vector_get_validity(times);
+    const duckdb_string_t *unit_text = duckdb_vector_get_data(units);
+    const int64_t *in = duckdb_vector_get_data(times);
+    int64_t *out = duckdb_vector_get_data(output);
+    const uint64_t *unit_ok = duckdb_vector_get_validity(units), *in_ok = duckdb_vector_get_validity(times);
     uint64_t *out_ok = NULL;
     if (unit_ok != NULL || in_ok != NULL) {
         duckdb_vector_ensure_validity_writable(output);
         out_ok = duckdb_vector_get_validity(output);
     }
     trunc_unit unit = TRUNC_NONE;
-    char last[16] = "";
-    size_t last_len = SIZE_MAX;
+    duckdb_string_t seen;
+    memset(&seen, 0, sizeof seen);
     for (idx_t i = 0; i < n; i++) {
-        if ((unit_ok && !duckdb_validity_row_is_valid(unit_ok, i)) ||
-            (in_ok && !duckdb_validity_row_is_valid(in_ok, i))) {
-            duckdb_validity_set_row_invalid(out_ok, i);
+        if (!row_valid(unit_ok, i) || !row_valid(in_ok, i)) {
+            out_ok[i / 64] &= ~((uint64_t)1 << (i % 64));
             continue;
         }
-        /* The unit is nearly always the same for every row. */
-        uint32_t len = duckdb_string_t_length(unit_text[i]);
-        const char *name = duckdb_string_t_data(&unit_text[i]);
-        if (len != last_len || memcmp(name, last, len) != 0) {
-            unit = len < sizeof last ? unit_of(name, len) : TRUNC_NONE;
-            if (unit == TRUNC_NONE) {
-                duckdb_scalar_function_set_error(info, "duckstore_date_trunc_utc: unknown unit");
-                return;
-            }
-            memcpy(last, name, len);
-            last_len = len;
+        if (!unit_at(unit_text, i, &seen, &unit)) {
+            duckdb_scalar_function_set_error(info, "duckstore_date_trunc_utc: unknown unit");
+            return;
         }
         int64_t v = in[i];
         out[i] = (v == INT64_MAX || v == -INT64_MAX) ? v : trunc_us(unit, v);
