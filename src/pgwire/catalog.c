@@ -25,7 +25,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <pthread.h>
 
 #include "common/strbuf.h"
 #include "common/version.h"
@@ -551,53 +550,20 @@ static bool install_oid_types(duckdb_connection con, ds_error *err)
     return true;
 }
 
-/* The catalog of this DuckDB instance is complete. */
-static bool installed(duckdb_connection con)
+/* DuckDB checks that a search path's schemas exist; the objects' own
+ * bodies bind with it as a session will. */
+static bool prepare_install(duckdb_connection con, ds_error *err)
 {
-    duckdb_result res;
-    bool ok = duckdb_query(con, "SELECT " PGC_SCHEMA ".pgc_installed()", &res) == DuckDBSuccess;
-    duckdb_destroy_result(&res);
-    return ok;
-}
-
-static bool exec_install(duckdb_connection con, const char *sql, ds_error *err)
-{
-    duckdb_result res;
-    if (duckdb_query(con, sql, &res) == DuckDBError) {
-        ds_error_set(err, DS_ERR_STORE, "pg catalog: %s (in: %.200s)", duckdb_result_error(&res), sql);
-        duckdb_destroy_result(&res);
-        return false;
-    }
-    duckdb_destroy_result(&res);
-    return true;
+    return install_oid_types(con, err) && store_exec(con, "CREATE SCHEMA IF NOT EXISTS " PGC_SCHEMA, err) &&
+           store_exec(con, PGC_SEARCH_PATH, err);
 }
 
 bool pgc_install(duckdb_connection con, ds_error *err)
 {
-    bool ok = store_read_functions_install(con, err);
-    if (ok && !installed(con)) {
-        /* One session creates it (a store reopen starts a new, empty
-         * instance); the others wait, then find it. */
-        static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-        pthread_mutex_lock(&lock);
-        if (!installed(con)) {
-            /* DuckDB checks that a search path's schemas exist; the
-             * objects' own bodies bind with it as a session will. */
-            bool began = install_oid_types(con, err) &&
-                         exec_install(con, "CREATE SCHEMA IF NOT EXISTS " PGC_SCHEMA, err) &&
-                         exec_install(con, PGC_SEARCH_PATH, err) &&
-                         exec_install(con, "BEGIN TRANSACTION", err);
-            ok = began;
-            for (size_t i = 0; ok && install_sql[i]; i++)
-                ok = exec_install(con, install_sql[i], err);
-            if (ok)
-                ok = exec_install(con, "COMMIT", err);
-            else if (began)
-                exec_install(con, "ROLLBACK", NULL);
-        }
-        pthread_mutex_unlock(&lock);
-    }
-    return ok && exec_install(con, PGC_SEARCH_PATH, err);
+    return store_read_functions_install(con, err) &&
+           store_install_once(con, "pg catalog", "SELECT " PGC_SCHEMA ".pgc_installed()", prepare_install,
+                              install_sql, err) &&
+           store_exec(con, PGC_SEARCH_PATH, err);
 }
 
 /* The SQL lexer's view of the text, enough to find names: quoted strings,

@@ -13,7 +13,6 @@
  * function. */
 #include "store/read_functions.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -255,15 +254,6 @@ static bool register_date_trunc_utc(duckdb_connection con, ds_error *err)
     return ok || ds_error_set(err, DS_ERR_STORE, "read functions: cannot register duckstore_date_trunc_utc");
 }
 
-static bool installed(duckdb_connection con)
-{
-    duckdb_result res;
-    bool ok =
-        duckdb_query(con, "SELECT " STORE_READ_SCHEMA ".duckstore_read_installed()", &res) == DuckDBSuccess;
-    duckdb_destroy_result(&res);
-    return ok;
-}
-
 /* The C function exists in this instance's system catalog (a failed
  * install may have registered it already). */
 static bool registered(duckdb_connection con)
@@ -278,45 +268,21 @@ static bool registered(duckdb_connection con)
     return ok;
 }
 
-static bool exec_install(duckdb_connection con, const char *sql, ds_error *err)
+static bool prepare_install(duckdb_connection con, ds_error *err)
 {
-    duckdb_result res;
-    if (duckdb_query(con, sql, &res) == DuckDBError) {
-        ds_error_set(err, DS_ERR_STORE, "read functions: %s (in: %.200s)", duckdb_result_error(&res), sql);
-        duckdb_destroy_result(&res);
-        return false;
-    }
-    duckdb_destroy_result(&res);
-    return true;
+    return (registered(con) || register_date_trunc_utc(con, err)) &&
+           store_exec(con, "CREATE SCHEMA IF NOT EXISTS " STORE_READ_SCHEMA, err);
 }
 
 bool store_read_functions_install(duckdb_connection con, ds_error *err)
 {
-    if (installed(con))
-        return true;
-    /* One connection creates them (a store reopen starts a new, empty
-     * instance); the others wait, then find them. */
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&lock);
-    bool ok = true;
-    if (!installed(con)) {
-        bool began = registered(con) || register_date_trunc_utc(con, err);
-        began = began && exec_install(con, "CREATE SCHEMA IF NOT EXISTS " STORE_READ_SCHEMA, err) &&
-                exec_install(con, "BEGIN TRANSACTION", err);
-        ok = began;
-        for (size_t i = 0; ok && install_sql[i] != NULL; i++)
-            ok = exec_install(con, install_sql[i], err);
-        if (ok)
-            ok = exec_install(con, "COMMIT", err);
-        else if (began)
-            exec_install(con, "ROLLBACK", NULL);
-    }
-    pthread_mutex_unlock(&lock);
-    return ok;
+    return store_install_once(con, "read functions",
+                              "SELECT " STORE_READ_SCHEMA ".duckstore_read_installed()", prepare_install,
+                              install_sql, err);
 }
 
 bool store_read_functions_use(duckdb_connection con, ds_error *err)
 {
     return store_read_functions_install(con, err) &&
-           exec_install(con, "SET search_path = 'main," STORE_READ_SCHEMA "'", err);
+           store_exec(con, "SET search_path = 'main," STORE_READ_SCHEMA "'", err);
 }

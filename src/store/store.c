@@ -879,3 +879,48 @@ uint64_t store_generation(store *st)
 {
     return atomic_load(&st->generation);
 }
+
+static bool probe_runs(duckdb_connection con, const char *probe)
+{
+    duckdb_result res;
+    bool ok = duckdb_query(con, probe, &res) == DuckDBSuccess;
+    duckdb_destroy_result(&res);
+    return ok;
+}
+
+static bool exec_install(duckdb_connection con, const char *what, const char *sql, ds_error *err)
+{
+    duckdb_result res;
+    if (duckdb_query(con, sql, &res) == DuckDBError) {
+        ds_error_set(err, DS_ERR_STORE, "%s: %s (in: %.200s)", what, duckdb_result_error(&res), sql);
+        duckdb_destroy_result(&res);
+        return false;
+    }
+    duckdb_destroy_result(&res);
+    return true;
+}
+
+bool store_install_once(duckdb_connection con, const char *what, const char *probe,
+                        store_install_prepare_fn prepare, const char *const *statements, ds_error *err)
+{
+    if (probe_runs(con, probe))
+        return true;
+    /* A store reopen starts a new, empty instance: its first connection
+     * installs again. */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    bool ok = true;
+    if (!probe_runs(con, probe)) {
+        bool began =
+            (prepare == NULL || prepare(con, err)) && exec_install(con, what, "BEGIN TRANSACTION", err);
+        ok = began;
+        for (size_t i = 0; ok && statements[i] != NULL; i++)
+            ok = exec_install(con, what, statements[i], err);
+        if (ok)
+            ok = exec_install(con, what, "COMMIT", err);
+        else if (began)
+            exec_install(con, what, "ROLLBACK", NULL);
+    }
+    pthread_mutex_unlock(&lock);
+    return ok;
+}

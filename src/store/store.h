@@ -82,6 +82,17 @@ void store_commit_unlock(store *st);
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);
 
+/* Objects of the in-memory catalog that each DuckDB instance needs once
+ * (the readers' functions, the PostgreSQL catalog), made by the first
+ * connection that finds them missing while the others wait: unless the
+ * query probe runs without error, runs prepare (may be NULL) and then
+ * statements (NULL-terminated) in one transaction, the object probe reads
+ * last, so a connection that finds it finds everything. what names them in
+ * errors. Call outside a transaction. */
+typedef bool (*store_install_prepare_fn)(duckdb_connection con, ds_error *err);
+bool store_install_once(duckdb_connection con, const char *what, const char *probe,
+                        store_install_prepare_fn prepare, const char *const *statements, ds_error *err);
+
 /* Which DuckDB instance st holds now: a number unique in the process, new
  * at each open and reopen (what was learnt of an earlier instance's data
  * no longer holds: src/sync/memo.h). */
