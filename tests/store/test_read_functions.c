@@ -105,7 +105,9 @@ static char *plan_of(const char *sql)
         fail_msg("%s: %s", explain, duckdb_result_error(&res));
     char *plan = duckdb_value_varchar(&res, 1, 0);
     duckdb_destroy_result(&res);
-    return tl_keep(strdup(plan ? plan : ""));
+    char *copy = strdup(plan ? plan : "");
+    duckdb_free(plan);
+    return tl_keep(copy);
 }
 
 static void test_utc_equals_icu_for_every_fast_unit(void **state)
