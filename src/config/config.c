@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 #include <sys/stat.h>
 
@@ -572,6 +573,7 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.query_concurrency = 8;
     cfg->store.query_max_rows = 10000;
     cfg->store.threads = 1;
+    cfg->store.read_threads = -1;
     cfg->store.max_idle_source_connections = 8;
     cfg->store.idle_source_connection_timeout_s = 600;
     cfg->store.pg_max_connections = 64;
@@ -714,6 +716,18 @@ const cfg_source *cfg_find_source(const cfg_config *cfg, const char *name)
 bool cfg_source_is_split(const cfg_source *src)
 {
     return src != NULL && src->dataset_query != NULL && src->results_query != NULL;
+}
+
+int cfg_serve_threads(const cfg_store *st)
+{
+    if (st->threads <= 0)
+        return 0;
+    int readers = st->read_threads;
+    if (readers < 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        readers = cores > st->threads ? (int)cores - st->threads : 1;
+    }
+    return st->threads + readers;
 }
 
 bool cfg_join_is_default(const cfg_source *src)

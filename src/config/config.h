@@ -38,6 +38,7 @@ typedef struct cfg_store {
     int64_t query_max_rows;  /* rows per /api/store/query answer, default 10000; 0 = no cap (NDJSON, CSV) */
     char *memory_limit;      /* DuckDB memory_limit, default 64MB per sync worker */
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
+    int read_threads;        /* serve's extra threads for readers; -1: cfg_serve_threads' default */
     /* PostgreSQL connections `serve` keeps between syncs, all sources together. */
     int max_idle_source_connections;         /* default 8; 0 = keep none */
     double idle_source_connection_timeout_s; /* default 600; closed after this long unused */
@@ -212,6 +213,12 @@ const char *cfg_join_type_name(cfg_join_type type);
 /* True when the view is the default one: a left join on dataset_id alone
  * (one row per result while dataset_id is unique in the dataset). */
 bool cfg_join_is_default(const cfg_source *src);
+
+/* DuckDB's worker threads while `duckstore serve` runs: threads for the
+ * syncs plus read_threads for readers, by default the cores threads leaves
+ * (at least 1), so a dashboard's query uses the machine; 0 when threads
+ * is 0 (one per core already). Other commands use threads alone. */
+int cfg_serve_threads(const cfg_store *st);
 
 /* Copy of a postgresql:// URI or key=value conninfo with the password
  * replaced by "***". Caller frees. */

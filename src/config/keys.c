@@ -537,6 +537,8 @@ static const key_spec store_keys[] = {
      .expect = "a size such as 512MB or 2GB", .hint = "give a size such as 512MB or 2GB"},
     {"threads", .parse = parse_int, .field = STORE(threads), .min = 0, .max = 256,
      .expect = "an integer between 0 and 256 (0 = one per core)"},
+    {"read_threads", .parse = parse_int, .field = STORE(read_threads), .min = 0, .max = 256,
+     .expect = "an integer between 0 and 256"},
     {"max_idle_source_connections", .parse = parse_int, .field = STORE(max_idle_source_connections), .min = 0,
      .max = 1024, .expect = "an integer between 0 and 1024 (0 = keep no idle connection)"},
     {"idle_source_connection_timeout", .parse = parse_number,

@@ -173,6 +173,8 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     print_string(out, "read_memory_limit",
                  st->read_memory_limit != NULL ? st->read_memory_limit : CFG_READ_MEMORY_LIMIT_DEFAULT);
     fprintf(out, "  threads: %d\n", st->threads);
+    if (st->read_threads >= 0)
+        fprintf(out, "  read_threads: %d\n", st->read_threads);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);
     fprintf(out, "  log_format: %s\n", ds_log_format_name(st->log_format));

@@ -259,9 +259,12 @@ static bool open_store(http_server *srv, cfg_config *cfg, const http_options *op
                                .read_memory_limit = cfg->store.read_memory_limit
                                                         ? cfg->store.read_memory_limit
                                                         : CFG_READ_MEMORY_LIMIT_DEFAULT,
-                               .threads = cfg->store.threads};
+                               .threads = cfg_serve_threads(&cfg->store)};
     if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err))
         return false;
+    if (settings.threads > cfg->store.threads)
+        ds_log_info("DuckDB threads %d: threads %d for syncs plus read_threads %d for readers",
+                    settings.threads, cfg->store.threads, settings.threads - cfg->store.threads);
     if (!sync_cleanup_staging(srv->st, cfg, err))
         ds_log_warn("could not drop leftover staging tables: %s", err->msg);
     /* API reads of DuckDB (status documents) share query_concurrency connections. */
@@ -404,6 +407,8 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     if (was->threads != now->threads)
         ds_log_warn("config reload: duckdb.threads changed from %d to %d; %s", was->threads, now->threads,
                     why);
+    if (was->read_threads != now->read_threads)
+        ds_log_warn("config reload: duckdb.read_threads changed; %s", why);
     if (was->query_concurrency != now->query_concurrency)
         ds_log_warn("config reload: duckdb.query_concurrency changed from %d to %d; %s",
                     was->query_concurrency, now->query_concurrency, why);
@@ -417,6 +422,7 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     if (!pg_settings_equal(was, now))
         ds_log_warn("config reload: the pg_ settings (PostgreSQL protocol) changed; %s", why);
     now->threads = was->threads;
+    now->read_threads = was->read_threads;
     now->query_concurrency = was->query_concurrency;
     now->enabled = was->enabled;
 }

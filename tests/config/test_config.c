@@ -729,6 +729,20 @@ static void assert_same_string(const char *a, const char *b)
         assert_string_equal(a, b);
 }
 
+/* serve's DuckDB threads: the syncs' plus the readers'. */
+static void test_serve_threads(void **state)
+{
+    (void)state;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg_serve_threads(&(cfg_store){.threads = 1, .read_threads = 3}), 4);
+    assert_int_equal(cfg_serve_threads(&(cfg_store){.threads = 2, .read_threads = 0}), 2);
+    assert_int_equal(cfg_serve_threads(&(cfg_store){.threads = 0, .read_threads = 3}), 0);
+    assert_int_equal(cfg_serve_threads(&(cfg_store){.threads = 1, .read_threads = -1}),
+                     1 + (cores > 1 ? cores - 1 : 1));
+    assert_int_equal(cfg_serve_threads(&(cfg_store){.threads = 64, .read_threads = -1}),
+                     64 + (cores > 64 ? cores - 64 : 1));
+}
+
 static void test_print_reads_back(void **state)
 {
     const char *dir = *state;
@@ -815,7 +829,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 24},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 25},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 18},
         {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
@@ -908,6 +922,10 @@ static const error_case error_cases[] = {
      {{"duckdb.yaml", "duckdb:\n  threads: 1000\n"}},
      "duckdb.yaml:2:",
      {"threads must be an integer between 0 and 256"}},
+    {"read_threads not negative",
+     {{"duckdb.yaml", "duckdb:\n  read_threads: -2\n"}},
+     "duckdb.yaml:2:",
+     {"read_threads must be an integer between 0 and 256"}},
     {"max_sync_rows not negative",
      {{"duckdb.yaml", "duckdb:\n  max_sync_rows: -1\n"}},
      "duckdb.yaml:2:",
@@ -1162,6 +1180,7 @@ int main(void)
         cmocka_unit_test(test_mask_uri),
         cmocka_unit_test(test_mask_conninfo),
         cmocka_unit_test_setup_teardown(test_print_runbook, setup_dir, teardown_dir),
+        cmocka_unit_test(test_serve_threads),
         cmocka_unit_test_setup_teardown(test_print_reads_back, setup_dir, teardown_dir),
         cmocka_unit_test(test_every_listed_key_parses_as_itself),
     };

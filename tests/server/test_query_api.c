@@ -434,6 +434,23 @@ static void test_default_query_memory_is_the_readers_budget(void **state)
     free(got);
 }
 
+/* serve gives readers the cores the syncs' threads (1) leave: DuckDB's
+ * worker threads are threads + read_threads, at least 2. */
+static void test_readers_get_the_cores(void **state)
+{
+    (void)state;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long want = 1 + (cores > 1 ? cores - 1 : 1);
+    char *got = json_query("{\"sql\":\"SELECT current_setting('threads')::BIGINT AS t\"}");
+    char expect[200];
+    snprintf(expect, sizeof expect,
+             "{\"columns\":[{\"name\":\"t\",\"type\":\"BIGINT\"}],\"rows\":[[%ld]],\"row_count\":1,"
+             "\"truncated\":false,\"elapsed_ms\":0}",
+             want);
+    assert_string_equal(got, expect);
+    free(got);
+}
+
 /* A UTC query's date_trunc on a TIMESTAMPTZ takes the readers' faster
  * path (store/read_functions.h), with PostgreSQL's values. */
 static void test_date_trunc_fast_path(void **state)
@@ -752,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_max_rows),
         cmocka_unit_test(test_default_query_memory_is_the_readers_budget),
         cmocka_unit_test(test_date_trunc_fast_path),
+        cmocka_unit_test(test_readers_get_the_cores),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_concurrency_429),
         cmocka_unit_test(test_large_csv_bounded_memory),
