@@ -290,7 +290,7 @@ cdc_report() {
   echo
   echo "Change data capture (\`capture: logical\`): a table of $cdc_rows rows at the start (bigint id, two" \
     "timestamptz, text, numeric, jsonb), every transaction 7 inserts, 2 updates and 1 delete in one statement;" \
-    "\`memory_limit: $cdc_memory\` (\`threads: 1\`)." \
+    "\`memory_limit: $cdc_memory\` (\`threads: 1\`; \`duckstore serve\` adds the default \`read_threads\` and \`read_memory_limit\`)." \
     "Load average (1, 5, 15 min) $cdc_load_start at the start, $cdc_load_steady after the steady runs," \
     "$cdc_load_end at the end."
   echo
