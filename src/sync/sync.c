@@ -141,9 +141,18 @@ static bool lock_source(const cfg_source *src, const sync_options *opt, pgsrc_co
     return ok;
 }
 
-/* After a failed sync the connection is closed, which releases the lock
- * too: the failure may be a network path that hangs, and an unlock sent
- * over it would hold the end of the sync for another query_timeout. */
+/* After a sync that failed on PostgreSQL's side the connection is closed,
+ * which releases the lock too: the failure may be a network path that
+ * hangs, and an unlock sent over it would hold the end of the sync for
+ * another query_timeout. After any other failure (DuckDB's, a
+ * configuration error) the lock is released first: a closed connection's
+ * backend releases it only when it exits, and the next sync, on a new
+ * connection, could find it still held and be refused as "busy". */
+static bool unlock_first(const ds_error *err)
+{
+    return err->code != DS_ERR_SOURCE && err->code != DS_ERR_TIMEOUT;
+}
+
 static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, bool synced)
 {
     char *sql = synced ? lock_sql("pg_advisory_unlock", src->name) : NULL;
@@ -183,8 +192,7 @@ static void log_steps(const cfg_source *src, const table_job *jobs, size_t njobs
         for (size_t i = 0; i < njobs; i++)
             ds_buf_appendf(&b, "; merge %s %.1f", jobs[i].plan->table, c->apply_ms[i]);
         ds_buf_appendf(&b, "; ids %.1f; view and counts %.1f; status %.1f; %s %.1f", c->ids_ms, c->view_ms,
-                       c->status_ms, c->quiet ? "rollback (nothing written)" : "commit",
-                       c->commit_ms);
+                       c->status_ms, c->quiet ? "rollback (nothing written)" : "commit", c->commit_ms);
     }
     ds_buf_appendf(&b, "; unlock %.1f; total %.1f", steps->unlock_ms, total_ms);
     if (ds_buf_str(&b) != NULL)
@@ -257,7 +265,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     store_use_end(st);
     step = ds_monotonic_s();
     if (locked)
-        unlock_source(src, opt, &lock_conn, ok);
+        unlock_source(src, opt, &lock_conn, ok || unlock_first(err));
     steps.unlock_ms = ms_since(&step);
     log_steps(src, jobs, njobs, &steps, (step - started) * 1e3);
     for (size_t i = 0; i < njobs; i++)
