@@ -13,9 +13,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *cfg_sync_mode_name(cfg_sync_mode mode)
 {

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 #include "common/strbuf.h"
 #include "common/version.h"
 #include "store/read_functions.h"

@@ -197,14 +197,19 @@ typedef struct pgsrc_type_fact {
     char *name; /* format_type(oid, NULL) */
 } pgsrc_type_fact;
 
+static void type_facts_free(struct pgsrc_type_facts *facts)
+{
+    for (size_t i = 0; i < facts->n; i++)
+        free(facts->v[i].name);
+    free(facts->v);
+    facts->v = NULL;
+    facts->n = 0;
+}
+
 void pgsrc_disconnect(pgsrc_conn *conn)
 {
-    for (size_t i = 0; i < conn->ntype_facts; i++)
-        free(conn->type_facts[i].name);
-    free(conn->type_facts);
+    type_facts_free(&conn->types);
     free(conn->probed_copy);
-    conn->type_facts = NULL;
-    conn->ntype_facts = 0;
     conn->probed_copy = NULL;
     if (conn->cancel)
         PQfreeCancel(conn->cancel);
@@ -432,43 +437,44 @@ char *pgsrc_quote_literal(pgsrc_conn *conn, const char *value)
     return ds_buf_take(&b);
 }
 
-/* The fact of a built-in type this session looked up before, or NULL. */
-static const pgsrc_type_fact *known_type(const pgsrc_conn *conn, uint32_t oid)
+/* The fact of a type in facts, or NULL. */
+static const pgsrc_type_fact *known_type(const struct pgsrc_type_facts *facts, uint32_t oid)
 {
-    for (size_t i = 0; i < conn->ntype_facts; i++)
-        if (conn->type_facts[i].oid == oid)
-            return &conn->type_facts[i];
+    for (size_t i = 0; i < facts->n; i++)
+        if (facts->v[i].oid == oid)
+            return &facts->v[i];
     return NULL;
 }
 
 /* OIDs below FirstNormalObjectId belong to the server's own catalog. */
 #define PG_FIRST_NORMAL_OID 16384u
 
-static void add_type_fact(pgsrc_conn *conn, uint32_t oid, const char *name, char typtype, char category)
+static void add_type_fact(struct pgsrc_type_facts *facts, uint32_t oid, const char *name, char typtype,
+                          char category)
 {
-    if (known_type(conn, oid) != NULL)
+    if (known_type(facts, oid) != NULL)
         return;
-    pgsrc_type_fact *grown = realloc(conn->type_facts, (conn->ntype_facts + 1) * sizeof *grown);
+    pgsrc_type_fact *grown = realloc(facts->v, (facts->n + 1) * sizeof *grown);
     if (grown == NULL)
         return; /* not remembered: looked up again next time */
-    conn->type_facts = grown;
+    facts->v = grown;
     char *copy = strdup(name);
     if (copy == NULL)
         return;
-    grown[conn->ntype_facts++] =
-        (pgsrc_type_fact){.oid = oid, .typtype = typtype, .category = category, .name = copy};
+    grown[facts->n++] = (pgsrc_type_fact){.oid = oid, .typtype = typtype, .category = category, .name = copy};
 }
 
 /* Asks pg_type for the facts of the columns' types this session has not
- * remembered; they are remembered, built-in ones for good, the others for
- * this call (scratch). */
-static bool query_types(pgsrc_conn *conn, const pgsrc_desc *desc, pgsrc_conn *scratch, ds_error *err)
+ * remembered; built-in ones are remembered for the session, the others
+ * (users' types, which may change) go to this_call. */
+static bool query_types(pgsrc_conn *conn, const pgsrc_desc *desc, struct pgsrc_type_facts *this_call,
+                        ds_error *err)
 {
     ds_buf list = DS_BUF_INIT;
     ds_buf_appendc(&list, '{');
     bool any = false;
     for (size_t i = 0; i < desc->ncols; i++) {
-        if (known_type(conn, desc->cols[i].oid) != NULL)
+        if (known_type(&conn->types, desc->cols[i].oid) != NULL)
             continue;
         ds_buf_appendf(&list, "%s%u", any ? "," : "", desc->cols[i].oid);
         any = true;
@@ -500,7 +506,7 @@ static bool query_types(pgsrc_conn *conn, const pgsrc_desc *desc, pgsrc_conn *sc
         uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10);
         const char *name = PQgetvalue(res, r, 1);
         char typtype = PQgetvalue(res, r, 2)[0], category = PQgetvalue(res, r, 3)[0];
-        add_type_fact(oid < PG_FIRST_NORMAL_OID ? conn : scratch, oid, name, typtype, category);
+        add_type_fact(oid < PG_FIRST_NORMAL_OID ? &conn->types : this_call, oid, name, typtype, category);
     }
     PQclear(res);
     return true;
@@ -512,13 +518,13 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
 {
     /* The server's own types are looked up once per session; types users
      * create (enums, domains) at every describe, as they may change. */
-    pgsrc_conn scratch = {0};
-    bool ok = query_types(conn, desc, &scratch, err);
+    struct pgsrc_type_facts this_call = {0};
+    bool ok = query_types(conn, desc, &this_call, err);
     for (size_t i = 0; ok && i < desc->ncols; i++) {
         pgsrc_column *c = &desc->cols[i];
-        const pgsrc_type_fact *fact = known_type(conn, c->oid);
+        const pgsrc_type_fact *fact = known_type(&conn->types, c->oid);
         if (fact == NULL)
-            fact = known_type(&scratch, c->oid);
+            fact = known_type(&this_call, c->oid);
         char typtype = fact ? fact->typtype : 'b', category = fact ? fact->category : 'U';
         c->pg_type = strdup(fact ? fact->name : "text");
         if (c->pg_type == NULL) {
@@ -538,9 +544,7 @@ static bool lookup_types(pgsrc_conn *conn, pgsrc_desc *desc, ds_error *err)
             c->cast = PGSRC_CAST_TEXT;
         }
     }
-    for (size_t i = 0; i < scratch.ntype_facts; i++)
-        free(scratch.type_facts[i].name);
-    free(scratch.type_facts);
+    type_facts_free(&this_call);
     return ok;
 }
 

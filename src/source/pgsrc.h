@@ -36,8 +36,10 @@ typedef struct pgsrc_conn {
      * last ran without error, and catalog facts of built-in types (OIDs
      * below 16384 name the same type on every server, for ever). */
     char *probed_copy;
-    struct pgsrc_type_fact *type_facts;
-    size_t ntype_facts;
+    struct pgsrc_type_facts {
+        struct pgsrc_type_fact *v;
+        size_t n;
+    } types;
 } pgsrc_conn;
 
 typedef struct pgsrc_column {
@@ -159,7 +161,6 @@ char *pgsrc_copy_sql(pgsrc_conn *conn, const char *query, const pgsrc_desc *desc
  * err set when the server went silent or the send failed. */
 PGresult *pgsrc_copy_run(pgsrc_conn *conn, const char *copy_sql, ds_error *err);
 
-/* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
 /* The rows of a stream as PostgreSQL sent them, kept while they fit in
  * max bytes: each binary COPY tuple (the file header and trailer left out)
  * as a 4-byte length and its bytes. over: more came than fit. Equal bytes
@@ -171,6 +172,7 @@ typedef struct pgsrc_kept_rows {
     bool over;
 } pgsrc_kept_rows;
 
+/* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
 typedef struct pgsrc_stream {
     pgsrc_conn *conn;
     copy_decoder *dec;

@@ -13,32 +13,11 @@
  * function. */
 #include "store/read_functions.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
-/* The units (and DuckDB's names for them) whose truncation in UTC equals
- * ICU's; lower case, as the macro compares lower(part). */
-#define UTC_TRUNC_UNITS                                                                                      \
-    "'microseconds', 'microsecond', 'us', 'usec', 'usecs', "                                                 \
-    "'milliseconds', 'millisecond', 'ms', 'msec', 'msecs', "                                                 \
-    "'second', 'seconds', 'sec', 'secs', 's', 'minute', 'minutes', 'min', 'mins', 'm', "                     \
-    "'hour', 'hours', 'hr', 'hrs', 'h', 'day', 'days', 'd', 'week', 'weeks', 'w', "                          \
-    "'month', 'months', 'mon', 'mons', 'quarter', 'quarters', "                                              \
-    "'year', 'years', 'yr', 'yrs', 'y', 'isoyear'"
-
-/* The other argument types go to DuckDB's function unchanged: a macro
- * found first on the search path hides every overload of the name. */
-static const char *const install_sql[] = {
-    "CREATE OR REPLACE MACRO " STORE_READ_SCHEMA ".date_trunc(part VARCHAR, ts TIMESTAMPTZ) AS "
-    "CASE WHEN lower(current_setting('TimeZone')) IN ('utc', 'etc/utc') AND lower(part) IN (" UTC_TRUNC_UNITS
-    ") THEN duckstore_date_trunc_utc(lower(part), ts) ELSE system.main.date_trunc(part, ts) END, "
-    "(part VARCHAR, ts TIMESTAMP) AS system.main.date_trunc(part, ts), "
-    "(part VARCHAR, ts DATE) AS system.main.date_trunc(part, ts), "
-    "(part VARCHAR, ts INTERVAL) AS system.main.date_trunc(part, ts)",
-    /* Last, in the same transaction: a reader that finds it finds all. */
-    "CREATE OR REPLACE MACRO " STORE_READ_SCHEMA ".duckstore_read_installed() AS true",
-    NULL,
-};
+#include "common/strbuf.h"
 
 typedef enum trunc_unit {
     TRUNC_NONE,
@@ -55,60 +34,62 @@ typedef enum trunc_unit {
     TRUNC_ISOYEAR,
 } trunc_unit;
 
-/* DuckDB's names of the units, lower case (the macro passes lower(part)). */
+/* The units whose truncation in UTC equals ICU's, in DuckDB's spellings,
+ * lower case (the macro compares lower(part)). */
+static const struct {
+    const char *name;
+    trunc_unit unit;
+} unit_names[] = {
+    {"microseconds", TRUNC_MICROSECOND},
+    {"microsecond", TRUNC_MICROSECOND},
+    {"us", TRUNC_MICROSECOND},
+    {"usec", TRUNC_MICROSECOND},
+    {"usecs", TRUNC_MICROSECOND},
+    {"milliseconds", TRUNC_MILLISECOND},
+    {"millisecond", TRUNC_MILLISECOND},
+    {"ms", TRUNC_MILLISECOND},
+    {"msec", TRUNC_MILLISECOND},
+    {"msecs", TRUNC_MILLISECOND},
+    {"second", TRUNC_SECOND},
+    {"seconds", TRUNC_SECOND},
+    {"sec", TRUNC_SECOND},
+    {"secs", TRUNC_SECOND},
+    {"s", TRUNC_SECOND},
+    {"minute", TRUNC_MINUTE},
+    {"minutes", TRUNC_MINUTE},
+    {"min", TRUNC_MINUTE},
+    {"mins", TRUNC_MINUTE},
+    {"m", TRUNC_MINUTE},
+    {"hour", TRUNC_HOUR},
+    {"hours", TRUNC_HOUR},
+    {"hr", TRUNC_HOUR},
+    {"hrs", TRUNC_HOUR},
+    {"h", TRUNC_HOUR},
+    {"day", TRUNC_DAY},
+    {"days", TRUNC_DAY},
+    {"d", TRUNC_DAY},
+    {"week", TRUNC_WEEK},
+    {"weeks", TRUNC_WEEK},
+    {"w", TRUNC_WEEK},
+    {"month", TRUNC_MONTH},
+    {"months", TRUNC_MONTH},
+    {"mon", TRUNC_MONTH},
+    {"mons", TRUNC_MONTH},
+    {"quarter", TRUNC_QUARTER},
+    {"quarters", TRUNC_QUARTER},
+    {"year", TRUNC_YEAR},
+    {"years", TRUNC_YEAR},
+    {"yr", TRUNC_YEAR},
+    {"yrs", TRUNC_YEAR},
+    {"y", TRUNC_YEAR},
+    {"isoyear", TRUNC_ISOYEAR},
+};
+
 static trunc_unit unit_of(const char *name, size_t len)
 {
-    static const struct {
-        const char *name;
-        trunc_unit unit;
-    } names[] = {
-        {"microseconds", TRUNC_MICROSECOND},
-        {"microsecond", TRUNC_MICROSECOND},
-        {"us", TRUNC_MICROSECOND},
-        {"usec", TRUNC_MICROSECOND},
-        {"usecs", TRUNC_MICROSECOND},
-        {"milliseconds", TRUNC_MILLISECOND},
-        {"millisecond", TRUNC_MILLISECOND},
-        {"ms", TRUNC_MILLISECOND},
-        {"msec", TRUNC_MILLISECOND},
-        {"msecs", TRUNC_MILLISECOND},
-        {"second", TRUNC_SECOND},
-        {"seconds", TRUNC_SECOND},
-        {"sec", TRUNC_SECOND},
-        {"secs", TRUNC_SECOND},
-        {"s", TRUNC_SECOND},
-        {"minute", TRUNC_MINUTE},
-        {"minutes", TRUNC_MINUTE},
-        {"min", TRUNC_MINUTE},
-        {"mins", TRUNC_MINUTE},
-        {"m", TRUNC_MINUTE},
-        {"hour", TRUNC_HOUR},
-        {"hours", TRUNC_HOUR},
-        {"hr", TRUNC_HOUR},
-        {"hrs", TRUNC_HOUR},
-        {"h", TRUNC_HOUR},
-        {"day", TRUNC_DAY},
-        {"days", TRUNC_DAY},
-        {"d", TRUNC_DAY},
-        {"week", TRUNC_WEEK},
-        {"weeks", TRUNC_WEEK},
-        {"w", TRUNC_WEEK},
-        {"month", TRUNC_MONTH},
-        {"months", TRUNC_MONTH},
-        {"mon", TRUNC_MONTH},
-        {"mons", TRUNC_MONTH},
-        {"quarter", TRUNC_QUARTER},
-        {"quarters", TRUNC_QUARTER},
-        {"year", TRUNC_YEAR},
-        {"years", TRUNC_YEAR},
-        {"yr", TRUNC_YEAR},
-        {"yrs", TRUNC_YEAR},
-        {"y", TRUNC_YEAR},
-        {"isoyear", TRUNC_ISOYEAR},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i].name) == len && memcmp(names[i].name, name, len) == 0)
-            return names[i].unit;
+    for (size_t i = 0; i < sizeof unit_names / sizeof unit_names[0]; i++)
+        if (strlen(unit_names[i].name) == len && memcmp(unit_names[i].name, name, len) == 0)
+            return unit_names[i].unit;
     return TRUNC_NONE;
 }
 
@@ -274,11 +255,46 @@ static bool prepare_install(duckdb_connection con, ds_error *err)
            store_exec(con, "CREATE SCHEMA IF NOT EXISTS " STORE_READ_SCHEMA, err);
 }
 
+/* The macro, its units listed from unit_names. The other argument types
+ * go to DuckDB's function unchanged: a macro found first on the search
+ * path hides every overload of the name. */
+static char *date_trunc_macro_sql(void)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b,
+                  "CREATE OR REPLACE MACRO " STORE_READ_SCHEMA ".date_trunc(part VARCHAR, ts TIMESTAMPTZ) AS "
+                  "CASE WHEN lower(current_setting('TimeZone')) IN ('utc', 'etc/utc') AND lower(part) IN (");
+    for (size_t i = 0; i < sizeof unit_names / sizeof unit_names[0]; i++) {
+        ds_buf_append(&b, i ? ", " : "");
+        ds_buf_append_literal(&b, unit_names[i].name);
+    }
+    ds_buf_append(
+        &b, ") THEN duckstore_date_trunc_utc(lower(part), ts) ELSE system.main.date_trunc(part, ts) END, "
+            "(part VARCHAR, ts TIMESTAMP) AS system.main.date_trunc(part, ts), "
+            "(part VARCHAR, ts DATE) AS system.main.date_trunc(part, ts), "
+            "(part VARCHAR, ts INTERVAL) AS system.main.date_trunc(part, ts)");
+    return ds_buf_take(&b);
+}
+
+static char *macro_sql;
+
+static void build_macro_sql(void)
+{
+    macro_sql = date_trunc_macro_sql();
+}
+
 bool store_read_functions_install(duckdb_connection con, ds_error *err)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_macro_sql);
+    if (macro_sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    /* Last, in the same transaction: a reader that finds it finds all. */
+    const char *const statements[] = {
+        macro_sql, "CREATE OR REPLACE MACRO " STORE_READ_SCHEMA ".duckstore_read_installed() AS true", NULL};
     return store_install_once(con, "read functions",
                               "SELECT " STORE_READ_SCHEMA ".duckstore_read_installed()", prepare_install,
-                              install_sql, err);
+                              statements, err);
 }
 
 bool store_read_functions_use(duckdb_connection con, ds_error *err)

@@ -81,8 +81,8 @@ static bool meta_unchanged(const table_job *job, const char *watermark, bool inc
 
 /* *wrote: the table's row in _duckstore.tables was written (not when it
  * would say what it says). */
-static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, char **max,
-                            bool *wrote, ds_error *err)
+static bool store_watermark(duckdb_connection duck, const cfg_source *src, table_job *job, bool *wrote,
+                            ds_error *err)
 {
     inc_watermark next = {0};
     *wrote = false;
@@ -95,7 +95,7 @@ static bool store_watermark(duckdb_connection duck, const cfg_source *src, table
         free(next.max);
         return false;
     }
-    *max = next.max;
+    job->next_max = next.max;
     char *watermark = next.watermark;
     bool inclusive = next.inclusive;
     if (meta_unchanged(job, watermark, inclusive)) {
@@ -141,8 +141,7 @@ static bool apply_table(duckdb_connection duck, const cfg_source *src, table_job
                         bool *wrote, ds_error *err)
 {
     bool meta_written = false;
-    bool ok =
-        apply_rows(duck, job, err) && store_watermark(duck, src, job, &job->next_max, &meta_written, err);
+    bool ok = apply_rows(duck, job, err) && store_watermark(duck, src, job, &meta_written, err);
     *wrote = meta_written || !job->incremental || job->rows_inserted > 0 || job->rows_updated > 0;
     report_table(job, tr);
     if (ok && job->unchanged) {

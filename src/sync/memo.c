@@ -30,27 +30,38 @@ static void entry_free(memo_entry *e)
     free(e);
 }
 
-/* Unlinks the entry of (st, kind, name), and every entry of an earlier
- * instance of st; returns the one found, or NULL. Called locked. */
-static memo_entry *take(store *st, memo_kind kind, const char *name)
+/* Drops the entries of earlier DuckDB instances of st. Called locked. */
+static void purge_stale(store *st, uint64_t now)
 {
-    uint64_t now = store_generation(st);
-    memo_entry *found = NULL;
     for (memo_entry **p = &memo_list; *p != NULL;) {
         memo_entry *e = *p;
-        bool stale = e->st == st && e->generation != now;
-        bool match = !stale && e->st == st && e->kind == kind && strcmp(e->name, name) == 0;
-        if (!stale && !match) {
-            p = &e->next;
-            continue;
-        }
-        *p = e->next;
-        if (match && found == NULL)
-            found = e;
-        else
+        if (e->st == st && e->generation != now) {
+            *p = e->next;
             entry_free(e);
+        } else {
+            p = &e->next;
+        }
     }
-    return found;
+}
+
+/* Where the entry of (st, kind, name) is linked (*where NULL: none), the
+ * stale ones dropped first. Called locked. */
+static memo_entry **find(store *st, memo_kind kind, const char *name)
+{
+    purge_stale(st, store_generation(st));
+    memo_entry **p = &memo_list;
+    while (*p != NULL && !((*p)->st == st && (*p)->kind == kind && strcmp((*p)->name, name) == 0))
+        p = &(*p)->next;
+    return p;
+}
+
+/* Unlinks and returns the entry of (st, kind, name), or NULL. Called locked. */
+static memo_entry *take(store *st, memo_kind kind, const char *name)
+{
+    memo_entry **p = find(st, kind, name), *e = *p;
+    if (e != NULL)
+        *p = e->next;
+    return e;
 }
 
 static void put(store *st, memo_kind kind, const char *name, const char *blob, size_t len, const char *max,
@@ -162,14 +173,12 @@ bool memo_table_covers(store *st, const char *table, const pgsrc_kept_rows *rows
         return false;
     bool covered = false, nomem = false;
     pthread_mutex_lock(&memo_lock);
-    memo_entry *e = take(st, MEMO_TABLE, table);
+    const memo_entry *e = *find(st, MEMO_TABLE, table);
     if (e != NULL) {
         covered = rows_within(rows->buf.data ? rows->buf.data : "", rows->buf.len, e->blob, e->len);
         if (covered && e->max != NULL && (*max = strdup(e->max)) == NULL)
             nomem = true;
         *count = e->count;
-        e->next = memo_list; /* taken to look at: put back */
-        memo_list = e;
     }
     pthread_mutex_unlock(&memo_lock);
     return covered && !nomem;
@@ -188,12 +197,8 @@ void memo_view_forget(store *st, const char *source)
 bool memo_view_is(store *st, const char *source, const char *sql)
 {
     pthread_mutex_lock(&memo_lock);
-    memo_entry *e = take(st, MEMO_VIEW, source);
+    const memo_entry *e = *find(st, MEMO_VIEW, source);
     bool same = e != NULL && strcmp(e->blob, sql) == 0;
-    if (e != NULL) {
-        e->next = memo_list;
-        memo_list = e;
-    }
     pthread_mutex_unlock(&memo_lock);
     return same;
 }
