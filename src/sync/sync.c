@@ -11,6 +11,7 @@
 #include "common/strbuf.h"
 #include "sync/commit.h"
 #include "sync/conns.h"
+#include "sync/source_lock.h"
 #include "sync/status.h"
 
 const char *sync_phase_name(sync_phase phase)
@@ -78,93 +79,6 @@ static bool file_present(store *st, bool *lost, ds_error *err)
     return !*lost;
 }
 
-/* One sync of a source at a time across duckstore instances: a session
- * advisory lock on the source's PostgreSQL, keyed by the source's name
- * (not by the DuckDB file: two instances on two machines have two files,
- * and exactly they must not both sync one source). The two-key form, with
- * duckstore's own first key, keeps clear of other applications' locks. */
-#define SYNC_LOCK_CLASS "1146309425" /* "DSK1" */
-
-static char *lock_sql(const char *fn, const char *name)
-{
-    ds_buf sql = DS_BUF_INIT;
-    ds_buf_appendf(&sql, "SELECT %s(" SYNC_LOCK_CLASS ", hashtext(", fn);
-    ds_buf_append_literal(&sql, name);
-    ds_buf_append(&sql, "))");
-    return ds_buf_take(&sql);
-}
-
-/* The session that holds the lock, for the message: "PID 123 (duckstore
- * from 10.0.0.5)". */
-static void lock_holder(pgsrc_conn *conn, const char *name, char *out, size_t cap)
-{
-    ds_buf sql = DS_BUF_INIT;
-    ds_buf_append(&sql, "SELECT format('PID %s (%s from %s)', a.pid, a.application_name, "
-                        "coalesce(host(a.client_addr), 'a local socket')) FROM pg_locks l JOIN "
-                        "pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND "
-                        "l.objsubid = 2 AND l.classid = " SYNC_LOCK_CLASS " AND l.objid::int8 = "
-                        "(hashtext(");
-    ds_buf_append_literal(&sql, name);
-    ds_buf_append(&sql, ")::int8 & 4294967295) LIMIT 1");
-    char *text = NULL;
-    ds_error err;
-    snprintf(out, cap, "another session");
-    if (ds_buf_str(&sql) && pgsrc_query_value(conn, ds_buf_str(&sql), &text, &err) && text)
-        snprintf(out, cap, "%s", text);
-    free(text);
-    ds_buf_free(&sql);
-}
-
-/* Takes the source's lock on a connection of its own, held until
- * unlock_source. Held elsewhere: DS_ERR_BUSY naming the holder. */
-static bool lock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err)
-{
-    if (!sync_connect(src, opt, conn, err))
-        return false;
-    char *sql = lock_sql("pg_try_advisory_lock", src->name);
-    char *got = NULL;
-    bool ok =
-        sql ? pgsrc_query_value(conn, sql, &got, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    free(sql);
-    if (ok && (got == NULL || strcmp(got, "t") != 0)) {
-        char holder[256];
-        lock_holder(conn, src->name, holder, sizeof holder);
-        ok = ds_error_set(err, DS_ERR_BUSY,
-                          "sync skipped: another duckstore instance is syncing %s (PostgreSQL advisory lock "
-                          "held by %s); one instance syncs a source at a time, so the data stays as it was; "
-                          "remove the source from one instance's config",
-                          src->name, holder);
-    }
-    free(got);
-    if (!ok)
-        sync_disconnect(opt, conn, err->code == DS_ERR_BUSY);
-    return ok;
-}
-
-/* After a sync that failed on PostgreSQL's side the connection is closed,
- * which releases the lock too: the failure may be a network path that
- * hangs, and an unlock sent over it would hold the end of the sync for
- * another query_timeout. After any other failure (DuckDB's, a
- * configuration error) the lock is released first: a closed connection's
- * backend releases it only when it exits, and the next sync, on a new
- * connection, could find it still held and be refused as "busy". */
-static bool unlock_first(const ds_error *err)
-{
-    return err->code != DS_ERR_SOURCE && err->code != DS_ERR_TIMEOUT;
-}
-
-static void unlock_source(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, bool synced)
-{
-    char *sql = synced ? lock_sql("pg_advisory_unlock", src->name) : NULL;
-    char *released = NULL;
-    ds_error err;
-    /* A connection whose unlock failed is closed: that releases it too. */
-    bool ok = sql && pgsrc_query_value(conn, sql, &released, &err) && released && strcmp(released, "t") == 0;
-    free(released);
-    free(sql);
-    sync_disconnect(opt, conn, ok);
-}
-
 /* Where the sync's time went, step by step (connect, horizon, read per
  * table; merge, status, commit), in one line at debug level (duckstore -v,
  * the server's log at -v): the first thing to read when a sync is slow. */
@@ -222,8 +136,8 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     set_phase(opt, SYNC_PHASE_DESCRIBING);
 
     double step = started;
-    pgsrc_conn lock_conn;
-    bool locked = lock_source(src, opt, &lock_conn, err);
+    source_lock lock;
+    bool locked = source_lock_take(src, opt, &lock, err);
     steps.lock_ms = ms_since(&step);
     if (!locked && err->code == DS_ERR_BUSY) {
         /* Nothing was read or stored: the data, watermarks and status stay. */
@@ -265,7 +179,7 @@ bool sync_source(store *st, const cfg_config *cfg, const cfg_source *src, const 
     store_use_end(st);
     step = ds_monotonic_s();
     if (locked)
-        unlock_source(src, opt, &lock_conn, ok || unlock_first(err));
+        source_lock_release(src, opt, &lock, ok ? NULL : err);
     steps.unlock_ms = ms_since(&step);
     log_steps(src, jobs, njobs, &steps, (step - started) * 1e3);
     for (size_t i = 0; i < njobs; i++)

@@ -197,8 +197,17 @@ static void test_server_silent_mid_copy(void **state)
      * froze (a busy machine stretches that moment): 15 s tells the 18 s
      * bound from query_timeout alone. */
     assert_true(elapsed >= 15 && elapsed < 26);
-    tl_proxy_set_mode(g_proxy, TL_PROXY_FORWARD);
+    /* The path stays dead for the old connections: the backend of the
+     * failed sync's lock never learns that its connection was closed, and
+     * holds the source's lock. The next sync ends it instead of being
+     * refused as busy by duckstore's own leftover. */
+    tl_proxy_strand_existing(g_proxy);
     assert_next_sync_ok("relayed", "relayed_data");
+    char *log = tl_read_file(g_log);
+    tl_assert_contains(log, "relayed: ended PostgreSQL backend PID ");
+    tl_assert_contains(log,
+                       "which still held the source's sync lock after this server gave its connection up");
+    free(log);
     char *metrics = tl_server_metrics(&g_srv);
     assert_int_equal((int)tl_metric(metrics, "duckstore_syncs_total{source=\"relayed\",result=\"error\"}"),
                      2);

@@ -306,6 +306,7 @@ struct tl_proxy {
     /* pairs[i] relays to pairs[i ^ 1]; -1 = unused; a hung client has -2 as
      * its partner. */
     int fds[PROXY_MAX_FDS];
+    bool stranded[PROXY_MAX_FDS]; /* never relayed again */
 };
 
 static int connect_loopback(uint16_t port)
@@ -326,6 +327,7 @@ static void proxy_add_pair(tl_proxy *p, int a, int b)
         if (p->fds[i] == -1) {
             p->fds[i] = a;
             p->fds[i + 1] = b;
+            p->stranded[i] = p->stranded[i + 1] = false;
             return;
         }
     }
@@ -356,7 +358,7 @@ static void *proxy_main(void *arg)
         int mode = atomic_load(&p->mode);
         if (mode == TL_PROXY_FORWARD)
             for (size_t i = 0; i < PROXY_MAX_FDS; i++)
-                if (p->fds[i] >= 0 && p->fds[i ^ 1] >= 0) {
+                if (p->fds[i] >= 0 && p->fds[i ^ 1] >= 0 && !p->stranded[i]) {
                     pfd[n] = (struct pollfd){.fd = p->fds[i], .events = POLLIN};
                     idx[n++] = i;
                 }
@@ -381,7 +383,7 @@ static void *proxy_main(void *arg)
             if (!(pfd[k].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             size_t i = idx[k];
-            if (p->fds[i] < 0)
+            if (p->fds[i] < 0 || p->stranded[i])
                 continue;
             char buf[65536];
             ssize_t r = recv(p->fds[i], buf, sizeof buf, 0);
@@ -440,6 +442,15 @@ void tl_proxy_set_mode(tl_proxy *p, tl_proxy_mode mode)
 {
     pthread_mutex_lock(&p->lock);
     atomic_store(&p->mode, (int)mode);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void tl_proxy_strand_existing(tl_proxy *p)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < PROXY_MAX_FDS; i++)
+        p->stranded[i] = p->fds[i] >= 0;
+    atomic_store(&p->mode, (int)TL_PROXY_FORWARD);
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -82,6 +82,9 @@ uint16_t tl_proxy_port(const tl_proxy *p);
 /* Takes effect before it returns: no byte is relayed afterwards unless the
  * new mode is TL_PROXY_FORWARD. */
 void tl_proxy_set_mode(tl_proxy *p, tl_proxy_mode mode);
+/* TL_PROXY_FORWARD for new connections only: those relayed so far stay
+ * frozen for good (a path that went dead while a new one works). */
+void tl_proxy_strand_existing(tl_proxy *p);
 /* Connections accepted so far. */
 int tl_proxy_accepted(tl_proxy *p);
 /* Closes the listener and every connection, and joins the thread. */
