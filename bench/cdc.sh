@@ -170,12 +170,18 @@ PY
 
 # The server's RSS (KiB) every second, as NAME, until killed. The reader
 # and the sampler write files of their own, added to $cdc_tsv after the run.
+# Beside it, as NAME_duckdb, what DuckDB's buffer manager holds then
+# (duckdb_memory(), KiB): RSS minus that is duckstore's own memory and the
+# allocator's, which must not grow with the changes applied.
 cdc_sampler() { # NAME PID
-  local k v _
+  local k v _ duck
+  local body='{"sql": "SELECT sum(memory_usage_bytes) // 1024 FROM duckdb_memory()", "format": "csv"}'
   while [ -r "/proc/$2/status" ]; do
     while read -r k v _; do
       [ "$k" != VmRSS: ] || printf '%s\t%s\n' "$1" "$v"
     done <"/proc/$2/status"
+    duck="$(curl -sf -X POST -H 'Content-Type: application/json' -d "$body" "$server_url/api/store/query" | tail -n 1)" &&
+      printf '%s_duckdb\t%s\n' "$1" "$duck"
     sleep 1
   done >"$work/cdc_sampler.tsv"
 }
@@ -219,6 +225,12 @@ cdc_run_backlog() { # SHAPE TRANSACTIONS-PER-CLIENT
   before="$(cdc_changes)"
   measure "cdc_pg_$1" pgbench -n -M prepared -c 2 -j 2 -t "$2" -f "$work/cdc_$1.sql" "$DUCKSTORE_TEST_PG"
   cdc_put "cdc_n_$1" "$(($(cdc_changes) - before))"
+  # PostgreSQL's own consumer drains the same changes from a slot of its
+  # own, with duckstore's options, to /dev/null: how fast the server's
+  # walsender decodes them, the ceiling of any client of one slot.
+  measure "cdc_decode_$1" pg_recvlogical -d "$DUCKSTORE_TEST_PG" --slot duckstore_bench_reference --start \
+    --no-loop -o proto_version=2 -o publication_names=duckstore_cdcbench -o binary=true -o streaming=on \
+    --endpos="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT pg_current_wal_insert_lsn()")" -f /dev/null
   measure "cdc_apply_$1" "$duckstore" --config-dir "$work/cdc" sync cdcbench
   grep -q "$(cdc_val "cdc_n_$1") change(s) applied" "$work/cmd.out" ||
     read_fail "cdc: the sync did not apply the backlog's $(cdc_val "cdc_n_$1") changes: $(cat "$work/cmd.out")"
@@ -272,6 +284,8 @@ YAML
   cdc_check "the steady runs"
   cdc_rows_steady="$(cdc_val table_rows)"
 
+  psql "$DUCKSTORE_TEST_PG" -qAt -c \
+    "SELECT pg_create_logical_replication_slot('duckstore_bench_reference', 'pgoutput')" >/dev/null
   local run
   for run in $(seq 1 "$repeat"); do
     log "run $run/$repeat: cdc backlog of $cdc_backlog changes in transactions of 10, then duckstore sync"
@@ -280,7 +294,8 @@ YAML
     cdc_run_backlog bulk "$((cdc_backlog >= 20000 ? cdc_backlog / 20000 : 1))"
   done
   cdc_load_end="$(uptime | sed 's/.*load average: //')"
-  psql "$DUCKSTORE_TEST_PG" -q -c "SELECT pg_drop_replication_slot('duckstore_cdcbench')" >/dev/null
+  psql "$DUCKSTORE_TEST_PG" -q -c "SELECT pg_drop_replication_slot('duckstore_cdcbench')" \
+    -c "SELECT pg_drop_replication_slot('duckstore_bench_reference')" >/dev/null
 }
 
 # NAME -> "count p50 p99 max median min" of its samples (bench/read.sh's).
@@ -313,13 +328,17 @@ cdc_report() {
   echo "Memory: the server's RSS sampled every second during each steady run" \
     "(peak of the whole server, including the initial load: $(($(cdc_val serve_hwm) / 1024)) MB)."
   echo
-  echo "| steady run | samples | RSS after 1/10 MB | RSS at the end MB | peak sampled MB | end ÷ 1/10 |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  echo "| steady run | samples | RSS after 1/10 MB | RSS at the end MB | peak sampled MB | end ÷ 1/10 | DuckDB's buffers after 1/10, at the end MB | RSS − DuckDB's buffers after 1/10, at the end MB |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for rate in $cdc_rates; do
-    awk -F'\t' -v n="r${rate}_rss" -v l="$rate changes/s, $(cdc_seconds_of "$rate") s" '$1 == n { r[++c] = $2; if ($2 > m) m = $2 }
+    awk -F'\t' -v n="r${rate}_rss" -v l="$rate changes/s, $(cdc_seconds_of "$rate") s" '
+      $1 == n { r[++c] = $2; if ($2 > m) m = $2 }
+      $1 == n "_duckdb" { d[c] = $2 }
       END {
-        e = r[int(c / 10) + 1]
-        printf "| %s | %d | %.0f | %.0f | %.0f | %.2f |\n", l, c, e / 1024, r[c] / 1024, m / 1024, r[c] / e
+        i = int(c / 10) + 1
+        e = r[i]
+        printf "| %s | %d | %.0f | %.0f | %.0f | %.2f | %.0f, %.0f | %.0f, %.0f |\n", l, c, e / 1024, r[c] / 1024,
+          m / 1024, r[c] / e, d[i] / 1024, d[c] / 1024, (e - d[i]) / 1024, (r[c] - d[c]) / 1024
       }' "$cdc_tsv"
   done
   echo
@@ -327,20 +346,25 @@ cdc_report() {
     "goes), then \`duckstore sync\` catching up from the slot (process start to exit); median of $repeat," \
     "alternating. The table had $cdc_rows_steady rows before the first backlog, $(cdc_val table_rows) after the last."
   echo
-  echo "| backlog | changes | PostgreSQL writes s | spread | changes/s | duckstore sync s | spread | changes/s | peak RSS MB | apply ÷ PostgreSQL |"
-  echo "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"
-  local shape label pm plo phi am alo ahi rss
+  echo "PostgreSQL decodes: \`pg_recvlogical\` draining the same changes from a second slot with duckstore's" \
+    "options (pgoutput protocol 2, binary, streaming) to /dev/null, just before duckstore: the rate at which" \
+    "the server's walsender, one process per slot, hands them out."
+  echo
+  echo "| backlog | changes | PostgreSQL writes s | spread | changes/s | PostgreSQL decodes s | changes/s | duckstore sync s | spread | changes/s | peak RSS MB | apply ÷ writes | apply ÷ decodes |"
+  echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+  local shape label pm plo phi dm am alo ahi rss
   for shape in small bulk; do
     case "$shape" in
       small) label="transactions of 10 changes" ;;
       bulk) label="transactions of 10,000 changes" ;;
     esac
     read -r pm plo phi _ <<<"$(stat_of "cdc_pg_$shape")"
+    read -r dm _ _ _ <<<"$(stat_of "cdc_decode_$shape")"
     read -r am alo ahi rss <<<"$(stat_of "cdc_apply_$shape")"
-    awk -v l="$label" -v n="$(cdc_val "cdc_n_$shape")" -v pm="$pm" -v plo="$plo" -v phi="$phi" -v am="$am" \
-      -v alo="$alo" -v ahi="$ahi" -v rss="$rss" 'BEGIN {
-        printf "| %s | %d | %.2f | %.2f–%.2f | %.0f | %.2f | %.2f–%.2f | %.0f | %.0f | %.2f |\n",
-          l, n, pm, plo, phi, n / pm, am, alo, ahi, n / am, rss / 1024, pm / am
+    awk -v l="$label" -v n="$(cdc_val "cdc_n_$shape")" -v pm="$pm" -v plo="$plo" -v phi="$phi" -v dm="$dm" \
+      -v am="$am" -v alo="$alo" -v ahi="$ahi" -v rss="$rss" 'BEGIN {
+        printf "| %s | %d | %.2f | %.2f–%.2f | %.0f | %.2f | %.0f | %.2f | %.2f–%.2f | %.0f | %.0f | %.2f | %.2f |\n",
+          l, n, pm, plo, phi, n / pm, dm, n / dm, am, alo, ahi, n / am, rss / 1024, pm / am, dm / am
       }'
   done
   echo

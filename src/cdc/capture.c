@@ -319,7 +319,8 @@ typedef struct stream {
      * every streamed transaction until it commits. */
     uint32_t stream_xid;
     cdc_spool *spool;
-    double rows_counted; /* when live->rows was last counted */
+    double rows_counted;      /* when live->rows was last counted */
+    const char *memory_limit; /* as configured, for messages */
 } stream;
 
 static int target_of(const stream *s, uint32_t relid)
@@ -481,6 +482,27 @@ static bool replay_change(void *ctx, const char *msg, size_t len, ds_error *err)
     return ok;
 }
 
+/* A transaction is applied whole, in one DuckDB transaction, and DuckDB
+ * holds its changes until the commit: a large one can need more than
+ * memory_limit (a 2 GB transaction of 13M changes: at 512MB, not 64MB). The
+ * way out is the user's, and nothing is lost on the way: PostgreSQL sends
+ * the transaction again from its start. */
+static void explain_large_transaction(const stream *s, uint64_t kept, ds_error *err)
+{
+    if (strstr(err->msg, "Out of Memory Error") == NULL)
+        return;
+    char duckdb_says[256];
+    snprintf(duckdb_says, sizeof duckdb_says, "%.*s", (int)strcspn(err->msg, "\n"), err->msg);
+    ds_error_set(
+        err, err->code,
+        "a transaction of about %llu changes, which PostgreSQL streamed before its commit, does not fit "
+        "memory_limit %s: duckstore applies a transaction whole, in one DuckDB transaction that holds "
+        "its changes until its commit; raise memory_limit in duckdb.yaml (a 2 GB transaction of 13M "
+        "changes was applied at 512MB, not at 64MB) and sync again: PostgreSQL sends the transaction again "
+        "from its start, nothing is lost (%s)",
+        (unsigned long long)kept, s->memory_limit ? s->memory_limit : "(DuckDB's default)", duckdb_says);
+}
+
 static void commit_seen(stream *s, const pgo_message *m)
 {
     s->pending_lsn = m->end_lsn;
@@ -537,9 +559,12 @@ static bool on_message(stream *s, const char *payload, size_t len, ds_error *err
             ok = cdc_spool_abort(s->spool, m.xid, m.xid, err);
             break;
         }
+        uint64_t kept = cdc_spool_count(s->spool);
         ok = begin_duck(s, err) && cdc_spool_replay(s->spool, m.xid, replay_change, s, err);
         if (ok)
             commit_seen(s, &m);
+        else
+            explain_large_transaction(s, kept, err);
         break;
     default:
         break; /* Origin, Type, Message */
@@ -772,7 +797,8 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
                     .repl = &repl,
                     .duck = duck,
                     .applied_lsn = start,
-                    .pending_lsn = start};
+                    .pending_lsn = start,
+                    .memory_limit = cfg->store.memory_limit};
         s.applier = cdc_applier_new(duck, cs.specs, cs.n);
         ok = s.applier != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         ok = ok && (s.spool = cdc_spool_new(st, err)) != NULL;

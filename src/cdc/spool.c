@@ -102,12 +102,18 @@ bool cdc_spool_abort(cdc_spool *sp, uint32_t xid, uint32_t subxid, ds_error *err
     return close_appender(sp, err) && delete_rows(sp, xid, subxid, subxid == xid, err);
 }
 
-bool cdc_spool_replay(cdc_spool *sp, uint32_t xid, cdc_spool_fn fn, void *ctx, ds_error *err)
+/* A transaction is read back a window of seq at a time: one query over a
+ * whole 2 GB transaction held its result and its sort at once and failed
+ * past memory_limit. seq grows with every message kept, so a window's rows
+ * lie in one or two row groups, and zonemaps skip the others. */
+#define REPLAY_WINDOW 8192
+
+static bool replay_window(cdc_spool *sp, uint32_t xid, int64_t from, cdc_spool_fn fn, void *ctx,
+                          ds_error *err)
 {
-    if (!close_appender(sp, err))
-        return false;
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT msg FROM %s WHERE xid = %u ORDER BY seq", spool_table, xid);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT msg FROM %s WHERE xid = %u AND seq >= %lld AND seq < %lld ORDER BY seq",
+             spool_table, xid, (long long)from, (long long)(from + REPLAY_WINDOW));
     duckdb_result res;
     if (duckdb_query(sp->duck, sql, &res) == DuckDBError) {
         ds_error_set(err, DS_ERR_STORE, "cannot read a streamed transaction back: %s",
@@ -126,5 +132,24 @@ bool cdc_spool_replay(cdc_spool *sp, uint32_t xid, cdc_spool_fn fn, void *ctx, d
         duckdb_destroy_data_chunk(&chunk);
     }
     duckdb_destroy_result(&res);
-    return delete_rows(sp, xid, xid, true, err) && ok;
+    return ok;
+}
+
+bool cdc_spool_replay(cdc_spool *sp, uint32_t xid, cdc_spool_fn fn, void *ctx, ds_error *err)
+{
+    if (!close_appender(sp, err))
+        return false;
+    char sql[160];
+    int64_t first = -1, last = -1;
+    snprintf(sql, sizeof sql, "SELECT coalesce(min(seq), -1) FROM %s WHERE xid = %u", spool_table, xid);
+    bool ok = store_query_int(sp->duck, sql, &first, err);
+    snprintf(sql, sizeof sql, "SELECT coalesce(max(seq), -1) FROM %s WHERE xid = %u", spool_table, xid);
+    ok = ok && store_query_int(sp->duck, sql, &last, err);
+    if (!ok) {
+        ds_error_prefix(err, "cannot read a streamed transaction back: ");
+        return false;
+    }
+    for (int64_t from = first; ok && first >= 0 && from <= last; from += REPLAY_WINDOW)
+        ok = replay_window(sp, xid, from, fn, ctx, err);
+    return ok && delete_rows(sp, xid, xid, true, err);
 }

@@ -301,6 +301,55 @@ static void a_transaction_larger_than_a_batch_commits_whole(void **state)
     tl_env_close(&e);
 }
 
+/* A streamed transaction that does not fit memory_limit: the capture stops
+ * with an error that says so and what to do, confirms nothing, and once
+ * memory_limit is raised the same transaction arrives whole. */
+static void a_transaction_past_memory_limit_says_so_and_loses_nothing(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "huge", "cdc_huge");
+    snprintf(e.url, sizeof e.url, "%s options='-c search_path=huge -c logical_decoding_work_mem=64kB'",
+             g_conninfo);
+    tl_env_source(&e, "cdc_huge", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
+    capture_ok(&e, "cdc_huge", false);
+    /* The store as a server opens it with memory_limit 4MB. */
+    tl_env_store(&e, "  memory_limit: 4MB\n");
+    duckdb_disconnect(&e.con);
+    store_close(e.st);
+    ds_error err = {0};
+    store_settings small = {.memory_limit = "4MB", .threads = 1};
+    if (!store_open_ext(e.store_path, &small, &e.st, &err))
+        fail_msg("%s", err.msg);
+    e.con = tl_store_connect(e.st);
+    tl_pg_exec(e.pg, "INSERT INTO orders SELECT g, 'bulk', repeat(md5(g::text), 32), g FROM "
+                     "generate_series(10001, 210000) g");
+    capture_options opt = {0};
+    sync_report report;
+    assert_false(capture_run(e.st, &e.cfg, tl_source(&e.cfg, "cdc_huge"), &opt, &report, &err));
+    printf("# %s\n", err.msg);
+    tl_assert_contains(err.msg, "a transaction of about ");
+    tl_assert_contains(err.msg,
+                       "which PostgreSQL streamed before its commit, does not fit memory_limit 4MB: ");
+    tl_assert_contains(err.msg, "raise memory_limit in duckdb.yaml");
+    tl_assert_contains(err.msg, "nothing is lost (");
+    tl_assert_contains(err.msg, "Out of Memory Error: ");
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_huge_data WHERE id > 10000"), 0);
+    /* Raised: the transaction is sent again and applied whole. */
+    tl_env_store(&e, "  memory_limit: 2GB\n");
+    duckdb_disconnect(&e.con);
+    store_close(e.st);
+    store_settings large = {.memory_limit = "2GB", .threads = 1};
+    if (!store_open_ext(e.store_path, &large, &e.st, &err))
+        fail_msg("%s", err.msg);
+    e.con = tl_store_connect(e.st);
+    sync_report r = capture_ok(&e, "cdc_huge", false);
+    assert_int_equal(r.rows_added, 200000);
+    assert_same(&e, "cdc_huge_data");
+    drop_slot(&e, "cdc_huge");
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +358,7 @@ int main(void)
         cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
         cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
         cmocka_unit_test(a_transaction_larger_than_a_batch_commits_whole),
+        cmocka_unit_test(a_transaction_past_memory_limit_says_so_and_loses_nothing),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -324,8 +324,8 @@ char *tl_pg_checksum(PGconn *conn, const char *relation, const char *spec)
     char *expr = row_text_expr(spec, true);
     char *out =
         tl_pg_scalar(conn,
-                     "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(x, E'\\n' ORDER BY x "
-                     "COLLATE \"C\"), '')) FROM (SELECT %s AS x FROM %s) AS _c",
+                     "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(h, '' ORDER BY h "
+                     "COLLATE \"C\"), '')) FROM (SELECT md5(%s) AS h FROM %s) AS _c",
                      expr, relation);
     free(expr);
     return out;
@@ -336,8 +336,8 @@ char *tl_duck_checksum(duckdb_connection con, const char *relation, const char *
     char *expr = row_text_expr(spec, false);
     char *out =
         tl_duck_scalar(con,
-                       "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(x, chr(10) ORDER BY "
-                       "x), '')) FROM (SELECT %s AS x FROM %s) AS _c",
+                       "SELECT 'rows=' || count(*) || ' md5=' || md5(coalesce(string_agg(h, '' ORDER BY h), "
+                       "'')) FROM (SELECT md5(%s) AS h FROM %s) AS _c",
                        expr, relation);
     free(expr);
     return out;
