@@ -19,20 +19,24 @@ char *pgsrc_horizon_sql(bool with_time_zone, bool only_now)
                        : "to_char(h AT TIME ZONE current_setting('TimeZone'), 'YYYY-MM-DD HH24:MI:SS.US')";
     ds_buf b = DS_BUF_INIT;
     ds_buf_appendf(&b, "SELECT %s, ", value_expr);
+    /* The function under pg_stat_activity, not the view: the view's joins
+     * (pg_database, pg_authid) cost more to plan than the rest of the
+     * statement, on every sync of every table. */
     ds_buf_append(
         &b, "CASE WHEN o.pid IS NOT NULL THEN format('pid %s (user %s, application %s) in a "
-            "transaction open since %s', o.pid, o.usename, coalesce(nullif(o.application_name, ''), '-'), "
+            "transaction open since %s', o.pid, pg_get_userbyid(o.usesysid), "
+            "coalesce(nullif(o.application_name, ''), '-'), "
             "to_char(o.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) END, "
-            "(SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') FROM pg_roles "
-            "WHERE rolname = current_user), current_user "
+            "current_setting('is_superuser') = 'on' OR pg_has_role(current_user, 'pg_read_all_stats', "
+            "'MEMBER'), current_user "
             "FROM (SELECT least(o.xact_start, now()) AS h, o.* FROM (SELECT 1) AS one LEFT JOIN LATERAL "
-            "(SELECT pid, usename, application_name, xact_start FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client "
-            "backend' AND xact_start IS NOT NULL AND xact_start < now() "
-            "AND application_name IS DISTINCT FROM 'duckstore'");
+            "(SELECT a.pid, a.usesysid, a.application_name, a.xact_start FROM pg_stat_get_activity(NULL) AS a "
+            "WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.pid <> "
+            "pg_backend_pid() AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL AND "
+            "a.xact_start < now() AND a.application_name IS DISTINCT FROM 'duckstore'");
     if (only_now)
         ds_buf_append(&b, " AND false");
-    ds_buf_append(&b, " ORDER BY xact_start LIMIT 1) AS o ON true) AS o");
+    ds_buf_append(&b, " ORDER BY a.xact_start LIMIT 1) AS o ON true) AS o");
     return ds_buf_take(&b);
 }
 

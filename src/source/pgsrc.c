@@ -681,6 +681,36 @@ static bool probe_copy(pgsrc_conn *conn, const char *query, pgsrc_desc *desc, ds
     return ok;
 }
 
+/* Prepares the query as the unnamed statement and describes it in one
+ * round trip (libpq's pipeline mode; every table of every sync does this).
+ * *prepared and *described are the two results, NULL where none came (err
+ * says why); a failed prepare's describe is PGRES_PIPELINE_ABORTED. */
+static void prepare_and_describe(pgsrc_conn *conn, const char *query, PGresult **prepared,
+                                 PGresult **described, ds_error *err)
+{
+    *prepared = *described = NULL;
+    if (!PQenterPipelineMode(conn->pg)) {
+        result_error(conn, NULL, err);
+        return;
+    }
+    if (PQsendPrepare(conn->pg, "", query, 0, NULL) && PQsendDescribePrepared(conn->pg, "") &&
+        PQpipelineSync(conn->pg) && (*prepared = pgsrc_await_result(conn, err)) != NULL &&
+        (*described = pgsrc_await_result(conn, err)) != NULL) {
+        PGresult *sync = pgsrc_await_result(conn, err);
+        if (sync != NULL && PQresultStatus(sync) != PGRES_PIPELINE_SYNC) {
+            PQclear(*described);
+            *described = NULL;
+            ds_error_set(err, DS_ERR_SOURCE, "the describe's pipeline ended with %s",
+                         PQresStatus(PQresultStatus(sync)));
+        }
+        PQclear(sync);
+    } else if (*prepared == NULL && !conn->hung) {
+        result_error(conn, NULL, err);
+    }
+    /* Fails only with results left, on a connection given up already. */
+    PQexitPipelineMode(conn->pg);
+}
+
 bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -688,21 +718,18 @@ bool pgsrc_describe(pgsrc_conn *conn, const char *query, pgsrc_desc *out, ds_err
     char *trimmed = pgsrc_trim_query(query);
     if (trimmed == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    PGresult *res = PQsendPrepare(conn->pg, "", trimmed, 0, NULL) ? pgsrc_await_result(conn, err) : NULL;
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        describe_error(conn, res, trimmed, 0, strlen(trimmed), false, out, err);
+    PGresult *prepared = NULL, *res = NULL;
+    prepare_and_describe(conn, trimmed, &prepared, &res, err);
+    if (prepared == NULL || PQresultStatus(prepared) != PGRES_COMMAND_OK || res == NULL ||
+        PQresultStatus(res) != PGRES_COMMAND_OK) {
+        bool prepare_failed = prepared == NULL || PQresultStatus(prepared) != PGRES_COMMAND_OK;
+        describe_error(conn, prepare_failed ? prepared : res, trimmed, 0, strlen(trimmed), false, out, err);
         free(trimmed);
+        PQclear(prepared);
         PQclear(res);
         return false;
     }
-    PQclear(res);
-    res = PQsendDescribePrepared(conn->pg, "") ? pgsrc_await_result(conn, err) : NULL;
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
-        describe_error(conn, res, trimmed, 0, strlen(trimmed), false, out, err);
-        free(trimmed);
-        PQclear(res);
-        return false;
-    }
+    PQclear(prepared);
     free(trimmed);
     int n = PQnfields(res);
     if (n == 0) {
