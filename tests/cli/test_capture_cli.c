@@ -185,16 +185,27 @@ static void test_wal_level(void **state)
         &out,
         "set -e; d='%s'; pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); "
         "as=''; if [ \"$(id -u)\" -eq 0 ]; then chown postgres: \"$d\"; as='runuser -u postgres --'; fi; "
-        "$as \"$pg_bin/initdb\" -D \"$d/data\" -U postgres --auth=trust >/dev/null; "
+        "$as \"$pg_bin/initdb\" -D \"$d/data\" -U postgres --auth=trust >\"$d/initdb.log\" 2>&1 || "
+        "{ cat \"$d/initdb.log\"; exit 1; }; "
         "for i in $(seq 1 20); do port=$((20000 + $(od -An -N2 -tu2 /dev/urandom) %% 40000)); "
         "if $as \"$pg_bin/pg_ctl\" -D \"$d/data\" -l \"$d/log\" -w -t 30 start -o \"-c "
-        "listen_addresses=127.0.0.1 -p $port -k $d -c wal_level=replica -c fsync=off\" >/dev/null; then "
+        "listen_addresses=127.0.0.1 -p $port -k $d -c wal_level=replica -c fsync=off\" >/dev/null 2>&1; then "
         "echo $port; exit 0; fi; done; exit 1",
         pg_dir);
     if (rc != 0)
         fail_msg("cannot start a second PostgreSQL: %s", out);
-    int port = atoi(out);
+    /* The port is the last line: an attempt on a port taken meanwhile may
+     * have said so before it. */
+    int port = 0;
+    for (const char *line = out; line != NULL && *line != '\0';) {
+        if (*line >= '1' && *line <= '9')
+            port = atoi(line);
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
     free(out);
+    if (port <= 0)
+        fail_msg("no port in the second PostgreSQL's start output");
     const char *url = tl_keepf("host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
     PGconn *other = tl_pg_connect(url);
     tl_pg_exec(other, "CREATE TABLE items (id int PRIMARY KEY)");
