@@ -266,17 +266,37 @@ static void full_identity_tables_and_split_sources_follow_too(void **state)
     tl_env_close(&e);
 }
 
+/* A source loaded, whose walsender has a small logical_decoding_work_mem:
+ * its large transactions are streamed before they commit (protocol 2). */
+static void open_streaming_source(tl_env *e, const char *schema, const char *name)
+{
+    open_source(e, schema, name);
+    snprintf(e->url, sizeof e->url, "%s options='-c search_path=%s -c logical_decoding_work_mem=64kB'",
+             g_conninfo, schema);
+    tl_env_source(e, name, "  capture: logical\n  query: %s\n", ORDERS_QUERY);
+    capture_ok(e, name, false);
+}
+
+/* The store reopened as a server opens it, at this memory_limit. */
+static void reopen_with_memory_limit(tl_env *e, const char *limit)
+{
+    char yaml[64];
+    snprintf(yaml, sizeof yaml, "  memory_limit: %s\n", limit);
+    tl_env_store(e, yaml);
+    duckdb_disconnect(&e->con);
+    store_close(e->st);
+    ds_error err = {0};
+    store_settings settings = {.memory_limit = limit, .threads = 1};
+    if (!store_open_ext(e->store_path, &settings, &e->st, &err))
+        fail_msg("%s", err.msg);
+    e->con = tl_store_connect(e->st);
+}
+
 static void a_transaction_larger_than_a_batch_commits_whole(void **state)
 {
     (void)state;
     tl_env e;
-    open_source(&e, "big", "cdc_big");
-    /* A small logical_decoding_work_mem for duckstore's walsender: its
-     * large transactions are streamed before they commit (protocol 2). */
-    snprintf(e.url, sizeof e.url, "%s options='-c search_path=big -c logical_decoding_work_mem=64kB'",
-             g_conninfo);
-    tl_env_source(&e, "cdc_big", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
-    capture_ok(&e, "cdc_big", false);
+    open_streaming_source(&e, "big", "cdc_big");
     /* 250,000 inserts (make soak: 10M rows of about 200 bytes, 2 GB of
      * changes) and their updates and deletes in one transaction: applied in
      * parts inside one DuckDB transaction, committed with its end; a
@@ -308,24 +328,13 @@ static void a_transaction_past_memory_limit_says_so_and_loses_nothing(void **sta
 {
     (void)state;
     tl_env e;
-    open_source(&e, "huge", "cdc_huge");
-    snprintf(e.url, sizeof e.url, "%s options='-c search_path=huge -c logical_decoding_work_mem=64kB'",
-             g_conninfo);
-    tl_env_source(&e, "cdc_huge", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
-    capture_ok(&e, "cdc_huge", false);
-    /* The store as a server opens it with memory_limit 4MB. */
-    tl_env_store(&e, "  memory_limit: 4MB\n");
-    duckdb_disconnect(&e.con);
-    store_close(e.st);
-    ds_error err = {0};
-    store_settings small = {.memory_limit = "4MB", .threads = 1};
-    if (!store_open_ext(e.store_path, &small, &e.st, &err))
-        fail_msg("%s", err.msg);
-    e.con = tl_store_connect(e.st);
+    open_streaming_source(&e, "huge", "cdc_huge");
+    reopen_with_memory_limit(&e, "4MB");
     tl_pg_exec(e.pg, "INSERT INTO orders SELECT g, 'bulk', repeat(md5(g::text), 32), g FROM "
                      "generate_series(10001, 210000) g");
     capture_options opt = {0};
     sync_report report;
+    ds_error err = {0};
     assert_false(capture_run(e.st, &e.cfg, tl_source(&e.cfg, "cdc_huge"), &opt, &report, &err));
     printf("# %s\n", err.msg);
     tl_assert_contains(err.msg, "a transaction of about ");
@@ -336,13 +345,7 @@ static void a_transaction_past_memory_limit_says_so_and_loses_nothing(void **sta
     tl_assert_contains(err.msg, "Out of Memory Error: ");
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_huge_data WHERE id > 10000"), 0);
     /* Raised: the transaction is sent again and applied whole. */
-    tl_env_store(&e, "  memory_limit: 2GB\n");
-    duckdb_disconnect(&e.con);
-    store_close(e.st);
-    store_settings large = {.memory_limit = "2GB", .threads = 1};
-    if (!store_open_ext(e.store_path, &large, &e.st, &err))
-        fail_msg("%s", err.msg);
-    e.con = tl_store_connect(e.st);
+    reopen_with_memory_limit(&e, "2GB");
     sync_report r = capture_ok(&e, "cdc_huge", false);
     assert_int_equal(r.rows_added, 200000);
     assert_same(&e, "cdc_huge_data");
