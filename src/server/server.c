@@ -379,6 +379,21 @@ static bool pg_settings_equal(const cfg_store *a, const cfg_store *b)
     return same;
 }
 
+/* A memory limit read at start (NULL: its default, shown as fallback):
+ * a new value is logged and the one in force kept. */
+static void keep_limit(const char *key, const char *was, char **now, const char *fallback, const char *why)
+{
+    const char *a = was != NULL ? was : fallback, *b = *now != NULL ? *now : fallback;
+    if ((a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0))
+        ds_log_warn("config reload: duckdb.%s changed from %s to %s; %s", key, a ? a : "(none)",
+                    b ? b : "(none)", why);
+    char *keep = was != NULL ? strdup(was) : NULL;
+    if (was == NULL || keep != NULL) {
+        free(*now);
+        *now = keep;
+    }
+}
+
 /* Settings read once, at start (the DuckDB file and how it is opened, the
  * API's read pool, duckdb.enabled): a new value is logged and the one in
  * force is kept until a restart. */
@@ -395,15 +410,11 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
             now->path = keep;
         }
     }
-    if (strcmp(was->memory_limit, now->memory_limit) != 0) {
-        ds_log_warn("config reload: duckdb.memory_limit changed from %s to %s; %s", was->memory_limit,
-                    now->memory_limit, why);
-        char *keep = strdup(was->memory_limit);
-        if (keep != NULL) {
-            free(now->memory_limit);
-            now->memory_limit = keep;
-        }
-    }
+    keep_limit("memory_limit", was->memory_limit, &now->memory_limit, NULL, why);
+    /* DuckDB's limit holds it from the start; the query API's per-query
+     * cap follows it too, so a new value would not match DuckDB's. */
+    keep_limit("read_memory_limit", was->read_memory_limit, &now->read_memory_limit,
+               CFG_READ_MEMORY_LIMIT_DEFAULT, why);
     if (was->threads != now->threads)
         ds_log_warn("config reload: duckdb.threads changed from %d to %d; %s", was->threads, now->threads,
                     why);
