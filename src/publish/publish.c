@@ -949,7 +949,7 @@ static void record_status(store *st, const cfg_source *src, const publish_result
     store_commit_lock(st);
     char *text = NULL;
     json_t *doc = NULL;
-    if (store_get_status(duck, src->name, &text, &err) && text)
+    if (store_get_status(NULL, duck, src->name, &text, &err) && text)
         doc = json_loads(text, 0, NULL);
     free(text);
     if (!json_is_object(doc)) {
@@ -982,7 +982,7 @@ static void record_status(store *st, const cfg_source *src, const publish_result
     }
     char *out = json_dumps(doc, JSON_COMPACT);
     bool ok = out && store_exec(duck, "BEGIN TRANSACTION", &err) &&
-              store_put_status(duck, src->name, out, &err) && store_exec(duck, "COMMIT", &err);
+              store_put_status(st, duck, src->name, out, &err) && store_exec(duck, "COMMIT", &err);
     if (!ok) {
         store_exec(duck, "ROLLBACK", NULL);
         ds_log_warn("%s: publish: cannot record its status: %s", src->name, out ? err.msg : "out of memory");
@@ -1028,7 +1028,7 @@ static void add_sync_facts(duckdb_connection duck, const cfg_source *src, json_t
     char *text = NULL;
     json_t *doc = NULL;
     ds_error err;
-    if (store_get_status(duck, src->name, &text, &err) && text)
+    if (store_get_status(NULL, duck, src->name, &text, &err) && text)
         doc = json_loads(text, 0, NULL);
     free(text);
     json_t *last = json_object_get(doc, "last_sync");
@@ -1037,7 +1037,7 @@ static void add_sync_facts(duckdb_connection duck, const cfg_source *src, json_t
     json_t *watermarks = json_object();
     for (size_t i = 0; i < src->n_plans; i++) {
         store_table_meta meta;
-        if (!store_get_table_meta(duck, src->plans[i].table, &meta, &err))
+        if (!store_get_table_meta(NULL, duck, src->plans[i].table, &meta, &err))
             continue;
         json_object_set_new(watermarks, src->plans[i].table,
                             meta.watermark ? ds_json_text(meta.watermark) : json_null());
@@ -1241,7 +1241,7 @@ static bool due(store *st, const cfg_source *src, bool data_changed)
     char *text = NULL;
     if (!store_borrow(st, &duck, &err))
         return true;
-    store_get_status(duck, src->name, &text, &err);
+    store_get_status(NULL, duck, src->name, &text, &err);
     store_release(st, &duck);
     json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
     free(text);

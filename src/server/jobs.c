@@ -519,7 +519,7 @@ static void *sync_thread(void *arg)
     /* After the sync's result is out; the config stays pinned and the
      * store open (shutdown waits for active syncs). */
     pthread_mutex_unlock(&j->lock);
-    if (ok && !is_logical(src)) {
+    if (ok && !is_logical(src) && src->publish_line != 0) {
         publish_after_sync(j->st, src, report.data_changed);
         refresh_status(j, r, false, 0);
     }

@@ -112,6 +112,138 @@ static void keep_row(pgsrc_kept_rows *keep, const char *msg, size_t len)
         keep->over = true;
 }
 
+/* Counts (and keeps) a message just received; false with err set for a
+ * row too large to decode. */
+static bool account(pgsrc_stream *s, const char *buf, int n, ds_error *err)
+{
+    s->bytes_read += (uint64_t)n;
+    if (s->bytes)
+        atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
+    if (s->keep != NULL)
+        keep_row(s->keep, buf, (size_t)n);
+    if ((uint64_t)n > s->largest_row)
+        s->largest_row = (uint64_t)n;
+    /* Decoding it would fail inside DuckDB's allocator. */
+    if (s->row_bytes_max > 0 && (uint64_t)n > s->row_bytes_max)
+        return ds_error_set(err, DS_ERR_STORE, "a row of %.1f MB", (double)n / 1e6);
+    return true;
+}
+
+/* The next CopyData message from the server, waiting for it: its length
+ * (*buf for PQfreemem), -1 once the data has ended, -2 with err set. */
+static int receive(pgsrc_stream *s, char **buf, ds_error *err)
+{
+    for (;;) {
+        *buf = NULL;
+        int n = PQgetCopyData(s->conn->pg, buf, 1);
+        if (n == 0) {
+            /* Time on an empty socket tells the partition reader that
+             * PostgreSQL, not DuckDB, is the bottleneck. */
+            double t = ds_monotonic_s();
+            bool ok = pgsrc_await_input(s->conn, err);
+            s->wait_s += ds_monotonic_s() - t;
+            if (!ok)
+                return -2;
+            continue;
+        }
+        if (n == -1)
+            return -1;
+        if (n < 0) {
+            ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(s->conn->pg));
+            err->msg[strcspn(err->msg, "\n")] = '\0';
+            return -2;
+        }
+        if (!account(s, *buf, n, err)) {
+            PQfreemem(*buf);
+            return -2;
+        }
+        return n;
+    }
+}
+
+/* The next message: a prefetched one first. */
+static int next_message(pgsrc_stream *s, char **buf, ds_error *err)
+{
+    if (s->ahead_used < s->ahead_n) {
+        *buf = s->ahead[s->ahead_used].msg;
+        int n = s->ahead[s->ahead_used].len;
+        s->ahead[s->ahead_used++].msg = NULL;
+        return n;
+    }
+    return s->ahead_end ? -1 : receive(s, buf, err);
+}
+
+static void free_ahead(pgsrc_stream *s)
+{
+    for (size_t i = s->ahead_used; i < s->ahead_n; i++)
+        PQfreemem(s->ahead[i].msg);
+    free(s->ahead);
+    s->ahead = NULL;
+    s->ahead_n = s->ahead_used = s->ahead_cap = 0;
+}
+
+bool pgsrc_stream_prefetch(pgsrc_stream *s, size_t max_bytes, ds_error *err)
+{
+    size_t bytes = 0;
+    while (!s->ended && !s->ahead_end && bytes < max_bytes) {
+        if (s->ahead_n == s->ahead_cap) {
+            size_t cap = s->ahead_cap ? 2 * s->ahead_cap : 16;
+            void *grown = realloc(s->ahead, cap * sizeof *s->ahead);
+            if (grown == NULL)
+                return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            s->ahead = grown;
+            s->ahead_cap = cap;
+        }
+        char *buf;
+        int n = receive(s, &buf, err);
+        if (n == -2)
+            return false;
+        if (n == -1) {
+            s->ahead_end = true;
+            break;
+        }
+        s->ahead[s->ahead_n].msg = buf;
+        s->ahead[s->ahead_n++].len = n;
+        bytes += (size_t)n;
+    }
+    return true;
+}
+
+bool pgsrc_stream_prefetched_all(const pgsrc_stream *s)
+{
+    return s->ahead_end || s->ended;
+}
+
+/* Whether a message ends with binary COPY's trailer (-1 as a 16-bit field
+ * count), alone or after the header of a COPY of no rows. */
+static bool is_trailer(const char *msg, size_t len)
+{
+    if (len == sizeof copy_header + 2 && memcmp(msg, copy_header, sizeof copy_header) == 0) {
+        msg += sizeof copy_header;
+        len -= sizeof copy_header;
+    }
+    return len == 2 && (unsigned char)msg[0] == 0xff && (unsigned char)msg[1] == 0xff;
+}
+
+bool pgsrc_stream_skip(pgsrc_stream *s, ds_error *err)
+{
+    if (!s->ahead_end)
+        return ds_error_set(err, DS_ERR_DECODE, "a COPY was skipped before it was read to its end");
+    bool trailer = s->ahead_n > 0 && s->ahead[s->ahead_n - 1].msg != NULL &&
+                   is_trailer(s->ahead[s->ahead_n - 1].msg, (size_t)s->ahead[s->ahead_n - 1].len);
+    free_ahead(s);
+    s->ended = true;
+    PGresult *res = pgsrc_await_result(s->conn, err);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok && res)
+        pgsrc_result_error(s->conn, res, err);
+    PQclear(res);
+    s->conn = NULL;
+    if (ok && !trailer)
+        return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
+    return ok;
+}
+
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
 {
     copy_decoder_start_chunk(s->dec, chunk);
@@ -123,39 +255,16 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
             break;
         if (s->msg == NULL) {
             char *buf = NULL;
-            int n = PQgetCopyData(s->conn->pg, &buf, 1);
-            if (n == 0) {
-                /* Time on an empty socket tells the partition reader that
-                 * PostgreSQL, not DuckDB, is the bottleneck. */
-                double t = ds_monotonic_s();
-                bool ok = pgsrc_await_input(s->conn, err);
-                s->wait_s += ds_monotonic_s() - t;
-                if (!ok)
-                    return false;
-                continue;
-            }
+            int n = next_message(s, &buf, err);
+            if (n == -2)
+                return false;
             if (n == -1) {
                 if (!stream_finish(s, err))
                     return false;
                 break;
             }
-            if (n < 0) {
-                ds_error_set(err, DS_ERR_SOURCE, "COPY stream failed: %s", PQerrorMessage(s->conn->pg));
-                err->msg[strcspn(err->msg, "\n")] = '\0';
-                return false;
-            }
-            s->bytes_read += (uint64_t)n;
-            if (s->bytes)
-                atomic_fetch_add_explicit(s->bytes, (uint64_t)n, memory_order_relaxed);
             s->msg = buf;
             s->msg_len = (size_t)n;
-            if (s->keep != NULL)
-                keep_row(s->keep, buf, (size_t)n);
-            if ((uint64_t)n > s->largest_row)
-                s->largest_row = (uint64_t)n;
-            /* Decoding it would fail inside DuckDB's allocator. */
-            if (s->row_bytes_max > 0 && (uint64_t)n > s->row_bytes_max)
-                return ds_error_set(err, DS_ERR_STORE, "a row of %.1f MB", (double)n / 1e6);
             s->msg_used = 0;
         }
         size_t used = 0;
@@ -179,6 +288,7 @@ void pgsrc_stream_close(pgsrc_stream *s)
     if (s->msg)
         PQfreemem(s->msg);
     s->msg = NULL;
+    free_ahead(s);
     /* A hung server gets no cancel request: PQcancel would wait for its
      * answer with no time limit. */
     if (s->conn != NULL && !s->conn->hung) {

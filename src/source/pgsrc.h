@@ -186,6 +186,12 @@ typedef struct pgsrc_stream {
     uint64_t row_bytes_max;  /* a larger row is refused before it is decoded (0: no limit) */
     double wait_s;           /* seconds spent waiting for PostgreSQL's data (the socket was empty) */
     pgsrc_kept_rows *keep;   /* optional: the rows are kept there too */
+    struct {
+        char *msg;
+        int len;
+    } * ahead; /* messages read ahead (pgsrc_stream_prefetch), not decoded yet */
+    size_t ahead_n, ahead_used, ahead_cap;
+    bool ahead_end; /* the data ended while reading ahead (its result is still to read) */
 } pgsrc_stream;
 
 /* Starts the COPY statement. A NULL copy_sql or dec (what a failed
@@ -200,6 +206,17 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
  * and sets the chunk's size (0 once the stream has ended); s->ended once
  * the COPY completed cleanly. */
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err);
+
+/* Reads ahead, without decoding, until the data ends or max_bytes came
+ * (counted and kept as pgsrc_stream_fill would); pgsrc_stream_fill then
+ * decodes them first. pgsrc_stream_prefetched_all: the data has ended. */
+bool pgsrc_stream_prefetch(pgsrc_stream *s, size_t max_bytes, ds_error *err);
+bool pgsrc_stream_prefetched_all(const pgsrc_stream *s);
+
+/* Ends a stream read to its end by pgsrc_stream_prefetch without decoding
+ * it (its rows are kept, and known to be stored): checks the COPY's
+ * result and end marker. */
+bool pgsrc_stream_skip(pgsrc_stream *s, ds_error *err);
 
 /* Ends the stream; one still running is cancelled and its connection
  * drained, so the connection can be reused or closed. */

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "store/meta_cache.h"
 #include "store/stream_insert.h"
 
 struct store {
@@ -39,10 +40,24 @@ struct store {
     pthread_cond_t pool_free;
     duckdb_connection *pool;
     size_t pool_size, pool_available;
+    /* Idle connections the sync engine reuses (store_connect_kept), under
+     * pool_lock: a new one costs a USE and a SET, about 1 ms of a quiet
+     * sync's few. */
+    duckdb_connection kept[STORE_KEPT_MAX];
+    size_t nkept;
+    meta_cache *meta;         /* the metadata tables' rows as last read */
     stream_registry *streams; /* the insert streams running on db */
     _Atomic(void (*)(store *)) close_hook;
     _Atomic uint64_t generation; /* of db: unique in the process, new at each (re)open */
 };
+
+/* Closes the kept connections (the instance is going, or nobody uses it). */
+static void drop_kept(store *st)
+{
+    for (size_t i = 0; i < st->nkept; i++)
+        duckdb_disconnect(&st->kept[i]);
+    st->nkept = 0;
+}
 
 /* Numbers DuckDB instances across every store of the process. */
 static _Atomic uint64_t instances;
@@ -355,6 +370,11 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     st->read_only = read_only;
+    st->meta = meta_cache_new();
+    if (st->meta == NULL) {
+        store_close(st);
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
     if (!init_locks(st, err) || !start_database(st, err)) {
         store_close(st);
         return false;
@@ -386,6 +406,8 @@ void store_close(store *st)
     for (size_t i = 0; i < st->pool_available; i++)
         duckdb_disconnect(&st->pool[i]);
     free(st->pool);
+    drop_kept(st);
+    meta_cache_free(st->meta);
     if (st->db != NULL)
         duckdb_close(&st->db);
     stream_registry_release(st->streams);
@@ -461,6 +483,8 @@ bool store_reopen(store *st, ds_error *err)
         for (size_t i = 0; i < st->pool_available; i++)
             duckdb_disconnect(&st->pool[i]);
         st->pool_available = 0;
+        drop_kept(st);
+        meta_cache_clear(st->meta);
         /* What the old instance holds in memory is not written back: the
          * file and its WAL hold every committed change. */
         duckdb_connection con;
@@ -551,6 +575,7 @@ void store_commit_lock(store *st)
 
 void store_commit_unlock(store *st)
 {
+    meta_cache_written(st->meta);
     pthread_mutex_unlock(&st->commit_lock);
 }
 
@@ -570,6 +595,28 @@ bool store_connect(store *st, duckdb_connection *con, ds_error *err)
     if (!ok)
         duckdb_disconnect(con);
     return ok;
+}
+
+bool store_connect_kept(store *st, duckdb_connection *con, ds_error *err)
+{
+    pthread_mutex_lock(&st->pool_lock);
+    *con = st->nkept > 0 ? st->kept[--st->nkept] : NULL;
+    pthread_mutex_unlock(&st->pool_lock);
+    return *con != NULL || store_connect(st, con, err);
+}
+
+void store_disconnect_kept(store *st, duckdb_connection *con, bool clean)
+{
+    if (*con == NULL)
+        return;
+    pthread_mutex_lock(&st->pool_lock);
+    if (clean && st->nkept < STORE_KEPT_MAX) {
+        st->kept[st->nkept++] = *con;
+        *con = NULL;
+    }
+    pthread_mutex_unlock(&st->pool_lock);
+    if (*con != NULL)
+        duckdb_disconnect(con);
 }
 
 bool store_pool_open(store *st, size_t n, ds_error *err)
@@ -746,7 +793,7 @@ bool store_table_exists(duckdb_connection con, const char *table, bool *exists, 
     return ok;
 }
 
-bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err)
+static bool read_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err)
 {
     memset(out, 0, sizeof *out);
     ds_buf sql = DS_BUF_INIT;
@@ -783,6 +830,46 @@ bool store_get_table_meta(duckdb_connection con, const char *table, store_table_
     return ok;
 }
 
+/* A table's metadata as the cache keeps it: the row moves between the two
+ * (the source's strings are taken, not copied). */
+static void meta_to_row(store_table_meta *meta, meta_row *row)
+{
+    *row = (meta_row){
+        .found = true,
+        .fields = {meta->schema_signature, meta->watermark_column, meta->watermark, meta->read_state},
+        .flag = meta->watermark_inclusive};
+    memset(meta, 0, sizeof *meta);
+}
+
+static void row_to_meta(meta_row *row, store_table_meta *meta)
+{
+    *meta = (store_table_meta){.schema_signature = row->fields[0],
+                               .watermark_column = row->fields[1],
+                               .watermark = row->fields[2],
+                               .read_state = row->fields[3],
+                               .watermark_inclusive = row->flag};
+    memset(row, 0, sizeof *row);
+}
+
+bool store_get_table_meta(store *st, duckdb_connection con, const char *table, store_table_meta *out,
+                          ds_error *err)
+{
+    meta_row row;
+    uint64_t ticket;
+    if (meta_cache_get(st ? st->meta : NULL, META_TABLE, table, &row, &ticket)) {
+        row_to_meta(&row, out);
+        return true;
+    }
+    if (!read_table_meta(con, table, out, err))
+        return false;
+    if (st != NULL) {
+        meta_to_row(out, &row);
+        meta_cache_put(st->meta, META_TABLE, table, &row, ticket);
+        row_to_meta(&row, out);
+    }
+    return true;
+}
+
 void store_table_meta_free(store_table_meta *meta)
 {
     free(meta->schema_signature);
@@ -817,9 +904,15 @@ static bool exec_params(duckdb_connection con, const char *sql, const char *cons
     return ok;
 }
 
-bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta,
+void store_forget_metadata(store *st)
+{
+    meta_cache_clear(st->meta);
+}
+
+bool store_put_table_meta(store *st, duckdb_connection con, const char *table, const store_table_meta *meta,
                           ds_error *err)
 {
+    meta_cache_writing(st->meta);
     const char *del[] = {table};
     const char *ins[] = {table,
                          meta->schema_signature,
@@ -836,8 +929,10 @@ bool store_put_table_meta(duckdb_connection con, const char *table, const store_
                ins, 6, err);
 }
 
-bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err)
+bool store_clear_watermarks(store *st, duckdb_connection con, const char *const *tables, size_t n,
+                            ds_error *err)
 {
+    meta_cache_writing(st->meta);
     for (size_t i = 0; i < n; i++) {
         const char *p[] = {tables[i]};
         if (!exec_params(con,
@@ -849,19 +944,30 @@ bool store_clear_watermarks(duckdb_connection con, const char *const *tables, si
     return true;
 }
 
-bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err)
+bool store_get_status(store *st, duckdb_connection con, const char *source, char **json, ds_error *err)
 {
     *json = NULL;
+    meta_row row;
+    uint64_t ticket;
+    if (meta_cache_get(st ? st->meta : NULL, META_STATUS, source, &row, &ticket)) {
+        *json = row.fields[0];
+        return true;
+    }
     ds_buf sql = DS_BUF_INIT;
     const char *q =
         sql_with_literal(&sql, "SELECT status FROM _duckstore.sync_status WHERE source = ", source);
     bool ok = q ? store_query_text(con, q, json, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&sql);
+    if (ok) {
+        row = (meta_row){.found = *json != NULL, .fields = {*json}};
+        meta_cache_put(st ? st->meta : NULL, META_STATUS, source, &row, ticket);
+    }
     return ok;
 }
 
-bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err)
+bool store_put_status(store *st, duckdb_connection con, const char *source, const char *json, ds_error *err)
 {
+    meta_cache_writing(st->meta);
     const char *del[] = {source};
     const char *ins[] = {source, json};
     return exec_params(con, "DELETE FROM _duckstore.sync_status WHERE source = ?", del, 1, err) &&

@@ -82,6 +82,14 @@ void store_commit_unlock(store *st);
  * machine's zone). */
 bool store_connect(store *st, duckdb_connection *con, ds_error *err);
 
+/* The same, reusing an idle connection a sync gave back; hold a use of
+ * the store (store_use_begin) from the connect to the disconnect. clean:
+ * the connection is as store_connect made it (no transaction open, no
+ * setting changed), so it may be reused; else it is closed. */
+#define STORE_KEPT_MAX 8
+bool store_connect_kept(store *st, duckdb_connection *con, ds_error *err);
+void store_disconnect_kept(store *st, duckdb_connection *con, bool clean);
+
 /* Objects of the in-memory catalog that each DuckDB instance needs once
  * (the readers' functions, the PostgreSQL catalog), made by the first
  * connection that finds them missing while the others wait: unless the
@@ -137,17 +145,29 @@ typedef struct store_table_meta {
     char *read_state;
 } store_table_meta;
 
-bool store_get_table_meta(duckdb_connection con, const char *table, store_table_meta *out, ds_error *err);
+/* The metadata reads come from memory while nothing has written the
+ * metadata since they were last read (src/store/meta_cache.h); con reads
+ * them otherwise, and always when st is NULL (a read that must see con's
+ * own snapshot). The writes happen under store_commit_lock (which ends
+ * what they start), on con, a connection of st. */
+bool store_get_table_meta(store *st, duckdb_connection con, const char *table, store_table_meta *out,
+                          ds_error *err);
 void store_table_meta_free(store_table_meta *meta);
 /* Replaces the table's metadata row (inside the caller's transaction). */
-bool store_put_table_meta(duckdb_connection con, const char *table, const store_table_meta *meta,
+bool store_put_table_meta(store *st, duckdb_connection con, const char *table, const store_table_meta *meta,
                           ds_error *err);
 /* Sets the watermark of each listed table to NULL. */
-bool store_clear_watermarks(duckdb_connection con, const char *const *tables, size_t n, ds_error *err);
+bool store_clear_watermarks(store *st, duckdb_connection con, const char *const *tables, size_t n,
+                            ds_error *err);
+
+/* Forgets the metadata rows held in memory: for a write of the metadata
+ * tables by other means than these functions (tests that make a file look
+ * older); duckstore itself always writes through them. */
+void store_forget_metadata(store *st);
 
 /* The persisted status document (JSON text) of a source. */
-bool store_get_status(duckdb_connection con, const char *source, char **json, ds_error *err);
-bool store_put_status(duckdb_connection con, const char *source, const char *json, ds_error *err);
+bool store_get_status(store *st, duckdb_connection con, const char *source, char **json, ds_error *err);
+bool store_put_status(store *st, duckdb_connection con, const char *source, const char *json, ds_error *err);
 
 /* Fills out (capacity duckdb_vector_size(), columns typed like the target
  * table) with the next rows and sets its size; size 0 ends the stream.

@@ -25,6 +25,8 @@ static void step_done(double *ms, double *since)
  * and count are known without DuckDB. */
 static bool batch_stored(table_job *job)
 {
+    if (job->unchanged)
+        return true; /* found by the read, which then stored nothing */
     if (job->kept.max == 0)
         return false;
     job->unchanged =
@@ -112,7 +114,7 @@ static bool store_watermark(duckdb_connection duck, const cfg_source *src, table
                              .watermark = watermark,
                              .watermark_inclusive = inclusive,
                              .read_state = read_state};
-    bool ok = store_put_table_meta(duck, job->plan->table, &meta, err);
+    bool ok = store_put_table_meta(job->st, duck, job->plan->table, &meta, err);
     *wrote = true;
     free(watermark);
     free(read_state);
@@ -321,7 +323,7 @@ static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src
                         size_t njobs, sync_report *report, double started, commit_steps *steps, json_t **doc,
                         char **view_sql, ds_error *err)
 {
-    json_t *saved = status_load(duck, src->name);
+    json_t *saved = status_load(st, duck, src->name);
     json_t *previous = status_load_current(st, duck, src->name);
     int64_t before = 0;
     bool ok = rows_before(duck, src, previous, &before, err);
@@ -369,7 +371,7 @@ static bool commit_body(store *st, duckdb_connection duck, const cfg_source *src
     }
     status_record_success(previous, report, njobs == 2, ids_unique);
     *doc = previous;
-    ok = steps->quiet || status_save(duck, src->name, previous, err);
+    ok = steps->quiet || status_save(st, duck, src->name, previous, err);
     step_done(&steps->status_ms, &step);
     return ok;
 }
@@ -379,7 +381,7 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
 {
     memset(steps, 0, sizeof *steps);
     duckdb_connection duck;
-    if (!store_connect(st, &duck, err))
+    if (!store_connect_kept(st, &duck, err))
         return false;
     store_commit_lock(st);
     json_t *doc = NULL;
@@ -406,9 +408,9 @@ bool commit_sync(store *st, const cfg_source *src, table_job *jobs, size_t njobs
     free(view_sql);
     json_decref(doc);
     for (size_t i = 0; ok && i < njobs; i++)
-        if (jobs[i].incremental)
+        if (jobs[i].incremental && jobs[i].staging_made)
             store_drop_table(duck, jobs[i].staging_ref, NULL);
-    duckdb_disconnect(&duck);
+    store_disconnect_kept(st, &duck, ok);
     return ok;
 }
 
@@ -455,8 +457,8 @@ void commit_record_failure(store *st, const cfg_source *src, table_job *jobs, si
          * source alternate full / failed. The watermarks stay. */
         bool keep = cause->code == DS_ERR_CONFIG || cause->code == DS_ERR_NOMEM;
         bool ok = connected && store_exec(duck, "BEGIN TRANSACTION", &err) &&
-                  (keep || store_clear_watermarks(duck, tables, njobs, &err)) &&
-                  status_save(duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
+                  (keep || store_clear_watermarks(st, duck, tables, njobs, &err)) &&
+                  status_save(st, duck, src->name, doc, &err) && store_exec(duck, "COMMIT", &err);
         if (ok) {
             status_forget_unsaved(st, src->name);
         } else {

@@ -11,6 +11,7 @@
 #include "source/ranges.h"
 #include "sync/conns.h"
 #include "sync/incremental.h"
+#include "sync/memo.h"
 #include "sync/partition.h"
 
 void job_init(table_job *job, store *st, const cfg_config *cfg, const cfg_source *src,
@@ -123,7 +124,7 @@ static bool decide_incremental(table_job *job, duckdb_connection duck, ds_error 
     if (!store_table_exists(duck, job->plan->table, &exists, err))
         return false;
     store_table_meta meta;
-    if (!exists || !store_get_table_meta(duck, job->plan->table, &meta, err))
+    if (!exists || !store_get_table_meta(job->st, duck, job->plan->table, &meta, err))
         return !exists;
     bool same_column = meta.watermark != NULL && meta.watermark_column != NULL &&
                        strcmp(meta.watermark_column, job->src->incremental_column) == 0;
@@ -192,15 +193,37 @@ bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection d
     return true;
 }
 
-static bool create_staging(table_job *job, duckdb_connection duck)
+/* A full load's staging table is made before the read; an incremental
+ * batch's when its first row is to be stored (make_staging): a quiet sync
+ * makes none. */
+static bool name_staging(table_job *job)
 {
     ds_buf ref = DS_BUF_INIT;
     if (job->incremental)
         ds_buf_append(&ref, STORE_SCRATCH_CATALOG ".main.");
     ds_buf_append_ident(&ref, job->plan->staging);
     job->staging_ref = ds_buf_take_or_err(&ref, &job->err);
-    return job->staging_ref != NULL &&
-           store_create_empty(duck, job->staging_ref, job->columns, job->desc.ncols, &job->err);
+    return job->staging_ref != NULL;
+}
+
+static bool create_staging(table_job *job, duckdb_connection duck, ds_error *err)
+{
+    job->staging_made = store_create_empty(duck, job->staging_ref, job->columns, job->desc.ncols, err);
+    return job->staging_made;
+}
+
+static bool make_staging(void *ctx, duckdb_connection duck, ds_error *err)
+{
+    return create_staging(ctx, duck, err);
+}
+
+/* Asked by the read once it has every row of a quiet batch. */
+static bool rows_stored_already(void *ctx)
+{
+    table_job *job = ctx;
+    job->unchanged =
+        memo_table_covers(job->st, job->plan->table, &job->kept, &job->known_max, &job->known_count);
+    return job->unchanged;
 }
 
 /* max_sync_rows caps the table: an incremental batch may add what the
@@ -367,10 +390,15 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
         return partition_load(&read, pg, &job->err);
     }
     /* A quiet sync re-reads the rows at the watermark: kept, they are
-     * compared with the last batch's instead of merged (src/sync/memo.h). */
+     * compared with the last batch's instead of stored and merged
+     * (src/sync/memo.h). */
+    shared->ctx = job;
+    if (job->incremental)
+        shared->before_insert = make_staging;
     if (job->incremental && job->plan->key->n == 0) {
         job->kept.max = KEPT_ROWS_MAX;
         shared->keep = &job->kept;
+        shared->stored_already = rows_stored_already;
     }
     char *copy = job_copy_sql(job, pg, shared);
     if (copy == NULL)
@@ -436,7 +464,7 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
     if (!job_describe_and_decide(job, pg, duck))
         return false;
     trace_step(job, JOB_STEP_DESCRIBE, "described and decided", &t);
-    if (!create_staging(job, duck))
+    if (!name_staging(job) || (!job->incremental && !create_staging(job, duck, &job->err)))
         return false;
     trace_step(job, JOB_STEP_STAGING, "staging table created", &t);
     pump_shared shared;
@@ -482,9 +510,9 @@ void *job_main(void *arg)
     if (!sync_connect(job->src, job->opt, &pg, &job->err))
         return NULL;
     trace_step(job, JOB_STEP_CONNECT, "connected to PostgreSQL", &t);
-    if (store_connect(job->st, &duck, &job->err)) {
+    if (store_connect_kept(job->st, &duck, &job->err)) {
         job->ok = run_job(job, &pg, duck);
-        duckdb_disconnect(&duck);
+        store_disconnect_kept(job->st, &duck, job->ok);
     }
     sync_disconnect(job->opt, &pg, job->ok);
     return NULL;

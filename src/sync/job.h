@@ -46,6 +46,7 @@ typedef struct table_job {
      * into place), in the in-memory catalog for an incremental batch (no
      * WAL or fsync for rows that are merged moments later). */
     char *staging_ref;
+    bool staging_made; /* an incremental batch's is made when its first row is stored */
     /* results */
     pgsrc_desc desc;
     store_column *columns; /* desc as the store sees it */
@@ -73,7 +74,8 @@ typedef struct table_job {
      * are few (src/sync/memo.h): a batch the store already holds is then
      * not merged. */
     pgsrc_kept_rows kept;
-    bool unchanged;      /* the commit found the batch stored already: the table is as it was */
+    bool
+        unchanged; /* the batch is stored already (found by the read or the commit): the table is as it was */
     char *known_max;     /* then: the incremental column's maximum, as remembered */
     int64_t known_count; /* and its row count */
     char *next_max;      /* the maximum the commit computed (or knew) */

@@ -158,6 +158,15 @@ static bool next_copy(pump_fill *f, ds_error *err)
     return ok;
 }
 
+/* A read that failed on a row past the size DuckDB could take says so
+ * with duckstore's key. Returns false. */
+static bool stream_failed(const pump_fill *f, ds_error *err)
+{
+    if (f->stream.row_bytes_max > 0 && f->stream.largest_row > f->stream.row_bytes_max)
+        too_large(f, 1, f->stream.largest_row, err);
+    return false;
+}
+
 static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
 {
     pump_fill *f = ctx;
@@ -183,11 +192,8 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     atomic_fetch_add_explicit(&f->shared->wait_us, (uint64_t)((f->stream.wait_s - f->wait_seen) * 1e6),
                               memory_order_relaxed);
     f->wait_seen = f->stream.wait_s;
-    if (!filled) {
-        if (f->stream.row_bytes_max > 0 && f->stream.largest_row > f->stream.row_bytes_max)
-            too_large(f, 1, f->stream.largest_row, err);
-        return false;
-    }
+    if (!filled)
+        return stream_failed(f, err);
     int64_t n = (int64_t)duckdb_data_chunk_get_size(out);
     if (!check_vector_bytes(f, (uint64_t)n, f->stream.bytes_read - before, err))
         return false;
@@ -275,13 +281,47 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
     return ok;
 }
 
+/* The rows of a kept buffer (each a 4-byte length and its bytes). */
+static uint64_t kept_count(const pgsrc_kept_rows *keep)
+{
+    uint64_t n = 0;
+    const unsigned char *p = (const unsigned char *)keep->buf.data;
+    for (size_t at = 0; p != NULL && at + 4 <= keep->buf.len; n++)
+        at += 4 + ((size_t)p[at] << 24 | (size_t)p[at + 1] << 16 | (size_t)p[at + 2] << 8 | p[at + 3]);
+    return n;
+}
+
+/* A quiet incremental read of one statement: the COPY's rows, read ahead
+ * up to the kept rows' cap, are all its rows and all stored already (or
+ * none). Then the stream is
+ * ended and counted without DuckDB: no connection, staging table or
+ * insert (a quiet sync's largest cost after the round trips). */
+static bool skip_stored(pump_fill *f, bool *skipped, ds_error *err)
+{
+    pump_shared *shared = f->shared;
+    pgsrc_kept_rows *keep = f->stream.keep;
+    *skipped = false;
+    if (shared->stored_already == NULL || keep == NULL || shared->capped)
+        return true;
+    if (!pgsrc_stream_prefetch(&f->stream, keep->max + 1, err))
+        return stream_failed(f, err);
+    if (!pgsrc_stream_prefetched_all(&f->stream) || keep->over)
+        return true;
+    uint64_t rows = kept_count(keep);
+    if (rows > 0 && !shared->stored_already(shared->ctx))
+        return true;
+    if (!pgsrc_stream_skip(&f->stream, err))
+        return false;
+    count_progress(f, rows);
+    *skipped = shared->skipped = true;
+    return true;
+}
+
 bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, pgsrc_conn *pg,
                       const pgsrc_desc *desc, pump_next_copy_fn next, void *next_ctx, pump_shared *shared,
                       const sync_options *opt, ds_error *err)
 {
-    duckdb_connection duck;
-    if (!store_connect(st, &duck, err))
-        return false;
+    duckdb_connection duck = NULL;
     copy_decoder *dec = decoder_for(desc);
     pump_fill f = {.shared = shared,
                    .opt = opt,
@@ -302,14 +342,25 @@ bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, p
     bool ok = dec != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     /* One INSERT per batch; a COPY that ended with a batch leaves the
      * series' next one to open. */
+    bool first = true, skipped = false;
     while (ok && !f.capped_out && (ok = next_copy(&f, err)) && !f.stream.ended) {
+        if (first) {
+            first = false;
+            if (!(ok = skip_stored(&f, &skipped, err)) || skipped)
+                break;
+            ok = store_connect_kept(st, &duck, err) &&
+                 (shared->before_insert == NULL || shared->before_insert(shared->ctx, duck, err));
+            if (!ok)
+                break;
+        }
         f.batch_left = f.batch_rows;
         f.batch_start = f.stream.bytes_read;
         ok = store_insert_stream(st, duck, table_ref, fill_rows, &f, err);
     }
     pgsrc_stream_close(&f.stream);
     copy_decoder_free(dec);
-    duckdb_disconnect(&duck);
+    if (duck != NULL)
+        store_disconnect_kept(st, &duck, ok);
     if (!ok && sync_cancelled(opt))
         ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     return ok;

@@ -19,6 +19,15 @@ typedef struct pump_shared {
     _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
     int slot;                 /* the table's place in sync_progress.table_rows */
     pgsrc_kept_rows *keep;    /* a one-stream read's rows are kept there too (NULL: not) */
+    /* Optional, for a one-stream read. stored_already: asked once the rows
+     * read ahead (up to keep's cap) turn out to be all the rows; true: the
+     * store holds them already, nothing goes to DuckDB and `skipped` is
+     * set. before_insert: runs once before the first row goes to DuckDB
+     * (an incremental batch's staging table is made then). */
+    bool (*stored_already)(void *ctx);
+    bool (*before_insert)(void *ctx, duckdb_connection duck, ds_error *err);
+    void *ctx;
+    bool skipped;
 } pump_shared;
 
 /* The row limit to put on a COPY: one past the budget (so a cut is seen),

@@ -64,11 +64,11 @@ static json_t *string_or_null(const char *s)
     return s && s[0] ? ds_json_text(s) : json_null();
 }
 
-json_t *status_load(duckdb_connection duck, const char *source)
+json_t *status_load(store *st, duckdb_connection duck, const char *source)
 {
     char *text = NULL;
     json_t *doc = NULL;
-    if (store_get_status(duck, source, &text, NULL) && text)
+    if (store_get_status(st, duck, source, &text, NULL) && text)
         doc = json_loads(text, 0, NULL);
     free(text);
     if (json_is_object(doc))
@@ -77,13 +77,13 @@ json_t *status_load(duckdb_connection duck, const char *source)
     return json_object();
 }
 
-bool status_save(duckdb_connection duck, const char *source, json_t *doc, ds_error *err)
+bool status_save(store *st, duckdb_connection duck, const char *source, json_t *doc, ds_error *err)
 {
     if (doc == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     char *text = json_dumps(doc, JSON_COMPACT);
-    bool ok =
-        text ? store_put_status(duck, source, text, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    bool ok = text ? store_put_status(st, duck, source, text, err)
+                   : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     free(text);
     return ok;
 }
@@ -290,7 +290,7 @@ static void overlay_unsaved(store *st, const char *source, json_t *doc, bool wit
 
 json_t *status_load_current(store *st, duckdb_connection duck, const char *source)
 {
-    json_t *doc = status_load(duck, source);
+    json_t *doc = status_load(st, duck, source);
     overlay_unsaved(st, source, doc, false);
     return doc;
 }
@@ -334,7 +334,7 @@ void status_save_quiet(store *st)
         seen[nseen++] = source;
         store_commit_lock(st);
         json_t *doc = status_load_current(st, duck, source);
-        bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) && status_save(duck, source, doc, &err) &&
+        bool ok = store_exec(duck, "BEGIN TRANSACTION", &err) && status_save(st, duck, source, doc, &err) &&
                   store_exec(duck, "COMMIT", &err);
         if (ok) {
             status_forget_unsaved(st, source);
@@ -428,12 +428,12 @@ static void add_incremental_settings(json_t *doc, const cfg_source *src)
 }
 
 /* {"<table>": watermark or null} for each table of the source. */
-static json_t *watermarks_json(duckdb_connection duck, const cfg_source *src, ds_error *err)
+static json_t *watermarks_json(store *st, duckdb_connection duck, const cfg_source *src, ds_error *err)
 {
     json_t *watermarks = json_object();
     for (size_t i = 0; i < src->n_plans; i++) {
         store_table_meta meta;
-        if (!store_get_table_meta(duck, src->plans[i].table, &meta, err)) {
+        if (!store_get_table_meta(st, duck, src->plans[i].table, &meta, err)) {
             json_decref(watermarks);
             return NULL;
         }
@@ -450,14 +450,14 @@ json_t *sync_status_json(store *st, const cfg_source *src, ds_error *err)
         return NULL;
     char *text = NULL;
     json_t *doc = NULL, *watermarks = NULL;
-    if (store_get_status(duck, src->name, &text, err)) {
+    if (store_get_status(st, duck, src->name, &text, err)) {
         doc = text ? json_loads(text, 0, NULL) : NULL;
         if (!json_is_object(doc)) {
             json_decref(doc);
             doc = json_object();
             set(doc, "state", json_string(sync_state_name(SYNC_STATE_NOT_SYNCED)));
         }
-        watermarks = watermarks_json(duck, src, err);
+        watermarks = watermarks_json(st, duck, src, err);
     }
     free(text);
     store_release(st, &duck);

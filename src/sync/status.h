@@ -7,8 +7,8 @@
 #include "sync/sync.h"
 
 /* The persisted document, or an empty object. Never NULL but when out of memory. */
-json_t *status_load(duckdb_connection duck, const char *source);
-bool status_save(duckdb_connection duck, const char *source, json_t *doc, ds_error *err);
+json_t *status_load(store *st, duckdb_connection duck, const char *source);
+bool status_save(store *st, duckdb_connection duck, const char *source, json_t *doc, ds_error *err);
 
 /* A successful sync: state ready, counts, times, tables. dataset_id_unique
  * is recorded for split sources only (split true). */

@@ -200,7 +200,7 @@ bool sync_reset_watermarks(store *st, const cfg_source *src, ds_error *err)
         return false;
     }
     store_commit_lock(st);
-    bool ok = store_clear_watermarks(duck, tables, src->n_plans, err);
+    bool ok = store_clear_watermarks(st, duck, tables, src->n_plans, err);
     store_commit_unlock(st);
     duckdb_disconnect(&duck);
     store_use_end(st);

@@ -85,27 +85,27 @@ static void test_long_statements_and_hostile_names(void **state)
 
     /* Metadata of that table, and the status of a source named alike. */
     store_table_meta meta = {.schema_signature = value, .watermark_column = name, .watermark = "2024-01-01"};
-    assert_true(store_put_table_meta(con, name, &meta, &err));
+    assert_true(store_put_table_meta(st, con, name, &meta, &err));
     store_table_meta got;
-    assert_true(store_get_table_meta(con, name, &got, &err));
+    assert_true(store_get_table_meta(st, con, name, &got, &err));
     assert_string_equal(got.schema_signature, value);
     assert_string_equal(got.watermark_column, name);
     assert_string_equal(got.watermark, "2024-01-01");
     assert_false(got.watermark_inclusive);
     store_table_meta_free(&got);
     const char *tables[] = {name};
-    assert_true(store_clear_watermarks(con, tables, 1, &err));
-    assert_true(store_get_table_meta(con, name, &got, &err));
+    assert_true(store_clear_watermarks(st, con, tables, 1, &err));
+    assert_true(store_get_table_meta(st, con, name, &got, &err));
     assert_null(got.watermark);
     assert_string_equal(got.watermark_column, name);
     store_table_meta_free(&got);
 
     char *json = NULL;
-    assert_true(store_put_status(con, name, "{\"state\": \"ok\"}", &err));
-    assert_true(store_get_status(con, name, &json, &err));
+    assert_true(store_put_status(st, con, name, "{\"state\": \"ok\"}", &err));
+    assert_true(store_get_status(st, con, name, &json, &err));
     assert_string_equal(json, "{\"state\": \"ok\"}");
     free(json);
-    assert_true(store_get_status(con, value, &json, &err));
+    assert_true(store_get_status(st, con, value, &json, &err));
     assert_null(json);
 
     free(lit);

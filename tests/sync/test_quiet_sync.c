@@ -230,6 +230,7 @@ static void test_old_record_is_saved(void **state)
     char *text = json_dumps(saved, JSON_COMPACT);
     char *lit = tl_keep(store_quote_literal(text));
     tl_duck_exec(e.con, "UPDATE _duckstore.sync_status SET status = %s WHERE source = 'monitoring'", lit);
+    store_forget_metadata(e.st);
     free(text);
     json_decref(saved);
     time_t start = time(NULL);
@@ -245,6 +246,7 @@ static void test_old_record_is_saved(void **state)
     text = json_dumps(saved, JSON_COMPACT);
     lit = tl_keep(store_quote_literal(text));
     tl_duck_exec(e.con, "UPDATE _duckstore.sync_status SET status = %s WHERE source = 'monitoring'", lit);
+    store_forget_metadata(e.st);
     free(text);
     json_decref(saved);
     tl_sync_ok(e.st, &e.cfg, "monitoring", false, &report);
@@ -360,6 +362,55 @@ static void test_known_rows_are_not_merged(void **state)
         assert_false(report.tables[0].stored_already);
         assert_int_equal(report.rows, 6);
     }
+    tl_env_close(&e);
+}
+
+/* A read that finds no row at all (the row at the watermark was deleted),
+ * and re-reads too large to keep (past 64 KB at the watermark): the
+ * first stores nothing and changes nothing, the second is merged as
+ * before; both leave the table equal to PostgreSQL's. */
+static void test_quiet_reads_of_none_and_of_many(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "quiet_edges", "");
+    tl_pg_exec(e.pg, "CREATE TABLE big (v text, n int, created_at timestamptz)");
+    tl_pg_exec(e.pg, "INSERT INTO big SELECT repeat('x', 1000) || g, g, timestamptz '2026-01-01' "
+                     "FROM generate_series(1, 100) g");
+    tl_pg_exec(e.pg, "INSERT INTO big VALUES ('last', 101, timestamptz '2026-01-02')");
+    tl_env_source(&e, "big",
+                  "  query: SELECT v, n, created_at FROM big\n  incremental_column: created_at\n"
+                  "  commit_horizon: false\n");
+    sync_report report;
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    assert_true(report.tables[0].stored_already);
+    assert_int_equal(report.tables[0].rows_loaded, 1);
+    /* The row at the watermark deleted: the read finds nothing. */
+    tl_pg_exec(e.pg, "DELETE FROM big WHERE n = 101");
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    assert_true(report.incremental);
+    assert_int_equal(report.tables[0].rows_loaded, 0);
+    assert_int_equal(report.rows_added, 0);
+    assert_int_equal(report.rows, 101); /* deletes reach the cache at a full sync */
+    /* 100 rows of 1 KB at the watermark, read again by every sync. */
+    tl_pg_exec(e.pg, "UPDATE big SET created_at = timestamptz '2026-01-03'");
+    tl_sync_ok(e.st, &e.cfg, "big", true, &report);
+    for (int i = 0; i < 2; i++) {
+        tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+        assert_true(report.incremental);
+        assert_int_equal(report.tables[0].rows_loaded, 100);
+        assert_false(report.tables[0].stored_already);
+        assert_int_equal(report.rows_added, 0);
+        assert_int_equal(report.rows, 100);
+    }
+    tl_pg_exec(e.pg, "INSERT INTO big VALUES ('new', 102, timestamptz '2026-01-03')");
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    assert_int_equal(report.rows_added, 1);
+    assert_string_equal(tl_keep(tl_pg_checksum(e.pg, "big", "v,n,created_at:ts")),
+                        tl_keep(tl_duck_checksum(e.con, "big_data", "v,n,created_at:ts")));
+    tl_free_kept();
     tl_env_close(&e);
 }
 
@@ -510,10 +561,14 @@ static void test_verbose_steps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quiet_sync_writes_nothing), cmocka_unit_test(test_rows_after_quiet_syncs),
-        cmocka_unit_test(test_old_record_is_saved),       cmocka_unit_test(test_rows_without_watermark_value),
-        cmocka_unit_test(test_serve_quiet_then_stop),     cmocka_unit_test(test_verbose_steps),
+        cmocka_unit_test(test_quiet_sync_writes_nothing),
+        cmocka_unit_test(test_rows_after_quiet_syncs),
+        cmocka_unit_test(test_old_record_is_saved),
+        cmocka_unit_test(test_rows_without_watermark_value),
+        cmocka_unit_test(test_serve_quiet_then_stop),
+        cmocka_unit_test(test_verbose_steps),
         cmocka_unit_test(test_known_rows_are_not_merged),
+        cmocka_unit_test(test_quiet_reads_of_none_and_of_many),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -189,6 +189,7 @@ static void test_inet_table_from_before_is_rebuilt(void **state)
     tl_duck_exec(e.con, "UPDATE h_data SET ip = '10.0.1.1/32'");
     tl_duck_exec(e.con, "UPDATE _duckstore.tables SET schema_signature = replace(schema_signature, "
                         "' inet-as-printed', '') WHERE table_name = 'h_data'");
+    store_forget_metadata(e.st);
     tl_pg_exec(e.pg, "INSERT INTO hosts VALUES (2, '10.0.1.2', NULL)");
     tl_sync_ok(e.st, &e.cfg, "h", false, &r);
     assert_false(r.incremental);
