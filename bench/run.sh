@@ -28,7 +28,9 @@
 #                  bench/publish.sh's measurements); sync: the main table
 #                  (limits, CSV, full and incremental syncs) and publishing;
 #                  full: only the full syncs (PostgreSQL's COPY, 1, 2 and
-#                  4 workers, a PostgreSQL-bound query, simulated latency)
+#                  4 workers, a PostgreSQL-bound query, simulated latency);
+#                  incremental: only the incremental syncs in
+#                  `duckstore serve` (BENCH_INC_RUNS of each, default 20)
 #   BENCH_NETEM    delay and rate of the simulated network (default
 #                  "2ms 1gbit"; bench/netem.sh), "" to skip that row
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
@@ -81,15 +83,15 @@ measure() {
 
 cases="${BENCH_CASES:-all}"
 case "$cases" in
-  all | sync | memory | read | pg | cdc | publish | full) ;;
+  all | sync | memory | read | pg | cdc | publish | full | incremental) ;;
   *)
-    echo "bench: BENCH_CASES must be all, sync, memory, read, pg, cdc, publish or full, not $cases" >&2
+    echo "bench: BENCH_CASES must be all, sync, memory, read, pg, cdc, publish, full or incremental, not $cases" >&2
     exit 2
     ;;
 esac
 # The main table: the limits, the CSV pipeline, full and incremental syncs.
 main_table=false
-case "$cases" in all | sync | full) main_table=true ;; esac
+case "$cases" in all | sync | full | incremental) main_table=true ;; esac
 
 port="$(sed 's/.*port=\([0-9]*\).*/\1/' <<<"$DUCKSTORE_TEST_PG")"
 export DB_PASSWORD="$DUCKSTORE_TEST_PG_PASSWORD"
@@ -278,7 +280,23 @@ rows_dataset="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_trac
 rows_results="$(psql "$DUCKSTORE_TEST_PG" -qAt -c "SELECT count(*) FROM llm_metric_results")"
 rows=$((rows_dataset + rows_results))
 fi
-if $main_table; then
+if [ "$cases" = incremental ]; then
+# Only the periodic syncs of a running server, many times: a quiet sync
+# takes milliseconds, so its median needs more runs than the full syncs.
+copy_bytes=0
+log "one full sync to start from"
+"$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
+server_verbose=1 server_start
+server_sync "" # the first sync in a new process opens the connections it keeps
+for run in $(seq 1 "${BENCH_INC_RUNS:-20}"); do
+  log "run $run/${BENCH_INC_RUNS:-20}: duckstore serve, incremental syncs (0 and 10000 new rows)"
+  server_sync srv_inc_0
+  psql "$DUCKSTORE_TEST_PG" -q -c "SELECT add_sample_traces(2000)" >/dev/null
+  server_sync srv_inc_10k
+done
+server_stop
+repeat="${BENCH_INC_RUNS:-20}"
+elif $main_table; then
 pg_copy_both "FORMAT binary" "$work/size.dataset" "$work/size.results"
 copy_bytes=$(($(stat -c %s "$work/size.dataset") + $(stat -c %s "$work/size.results")))
 rm -f "$work/size.dataset" "$work/size.results"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/strbuf.h"
+#include "source/pgsrc_wait.h"
 
 char *pgsrc_horizon_sql(bool with_time_zone, bool only_now)
 {
@@ -23,17 +24,18 @@ char *pgsrc_horizon_sql(bool with_time_zone, bool only_now)
      * (pg_database, pg_authid) cost more to plan than the rest of the
      * statement, on every sync of every table. */
     ds_buf_append(
-        &b, "CASE WHEN o.pid IS NOT NULL THEN format('pid %s (user %s, application %s) in a "
-            "transaction open since %s', o.pid, pg_get_userbyid(o.usesysid), "
-            "coalesce(nullif(o.application_name, ''), '-'), "
-            "to_char(o.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) END, "
-            "current_setting('is_superuser') = 'on' OR pg_has_role(current_user, 'pg_read_all_stats', "
-            "'MEMBER'), current_user "
-            "FROM (SELECT least(o.xact_start, now()) AS h, o.* FROM (SELECT 1) AS one LEFT JOIN LATERAL "
-            "(SELECT a.pid, a.usesysid, a.application_name, a.xact_start FROM pg_stat_get_activity(NULL) AS a "
-            "WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.pid <> "
-            "pg_backend_pid() AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL AND "
-            "a.xact_start < now() AND a.application_name IS DISTINCT FROM 'duckstore'");
+        &b,
+        "CASE WHEN o.pid IS NOT NULL THEN format('pid %s (user %s, application %s) in a "
+        "transaction open since %s', o.pid, pg_get_userbyid(o.usesysid), "
+        "coalesce(nullif(o.application_name, ''), '-'), "
+        "to_char(o.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')) END, "
+        "current_setting('is_superuser') = 'on' OR pg_has_role(current_user, 'pg_read_all_stats', "
+        "'MEMBER'), current_user "
+        "FROM (SELECT least(o.xact_start, now()) AS h, o.* FROM (SELECT 1) AS one LEFT JOIN LATERAL "
+        "(SELECT a.pid, a.usesysid, a.application_name, a.xact_start FROM pg_stat_get_activity(NULL) AS a "
+        "WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.pid <> "
+        "pg_backend_pid() AND a.backend_type = 'client backend' AND a.xact_start IS NOT NULL AND "
+        "a.xact_start < now() AND a.application_name IS DISTINCT FROM 'duckstore'");
     if (only_now)
         ds_buf_append(&b, " AND false");
     ds_buf_append(&b, " ORDER BY a.xact_start LIMIT 1) AS o ON true) AS o");
@@ -48,6 +50,8 @@ void pgsrc_horizon_free(pgsrc_horizon *h)
     memset(h, 0, sizeof *h);
 }
 
+static bool parse_horizon(PGresult *res, pgsrc_horizon *out, ds_error *err);
+
 bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pgsrc_horizon *out,
                         ds_error *err)
 {
@@ -55,6 +59,12 @@ bool pgsrc_take_horizon(pgsrc_conn *conn, bool with_time_zone, bool only_now, pg
     char *sql = pgsrc_horizon_sql(with_time_zone, only_now);
     PGresult *res = pgsrc_query_rows(conn, sql, err);
     free(sql);
+    return parse_horizon(res, out, err);
+}
+
+/* Takes (and clears) the horizon query's result. */
+static bool parse_horizon(PGresult *res, pgsrc_horizon *out, ds_error *err)
+{
     if (res != NULL && PQntuples(res) != 1) {
         ds_error_set(err, DS_ERR_SOURCE, "%d rows", PQntuples(res));
         PQclear(res);
@@ -242,20 +252,104 @@ static bool settle_running(pgsrc_snapshot *snap, const char *running, const char
     return true;
 }
 
-static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, size_t *ended,
-                            ds_error *err)
+/* The next result of a pipeline: a statement's or a PGRES_PIPELINE_SYNC
+ * (the NULL that ends each statement's results is skipped); NULL with err
+ * set when the server went silent or the connection broke. */
+static PGresult *next_pipeline_result(pgsrc_conn *conn, ds_error *err)
+{
+    for (int nulls = 0; nulls < 2; nulls++) {
+        while (PQisBusy(conn->pg) && PQstatus(conn->pg) != CONNECTION_BAD)
+            if (!pgsrc_await_input(conn, err))
+                return NULL;
+        PGresult *res = PQgetResult(conn->pg);
+        if (res != NULL)
+            return res;
+    }
+    ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL ended the read's first statements: %s",
+                 PQerrorMessage(conn->pg));
+    err->msg[strcspn(err->msg, "\n")] = '\0';
+    return NULL;
+}
+
+/* The horizon query in a transaction of its own, then BEGIN and the
+ * snapshot's statement, in one round trip (libpq's pipeline: a Sync after
+ * the horizon, as the isolation level must be set before the read's first
+ * statement). *horizon and the returned snapshot result are both set, or
+ * both NULL with err set (a transaction may have begun: the caller rolls
+ * back). */
+static PGresult *horizon_then_snapshot(pgsrc_conn *conn, const char *horizon_sql, const char *snapshot_sql,
+                                       PGresult **horizon, ds_error *err)
+{
+    *horizon = NULL;
+    if (!PQenterPipelineMode(conn->pg)) {
+        ds_error_set(err, DS_ERR_SOURCE, "cannot start a pipeline: %s", PQerrorMessage(conn->pg));
+        return NULL;
+    }
+    static const ExecStatusType want[3] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_TUPLES_OK};
+    PGresult *got[3] = {NULL, NULL, NULL}; /* the horizon, BEGIN, the snapshot */
+    bool ok =
+        PQsendQueryParams(conn->pg, horizon_sql, 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn->pg) &&
+        PQsendQueryParams(conn->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL,
+                          NULL, 0) &&
+        PQsendQueryParams(conn->pg, snapshot_sql, 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn->pg);
+    if (!ok)
+        ds_error_set(err, DS_ERR_SOURCE, "cannot send the read's first statements: %s",
+                     PQerrorMessage(conn->pg));
+    /* Every result is read, so the connection leaves the pipeline clean. */
+    size_t n = 0;
+    for (int syncs = 0; ok && syncs < 2;) {
+        PGresult *res = next_pipeline_result(conn, err);
+        if (res == NULL)
+            ok = false;
+        else if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+            syncs++, PQclear(res);
+        else if (n < 3)
+            got[n++] = res;
+        else
+            PQclear(res);
+    }
+    PQexitPipelineMode(conn->pg); /* fails only with results left, on a connection given up already */
+    for (size_t i = 0; ok && i < 3; i++) {
+        if (got[i] == NULL || PQresultStatus(got[i]) != want[i]) {
+            if (got[i] != NULL)
+                pgsrc_result_error(conn, got[i], err);
+            if (got[i] != NULL && i == 0)
+                ds_error_prefix(err, "cannot take the commit horizon: ");
+            else if (got[i] == NULL)
+                ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL answered %zu of the read's 3 first statements",
+                             n);
+            ok = false;
+        }
+    }
+    PQclear(got[1]);
+    if (!ok) {
+        PQclear(got[0]);
+        PQclear(got[2]);
+        return NULL;
+    }
+    *horizon = got[0];
+    return got[2];
+}
+
+static bool begin_read_once(pgsrc_conn *conn, const char *query, const char *horizon_sql, PGresult **horizon,
+                            pgsrc_snapshot *out, size_t *ended, ds_error *err)
 {
     memset(out, 0, sizeof *out);
     *ended = 0;
     char *sql = read_start_sql(query, has_pg_snapshot(conn));
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    /* BEGIN and the first statement in one message: one round trip. */
-    ds_buf both = DS_BUF_INIT;
-    ds_buf_appendf(&both, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; %s", sql);
+    PGresult *res = NULL;
+    if (horizon_sql != NULL) {
+        res = horizon_then_snapshot(conn, horizon_sql, sql, horizon, err);
+    } else {
+        /* BEGIN and the first statement in one message: one round trip. */
+        ds_buf both = DS_BUF_INIT;
+        ds_buf_appendf(&both, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; %s", sql);
+        res = pgsrc_query_rows(conn, ds_buf_str(&both), err);
+        ds_buf_free(&both);
+    }
     free(sql);
-    PGresult *res = pgsrc_query_rows(conn, ds_buf_str(&both), err);
-    ds_buf_free(&both);
     bool ok = res != NULL;
     if (ok && (PQntuples(res) != 1 || !pgsrc_parse_snapshot(PQgetvalue(res, 0, 0), out)))
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
@@ -283,7 +377,10 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, pgsrc_snapshot 
     return ok;
 }
 
-bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err)
+/* horizon_sql (may be NULL) goes with the first attempt; *horizon_res
+ * then holds its result (or NULL). */
+static bool begin_read(pgsrc_conn *conn, const char *query, const char *horizon_sql, PGresult **horizon_res,
+                       pgsrc_snapshot *out, ds_error *err)
 {
     /* A transaction that ended between the snapshot and the copy of the
      * lock table cannot be told apart from a writer; a new snapshot sees
@@ -291,7 +388,7 @@ bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, 
      * safe. */
     for (int attempt = 0;; attempt++) {
         size_t ended = 0;
-        if (!begin_read_once(conn, query, out, &ended, err))
+        if (!begin_read_once(conn, query, attempt == 0 ? horizon_sql : NULL, horizon_res, out, &ended, err))
             return false;
         if (ended == 0 || attempt == 9)
             return true;
@@ -299,6 +396,33 @@ bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, 
         if (!pgsrc_exec(conn, "ROLLBACK", err))
             return false;
     }
+}
+
+bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err)
+{
+    return begin_read(conn, query, NULL, NULL, out, err);
+}
+
+bool pgsrc_begin_read_after_horizon(pgsrc_conn *conn, const char *query, bool with_time_zone, bool only_now,
+                                    pgsrc_horizon *horizon, pgsrc_snapshot *out, ds_error *err)
+{
+    memset(horizon, 0, sizeof *horizon);
+    char *sql = pgsrc_horizon_sql(with_time_zone, only_now);
+    if (sql == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    PGresult *res = NULL;
+    bool begun = begin_read(conn, query, sql, &res, out, err);
+    free(sql);
+    if (!begun) {
+        PQclear(res);
+        return false;
+    }
+    if (!parse_horizon(res, horizon, err)) {
+        pgsrc_snapshot_free(out);
+        pgsrc_exec(conn, "ROLLBACK", NULL);
+        return false;
+    }
+    return true;
 }
 
 bool pgsrc_xact_outcomes(pgsrc_conn *conn, const pgsrc_snapshot *snap, const uint64_t *xids, size_t n,

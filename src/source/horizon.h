@@ -73,6 +73,10 @@ void pgsrc_snapshot_free(pgsrc_snapshot *s);
  * (up to five times; then it stays listed, which is safe). */
 bool pgsrc_begin_read(pgsrc_conn *conn, const char *query, pgsrc_snapshot *out, ds_error *err);
 
+/* pgsrc_take_horizon, then pgsrc_begin_read, in one round trip. */
+bool pgsrc_begin_read_after_horizon(pgsrc_conn *conn, const char *query, bool with_time_zone, bool only_now,
+                                    pgsrc_horizon *horizon, pgsrc_snapshot *out, ds_error *err);
+
 /* How transactions noted in progress by an earlier read stand in the
  * current read's snapshot snap (inside the read's transaction). An id too
  * old for PostgreSQL to know, or one a standby saw end, counts as

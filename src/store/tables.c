@@ -551,9 +551,60 @@ bool store_max_value(duckdb_connection con, const char *table, const char *col, 
     return query_built(con, store_max_sql(table, col, type, NULL), out, err);
 }
 
+/* Reads n digits. */
+static bool digits(const char **p, int n, int64_t *out)
+{
+    int64_t v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return false;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* "YYYY-MM-DD HH:MM:SS[.ffffff]" and the suffix (how DuckDB prints a
+ * TIMESTAMP, or with "+00" a TIMESTAMPTZ in UTC, and how the commit
+ * horizon is written) as a number that orders like the time; false for
+ * any other text (years past 9999, BC, infinity), which DuckDB compares. */
+static bool time_key(const char *s, const char *suffix, int64_t *out)
+{
+    int64_t y, mo, d, h, mi, sec, frac = 0;
+    const char *p = s;
+    if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' || !digits(&p, 2, &d) ||
+        *p++ != ' ' || !digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
+        !digits(&p, 2, &sec))
+        return false;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; n < 6 && *p >= '0' && *p <= '9'; n++, p++)
+            frac = frac * 10 + (*p - '0');
+        if (n == 0)
+            return false;
+        for (; n < 6; n++)
+            frac *= 10;
+    }
+    if (strcmp(p, suffix) != 0)
+        return false;
+    *out = ((((((y * 13 + mo) * 32 + d) * 24 + h) * 60 + mi) * 61 + sec) * 1000000) + frac;
+    return true;
+}
+
 bool store_value_at_least(duckdb_connection con, const char *a, const char *b, const char *type, bool *out,
                           ds_error *err)
 {
+    /* A quiet sync compares each table's maximum with the horizon: in C
+     * when both are plain times (a DuckDB query costs ~0.3 ms). */
+    int64_t ka, kb;
+    const char *suffix = strcmp(type, "TIMESTAMPTZ") == 0 ? "+00"
+                         : strcmp(type, "TIMESTAMP") == 0 ? ""
+                                                          : NULL;
+    if (suffix != NULL && time_key(a, suffix, &ka) && time_key(b, suffix, &kb)) {
+        *out = ka >= kb;
+        return true;
+    }
     ds_buf sql = DS_BUF_INIT;
     ds_buf_append(&sql, "SELECT ");
     store_append_typed_literal(&sql, a, type);

@@ -267,38 +267,37 @@ static bool first_time(const char *source, const char *what)
     return first;
 }
 
-/* The time horizon is taken before the read's snapshot (see
- * source/horizon.h); with commit_horizon off it is the source's clock
- * alone, so a row dated in the future cannot carry the watermark past
- * every row written after it. */
-static bool take_horizon(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+/* The time horizon, then the read's snapshot (see source/horizon.h), in
+ * one round trip; with commit_horizon off the horizon is the source's
+ * clock alone, so a row dated in the future cannot carry the watermark
+ * past every row written after it. */
+static bool horizon_and_snapshot(table_job *job, pgsrc_conn *pg)
 {
-    const cfg_source *src = job->src;
     const pgsrc_column *col = job->has_inc_col ? &job->desc.cols[job->inc_idx] : NULL;
     bool is_time = col != NULL && (col->type.kind == PGSRC_TIMESTAMP || col->type.kind == PGSRC_TIMESTAMPTZ);
-    bool enabled = col != NULL && inc_horizon_enabled(src, col);
+    bool enabled = col != NULL && inc_horizon_enabled(job->src, col);
+    bool tz = is_time && col->type.kind == PGSRC_TIMESTAMPTZ;
     job->tracks_xacts = enabled;
-    if (is_time) {
-        bool tz = col->type.kind == PGSRC_TIMESTAMPTZ;
-        if (!pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err))
-            return false;
-    }
-    return !job->incremental ||
-           inc_read_start(duck, src, job_inc_type(job), job->old_watermark, job->old_inclusive,
-                          &job->read_start, &job->start_inclusive, &job->overlap, &job->err);
+    if (job->opt->snapshot != NULL)
+        return (!is_time || pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err)) &&
+               pgsrc_import_snapshot(pg, job->opt->snapshot, &job->err);
+    if (is_time)
+        return pgsrc_begin_read_after_horizon(pg, job->plan->sql, tz, !enabled, &job->horizon, &job->snap,
+                                              &job->err);
+    return pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err);
 }
 
-/* Begins the read's transaction; with the commit horizon on, settles the
- * transactions the last read saw in progress (docs/incremental.md, "Late
- * commits"): the read starts low enough to meet the rows of those that
- * committed since. */
-static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+/* Where the read starts: after the stored watermark (less lookback); with
+ * the commit horizon on, low enough to meet the rows of the transactions
+ * the last read saw in progress that have committed since
+ * (docs/incremental.md, "Late commits"). */
+static bool plan_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
-    if (job->opt->snapshot != NULL)
-        return pgsrc_import_snapshot(pg, job->opt->snapshot, &job->err);
-    if (!pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err))
+    if (job->incremental &&
+        !inc_read_start(duck, job->src, job_inc_type(job), job->old_watermark, job->old_inclusive,
+                        &job->read_start, &job->start_inclusive, &job->overlap, &job->err))
         return false;
-    if (!job->tracks_xacts)
+    if (job->opt->snapshot != NULL || !job->tracks_xacts)
         return true;
     if (first_time(job->src->name, "commit horizon")) {
         pgsrc_session_facts facts = {.standby = job->snap.standby, .sees_all = true};
@@ -325,7 +324,7 @@ static bool begin_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 
 bool job_open_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck, pump_shared *shared)
 {
-    if (!take_horizon(job, pg, duck) || !begin_read(job, pg, duck) || !init_budget(job, duck, shared)) {
+    if (!horizon_and_snapshot(job, pg) || !plan_read(job, pg, duck) || !init_budget(job, duck, shared)) {
         pgsrc_exec(pg, "ROLLBACK", NULL);
         return false;
     }

@@ -855,6 +855,56 @@ static void test_minus_never_above_value(void **state)
     free(v);
 }
 
+/* store_value_at_least compares plain times without DuckDB: it must
+ * answer as DuckDB does, for every pair of these (fractions of every
+ * length, the same instant written two ways, month and year edges) and
+ * for texts it leaves to DuckDB (far years, infinity, another zone). */
+static void test_value_at_least_agrees_with_duckdb(void **state)
+{
+    (void)state;
+    static const char *const times[] = {"2026-12-01 09:52:26",
+                                        "2026-12-01 09:52:26.6",
+                                        "2026-12-01 09:52:26.64528",
+                                        "2026-12-01 09:52:26.645280",
+                                        "2026-12-01 09:52:26.645281",
+                                        "2026-12-01 09:52:27",
+                                        "2026-11-30 23:59:59.999999",
+                                        "2026-12-31 23:59:59.999999",
+                                        "2027-01-01 00:00:00",
+                                        "1999-02-28 12:00:00.5",
+                                        "0001-01-01 00:00:00",
+                                        "20000-01-01 00:00:00",
+                                        "infinity",
+                                        "-infinity"};
+    static const char *const types[] = {"TIMESTAMP", "TIMESTAMPTZ"};
+    size_t n = sizeof times / sizeof times[0];
+    for (size_t t = 0; t < 2; t++) {
+        for (size_t i = 0; i < n; i++) {
+            for (size_t j = 0; j < n; j++) {
+                char a[64], b[64];
+                bool tz = t == 1, special_a = strchr(times[i], ' ') == NULL,
+                     special_b = strchr(times[j], ' ') == NULL;
+                snprintf(a, sizeof a, "%s%s", times[i], tz && !special_a ? "+00" : "");
+                snprintf(b, sizeof b, "%s%s", times[j], tz && !special_b ? "+00" : "");
+                bool got = !(i == j);
+                ds_error err = {0};
+                if (!store_value_at_least(g_con, a, b, types[t], &got, &err))
+                    fail_msg("%s >= %s: %s", a, b, err.msg);
+                int64_t want = tl_duck_int(g_con, "SELECT CAST('%s' AS %s) >= CAST('%s' AS %s)", a, types[t],
+                                           b, types[t]);
+                if (got != (want == 1))
+                    fail_msg("%s >= %s (%s): %d, DuckDB says %d", a, b, types[t], got, (int)want);
+            }
+        }
+    }
+    /* Another zone's offset is DuckDB's to read. */
+    bool got = true;
+    ds_error err = {0};
+    assert_true(store_value_at_least(g_con, "2026-12-01 10:00:00+02", "2026-12-01 09:00:00+00", "TIMESTAMPTZ",
+                                     &got, &err));
+    assert_false(got);
+}
+
 static bool ids_unique(const char *staging_ref, const char *table, int64_t slices)
 {
     bool unique = true;
@@ -938,6 +988,7 @@ int main(void)
         T(test_minus_sql),
         T(test_minus_never_above_value),
         T(test_duplicate_ids_sql),
+        T(test_value_at_least_agrees_with_duckdb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
