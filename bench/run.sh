@@ -43,6 +43,8 @@
 #   BENCH_CDC_POLL_MS    poll period of the capture latency reader (default 20)
 #   BENCH_CDC_MEMORY     memory_limit of the capture store (default 256MB)
 #   BENCH_PUBLISH_TABLES also time publishing with tables: true (default 1)
+#   BENCH_DUCKSTORE      the duckstore binary to time (default: build/duckstore;
+#                        another build, to compare two in the same conditions)
 #   BENCH_MEMORY_LIMIT   memory_limit of the main table's and publishing's
 #                        store (default: duckstore's, 64MB)
 set -euo pipefail
@@ -55,7 +57,7 @@ fi
 
 traces="${BENCH_TRACES:-1000000}"
 repeat="${BENCH_REPEAT:-3}"
-duckstore="$root/build/duckstore"
+duckstore="${BENCH_DUCKSTORE:-$root/build/duckstore}"
 duckdb_exec="$root/build/duckdb_exec"
 work="$(mktemp -d /tmp/duckstore-bench.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
@@ -284,15 +286,17 @@ if [ "$cases" = incremental ]; then
 # Only the periodic syncs of a running server, many times: a quiet sync
 # takes milliseconds, so its median needs more runs than the full syncs.
 copy_bytes=0
+netem_note="not run (BENCH_CASES=incremental)"
 log "one full sync to start from"
 "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
 server_verbose=1 server_start
 server_sync "" # the first sync in a new process opens the connections it keeps
 for run in $(seq 1 "${BENCH_INC_RUNS:-20}"); do
-  log "run $run/${BENCH_INC_RUNS:-20}: duckstore serve, incremental syncs (0 and 10000 new rows)"
-  server_sync srv_inc_0
+  log "run $run/${BENCH_INC_RUNS:-20}: duckstore serve, incremental syncs (10000 new rows, then 0 twice)"
   psql "$DUCKSTORE_TEST_PG" -q -c "SELECT add_sample_traces(2000)" >/dev/null
   server_sync srv_inc_10k
+  server_sync srv_inc_0w
+  server_sync srv_inc_0
 done
 server_stop
 repeat="${BENCH_INC_RUNS:-20}"
@@ -481,7 +485,7 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
   echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   read -r csv_m _ _ _ <<<"$(stat_of csv)"
   for name in limit_pg limit_duckdb csv full_w1 full_w2 full_w4 full_n1 full_n4 full_x1 full_x4 \
-    inc_0 inc_10k srv_inc_0 srv_inc_10k; do
+    inc_0 inc_10k srv_inc_0 srv_inc_0w srv_inc_10k; do
     grep -q "^$name"$'\t' "$results" || continue # not run (BENCH_CASES, no netem)
     read -r m lo hi rss <<<"$(stat_of "$name")"
     cpu="$(cpu_of "$name")"
@@ -499,10 +503,11 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
       inc_0) label="duckstore sync (one process), incremental, 0 new rows" ;;
       inc_10k) label="duckstore sync (one process), incremental, 10,000 new rows" ;;
       srv_inc_0) label="duckstore serve, incremental sync, 0 new rows" ;;
+      srv_inc_0w) label="duckstore serve, incremental sync, 0 new rows, the first after rows were added" ;;
       srv_inc_10k) label="duckstore serve, incremental sync, 10,000 new rows" ;;
     esac
     case "$name" in
-      *inc_0) n=0 ;;
+      *inc_0 | *inc_0w) n=0 ;;
       *inc_10k) n=10000 ;;
       full_x*) n=$rows_dataset ;;
       *) n=$rows ;;
@@ -530,7 +535,7 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
     "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
   publish_store_size
-  steps_report srv_inc_0 srv_inc_10k
+  steps_report srv_inc_0 srv_inc_0w srv_inc_10k
 } | tee "$work/table.md"
 elif [ "$cases" = read ] || [ "$cases" = pg ] || [ "$cases" = publish ]; then
   {

@@ -94,6 +94,78 @@ static bool stream_finish(pgsrc_stream *s, ds_error *err)
  * PostgreSQL sends in the message of the first tuple, and its trailer. */
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 
+/* Appends a tuple as a 4-byte length and its bytes unless past max;
+ * false when it did not fit. */
+static bool append_row(ds_buf *b, size_t used_elsewhere, size_t max, const char *msg, size_t len)
+{
+    if (b->len + used_elsewhere + 4 + len > max)
+        return false;
+    unsigned char n[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+                          (unsigned char)len};
+    return ds_buf_appendn(b, (const char *)n, 4) && ds_buf_appendn(b, msg, len);
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Field col of a binary COPY tuple: *vlen -1 for NULL; false when the
+ * tuple is shorter than its lengths say. */
+static bool tuple_field(const unsigned char *t, size_t len, int col, const unsigned char **val, int32_t *vlen)
+{
+    if (len < 2 || col >= ((int)t[0] << 8 | t[1]))
+        return false;
+    size_t at = 2;
+    for (int i = 0;; i++) {
+        if (len - at < 4)
+            return false;
+        int32_t l = (int32_t)be32(t + at);
+        at += 4;
+        if (l > 0 && (size_t)l > len - at)
+            return false;
+        if (i == col) {
+            *val = t + at;
+            *vlen = l;
+            return l >= -1;
+        }
+        if (l > 0)
+            at += (size_t)l;
+    }
+}
+
+/* The top rows (pgsrc_kept_rows): a larger value starts them anew. */
+static void keep_top(pgsrc_kept_rows *keep, const char *msg, size_t len)
+{
+    const unsigned char *v;
+    int32_t vlen;
+    if (!tuple_field((const unsigned char *)msg, len, keep->top_col, &v, &vlen) ||
+        (vlen != -1 && vlen != keep->top_width)) {
+        keep->top_over = true; /* not what the column's type sends: keep nothing */
+        return;
+    }
+    if (vlen == -1) {
+        if (!keep->nulls_over && !append_row(&keep->nulls, keep->top.len, keep->max, msg, len))
+            keep->nulls_over = true;
+        return;
+    }
+    uint64_t u = 0;
+    for (int i = 0; i < vlen; i++)
+        u = u << 8 | v[i];
+    int shift = 64 - 8 * vlen;
+    int64_t value = (int64_t)(u << shift) >> shift; /* sign-extended */
+    if (keep->have_top && value < keep->top_value)
+        return;
+    if (!keep->have_top || value > keep->top_value) {
+        ds_buf_reset(&keep->top);
+        keep->have_top = true;
+        keep->top_value = value;
+        keep->top_over = keep->top.failed;
+    }
+    if (!keep->top_over && !append_row(&keep->top, keep->nulls.len, keep->max, msg, len))
+        keep->top_over = true;
+}
+
 static void keep_row(pgsrc_kept_rows *keep, const char *msg, size_t len)
 {
     if (len >= sizeof copy_header && memcmp(msg, copy_header, sizeof copy_header) == 0) {
@@ -102,14 +174,25 @@ static void keep_row(pgsrc_kept_rows *keep, const char *msg, size_t len)
     }
     if (len == 0 || (len == 2 && (unsigned char)msg[0] == 0xff && (unsigned char)msg[1] == 0xff))
         return;
-    if (keep->over || keep->buf.len + 4 + len > keep->max) {
+    if (!keep->over && !append_row(&keep->buf, 0, keep->max, msg, len))
         keep->over = true;
-        return;
-    }
-    unsigned char n[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8),
-                          (unsigned char)len};
-    if (!ds_buf_appendn(&keep->buf, (const char *)n, 4) || !ds_buf_appendn(&keep->buf, msg, len))
-        keep->over = true;
+    if (keep->track_top)
+        keep_top(keep, msg, len);
+}
+
+void pgsrc_kept_rows_finish(pgsrc_kept_rows *keep)
+{
+    if (keep->nulls.len > 0 && !keep->top_over && !keep->nulls_over &&
+        !ds_buf_appendn(&keep->top, keep->nulls.data, keep->nulls.len))
+        keep->top_over = true;
+    ds_buf_reset(&keep->nulls);
+}
+
+void pgsrc_kept_rows_free(pgsrc_kept_rows *keep)
+{
+    ds_buf_free(&keep->buf);
+    ds_buf_free(&keep->top);
+    ds_buf_free(&keep->nulls);
 }
 
 /* Counts (and keeps) a message just received; false with err set for a

@@ -170,7 +170,21 @@ typedef struct pgsrc_kept_rows {
     ds_buf buf;
     size_t max;
     bool over;
+    /* Optional (track_top): also the rows whose column top_col (an integer,
+     * date or time: binary COPY sends it as a signed big-endian integer of
+     * top_width bytes) holds the largest value seen, and those where it is
+     * NULL, within max bytes too: what a read from that value on meets
+     * again, whatever the batch's size. pgsrc_kept_rows_finish puts the
+     * NULL ones after them in top. */
+    bool track_top;
+    int top_col, top_width;
+    bool have_top, top_over, nulls_over;
+    int64_t top_value;
+    ds_buf top, nulls;
 } pgsrc_kept_rows;
+
+void pgsrc_kept_rows_finish(pgsrc_kept_rows *keep);
+void pgsrc_kept_rows_free(pgsrc_kept_rows *keep);
 
 /* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
 typedef struct pgsrc_stream {

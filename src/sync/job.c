@@ -41,7 +41,7 @@ void job_free(table_job *job)
     pgsrc_snapshot_free(&job->snap);
     inc_state_free(&job->prev_state);
     inc_state_free(&job->next_state);
-    ds_buf_free(&job->kept.buf);
+    pgsrc_kept_rows_free(&job->kept);
     free(job->known_max);
     free(job->next_max);
 }
@@ -366,6 +366,29 @@ static char *read_condition(table_job *job, pgsrc_conn *pg)
 
 static int workers_for(const table_job *job);
 
+/* A batch too large to keep whole still leaves the rows at its largest
+ * value of the incremental column (and those without one): the next
+ * read starts there and meets exactly those again, so it can be found
+ * stored too. For the types binary COPY sends as a signed integer. */
+static void track_top_rows(table_job *job)
+{
+    static const struct {
+        pgsrc_kind kind;
+        int width;
+    } integers[] = {{PGSRC_INT2, 2}, {PGSRC_INT4, 4},      {PGSRC_INT8, 8},
+                    {PGSRC_DATE, 4}, {PGSRC_TIMESTAMP, 8}, {PGSRC_TIMESTAMPTZ, 8}};
+    if (!job->has_inc_col)
+        return;
+    const pgsrc_type *t = &job->desc.cols[job->inc_idx].type;
+    for (size_t i = 0; i < sizeof integers / sizeof integers[0]; i++) {
+        if (t->kind == integers[i].kind) {
+            job->kept.track_top = true;
+            job->kept.top_col = job->inc_idx;
+            job->kept.top_width = integers[i].width;
+        }
+    }
+}
+
 /* The bytes of rows an incremental read keeps: a few rows at the
  * watermark, not a large batch. */
 #define KEPT_ROWS_MAX (64 * 1024)
@@ -396,6 +419,7 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
         shared->before_insert = make_staging;
     if (job->incremental && job->plan->key->n == 0) {
         job->kept.max = KEPT_ROWS_MAX;
+        track_top_rows(job);
         shared->keep = &job->kept;
         shared->stored_already = rows_stored_already;
     }
@@ -405,6 +429,8 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
     bool ok = pump_copy_into(job->st, job->cfg, job->staging_ref, pg, &job->desc, copy, shared, job->opt,
                              &job->err);
     free(copy);
+    if (shared->keep != NULL)
+        pgsrc_kept_rows_finish(shared->keep);
     return ok;
 }
 

@@ -105,10 +105,17 @@ static void forget(store *st, memo_kind kind, const char *name)
 
 void memo_table_put(store *st, const char *table, const pgsrc_kept_rows *rows, const char *max, int64_t count)
 {
-    if (rows->over || rows->buf.failed)
+    /* Every row of the batch when they fit, else those at its largest
+     * value (and without one), which is what the next read meets again. */
+    const ds_buf *b =
+        !rows->over && !rows->buf.failed ? &rows->buf
+        : rows->track_top && !rows->top_over && !rows->nulls_over && !rows->top.failed && rows->nulls.len == 0
+            ? &rows->top
+            : NULL;
+    if (b == NULL)
         memo_table_forget(st, table);
     else
-        put(st, MEMO_TABLE, table, rows->buf.data ? rows->buf.data : "", rows->buf.len, max, count);
+        put(st, MEMO_TABLE, table, b->data ? b->data : "", b->len, max, count);
 }
 
 void memo_table_forget(store *st, const char *table)

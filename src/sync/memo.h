@@ -14,7 +14,10 @@
 #include "store/store.h"
 
 /* An append-only table (no unique_key) after a committed sync: rows of its
- * last batch (as kept by pgsrc_kept_rows: every one of them is stored), the
+ * last batch (as kept by pgsrc_kept_rows: every one of them is stored; all
+ * of them, or when they did not fit those at the batch's largest value of
+ * the incremental column and those without one, after
+ * pgsrc_kept_rows_finish), the
  * maximum of its incremental column as the commit computed it, and its row
  * count. */
 void memo_table_put(store *st, const char *table, const pgsrc_kept_rows *rows, const char *max,

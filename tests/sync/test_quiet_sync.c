@@ -408,6 +408,28 @@ static void test_quiet_reads_of_none_and_of_many(void **state)
     tl_pg_exec(e.pg, "INSERT INTO big VALUES ('new', 102, timestamptz '2026-01-03')");
     tl_sync_ok(e.st, &e.cfg, "big", false, &report);
     assert_int_equal(report.rows_added, 1);
+    /* A batch too large to keep (100 KB of new rows, and rows without a
+     * value): its rows at the largest value and its NULL ones are
+     * remembered, so the next read, which meets exactly those, is found
+     * stored. */
+    tl_pg_exec(e.pg, "INSERT INTO big SELECT repeat('z', 1000) || g, 200 + g, timestamptz '2026-01-04' + "
+                     "g * interval '1 second' FROM generate_series(1, 100) g");
+    tl_pg_exec(e.pg, "INSERT INTO big VALUES ('no time', 301, NULL), ('no time', 302, NULL)");
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    assert_int_equal(report.rows_added, 102);
+    assert_false(report.tables[0].stored_already);
+    for (int i = 0; i < 2; i++) {
+        tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+        assert_int_equal(report.tables[0].rows_loaded, 3); /* the row at the maximum, the two NULL ones */
+        assert_true(report.tables[0].stored_already);
+        assert_int_equal(report.rows_added, 0);
+        assert_int_equal(report.rows, 203);
+    }
+    /* A copy of the row at the maximum is new, and found. */
+    tl_pg_exec(e.pg, "INSERT INTO big SELECT v, n, created_at FROM big WHERE n = 300");
+    tl_sync_ok(e.st, &e.cfg, "big", false, &report);
+    assert_false(report.tables[0].stored_already);
+    assert_int_equal(report.rows_added, 1);
     assert_string_equal(tl_keep(tl_pg_checksum(e.pg, "big", "v,n,created_at:ts")),
                         tl_keep(tl_duck_checksum(e.con, "big_data", "v,n,created_at:ts")));
     tl_free_kept();
