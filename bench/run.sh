@@ -235,7 +235,7 @@ syncs_failed=0
 read_sync_counts() { # the server's counts of finished syncs of monitoring
   http_request GET /metrics
   local ok_re='duckstore_syncs_total\{source="monitoring",result="success"\} ([0-9]+)'
-  local failed_re='duckstore_syncs_total\{source="monitoring",result="failure"\} ([0-9]+)'
+  local failed_re='duckstore_syncs_total\{source="monitoring",result="error"\} ([0-9]+)'
   syncs_ok=0
   syncs_failed=0
   if [[ $http_body =~ $ok_re ]]; then syncs_ok="${BASH_REMATCH[1]}"; fi

@@ -75,8 +75,8 @@ bool pgsrc_stream_open(pgsrc_stream *s, pgsrc_conn *conn, const char *copy_sql, 
 }
 
 /* The COPY's final result: an error raised after the last row (or a
- * cancel) shows up here. */
-static bool stream_finish(pgsrc_stream *s, ds_error *err)
+ * cancel) shows up here. saw_trailer: the data ended with its marker. */
+static bool stream_finish(pgsrc_stream *s, bool saw_trailer, ds_error *err)
 {
     s->ended = true;
     PGresult *res = pgsrc_await_result(s->conn, err);
@@ -85,7 +85,7 @@ static bool stream_finish(pgsrc_stream *s, ds_error *err)
         pgsrc_result_error(s->conn, res, err);
     PQclear(res);
     s->conn = NULL;
-    if (ok && !copy_decoder_saw_trailer(s->dec))
+    if (ok && !saw_trailer)
         return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
     return ok;
 }
@@ -315,16 +315,7 @@ bool pgsrc_stream_skip(pgsrc_stream *s, ds_error *err)
     bool trailer = s->ahead_n > 0 && s->ahead[s->ahead_n - 1].msg != NULL &&
                    is_trailer(s->ahead[s->ahead_n - 1].msg, (size_t)s->ahead[s->ahead_n - 1].len);
     free_ahead(s);
-    s->ended = true;
-    PGresult *res = pgsrc_await_result(s->conn, err);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok && res)
-        pgsrc_result_error(s->conn, res, err);
-    PQclear(res);
-    s->conn = NULL;
-    if (ok && !trailer)
-        return ds_error_set(err, DS_ERR_DECODE, "COPY data ended without the end marker");
-    return ok;
+    return stream_finish(s, trailer, err);
 }
 
 bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
@@ -342,7 +333,7 @@ bool pgsrc_stream_fill(pgsrc_stream *s, duckdb_data_chunk chunk, ds_error *err)
             if (n == -2)
                 return false;
             if (n == -1) {
-                if (!stream_finish(s, err))
+                if (!stream_finish(s, copy_decoder_saw_trailer(s->dec), err))
                     return false;
                 break;
             }

@@ -295,6 +295,20 @@ static void test_rows_without_watermark_value(void **state)
  * merged (src/sync/memo.h); a row among them that is new (an identical
  * copy, another row at the watermark's time) is; a restart or a full sync
  * forgets what was known, and a keyed source never skips its merge. */
+/* Two syncs in a row, each reading `loaded` rows again and finding them
+ * stored: nothing added, `rows` in all. */
+static void assert_found_stored(tl_env *e, const char *source, int64_t loaded, int64_t rows)
+{
+    sync_report report;
+    for (int i = 0; i < 2; i++) {
+        tl_sync_ok(e->st, &e->cfg, source, false, &report);
+        assert_int_equal(report.tables[0].rows_loaded, loaded);
+        assert_true(report.tables[0].stored_already);
+        assert_int_equal(report.rows_added, 0);
+        assert_int_equal(report.rows, rows);
+    }
+}
+
 static void test_known_rows_are_not_merged(void **state)
 {
     (void)state;
@@ -312,13 +326,7 @@ static void test_known_rows_are_not_merged(void **state)
     assert_true(report.incremental);
     assert_int_equal(report.tables[0].rows_loaded, 1);
     assert_false(report.tables[0].stored_already);
-    for (int i = 0; i < 2; i++) {
-        tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
-        assert_int_equal(report.tables[0].rows_loaded, 1);
-        assert_true(report.tables[0].stored_already);
-        assert_int_equal(report.rows_added, 0);
-        assert_int_equal(report.rows, 5);
-    }
+    assert_found_stored(&e, "ev", 1, 5);
     /* An identical copy of the row at the watermark is a new row. */
     tl_pg_exec(e.pg, "INSERT INTO ev SELECT v, n, created_at FROM ev WHERE n = 5");
     tl_sync_ok(e.st, &e.cfg, "ev", false, &report);
@@ -418,13 +426,7 @@ static void test_quiet_reads_of_none_and_of_many(void **state)
     tl_sync_ok(e.st, &e.cfg, "big", false, &report);
     assert_int_equal(report.rows_added, 102);
     assert_false(report.tables[0].stored_already);
-    for (int i = 0; i < 2; i++) {
-        tl_sync_ok(e.st, &e.cfg, "big", false, &report);
-        assert_int_equal(report.tables[0].rows_loaded, 3); /* the row at the maximum, the two NULL ones */
-        assert_true(report.tables[0].stored_already);
-        assert_int_equal(report.rows_added, 0);
-        assert_int_equal(report.rows, 203);
-    }
+    assert_found_stored(&e, "big", 3, 203); /* the row at the maximum, the two NULL ones */
     /* A copy of the row at the maximum is new, and found. */
     tl_pg_exec(e.pg, "INSERT INTO big SELECT v, n, created_at FROM big WHERE n = 300");
     tl_sync_ok(e.st, &e.cfg, "big", false, &report);
