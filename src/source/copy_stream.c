@@ -160,7 +160,7 @@ static void keep_top(pgsrc_kept_rows *keep, const char *msg, size_t len)
         ds_buf_reset(&keep->top);
         keep->have_top = true;
         keep->top_value = value;
-        keep->top_over = keep->top.failed;
+        keep->top_over = false;
     }
     if (!keep->top_over && !append_row(&keep->top, keep->nulls.len, keep->max, msg, len))
         keep->top_over = true;
@@ -186,6 +186,15 @@ void pgsrc_kept_rows_finish(pgsrc_kept_rows *keep)
         !ds_buf_appendn(&keep->top, keep->nulls.data, keep->nulls.len))
         keep->top_over = true;
     ds_buf_reset(&keep->nulls);
+}
+
+uint64_t pgsrc_kept_rows_count(const pgsrc_kept_rows *keep)
+{
+    uint64_t n = 0;
+    const unsigned char *p = (const unsigned char *)keep->buf.data;
+    for (size_t at = 0; p != NULL && at + 4 <= keep->buf.len; n++)
+        at += 4 + be32(p + at);
+    return n;
 }
 
 void pgsrc_kept_rows_free(pgsrc_kept_rows *keep)

@@ -184,6 +184,8 @@ typedef struct pgsrc_kept_rows {
 } pgsrc_kept_rows;
 
 void pgsrc_kept_rows_finish(pgsrc_kept_rows *keep);
+/* The rows in buf. */
+uint64_t pgsrc_kept_rows_count(const pgsrc_kept_rows *keep);
 void pgsrc_kept_rows_free(pgsrc_kept_rows *keep);
 
 /* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */

@@ -44,7 +44,6 @@ void meta_row_free(meta_row *row)
 static bool row_copy(const meta_row *from, meta_row *to)
 {
     memset(to, 0, sizeof *to);
-    to->found = from->found;
     to->flag = from->flag;
     for (size_t i = 0; i < NFIELDS; i++) {
         if (from->fields[i] != NULL && (to->fields[i] = strdup(from->fields[i])) == NULL) {

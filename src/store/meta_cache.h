@@ -17,10 +17,9 @@ typedef struct meta_cache meta_cache;
 
 typedef enum meta_kind { META_TABLE, META_STATUS } meta_kind;
 
-/* A row as the cache keeps it: found false when there was none. */
+/* A row as the cache keeps it (no row: every field NULL). */
 typedef struct meta_row {
-    bool found;
-    char *fields[5]; /* META_TABLE: as store_table_meta; META_STATUS: fields[0] */
+    char *fields[4]; /* META_TABLE: as store_table_meta; META_STATUS: fields[0] */
     bool flag;       /* META_TABLE: watermark_inclusive */
 } meta_row;
 

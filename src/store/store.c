@@ -835,7 +835,6 @@ static bool read_table_meta(duckdb_connection con, const char *table, store_tabl
 static void meta_to_row(store_table_meta *meta, meta_row *row)
 {
     *row = (meta_row){
-        .found = true,
         .fields = {meta->schema_signature, meta->watermark_column, meta->watermark, meta->read_state},
         .flag = meta->watermark_inclusive};
     memset(meta, 0, sizeof *meta);
@@ -959,7 +958,7 @@ bool store_get_status(store *st, duckdb_connection con, const char *source, char
     bool ok = q ? store_query_text(con, q, json, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf_free(&sql);
     if (ok) {
-        row = (meta_row){.found = *json != NULL, .fields = {*json}};
+        row = (meta_row){.fields = {*json}};
         meta_cache_put(st ? st->meta : NULL, META_STATUS, source, &row, ticket);
     }
     return ok;

@@ -281,16 +281,6 @@ bool pump_copy_into(store *st, const cfg_config *cfg, const char *table_ref, pgs
     return ok;
 }
 
-/* The rows of a kept buffer (each a 4-byte length and its bytes). */
-static uint64_t kept_count(const pgsrc_kept_rows *keep)
-{
-    uint64_t n = 0;
-    const unsigned char *p = (const unsigned char *)keep->buf.data;
-    for (size_t at = 0; p != NULL && at + 4 <= keep->buf.len; n++)
-        at += 4 + ((size_t)p[at] << 24 | (size_t)p[at + 1] << 16 | (size_t)p[at + 2] << 8 | p[at + 3]);
-    return n;
-}
-
 /* A quiet incremental read of one statement: the COPY's rows, read ahead
  * up to the kept rows' cap, are all its rows and all stored already (or
  * none). Then the stream is
@@ -307,7 +297,7 @@ static bool skip_stored(pump_fill *f, bool *skipped, ds_error *err)
         return stream_failed(f, err);
     if (!pgsrc_stream_prefetched_all(&f->stream) || keep->over)
         return true;
-    uint64_t rows = kept_count(keep);
+    uint64_t rows = pgsrc_kept_rows_count(keep);
     if (rows > 0 && !shared->stored_already(shared->ctx))
         return true;
     if (!pgsrc_stream_skip(&f->stream, err))
