@@ -88,11 +88,44 @@ typedef struct store_batch {
     bool overlap;
     const char *start;
     bool start_inclusive;
+    /* How the stored rows the read met look (NULL: not measured, every
+     * staged row is compared with them). */
+    const struct store_overlap *shape;
+    /* Average bytes of a staged row as read (0: unknown, then sampled). */
+    int64_t row_bytes;
 } store_batch;
+
+/* The stored rows a batch meets again, measured in the merge's transaction
+ * (store_measure_overlap). A staged row with a value above the stored
+ * maximum past the start cannot be stored already: it is inserted as it
+ * is, and only the rest are compared with the stored rows (EXCEPT ALL,
+ * whose cost grows with every column of every row it compares). */
+typedef struct store_overlap {
+    int64_t stored_rows;  /* stored rows past the start with a value */
+    int64_t stored_nulls; /* stored rows without a value */
+    char *stored_max;     /* the maximum of those values as text; NULL when none, or when the text
+                             does not cast back to the same value (the batch is then merged unmeasured) */
+    int64_t staged_rows;
+    int64_t staged_below; /* staged rows with a value at or below that maximum */
+    int64_t staged_nulls; /* staged rows without a value */
+    int64_t memory_limit; /* DuckDB's, in bytes (0: unknown) */
+} store_overlap;
+/* The two SELECTs that measure it: stored_rows, the maximum as text,
+ * whether that text casts back to it, stored_nulls and memory_limit; then
+ * staged_rows, staged_below (none without a maximum) and staged_nulls. */
+char *store_overlap_stored_sql(const store_batch *batch);
+char *store_overlap_staged_sql(const store_batch *batch, const char *stored_max);
+bool store_measure_overlap(duckdb_connection con, const store_batch *batch, store_overlap *out,
+                           ds_error *err);
+void store_overlap_free(store_overlap *shape);
+/* Whether a merge can use the shape: a maximum, when there is one, that
+ * stands for the value itself. */
+bool store_overlap_usable(const store_overlap *shape);
 
 /* The statements that merge a batch, in order: an upsert's DELETE then its
  * INSERT, or one INSERT. Returns how many (0 when out of memory); the caller
- * frees each. */
+ * frees each. An overlapping batch without a shape compares every staged
+ * row (the same rows, found slower). */
 size_t store_merge_sql(const store_batch *batch, char *sql[2]);
 /* The same for one slice of the batch (slice of slices, by the hash of the
  * key, or of the incremental column without a key); slices 1 is the whole. */
@@ -100,14 +133,11 @@ size_t store_merge_slice_sql(const store_batch *batch, int64_t slices, int64_t s
 /* The rows of a batch that are not stored already, as a relation for FROM
  * (the staging table itself when nothing overlaps): what a merge applies. */
 char *store_batch_new_rows_sql(const store_batch *batch);
-/* SELECT rows the merge reads (staging, plus the stored rows it meets
- * again), the average width of a staging row as text, memory_limit. */
-char *store_merge_size_sql(const store_batch *batch);
 /* Slices so that each one's rows (as text) take half of memory_limit (bytes). */
 int64_t store_merge_slices(int64_t rows, int64_t row_bytes, int64_t memory_limit);
-/* Runs them in the caller's transaction, in as many slices as memory_limit
- * needs: rows inserted, and of those the ones that replaced a stored row
- * (updated). */
+/* Runs them in the caller's transaction, the overlap measured first
+ * (batch->shape is not read), in as many slices as memory_limit needs: rows
+ * inserted, and of those the ones that replaced a stored row (updated). */
 bool store_merge(duckdb_connection con, const store_batch *batch, int64_t *inserted, int64_t *updated,
                  ds_error *err);
 

@@ -50,7 +50,8 @@ static store_batch store_batch_of(const inc_batch *batch)
                          .nkey = batch->key->n,
                          .overlap = batch->overlap,
                          .start = batch->start,
-                         .start_inclusive = batch->start_inclusive};
+                         .start_inclusive = batch->start_inclusive,
+                         .row_bytes = batch->row_bytes};
 }
 
 bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted, int64_t *updated,

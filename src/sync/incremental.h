@@ -87,6 +87,7 @@ typedef struct inc_batch {
     const char *inc_col, *duck_type;
     const char *start;
     bool start_inclusive, overlap;
+    int64_t row_bytes; /* average COPY bytes of a staged row (0: unknown) */
 } inc_batch;
 bool inc_apply(duckdb_connection duck, const inc_batch *batch, int64_t *inserted, int64_t *updated,
                ds_error *err);

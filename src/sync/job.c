@@ -60,7 +60,8 @@ inc_batch job_batch(const table_job *job)
                        .duck_type = job_inc_type(job),
                        .start = job->read_start,
                        .start_inclusive = job->start_inclusive,
-                       .overlap = job->overlap};
+                       .overlap = job->overlap,
+                       .row_bytes = job->rows_loaded > 0 ? job->bytes_loaded / job->rows_loaded : 0};
 }
 
 const char *job_step_name(job_step step)
@@ -516,6 +517,7 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
         return false;
     }
     job->rows_loaded = (int64_t)atomic_load(&shared.rows);
+    job->bytes_loaded = (int64_t)atomic_load(&shared.bytes);
     job->truncated = atomic_load(&shared.truncated);
     trace_step(job, JOB_STEP_READ, "read", &t);
     if (job->plan->needs_dataset_id && job->slot == 0 && !job->incremental) {

@@ -69,6 +69,7 @@ typedef struct table_job {
     char *pending_holder;
     int64_t rows_inserted, rows_updated;
     int64_t rows_loaded;
+    int64_t bytes_loaded; /* their COPY data */
     bool truncated;
     /* An incremental read of an append-only table keeps its rows when they
      * are few (src/sync/memo.h): a batch the store already holds is then

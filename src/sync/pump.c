@@ -64,14 +64,16 @@ static int64_t take_budget(pump_shared *shared, int64_t n)
 
 static void count_progress(pump_fill *f, uint64_t rows)
 {
+    uint64_t bytes = f->stream.bytes_read - f->bytes_seen;
+    f->bytes_seen = f->stream.bytes_read;
     atomic_fetch_add(&f->shared->rows, rows);
+    atomic_fetch_add(&f->shared->bytes, bytes);
     sync_progress *pr = f->opt->progress;
     if (pr == NULL)
         return;
     atomic_fetch_add(&pr->rows, rows);
     atomic_fetch_add(&pr->table_rows[f->shared->slot], rows);
-    atomic_fetch_add(&pr->table_bytes[f->shared->slot], f->stream.bytes_read - f->bytes_seen);
-    f->bytes_seen = f->stream.bytes_read;
+    atomic_fetch_add(&pr->table_bytes[f->shared->slot], bytes);
 }
 
 /* The error for rows DuckDB cannot hold within memory_limit: their size and

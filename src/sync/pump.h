@@ -16,6 +16,7 @@ typedef struct pump_shared {
     bool capped;
     atomic_bool truncated;
     _Atomic uint64_t rows;
+    _Atomic uint64_t bytes;   /* of COPY data, for those rows */
     _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
     int slot;                 /* the table's place in sync_progress.table_rows */
     pgsrc_kept_rows *keep;    /* a one-stream read's rows are kept there too (NULL: not) */

@@ -873,6 +873,14 @@ static void check_merge(const fuzz_case *c, const char *staging)
         free(n);
         ds_buf_free(&b);
     }
+    /* The measured form, as store_merge runs it, when the maximum serves. */
+    store_overlap shape = {0};
+    ds_error err = {0};
+    if (c->overlap) {
+        CHECK(store_measure_overlap(con, &batch, &shape, &err), "store_measure_overlap: %s", err.msg);
+        if (store_overlap_usable(&shape))
+            batch.shape = &shape;
+    }
     char *sql[2];
     size_t n = store_merge_sql(&batch, sql);
     CHECK(n == (c->nkey > 0 ? 2u : 1u), "%zu statements", n);
@@ -881,6 +889,7 @@ static void check_merge(const fuzz_case *c, const char *staging)
         run_ok(sql[i]);
         free(sql[i]);
     }
+    store_overlap_free(&shape);
     rows after;
     table_rows(c->tables[1], &after);
     CHECK(after.n == expect, "merge (%zu key columns, overlap %d): %zu rows, expected %zu", c->nkey,

@@ -753,6 +753,195 @@ static void test_merge_in_slices_matches_whole(void **state)
     }
 }
 
+/* A measured merge: the staged rows above the stored maximum are taken as
+ * they are, those at or below it compared with the stored rows past the
+ * start, those without a value with the stored ones without (or taken when
+ * none is stored), each part sliced alike. */
+static void test_measured_merge_sql_text(void **state)
+{
+    (void)state;
+    store_overlap shape = {
+        .stored_rows = 3, .stored_max = "it's max", .staged_below = 2, .staged_nulls = 1, .stored_nulls = 1};
+    store_batch batch = {.table = "t\"",
+                         .staging_ref = "\"s\"",
+                         .order_col = "o'",
+                         .type = "VARCHAR",
+                         .overlap = true,
+                         .start = "it's",
+                         .start_inclusive = true,
+                         .shape = &shape};
+    assert_string_equal(
+        tl_keep(store_batch_new_rows_sql(&batch)),
+        "(SELECT * FROM \"s\" WHERE \"o'\" > CAST('it''s max' AS VARCHAR) UNION ALL (SELECT * FROM \"s\" "
+        "WHERE \"o'\" <= CAST('it''s max' AS VARCHAR) EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" >= "
+        "CAST('it''s' AS VARCHAR)) UNION ALL (SELECT * FROM \"s\" WHERE \"o'\" IS NULL EXCEPT ALL SELECT * "
+        "FROM \"t\"\"\" WHERE \"o'\" IS NULL)) AS _new_rows");
+    char *sql[2];
+    assert_int_equal(store_merge_slice_sql(&batch, 2, 1, sql), 1);
+    assert_string_equal(
+        tl_keep(sql[0]),
+        "INSERT INTO \"t\"\"\" SELECT * FROM (SELECT * FROM \"s\" WHERE \"o'\" > CAST('it''s max' AS "
+        "VARCHAR) "
+        "AND hash(\"o'\") % 2 = 1 UNION ALL (SELECT * FROM \"s\" WHERE \"o'\" <= CAST('it''s max' AS "
+        "VARCHAR) "
+        "AND hash(\"o'\") % 2 = 1 EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" >= CAST('it''s' AS "
+        "VARCHAR) "
+        "AND hash(\"o'\") % 2 = 1) UNION ALL (SELECT * FROM \"s\" WHERE \"o'\" IS NULL AND hash(\"o'\") % 2 "
+        "= "
+        "1 EXCEPT ALL SELECT * FROM \"t\"\"\" WHERE \"o'\" IS NULL AND hash(\"o'\") % 2 = 1)) AS _new_rows");
+    /* Nothing stored past the start, no stored row without a value, staged
+     * rows only above the maximum: nothing is compared. */
+    shape = (store_overlap){.staged_nulls = 4};
+    batch.start = NULL;
+    assert_string_equal(tl_keep(store_batch_new_rows_sql(&batch)),
+                        "(SELECT * FROM \"s\" WHERE \"o'\" IS NOT NULL UNION ALL SELECT * FROM \"s\" WHERE "
+                        "\"o'\" IS NULL) AS _new_rows");
+    shape = (store_overlap){.stored_rows = 1, .stored_max = "z", .stored_nulls = 5};
+    assert_string_equal(tl_keep(store_batch_new_rows_sql(&batch)),
+                        "(SELECT * FROM \"s\" WHERE \"o'\" > CAST('z' AS VARCHAR)) AS _new_rows");
+
+    /* What measures it. */
+    batch.start = "it's";
+    batch.start_inclusive = false;
+    assert_string_equal(
+        tl_keep(store_overlap_stored_sql(&batch)),
+        "SELECT count(*), max(\"o'\")::VARCHAR, TRY_CAST(max(\"o'\")::VARCHAR AS VARCHAR) = "
+        "max(\"o'\"), (SELECT count(*) FROM \"t\"\"\" WHERE \"o'\" IS NULL), "
+        "current_setting('memory_limit') FROM \"t\"\"\" WHERE \"o'\" > CAST('it''s' AS VARCHAR)");
+    assert_string_equal(tl_keep(store_overlap_staged_sql(&batch, "a'")),
+                        "SELECT count(*), count(*) FILTER (WHERE \"o'\" <= CAST('a''' AS VARCHAR)), count(*) "
+                        "FILTER (WHERE \"o'\" IS NULL) FROM \"s\"");
+    assert_string_equal(tl_keep(store_overlap_staged_sql(&batch, NULL)),
+                        "SELECT count(*), count(*) FILTER (WHERE false), count(*) FILTER (WHERE \"o'\" IS "
+                        "NULL) FROM \"s\"");
+}
+
+/* The stored rows of a merge scenario, then the staged ones. */
+typedef struct merge_case {
+    const char *stored, *staged;
+} merge_case;
+
+static const merge_case MEASURED_CASES[] = {
+    /* Rows at, below and above the stored maximum, duplicates, NULLs. */
+    {"(1, 'a', '2024-01-01', 'x'), (2, 'b', '2024-01-02', 'x'), (2, 'b', '2024-01-02', 'x'), "
+     "(3, 'c', '2024-01-03', 'x'), (NULL, 'n', NULL, 'x'), (4, 'd', '2024-01-04', 'x')",
+     "(1, 'a', '2024-01-01', 'x'), (2, 'b', '2024-01-02', 'x'), (2, 'b', '2024-01-02', 'x'), "
+     "(2, 'b', '2024-01-02', 'x'), (3, 'c', '2024-01-03', 'y'), (3, 'c', '2024-01-05', 'z'), "
+     "(NULL, 'n', NULL, 'x'), (NULL, 'n', NULL, 'x'), (NULL, 'n', '2024-01-06', 'w'), "
+     "(4, 'd', '2024-01-04', 'x'), (5, 'e', '2024-01-07', 'x'), (5, 'e', '2024-01-07', 'x')"},
+    /* Nothing stored past the start; stored rows without a value. */
+    {"(1, 'a', '2023-01-01', 'x'), (9, 'n', NULL, 'x')",
+     "(1, 'a', '2024-01-02', 'y'), (9, 'n', NULL, 'x'), (8, 'm', NULL, 'y'), (7, 'g', '2024-01-03', 'x')"},
+    /* Nothing stored past the start nor without a value. */
+    {"(1, 'a', '2023-01-01', 'x')", "(1, 'a', NULL, 'y'), (1, 'a', NULL, 'y'), (2, 'b', '2024-01-09', 'x')"},
+    /* The stored maximum's key is updated (an upsert deletes it before it
+     * inserts), a new key comes in below it. */
+    {"(1, 'a', '2024-01-02', 'x'), (2, 'b', '2024-01-05', 'x')",
+     "(2, 'b', '2024-01-06', 'y'), (3, 'c', '2024-01-04', 'x'), (1, 'a', '2024-01-02', 'x')"},
+    {"(1, 'a', '2023-01-01', 'x'), (2, 'b', '2024-01-05', 'x')",
+     "(2, 'b', '2024-01-06', 'y'), (3, 'c', '2024-01-04', 'x')"},
+    /* Only rows stored already. */
+    {"(1, 'a', '2024-01-02', 'x'), (2, 'b', '2024-01-05', 'x'), (3, 'n', NULL, 'x')",
+     "(2, 'b', '2024-01-05', 'x'), (3, 'n', NULL, 'x')"},
+};
+
+/* Measured merges (whole, and in slices) store exactly the rows of the
+ * unmeasured form, which compares every staged row, for upserts and plain
+ * merges, inclusive, exclusive and from-the-beginning reads. */
+static void test_measured_merge_matches_unmeasured(void **state)
+{
+    (void)state;
+    char *key[] = {"c\"1\"", "'"};
+    store_batch inclusive = {.table = MERGE_TABLE,
+                             .staging_ref = MERGE_STAGING,
+                             .order_col = "back\\slash",
+                             .type = "TIMESTAMP",
+                             .overlap = true,
+                             .start = "2024-01-02",
+                             .start_inclusive = true};
+    store_batch upsert = upsert_batch(key);
+    upsert.overlap = true;
+    upsert.start = "2024-01-02";
+    upsert.start_inclusive = true;
+    store_batch exclusive = inclusive, beginning = inclusive;
+    exclusive.start_inclusive = false;
+    beginning.start = NULL;
+    const store_batch *batches[] = {&inclusive, &upsert, &exclusive, &beginning};
+    int64_t measured_below = 0, measured_direct = 0;
+    for (size_t c = 0; c < sizeof MEASURED_CASES / sizeof MEASURED_CASES[0]; c++) {
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            const store_batch *batch = batches[b];
+            tl_duck_exec(g_con, "DROP TABLE IF EXISTS %s", tl_keep_ident(MERGE_TABLE));
+            tl_duck_exec(g_con, "DROP TABLE IF EXISTS " MERGE_STAGING);
+            create_merge_tables(MEASURED_CASES[c].stored, MEASURED_CASES[c].staged);
+            tl_duck_exec(g_con, "CREATE TABLE stored_before AS SELECT * FROM %s", tl_keep_ident(MERGE_TABLE));
+            run_merge(batch, batch->nkey > 0 ? 2 : 1);
+            char *expected = rows_of("SELECT * FROM %s", tl_keep_ident(MERGE_TABLE));
+            for (int64_t slices = 0; slices <= 3; slices++) {
+                /* slices 0: store_merge itself, which measures. */
+                tl_duck_exec(g_con, "DELETE FROM %s", tl_keep_ident(MERGE_TABLE));
+                tl_duck_exec(g_con, "INSERT INTO %s SELECT * FROM stored_before", tl_keep_ident(MERGE_TABLE));
+                store_overlap shape;
+                ds_error err = {0};
+                if (!store_measure_overlap(g_con, batch, &shape, &err))
+                    fail_msg("store_measure_overlap: %s", err.msg);
+                assert_true(store_overlap_usable(&shape));
+                measured_below += shape.staged_below;
+                measured_direct += shape.staged_rows - shape.staged_below - shape.staged_nulls;
+                if (slices == 0) {
+                    int64_t inserted, updated;
+                    if (!store_merge(g_con, batch, &inserted, &updated, &err))
+                        fail_msg("store_merge: %s", err.msg);
+                } else {
+                    store_batch measured = *batch;
+                    measured.shape = &shape;
+                    run_merge_sliced(&measured, slices);
+                }
+                store_overlap_free(&shape);
+                char *got = rows_of("SELECT * FROM %s", tl_keep_ident(MERGE_TABLE));
+                if (strcmp(got, expected) != 0)
+                    fail_msg("case %zu, batch %zu, %lld slices:\n%s\nexpected:\n%s", c, b, (long long)slices,
+                             got, expected);
+            }
+            tl_duck_exec(g_con, "DROP TABLE stored_before");
+        }
+    }
+    /* Both kinds of staged row were met. */
+    assert_true(measured_below > 0);
+    assert_true(measured_direct > 0);
+}
+
+/* A maximum whose text does not cast back to it (here, on purpose, a
+ * DOUBLE column merged as DECIMAL(2,0): 2.4 would read back as 2) is not
+ * used: the merge compares every staged row and stores none twice. */
+static void test_inexact_maximum_is_not_used(void **state)
+{
+    (void)state;
+    tl_duck_exec(g_con, "CREATE TABLE t (o DOUBLE, v VARCHAR)");
+    tl_duck_exec(g_con, "CREATE TABLE s (o DOUBLE, v VARCHAR)");
+    tl_duck_exec(g_con, "INSERT INTO t VALUES (1.5, 'a'), (2.4, 'b')");
+    tl_duck_exec(g_con, "INSERT INTO s VALUES (2.4, 'b'), (3.5, 'c')");
+    store_batch batch = {.table = "t",
+                         .staging_ref = "s",
+                         .order_col = "o",
+                         .type = "DECIMAL(2,0)",
+                         .overlap = true,
+                         .start = "2",
+                         .start_inclusive = true};
+    store_overlap shape;
+    ds_error err = {0};
+    assert_true(store_measure_overlap(g_con, &batch, &shape, &err));
+    assert_int_equal(shape.stored_rows, 1);
+    assert_null(shape.stored_max);
+    assert_false(store_overlap_usable(&shape));
+    store_overlap_free(&shape);
+    int64_t inserted = -1, updated = -1;
+    if (!store_merge(g_con, &batch, &inserted, &updated, &err))
+        fail_msg("store_merge: %s", err.msg);
+    assert_int_equal(inserted, 1);
+    assert_string_equal(rows_of("SELECT * FROM t"), "1.5|a\n2.4|b\n3.5|c");
+}
+
 /* ---- watermark values -------------------------------------------------- */
 
 static void test_max_sql(void **state)
@@ -984,6 +1173,9 @@ int main(void)
         T(test_merge_slice_sql_text),
         T(test_merge_slices),
         T(test_merge_in_slices_matches_whole),
+        T(test_measured_merge_sql_text),
+        T(test_measured_merge_matches_unmeasured),
+        T(test_inexact_maximum_is_not_used),
         T(test_max_sql),
         T(test_minus_sql),
         T(test_minus_never_above_value),
