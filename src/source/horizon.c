@@ -274,9 +274,11 @@ static PGresult *next_pipeline_result(pgsrc_conn *conn, ds_error *err)
 /* The horizon query in a transaction of its own, then BEGIN and the
  * snapshot's statement, in one round trip (libpq's pipeline: a Sync after
  * the horizon, as the isolation level must be set before the read's first
- * statement). *horizon and the returned snapshot result are both set, or
- * both NULL with err set (a transaction may have begun: the caller rolls
- * back). */
+ * statement). The horizon and snapshot statements are prepared once per
+ * session (pgsrc_pipeline_send): planning them was half of PostgreSQL's
+ * time in a quiet sync. *horizon and the returned snapshot result are both
+ * set, or both NULL with err set (a transaction may have begun: the caller
+ * rolls back). */
 static PGresult *horizon_then_snapshot(pgsrc_conn *conn, const char *horizon_sql, const char *snapshot_sql,
                                        PGresult **horizon, ds_error *err)
 {
@@ -285,50 +287,69 @@ static PGresult *horizon_then_snapshot(pgsrc_conn *conn, const char *horizon_sql
         ds_error_set(err, DS_ERR_SOURCE, "cannot start a pipeline: %s", PQerrorMessage(conn->pg));
         return NULL;
     }
-    static const ExecStatusType want[3] = {PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_TUPLES_OK};
-    PGresult *got[3] = {NULL, NULL, NULL}; /* the horizon, BEGIN, the snapshot */
-    bool ok =
-        PQsendQueryParams(conn->pg, horizon_sql, 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn->pg) &&
-        PQsendQueryParams(conn->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL, NULL,
-                          NULL, 0) &&
-        PQsendQueryParams(conn->pg, snapshot_sql, 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn->pg);
+    int parse_h = -1, parse_s = -1;
+    bool ok = pgsrc_pipeline_send(conn, horizon_sql, &parse_h) && PQpipelineSync(conn->pg) &&
+              PQsendQueryParams(conn->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                                NULL, NULL, 0) &&
+              pgsrc_pipeline_send(conn, snapshot_sql, &parse_s) && PQpipelineSync(conn->pg);
     if (!ok)
         ds_error_set(err, DS_ERR_SOURCE, "cannot send the read's first statements: %s",
                      PQerrorMessage(conn->pg));
+    /* In order: [the horizon's Parse], the horizon, BEGIN, [the snapshot's
+     * Parse], the snapshot. */
+    enum { PARSE_H, HORIZON, BEGIN, PARSE_S, SNAPSHOT, NSTEPS };
+    static const ExecStatusType want[NSTEPS] = {PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_COMMAND_OK,
+                                                PGRES_COMMAND_OK, PGRES_TUPLES_OK};
+    bool sent[NSTEPS] = {parse_h >= 0, true, true, parse_s >= 0, true};
+    PGresult *got[NSTEPS] = {NULL};
     /* Every result is read, so the connection leaves the pipeline clean. */
-    size_t n = 0;
+    size_t step = 0, n = 0;
     for (int syncs = 0; ok && syncs < 2;) {
         PGresult *res = next_pipeline_result(conn, err);
-        if (res == NULL)
+        if (res == NULL) {
             ok = false;
-        else if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
-            syncs++, PQclear(res);
-        else if (n < 3)
-            got[n++] = res;
+            continue;
+        }
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            syncs++;
+            PQclear(res);
+            continue;
+        }
+        while (step < NSTEPS && !sent[step])
+            step++;
+        if (step < NSTEPS)
+            got[step++] = res, n++;
         else
             PQclear(res);
     }
     PQexitPipelineMode(conn->pg); /* fails only with results left, on a connection given up already */
-    for (size_t i = 0; ok && i < 3; i++) {
-        if (got[i] == NULL || PQresultStatus(got[i]) != want[i]) {
-            if (got[i] != NULL)
-                pgsrc_result_error(conn, got[i], err);
-            if (got[i] != NULL && i == 0)
-                ds_error_prefix(err, "cannot take the commit horizon: ");
-            else if (got[i] == NULL)
-                ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL answered %zu of the read's 3 first statements",
-                             n);
-            ok = false;
-        }
+    pgsrc_prepared_answered(conn, parse_h, horizon_sql,
+                            got[PARSE_H] && PQresultStatus(got[PARSE_H]) == PGRES_COMMAND_OK);
+    pgsrc_prepared_answered(conn, parse_s, snapshot_sql,
+                            got[PARSE_S] && PQresultStatus(got[PARSE_S]) == PGRES_COMMAND_OK);
+    for (size_t i = 0; ok && i < NSTEPS; i++) {
+        if (!sent[i] || (got[i] != NULL && PQresultStatus(got[i]) == want[i]))
+            continue;
+        if (got[i] != NULL)
+            pgsrc_result_error(conn, got[i], err);
+        if (got[i] != NULL && (i == PARSE_H || i == HORIZON))
+            ds_error_prefix(err, "cannot take the commit horizon: ");
+        else if (got[i] == NULL)
+            ds_error_set(err, DS_ERR_SOURCE, "PostgreSQL answered %zu of the read's first statements", n);
+        ok = false;
     }
-    PQclear(got[1]);
+    if (!ok)
+        pgsrc_prepared_forget(conn); /* a statement the session lost is prepared anew */
+    PQclear(got[PARSE_H]);
+    PQclear(got[BEGIN]);
+    PQclear(got[PARSE_S]);
     if (!ok) {
-        PQclear(got[0]);
-        PQclear(got[2]);
+        PQclear(got[HORIZON]);
+        PQclear(got[SNAPSHOT]);
         return NULL;
     }
-    *horizon = got[0];
-    return got[2];
+    *horizon = got[HORIZON];
+    return got[SNAPSHOT];
 }
 
 static bool begin_read_once(pgsrc_conn *conn, const char *query, const char *horizon_sql, PGresult **horizon,
@@ -411,7 +432,15 @@ bool pgsrc_begin_read_after_horizon(pgsrc_conn *conn, const char *query, bool wi
     if (sql == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     PGresult *res = NULL;
+    bool prepared_before = conn->nprepared > 0;
     bool begun = begin_read(conn, query, sql, &res, out, err);
+    if (!begun && prepared_before && PQstatus(conn->pg) == CONNECTION_OK) {
+        /* The session may have lost what it prepared (DEALLOCATE, a
+         * pooler): once more, preparing anew. */
+        PQclear(res);
+        res = NULL;
+        begun = begin_read(conn, query, sql, &res, out, err);
+    }
     free(sql);
     if (!begun) {
         PQclear(res);

@@ -206,8 +206,44 @@ static void type_facts_free(struct pgsrc_type_facts *facts)
     facts->n = 0;
 }
 
+void pgsrc_prepared_forget(pgsrc_conn *conn)
+{
+    for (size_t i = 0; i < conn->nprepared; i++)
+        free(conn->prepared[i].sql);
+    conn->nprepared = 0;
+}
+
+bool pgsrc_pipeline_send(pgsrc_conn *conn, const char *sql, int *parse)
+{
+    *parse = -1;
+    const struct pgsrc_prepared *known = NULL;
+    for (size_t i = 0; i < conn->nprepared && known == NULL; i++)
+        if (strcmp(conn->prepared[i].sql, sql) == 0)
+            known = &conn->prepared[i];
+    if (known == NULL && conn->nprepared >= PGSRC_PREPARED_MAX)
+        return PQsendQueryParams(conn->pg, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    char name[32];
+    snprintf(name, sizeof name, "duckstore_%u", known ? known->id : conn->prepared_ids);
+    if (known == NULL) {
+        if (PQsendPrepare(conn->pg, name, sql, 0, NULL) != 1)
+            return false;
+        *parse = (int)conn->prepared_ids++;
+    }
+    return PQsendQueryPrepared(conn->pg, name, 0, NULL, NULL, NULL, 0) == 1;
+}
+
+void pgsrc_prepared_answered(pgsrc_conn *conn, int parse, const char *sql, bool prepared)
+{
+    if (parse < 0 || !prepared || conn->nprepared >= PGSRC_PREPARED_MAX)
+        return;
+    char *copy = strdup(sql);
+    if (copy != NULL)
+        conn->prepared[conn->nprepared++] = (struct pgsrc_prepared){.sql = copy, .id = (unsigned)parse};
+}
+
 void pgsrc_disconnect(pgsrc_conn *conn)
 {
+    pgsrc_prepared_forget(conn);
     type_facts_free(&conn->types);
     free(conn->probed_copy);
     conn->probed_copy = NULL;

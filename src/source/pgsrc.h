@@ -17,6 +17,8 @@
 #include "source/copy_decoder.h"
 #include "source/pgtypes.h"
 
+#define PGSRC_PREPARED_MAX 8
+
 typedef struct pgsrc_conn {
     PGconn *pg;
     PGcancel *cancel; /* for pgsrc_cancel() from another thread */
@@ -40,7 +42,29 @@ typedef struct pgsrc_conn {
         struct pgsrc_type_fact *v;
         size_t n;
     } types;
+    /* Statements this session prepared (the commit horizon, a read's
+     * snapshot statement, pgsrc_pipeline_send): a kept connection's next
+     * sync skips PostgreSQL's parse and plan of them. */
+    struct pgsrc_prepared {
+        char *sql;
+        unsigned id; /* the statement is named duckstore_<id> */
+    } prepared[PGSRC_PREPARED_MAX];
+    size_t nprepared;
+    unsigned prepared_ids; /* ids handed out; never reused in a session */
 } pgsrc_conn;
+
+/* In a pipeline: sends sql as a statement the session prepares once (the
+ * first time its Parse goes first; its result comes before the
+ * statement's), or unnamed when PGSRC_PREPARED_MAX are prepared already.
+ * *parse: the index to pass to pgsrc_prepared_answered, -1 when no Parse
+ * was sent. False when libpq could not queue it. */
+bool pgsrc_pipeline_send(pgsrc_conn *conn, const char *sql, int *parse);
+/* The answer to a Parse sent by pgsrc_pipeline_send: prepared, the
+ * statement is used from now on; else it is not. */
+void pgsrc_prepared_answered(pgsrc_conn *conn, int parse, const char *sql, bool prepared);
+/* Forgets them (the next pgsrc_pipeline_send prepares anew, under a new
+ * name): after a failure that may have been a missing statement. */
+void pgsrc_prepared_forget(pgsrc_conn *conn);
 
 typedef struct pgsrc_column {
     char *name;
