@@ -4,6 +4,7 @@
 #ifndef DS_SYNC_JOB_H
 #define DS_SYNC_JOB_H
 
+#include "common/runner.h"
 #include "source/horizon.h"
 #include "store/tables.h"
 #include "sync/incremental.h"
@@ -35,7 +36,7 @@ typedef enum job_step {
 const char *job_step_name(job_step step);
 
 typedef struct table_job {
-    pthread_t thread;
+    ds_runner_task runner; /* the kept thread it runs on */
     store *st;
     const cfg_config *cfg;
     const cfg_source *src;
