@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "common/clock.h"
-#include "common/runner.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "publish/publish.h"
@@ -564,15 +563,16 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
     r->trigger = trigger;
     r->started_mono = ds_monotonic_s();
     sync_now_iso(r->started_iso, sizeof r->started_iso);
-    /* On a kept thread (common/runner.h): nothing joins it; shutdown waits
-     * on j->active. */
-    if (!ds_runner_start(NULL, sync_thread, a)) {
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, sync_thread, a);
+    if (rc != 0) {
         config_unpin(a->cfg);
         free(a);
         r->syncing = false;
-        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync thread", r->name);
+        ds_error_set(err, DS_ERR_NOMEM, "%s: cannot start a sync thread: %s", r->name, strerror(rc));
         return JOBS_FAILED;
     }
+    pthread_detach(t); /* the thread ends alone; shutdown waits on j->active */
     j->active++;
     return JOBS_STARTED;
 }

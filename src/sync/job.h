@@ -4,7 +4,6 @@
 #ifndef DS_SYNC_JOB_H
 #define DS_SYNC_JOB_H
 
-#include "common/runner.h"
 #include "source/horizon.h"
 #include "store/tables.h"
 #include "sync/incremental.h"
@@ -36,7 +35,7 @@ typedef enum job_step {
 const char *job_step_name(job_step step);
 
 typedef struct table_job {
-    ds_runner_task runner; /* the kept thread it runs on */
+    pthread_t thread;
     store *st;
     const cfg_config *cfg;
     const cfg_source *src;

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "common/clock.h"
-#include "common/runner.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "sync/commit.h"
@@ -43,11 +42,11 @@ static bool run_jobs(table_job *jobs, size_t njobs, sync_report *report, ds_erro
 {
     size_t started = 0;
     for (; started < njobs; started++)
-        if (!ds_runner_start(&jobs[started].runner, job_main, &jobs[started]))
+        if (pthread_create(&jobs[started].thread, NULL, job_main, &jobs[started]) != 0)
             break;
     bool ok = started == njobs || ds_error_set(err, DS_ERR_NOMEM, "cannot start a sync thread");
     for (size_t i = 0; i < started; i++) {
-        ds_runner_join(&jobs[i].runner);
+        pthread_join(jobs[i].thread, NULL);
         for (size_t w = 0; w < jobs[i].warnings.nwarnings; w++)
             sync_report_warning(report, "%s", jobs[i].warnings.warnings[w]);
         if (!jobs[i].ok && ok) {
