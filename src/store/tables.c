@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "store/metadata.h"
 #include "store/store.h"
 
 bool store_append_typed_literal(ds_buf *b, const char *value, const char *type)
@@ -317,22 +318,12 @@ static void append_past_start(ds_buf *b, const store_batch *batch)
     store_append_typed_literal(b, batch->start, batch->type);
 }
 
-/* Their maximum, as a scalar subquery (measuring), or as measured (merging:
- * an upsert deletes stored rows before it inserts, so the maximum must not
- * be computed again). */
+/* Their maximum, as measured: a literal, not a subquery, as an upsert
+ * deletes stored rows before it inserts (and a slice inserts before the
+ * next), so the maximum must not be computed again. */
 static void append_stored_max(ds_buf *b, const store_batch *batch)
 {
-    if (batch->shape != NULL && batch->shape->stored_max != NULL) {
-        store_append_typed_literal(b, batch->shape->stored_max, batch->type);
-        return;
-    }
-    ds_buf_append(b, "(SELECT max(");
-    ds_buf_append_ident(b, batch->order_col);
-    ds_buf_append(b, ") FROM ");
-    ds_buf_append_ident(b, batch->table);
-    ds_buf_append(b, " WHERE ");
-    append_past_start(b, batch);
-    ds_buf_append(b, ")");
+    store_append_typed_literal(b, batch->shape->stored_max, batch->type);
 }
 
 /* Which rows of the staging or the stored table a part of a measured
@@ -424,7 +415,7 @@ static void append_new_rows(ds_buf *b, const store_batch *batch, int64_t slices,
         ds_buf_append(b, batch->staging_ref);
         return;
     }
-    if (batch->overlap && batch->shape != NULL) {
+    if (batch->overlap && batch->shape != NULL && store_overlap_usable(batch->shape)) {
         append_measured_new_rows(b, batch, slices, slice);
         return;
     }
@@ -580,17 +571,11 @@ int64_t store_merge_slices(int64_t rows, int64_t row_bytes, int64_t memory_limit
     return slices >= MERGE_MAX_SLICES ? MERGE_MAX_SLICES : (int64_t)ceil(slices);
 }
 
-/* Runs a built SELECT of one row. */
+/* Runs a built SELECT (freed here). */
 static bool query_row(duckdb_connection con, char *sql, duckdb_result *res, ds_error *err)
 {
-    if (sql == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    bool ok = duckdb_query(con, sql, res) == DuckDBSuccess;
+    bool ok = store_query_result(con, sql, res, err);
     free(sql);
-    if (!ok) {
-        ds_error_set(err, DS_ERR_STORE, "DuckDB: %s", duckdb_result_error(res));
-        duckdb_destroy_result(res);
-    }
     return ok;
 }
 
