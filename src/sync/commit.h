@@ -9,7 +9,8 @@
 
 /* Where a commit's time went (duckstore -v): merging each table and its
  * metadata, the view and counts, the status, and the COMMIT (or, quiet:
- * the ROLLBACK of a sync that changed nothing). */
+ * a sync that changed nothing, which begins no transaction, or rolls back
+ * one that a statement writing nothing began). */
 typedef struct commit_steps {
     double apply_ms[CFG_MAX_QUERIES];
     double ids_ms; /* dataset_id uniqueness of the rows a batch added */

@@ -216,10 +216,11 @@ static char *conn_key(const cfg_source *src)
     return ds_buf_take(&b);
 }
 
-/* A kept connection of this key, registered for cancellation and checked
- * with a round trip (the server may have closed it while idle), or false
- * when none is usable. */
-static bool take_kept(const sync_options *opt, const char *key, pgsrc_conn *conn)
+/* A kept connection of this key, registered for cancellation, or false
+ * when none is usable. check: with a round trip (the server may have
+ * closed it while idle); else the caller's first statement is the check
+ * (sync_connect_then). */
+static bool take_kept(const sync_options *opt, const char *key, bool check, pgsrc_conn *conn)
 {
     sync_conn_pool *pool = opt->conns;
     for (;;) {
@@ -240,6 +241,8 @@ static bool take_kept(const sync_options *opt, const char *key, pgsrc_conn *conn
             return false;
         }
         attach(opt, conn);
+        if (!check && conn_idle(conn))
+            return true;
         double silence = conn->silence_s;
         if (conn->silence_s > KEPT_CHECK_SILENCE_S)
             conn->silence_s = KEPT_CHECK_SILENCE_S;
@@ -319,13 +322,17 @@ static bool connect_new(const cfg_source *src, const sync_options *opt, pgsrc_co
     return pgsrc_connect(src->url, src->query_timeout_s, conn, err);
 }
 
-bool sync_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err)
+/* *kept: the connection is a kept one (else new). */
+static bool connect_any(const cfg_source *src, const sync_options *opt, bool check_kept, pgsrc_conn *conn,
+                        bool *kept, ds_error *err)
 {
+    *kept = false;
     if (sync_cancelled(opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
     char *key = NULL;
-    if (opt->conns != NULL && (key = conn_key(src)) != NULL && take_kept(opt, key, conn)) {
+    if (opt->conns != NULL && (key = conn_key(src)) != NULL && take_kept(opt, key, check_kept, conn)) {
         lend(opt->conns, conn, key);
+        *kept = true;
         return true;
     }
     if (sync_cancelled(opt)) {
@@ -341,6 +348,42 @@ bool sync_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *co
     if (key != NULL)
         lend(opt->conns, conn, key);
     return true;
+}
+
+bool sync_connect(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn, ds_error *err)
+{
+    bool kept = false;
+    return connect_any(src, opt, true, conn, &kept, err);
+}
+
+/* A statement failed for a reason of the connection's own: the server
+ * closed it, it was reset, or it stayed silent. */
+static bool conn_gone(const pgsrc_conn *conn)
+{
+    return conn->hung || PQstatus(conn->pg) != CONNECTION_OK;
+}
+
+bool sync_connect_then(const cfg_source *src, const sync_options *opt, pgsrc_conn *conn,
+                       sync_first_statement first, void *ctx, ds_error *err)
+{
+    for (;;) {
+        bool kept = false;
+        if (!connect_any(src, opt, false, conn, &kept, err))
+            return false;
+        double silence = conn->silence_s;
+        if (kept && conn->silence_s > KEPT_CHECK_SILENCE_S)
+            conn->silence_s = KEPT_CHECK_SILENCE_S;
+        bool ok = first(conn, ctx, err);
+        conn->silence_s = silence;
+        if (ok)
+            return true;
+        bool again = kept && conn_gone(conn) && !sync_cancelled(opt);
+        if (again)
+            ds_log_debug("a kept PostgreSQL connection did not answer (%s); connecting anew", err->msg);
+        sync_disconnect(opt, conn, false);
+        if (!again)
+            return false;
+    }
 }
 
 /* Keeps a connection given back: while the pool is full its oldest idle

@@ -73,12 +73,16 @@ const char *job_step_name(job_step step)
 /* `duckstore -v` logs how long each step of a sync took: the first thing
  * to look at when a sync is slower than expected. The sync's summary line
  * repeats them (sync.c). */
-static void trace_step(table_job *job, job_step step, const char *what, double *since)
+static void trace_step_until(table_job *job, job_step step, const char *what, double *since, double now)
 {
-    double now = ds_monotonic_s();
     job->step_ms[step] = (now - *since) * 1e3;
     ds_log_debug("%s: %s in %.1f ms", job->plan->table, what, job->step_ms[step]);
     *since = now;
+}
+
+static void trace_step(table_job *job, job_step step, const char *what, double *since)
+{
+    trace_step_until(job, step, what, since, ds_monotonic_s());
 }
 
 /* "name TYPE\n" per column, and the row cap: equal signatures mean an
@@ -169,14 +173,24 @@ const char *job_decision_text(job_decision why)
     return why <= JOB_FULL_SCHEMA_CHANGED ? texts[why] : "?";
 }
 
-bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+/* The query's columns: the first statement on a job's connection
+ * (sync_connect_then). */
+static bool describe_query(pgsrc_conn *pg, void *ctx, ds_error *err)
+{
+    table_job *job = ctx;
+    job->described_from = ds_monotonic_s();
+    pgsrc_desc_free(&job->desc);
+    if (pgsrc_describe(pg, job->plan->sql, &job->desc, err))
+        return true;
+    cfg_plan_error_prefix(job->src, job->plan, job->desc.error_at, err);
+    return false;
+}
+
+/* What the description says: incremental or full, and how. */
+static bool decide(table_job *job, duckdb_connection duck)
 {
     ds_error *err = &job->err;
     const cfg_source *src = job->src;
-    if (!pgsrc_describe(pg, job->plan->sql, &job->desc, err)) {
-        cfg_plan_error_prefix(src, job->plan, job->desc.error_at, err);
-        return false;
-    }
     if (!sync_check_query(src, job->plan, &job->desc, &job->warnings, err))
         return false;
     int idx = src->incremental_column ? pgsrc_desc_find(&job->desc, src->incremental_column) : -1;
@@ -192,6 +206,11 @@ bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection d
                  job->incremental ? "incremental" : "full", job_decision_text(job->why),
                  job->old_watermark ? "; watermark " : "", job->old_watermark ? job->old_watermark : "");
     return true;
+}
+
+bool job_describe_and_decide(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
+{
+    return describe_query(pg, job, &job->err) && decide(job, duck);
 }
 
 /* A full load's staging table is made before the read; an incremental
@@ -484,10 +503,11 @@ static void check_loaded_ids(table_job *job, duckdb_connection duck)
         job->batch_ids_unique = unique;
 }
 
+/* After the connection and the query's description (job_main). */
 static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
 {
-    double t = ds_monotonic_s();
-    if (!job_describe_and_decide(job, pg, duck))
+    double t = job->described_from;
+    if (!decide(job, duck))
         return false;
     trace_step(job, JOB_STEP_DESCRIBE, "described and decided", &t);
     if (!name_staging(job) || (!job->incremental && !create_staging(job, duck, &job->err)))
@@ -534,9 +554,9 @@ void *job_main(void *arg)
     duckdb_connection duck = NULL;
     job->ok = false;
     double t = ds_monotonic_s();
-    if (!sync_connect(job->src, job->opt, &pg, &job->err))
+    if (!sync_connect_then(job->src, job->opt, &pg, describe_query, job, &job->err))
         return NULL;
-    trace_step(job, JOB_STEP_CONNECT, "connected to PostgreSQL", &t);
+    trace_step_until(job, JOB_STEP_CONNECT, "connected to PostgreSQL", &t, job->described_from);
     if (store_connect_kept(job->st, &duck, &job->err)) {
         job->ok = run_job(job, &pg, duck);
         store_disconnect_kept(job->st, &duck, job->ok);

@@ -24,8 +24,8 @@ typedef enum job_decision {
 
 /* The steps of a job, timed for duckstore -v. */
 typedef enum job_step {
-    JOB_STEP_CONNECT,  /* a PostgreSQL connection: a kept one, checked, or a new one */
-    JOB_STEP_DESCRIBE, /* describe the query, read the table's metadata, decide */
+    JOB_STEP_CONNECT,  /* a PostgreSQL connection: a kept one, or a new one */
+    JOB_STEP_DESCRIBE, /* describe the query (a kept connection's check), read the table's metadata, decide */
     JOB_STEP_STAGING,  /* create the staging table */
     JOB_STEP_HORIZON,  /* commit horizon, the read's snapshot, late commits, read start */
     JOB_STEP_READ,     /* COPY into the staging table */
@@ -84,6 +84,7 @@ typedef struct table_job {
      * dataset_id stored at most once (1), do not (0), not checked (-1). */
     int batch_ids_unique;
     double step_ms[JOB_NSTEPS];
+    double described_from; /* when the (last) description of the query began */
     sync_report warnings;
     bool ok;
     ds_error err;

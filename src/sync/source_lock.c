@@ -164,14 +164,28 @@ static bool end_leftover(const cfg_source *src, source_lock *lock, const lock_ho
     }
 }
 
+typedef struct lock_try {
+    const cfg_source *src;
+    source_lock *lock;
+    bool got;
+} lock_try;
+
+static bool first_try(pgsrc_conn *conn, void *ctx, ds_error *err)
+{
+    lock_try *t = ctx;
+    (void)conn; /* t->lock->conn */
+    return try_lock(t->src, t->lock, &t->got, err);
+}
+
 bool source_lock_take(const cfg_source *src, const sync_options *opt, source_lock *lock, ds_error *err)
 {
     memset(lock, 0, sizeof *lock);
-    if (!sync_connect(src, opt, &lock->conn, err))
+    lock_try first = {.src = src, .lock = lock};
+    if (!sync_connect_then(src, opt, &lock->conn, first_try, &first, err))
         return false;
-    bool got = false;
-    bool ok = try_lock(src, lock, &got, err);
-    if (ok && !got) {
+    bool got = first.got;
+    bool ok = true;
+    if (!got) {
         lock_holder holder;
         find_holder(&lock->conn, src->name, &holder);
         if (holder.pid != 0 && is_leftover(src->name, holder.pid, holder.started, true))
@@ -182,7 +196,7 @@ bool source_lock_take(const cfg_source *src, const sync_options *opt, source_loc
                               "lock held by %s); one instance syncs a source at a time, so the data stays as "
                               "it was; remove the source from one instance's config",
                               src->name, holder.described);
-    } else if (ok) {
+    } else {
         is_leftover(src->name, 0, "", true); /* gone by itself */
     }
     if (!ok)

@@ -106,7 +106,7 @@ static void log_steps(const cfg_source *src, const table_job *jobs, size_t njobs
         for (size_t i = 0; i < njobs; i++)
             ds_buf_appendf(&b, "; merge %s %.1f", jobs[i].plan->table, c->apply_ms[i]);
         ds_buf_appendf(&b, "; ids %.1f; view and counts %.1f; status %.1f; %s %.1f", c->ids_ms, c->view_ms,
-                       c->status_ms, c->quiet ? "rollback (nothing written)" : "commit", c->commit_ms);
+                       c->status_ms, c->quiet ? "nothing written" : "commit", c->commit_ms);
     }
     ds_buf_appendf(&b, "; unlock %.1f; total %.1f", steps->unlock_ms, total_ms);
     if (ds_buf_str(&b) != NULL)
