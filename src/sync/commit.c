@@ -65,7 +65,8 @@ static bool apply_rows(commit_txn *txn, table_job *job, ds_error *err)
      * only. */
     inc_batch batch = job_batch(job);
     return batch_stored(job) || job->rows_loaded == 0 ||
-           (txn_write(txn, err) && inc_apply(txn->duck, &batch, &job->rows_inserted, &job->rows_updated, err));
+           (txn_write(txn, err) &&
+            inc_apply(txn->duck, &batch, &job->rows_inserted, &job->rows_updated, err));
 }
 
 /* The same transactions, by xid and read start, in any order. */
