@@ -25,8 +25,9 @@
 #   catches up from the slot, timed from process start to exit (the
 #   process, the DuckDB file and the connections included); apply rate ÷
 #   production rate is the ratio. Once in transactions of 10 changes (the
-#   mix above) and once in transactions of 10,000 (7,000 inserts, 2,000
-#   updates, 1,000 deletes), BENCH_REPEAT runs each, alternating.
+#   mix above), once in transactions of 10,000 (7,000 inserts, 2,000
+#   updates, 1,000 deletes) and once in transactions of 10,000 inserts (an
+#   event or trace stream), BENCH_REPEAT runs each, alternating.
 # After each part the cache must equal the table (count, sums, key range).
 # The measured server and syncs have memory_limit BENCH_CDC_MEMORY: at the
 # default (64MB) a catch-up of the second small backlog (the table then at
@@ -218,7 +219,7 @@ cdc_steady() { # RATE
   cdc_put "${name}_lag" "$(awk '/schedule lag: avg/ { print $6 "/" $8; exit }' "$work/cdc_pgbench.out" | tr -d ')(')"
 }
 
-# One backlog: SHAPE small or bulk, written with the server stopped and
+# One backlog: SHAPE small, bulk or inserts, written with the server stopped and
 # caught up by `duckstore sync`; both timed with run.sh's measure.
 cdc_run_backlog() { # SHAPE TRANSACTIONS-PER-CLIENT
   local before
@@ -259,6 +260,7 @@ VACUUM ANALYZE bench_cdc.events;
 SQL
   cdc_mix 7 2 1 >"$work/cdc_small.sql"
   cdc_mix 7000 2000 1000 >"$work/cdc_bulk.sql"
+  cdc_mix 10000 0 0 >"$work/cdc_inserts.sql"
   mkdir -p "$work/cdc"
   printf 'duckdb:\n  path: %s/cdc.duckdb\n  memory_limit: %s\n' "$work" "$cdc_memory" >"$work/cdc/duckdb.yaml"
   cat >"$work/cdc/cdcbench_db.yaml" <<YAML
@@ -292,6 +294,8 @@ YAML
     cdc_run_backlog small "$((cdc_backlog >= 20 ? cdc_backlog / 20 : 1))"
     log "run $run/$repeat: cdc backlog of $cdc_backlog changes in transactions of 10,000, then duckstore sync"
     cdc_run_backlog bulk "$((cdc_backlog >= 20000 ? cdc_backlog / 20000 : 1))"
+    log "run $run/$repeat: cdc backlog of $cdc_backlog inserts in transactions of 10,000, then duckstore sync"
+    cdc_run_backlog inserts "$((cdc_backlog >= 20000 ? cdc_backlog / 20000 : 1))"
   done
   cdc_load_end="$(uptime | sed 's/.*load average: //')"
   psql "$DUCKSTORE_TEST_PG" -q -c "SELECT pg_drop_replication_slot('duckstore_cdcbench')" \
@@ -359,10 +363,11 @@ cdc_report() {
   echo "| backlog | changes | PostgreSQL writes s | spread | changes/s | PostgreSQL decodes s | changes/s | duckstore sync s | spread | changes/s | peak RSS MB | apply ÷ writes | apply ÷ decodes |"
   echo "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
   local shape label pm plo phi dm am alo ahi rss
-  for shape in small bulk; do
+  for shape in small bulk inserts; do
     case "$shape" in
       small) label="transactions of 10 changes" ;;
       bulk) label="transactions of 10,000 changes" ;;
+      inserts) label="transactions of 10,000 inserts" ;;
     esac
     read -r pm plo phi _ <<<"$(stat_of "cdc_pg_$shape")"
     read -r dm _ _ _ <<<"$(stat_of "cdc_decode_$shape")"

@@ -81,6 +81,10 @@ typedef struct target_state {
     arena mem;
     size_t bytes;
     bool any_unresolved;
+    /* Every change of the batch is an insert: no stored row has its key
+     * (the initial load and the stream meet without overlap, and a commit
+     * is applied once), so nothing stored is replaced. */
+    bool only_inserts;
     bool temp_ready; /* temp tables created for the current relation */
     char final_name[48], keys_name[48];
 } target_state;
@@ -108,6 +112,7 @@ cdc_applier *cdc_applier_new(duckdb_connection duck, const cdc_target_spec *targ
     a->n = ntargets;
     for (size_t i = 0; i < ntargets; i++) {
         a->t[i].spec = &targets[i];
+        a->t[i].only_inserts = true;
         snprintf(a->t[i].final_name, sizeof a->t[i].final_name, "_duckstore_cdc_rows_%zu", i);
         snprintf(a->t[i].keys_name, sizeof a->t[i].keys_name, "_duckstore_cdc_keys_%zu", i);
     }
@@ -122,6 +127,7 @@ static void clear_batch(target_state *t)
     t->mem.len = 0;
     t->bytes = 0;
     t->any_unresolved = false;
+    t->only_inserts = true;
 }
 
 static void free_relation(target_state *t)
@@ -446,6 +452,8 @@ bool cdc_applier_change(cdc_applier *a, size_t target, const pgo_message *m, ds_
                             t->spec->table, (unsigned)(nt ? nt->ncols : ot->ncols), t->ncols);
     if (m->kind == PGO_DELETE && ot == NULL)
         return ds_error_set(err, DS_ERR_SOURCE, "a delete of %s arrived without its key", t->spec->table);
+    if (m->kind != PGO_INSERT)
+        t->only_inserts = false;
     size_t before = t->mem.len;
     /* The key the change leaves (old) and the one it writes (new). */
     size_t old_off = t->mem.len;
@@ -755,14 +763,19 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
     if (t->any_unresolved && !fill_unresolved(a, t, err))
         return false;
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "DELETE FROM ");
-    ds_buf_append_ident(&b, t->spec->table);
-    ds_buf_append(&b, " AS t USING ");
-    ds_buf_append_ident(&b, t->keys_name);
-    ds_buf_append(&b, " AS k WHERE ");
-    append_key_equality(&b, t, "t", "k", true);
-    if (!exec_buf(a->duck, &b, err))
-        return false;
+    /* The rows the batch replaces or deletes: a join over the whole
+     * table, which inserts alone need not pay (an insert-only stream, the
+     * common one for events and traces, appends). */
+    if (!t->only_inserts) {
+        ds_buf_append(&b, "DELETE FROM ");
+        ds_buf_append_ident(&b, t->spec->table);
+        ds_buf_append(&b, " AS t USING ");
+        ds_buf_append_ident(&b, t->keys_name);
+        ds_buf_append(&b, " AS k WHERE ");
+        append_key_equality(&b, t, "t", "k", true);
+        if (!exec_buf(a->duck, &b, err))
+            return false;
+    }
     if (live > 0) {
         ds_buf_append(&b, "INSERT INTO ");
         ds_buf_append_ident(&b, t->spec->table);

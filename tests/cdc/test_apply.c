@@ -173,6 +173,37 @@ static void a_mixed_batch_ends_as_its_changes_one_by_one(void **state)
     cdc_applier_free(a);
 }
 
+/* A batch of inserts alone appends without looking for stored rows to
+ * replace; the batches before and after it that do replace rows still do. */
+static void insert_only_batches_append_and_later_batches_still_replace(void **state)
+{
+    fixture *f = *state;
+    tl_duck_exec(f->duck, "INSERT INTO orders VALUES (1, 'new', 'a')");
+    cdc_target_spec spec = plain_spec(NULL);
+    cdc_applier *a = new_applier(f, &spec);
+    apply(a, update(tuple("i:1", "s:paid", "s:a")));
+    flush(f, a);
+    assert_string_equal(contents(f, "orders"), "1:paid:a");
+    apply(a, insert(tuple("i:2", "s:new", "s:b")));
+    apply(a, insert(tuple("i:3", "s:new", "s:c")));
+    flush(f, a);
+    assert_string_equal(contents(f, "orders"), "1:paid:a|2:new:b|3:new:c");
+    /* A stored key deleted and inserted again, then one updated: replaced. */
+    apply(a, delete_key(tuple("i:2", "n", "n")));
+    apply(a, insert(tuple("i:2", "s:again", "s:b2")));
+    flush(f, a);
+    assert_string_equal(contents(f, "orders"), "1:paid:a|2:again:b2|3:new:c");
+    apply(a, insert(tuple("i:4", "s:new", "s:d")));
+    apply(a, update(tuple("i:3", "s:paid", "s:c")));
+    flush(f, a);
+    assert_string_equal(contents(f, "orders"), "1:paid:a|2:again:b2|3:paid:c|4:new:d");
+    apply(a, insert(tuple("i:5", "s:new", "s:e")));
+    flush(f, a);
+    assert_string_equal(contents(f, "orders"), "1:paid:a|2:again:b2|3:paid:c|4:new:d|5:new:e");
+    assert_int_equal(tl_duck_int(f->duck, "SELECT count(*) FROM orders"), 5);
+    cdc_applier_free(a);
+}
+
 static void a_key_updated_twice_in_one_batch_keeps_one_row(void **state)
 {
     fixture *f = *state;
@@ -335,6 +366,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_mixed_batch_ends_as_its_changes_one_by_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(insert_only_batches_append_and_later_batches_still_replace, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_key_updated_twice_in_one_batch_keeps_one_row, setup, teardown),
         cmocka_unit_test_setup_teardown(unchanged_toast_values_come_from_the_stored_row_or_the_batch, setup,
                                         teardown),
