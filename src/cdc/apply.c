@@ -98,6 +98,18 @@ struct cdc_applier {
     arena scratch; /* one synthesized COPY tuple */
 };
 
+/* An empty batch. */
+static void clear_batch(target_state *t)
+{
+    t->nentries = 0;
+    if (t->slots)
+        memset(t->slots, 0, t->nslots * sizeof *t->slots);
+    t->mem.len = 0;
+    t->bytes = 0;
+    t->any_unresolved = false;
+    t->only_inserts = true;
+}
+
 cdc_applier *cdc_applier_new(duckdb_connection duck, const cdc_target_spec *targets, size_t ntargets)
 {
     cdc_applier *a = calloc(1, sizeof *a);
@@ -112,22 +124,11 @@ cdc_applier *cdc_applier_new(duckdb_connection duck, const cdc_target_spec *targ
     a->n = ntargets;
     for (size_t i = 0; i < ntargets; i++) {
         a->t[i].spec = &targets[i];
-        a->t[i].only_inserts = true;
+        clear_batch(&a->t[i]);
         snprintf(a->t[i].final_name, sizeof a->t[i].final_name, "_duckstore_cdc_rows_%zu", i);
         snprintf(a->t[i].keys_name, sizeof a->t[i].keys_name, "_duckstore_cdc_keys_%zu", i);
     }
     return a;
-}
-
-static void clear_batch(target_state *t)
-{
-    t->nentries = 0;
-    if (t->slots)
-        memset(t->slots, 0, t->nslots * sizeof *t->slots);
-    t->mem.len = 0;
-    t->bytes = 0;
-    t->any_unresolved = false;
-    t->only_inserts = true;
 }
 
 static void free_relation(target_state *t)
