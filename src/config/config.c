@@ -574,6 +574,7 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.query_max_rows = 10000;
     cfg->store.threads = 1;
     cfg->store.read_threads = -1;
+    cfg->store.read_concurrency = -1;
     cfg->store.max_idle_source_connections = 8;
     cfg->store.idle_source_connection_timeout_s = 600;
     cfg->store.pg_max_connections = 64;
@@ -728,6 +729,14 @@ int cfg_serve_threads(const cfg_store *st)
         readers = cores > st->threads ? (int)cores - st->threads : 1;
     }
     return st->threads + readers;
+}
+
+int cfg_read_concurrency(const cfg_store *st)
+{
+    if (st->read_concurrency >= 0)
+        return st->read_concurrency;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 2 ? (int)cores : 2;
 }
 
 bool cfg_join_is_default(const cfg_source *src)

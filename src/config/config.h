@@ -39,6 +39,7 @@ typedef struct cfg_store {
     char *memory_limit;      /* DuckDB memory_limit, default 64MB per sync worker */
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
     int read_threads;        /* serve's extra threads for readers; -1: cfg_serve_threads' default */
+    int read_concurrency;    /* reader queries run at once in serve; 0: no limit; -1: the default */
     /* PostgreSQL connections `serve` keeps between syncs, all sources together. */
     int max_idle_source_connections;         /* default 8; 0 = keep none */
     double idle_source_connection_timeout_s; /* default 600; closed after this long unused */
@@ -219,6 +220,12 @@ bool cfg_join_is_default(const cfg_source *src);
  * (at least 1), so a dashboard's query uses the machine; 0 when threads
  * is 0 (one per core already). Other commands use threads alone. */
 int cfg_serve_threads(const cfg_store *st);
+
+/* The reader queries (PostgreSQL protocol, /api/store/query) DuckDB runs
+ * at once in serve, the others waiting their turn (store/read_gate.h): as
+ * configured, by default the cores, at least 2 (a short query need not
+ * wait behind one long one); 0: no limit. */
+int cfg_read_concurrency(const cfg_store *st);
 
 /* Copy of a postgresql:// URI or key=value conninfo with the password
  * replaced by "***". Caller frees. */

@@ -539,6 +539,8 @@ static const key_spec store_keys[] = {
      .expect = "an integer between 0 and 256 (0 = one per core)"},
     {"read_threads", .parse = parse_int, .field = STORE(read_threads), .min = 0, .max = 256,
      .expect = "an integer between 0 and 256"},
+    {"read_concurrency", .parse = parse_int, .field = STORE(read_concurrency), .min = 0, .max = 4096,
+     .expect = "an integer between 0 and 4096 (reader queries DuckDB runs at once; 0 = no limit)"},
     {"max_idle_source_connections", .parse = parse_int, .field = STORE(max_idle_source_connections), .min = 0,
      .max = 1024, .expect = "an integer between 0 and 1024 (0 = keep no idle connection)"},
     {"idle_source_connection_timeout", .parse = parse_number,

@@ -189,9 +189,10 @@ static void cancel_request(pgl_listener *l, uint32_t pid, uint32_t secret)
             continue;
         pthread_mutex_lock(&s->lock);
         /* A wrong secret is ignored without a word, as PostgreSQL does. */
-        if (CRYPTO_memcmp(&s->secret, &secret, sizeof secret) == 0 && s->running != NULL) {
+        if (CRYPTO_memcmp(&s->secret, &secret, sizeof secret) == 0 && (s->running != NULL || s->queued)) {
             s->cancelled = true;
-            duckdb_interrupt(s->running);
+            if (s->running != NULL)
+                duckdb_interrupt(s->running);
         }
         pthread_mutex_unlock(&s->lock);
     }
@@ -423,10 +424,11 @@ static void *watchdog_thread(void *arg)
         pthread_cond_timedwait(&l->cond, &l->lock, &until);
         for (pgs_slot *s = l->slots; s != NULL; s = s->next) {
             pthread_mutex_lock(&s->lock);
-            if (s->running != NULL && s->timeout_ms > 0 && !s->timed_out &&
+            if ((s->running != NULL || s->queued) && s->timeout_ms > 0 && !s->timed_out &&
                 ms_since(&s->started) >= s->timeout_ms) {
                 s->timed_out = true;
-                duckdb_interrupt(s->running);
+                if (s->running != NULL)
+                    duckdb_interrupt(s->running);
             }
             pthread_mutex_unlock(&s->lock);
         }

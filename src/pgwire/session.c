@@ -775,12 +775,42 @@ static void running(session *s, bool on)
     pthread_mutex_unlock(&s->slot->lock);
 }
 
-/* Starts a portal's result: execution, the result columns' writers. */
+/* A wait for the readers' turn ends: cancelled, timed out, shut down. */
+static bool stop_waiting(void *arg)
+{
+    pgs_slot *sl = arg;
+    pthread_mutex_lock(&sl->lock);
+    bool stop = sl->cancelled || sl->timed_out || sl->shutting_down;
+    pthread_mutex_unlock(&sl->lock);
+    return stop;
+}
+
+/* Waits for the readers' turn; false: stopped while waiting (reported as
+ * DuckDB's own interrupt would be). */
+static bool take_turn(session *s, size_t offset, const char *text)
+{
+    pthread_mutex_lock(&s->slot->lock);
+    s->slot->queued = true;
+    pthread_mutex_unlock(&s->slot->lock);
+    bool ok = read_gate_enter(store_read_gate(s->opt->st), stop_waiting, s->slot);
+    pthread_mutex_lock(&s->slot->lock);
+    s->slot->queued = false;
+    pthread_mutex_unlock(&s->slot->lock);
+    if (!ok)
+        duck_error(s, "INTERRUPT Error: Interrupted!", text, offset);
+    return ok;
+}
+
+/* Starts a portal's result: execution (in the readers' turn: what DuckDB
+ * does before the first rows), the result columns' writers. */
 static bool portal_start(session *s, portal *p, size_t offset, const char *text)
 {
+    if (!take_turn(s, offset, text))
+        return false; /* not started: a later Execute may try again */
     running(s, true);
     bool ok = duckdb_execute_pending(p->pending, &p->res) == DuckDBSuccess;
     running(s, false);
+    read_gate_leave(store_read_gate(s->opt->st));
     p->has_result = true;
     p->started = true;
     if (!ok) {

@@ -20,6 +20,7 @@ typedef struct pgs_slot {
     pthread_mutex_t lock;
     uint32_t pid, secret;
     duckdb_connection running; /* while a statement runs */
+    bool queued;               /* while it waits for its turn (store_read_gate) */
     struct timespec started;   /* of that statement */
     int64_t timeout_ms;        /* its statement_timeout; 0 = none */
     bool cancelled, timed_out, shutting_down;

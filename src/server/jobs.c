@@ -1274,5 +1274,15 @@ char *jobs_metrics_text(jobs *j)
     metric_header(&b, "duckstore_idle_source_connections", "gauge",
                   "PostgreSQL connections kept open between syncs, all sources.");
     ds_buf_appendf(&b, "duckstore_idle_source_connections %zu\n", idle);
+    read_gate_counts readers = read_gate_read(store_read_gate(j->st));
+    metric_header(&b, "duckstore_read_queries_running", "gauge",
+                  "Reader queries (PostgreSQL protocol, /api/store/query) DuckDB works on now.");
+    ds_buf_appendf(&b, "duckstore_read_queries_running %d\n", readers.running);
+    metric_header(&b, "duckstore_read_queries_waiting", "gauge",
+                  "Reader queries waiting for their turn (duckdb.read_concurrency).");
+    ds_buf_appendf(&b, "duckstore_read_queries_waiting %d\n", readers.waiting);
+    metric_header(&b, "duckstore_read_queries_waited_total", "counter",
+                  "Reader queries that had to wait for their turn, since the start.");
+    ds_buf_appendf(&b, "duckstore_read_queries_waited_total %llu\n", readers.waited_total);
     return ds_buf_take(&b);
 }

@@ -1300,6 +1300,24 @@ static void shape_free(result_shape *sh)
     free(sh->names);
 }
 
+/* A wait for the readers' turn ends with the query: its timeout, its
+ * client gone, shutdown. */
+static bool stop_waiting(void *arg)
+{
+    qjob *j = arg;
+    pthread_mutex_lock(&j->lock);
+    bool stop = j->cancelled;
+    pthread_mutex_unlock(&j->lock);
+    return stop;
+}
+
+/* The readers' turn (store/read_gate.h), shared with the PostgreSQL
+ * protocol's sessions; false: the query was stopped while it waited. */
+static bool take_turn(qjob *j)
+{
+    return read_gate_enter(store_read_gate(j->st), stop_waiting, j);
+}
+
 static void run_statement(qjob *j, duckdb_connection con)
 {
     duckdb_extracted_statements ex = NULL;
@@ -1325,12 +1343,20 @@ static void run_statement(qjob *j, duckdb_connection con)
         } else if (bind_params(j, ps)) {
             duckdb_pending_result pending = NULL;
             duckdb_result res;
+            bool failed = true;
             if (duckdb_pending_prepared_streaming(ps, &pending) == DuckDBError) {
                 refuse_failed(j, "the query failed", duckdb_pending_error(pending));
-            } else if (duckdb_execute_pending(pending, &res) == DuckDBError) {
-                refuse_failed(j, "the query failed", duckdb_result_error(&res));
-                duckdb_destroy_result(&res);
+            } else if (!take_turn(j)) {
+                refuse_failed(j, "the query failed", "INTERRUPT Error: Interrupted!");
             } else {
+                failed = duckdb_execute_pending(pending, &res) == DuckDBError;
+                read_gate_leave(store_read_gate(j->st));
+                if (failed) {
+                    refuse_failed(j, "the query failed", duckdb_result_error(&res));
+                    duckdb_destroy_result(&res);
+                }
+            }
+            if (!failed) {
                 result_shape sh = {0};
                 if (describe_result(j, &res, &sh)) {
                     if (j->fmt == FMT_PARQUET)

@@ -259,7 +259,8 @@ static bool open_store(http_server *srv, cfg_config *cfg, const http_options *op
                                .read_memory_limit = cfg->store.read_memory_limit
                                                         ? cfg->store.read_memory_limit
                                                         : CFG_READ_MEMORY_LIMIT_DEFAULT,
-                               .threads = cfg_serve_threads(&cfg->store)};
+                               .threads = cfg_serve_threads(&cfg->store),
+                               .read_concurrency = cfg_read_concurrency(&cfg->store)};
     if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err))
         return false;
     if (settings.threads > cfg->store.threads)
@@ -420,6 +421,8 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
                     why);
     if (was->read_threads != now->read_threads)
         ds_log_warn("config reload: duckdb.read_threads changed; %s", why);
+    if (was->read_concurrency != now->read_concurrency)
+        ds_log_warn("config reload: duckdb.read_concurrency changed; %s", why);
     if (was->query_concurrency != now->query_concurrency)
         ds_log_warn("config reload: duckdb.query_concurrency changed from %d to %d; %s",
                     was->query_concurrency, now->query_concurrency, why);
@@ -434,6 +437,7 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
         ds_log_warn("config reload: the pg_ settings (PostgreSQL protocol) changed; %s", why);
     now->threads = was->threads;
     now->read_threads = was->read_threads;
+    now->read_concurrency = was->read_concurrency;
     now->query_concurrency = was->query_concurrency;
     now->enabled = was->enabled;
 }

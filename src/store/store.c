@@ -46,6 +46,7 @@ struct store {
     duckdb_connection kept[STORE_KEPT_MAX];
     size_t nkept;
     meta_cache *meta;         /* the metadata tables' rows as last read */
+    read_gate *readers;       /* the readers' turn */
     stream_registry *streams; /* the insert streams running on db */
     _Atomic(void (*)(store *)) close_hook;
     _Atomic uint64_t generation; /* of db: unique in the process, new at each (re)open */
@@ -371,7 +372,8 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     }
     st->read_only = read_only;
     st->meta = meta_cache_new();
-    if (st->meta == NULL) {
+    st->readers = read_gate_new(settings ? settings->read_concurrency : 0);
+    if (st->meta == NULL || st->readers == NULL) {
         store_close(st);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
@@ -391,6 +393,11 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     return true;
 }
 
+read_gate *store_read_gate(store *st)
+{
+    return st->readers;
+}
+
 void store_set_close_hook(store *st, void (*hook)(store *st))
 {
     atomic_store(&st->close_hook, hook);
@@ -408,6 +415,7 @@ void store_close(store *st)
     free(st->pool);
     drop_kept(st);
     meta_cache_free(st->meta);
+    read_gate_free(st->readers);
     if (st->db != NULL)
         duckdb_close(&st->db);
     stream_registry_release(st->streams);

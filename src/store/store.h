@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "store/read_gate.h"
 
 /* An open DuckDB file; its fields are the store's own (store.c). */
 typedef struct store store;
@@ -33,6 +34,8 @@ typedef struct store_settings {
      * duckstore status); implied by read_only. A missing file fails with
      * DS_ERR_STORE saying that the store does not exist yet, and where. */
     bool must_exist;
+    /* Reader queries DuckDB runs at once (store_read_gate); 0: no limit. */
+    int read_concurrency;
 } store_settings;
 
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);
@@ -40,6 +43,9 @@ void store_close(store *st);
 /* Called by store_close first, while the file is open: the sync engine
  * saves there what it kept in memory (a quiet sync's status). */
 void store_set_close_hook(store *st, void (*hook)(store *st));
+
+/* The readers' turn (read_gate.h), sized by store_settings.read_concurrency. */
+read_gate *store_read_gate(store *st);
 
 /* The DuckDB file's path as given to store_open. */
 const char *store_path(const store *st);

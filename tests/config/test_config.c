@@ -743,6 +743,17 @@ static void test_serve_threads(void **state)
                      64 + (cores > 64 ? cores - 64 : 1));
 }
 
+/* The readers' turns: as configured (0: no limit), else the cores, at
+ * least 2. */
+static void test_read_concurrency(void **state)
+{
+    (void)state;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg_read_concurrency(&(cfg_store){.read_concurrency = 3}), 3);
+    assert_int_equal(cfg_read_concurrency(&(cfg_store){.read_concurrency = 0}), 0);
+    assert_int_equal(cfg_read_concurrency(&(cfg_store){.read_concurrency = -1}), cores > 2 ? cores : 2);
+}
+
 static void test_print_reads_back(void **state)
 {
     const char *dir = *state;
@@ -829,7 +840,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 25},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 26},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 18},
         {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
@@ -926,6 +937,10 @@ static const error_case error_cases[] = {
      {{"duckdb.yaml", "duckdb:\n  read_threads: -2\n"}},
      "duckdb.yaml:2:",
      {"read_threads must be an integer between 0 and 256"}},
+    {"read_concurrency not negative",
+     {{"duckdb.yaml", "duckdb:\n  read_concurrency: -1\n"}},
+     "duckdb.yaml:2:",
+     {"read_concurrency must be an integer between 0 and 4096", "0 = no limit"}},
     {"max_sync_rows not negative",
      {{"duckdb.yaml", "duckdb:\n  max_sync_rows: -1\n"}},
      "duckdb.yaml:2:",
@@ -1181,6 +1196,7 @@ int main(void)
         cmocka_unit_test(test_mask_conninfo),
         cmocka_unit_test_setup_teardown(test_print_runbook, setup_dir, teardown_dir),
         cmocka_unit_test(test_serve_threads),
+        cmocka_unit_test(test_read_concurrency),
         cmocka_unit_test_setup_teardown(test_print_reads_back, setup_dir, teardown_dir),
         cmocka_unit_test(test_every_listed_key_parses_as_itself),
     };

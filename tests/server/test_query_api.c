@@ -108,31 +108,6 @@ static void post_query(const char *body, const char *accept, tl_http_response *o
     }
 }
 
-/* The body of a chunked answer; *trailers (malloc'd) the trailer block. */
-static char *dechunk(const char *raw, char **trailers)
-{
-    size_t cap = strlen(raw) + 1, len = 0;
-    char *out = malloc(cap);
-    const char *p = raw;
-    for (;;) {
-        char *end;
-        unsigned long n = strtoul(p, &end, 16);
-        const char *data = strstr(end, "\r\n");
-        assert_non_null(data);
-        data += 2;
-        if (n == 0) {
-            if (trailers)
-                *trailers = strdup(data);
-            break;
-        }
-        memcpy(out + len, data, n);
-        len += n;
-        p = data + n + 2;
-    }
-    out[len] = '\0';
-    return out;
-}
-
 /* The JSON answer with its elapsed_ms (which varies) set to 0. */
 static char *without_elapsed(const char *body)
 {
@@ -154,7 +129,7 @@ static char *json_query(const char *body)
     if (r.status != 200)
         fail_msg("%s answered %d: %s", body, r.status, r.body);
     assert_string_equal(r.content_type, "application/json");
-    char *chunked = dechunk(r.body, NULL);
+    char *chunked = tl_http_dechunk(r.body, NULL);
     char *out = without_elapsed(chunked);
     free(chunked);
     tl_http_response_free(&r);
@@ -211,7 +186,7 @@ static void test_typed_json(void **state)
     free(got);
     tl_http_response r;
     post_query("{\"sql\":\"SELECT * FROM typ2_data ORDER BY id\",\"format\":\"csv\"}", NULL, &r);
-    char *csv = dechunk(r.body, NULL);
+    char *csv = tl_http_dechunk(r.body, NULL);
     assert_string_equal(csv,
                         "id,ok,r,b,j,t,iv\r\n"
                         "1,true,1.5,\\x00\\xFFA,\"{\"\"k\"\": [1, \"\"v\"\"]}\",12:30:00.25,P1DT1H30M\r\n"
@@ -243,7 +218,7 @@ static void test_ndjson_and_csv(void **state)
     post_query(sql, "application/x-ndjson", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.content_type, "application/x-ndjson");
-    char *trailers = NULL, *body = dechunk(r.body, &trailers);
+    char *trailers = NULL, *body = tl_http_dechunk(r.body, &trailers);
     assert_string_equal(
         body, "{\"id\":1,\"big\":\"9007199254740993\",\"dec\":\"1234.500\",\"dbl\":null,"
               "\"txt\":\"say \\\"hi\\\"\\nnext, line \u00fc\u20ac\U0001F600\",\"d\":\"2024-02-29\","
@@ -264,7 +239,7 @@ static void test_ndjson_and_csv(void **state)
     if (!tl_http_request(g_srv.port, "POST", "/api/store/query?format=ndjson", AUTH, both, strlen(both), &r))
         fail_msg("no answer");
     assert_int_equal(r.status, 200);
-    body = dechunk(r.body, NULL);
+    body = tl_http_dechunk(r.body, NULL);
     assert_string_equal(body, "{\"a\":1}\n");
     free(body);
     tl_http_response_free(&r);
@@ -274,7 +249,7 @@ static void test_ndjson_and_csv(void **state)
         fail_msg("no answer");
     assert_int_equal(r.status, 200);
     assert_string_equal(r.content_type, "text/csv; charset=utf-8; header=present");
-    body = dechunk(r.body, &trailers);
+    body = tl_http_dechunk(r.body, &trailers);
     assert_string_equal(
         body,
         "id,big,dec,dbl,txt,d,tstz,tags\r\n"
@@ -409,7 +384,7 @@ static void test_params_bound(void **state)
                                 "&param=it%27s%3B+DROP+TABLE+typ_data&param=%22q%22&format=ndjson",
                                 AUTH, NULL, 0, &r));
     assert_int_equal(r.status, 200);
-    char *body = dechunk(r.body, NULL);
+    char *body = tl_http_dechunk(r.body, NULL);
     assert_string_equal(body, "{\"a\":\"it's; DROP TABLE typ_data\",\"b\":\"\\\"q\\\"\"}\n");
     free(body);
     tl_http_response_free(&r);
@@ -487,7 +462,7 @@ static void test_max_rows(void **state)
     tl_http_response r;
     post_query("{\"sql\":\"SELECT range AS n FROM range(10)\",\"max_rows\":4,\"format\":\"csv\"}", NULL, &r);
     assert_int_equal(r.status, 200);
-    char *trailers = NULL, *body = dechunk(r.body, &trailers);
+    char *trailers = NULL, *body = tl_http_dechunk(r.body, &trailers);
     assert_string_equal(body, "n\r\n0\r\n1\r\n2\r\n3\r\n");
     assert_string_equal(trailers, "X-Duckstore-Row-Count: 4\r\nX-Duckstore-Truncated: true\r\n\r\n");
     free(body);

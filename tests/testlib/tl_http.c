@@ -518,3 +518,27 @@ long long tl_server_count(const tl_server *srv, const char *table, const char *w
     tl_http_response_free(&resp);
     return n;
 }
+
+char *tl_http_dechunk(const char *raw, char **trailers)
+{
+    size_t cap = strlen(raw) + 1, len = 0;
+    char *out = malloc(cap);
+    const char *p = raw;
+    for (;;) {
+        char *end;
+        unsigned long n = strtoul(p, &end, 16);
+        const char *data = strstr(end, "\r\n");
+        assert_non_null(data);
+        data += 2;
+        if (n == 0) {
+            if (trailers)
+                *trailers = strdup(data);
+            break;
+        }
+        memcpy(out + len, data, n);
+        len += n;
+        p = data + n + 2;
+    }
+    out[len] = '\0';
+    return out;
+}

@@ -28,6 +28,10 @@ bool tl_http_request(uint16_t port, const char *method, const char *target, cons
                      const char *body, size_t body_len, tl_http_response *out);
 void tl_http_response_free(tl_http_response *resp);
 
+/* The body of a chunked answer (malloc'd); *trailers (malloc'd, when not
+ * NULL) the trailer block. */
+char *tl_http_dechunk(const char *raw, char **trailers);
+
 /* Value of a response header (case-insensitive name) copied into buf, or
  * NULL when absent. */
 const char *tl_http_header(const tl_http_response *resp, const char *name, char *buf, size_t cap);

@@ -1,0 +1,143 @@
+/* The readers' turn (read_gate.h): a counted slot and a line of waiters,
+ * each with its own condition, so a slot set free wakes only the first. */
+#include "store/read_gate.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef struct waiter {
+    pthread_cond_t turn;
+    bool admitted; /* the slot was handed over */
+    struct waiter *next;
+} waiter;
+
+struct read_gate {
+    pthread_mutex_t lock;
+    int slots, running, waiting;
+    unsigned long long waited_total;
+    waiter *head, *tail;
+};
+
+read_gate *read_gate_new(int slots)
+{
+    read_gate *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    pthread_mutex_init(&g->lock, NULL);
+    g->slots = slots > 0 ? slots : 0;
+    return g;
+}
+
+void read_gate_free(read_gate *g)
+{
+    if (g == NULL)
+        return;
+    pthread_mutex_destroy(&g->lock);
+    free(g);
+}
+
+static void unlink_waiter(read_gate *g, waiter *w)
+{
+    waiter *prev = NULL;
+    for (waiter *p = g->head; p != NULL; prev = p, p = p->next) {
+        if (p != w)
+            continue;
+        if (prev == NULL)
+            g->head = p->next;
+        else
+            prev->next = p->next;
+        if (g->tail == p)
+            g->tail = prev;
+        break;
+    }
+    g->waiting--;
+}
+
+/* Called holding g->lock: the slot of a query that ends (or of a waiter
+ * that was handed one and gave up) goes to the first in line. */
+static void pass_on(read_gate *g)
+{
+    waiter *w = g->head;
+    if (w == NULL) {
+        g->running--;
+        return;
+    }
+    unlink_waiter(g, w);
+    w->admitted = true;
+    pthread_cond_signal(&w->turn);
+}
+
+bool read_gate_enter(read_gate *g, read_gate_stop_fn stop, void *arg)
+{
+    if (g == NULL)
+        return true;
+    pthread_mutex_lock(&g->lock);
+    if (g->slots == 0 || (g->running < g->slots && g->head == NULL)) {
+        g->running++;
+        pthread_mutex_unlock(&g->lock);
+        return true;
+    }
+    g->waited_total++;
+    waiter w = {.admitted = false, .next = NULL};
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.turn, &attr);
+    pthread_condattr_destroy(&attr);
+    if (g->tail != NULL)
+        g->tail->next = &w;
+    else
+        g->head = &w;
+    g->tail = &w;
+    g->waiting++;
+    bool stopped = false;
+    while (!w.admitted && !stopped) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += READ_GATE_POLL_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w.turn, &g->lock, &until);
+        if (!w.admitted && stop != NULL) {
+            /* stop takes its own locks: not under the gate's */
+            pthread_mutex_unlock(&g->lock);
+            stopped = stop(arg);
+            pthread_mutex_lock(&g->lock);
+        }
+    }
+    if (!w.admitted)
+        unlink_waiter(g, &w);
+    else if (stopped)
+        pass_on(g); /* handed a slot while deciding to stop: the next one takes it */
+    pthread_mutex_unlock(&g->lock);
+    pthread_cond_destroy(&w.turn);
+    return !stopped;
+}
+
+void read_gate_leave(read_gate *g)
+{
+    if (g == NULL)
+        return;
+    pthread_mutex_lock(&g->lock);
+    if (g->slots == 0)
+        g->running--;
+    else
+        pass_on(g);
+    pthread_mutex_unlock(&g->lock);
+}
+
+read_gate_counts read_gate_read(read_gate *g)
+{
+    read_gate_counts c = {0};
+    if (g == NULL)
+        return c;
+    pthread_mutex_lock(&g->lock);
+    c.running = g->running;
+    c.waiting = g->waiting;
+    c.waited_total = g->waited_total;
+    pthread_mutex_unlock(&g->lock);
+    return c;
+}
