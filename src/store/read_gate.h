@@ -5,7 +5,9 @@
  * on 2 cores ran 2.4 a second and spilled 260MB to disk, where one or two
  * at a time ran 6 a second within 400MB. A slot is held while DuckDB works
  * towards a result's first rows (a join's hash table, a sort, an
- * aggregate); streaming the rows after that holds none. */
+ * aggregate); streaming the rows after that holds none. The AXIS data
+ * pages do not take turns: they run on the HTTP server's four threads,
+ * which a wait behind a long query would take from /health and /metrics. */
 #ifndef DS_STORE_READ_GATE_H
 #define DS_STORE_READ_GATE_H
 
