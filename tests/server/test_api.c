@@ -269,7 +269,16 @@ static void test_endpoints_and_errors(void **state)
     snprintf(
         text + len, sizeof text - len, "%s",
         "# HELP duckstore_idle_source_connections PostgreSQL connections kept open between syncs, all "
-        "sources.\n# TYPE duckstore_idle_source_connections gauge\nduckstore_idle_source_connections 0\n");
+        "sources.\n# TYPE duckstore_idle_source_connections gauge\nduckstore_idle_source_connections 0\n"
+        "# HELP duckstore_read_queries_running Reader queries (PostgreSQL protocol, /api/store/query) DuckDB "
+        "works on now.\n# TYPE duckstore_read_queries_running gauge\nduckstore_read_queries_running 0\n"
+        "# HELP duckstore_read_queries_waiting Reader queries waiting for their turn "
+        "(duckdb.read_concurrency).\n# TYPE duckstore_read_queries_waiting gauge\n"
+        "duckstore_read_queries_waiting 0\n"
+        "# HELP duckstore_read_queries_waited_total Reader queries that had to wait for their turn, since "
+        "the "
+        "start.\n# TYPE duckstore_read_queries_waited_total counter\nduckstore_read_queries_waited_total "
+        "0\n");
     assert_string_equal(resp.body, text);
     tl_http_response_free(&resp);
 
