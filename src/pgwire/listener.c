@@ -20,6 +20,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "pgwire/auth.h"
@@ -414,13 +415,7 @@ static void *watchdog_thread(void *arg)
     pgl_listener *l = arg;
     pthread_mutex_lock(&l->lock);
     while (!l->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += WATCHDOG_TICK_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = ds_timespec_in(CLOCK_REALTIME, WATCHDOG_TICK_MS);
         pthread_cond_timedwait(&l->cond, &l->lock, &until);
         for (pgs_slot *s = l->slots; s != NULL; s = s->next) {
             pthread_mutex_lock(&s->lock);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "store/read_functions.h"
@@ -1459,16 +1460,6 @@ static void *query_thread(void *arg)
     return NULL;
 }
 
-static void add_ms(struct timespec *t, int64_t ms)
-{
-    t->tv_sec += ms / 1000;
-    t->tv_nsec += (ms % 1000) * 1000000;
-    if (t->tv_nsec >= 1000000000) {
-        t->tv_sec++;
-        t->tv_nsec -= 1000000000;
-    }
-}
-
 /* Interrupts the query when its timeout_ms has passed, or when the store's
  * query memory passes query_memory_limit while it runs (read every
  * MEMORY_POLL_MS). */
@@ -1476,7 +1467,7 @@ static void *watchdog_thread(void *arg)
 {
     qjob *j = arg;
     struct timespec deadline = j->started;
-    add_ms(&deadline, j->timeout_ms);
+    ds_timespec_add_ms(&deadline, j->timeout_ms);
     /* The condition is signalled for every block sent: memory is read at
      * most every MEMORY_POLL_MS, not at each wake. */
     struct timespec next_poll = j->started;
@@ -1494,7 +1485,7 @@ static void *watchdog_thread(void *arg)
         if (ms_since(&next_poll) < 0)
             continue;
         clock_gettime(CLOCK_MONOTONIC, &next_poll);
-        add_ms(&next_poll, MEMORY_POLL_MS);
+        ds_timespec_add_ms(&next_poll, MEMORY_POLL_MS);
         if (j->probe == NULL || j->probing)
             continue;
         duckdb_prepared_statement probe = j->probe;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 typedef struct waiter {
     pthread_cond_t turn;
     bool admitted; /* the slot was handed over */
@@ -93,13 +95,7 @@ bool read_gate_enter(read_gate *g, read_gate_stop_fn stop, void *arg)
     g->waiting++;
     bool stopped = false;
     while (!w.admitted && !stopped) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += READ_GATE_POLL_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = ds_timespec_in(CLOCK_MONOTONIC, READ_GATE_POLL_MS);
         pthread_cond_timedwait(&w.turn, &g->lock, &until);
         if (!w.admitted && stop != NULL) {
             /* stop takes its own locks: not under the gate's */
