@@ -184,7 +184,7 @@ pg_stat() {
 pg_report() {
   echo
   echo "Reading through the PostgreSQL protocol: \`duckstore serve\` with \`pg_listen\` and" \
-    "\`memory_limit: $pg_memory\` and the default \`read_memory_limit\` (\`threads: 1\` and the default \`read_threads\`, the cores it leaves; no sync running)" \
+    "\`memory_limit: $pg_memory\` and the default \`read_memory_limit\` (\`threads: 1\` and the default \`read_threads\`, the cores it leaves, and \`read_concurrency\`, as many queries at once; no sync running)" \
     "against the harness PostgreSQL, the same clients and SQL text, SCRAM-SHA-256 logins and" \
     "\`sslmode=disable\` on both; PostgreSQL reads views of the two source queries. monitoring_data:" \
     "$(pg_val rows_ds) rows on both sides. Load average (1, 5, 15 min) $pg_load_start at the start," \
