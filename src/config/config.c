@@ -575,6 +575,7 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     cfg->store.threads = 1;
     cfg->store.read_threads = -1;
     cfg->store.read_concurrency = -1;
+    cfg->store.read_turn_s = 1;
     cfg->store.max_idle_source_connections = 8;
     cfg->store.idle_source_connection_timeout_s = 600;
     cfg->store.pg_max_connections = 64;

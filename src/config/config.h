@@ -40,6 +40,7 @@ typedef struct cfg_store {
     int threads;             /* DuckDB worker threads, default 1; 0 = one per core */
     int read_threads;        /* serve's extra threads for readers; -1: cfg_serve_threads' default */
     int read_concurrency;    /* reader queries run at once in serve; 0: no limit; -1: the default */
+    double read_turn_s;      /* the longest one holds its place among them; default 1; 0: no limit */
     /* PostgreSQL connections `serve` keeps between syncs, all sources together. */
     int max_idle_source_connections;         /* default 8; 0 = keep none */
     double idle_source_connection_timeout_s; /* default 600; closed after this long unused */

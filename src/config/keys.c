@@ -541,6 +541,9 @@ static const key_spec store_keys[] = {
      .expect = "an integer between 0 and 256"},
     {"read_concurrency", .parse = parse_int, .field = STORE(read_concurrency), .min = 0, .max = 4096,
      .expect = "an integer between 0 and 4096 (reader queries DuckDB runs at once; 0 = no limit)"},
+    {"read_turn_seconds", .parse = parse_number, .field = STORE(read_turn_s), .low = 0, .high = 3600,
+     .expect =
+         "a number of seconds between 0 and 3600, e.g. 1 (0 = a query keeps its turn until its first rows)"},
     {"max_idle_source_connections", .parse = parse_int, .field = STORE(max_idle_source_connections), .min = 0,
      .max = 1024, .expect = "an integer between 0 and 1024 (0 = keep no idle connection)"},
     {"idle_source_connection_timeout", .parse = parse_number,

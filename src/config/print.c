@@ -176,6 +176,7 @@ void cfg_print(FILE *out, const cfg_config *cfg)
     if (st->read_threads >= 0)
         fprintf(out, "  read_threads: %d\n", st->read_threads);
     fprintf(out, "  read_concurrency: %d\n", cfg_read_concurrency(st));
+    print_number(out, "read_turn_seconds", st->read_turn_s);
     fprintf(out, "  max_idle_source_connections: %d\n", st->max_idle_source_connections);
     print_number(out, "idle_source_connection_timeout", st->idle_source_connection_timeout_s);
     fprintf(out, "  log_format: %s\n", ds_log_format_name(st->log_format));

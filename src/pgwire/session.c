@@ -787,12 +787,12 @@ static bool stop_waiting(void *arg)
 
 /* Waits for the readers' turn; false: stopped while waiting (reported as
  * DuckDB's own interrupt would be). */
-static bool take_turn(session *s, size_t offset, const char *text)
+static bool take_turn(session *s, read_turn *turn, size_t offset, const char *text)
 {
     pthread_mutex_lock(&s->slot->lock);
     s->slot->queued = true;
     pthread_mutex_unlock(&s->slot->lock);
-    bool ok = read_gate_enter(store_read_gate(s->opt->st), stop_waiting, s->slot);
+    bool ok = read_gate_enter(store_read_gate(s->opt->st), turn, stop_waiting, s->slot);
     pthread_mutex_lock(&s->slot->lock);
     s->slot->queued = false;
     pthread_mutex_unlock(&s->slot->lock);
@@ -805,12 +805,13 @@ static bool take_turn(session *s, size_t offset, const char *text)
  * does before the first rows), the result columns' writers. */
 static bool portal_start(session *s, portal *p, size_t offset, const char *text)
 {
-    if (!take_turn(s, offset, text))
+    read_turn turn;
+    if (!take_turn(s, &turn, offset, text))
         return false; /* not started: a later Execute may try again */
     running(s, true);
     bool ok = duckdb_execute_pending(p->pending, &p->res) == DuckDBSuccess;
     running(s, false);
-    read_gate_leave(store_read_gate(s->opt->st));
+    read_gate_leave(store_read_gate(s->opt->st), &turn);
     p->has_result = true;
     p->started = true;
     if (!ok) {

@@ -1314,9 +1314,9 @@ static bool stop_waiting(void *arg)
 
 /* The readers' turn (store/read_gate.h), shared with the PostgreSQL
  * protocol's sessions; false: the query was stopped while it waited. */
-static bool take_turn(qjob *j)
+static bool take_turn(qjob *j, read_turn *turn)
 {
-    return read_gate_enter(store_read_gate(j->st), stop_waiting, j);
+    return read_gate_enter(store_read_gate(j->st), turn, stop_waiting, j);
 }
 
 static void run_statement(qjob *j, duckdb_connection con)
@@ -1345,13 +1345,14 @@ static void run_statement(qjob *j, duckdb_connection con)
             duckdb_pending_result pending = NULL;
             duckdb_result res;
             bool failed = true;
+            read_turn turn;
             if (duckdb_pending_prepared_streaming(ps, &pending) == DuckDBError) {
                 refuse_failed(j, "the query failed", duckdb_pending_error(pending));
-            } else if (!take_turn(j)) {
+            } else if (!take_turn(j, &turn)) {
                 refuse_failed(j, "the query failed", "INTERRUPT Error: Interrupted!");
             } else {
                 failed = duckdb_execute_pending(pending, &res) == DuckDBError;
-                read_gate_leave(store_read_gate(j->st));
+                read_gate_leave(store_read_gate(j->st), &turn);
                 if (failed) {
                     refuse_failed(j, "the query failed", duckdb_result_error(&res));
                     duckdb_destroy_result(&res);

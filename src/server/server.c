@@ -260,7 +260,8 @@ static bool open_store(http_server *srv, cfg_config *cfg, const http_options *op
                                                         ? cfg->store.read_memory_limit
                                                         : CFG_READ_MEMORY_LIMIT_DEFAULT,
                                .threads = cfg_serve_threads(&cfg->store),
-                               .read_concurrency = cfg_read_concurrency(&cfg->store)};
+                               .read_concurrency = cfg_read_concurrency(&cfg->store),
+                               .read_turn_ms = (int)(cfg->store.read_turn_s * 1000)};
     if (!store_open_ext(opt->db_path ? opt->db_path : cfg->store.path, &settings, &srv->st, err))
         return false;
     if (settings.threads > cfg->store.threads)
@@ -421,8 +422,8 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
                     why);
     if (was->read_threads != now->read_threads)
         ds_log_warn("config reload: duckdb.read_threads changed; %s", why);
-    if (was->read_concurrency != now->read_concurrency)
-        ds_log_warn("config reload: duckdb.read_concurrency changed; %s", why);
+    if (was->read_concurrency != now->read_concurrency || was->read_turn_s != now->read_turn_s)
+        ds_log_warn("config reload: duckdb.read_concurrency or read_turn_seconds changed; %s", why);
     if (was->query_concurrency != now->query_concurrency)
         ds_log_warn("config reload: duckdb.query_concurrency changed from %d to %d; %s",
                     was->query_concurrency, now->query_concurrency, why);
@@ -438,6 +439,7 @@ static void keep_restart_settings(const http_server *srv, const cfg_store *was, 
     now->threads = was->threads;
     now->read_threads = was->read_threads;
     now->read_concurrency = was->read_concurrency;
+    now->read_turn_s = was->read_turn_s;
     now->query_concurrency = was->query_concurrency;
     now->enabled = was->enabled;
 }

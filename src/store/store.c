@@ -372,7 +372,8 @@ bool store_open_ext(const char *path, const store_settings *settings, store **ou
     }
     st->read_only = read_only;
     st->meta = meta_cache_new();
-    st->readers = read_gate_new(settings ? settings->read_concurrency : 0);
+    st->readers =
+        read_gate_new(settings ? settings->read_concurrency : 0, settings ? settings->read_turn_ms : 0);
     if (st->meta == NULL || st->readers == NULL) {
         store_close(st);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");

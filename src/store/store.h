@@ -36,6 +36,7 @@ typedef struct store_settings {
     bool must_exist;
     /* Reader queries DuckDB runs at once (store_read_gate); 0: no limit. */
     int read_concurrency;
+    int read_turn_ms; /* the longest a query holds its slot; 0: no limit */
 } store_settings;
 
 bool store_open_ext(const char *path, const store_settings *settings, store **out, ds_error *err);

@@ -840,7 +840,7 @@ static void test_every_listed_key_parses_as_itself(void **state)
     (void)state;
     static const key_set sets[] = {
         {"duckdb.yaml", "zzzzzzzzzzzz: 1\n", "%s: [[1]]\n", 1, 1},
-        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 26},
+        {"duckdb.yaml", "duckdb:\n  zzzzzzzzzzzz: 1\n", "duckdb:\n  %s: [[1]]\n", 2, 27},
         {"s.yaml", "s_db:\n  zzzzzzzzzzzz: 1\n", "s_db:\n  %s: [[1]]\n", 2, 18},
         {"s.yaml", "s_db:\n  join: {zzzzzzzzzzzz: x}\n", "s_db:\n  join:\n    %s: [[1]]\n", 3, 2},
         {"s.yaml", "s_db:\n  unique_key: {zzzzzzzzzzzz: x}\n", "s_db:\n  unique_key:\n    %s: [[1]]\n", 3, 3},
@@ -941,6 +941,10 @@ static const error_case error_cases[] = {
      {{"duckdb.yaml", "duckdb:\n  read_concurrency: -1\n"}},
      "duckdb.yaml:2:",
      {"read_concurrency must be an integer between 0 and 4096", "0 = no limit"}},
+    {"read_turn_seconds at most an hour",
+     {{"duckdb.yaml", "duckdb:\n  enabled: true\n  read_turn_seconds: 7200\n"}},
+     "duckdb.yaml:3:",
+     {"read_turn_seconds must be a number of seconds between 0 and 3600"}},
     {"max_sync_rows not negative",
      {{"duckdb.yaml", "duckdb:\n  max_sync_rows: -1\n"}},
      "duckdb.yaml:2:",

@@ -1,8 +1,10 @@
-/* The readers' turn (duckdb.read_concurrency): with one turn, a query
- * through PostgreSQL's protocol or /api/store/query waits while another
- * runs, in line, and answers once that one ends; a waiting query can be
+/* The readers' turn (duckdb.read_concurrency, read_turn_seconds): with one
+ * turn that never runs out, a query through PostgreSQL's protocol or
+ * /api/store/query waits while another runs, in line, and answers once
+ * that one ends; a waiting query can be
  * cancelled and its statement timeout (or timeout_ms) counts the wait;
- * /metrics shows who runs and who waits. */
+ * /metrics shows who runs and who waits. With a turn of half a second, a
+ * long query lets the next one run beside it. */
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,6 +22,28 @@ static PGconn *g_pg;
 static tl_server g_srv;
 static uint16_t g_pg_port;
 
+/* serve with one turn and the source t in DIR/name; extra: more duckdb:
+ * lines. Returns the protocol's port; *log: the server's log. */
+static uint16_t start_server(tl_server *srv, const char *name, const char *extra, char **log)
+{
+    char *dir = tl_keepf("%s/%s", g_dir, name);
+    char *out = NULL;
+    if (tl_run(&out, "mkdir -p '%s'", dir) != 0)
+        fail_msg("mkdir %s: %s", dir, out ? out : "");
+    free(out);
+    uint16_t port = tl_free_port();
+    tl_write_filef(tl_keepf("%s/duckdb.yaml", dir),
+                   "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n"
+                   "  read_concurrency: 1\n%s",
+                   dir, port, extra);
+    tl_write_filef(tl_keepf("%s/t_db.yaml", dir), "t_db:\n  url: \"%s\"\n  query: SELECT * FROM t\n",
+                   g_conninfo);
+    *log = strdup(tl_keepf("%s/serve.log", dir));
+    tl_server_start(srv, dir, *log, NULL);
+    json_decref(tl_server_wait_state(srv, "t_data", "ready", 60));
+    return port;
+}
+
 static int setup_group(void **state)
 {
     (void)state;
@@ -27,16 +51,8 @@ static int setup_group(void **state)
     g_pg = tl_pg_connect(g_conninfo);
     tl_pg_exec(g_pg, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);");
     g_dir = tl_mkdtemp();
-    g_pg_port = tl_free_port();
-    tl_write_filef(tl_keepf("%s/duckdb.yaml", g_dir),
-                   "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n"
-                   "  read_concurrency: 1\n",
-                   g_dir, g_pg_port);
-    tl_write_filef(tl_keepf("%s/t_db.yaml", g_dir), "t_db:\n  url: \"%s\"\n  query: SELECT * FROM t\n",
-                   g_conninfo);
-    g_log = strdup(tl_keepf("%s/serve.log", g_dir));
-    tl_server_start(&g_srv, g_dir, g_log, NULL);
-    json_decref(tl_server_wait_state(&g_srv, "t_data", "ready", 60));
+    /* A turn that never runs out: a long query holds the line for good. */
+    g_pg_port = start_server(&g_srv, "main", "  read_turn_seconds: 0\n", &g_log);
     return 0;
 }
 
@@ -56,32 +72,47 @@ static int teardown_group(void **state)
     return 0;
 }
 
-static PGconn *connect_reader(void)
+static PGconn *connect_to(uint16_t port)
 {
-    PGconn *c = PQconnectdb(
-        tl_keepf("host=127.0.0.1 port=%u dbname=cache user=reader connect_timeout=30", g_pg_port));
+    PGconn *c =
+        PQconnectdb(tl_keepf("host=127.0.0.1 port=%u dbname=cache user=reader connect_timeout=30", port));
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("connect: %s", PQerrorMessage(c));
     return c;
 }
 
-/* The gauge `name` of /metrics. */
-static double gauge(const char *name)
+static PGconn *connect_reader(void)
 {
-    char *text = tl_server_metrics(&g_srv);
+    return connect_to(g_pg_port);
+}
+
+/* The gauge `name` of a server's /metrics. */
+static double gauge_of(const tl_server *srv, const char *name)
+{
+    char *text = tl_server_metrics(srv);
     double v = tl_metric(text, name);
     free(text);
     return v;
 }
 
+static double gauge(const char *name)
+{
+    return gauge_of(&g_srv, name);
+}
+
 /* Polls /metrics until the gauge reads want; fails after 30 s. */
-static void wait_gauge(const char *name, double want)
+static void wait_gauge_of(const tl_server *srv, const char *name, double want)
 {
     double deadline = tl_now_ms() + 30000, v = -1;
-    while ((v = gauge(name)) != want && tl_now_ms() < deadline)
+    while ((v = gauge_of(srv, name)) != want && tl_now_ms() < deadline)
         tl_sleep_ms(10);
     if (v != want)
         fail_msg("%s stayed %g, expected %g", name, v, want);
+}
+
+static void wait_gauge(const char *name, double want)
+{
+    wait_gauge_of(&g_srv, name, want);
 }
 
 /* Whether the client has its whole answer, after reading what arrived. */
@@ -130,12 +161,17 @@ static void cancel_until_stopped(PGconn *c)
 }
 
 /* A long query through the protocol that holds the one turn. */
+static PGconn *hold_the_turn_of(const tl_server *srv, uint16_t port)
+{
+    PGconn *c = connect_to(port);
+    assert_int_equal(PQsendQuery(c, LONG_QUERY), 1);
+    wait_gauge_of(srv, "duckstore_read_queries_running", 1);
+    return c;
+}
+
 static PGconn *hold_the_turn(void)
 {
-    PGconn *c = connect_reader();
-    assert_int_equal(PQsendQuery(c, LONG_QUERY), 1);
-    wait_gauge("duckstore_read_queries_running", 1);
-    return c;
+    return hold_the_turn_of(&g_srv, g_pg_port);
 }
 
 typedef struct http_call {
@@ -228,11 +264,40 @@ static void test_a_waiting_query_can_be_stopped(void **state)
     PQfinish(b);
 }
 
+/* With read_turn_seconds, a long query lets the next one in once its turn
+ * has run out, and goes on beside it. */
+static void test_a_long_query_gives_its_turn_up(void **state)
+{
+    (void)state;
+    tl_server srv;
+    char *log = NULL;
+    uint16_t port = start_server(&srv, "turn", "  read_turn_seconds: 0.5\n", &log);
+    PGconn *a = hold_the_turn_of(&srv, port);
+    PGconn *b = connect_to(port);
+    PGresult *r = PQexec(b, "SELECT 41 + 1");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    /* It waited for the long query's turn to run out. */
+    assert_int_equal(gauge_of(&srv, "duckstore_read_queries_waited_total"), 1);
+    /* The long query runs on, still counted as running. */
+    assert_false(answered(a));
+    assert_int_equal(gauge_of(&srv, "duckstore_read_queries_running"), 1);
+    assert_int_equal(gauge_of(&srv, "duckstore_read_queries_waiting"), 0);
+    cancel_until_stopped(a);
+    PQfinish(a);
+    PQfinish(b);
+    assert_int_equal(tl_server_stop(&srv, 30, NULL), 0);
+    tl_assert_clean_log(log);
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queries_wait_their_turn),
         cmocka_unit_test(test_a_waiting_query_can_be_stopped),
+        cmocka_unit_test(test_a_long_query_gives_its_turn_up),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
