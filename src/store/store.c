@@ -120,6 +120,18 @@ static bool init_locks(store *st, ds_error *err)
     return true;
 }
 
+/* DuckDB's allocator (the jemalloc built into libduckdb) hands freed memory
+ * back to the kernel within about a second, so each sync, capture batch or
+ * dashboard query that follows touches fresh pages, and every first touch
+ * is a page fault: with 10,000 new rows per sync that was over half of a
+ * serve incremental sync's merge and commit, and a sixth of a full sync's
+ * CPU (docs/architecture.md, "Memory the allocator keeps"). Freed pages are
+ * now kept for 30 s and reused by the next burst; an idle process still
+ * returns them. jemalloc reads this setting of the program's when it
+ * starts, before main(), and it overrides DuckDB's own (tested in
+ * tests/store/test_store_file.c). */
+const char *duckdb_je_malloc_conf_2_conf_harder = "dirty_decay_ms:30000,muzzy_decay_ms:30000";
+
 bool store_open(const char *path, store **out, ds_error *err)
 {
     return store_open_ext(path, NULL, out, err);

@@ -1,7 +1,8 @@
 /* The DuckDB file as duckstore opens it: attached with small row groups
  * (bounded memory per insert stream), readable by any DuckDB that opens it
  * directly (same catalog name, views intact), and held by one process at a
- * time with an error that names the holder. */
+ * time with an error that names the holder; and DuckDB's allocator as
+ * duckstore sets it up. */
 #include "testlib.h"
 
 #include <stdio.h>
@@ -127,12 +128,41 @@ static void test_second_process_is_refused(void **state)
     free(dir);
 }
 
+/* libduckdb's jemalloc control, exported beside its C API. */
+extern int duckdb_je_mallctl(const char *name, void *old, size_t *old_len, void *new_value, size_t new_len);
+
+/* DuckDB's allocator keeps freed pages for 30 s (src/store/store.c): read
+ * back from jemalloc itself, so a libduckdb that stops reading the setting
+ * fails here rather than making every sync slower unseen. */
+static void test_the_allocator_keeps_freed_memory(void **state)
+{
+    (void)state;
+    char *dir = tl_mkdtemp();
+    char path[512];
+    store *st = open_at(dir, "cache.duckdb", path, sizeof path);
+    fill(st);
+    static const char *const settings[] = {"opt.dirty_decay_ms", "opt.muzzy_decay_ms", "arenas.dirty_decay_ms",
+                                           "arenas.muzzy_decay_ms"};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        ssize_t ms = -2;
+        size_t len = sizeof ms;
+        if (duckdb_je_mallctl(settings[i], &ms, &len, NULL, 0) != 0)
+            fail_msg("jemalloc does not answer %s", settings[i]);
+        if (ms != 30000)
+            fail_msg("%s is %zd ms, expected 30000", settings[i], ms);
+    }
+    store_close(st);
+    tl_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_row_groups_and_direct_open),
         cmocka_unit_test(test_file_named_like_a_builtin_catalog),
         cmocka_unit_test(test_second_process_is_refused),
+        cmocka_unit_test(test_the_allocator_keeps_freed_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
