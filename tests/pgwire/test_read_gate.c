@@ -27,21 +27,10 @@ static uint16_t g_pg_port;
 static uint16_t start_server(tl_server *srv, const char *name, const char *extra, char **log)
 {
     char *dir = tl_keepf("%s/%s", g_dir, name);
-    char *out = NULL;
-    if (tl_run(&out, "mkdir -p '%s'", dir) != 0)
-        fail_msg("mkdir %s: %s", dir, out ? out : "");
-    free(out);
-    uint16_t port = tl_free_port();
-    tl_write_filef(tl_keepf("%s/duckdb.yaml", dir),
-                   "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n"
-                   "  read_concurrency: 1\n%s",
-                   dir, port, extra);
-    tl_write_filef(tl_keepf("%s/t_db.yaml", dir), "t_db:\n  url: \"%s\"\n  query: SELECT * FROM t\n",
-                   g_conninfo);
     *log = strdup(tl_keepf("%s/serve.log", dir));
-    tl_server_start(srv, dir, *log, NULL);
-    json_decref(tl_server_wait_state(srv, "t_data", "ready", 60));
-    return port;
+    return tl_serve_for_readers(srv, dir, tl_keepf("  read_concurrency: 1\n%s", extra), "t_db.yaml",
+                                tl_keepf("t_db:\n  url: \"%s\"\n  query: SELECT * FROM t\n", g_conninfo),
+                                "t_data", 60);
 }
 
 static int setup_group(void **state)
@@ -72,18 +61,9 @@ static int teardown_group(void **state)
     return 0;
 }
 
-static PGconn *connect_to(uint16_t port)
-{
-    PGconn *c =
-        PQconnectdb(tl_keepf("host=127.0.0.1 port=%u dbname=cache user=reader connect_timeout=30", port));
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect: %s", PQerrorMessage(c));
-    return c;
-}
-
 static PGconn *connect_reader(void)
 {
-    return connect_to(g_pg_port);
+    return tl_reader_connect(g_pg_port);
 }
 
 /* The gauge `name` of a server's /metrics. */
@@ -163,7 +143,7 @@ static void cancel_until_stopped(PGconn *c)
 /* A long query through the protocol that holds the one turn. */
 static PGconn *hold_the_turn_of(const tl_server *srv, uint16_t port)
 {
-    PGconn *c = connect_to(port);
+    PGconn *c = tl_reader_connect(port);
     assert_int_equal(PQsendQuery(c, LONG_QUERY), 1);
     wait_gauge_of(srv, "duckstore_read_queries_running", 1);
     return c;
@@ -273,7 +253,7 @@ static void test_a_long_query_gives_its_turn_up(void **state)
     char *log = NULL;
     uint16_t port = start_server(&srv, "turn", "  read_turn_seconds: 0.5\n", &log);
     PGconn *a = hold_the_turn_of(&srv, port);
-    PGconn *b = connect_to(port);
+    PGconn *b = tl_reader_connect(port);
     PGresult *r = PQexec(b, "SELECT 41 + 1");
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     assert_string_equal(PQgetvalue(r, 0, 0), "42");

@@ -51,30 +51,9 @@ static int teardown_group(void **state)
  * lines. Returns the protocol's port once the source is synced. */
 static uint16_t serve(tl_server *srv, const char *name, const char *extra)
 {
-    char *dir = tl_keepf("%s/%s", g_dir, name);
-    char *out = NULL;
-    if (tl_run(&out, "mkdir -p '%s'", dir) != 0)
-        fail_msg("mkdir %s: %s", dir, out ? out : "");
-    free(out);
-    uint16_t port = tl_free_port();
-    tl_write_filef(tl_keepf("%s/duckdb.yaml", dir),
-                   "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n"
-                   "  max_sync_rows: 0\n%s",
-                   dir, port, extra);
-    tl_write_filef(tl_keepf("%s/llm_db.yaml", dir), "llm_db:\n  url: \"%s\"\n" TL_LLM_SOURCE_YAML,
-                   g_conninfo);
-    tl_server_start(srv, dir, tl_keepf("%s/serve.log", dir), NULL);
-    json_decref(tl_server_wait_state(srv, "llm_data", "ready", 300));
-    return port;
-}
-
-static PGconn *connect_to(uint16_t port)
-{
-    PGconn *c =
-        PQconnectdb(tl_keepf("host=127.0.0.1 port=%u dbname=cache user=reader connect_timeout=30", port));
-    if (PQstatus(c) != CONNECTION_OK)
-        fail_msg("connect: %s", PQerrorMessage(c));
-    return c;
+    return tl_serve_for_readers(
+        srv, tl_keepf("%s/%s", g_dir, name), tl_keepf("  max_sync_rows: 0\n%s", extra), "llm_db.yaml",
+        tl_keepf("llm_db:\n  url: \"%s\"\n" TL_LLM_SOURCE_YAML, g_conninfo), "llm_data", 300);
 }
 
 static char *scalar(PGconn *c, const char *sql)
@@ -94,7 +73,7 @@ static void test_ten_aggregates_at_the_defaults(void **state)
     uint16_t port = serve(&srv, "defaults", "");
     PGconn *c[CLIENTS];
     for (int i = 0; i < CLIENTS; i++)
-        c[i] = connect_to(port);
+        c[i] = tl_reader_connect(port);
     /* The answer every client must get, from PostgreSQL over the same rows. */
     int64_t groups =
         tl_pg_int(g_pg, "SELECT count(*) FROM (SELECT metric_name, date_trunc('hour', t.timestamp) "
@@ -139,7 +118,7 @@ static void test_read_memory_limit_key(void **state)
     (void)state;
     tl_server srv;
     uint16_t port = serve(&srv, "key", "  memory_limit: 100MB\n  read_memory_limit: 1GB\n");
-    PGconn *c = connect_to(port);
+    PGconn *c = tl_reader_connect(port);
     assert_string_equal(scalar(c, "SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'"),
                         "1.0 GiB");
     PQfinish(c);

@@ -371,6 +371,33 @@ json_t *tl_server_wait_state(const tl_server *srv, const char *dataset, const ch
     }
 }
 
+uint16_t tl_serve_for_readers(tl_server *srv, const char *dir, const char *duckdb_extra,
+                              const char *source_file, const char *source_yaml, const char *dataset,
+                              double timeout_s)
+{
+    char *out = NULL;
+    if (tl_run(&out, "mkdir -p '%s'", dir) != 0)
+        fail_msg("mkdir %s: %s", dir, out ? out : "");
+    free(out);
+    uint16_t port = tl_free_port();
+    tl_write_filef(tl_keepf("%s/duckdb.yaml", dir),
+                   "duckdb:\n  path: %s/store.duckdb\n  pg_listen: \"127.0.0.1:%u\"\n  pg_auth: trust\n%s",
+                   dir, port, duckdb_extra);
+    tl_write_filef(tl_keepf("%s/%s", dir, source_file), "%s", source_yaml);
+    tl_server_start(srv, dir, tl_keepf("%s/serve.log", dir), NULL);
+    json_decref(tl_server_wait_state(srv, dataset, "ready", timeout_s));
+    return port;
+}
+
+PGconn *tl_reader_connect(uint16_t port)
+{
+    PGconn *c =
+        PQconnectdb(tl_keepf("host=127.0.0.1 port=%u dbname=cache user=reader connect_timeout=30", port));
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    return c;
+}
+
 char *tl_server_metrics(const tl_server *srv)
 {
     char auth[256] = "";

@@ -6,6 +6,7 @@
 #define DS_TESTLIB_TL_HTTP_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -91,6 +92,20 @@ json_t *tl_server_dataset(const tl_server *srv, const char *dataset);
 /* Polls the dataset's status every 50 ms until its state is `state`;
  * fails the test after timeout_s, showing the last document. */
 json_t *tl_server_wait_state(const tl_server *srv, const char *dataset, const char *state, double timeout_s);
+
+/* A server that readers reach through the PostgreSQL protocol: makes dir,
+ * writes its duckdb.yaml (the store in dir, pg_listen on a free loopback
+ * port with pg_auth trust, then duckdb_extra: more indented duckdb: keys)
+ * and <source_file> holding source_yaml, starts `duckstore serve` logging
+ * to dir/serve.log and waits up to timeout_s for `dataset` to be ready.
+ * Returns the protocol's port. */
+uint16_t tl_serve_for_readers(tl_server *srv, const char *dir, const char *duckdb_extra,
+                              const char *source_file, const char *source_yaml, const char *dataset,
+                              double timeout_s);
+
+/* A libpq connection as user reader to such a server's protocol port
+ * (database cache); fails the test when it does not open. */
+PGconn *tl_reader_connect(uint16_t port);
 
 /* count(*) of `table WHERE where` through the server's SQL API (no
  * token); -1 when the query failed. */
