@@ -124,7 +124,7 @@ static bool init_locks(store *st, ds_error *err)
  * back to the kernel within about a second, so each sync, capture batch or
  * dashboard query that follows touches fresh pages, and every first touch
  * is a page fault: with 10,000 new rows per sync that was over half of a
- * serve incremental sync's merge and commit, and a sixth of a full sync's
+ * serve incremental sync's merge and commit, and 15 % of a full sync's
  * CPU (docs/architecture.md, "Memory the allocator keeps"). Freed pages are
  * now kept for 30 s and reused by the next burst; an idle process still
  * returns them. jemalloc reads this setting of the program's when it
