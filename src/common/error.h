@@ -18,6 +18,7 @@ typedef enum ds_error_code {
     DS_ERR_CANCELLED, /* stopped on request (shutdown) */
     DS_ERR_BUSY,      /* resource held elsewhere (file lock, sync running) */
     DS_ERR_NOMEM,
+    DS_ERR_RESTART, /* a read ended on purpose, to start again another way (not a failure) */
     DS_ERR_RELOAD, /* logical capture cannot go on from where it is: load the source again */
 } ds_error_code;
 

@@ -294,6 +294,8 @@ const char *jobs_error_kind(ds_error_code code)
         return "out_of_memory";
     case DS_ERR_RELOAD:
         return "reload";
+    case DS_ERR_RESTART:
+        return "restart";
     case DS_OK:
         break;
     }

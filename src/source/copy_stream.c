@@ -221,6 +221,35 @@ static bool account(pgsrc_stream *s, const char *buf, int n, ds_error *err)
     return true;
 }
 
+double pgsrc_wait_meter_total(pgsrc_wait_meter *m, double now)
+{
+    pthread_mutex_lock(&m->lock);
+    double total = m->done_s + m->waiting * now - m->begun_s;
+    pthread_mutex_unlock(&m->lock);
+    return total;
+}
+
+static void wait_begins(pgsrc_wait_meter *m, double t)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->waiting++;
+    m->begun_s += t;
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void wait_ends(pgsrc_wait_meter *m, double began, double t)
+{
+    if (m == NULL)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->waiting--;
+    m->begun_s -= began;
+    m->done_s += t - began;
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* The next CopyData message from the server, waiting for it: its length
  * (*buf for PQfreemem), -1 once the data has ended, -2 with err set. */
 static int receive(pgsrc_stream *s, char **buf, ds_error *err)
@@ -232,8 +261,9 @@ static int receive(pgsrc_stream *s, char **buf, ds_error *err)
             /* Time on an empty socket tells the partition reader that
              * PostgreSQL, not DuckDB, is the bottleneck. */
             double t = ds_monotonic_s();
+            wait_begins(s->wait, t);
             bool ok = pgsrc_await_input(s->conn, err);
-            s->wait_s += ds_monotonic_s() - t;
+            wait_ends(s->wait, t, ds_monotonic_s());
             if (!ok)
                 return -2;
             continue;

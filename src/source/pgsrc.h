@@ -9,6 +9,7 @@
 
 #include <libpq-fe.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -212,6 +213,21 @@ void pgsrc_kept_rows_finish(pgsrc_kept_rows *keep);
 uint64_t pgsrc_kept_rows_count(const pgsrc_kept_rows *keep);
 void pgsrc_kept_rows_free(pgsrc_kept_rows *keep);
 
+/* The time the streams of one read spend waiting for PostgreSQL's data
+ * (the socket was empty), up to date while they wait: a window measured
+ * during a long wait (a slow first chunk) counts it. */
+typedef struct pgsrc_wait_meter {
+    pthread_mutex_t lock;
+    double done_s;  /* waits that have ended, summed */
+    double begun_s; /* the start times of the waits going on, summed */
+    int waiting;    /* waits going on */
+} pgsrc_wait_meter;
+
+#define PGSRC_WAIT_METER_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
+
+/* Seconds waited up to now (ds_monotonic_s()). */
+double pgsrc_wait_meter_total(pgsrc_wait_meter *m, double now);
+
 /* A running COPY ... TO STDOUT (FORMAT binary), pulled chunk by chunk. */
 typedef struct pgsrc_stream {
     pgsrc_conn *conn;
@@ -224,7 +240,7 @@ typedef struct pgsrc_stream {
     uint64_t chunk_bytes;    /* a chunk ends once its rows came in this many bytes (0: rows only) */
     uint64_t largest_row;    /* bytes of the largest CopyData message (one row) so far */
     uint64_t row_bytes_max;  /* a larger row is refused before it is decoded (0: no limit) */
-    double wait_s;           /* seconds spent waiting for PostgreSQL's data (the socket was empty) */
+    pgsrc_wait_meter *wait;  /* optional: the time waiting for PostgreSQL's data is counted there */
     pgsrc_kept_rows *keep;   /* optional: the rows are kept there too */
     struct {
         char *msg;

@@ -252,6 +252,7 @@ static bool rows_stored_already(void *ctx)
 static bool init_budget(table_job *job, duckdb_connection duck, pump_shared *shared)
 {
     memset(shared, 0, sizeof *shared);
+    shared->wait = (pgsrc_wait_meter)PGSRC_WAIT_METER_INIT;
     shared->slot = job->slot;
     int64_t cap = job->cfg->store.max_sync_rows;
     if (cap <= 0)
@@ -413,11 +414,25 @@ static void track_top_rows(table_job *job)
  * watermark, not a large batch. */
 #define KEPT_ROWS_MAX (64 * 1024)
 
-static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
+/* A partitioned read that starts again in ranges empties its staging
+ * table first. */
+typedef struct staging_again {
+    table_job *job;
+    duckdb_connection duck;
+} staging_again;
+
+static bool empty_staging(void *ctx, ds_error *err)
+{
+    staging_again *again = ctx;
+    return create_staging(again->job, again->duck, err);
+}
+
+static bool read_rows(table_job *job, pgsrc_conn *pg, duckdb_connection duck, pump_shared *shared)
 {
     const cfg_source *src = job->src;
     int workers = job_partitions(job);
     if (workers > 1) {
+        staging_again again = {.job = job, .duck = duck};
         int part_idx = pgsrc_desc_find(&job->desc, src->partition_column);
         partition_read read = {.st = job->st,
                                .cfg = job->cfg,
@@ -428,7 +443,9 @@ static bool read_rows(table_job *job, pgsrc_conn *pg, pump_shared *shared)
                                .desc = &job->desc,
                                .col = &job->desc.cols[part_idx],
                                .workers = workers,
-                               .shared = shared};
+                               .shared = shared,
+                               .restart = empty_staging,
+                               .restart_ctx = &again};
         return partition_load(&read, pg, &job->err);
     }
     /* A quiet sync re-reads the rows at the watermark: kept, they are
@@ -519,7 +536,7 @@ static bool run_job(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
     trace_step(job, JOB_STEP_HORIZON, "commit horizon, snapshot and read start", &t);
     if (job->opt->progress)
         atomic_store(&job->opt->progress->phase, (int)SYNC_PHASE_READING);
-    bool read = read_rows(job, pg, &shared);
+    bool read = read_rows(job, pg, duck, &shared);
     if (read)
         read = pgsrc_exec(pg, "COMMIT", &job->err);
     else

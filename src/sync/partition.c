@@ -4,10 +4,18 @@
  * sync_workers is a ceiling, not a count: each worker is a PostgreSQL
  * connection and a DuckDB insert stream, and on a machine whose cores are
  * already busy decoding and inserting (DuckDB-bound) more streams only
- * contend for them. So the read starts with one worker and adds more while
- * it runs, only when they can help: the workers wait on PostgreSQL's socket
- * (PostgreSQL-bound: a slow query, a remote server) or cores are idle (the
- * other table finished, a large machine). */
+ * contend for them. A range is dearer for PostgreSQL than the whole query
+ * too: the whole query is one sequential scan through a small ring of
+ * buffers, a range an index or TID scan through shared_buffers, which a
+ * new backend maps page by page (on a virtual machine whose page faults
+ * are dear, 1 CPU-second per 256 MB of shared_buffers). So the read starts
+ * as sync_workers 1 would, one worker reading the whole query, and splits
+ * into ranges only when its first measure says more streams help: the
+ * worker waits on PostgreSQL's socket (PostgreSQL-bound: a slow query, a
+ * remote server) or cores are idle (a large machine). Splitting drops the
+ * rows read so far (half a second's worth) and starts again in ranges,
+ * one worker more than the measure asked for; more join later while they
+ * help (the other table finished). */
 #include "sync/partition.h"
 
 #include <stdio.h>
@@ -22,7 +30,7 @@
 #include "sync/conns.h"
 
 typedef struct range_queue {
-    pgsrc_ranges ranges;
+    pgsrc_ranges ranges; /* none while the lead reads the whole query */
     _Atomic size_t next;
     const char *snapshot;
     atomic_bool failed;
@@ -33,23 +41,32 @@ typedef struct partition_worker {
     pthread_t thread;
     const partition_read *read;
     range_queue *queue;
+    bool lead;       /* reads the whole query, not ranges */
+    bool lead_taken; /* and has opened it */
     bool ok;
     ds_error err;
 } partition_worker;
 
-/* The next range's COPY statement, until none is left, a worker failed or
- * the budget ran out. */
+/* The next COPY statement: the lead's whole query once, or the next range
+ * until none is left, a worker failed or the budget ran out. */
 static char *next_range(void *ctx, pgsrc_conn *pg, bool *nomem)
 {
     partition_worker *w = ctx;
     const partition_read *r = w->read;
     if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
         return NULL;
-    size_t i = atomic_fetch_add(&w->queue->next, 1);
-    if (i >= w->queue->ranges.n)
-        return NULL;
-    char *copy =
-        pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
+    const char *condition = NULL;
+    if (w->lead) {
+        if (w->lead_taken)
+            return NULL;
+        w->lead_taken = true;
+    } else {
+        size_t i = atomic_fetch_add(&w->queue->next, 1);
+        if (i >= w->queue->ranges.n)
+            return NULL;
+        condition = w->queue->ranges.conditions[i];
+    }
+    char *copy = pgsrc_copy_sql(pg, r->query, r->desc, condition, pump_copy_limit(r->shared));
     *nomem = copy == NULL;
     return copy;
 }
@@ -74,7 +91,7 @@ static void *worker_main(void *arg)
                 pgsrc_exec(&pg, "COMMIT", &w->err);
         sync_disconnect(r->opt, &pg, w->ok);
     }
-    if (!w->ok)
+    if (!w->ok && w->err.code != DS_ERR_RESTART)
         atomic_store(&w->queue->failed, true);
     atomic_fetch_sub(&w->queue->running, 1);
     return NULL;
@@ -178,12 +195,16 @@ typedef struct stream_choice {
     partition_measure last; /* the last window measured */
     partition_bound bound;  /* what it said */
     int windows;            /* how many were measured */
+    bool split;             /* the lead's read was dropped for ranges */
+    partition_measure lead; /* the lead's measure, when split */
+    partition_bound lead_bound;
 } stream_choice;
 
-static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue)
+static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue,
+                         bool lead)
 {
     partition_worker *w = &ws[*started];
-    *w = (partition_worker){.read = read, .queue = queue};
+    *w = (partition_worker){.read = read, .queue = queue, .lead = lead};
     atomic_fetch_add(&queue->running, 1);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
         atomic_fetch_sub(&queue->running, 1);
@@ -199,62 +220,115 @@ static void sleep_poll(void)
     nanosleep(&ts, NULL);
 }
 
-/* Watches the running workers, window by window, and starts more while
- * ranges are left and the measure says they help. */
-static bool watch_and_grow(partition_worker *ws, int *started, const partition_read *read, range_queue *queue,
+/* A measuring window: the machine's CPU, the clock and the streams' wait
+ * when it began, and how many streams ran through it. */
+typedef struct window {
+    cpu_sample cpu;
+    double t;
+    double wait_s;
+    int streams;
+} window;
+
+static window window_open(const partition_read *read, int streams)
+{
+    double t = ds_monotonic_s();
+    return (window){.cpu = cpu_now(), .t = t, .wait_s = pgsrc_wait_meter_total(&read->shared->wait, t),
+                    .streams = streams};
+}
+
+/* Closes the window at time t: what it measured, and how many streams to
+ * add (ch->bound says why); logged. */
+static int window_close(const window *win, double t, const partition_read *read, stream_choice *ch,
+                        int running)
+{
+    cpu_sample c1 = cpu_now();
+    double w1 = pgsrc_wait_meter_total(&read->shared->wait, t);
+    partition_measure m = {.cores = ch->cores};
+    m.wait_share = (w1 - win->wait_s) / ((t - win->t) * win->streams);
+    m.idle_cores = win->cpu.ok && c1.ok && c1.total > win->cpu.total
+                       ? (double)(c1.idle - win->cpu.idle) / (double)(c1.total - win->cpu.total) * ch->cores
+                       : 0;
+    ch->last = m;
+    ch->windows++;
+    int add = partition_streams_to_add(&m, ch->asked, running, &ch->bound);
+    ds_log_debug("%s: %s: %.0f%% of the time waiting for PostgreSQL, %.2f of %d cores idle: %s, %d "
+                 "insert stream(s) running, %d more",
+                 read->src->name, read->src->plans[read->shared->slot].table, m.wait_share * 100,
+                 m.idle_cores, ch->cores, partition_bound_text(ch->bound), running, add);
+    return add;
+}
+
+/* Watches the running range workers, window by window, and starts more
+ * while ranges are left and the measure says they help. */
+static void watch_and_grow(partition_worker *ws, int *started, const partition_read *read, range_queue *queue,
                            stream_choice *ch)
 {
-    cpu_sample c0 = cpu_now();
-    double t0 = ds_monotonic_s();
-    uint64_t w0 = atomic_load(&read->shared->wait_us);
-    int ran = *started; /* streams running through the window */
+    window win = window_open(read, *started);
     while (atomic_load(&queue->running) > 0) {
         sleep_poll();
         double t = ds_monotonic_s();
-        if (ch->forced || *started >= ch->asked || t - t0 < WINDOW_S)
+        if (ch->forced || *started >= ch->asked || t - win.t < WINDOW_S)
             continue;
         if (atomic_load(&queue->failed) || atomic_load(&read->shared->truncated) ||
             atomic_load(&queue->next) >= queue->ranges.n)
             continue; /* nothing left for a new worker */
-        cpu_sample c1 = cpu_now();
-        uint64_t w1 = atomic_load(&read->shared->wait_us);
-        partition_measure m = {.cores = ch->cores};
-        m.wait_share = (double)(w1 - w0) / 1e6 / ((t - t0) * ran);
-        m.idle_cores = c0.ok && c1.ok && c1.total > c0.total
-                           ? (double)(c1.idle - c0.idle) / (double)(c1.total - c0.total) * ch->cores
-                           : 0;
-        ch->last = m;
-        ch->windows++;
-        int add = partition_streams_to_add(&m, ch->asked, *started, &ch->bound);
-        ds_log_debug("%s: %s: %.0f%% of the time waiting for PostgreSQL, %.2f of %d cores idle: %s, %d "
-                     "insert stream(s) running, %d more",
-                     read->src->name, read->src->plans[read->shared->slot].table, m.wait_share * 100,
-                     m.idle_cores, ch->cores, partition_bound_text(ch->bound), *started, add);
+        int add = window_close(&win, t, read, ch, *started);
         for (int i = 0; i < add; i++)
-            if (!start_worker(ws, started, read, queue))
+            if (!start_worker(ws, started, read, queue, false))
                 break; /* the running ones finish the ranges */
         ch->streams = *started;
-        c0 = c1;
-        t0 = t;
-        w0 = w1;
-        ran = *started;
+        win = window_open(read, *started);
     }
-    return true;
+}
+
+/* Runs the lead over the whole query until its first window has been
+ * measured; if the measure asks for more streams, ends its read. Returns
+ * the streams to run in ranges (0: the lead read everything, or failed:
+ * ws[0] says). */
+static int lead_then_measure(partition_worker *ws, const partition_read *read, range_queue *queue,
+                             stream_choice *ch)
+{
+    int started = 0;
+    if (!start_worker(ws, &started, read, queue, true)) {
+        ws[0].ok = ds_error_set(&ws[0].err, DS_ERR_NOMEM, "cannot start a partition worker thread");
+        return 0;
+    }
+    window win = window_open(read, 1);
+    int add = 0;
+    while (atomic_load(&queue->running) > 0) {
+        sleep_poll();
+        double t = ds_monotonic_s();
+        if (ch->windows > 0 || t - win.t < WINDOW_S || atomic_load(&read->shared->truncated))
+            continue;
+        add = window_close(&win, t, read, ch, 1);
+        ch->lead = ch->last;
+        ch->lead_bound = ch->bound;
+        if (add > 0) {
+            atomic_store(&read->shared->abandon, true);
+            break;
+        }
+    }
+    pthread_join(ws[0].thread, NULL);
+    /* A lead that ended its read before it saw the flag keeps its rows. */
+    if (add == 0 || ws[0].ok || ws[0].err.code != DS_ERR_RESTART)
+        return 0;
+    return 1 + add;
 }
 
 static void log_choice(const partition_read *read, const stream_choice *ch)
 {
     const char *table = read->src->plans[read->shared->slot].table;
-    char why[200];
+    char why[240];
     if (ch->forced)
         snprintf(why, sizeof why, "set by DUCKSTORE_INSERT_STREAMS");
     else if (ch->windows == 0)
-        snprintf(why, sizeof why, "the read ended before a measure (%.1f s) on %d cores", WINDOW_S,
+        snprintf(why, sizeof why, "the whole query, read before a measure (%.1f s) on %d cores", WINDOW_S,
                  ch->cores);
-    else
+    else /* the verdict that split the read, or kept it whole */
         snprintf(why, sizeof why,
-                 "%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)",
-                 partition_bound_text(ch->bound), ch->cores, ch->last.wait_share * 100, ch->last.idle_cores);
+                 "%s%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)",
+                 ch->split ? "ranges, " : "the whole query, ", partition_bound_text(ch->lead_bound), ch->cores,
+                 ch->lead.wait_share * 100, ch->lead.idle_cores);
     ds_log_about about = {.source = read->src->name, .table = table, .event = "insert_streams"};
     ds_log_field fields[] = {DS_LOG_FIELD_INT("workers_asked", ch->asked),
                              DS_LOG_FIELD_INT("insert_streams", ch->streams),
@@ -264,23 +338,25 @@ static void log_choice(const partition_read *read, const stream_choice *ch)
                  ch->streams, ch->streams == 1 ? "" : "s", why);
 }
 
-/* Starts the workers and waits for them; the first failure is the error. */
-static bool run_workers(const partition_read *read, range_queue *queue, ds_error *err)
+/* Plans the ranges on pg and runs `first` range workers, more while they
+ * help; the first failure is the error. */
+static bool run_ranges(partition_worker *ws, const partition_read *read, pgsrc_conn *pg, range_queue *queue,
+                       stream_choice *ch, int first, ds_error *err)
 {
-    partition_worker *ws = calloc((size_t)read->workers, sizeof *ws);
-    if (ws == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    stream_choice ch = {.asked = read->workers, .cores = online_cores(), .forced = streams_override()};
-    int first = ch.forced ? (ch.forced < read->workers ? ch.forced : read->workers) : 1;
+    if (!pgsrc_plan_ranges(pg, read->query, read->col, read->workers * 4, &queue->ranges, err))
+        return false;
+    ds_log_debug("%s: reading %s in %zu ranges with up to %d workers", read->src->name, read->table_ref,
+                 queue->ranges.n, read->workers);
     int started = 0;
-    while (started < first && start_worker(ws, &started, read, queue))
+    while (started < first && start_worker(ws, &started, read, queue, false))
         ;
-    bool ok = started > 0 || ds_error_set(err, DS_ERR_NOMEM, "cannot start partition worker threads");
-    if (!ok)
+    if (started == 0) {
         atomic_store(&queue->failed, true);
-    ch.streams = started;
-    if (ok)
-        watch_and_grow(ws, &started, read, queue, &ch);
+        return ds_error_set(err, DS_ERR_NOMEM, "cannot start partition worker threads");
+    }
+    ch->streams = started;
+    watch_and_grow(ws, &started, read, queue, ch);
+    bool ok = true;
     for (int i = 0; i < started; i++) {
         pthread_join(ws[i].thread, NULL);
         if (!ws[i].ok && ok) {
@@ -288,6 +364,37 @@ static bool run_workers(const partition_read *read, range_queue *queue, ds_error
             *err = ws[i].err;
         }
     }
+    return ok;
+}
+
+/* The lead first (unless the number of streams is forced), then ranges if
+ * its measure asked for them. */
+static bool run_workers(const partition_read *read, pgsrc_conn *pg, range_queue *queue, ds_error *err)
+{
+    partition_worker *ws = calloc((size_t)read->workers, sizeof *ws);
+    if (ws == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    stream_choice ch = {.asked = read->workers, .cores = online_cores(), .forced = streams_override()};
+    bool ok = true;
+    int first = ch.forced ? (ch.forced < read->workers ? ch.forced : read->workers) : 0;
+    if (!ch.forced) {
+        first = lead_then_measure(ws, read, queue, &ch);
+        ch.streams = 1;
+        if (first == 0 && !ws[0].ok) {
+            ok = false;
+            *err = ws[0].err;
+        } else if (first > 0) {
+            /* What the lead stored goes with the table it was stored in. */
+            ch.split = true;
+            ok = read->restart(read->restart_ctx, err);
+            pump_shared_forget(read->shared, read->opt);
+            atomic_store(&read->shared->abandon, false);
+            ds_log_debug("%s: %s: the whole query's read is dropped after %.1f s, to read in ranges",
+                         read->src->name, read->src->plans[read->shared->slot].table, WINDOW_S);
+        }
+    }
+    if (ok && first > 0)
+        ok = run_ranges(ws, read, pg, queue, &ch, first, err);
     if (ok)
         log_choice(read, &ch);
     free(ws);
@@ -302,17 +409,12 @@ bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
     atomic_init(&queue.failed, false);
     atomic_init(&queue.running, 0);
     char *snapshot = NULL;
-    if (!pgsrc_export_snapshot(pg, &snapshot, err) ||
-        !pgsrc_plan_ranges(pg, read->query, read->col, read->workers * 4, &queue.ranges, err)) {
-        free(snapshot);
+    if (!pgsrc_export_snapshot(pg, &snapshot, err))
         return false;
-    }
     queue.snapshot = snapshot;
-    ds_log_debug("%s: reading %s in %zu ranges with up to %d workers", read->src->name, read->table_ref,
-                 queue.ranges.n, read->workers);
     /* The caller's read transaction, which exported the snapshot, ends
      * after the workers: it must outlive their SET TRANSACTION SNAPSHOT. */
-    bool ok = run_workers(read, &queue, err);
+    bool ok = run_workers(read, pg, &queue, err);
     pgsrc_ranges_free(&queue.ranges);
     free(snapshot);
     return ok;

@@ -18,6 +18,10 @@ typedef struct partition_read {
     const pgsrc_column *col; /* partition_column */
     int workers;
     pump_shared *shared;
+    /* Empties the target (table_ref) again, when the whole query's read
+     * is dropped to read in ranges. */
+    bool (*restart)(void *ctx, ds_error *err);
+    void *restart_ctx;
 } partition_read;
 
 /* What a window of a partitioned read measured. */
@@ -38,10 +42,12 @@ typedef enum partition_bound {
 int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound);
 const char *partition_bound_text(partition_bound bound);
 
-/* Exports a snapshot on conn (kept open until the workers are done), plans
- * about 4 ranges per worker and runs the workers: one at first, more (up
- * to read->workers) while a measure says they help, or as many as
- * DUCKSTORE_INSERT_STREAMS says. Logs what it chose and why. */
+/* Exports a snapshot on conn (kept open until the workers are done) and
+ * reads on it: one worker over the whole query, which is the whole read
+ * unless its first measure says more streams help; then about 4 ranges
+ * per worker, read by that many workers and more (up to read->workers)
+ * while a measure says they help. DUCKSTORE_INSERT_STREAMS sets the
+ * number of range workers instead. Logs what it chose and why. */
 bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err);
 
 #endif

@@ -22,7 +22,6 @@ typedef struct pump_fill {
     const sync_options *opt;
     uint64_t batch_rows, batch_left;
     uint64_t bytes_seen;      /* stream bytes already counted in the progress */
-    double wait_seen;         /* stream wait already added to shared->wait_us */
     bool capped_out;          /* budget exhausted: no more rows, whatever PostgreSQL has */
     const char *memory_limit; /* as configured, for messages */
     uint64_t limit;           /* memory_limit in bytes (0: unknown) */
@@ -74,6 +73,22 @@ static void count_progress(pump_fill *f, uint64_t rows)
     atomic_fetch_add(&pr->rows, rows);
     atomic_fetch_add(&pr->table_rows[f->shared->slot], rows);
     atomic_fetch_add(&pr->table_bytes[f->shared->slot], bytes);
+}
+
+void pump_shared_forget(pump_shared *shared, const sync_options *opt)
+{
+    uint64_t rows = atomic_exchange(&shared->rows, 0);
+    uint64_t bytes = atomic_exchange(&shared->bytes, 0);
+    shared->wait.done_s = 0;
+    if (shared->capped)
+        atomic_fetch_add(&shared->budget, (int64_t)rows);
+    sync_progress *pr = opt->progress;
+    if (pr == NULL)
+        return;
+    atomic_fetch_sub(&pr->rows, rows);
+    atomic_fetch_sub(&pr->bytes, bytes);
+    atomic_fetch_sub(&pr->table_rows[shared->slot], rows);
+    atomic_fetch_sub(&pr->table_bytes[shared->slot], bytes);
 }
 
 /* The error for rows DuckDB cannot hold within memory_limit: their size and
@@ -153,7 +168,7 @@ static bool next_copy(pump_fill *f, ds_error *err)
     free(sql);
     f->stream.bytes_read = prev.bytes_read;
     f->stream.largest_row = prev.largest_row;
-    f->stream.wait_s = prev.wait_s;
+    f->stream.wait = prev.wait;
     f->stream.chunk_bytes = prev.chunk_bytes;
     f->stream.row_bytes_max = prev.row_bytes_max;
     f->stream.keep = prev.keep;
@@ -180,6 +195,8 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     }
     if (sync_cancelled(f->opt))
         return ds_error_set(err, DS_ERR_CANCELLED, "sync cancelled");
+    if (atomic_load_explicit(&f->shared->abandon, memory_order_relaxed))
+        return ds_error_set(err, DS_ERR_RESTART, "the read starts again in ranges");
     uint64_t before = f->stream.bytes_read;
     bool filled = pgsrc_stream_fill(&f->stream, out, err);
     /* A COPY that ended on a chunk boundary leaves it empty: the next one
@@ -191,9 +208,6 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
             break;
         filled = pgsrc_stream_fill(&f->stream, out, err);
     }
-    atomic_fetch_add_explicit(&f->shared->wait_us, (uint64_t)((f->stream.wait_s - f->wait_seen) * 1e6),
-                              memory_order_relaxed);
-    f->wait_seen = f->stream.wait_s;
     if (!filled)
         return stream_failed(f, err);
     int64_t n = (int64_t)duckdb_data_chunk_get_size(out);
@@ -330,6 +344,7 @@ bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, p
     f.stream.chunk_bytes = f.limit > 0 ? f.limit / CHUNK_SHARE : DEFAULT_CHUNK_BYTES;
     f.stream.row_bytes_max = vector_bytes_max(&f);
     f.stream.keep = shared->keep;
+    f.stream.wait = &shared->wait;
     f.batch_bytes = f.limit > 0 ? f.limit / BATCH_SHARE : UINT64_MAX;
     bool ok = dec != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     /* One INSERT per batch; a COPY that ended with a batch leaves the

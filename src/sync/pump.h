@@ -17,7 +17,10 @@ typedef struct pump_shared {
     atomic_bool truncated;
     _Atomic uint64_t rows;
     _Atomic uint64_t bytes;   /* of COPY data, for those rows */
-    _Atomic uint64_t wait_us; /* the streams' time waiting for PostgreSQL's data, summed */
+    pgsrc_wait_meter wait;    /* the streams' time waiting for PostgreSQL's data, summed */
+    /* Set to end every stream's read with DS_ERR_RESTART: a partitioned
+     * read drops what its first reader read and starts again in ranges. */
+    atomic_bool abandon;
     int slot;                 /* the table's place in sync_progress.table_rows */
     pgsrc_kept_rows *keep;    /* a one-stream read's rows are kept there too (NULL: not) */
     /* Optional, for a one-stream read. stored_already: asked once the rows
@@ -30,6 +33,11 @@ typedef struct pump_shared {
     void *ctx;
     bool skipped;
 } pump_shared;
+
+/* Forgets the rows the streams have read (their counts, the progress, the
+ * row budget they took) once what they stored has been dropped, so a read
+ * can start again. No stream may be running. */
+void pump_shared_forget(pump_shared *shared, const sync_options *opt);
 
 /* The row limit to put on a COPY: one past the budget (so a cut is seen),
  * or -1 when uncapped. */

@@ -80,16 +80,16 @@ static void create_src(PGconn *pg)
         ROWS);
 }
 
-/* Runs `duckstore sync --full` on the env's config into its own file with
- * env_assign in its environment; returns its output (log lines). */
-static char *run_sync(tl_env *e, const char *env_assign, const char *source)
+/* Runs `duckstore [flags] sync --full` on the env's config into its own
+ * file with env_assign in its environment; returns its output (log lines). */
+static char *run_sync(tl_env *e, const char *env_assign, const char *flags, const char *source)
 {
     char *out = NULL;
     int rc =
         tl_run(&out,
-               "rm -f '%s/cli.duckdb' '%s/cli.duckdb.wal'; %s '%s' --config-dir '%s' --db '%s/cli.duckdb' "
+               "rm -f '%s/cli.duckdb' '%s/cli.duckdb.wal'; %s '%s' %s --config-dir '%s' --db '%s/cli.duckdb' "
                "sync %s --full",
-               e->dir, e->dir, env_assign, getenv("DUCKSTORE_BIN"), e->dir, e->dir, source);
+               e->dir, e->dir, env_assign, getenv("DUCKSTORE_BIN"), flags, e->dir, e->dir, source);
     if (rc != 0)
         fail_msg("sync: exit %d:\n%s", rc, out);
     return out;
@@ -161,7 +161,7 @@ static void test_pinned_streams_load_exact_rows(void **state)
     for (int pin = 1; pin <= 5; pin++) {
         char assign[64];
         snprintf(assign, sizeof assign, "DUCKSTORE_INSERT_STREAMS=%d", pin);
-        char *out = run_sync(&e, assign, "streams");
+        char *out = run_sync(&e, assign, "", "streams");
         const char *why;
         int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
         assert_int_equal(n, pin > 4 ? 4 : pin);
@@ -177,8 +177,8 @@ static void test_pinned_streams_load_exact_rows(void **state)
 /* Without a pin the read measures: a query whose every row costs
  * PostgreSQL time (pg_sleep) keeps the streams waiting on the socket.
  * Whatever the machine lets it choose, the line names the choice and its
- * reason, a PostgreSQL-bound verdict comes with more than one stream, and
- * the rows are exact. */
+ * reason: ranges come with more than one stream and a verdict that asked
+ * for them, the whole query with one; the rows are exact. */
 static void test_measured_choice_is_logged(void **state)
 {
     (void)state;
@@ -191,23 +191,57 @@ static void test_measured_choice_is_logged(void **state)
                   "  query: SELECT id, t, j, n, pg_backend_pid() AS reader_pid FROM src "
                   "WHERE CASE WHEN id %% 10 = 0 THEN pg_sleep(0.001) IS NOT NULL ELSE true END\n"
                   "  partition_column: id\n");
-    char *out = run_sync(&e, "", "streams");
+    char *out = run_sync(&e, "", "", "streams");
     const char *why;
     int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
     assert_true(n >= 1 && n <= 4);
     print_message("chose %d: %.*s\n", n, (int)strcspn(why, "\n"), why);
-    static const char *const reasons[] = {"PostgreSQL-bound on ", "DuckDB-bound on ", "cores idle on ",
-                                          "the read ended before a measure"};
+    static const char *const reasons[] = {"ranges, PostgreSQL-bound on ", "ranges, cores idle on ",
+                                          "the whole query, DuckDB-bound on ",
+                                          "the whole query, read before a measure"};
     size_t r = 0;
     while (r < 4 && strncmp(why, reasons[r], strlen(reasons[r])) != 0)
         r++;
     if (r == 4)
         fail_msg("no known reason: %.200s", why);
-    if (r == 0)
+    if (r < 2)
         assert_true(n > 1);
+    else
+        assert_int_equal(n, 1);
     /* The rest of the line: the measure behind the verdict. */
     if (r < 3 && strstr(why, "% of the time waiting for PostgreSQL, ") == NULL)
         fail_msg("no measure: %.200s", why);
+    assert_rows(&e, want, n);
+    free(out);
+    free(want);
+    tl_env_close(&e);
+}
+
+/* A read that waits on PostgreSQL almost all the time (past its first
+ * 4,096 rows, one row in four sleeps a millisecond: the first measure
+ * sees 90% waiting or more, on any machine) drops what the whole query's
+ * reader stored (its first rows, committed in batches of 1,000) and starts
+ * again in ranges with every stream asked for: each row is stored once,
+ * none by the dropped reader. */
+static void test_waiting_read_starts_again_in_ranges(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "split", "  sync_workers: 4\n  sync_chunk_size: 1000\n");
+    create_src(e.pg);
+    char *want = tl_pg_checksum(e.pg, "src", SPEC);
+    tl_env_source(&e, "streams",
+                  "  query: SELECT id, t, j, n, pg_backend_pid() AS reader_pid FROM src "
+                  "WHERE CASE WHEN id > 4096 AND id %% 4 = 0 THEN pg_sleep(0.001) IS NOT NULL ELSE true END\n"
+                  "  partition_column: id\n");
+    char *out = run_sync(&e, "", "-v", "streams");
+    const char *why;
+    int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+    if (strncmp(why, "ranges, PostgreSQL-bound on ", 28) != 0)
+        fail_msg("expected ranges, PostgreSQL-bound: %.200s", why);
+    assert_int_equal(n, 4);
+    if (strstr(out, "streams_data: the whole query's read is dropped after 0.5 s, to read in ranges") == NULL)
+        fail_msg("no line on the dropped read in:\n%s", out);
     assert_rows(&e, want, n);
     free(out);
     free(want);
@@ -220,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_the_rule),
         cmocka_unit_test(test_pinned_streams_load_exact_rows),
         cmocka_unit_test(test_measured_choice_is_logged),
+        cmocka_unit_test(test_waiting_read_starts_again_in_ranges),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
