@@ -9,13 +9,14 @@
  * buffers, a range an index or TID scan through shared_buffers, which a
  * new backend maps page by page (on a virtual machine whose page faults
  * are dear, 1 CPU-second per 256 MB of shared_buffers). So the read starts
- * as sync_workers 1 would, one worker reading the whole query, and splits
- * into ranges only when its first measure says more streams help: the
- * worker waits on PostgreSQL's socket (PostgreSQL-bound: a slow query, a
- * remote server) or cores are idle (a large machine). Splitting drops the
- * rows read so far (half a second's worth) and starts again in ranges,
- * one worker more than the measure asked for; more join later while they
- * help (the other table finished). */
+ * as sync_workers 1 would: the caller reads the whole query on its own
+ * connection, and splits into ranges only when a watcher's first measure
+ * says more streams help: the reader waits on PostgreSQL's socket
+ * (PostgreSQL-bound: a slow query, a remote server) or cores are idle (a
+ * large machine). Splitting drops the rows read so far (half a second's
+ * worth: the read ran in a savepoint, and the staging table is made again)
+ * and reads in ranges with the streams the measure asked for; more join
+ * later while they help (the other table finished). */
 #include "sync/partition.h"
 
 #include <stdio.h>
@@ -30,7 +31,7 @@
 #include "sync/conns.h"
 
 typedef struct range_queue {
-    pgsrc_ranges ranges; /* none while the lead reads the whole query */
+    pgsrc_ranges ranges;
     _Atomic size_t next;
     const char *snapshot;
     atomic_bool failed;
@@ -41,32 +42,23 @@ typedef struct partition_worker {
     pthread_t thread;
     const partition_read *read;
     range_queue *queue;
-    bool lead;       /* reads the whole query, not ranges */
-    bool lead_taken; /* and has opened it */
     bool ok;
     ds_error err;
 } partition_worker;
 
-/* The next COPY statement: the lead's whole query once, or the next range
- * until none is left, a worker failed or the budget ran out. */
+/* The next range's COPY statement, until none is left, a worker failed or
+ * the budget ran out. */
 static char *next_range(void *ctx, pgsrc_conn *pg, bool *nomem)
 {
     partition_worker *w = ctx;
     const partition_read *r = w->read;
     if (atomic_load(&w->queue->failed) || atomic_load(&r->shared->truncated))
         return NULL;
-    const char *condition = NULL;
-    if (w->lead) {
-        if (w->lead_taken)
-            return NULL;
-        w->lead_taken = true;
-    } else {
-        size_t i = atomic_fetch_add(&w->queue->next, 1);
-        if (i >= w->queue->ranges.n)
-            return NULL;
-        condition = w->queue->ranges.conditions[i];
-    }
-    char *copy = pgsrc_copy_sql(pg, r->query, r->desc, condition, pump_copy_limit(r->shared));
+    size_t i = atomic_fetch_add(&w->queue->next, 1);
+    if (i >= w->queue->ranges.n)
+        return NULL;
+    char *copy =
+        pgsrc_copy_sql(pg, r->query, r->desc, w->queue->ranges.conditions[i], pump_copy_limit(r->shared));
     *nomem = copy == NULL;
     return copy;
 }
@@ -91,7 +83,7 @@ static void *worker_main(void *arg)
                 pgsrc_exec(&pg, "COMMIT", &w->err);
         sync_disconnect(r->opt, &pg, w->ok);
     }
-    if (!w->ok && w->err.code != DS_ERR_RESTART)
+    if (!w->ok)
         atomic_store(&w->queue->failed, true);
     atomic_fetch_sub(&w->queue->running, 1);
     return NULL;
@@ -200,11 +192,10 @@ typedef struct stream_choice {
     partition_bound lead_bound;
 } stream_choice;
 
-static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue,
-                         bool lead)
+static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue)
 {
     partition_worker *w = &ws[*started];
-    *w = (partition_worker){.read = read, .queue = queue, .lead = lead};
+    *w = (partition_worker){.read = read, .queue = queue};
     atomic_fetch_add(&queue->running, 1);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
         atomic_fetch_sub(&queue->running, 1);
@@ -274,45 +265,81 @@ static void watch_and_grow(partition_worker *ws, int *started, const partition_r
             continue; /* nothing left for a new worker */
         int add = window_close(&win, t, read, ch, *started);
         for (int i = 0; i < add; i++)
-            if (!start_worker(ws, started, read, queue, false))
+            if (!start_worker(ws, started, read, queue))
                 break; /* the running ones finish the ranges */
         ch->streams = *started;
         win = window_open(read, *started);
     }
 }
 
-/* Runs the lead over the whole query until its first window has been
- * measured; if the measure asks for more streams, ends its read. Returns
- * the streams to run in ranges (0: the lead read everything, or failed:
- * ws[0] says). */
-static int lead_then_measure(partition_worker *ws, const partition_read *read, range_queue *queue,
-                             stream_choice *ch)
+/* The lead's watcher: measures the first window of the lead's read (on
+ * the caller's thread) and, if the measure asks for more streams, ends
+ * that read. */
+typedef struct lead_watch {
+    pthread_t thread;
+    const partition_read *read;
+    stream_choice *ch;
+    atomic_bool lead_done;
+    int add; /* streams the measure asked for beside the lead */
+} lead_watch;
+
+static void *watch_lead(void *arg)
 {
-    int started = 0;
-    if (!start_worker(ws, &started, read, queue, true)) {
-        ws[0].ok = ds_error_set(&ws[0].err, DS_ERR_NOMEM, "cannot start a partition worker thread");
-        return 0;
-    }
-    window win = window_open(read, 1);
-    int add = 0;
-    while (atomic_load(&queue->running) > 0) {
+    lead_watch *lw = arg;
+    window win = window_open(lw->read, 1);
+    while (!atomic_load(&lw->lead_done)) {
         sleep_poll();
         double t = ds_monotonic_s();
-        if (ch->windows > 0 || t - win.t < WINDOW_S || atomic_load(&read->shared->truncated))
+        if (t - win.t < WINDOW_S || atomic_load(&lw->read->shared->truncated))
             continue;
-        add = window_close(&win, t, read, ch, 1);
-        ch->lead = ch->last;
-        ch->lead_bound = ch->bound;
-        if (add > 0) {
-            atomic_store(&read->shared->abandon, true);
-            break;
-        }
+        lw->add = window_close(&win, t, lw->read, lw->ch, 1);
+        lw->ch->lead = lw->ch->last;
+        lw->ch->lead_bound = lw->ch->bound;
+        if (lw->add > 0)
+            atomic_store(&lw->read->shared->abandon, true);
+        break;
     }
-    pthread_join(ws[0].thread, NULL);
-    /* A lead that ended its read before it saw the flag keeps its rows. */
-    if (add == 0 || ws[0].ok || ws[0].err.code != DS_ERR_RESTART)
-        return 0;
-    return 1 + add;
+    return NULL;
+}
+
+/* Reads the whole query on pg, in a savepoint its abandon can roll back
+ * to, while a watcher measures. Returns the streams to read ranges with
+ * (0: the lead read everything, or failed: then false). */
+static bool read_whole_first(const partition_read *read, pgsrc_conn *pg, stream_choice *ch, int *ranges_with,
+                             ds_error *err)
+{
+    *ranges_with = 0;
+    char *copy = pgsrc_copy_sql(pg, read->query, read->desc, NULL, pump_copy_limit(read->shared));
+    if (copy == NULL)
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    if (!pgsrc_exec(pg, "SAVEPOINT duckstore_whole_read", err)) {
+        free(copy);
+        return false;
+    }
+    lead_watch lw = {.read = read, .ch = ch};
+    atomic_init(&lw.lead_done, false);
+    bool watched = pthread_create(&lw.thread, NULL, watch_lead, &lw) == 0;
+    bool ok = pump_copy_into(read->st, read->cfg, read->table_ref, pg, read->desc, copy, read->shared,
+                             read->opt, err);
+    free(copy);
+    atomic_store(&lw.lead_done, true);
+    if (watched)
+        pthread_join(lw.thread, NULL);
+    ch->streams = 1;
+    if (ok || err->code != DS_ERR_RESTART)
+        return ok; /* a lead that ended its read before it saw the flag keeps its rows */
+    /* What the lead stored goes with the table it was stored in. */
+    ch->split = true;
+    *ranges_with = 1 + lw.add;
+    ds_error_clear(err);
+    if (!pgsrc_exec(pg, "ROLLBACK TO SAVEPOINT duckstore_whole_read", err) ||
+        !pgsrc_exec(pg, "RELEASE SAVEPOINT duckstore_whole_read", err) || !read->restart(read->restart_ctx, err))
+        return false;
+    pump_shared_forget(read->shared, read->opt);
+    atomic_store(&read->shared->abandon, false);
+    ds_log_debug("%s: %s: the whole query's read is dropped after %.1f s, to read in ranges", read->src->name,
+                 read->src->plans[read->shared->slot].table, WINDOW_S);
+    return true;
 }
 
 static void log_choice(const partition_read *read, const stream_choice *ch)
@@ -348,7 +375,7 @@ static bool run_ranges(partition_worker *ws, const partition_read *read, pgsrc_c
     ds_log_debug("%s: reading %s in %zu ranges with up to %d workers", read->src->name, read->table_ref,
                  queue->ranges.n, read->workers);
     int started = 0;
-    while (started < first && start_worker(ws, &started, read, queue, false))
+    while (started < first && start_worker(ws, &started, read, queue))
         ;
     if (started == 0) {
         atomic_store(&queue->failed, true);
@@ -371,33 +398,25 @@ static bool run_ranges(partition_worker *ws, const partition_read *read, pgsrc_c
  * its measure asked for them. */
 static bool run_workers(const partition_read *read, pgsrc_conn *pg, range_queue *queue, ds_error *err)
 {
-    partition_worker *ws = calloc((size_t)read->workers, sizeof *ws);
-    if (ws == NULL)
-        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     stream_choice ch = {.asked = read->workers, .cores = online_cores(), .forced = streams_override()};
-    bool ok = true;
     int first = ch.forced ? (ch.forced < read->workers ? ch.forced : read->workers) : 0;
-    if (!ch.forced) {
-        first = lead_then_measure(ws, read, queue, &ch);
-        ch.streams = 1;
-        if (first == 0 && !ws[0].ok) {
-            ok = false;
-            *err = ws[0].err;
-        } else if (first > 0) {
-            /* What the lead stored goes with the table it was stored in. */
-            ch.split = true;
-            ok = read->restart(read->restart_ctx, err);
-            pump_shared_forget(read->shared, read->opt);
-            atomic_store(&read->shared->abandon, false);
-            ds_log_debug("%s: %s: the whole query's read is dropped after %.1f s, to read in ranges",
-                         read->src->name, read->src->plans[read->shared->slot].table, WINDOW_S);
-        }
+    if (!ch.forced && !read_whole_first(read, pg, &ch, &first, err))
+        return false;
+    bool ok = true;
+    if (first > 0) {
+        partition_worker *ws = calloc((size_t)read->workers, sizeof *ws);
+        char *snapshot = NULL;
+        /* The caller's read transaction exports the snapshot and ends
+         * after the workers: it must outlive their SET TRANSACTION SNAPSHOT. */
+        ok = (ws != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory")) &&
+             pgsrc_export_snapshot(pg, &snapshot, err);
+        queue->snapshot = snapshot;
+        ok = ok && run_ranges(ws, read, pg, queue, &ch, first, err);
+        free(snapshot);
+        free(ws);
     }
-    if (ok && first > 0)
-        ok = run_ranges(ws, read, pg, queue, &ch, first, err);
     if (ok)
         log_choice(read, &ch);
-    free(ws);
     return ok;
 }
 
@@ -408,14 +427,7 @@ bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err)
     atomic_init(&queue.next, 0);
     atomic_init(&queue.failed, false);
     atomic_init(&queue.running, 0);
-    char *snapshot = NULL;
-    if (!pgsrc_export_snapshot(pg, &snapshot, err))
-        return false;
-    queue.snapshot = snapshot;
-    /* The caller's read transaction, which exported the snapshot, ends
-     * after the workers: it must outlive their SET TRANSACTION SNAPSHOT. */
     bool ok = run_workers(read, pg, &queue, err);
     pgsrc_ranges_free(&queue.ranges);
-    free(snapshot);
     return ok;
 }
