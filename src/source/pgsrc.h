@@ -223,7 +223,10 @@ typedef struct pgsrc_wait_meter {
     int waiting;    /* waits going on */
 } pgsrc_wait_meter;
 
-#define PGSRC_WAIT_METER_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
+#define PGSRC_WAIT_METER_INIT                                                                                \
+    {                                                                                                        \
+        .lock = PTHREAD_MUTEX_INITIALIZER                                                                    \
+    }
 
 /* Seconds waited up to now (ds_monotonic_s()). */
 double pgsrc_wait_meter_total(pgsrc_wait_meter *m, double now);

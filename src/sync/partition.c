@@ -223,7 +223,9 @@ typedef struct window {
 static window window_open(const partition_read *read, int streams)
 {
     double t = ds_monotonic_s();
-    return (window){.cpu = cpu_now(), .t = t, .wait_s = pgsrc_wait_meter_total(&read->shared->wait, t),
+    return (window){.cpu = cpu_now(),
+                    .t = t,
+                    .wait_s = pgsrc_wait_meter_total(&read->shared->wait, t),
                     .streams = streams};
 }
 
@@ -333,7 +335,8 @@ static bool read_whole_first(const partition_read *read, pgsrc_conn *pg, stream_
     *ranges_with = 1 + lw.add;
     ds_error_clear(err);
     if (!pgsrc_exec(pg, "ROLLBACK TO SAVEPOINT duckstore_whole_read", err) ||
-        !pgsrc_exec(pg, "RELEASE SAVEPOINT duckstore_whole_read", err) || !read->restart(read->restart_ctx, err))
+        !pgsrc_exec(pg, "RELEASE SAVEPOINT duckstore_whole_read", err) ||
+        !read->restart(read->restart_ctx, err))
         return false;
     pump_shared_forget(read->shared, read->opt);
     atomic_store(&read->shared->abandon, false);
@@ -354,8 +357,8 @@ static void log_choice(const partition_read *read, const stream_choice *ch)
     else /* the verdict that split the read, or kept it whole */
         snprintf(why, sizeof why,
                  "%s%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)",
-                 ch->split ? "ranges, " : "the whole query, ", partition_bound_text(ch->lead_bound), ch->cores,
-                 ch->lead.wait_share * 100, ch->lead.idle_cores);
+                 ch->split ? "ranges, " : "the whole query, ", partition_bound_text(ch->lead_bound),
+                 ch->cores, ch->lead.wait_share * 100, ch->lead.idle_cores);
     ds_log_about about = {.source = read->src->name, .table = table, .event = "insert_streams"};
     ds_log_field fields[] = {DS_LOG_FIELD_INT("workers_asked", ch->asked),
                              DS_LOG_FIELD_INT("insert_streams", ch->streams),

@@ -16,13 +16,13 @@ typedef struct pump_shared {
     bool capped;
     atomic_bool truncated;
     _Atomic uint64_t rows;
-    _Atomic uint64_t bytes;   /* of COPY data, for those rows */
-    pgsrc_wait_meter wait;    /* the streams' time waiting for PostgreSQL's data, summed */
+    _Atomic uint64_t bytes; /* of COPY data, for those rows */
+    pgsrc_wait_meter wait;  /* the streams' time waiting for PostgreSQL's data, summed */
     /* Set to end every stream's read with DS_ERR_RESTART: a partitioned
      * read drops what its first reader read and starts again in ranges. */
     atomic_bool abandon;
-    int slot;                 /* the table's place in sync_progress.table_rows */
-    pgsrc_kept_rows *keep;    /* a one-stream read's rows are kept there too (NULL: not) */
+    int slot;              /* the table's place in sync_progress.table_rows */
+    pgsrc_kept_rows *keep; /* a one-stream read's rows are kept there too (NULL: not) */
     /* Optional, for a one-stream read. stored_already: asked once the rows
      * read ahead (up to keep's cap) turn out to be all the rows; true: the
      * store holds them already, nothing goes to DuckDB and `skipped` is
