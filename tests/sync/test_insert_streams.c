@@ -196,20 +196,21 @@ static void test_measured_choice_is_logged(void **state)
     int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
     assert_true(n >= 1 && n <= 4);
     print_message("chose %d: %.*s\n", n, (int)strcspn(why, "\n"), why);
-    static const char *const reasons[] = {"ranges, PostgreSQL-bound on ", "ranges, cores idle on ",
-                                          "the whole query, DuckDB-bound on ",
-                                          "the whole query, read before a measure"};
+    static const char *const reasons[] = {
+        "ranges, PostgreSQL-bound on ", "ranges, cores idle on ",
+        "the whole query, 3 PostgreSQL parallel workers, PostgreSQL-bound on ",
+        "the whole query, DuckDB-bound on ", "the whole query, read before a measure"};
     size_t r = 0;
-    while (r < 4 && strncmp(why, reasons[r], strlen(reasons[r])) != 0)
+    while (r < 5 && strncmp(why, reasons[r], strlen(reasons[r])) != 0)
         r++;
-    if (r == 4)
+    if (r == 5)
         fail_msg("no known reason: %.200s", why);
     if (r < 2)
         assert_true(n > 1);
     else
         assert_int_equal(n, 1);
     /* The rest of the line: the measure behind the verdict. */
-    if (r < 3 && strstr(why, "% of the time waiting for PostgreSQL, ") == NULL)
+    if (r < 4 && strstr(why, "% of the time waiting for PostgreSQL, ") == NULL)
         fail_msg("no measure: %.200s", why);
     assert_rows(&e, want, n);
     free(out);
@@ -217,32 +218,84 @@ static void test_measured_choice_is_logged(void **state)
     tl_env_close(&e);
 }
 
-/* A read that waits on PostgreSQL almost all the time (past its first
- * 4,096 rows, one row in four sleeps a millisecond: the first measure
- * sees 90% waiting or more, on any machine) drops what the whole query's
- * reader stored (its first rows, committed in batches of 1,000) and starts
- * again in ranges with every stream asked for: each row is stored once,
- * none by the dropped reader. */
+/* A row filter that sleeps a millisecond on one row in four past the
+ * first 4,096: a read of it waits for PostgreSQL 90% of the time or more,
+ * on any machine. plpgsql, so PostgreSQL does not inline it; its parallel
+ * safety is the test's choice. reader_pid() is the process that computes
+ * the row: a parallel worker's own when declared safe. */
+static void create_slow_functions(PGconn *pg, const char *safety)
+{
+    tl_pg_exec(pg,
+               "CREATE OR REPLACE FUNCTION slow_row(i bigint) RETURNS boolean LANGUAGE plpgsql %s AS $$ "
+               "BEGIN IF i > 4096 AND i %% 4 = 0 THEN PERFORM pg_sleep(0.001); END IF; RETURN true; END $$",
+               safety);
+    tl_pg_exec(pg,
+               "CREATE OR REPLACE FUNCTION reader_pid(i bigint) RETURNS integer LANGUAGE plpgsql %s AS $$ "
+               "BEGIN RETURN pg_backend_pid(); END $$",
+               safety);
+}
+
+#define SLOW_QUERY                                                                                           \
+    "  query: SELECT id, t, j, n, reader_pid(id) AS reader_pid FROM src WHERE slow_row(id)\n"                \
+    "  partition_column: id\n"
+
+/* Waiting on PostgreSQL, a query its planner cannot run in parallel (the
+ * functions are PARALLEL UNSAFE) drops what the whole query's reader
+ * stored (its first rows, committed in batches of 1,000) and starts again
+ * in ranges with every stream asked for: each row is stored once, none by
+ * the dropped reader. */
 static void test_waiting_read_starts_again_in_ranges(void **state)
 {
     (void)state;
     tl_env e;
     tl_env_open(&e, g_conninfo, "split", "  sync_workers: 4\n  sync_chunk_size: 1000\n");
     create_src(e.pg);
+    create_slow_functions(e.pg, "PARALLEL UNSAFE");
     char *want = tl_pg_checksum(e.pg, "src", SPEC);
-    tl_env_source(&e, "streams",
-                  "  query: SELECT id, t, j, n, pg_backend_pid() AS reader_pid FROM src "
-                  "WHERE CASE WHEN id > 4096 AND id %% 4 = 0 THEN pg_sleep(0.001) IS NOT NULL ELSE true END\n"
-                  "  partition_column: id\n");
+    tl_env_source(&e, "streams", SLOW_QUERY);
     char *out = run_sync(&e, "", "-v", "streams");
     const char *why;
     int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
     if (strncmp(why, "ranges, PostgreSQL-bound on ", 28) != 0)
         fail_msg("expected ranges, PostgreSQL-bound: %.200s", why);
     assert_int_equal(n, 4);
-    if (strstr(out, "streams_data: the whole query's read is dropped after 0.5 s, to read in ranges") == NULL)
+    if (strstr(out, "streams_data: the whole query's first read is dropped after 0.5 s") == NULL)
         fail_msg("no line on the dropped read in:\n%s", out);
     assert_rows(&e, want, n);
+    free(out);
+    free(want);
+    tl_env_close(&e);
+}
+
+/* The same wait on a query PostgreSQL can run in parallel reads the whole
+ * query again with its parallel workers (sync_workers 4: the leader and 3
+ * workers), into one insert stream: rows computed by several processes,
+ * each stored once. */
+static void test_waiting_read_uses_parallel_query(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "parallel", "  sync_workers: 4\n  sync_chunk_size: 1000\n");
+    create_src(e.pg);
+    create_slow_functions(e.pg, "PARALLEL SAFE");
+    char *want = tl_pg_checksum(e.pg, "src", SPEC);
+    tl_env_source(&e, "streams", SLOW_QUERY);
+    char *out = run_sync(&e, "", "-v", "streams");
+    const char *why;
+    int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+    static const char expect[] = "the whole query, 3 PostgreSQL parallel workers, PostgreSQL-bound on ";
+    if (strncmp(why, expect, strlen(expect)) != 0)
+        fail_msg("expected \"%s\": %.200s\nin:\n%s", expect, why, out);
+    assert_int_equal(n, 1);
+    assert_rows(&e, want, 4);
+    duckdb_database db;
+    duckdb_connection con;
+    open_cli_file(&e, &db, &con);
+    int64_t processes = tl_duck_int(con, "SELECT count(DISTINCT reader_pid) FROM streams_data");
+    if (processes < 2)
+        fail_msg("the rows were computed by %lld process(es), not by parallel workers", (long long)processes);
+    duckdb_disconnect(&con);
+    duckdb_close(&db);
     free(out);
     free(want);
     tl_env_close(&e);
@@ -255,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_pinned_streams_load_exact_rows),
         cmocka_unit_test(test_measured_choice_is_logged),
         cmocka_unit_test(test_waiting_read_starts_again_in_ranges),
+        cmocka_unit_test(test_waiting_read_uses_parallel_query),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
