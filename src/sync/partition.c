@@ -188,9 +188,9 @@ typedef struct stream_choice {
     partition_measure last; /* the last window measured */
     partition_bound bound;  /* what it said */
     int windows;            /* how many were measured */
-    bool split;             /* the lead's read was dropped for ranges */
-    int pg_parallel;        /* or read again with this many PostgreSQL parallel workers */
-    partition_measure lead; /* the lead's measure, when split */
+    bool split;             /* the lead's read was dropped, to read again */
+    int pg_parallel;        /* with this many PostgreSQL parallel workers (0: in ranges) */
+    partition_measure lead; /* the lead's first measure, which decided */
     partition_bound lead_bound;
 } stream_choice;
 

@@ -175,8 +175,9 @@ static void table_plan_text(const sync_table_plan *t, ds_buf *out)
         ds_buf_appendf(
             out,
             "    partitions:     one reader over the whole query; if its first half second says "
-            "PostgreSQL is the bottleneck or cores are idle, about %d ranges of partition_column (each "
-            "adds its range to the WHERE) read by up to %d workers\n",
+            "PostgreSQL is the bottleneck, the query again with PostgreSQL's parallel workers where it "
+            "can; else, or if cores are idle, about %d ranges of partition_column (each adds its range "
+            "to the WHERE) read by up to %d workers\n",
             t->partitions * 4, t->partitions);
     if (t->row_limit >= 0)
         ds_buf_appendf(out, "    row limit:      max_sync_rows (LIMIT %lld)\n", (long long)t->row_limit);
