@@ -239,6 +239,22 @@ static void create_slow_functions(PGconn *pg, const char *safety)
     "  query: SELECT id, t, j, n, reader_pid(id) AS reader_pid FROM src WHERE slow_row(id)\n"                \
     "  partition_column: id\n"
 
+/* Syncs SLOW_QUERY (sync_workers 4, batches of 1,000 rows) with the
+ * functions declared `safety`: the output, the rows expected, and the
+ * insert streams logged with their reason. */
+static char *sync_slow(tl_env *e, const char *name, const char *safety, char **want, const char **why,
+                       int *streams)
+{
+    tl_env_open(e, g_conninfo, name, "  sync_workers: 4\n  sync_chunk_size: 1000\n");
+    create_src(e->pg);
+    create_slow_functions(e->pg, safety);
+    *want = tl_pg_checksum(e->pg, "src", SPEC);
+    tl_env_source(e, "streams", SLOW_QUERY);
+    char *out = run_sync(e, "", "-v", "streams");
+    *streams = logged_streams(out, "streams: streams_data: 4 workers asked, ", why);
+    return out;
+}
+
 /* Waiting on PostgreSQL, a query its planner cannot run in parallel (the
  * functions are PARALLEL UNSAFE) drops what the whole query's reader
  * stored (its first rows, committed in batches of 1,000) and starts again
@@ -248,14 +264,10 @@ static void test_waiting_read_starts_again_in_ranges(void **state)
 {
     (void)state;
     tl_env e;
-    tl_env_open(&e, g_conninfo, "split", "  sync_workers: 4\n  sync_chunk_size: 1000\n");
-    create_src(e.pg);
-    create_slow_functions(e.pg, "PARALLEL UNSAFE");
-    char *want = tl_pg_checksum(e.pg, "src", SPEC);
-    tl_env_source(&e, "streams", SLOW_QUERY);
-    char *out = run_sync(&e, "", "-v", "streams");
+    char *want;
     const char *why;
-    int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+    int n;
+    char *out = sync_slow(&e, "split", "PARALLEL UNSAFE", &want, &why, &n);
     if (strncmp(why, "ranges, PostgreSQL-bound on ", 28) != 0)
         fail_msg("expected ranges, PostgreSQL-bound: %.200s", why);
     assert_int_equal(n, 4);
@@ -275,14 +287,10 @@ static void test_waiting_read_uses_parallel_query(void **state)
 {
     (void)state;
     tl_env e;
-    tl_env_open(&e, g_conninfo, "parallel", "  sync_workers: 4\n  sync_chunk_size: 1000\n");
-    create_src(e.pg);
-    create_slow_functions(e.pg, "PARALLEL SAFE");
-    char *want = tl_pg_checksum(e.pg, "src", SPEC);
-    tl_env_source(&e, "streams", SLOW_QUERY);
-    char *out = run_sync(&e, "", "-v", "streams");
+    char *want;
     const char *why;
-    int n = logged_streams(out, "streams: streams_data: 4 workers asked, ", &why);
+    int n;
+    char *out = sync_slow(&e, "parallel", "PARALLEL SAFE", &want, &why, &n);
     static const char expect[] = "the whole query, 3 PostgreSQL parallel workers, PostgreSQL-bound on ";
     if (strncmp(why, expect, strlen(expect)) != 0)
         fail_msg("expected \"%s\": %.200s\nin:\n%s", expect, why, out);
