@@ -147,6 +147,26 @@ static int streams_override(void)
     return *end == '\0' && n >= 1 && n <= 64 ? (int)n : 0;
 }
 
+/* The first measure's verdict pinned by DUCKSTORE_READ_BOUND (postgresql,
+ * duckdb or cores), for diagnosis and for a server known to be remote or
+ * slow: *bound set and true, or false when unset or not one of those. */
+static bool bound_override(partition_bound *bound)
+{
+    static const struct {
+        const char *name;
+        partition_bound bound;
+    } names[] = {{"postgresql", PARTITION_PG_BOUND},
+                 {"duckdb", PARTITION_DUCKDB_BOUND},
+                 {"cores", PARTITION_IDLE_CORES}};
+    const char *v = getenv("DUCKSTORE_READ_BOUND");
+    for (size_t i = 0; v != NULL && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(v, names[i].name) == 0) {
+            *bound = names[i].bound;
+            return true;
+        }
+    return false;
+}
+
 int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound)
 {
     *bound = PARTITION_DUCKDB_BOUND;
@@ -192,6 +212,7 @@ typedef struct stream_choice {
     int pg_parallel;        /* with this many PostgreSQL parallel workers (0: in ranges) */
     partition_measure lead; /* the lead's first measure, which decided */
     partition_bound lead_bound;
+    bool pinned; /* lead_bound set by DUCKSTORE_READ_BOUND */
 } stream_choice;
 
 static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue)
@@ -299,6 +320,12 @@ static void *watch_lead(void *arg)
         lw->add = window_close(&win, t, lw->read, lw->ch, 1);
         lw->ch->lead = lw->ch->last;
         lw->ch->lead_bound = lw->ch->bound;
+        partition_bound pinned;
+        if (bound_override(&pinned)) {
+            lw->ch->lead_bound = pinned;
+            lw->ch->pinned = true;
+            lw->add = pinned == PARTITION_PG_BOUND ? lw->ch->asked - 1 : pinned == PARTITION_IDLE_CORES;
+        }
         if (lw->add > 0)
             atomic_store(&lw->read->shared->abandon, true);
         break;
@@ -449,9 +476,9 @@ static void log_choice(const partition_read *read, const stream_choice *ch)
         else if (ch->split)
             snprintf(how, sizeof how, "ranges");
         snprintf(why, sizeof why,
-                 "%s, %s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)", how,
-                 partition_bound_text(ch->lead_bound), ch->cores, ch->lead.wait_share * 100,
-                 ch->lead.idle_cores);
+                 "%s, %s%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)", how,
+                 partition_bound_text(ch->lead_bound), ch->pinned ? " (set by DUCKSTORE_READ_BOUND)" : "",
+                 ch->cores, ch->lead.wait_share * 100, ch->lead.idle_cores);
     }
     ds_log_about about = {.source = read->src->name, .table = table, .event = "insert_streams"};
     ds_log_field fields[] = {DS_LOG_FIELD_INT("workers_asked", ch->asked),
