@@ -10,13 +10,15 @@
  * new backend maps page by page (on a virtual machine whose page faults
  * are dear, 1 CPU-second per 256 MB of shared_buffers). So the read starts
  * as sync_workers 1 would: the caller reads the whole query on its own
- * connection, and splits into ranges only when a watcher's first measure
- * says more streams help: the reader waits on PostgreSQL's socket
+ * connection, and changes course only when a watcher's first measure says
+ * more streams help: the reader waits on PostgreSQL's socket
  * (PostgreSQL-bound: a slow query, a remote server) or cores are idle (a
- * large machine). Splitting drops the rows read so far (half a second's
+ * large machine). Then it drops the rows read so far (half a second's
  * worth: the read ran in a savepoint, and the staging table is made again)
- * and reads in ranges with the streams the measure asked for; more join
- * later while they help (the other table finished). */
+ * and reads again: PostgreSQL-bound, the whole query with PostgreSQL's own
+ * parallel workers where its planner can use them; otherwise in ranges
+ * with the streams the measure asked for, more joining later while they
+ * help (the other table finished). */
 #include "sync/partition.h"
 
 #include <stdio.h>

@@ -42,12 +42,15 @@ typedef enum partition_bound {
 int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound);
 const char *partition_bound_text(partition_bound bound);
 
-/* Exports a snapshot on conn (kept open until the workers are done) and
- * reads on it: one worker over the whole query, which is the whole read
- * unless its first measure says more streams help; then about 4 ranges
- * per worker, read by that many workers and more (up to read->workers)
- * while a measure says they help. DUCKSTORE_INSERT_STREAMS sets the
- * number of range workers instead. Logs what it chose and why. */
+/* Reads the whole query on conn (in its read transaction), which is the
+ * whole read unless the first measure says more streams help; then reads
+ * again: with PostgreSQL's parallel workers (PostgreSQL-bound, where its
+ * planner can), or in about 4 ranges per worker on a snapshot exported by
+ * conn (kept open until the workers are done), read by the workers the
+ * measure asked for and more (up to read->workers) while a measure says
+ * they help. DUCKSTORE_INSERT_STREAMS sets the number of range workers
+ * instead; DUCKSTORE_READ_BOUND pins the first verdict. Logs what it chose
+ * and why. */
 bool partition_load(const partition_read *read, pgsrc_conn *pg, ds_error *err);
 
 #endif
