@@ -414,8 +414,8 @@ static void track_top_rows(table_job *job)
  * watermark, not a large batch. */
 #define KEPT_ROWS_MAX (64 * 1024)
 
-/* A partitioned read that starts again in ranges empties its staging
- * table first. */
+/* A partitioned read that drops its first read (to read again in
+ * parallel or in ranges) empties its staging table first. */
 typedef struct staging_again {
     table_job *job;
     duckdb_connection duck;
