@@ -16,9 +16,10 @@
  * large machine). Then it drops the rows read so far (half a second's
  * worth: the read ran in a savepoint, and the staging table is made again)
  * and reads again: PostgreSQL-bound, the whole query with PostgreSQL's own
- * parallel workers where its planner can use them; otherwise in ranges
- * with the streams the measure asked for, more joining later while they
- * help (the other table finished). */
+ * parallel workers where its planner can use them; network-bound (the
+ * backend waits to send: one connection carries the rows no faster), or
+ * otherwise, in ranges with the streams the measure asked for, more
+ * joining later while they help (the other table finished). */
 #include "sync/partition.h"
 
 #include <stdio.h>
@@ -150,7 +151,7 @@ static int streams_override(void)
 }
 
 /* The first measure's verdict pinned by DUCKSTORE_READ_BOUND (postgresql,
- * duckdb or cores), for diagnosis and for a server known to be remote or
+ * duckdb, cores or network), for diagnosis and for a server known to be remote or
  * slow: *bound set and true, or false when unset or not one of those. */
 static bool bound_override(partition_bound *bound)
 {
@@ -159,7 +160,8 @@ static bool bound_override(partition_bound *bound)
         partition_bound bound;
     } names[] = {{"postgresql", PARTITION_PG_BOUND},
                  {"duckdb", PARTITION_DUCKDB_BOUND},
-                 {"cores", PARTITION_IDLE_CORES}};
+                 {"cores", PARTITION_IDLE_CORES},
+                 {"network", PARTITION_NETWORK_BOUND}};
     const char *v = getenv("DUCKSTORE_READ_BOUND");
     for (size_t i = 0; v != NULL && i < sizeof names / sizeof names[0]; i++)
         if (strcmp(v, names[i].name) == 0) {
@@ -197,6 +199,8 @@ const char *partition_bound_text(partition_bound bound)
         return "PostgreSQL-bound";
     case PARTITION_IDLE_CORES:
         return "cores idle";
+    case PARTITION_NETWORK_BOUND:
+        return "network-bound";
     case PARTITION_DUCKDB_BOUND:
         break;
     }
@@ -306,9 +310,43 @@ typedef struct lead_watch {
     pthread_t thread;
     const partition_read *read;
     stream_choice *ch;
+    int lead_pid; /* the lead's PostgreSQL backend */
     atomic_bool lead_done;
     int add; /* streams the measure asked for beside the lead */
 } lead_watch;
+
+/* Whether the lead's backend spends most of a moment waiting to send
+ * (wait event ClientWrite: its socket is full), sampled from a connection
+ * of its own. Then PostgreSQL has rows ready and the path to duckstore
+ * carries them no faster: a remote server whose one TCP stream is limited
+ * by its window and round trip, where more connections (ranges) carry
+ * more, and a Gather, which sends through the one stream, would not. */
+#define SEND_SAMPLES 10
+#define SEND_SAMPLE_NS 20000000L
+
+static bool sends_blocked(const partition_read *read, int pid)
+{
+    pgsrc_conn side;
+    ds_error err = {0};
+    if (pid <= 0 || !sync_connect(read->src, read->opt, &side, &err))
+        return false;
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT wait_event FROM pg_stat_get_activity(%d)", pid);
+    int blocked = 0, taken = 0;
+    bool ok = true;
+    for (; ok && taken < SEND_SAMPLES; taken++) {
+        char *event = NULL;
+        ok = pgsrc_query_value(&side, sql, &event, &err);
+        blocked += event != NULL && strcmp(event, "ClientWrite") == 0;
+        free(event);
+        struct timespec ts = {0, SEND_SAMPLE_NS};
+        nanosleep(&ts, NULL);
+    }
+    sync_disconnect(read->opt, &side, ok);
+    ds_log_debug("%s: %s: the reader's PostgreSQL backend waited to send in %d of %d samples",
+                 read->src->name, read->src->plans[read->shared->slot].table, blocked, taken);
+    return ok && blocked * 2 > SEND_SAMPLES;
+}
 
 static void *watch_lead(void *arg)
 {
@@ -322,11 +360,15 @@ static void *watch_lead(void *arg)
         lw->add = window_close(&win, t, lw->read, lw->ch, 1);
         lw->ch->lead = lw->ch->last;
         lw->ch->lead_bound = lw->ch->bound;
+        if (lw->ch->bound == PARTITION_PG_BOUND && sends_blocked(lw->read, lw->lead_pid))
+            lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
         partition_bound pinned;
         if (bound_override(&pinned)) {
             lw->ch->lead_bound = pinned;
             lw->ch->pinned = true;
-            lw->add = pinned == PARTITION_PG_BOUND ? lw->ch->asked - 1 : pinned == PARTITION_IDLE_CORES;
+            lw->add = pinned == PARTITION_PG_BOUND || pinned == PARTITION_NETWORK_BOUND
+                          ? lw->ch->asked - 1
+                          : pinned == PARTITION_IDLE_CORES;
         }
         if (lw->add > 0)
             atomic_store(&lw->read->shared->abandon, true);
@@ -433,7 +475,7 @@ static bool read_whole_first(const partition_read *read, pgsrc_conn *pg, stream_
     *ranges_with = 0;
     if (!pgsrc_exec(pg, "SAVEPOINT duckstore_whole_read", err))
         return false;
-    lead_watch lw = {.read = read, .ch = ch};
+    lead_watch lw = {.read = read, .ch = ch, .lead_pid = PQbackendPID(pg->pg)};
     atomic_init(&lw.lead_done, false);
     bool watched = pthread_create(&lw.thread, NULL, watch_lead, &lw) == 0;
     bool ok = read_whole(read, pg, err);

@@ -32,9 +32,11 @@ typedef struct partition_measure {
 } partition_measure;
 
 typedef enum partition_bound {
-    PARTITION_DUCKDB_BOUND, /* the streams are busy and no core is idle: more would contend */
-    PARTITION_PG_BOUND,     /* the streams wait for PostgreSQL: more readers add its output */
-    PARTITION_IDLE_CORES,   /* the streams are busy and cores are idle: one more uses them */
+    PARTITION_DUCKDB_BOUND,  /* the streams are busy and no core is idle: more would contend */
+    PARTITION_PG_BOUND,      /* the streams wait for PostgreSQL: more readers add its output */
+    PARTITION_IDLE_CORES,    /* the streams are busy and cores are idle: one more uses them */
+    PARTITION_NETWORK_BOUND, /* PostgreSQL-bound, and its backend waits to send: the path between is
+                              * the limit, and more connections add to what it carries */
 } partition_bound;
 
 /* How many insert streams to add to the running ones, at most asked in
@@ -45,7 +47,7 @@ const char *partition_bound_text(partition_bound bound);
 /* Reads the whole query on conn (in its read transaction), which is the
  * whole read unless the first measure says more streams help; then reads
  * again: with PostgreSQL's parallel workers (PostgreSQL-bound, where its
- * planner can), or in about 4 ranges per worker on a snapshot exported by
+ * planner can, and not network-bound), or in about 4 ranges per worker on a snapshot exported by
  * conn (kept open until the workers are done), read by the workers the
  * measure asked for and more (up to read->workers) while a measure says
  * they help. DUCKSTORE_INSERT_STREAMS sets the number of range workers
