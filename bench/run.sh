@@ -31,8 +31,11 @@
 #                  4 workers, a PostgreSQL-bound query, simulated latency);
 #                  incremental: only the incremental syncs in
 #                  `duckstore serve` (BENCH_INC_RUNS of each, default 20)
-#   BENCH_NETEM    delay and rate of the simulated network (default
-#                  "2ms 1gbit"; bench/netem.sh), "" to skip that row
+#   BENCH_NETSIM   the simulated network of the remote-server rows:
+#                  "DELAY_MS RATE_MBIT WINDOW_KB" (default "30 10000 2048":
+#                  a server in another region, 30 ms each way, 10 Gbit/s,
+#                  a 2 MB TCP window, so 33 MB/s per connection;
+#                  bench/netsim.c), "" to skip those rows
 #   BENCH_READ_REQUESTS  requests per read endpoint (default 200)
 #   BENCH_READ_RUNS      runs of each dashboard aggregate (default 9)
 #   BENCH_PG_TXNS        protocol aggregate transactions per client (default 10)
@@ -159,7 +162,7 @@ fi
 dataset_query="SELECT id, trace_id AS dataset_id, timestamp, prompt AS query, completion AS actual_output, deployment_env AS environment, service_name AS source_name, component_name AS source_component, response_time_ms AS latency, metadata, created_at FROM llm_traces"
 results_query="SELECT id, trace_id AS dataset_id, metric_name, metric_value AS metric_score, metric_category, explanation, passed, created_at FROM llm_metric_results"
 
-write_config() { # DIR WORKERS [HOST]
+write_config() { # DIR WORKERS [PORT]
   mkdir -p "$1"
   cat >"$1/duckdb.yaml" <<YAML
 duckdb:
@@ -171,7 +174,7 @@ ${BENCH_MEMORY_LIMIT:+  memory_limit: $BENCH_MEMORY_LIMIT}
 YAML
   cat >"$1/monitoring_db.yaml" <<YAML
 monitoring_db:
-  url: "postgresql://postgres:\${DB_PASSWORD}@${3:-127.0.0.1}:$port/postgres"
+  url: "postgresql://postgres:\${DB_PASSWORD}@127.0.0.1:${3:-$port}/postgres"
   dataset_query: "$dataset_query"
   results_query: "$results_query"
   partition_column: id
@@ -286,7 +289,7 @@ if [ "$cases" = incremental ]; then
 # Only the periodic syncs of a running server, many times: a quiet sync
 # takes milliseconds, so its median needs more runs than the full syncs.
 copy_bytes=0
-netem_note="not run (BENCH_CASES=incremental)"
+netsim_note="not run (BENCH_CASES=incremental)"
 log "one full sync to start from"
 "$duckstore" --config-dir "$work/w1" sync monitoring --full >/dev/null
 server_verbose=1 server_start
@@ -341,29 +344,29 @@ for run in $(seq 1 "$repeat"); do
   server_stop
 done
 
-# The same full syncs through a simulated network (bench/netem.sh): a
-# namespace whose link to PostgreSQL adds BENCH_NETEM's delay and rate.
-netem="${BENCH_NETEM-2ms 1gbit}"
-netem_note=""
-if [ -z "$netem" ]; then
-  netem_note="not run (BENCH_NETEM empty)"
-elif netem_addr="$("$root/bench/netem.sh" up $netem 2>"$work/netem.err")"; then
-  trap '"$root/bench/netem.sh" down; server_stop; rm -rf "$work"' EXIT
-  write_config "$work/n1" 1 "$netem_addr"
-  write_config "$work/n4" 4 "$netem_addr"
+# The same full syncs through a simulated network (bench/netsim.c, in user
+# space): a remote server BENCH_NETSIM away, where one connection carries
+# at most a window per round trip, as one TCP stream over a long path.
+netsim_args="${BENCH_NETSIM-30 10000 2048}"
+netsim_note=""
+if [ -z "$netsim_args" ]; then
+  netsim_note="not run (BENCH_NETSIM empty)"
+else
+  read -r ns_delay ns_rate ns_window <<<"$netsim_args"
+  coproc NETSIM { exec "$root/build/netsim" 0 "$port" $netsim_args; }
+  read -r netsim_port <&"${NETSIM[0]}"
+  trap 'kill "$NETSIM_PID" 2>/dev/null; server_stop; rm -rf "$work"' EXIT
+  netsim_note="$ns_delay ms each way, $ns_rate Mbit/s, a window of $ns_window KB per connection"
+  for w in 1 2 4; do write_config "$work/n$w" "$w" "$netsim_port"; done
   for run in $(seq 1 "$repeat"); do
-    for w in 1 4; do
-      log "run $run/$repeat: duckstore full sync through $netem, $w worker(s)"
+    for w in 1 2 4; do
+      log "run $run/$repeat: duckstore full sync through the simulated network, $w worker(s)"
       rm -f "$work/store.duckdb" "$work/store.duckdb.wal"
-      measure "full_n$w" "$root/bench/netem.sh" run "$duckstore" --config-dir "$work/n$w" sync monitoring --full
+      measure "full_n$w" "$duckstore" --config-dir "$work/n$w" sync monitoring --full
       grep 'insert stream' "$work/cmd.out" | sed 's/^[^ ]* [A-Z]* *//; s/^/  /' >&2 || true
     done
   done
-  "$root/bench/netem.sh" down
-  netem_note="$netem each way"
-else
-  netem_note="skipped: $(tail -n 1 "$work/netem.err")"
-  log "simulated network $netem_note"
+  kill "$NETSIM_PID"
 fi
 
 if [ "$cases" != full ]; then
@@ -484,9 +487,9 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
   echo "| measurement | median s | spread s | rows/s | MB/s | × limit | CSV ÷ this | ÷ PostgreSQL COPY | CPU s per M rows | peak RSS MB |"
   echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   read -r csv_m _ _ _ <<<"$(stat_of csv)"
-  for name in limit_pg limit_duckdb csv full_w1 full_w2 full_w4 full_n1 full_n4 full_x1 full_x4 \
+  for name in limit_pg limit_duckdb csv full_w1 full_w2 full_w4 full_n1 full_n2 full_n4 full_x1 full_x4 \
     inc_0 inc_10k srv_inc_0 srv_inc_0w srv_inc_10k; do
-    grep -q "^$name"$'\t' "$results" || continue # not run (BENCH_CASES, no netem)
+    grep -q "^$name"$'\t' "$results" || continue # not run (BENCH_CASES, BENCH_NETSIM)
     read -r m lo hi rss <<<"$(stat_of "$name")"
     cpu="$(cpu_of "$name")"
     case "$name" in
@@ -496,8 +499,9 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
       full_w1) label="duckstore full sync, sync_workers 1" ;;
       full_w2) label="duckstore full sync, sync_workers 2" ;;
       full_w4) label="duckstore full sync, sync_workers 4" ;;
-      full_n1) label="… through a simulated network ($netem_note), sync_workers 1" ;;
-      full_n4) label="… through a simulated network ($netem_note), sync_workers 4" ;;
+      full_n1) label="… through a simulated network ($netsim_note), sync_workers 1" ;;
+      full_n2) label="… through a simulated network ($netsim_note), sync_workers 2" ;;
+      full_n4) label="… through a simulated network ($netsim_note), sync_workers 4" ;;
       full_x1) label="full sync of a PostgreSQL-bound query (md5 of the traces' texts, $rows_dataset rows), sync_workers 1" ;;
       full_x4) label="… the same, sync_workers 4" ;;
       inc_0) label="duckstore sync (one process), incremental, 0 new rows" ;;
@@ -528,7 +532,7 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
   echo
   echo "Load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg). CPU s per M rows: user + sys of" \
     "the duckstore process (not PostgreSQL's) per million rows; ÷ PostgreSQL COPY: the sync's time over the" \
-    "limit's PostgreSQL half (both queries' binary COPY to /dev/null). Simulated network: $netem_note."
+    "limit's PostgreSQL half (both queries' binary COPY to /dev/null). Simulated network: $netsim_note."
   echo
   echo "limit = slower of the two limit halves = ${limit} s. Targets: full sync ≤ 1.25 × limit," \
     "≥ 2 × faster than CSV, incremental 10k ≤ 0.5 s, 0 rows ≤ 0.1 s (periodic syncs run in" \

@@ -385,25 +385,31 @@ static void *watch_lead(void *arg)
 static const char *const parallel_settings[] = {"parallel_setup_cost", "parallel_tuple_cost",
                                                 "min_parallel_table_scan_size"};
 
-static bool set_parallel(pgsrc_conn *pg, int workers, bool on, ds_error *err)
+/* The settings as one round trip of SET LOCAL statements (a remote
+ * server's round trip is tens of milliseconds): on with `workers`, or back
+ * to the defaults. Caller frees; NULL when out of memory. */
+static char *parallel_sql(int workers, bool on)
 {
-    char sql[160];
+    ds_buf sql = DS_BUF_INIT;
     if (on)
-        snprintf(sql, sizeof sql, "SET LOCAL max_parallel_workers_per_gather = %d", workers);
+        ds_buf_appendf(&sql, "SET LOCAL max_parallel_workers_per_gather = %d", workers);
     else
-        snprintf(sql, sizeof sql, "SET LOCAL max_parallel_workers_per_gather = DEFAULT");
-    if (!pgsrc_exec(pg, sql, err))
-        return false;
-    for (size_t i = 0; i < sizeof parallel_settings / sizeof parallel_settings[0]; i++) {
-        snprintf(sql, sizeof sql, "SET LOCAL %s = %s", parallel_settings[i], on ? "0" : "DEFAULT");
-        if (!pgsrc_exec(pg, sql, err))
-            return false;
-    }
-    return true;
+        ds_buf_append(&sql, "SET LOCAL max_parallel_workers_per_gather = DEFAULT");
+    for (size_t i = 0; i < sizeof parallel_settings / sizeof parallel_settings[0]; i++)
+        ds_buf_appendf(&sql, "; SET LOCAL %s = %s", parallel_settings[i], on ? "0" : "DEFAULT");
+    return ds_buf_take(&sql);
+}
+
+static bool set_parallel_off(pgsrc_conn *pg, ds_error *err)
+{
+    char *sql = parallel_sql(0, false);
+    bool ok = sql != NULL ? pgsrc_exec(pg, sql, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    free(sql);
+    return ok;
 }
 
 /* Whether PostgreSQL plans the query with parallel workers (a Gather)
- * under set_parallel; the settings stay only when it does. A server (or
+ * under parallel_sql's settings, which stay only when it does. A server (or
  * role) whose max_parallel_workers_per_gather is 0 has said no. */
 static bool plans_parallel(const partition_read *read, pgsrc_conn *pg, int workers, bool *parallel,
                            ds_error *err)
@@ -416,18 +422,25 @@ static bool plans_parallel(const partition_read *read, pgsrc_conn *pg, int worke
     free(allowed);
     if (none)
         return true;
+    /* The settings and the EXPLAIN in one round trip: its result is the
+     * last statement's. */
+    char *settings = parallel_sql(workers, true);
     char *trimmed = pgsrc_trim_query(read->query);
     ds_buf sql = DS_BUF_INIT;
-    if (trimmed != NULL)
-        ds_buf_appendf(&sql, "EXPLAIN (FORMAT JSON) %s\n", trimmed);
+    bool built = settings != NULL && trimmed != NULL;
+    if (built)
+        ds_buf_appendf(&sql, "%s; EXPLAIN (FORMAT JSON) %s\n", settings, trimmed);
+    free(settings);
     free(trimmed);
-    char *text = ds_buf_take_or_err(&sql, err);
+    char *text = built ? ds_buf_take_or_err(&sql, err) : NULL;
+    if (!built)
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     char *plan = NULL;
-    bool ok = text != NULL && set_parallel(pg, workers, true, err) && pgsrc_query_value(pg, text, &plan, err);
+    bool ok = text != NULL && pgsrc_query_value(pg, text, &plan, err);
     free(text);
     *parallel = ok && plan != NULL && strstr(plan, "\"Node Type\": \"Gather") != NULL;
     free(plan);
-    return ok && (*parallel || set_parallel(pg, 0, false, err));
+    return ok && (*parallel || set_parallel_off(pg, err));
 }
 
 /* Reads the whole query on pg into the staging table. */
@@ -461,7 +474,7 @@ static bool read_parallel(const partition_read *read, pgsrc_conn *pg, stream_cho
     ch->pg_parallel = workers;
     ds_log_debug("%s: %s: reading the whole query again with up to %d PostgreSQL parallel workers",
                  read->src->name, read->src->plans[read->shared->slot].table, workers);
-    return read_whole(read, pg, err) && set_parallel(pg, 0, false, err);
+    return read_whole(read, pg, err) && set_parallel_off(pg, err);
 }
 
 /* Reads the whole query on pg, in a savepoint its abandon can roll back

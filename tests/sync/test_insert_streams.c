@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -318,8 +319,9 @@ static void test_waiting_read_uses_parallel_query(void **state)
 }
 
 /* bench/netsim between the sync and PostgreSQL: 5 ms each way and a
- * 64 KB window per connection (6.4 MB/s for each, as one TCP stream over a
- * long path); returns its pid and listening port. */
+ * 32 KB window per connection (3.2 MB/s for each, as one TCP stream over a
+ * long path: slow enough that even a sanitized build on a loaded machine
+ * waits for it); returns its pid and listening port. */
 static pid_t netsim_start(uint16_t target_port, uint16_t *port)
 {
     const char *bin = getenv("DUCKSTORE_NETSIM");
@@ -330,12 +332,13 @@ static pid_t netsim_start(uint16_t target_port, uint16_t *port)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no relay behind */
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
         char target[16];
         snprintf(target, sizeof target, "%u", target_port);
-        execl(bin, bin, "0", target, "5", "0", "64", (char *)NULL);
+        execl(bin, bin, "0", target, "5", "0", "32", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
