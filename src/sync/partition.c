@@ -316,51 +316,62 @@ typedef struct lead_watch {
 } lead_watch;
 
 /* Whether the lead's backend spends most of a moment waiting to send
- * (wait event ClientWrite: its socket is full), sampled from a connection
- * of its own. Then PostgreSQL has rows ready and the path to duckstore
- * carries them no faster: a remote server whose one TCP stream is limited
- * by its window and round trip, where more connections (ranges) carry
- * more, and a Gather, which sends through the one stream, would not. */
+ * (wait event ClientWrite: its socket is full), sampled on side. Then
+ * PostgreSQL has rows ready and the path to duckstore carries them no
+ * faster: a remote server whose one TCP stream is limited by its window
+ * and round trip, where more connections (ranges) carry more, and a
+ * Gather, which sends through the one stream, would not. The server takes
+ * the samples in one statement, one round trip however far it is: each
+ * clears the statement's snapshot of the backends' activity, and the pid
+ * depends on the row so that the function runs again for each. */
 #define SEND_SAMPLES 10
-#define SEND_SAMPLE_NS 20000000L
+#define SEND_SAMPLE_S 0.02
 
-static bool sends_blocked(const partition_read *read, int pid)
+static bool sends_blocked(pgsrc_conn *side, const partition_read *read, int pid)
 {
-    pgsrc_conn side;
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE w = 'ClientWrite') FROM (SELECT (SELECT a.wait_event "
+             "FROM pg_stat_get_activity(%d + 0 * g) AS a WHERE pg_stat_clear_snapshot() IS NOT NULL "
+             "AND pg_sleep(%g) IS NOT NULL) AS w FROM generate_series(1, %d) AS g) AS samples",
+             pid, SEND_SAMPLE_S, SEND_SAMPLES);
+    char *count = NULL;
     ds_error err = {0};
-    if (pid <= 0 || !sync_connect(read->src, read->opt, &side, &err))
+    if (!pgsrc_query_value(side, sql, &count, &err)) {
+        ds_log_debug("%s: cannot sample the reader's PostgreSQL backend: %s", read->src->name, err.msg);
         return false;
-    char sql[96];
-    snprintf(sql, sizeof sql, "SELECT wait_event FROM pg_stat_get_activity(%d)", pid);
-    int blocked = 0, taken = 0;
-    bool ok = true;
-    for (; ok && taken < SEND_SAMPLES; taken++) {
-        char *event = NULL;
-        ok = pgsrc_query_value(&side, sql, &event, &err);
-        blocked += event != NULL && strcmp(event, "ClientWrite") == 0;
-        free(event);
-        struct timespec ts = {0, SEND_SAMPLE_NS};
-        nanosleep(&ts, NULL);
     }
-    sync_disconnect(read->opt, &side, ok);
+    int blocked = count != NULL ? atoi(count) : 0;
+    free(count);
     ds_log_debug("%s: %s: the reader's PostgreSQL backend waited to send in %d of %d samples",
-                 read->src->name, read->src->plans[read->shared->slot].table, blocked, taken);
-    return ok && blocked * 2 > SEND_SAMPLES;
+                 read->src->name, read->src->plans[read->shared->slot].table, blocked, SEND_SAMPLES);
+    return blocked * 2 > SEND_SAMPLES;
 }
 
 static void *watch_lead(void *arg)
 {
     lead_watch *lw = arg;
     window win = window_open(lw->read, 1);
+    /* The connection to sample the lead's backend on, made while the
+     * window runs (over a long path a connection takes several round
+     * trips) once the read outlives a first poll; when the caller keeps
+     * connections, a range reader takes it over afterwards. */
+    pgsrc_conn side;
+    bool have_side = false, tried_side = false;
+    ds_error side_err = {0};
     while (!atomic_load(&lw->lead_done)) {
         sleep_poll();
+        if (!tried_side && !atomic_load(&lw->lead_done) && lw->lead_pid > 0) {
+            tried_side = true;
+            have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
+        }
         double t = ds_monotonic_s();
         if (t - win.t < WINDOW_S || atomic_load(&lw->read->shared->truncated))
             continue;
         lw->add = window_close(&win, t, lw->read, lw->ch, 1);
         lw->ch->lead = lw->ch->last;
         lw->ch->lead_bound = lw->ch->bound;
-        if (lw->ch->bound == PARTITION_PG_BOUND && sends_blocked(lw->read, lw->lead_pid))
+        if (lw->ch->bound == PARTITION_PG_BOUND && have_side && sends_blocked(&side, lw->read, lw->lead_pid))
             lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
         partition_bound pinned;
         if (bound_override(&pinned)) {
@@ -374,6 +385,8 @@ static void *watch_lead(void *arg)
             atomic_store(&lw->read->shared->abandon, true);
         break;
     }
+    if (have_side)
+        sync_disconnect(lw->read->opt, &side, PQtransactionStatus(side.pg) == PQTRANS_IDLE);
     return NULL;
 }
 
@@ -501,8 +514,8 @@ static bool read_whole_first(const partition_read *read, pgsrc_conn *pg, stream_
     /* What the lead stored goes with the table it was stored in. */
     ch->split = true;
     ds_error_clear(err);
-    if (!pgsrc_exec(pg, "ROLLBACK TO SAVEPOINT duckstore_whole_read", err) ||
-        !pgsrc_exec(pg, "RELEASE SAVEPOINT duckstore_whole_read", err) ||
+    if (!pgsrc_exec(pg, "ROLLBACK TO SAVEPOINT duckstore_whole_read; RELEASE SAVEPOINT duckstore_whole_read",
+                    err) ||
         !read->restart(read->restart_ctx, err))
         return false;
     pump_shared_forget(read->shared, read->opt);
