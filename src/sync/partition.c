@@ -151,8 +151,9 @@ static int streams_override(void)
 }
 
 /* The first measure's verdict pinned by DUCKSTORE_READ_BOUND (postgresql,
- * duckdb, cores or network), for diagnosis and for a server known to be remote or
- * slow: *bound set and true, or false when unset or not one of those. */
+ * duckdb, cores or network), for diagnosis and for a server known to be
+ * remote or slow: *bound set and true, or false when unset or not one of
+ * those. */
 static bool bound_override(partition_bound *bound)
 {
     static const struct {
@@ -260,13 +261,20 @@ static window window_open(const partition_read *read, int streams)
 
 /* Closes the window at time t: what it measured, and how many streams to
  * add (ch->bound says why); logged. */
+/* The streams' share of the window so far (to time t) spent waiting for
+ * PostgreSQL. */
+static double window_wait_share(const window *win, double t, const partition_read *read)
+{
+    double w1 = pgsrc_wait_meter_total(&read->shared->wait, t);
+    return (w1 - win->wait_s) / ((t - win->t) * win->streams);
+}
+
 static int window_close(const window *win, double t, const partition_read *read, stream_choice *ch,
                         int running)
 {
     cpu_sample c1 = cpu_now();
-    double w1 = pgsrc_wait_meter_total(&read->shared->wait, t);
     partition_measure m = {.cores = ch->cores};
-    m.wait_share = (w1 - win->wait_s) / ((t - win->t) * win->streams);
+    m.wait_share = window_wait_share(win, t, read);
     m.idle_cores = win->cpu.ok && c1.ok && c1.total > win->cpu.total
                        ? (double)(c1.idle - win->cpu.idle) / (double)(c1.total - win->cpu.total) * ch->cores
                        : 0;
@@ -354,18 +362,21 @@ static void *watch_lead(void *arg)
     window win = window_open(lw->read, 1);
     /* The connection to sample the lead's backend on, made while the
      * window runs (over a long path a connection takes several round
-     * trips) once the read outlives a first poll; when the caller keeps
+     * trips) once its first half waited on PostgreSQL: a short read, or
+     * one that keeps DuckDB busy, makes none. When the caller keeps
      * connections, a range reader takes it over afterwards. */
     pgsrc_conn side;
     bool have_side = false, tried_side = false;
     ds_error side_err = {0};
     while (!atomic_load(&lw->lead_done)) {
         sleep_poll();
-        if (!tried_side && !atomic_load(&lw->lead_done) && lw->lead_pid > 0) {
+        double t = ds_monotonic_s();
+        if (!tried_side && lw->lead_pid > 0 && t - win.t >= WINDOW_S / 2 &&
+            window_wait_share(&win, t, lw->read) >= PG_BOUND_WAIT) {
             tried_side = true;
             have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
+            t = ds_monotonic_s();
         }
-        double t = ds_monotonic_s();
         if (t - win.t < WINDOW_S || atomic_load(&lw->read->shared->truncated))
             continue;
         lw->add = window_close(&win, t, lw->read, lw->ch, 1);
