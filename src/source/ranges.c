@@ -1,6 +1,8 @@
-/* Snapshot export/import and partition-column ranges for parallel reads. */
+/* Snapshot export/import, partition-column ranges, PostgreSQL's parallel
+ * query and a backend's send waits, for partitioned reads. */
 #include "source/ranges.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,5 +174,86 @@ bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *
         pgsrc_ranges_free(out);
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
+    return true;
+}
+
+/* The settings that let PostgreSQL's planner run the whole query with
+ * parallel workers wherever it can (see ranges.h). */
+static const char *const parallel_settings[] = {"parallel_setup_cost", "parallel_tuple_cost",
+                                                "min_parallel_table_scan_size"};
+
+/* The settings as one round trip of SET LOCAL statements (a remote
+ * server's round trip is tens of milliseconds): on with `workers`, or back
+ * to the defaults. Caller frees; NULL when out of memory. */
+static char *parallel_sql(int workers, bool on)
+{
+    ds_buf sql = DS_BUF_INIT;
+    if (on)
+        ds_buf_appendf(&sql, "SET LOCAL max_parallel_workers_per_gather = %d", workers);
+    else
+        ds_buf_append(&sql, "SET LOCAL max_parallel_workers_per_gather = DEFAULT");
+    for (size_t i = 0; i < sizeof parallel_settings / sizeof parallel_settings[0]; i++)
+        ds_buf_appendf(&sql, "; SET LOCAL %s = %s", parallel_settings[i], on ? "0" : "DEFAULT");
+    return ds_buf_take(&sql);
+}
+
+bool pgsrc_parallel_off(pgsrc_conn *pg, ds_error *err)
+{
+    char *sql = parallel_sql(0, false);
+    bool ok = sql != NULL ? pgsrc_exec(pg, sql, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    free(sql);
+    return ok;
+}
+
+bool pgsrc_plans_parallel(pgsrc_conn *pg, const char *query, int workers, bool *parallel, ds_error *err)
+{
+    *parallel = false;
+    char *allowed = NULL;
+    if (!pgsrc_query_value(pg, "SELECT current_setting('max_parallel_workers_per_gather')", &allowed, err))
+        return false;
+    bool none = allowed == NULL || strcmp(allowed, "0") == 0;
+    free(allowed);
+    if (none)
+        return true;
+    /* The settings and the EXPLAIN in one round trip: its result is the
+     * last statement's. */
+    char *settings = parallel_sql(workers, true);
+    char *trimmed = pgsrc_trim_query(query);
+    ds_buf sql = DS_BUF_INIT;
+    bool built = settings != NULL && trimmed != NULL;
+    if (built)
+        ds_buf_appendf(&sql, "%s; EXPLAIN (FORMAT JSON) %s\n", settings, trimmed);
+    free(settings);
+    free(trimmed);
+    char *text = built ? ds_buf_take_or_err(&sql, err) : NULL;
+    if (!built)
+        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    char *plan = NULL;
+    bool ok = text != NULL && pgsrc_query_value(pg, text, &plan, err);
+    free(text);
+    *parallel = ok && plan != NULL && strstr(plan, "\"Node Type\": \"Gather") != NULL;
+    free(plan);
+    return ok && (*parallel || pgsrc_parallel_off(pg, err));
+}
+
+bool pgsrc_sample_send_waits(pgsrc_conn *conn, int pid, int samples, double interval_s, int *waiting,
+                             ds_error *err)
+{
+    /* The server takes the samples in one statement, one round trip
+     * however far it is: each clears the statement's snapshot of the
+     * backends' activity, and the pid depends on the row so that the
+     * function runs again for each. */
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE w = 'ClientWrite') FROM (SELECT (SELECT a.wait_event "
+             "FROM pg_stat_get_activity(%d + 0 * g) AS a WHERE pg_stat_clear_snapshot() IS NOT NULL "
+             "AND pg_sleep(%g) IS NOT NULL) AS w FROM generate_series(1, %d) AS g) AS samples",
+             pid, interval_s, samples);
+    char *count = NULL;
+    *waiting = 0;
+    if (!pgsrc_query_value(conn, sql, &count, err))
+        return false;
+    *waiting = count != NULL ? atoi(count) : 0;
+    free(count);
     return true;
 }

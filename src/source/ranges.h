@@ -1,7 +1,8 @@
 /* Partitioned reads on PostgreSQL: one snapshot exported by a coordinating
  * transaction and imported by every worker, and the ranges of the
  * partition column each worker reads (boundaries computed by PostgreSQL in
- * the column's own type). */
+ * the column's own type); or the whole query with PostgreSQL's own
+ * parallel workers; and what a reading backend waits on, to tell which. */
 #ifndef DS_SOURCE_RANGES_H
 #define DS_SOURCE_RANGES_H
 
@@ -41,5 +42,24 @@ char *pgsrc_since_sql(const pgsrc_column *col, const char *literal, bool inclusi
 bool pgsrc_plan_ranges(pgsrc_conn *conn, const char *query, const pgsrc_column *col, int ranges,
                        pgsrc_ranges *out, ds_error *err);
 void pgsrc_ranges_free(pgsrc_ranges *r);
+
+/* Whether PostgreSQL plans query with parallel workers (a Gather) once
+ * parallelism is made free to its planner (SET LOCAL in the caller's
+ * transaction: max_parallel_workers_per_gather = workers;
+ * parallel_setup_cost, parallel_tuple_cost and
+ * min_parallel_table_scan_size 0): the leader streams the COPY, the
+ * workers scan (each through a ring of buffers, as a serial read) and
+ * compute the query's expressions. The settings stay only when it does; a
+ * server (or role) whose max_parallel_workers_per_gather is 0 has said no.
+ * The settings and the EXPLAIN go in one round trip. */
+bool pgsrc_plans_parallel(pgsrc_conn *conn, const char *query, int workers, bool *parallel, ds_error *err);
+/* Those settings back to their defaults, in one round trip. */
+bool pgsrc_parallel_off(pgsrc_conn *conn, ds_error *err);
+
+/* How many of `samples` looks at backend pid, interval_s apart, found it
+ * waiting to send to its client (wait event ClientWrite: its socket is
+ * full), in one statement on conn (another connection of the same role). */
+bool pgsrc_sample_send_waits(pgsrc_conn *conn, int pid, int samples, double interval_s, int *waiting,
+                             ds_error *err);
 
 #endif

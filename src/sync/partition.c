@@ -328,29 +328,18 @@ typedef struct lead_watch {
  * PostgreSQL has rows ready and the path to duckstore carries them no
  * faster: a remote server whose one TCP stream is limited by its window
  * and round trip, where more connections (ranges) carry more, and a
- * Gather, which sends through the one stream, would not. The server takes
- * the samples in one statement, one round trip however far it is: each
- * clears the statement's snapshot of the backends' activity, and the pid
- * depends on the row so that the function runs again for each. */
+ * Gather, which sends through the one stream, would not. */
 #define SEND_SAMPLES 10
 #define SEND_SAMPLE_S 0.02
 
 static bool sends_blocked(pgsrc_conn *side, const partition_read *read, int pid)
 {
-    char sql[400];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FILTER (WHERE w = 'ClientWrite') FROM (SELECT (SELECT a.wait_event "
-             "FROM pg_stat_get_activity(%d + 0 * g) AS a WHERE pg_stat_clear_snapshot() IS NOT NULL "
-             "AND pg_sleep(%g) IS NOT NULL) AS w FROM generate_series(1, %d) AS g) AS samples",
-             pid, SEND_SAMPLE_S, SEND_SAMPLES);
-    char *count = NULL;
+    int blocked = 0;
     ds_error err = {0};
-    if (!pgsrc_query_value(side, sql, &count, &err)) {
+    if (!pgsrc_sample_send_waits(side, pid, SEND_SAMPLES, SEND_SAMPLE_S, &blocked, &err)) {
         ds_log_debug("%s: cannot sample the reader's PostgreSQL backend: %s", read->src->name, err.msg);
         return false;
     }
-    int blocked = count != NULL ? atoi(count) : 0;
-    free(count);
     ds_log_debug("%s: %s: the reader's PostgreSQL backend waited to send in %d of %d samples",
                  read->src->name, read->src->plans[read->shared->slot].table, blocked, SEND_SAMPLES);
     return blocked * 2 > SEND_SAMPLES;
@@ -401,72 +390,6 @@ static void *watch_lead(void *arg)
     return NULL;
 }
 
-/* The settings that let PostgreSQL's planner run the whole query with
- * parallel workers wherever it can: the leader streams the COPY, the
- * workers scan (each through a ring of buffers, as the serial read) and
- * compute the query's expressions. Parallelism is made free to the
- * planner: the read was measured waiting for PostgreSQL. */
-static const char *const parallel_settings[] = {"parallel_setup_cost", "parallel_tuple_cost",
-                                                "min_parallel_table_scan_size"};
-
-/* The settings as one round trip of SET LOCAL statements (a remote
- * server's round trip is tens of milliseconds): on with `workers`, or back
- * to the defaults. Caller frees; NULL when out of memory. */
-static char *parallel_sql(int workers, bool on)
-{
-    ds_buf sql = DS_BUF_INIT;
-    if (on)
-        ds_buf_appendf(&sql, "SET LOCAL max_parallel_workers_per_gather = %d", workers);
-    else
-        ds_buf_append(&sql, "SET LOCAL max_parallel_workers_per_gather = DEFAULT");
-    for (size_t i = 0; i < sizeof parallel_settings / sizeof parallel_settings[0]; i++)
-        ds_buf_appendf(&sql, "; SET LOCAL %s = %s", parallel_settings[i], on ? "0" : "DEFAULT");
-    return ds_buf_take(&sql);
-}
-
-static bool set_parallel_off(pgsrc_conn *pg, ds_error *err)
-{
-    char *sql = parallel_sql(0, false);
-    bool ok = sql != NULL ? pgsrc_exec(pg, sql, err) : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    free(sql);
-    return ok;
-}
-
-/* Whether PostgreSQL plans the query with parallel workers (a Gather)
- * under parallel_sql's settings, which stay only when it does. A server (or
- * role) whose max_parallel_workers_per_gather is 0 has said no. */
-static bool plans_parallel(const partition_read *read, pgsrc_conn *pg, int workers, bool *parallel,
-                           ds_error *err)
-{
-    *parallel = false;
-    char *allowed = NULL;
-    if (!pgsrc_query_value(pg, "SELECT current_setting('max_parallel_workers_per_gather')", &allowed, err))
-        return false;
-    bool none = allowed == NULL || strcmp(allowed, "0") == 0;
-    free(allowed);
-    if (none)
-        return true;
-    /* The settings and the EXPLAIN in one round trip: its result is the
-     * last statement's. */
-    char *settings = parallel_sql(workers, true);
-    char *trimmed = pgsrc_trim_query(read->query);
-    ds_buf sql = DS_BUF_INIT;
-    bool built = settings != NULL && trimmed != NULL;
-    if (built)
-        ds_buf_appendf(&sql, "%s; EXPLAIN (FORMAT JSON) %s\n", settings, trimmed);
-    free(settings);
-    free(trimmed);
-    char *text = built ? ds_buf_take_or_err(&sql, err) : NULL;
-    if (!built)
-        ds_error_set(err, DS_ERR_NOMEM, "out of memory");
-    char *plan = NULL;
-    bool ok = text != NULL && pgsrc_query_value(pg, text, &plan, err);
-    free(text);
-    *parallel = ok && plan != NULL && strstr(plan, "\"Node Type\": \"Gather") != NULL;
-    free(plan);
-    return ok && (*parallel || set_parallel_off(pg, err));
-}
-
 /* Reads the whole query on pg into the staging table. */
 static bool read_whole(const partition_read *read, pgsrc_conn *pg, ds_error *err)
 {
@@ -490,7 +413,7 @@ static bool read_parallel(const partition_read *read, pgsrc_conn *pg, stream_cho
     *read_again = false;
     int workers = ch->asked - 1;
     bool parallel = false;
-    if (!plans_parallel(read, pg, workers, &parallel, err))
+    if (!pgsrc_plans_parallel(pg, read->query, workers, &parallel, err))
         return false;
     if (!parallel)
         return true;
@@ -498,7 +421,7 @@ static bool read_parallel(const partition_read *read, pgsrc_conn *pg, stream_cho
     ch->pg_parallel = workers;
     ds_log_debug("%s: %s: reading the whole query again with up to %d PostgreSQL parallel workers",
                  read->src->name, read->src->plans[read->shared->slot].table, workers);
-    return read_whole(read, pg, err) && set_parallel_off(pg, err);
+    return read_whole(read, pg, err) && pgsrc_parallel_off(pg, err);
 }
 
 /* Reads the whole query on pg, in a savepoint its abandon can roll back
