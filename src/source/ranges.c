@@ -188,8 +188,11 @@ static const char *const parallel_settings[] = {"parallel_setup_cost", "parallel
 static char *parallel_sql(int workers, bool on)
 {
     ds_buf sql = DS_BUF_INIT;
-    if (on)
-        ds_buf_appendf(&sql, "SET LOCAL max_parallel_workers_per_gather = %d", workers);
+    if (on) /* a server (or role) whose setting is 0 has said no: it stays 0 */
+        ds_buf_appendf(&sql,
+                       "SELECT set_config('max_parallel_workers_per_gather', CASE current_setting("
+                       "'max_parallel_workers_per_gather') WHEN '0' THEN '0' ELSE '%d' END, true)",
+                       workers);
     else
         ds_buf_append(&sql, "SET LOCAL max_parallel_workers_per_gather = DEFAULT");
     for (size_t i = 0; i < sizeof parallel_settings / sizeof parallel_settings[0]; i++)
@@ -208,13 +211,6 @@ bool pgsrc_parallel_off(pgsrc_conn *pg, ds_error *err)
 bool pgsrc_plans_parallel(pgsrc_conn *pg, const char *query, int workers, bool *parallel, ds_error *err)
 {
     *parallel = false;
-    char *allowed = NULL;
-    if (!pgsrc_query_value(pg, "SELECT current_setting('max_parallel_workers_per_gather')", &allowed, err))
-        return false;
-    bool none = allowed == NULL || strcmp(allowed, "0") == 0;
-    free(allowed);
-    if (none)
-        return true;
     /* The settings and the EXPLAIN in one round trip: its result is the
      * last statement's. */
     char *settings = parallel_sql(workers, true);

@@ -51,7 +51,8 @@ void pgsrc_ranges_free(pgsrc_ranges *r);
  * workers scan (each through a ring of buffers, as a serial read) and
  * compute the query's expressions. The settings stay only when it does; a
  * server (or role) whose max_parallel_workers_per_gather is 0 has said no.
- * The settings and the EXPLAIN go in one round trip. */
+ * The settings and the EXPLAIN go in one round trip, a workers setting of
+ * 0 included. */
 bool pgsrc_plans_parallel(pgsrc_conn *conn, const char *query, int workers, bool *parallel, ds_error *err);
 /* Those settings back to their defaults, in one round trip. */
 bool pgsrc_parallel_off(pgsrc_conn *conn, ds_error *err);
