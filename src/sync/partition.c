@@ -153,7 +153,8 @@ static int streams_override(void)
 /* The first measure's verdict pinned by DUCKSTORE_READ_BOUND (postgresql,
  * duckdb, cores or network), for diagnosis and for a server known to be
  * remote or slow: *bound set and true, or false when unset or not one of
- * those. */
+ * those. Pinned to postgresql, the backend's send waits still tell a slow
+ * path (network-bound) from a busy server. */
 static bool bound_override(partition_bound *bound)
 {
     static const struct {
@@ -219,7 +220,8 @@ typedef struct stream_choice {
     int pg_parallel;        /* with this many PostgreSQL parallel workers (0: in ranges) */
     partition_measure lead; /* the lead's first measure, which decided */
     partition_bound lead_bound;
-    bool pinned; /* lead_bound set by DUCKSTORE_READ_BOUND */
+    bool pinned;                  /* lead_bound set by DUCKSTORE_READ_BOUND */
+    partition_bound pinned_bound; /* to this (network-bound may refine PostgreSQL-bound) */
 } stream_choice;
 
 static bool start_worker(partition_worker *ws, int *started, const partition_read *read, range_queue *queue)
@@ -349,11 +351,14 @@ static void *watch_lead(void *arg)
 {
     lead_watch *lw = arg;
     window win = window_open(lw->read, 1);
+    partition_bound pinned;
+    bool is_pinned = bound_override(&pinned);
     /* The connection to sample the lead's backend on, made while the
      * window runs (over a long path a connection takes several round
-     * trips) once its first half waited on PostgreSQL: a short read, or
-     * one that keeps DuckDB busy, makes none. When the caller keeps
-     * connections, a range reader takes it over afterwards. */
+     * trips) once its first half waited on PostgreSQL (or the verdict is
+     * pinned to that): a short read, or one that keeps DuckDB busy, makes
+     * none. When the caller keeps connections, a range reader takes it
+     * over afterwards. */
     pgsrc_conn side;
     bool have_side = false, tried_side = false;
     ds_error side_err = {0};
@@ -361,7 +366,8 @@ static void *watch_lead(void *arg)
         sleep_poll();
         double t = ds_monotonic_s();
         if (!tried_side && lw->lead_pid > 0 && t - win.t >= WINDOW_S / 2 &&
-            window_wait_share(&win, t, lw->read) >= PG_BOUND_WAIT) {
+            ((is_pinned && pinned == PARTITION_PG_BOUND) ||
+             (!is_pinned && window_wait_share(&win, t, lw->read) >= PG_BOUND_WAIT))) {
             tried_side = true;
             have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
             t = ds_monotonic_s();
@@ -371,16 +377,18 @@ static void *watch_lead(void *arg)
         lw->add = window_close(&win, t, lw->read, lw->ch, 1);
         lw->ch->lead = lw->ch->last;
         lw->ch->lead_bound = lw->ch->bound;
-        if (lw->ch->bound == PARTITION_PG_BOUND && have_side && sends_blocked(&side, lw->read, lw->lead_pid))
-            lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
-        partition_bound pinned;
-        if (bound_override(&pinned)) {
-            lw->ch->lead_bound = pinned;
+        if (is_pinned) {
+            lw->ch->lead_bound = lw->ch->pinned_bound = pinned;
             lw->ch->pinned = true;
             lw->add = pinned == PARTITION_PG_BOUND || pinned == PARTITION_NETWORK_BOUND
                           ? lw->ch->asked - 1
                           : pinned == PARTITION_IDLE_CORES;
         }
+        /* Waiting on PostgreSQL, measured or pinned: its backend's own
+         * waits tell the path from the server. */
+        if (lw->ch->lead_bound == PARTITION_PG_BOUND && have_side &&
+            sends_blocked(&side, lw->read, lw->lead_pid))
+            lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
         if (lw->add > 0)
             atomic_store(&lw->read->shared->abandon, true);
         break;
@@ -464,6 +472,16 @@ static bool read_whole_first(const partition_read *read, pgsrc_conn *pg, stream_
     return true;
 }
 
+/* What DUCKSTORE_READ_BOUND did to the verdict, for the log line. */
+static const char *pin_text(const stream_choice *ch)
+{
+    if (!ch->pinned)
+        return "";
+    if (ch->lead_bound != ch->pinned_bound)
+        return " (PostgreSQL-bound set by DUCKSTORE_READ_BOUND, its backend waiting to send)";
+    return " (set by DUCKSTORE_READ_BOUND)";
+}
+
 static void log_choice(const partition_read *read, const stream_choice *ch)
 {
     const char *table = read->src->plans[read->shared->slot].table;
@@ -481,8 +499,8 @@ static void log_choice(const partition_read *read, const stream_choice *ch)
             snprintf(how, sizeof how, "ranges");
         snprintf(why, sizeof why,
                  "%s, %s%s on %d cores (%.0f%% of the time waiting for PostgreSQL, %.1f cores idle)", how,
-                 partition_bound_text(ch->lead_bound), ch->pinned ? " (set by DUCKSTORE_READ_BOUND)" : "",
-                 ch->cores, ch->lead.wait_share * 100, ch->lead.idle_cores);
+                 partition_bound_text(ch->lead_bound), pin_text(ch), ch->cores, ch->lead.wait_share * 100,
+                 ch->lead.idle_cores);
     }
     ds_log_about about = {.source = read->src->name, .table = table, .event = "insert_streams"};
     ds_log_field fields[] = {DS_LOG_FIELD_INT("workers_asked", ch->asked),
