@@ -356,9 +356,9 @@ static void *watch_lead(void *arg)
     /* The connection to sample the lead's backend on, made while the
      * window runs (over a long path a connection takes several round
      * trips) once its first half waited on PostgreSQL (or the verdict is
-     * pinned to that): a short read, or one that keeps DuckDB busy, makes
-     * none. When the caller keeps connections, a range reader takes it
-     * over afterwards. */
+     * pinned to that), else when the verdict says so: a short read, or one
+     * that keeps DuckDB busy, makes none. When the caller keeps
+     * connections, a range reader takes it over afterwards. */
     pgsrc_conn side;
     bool have_side = false, tried_side = false;
     ds_error side_err = {0};
@@ -385,7 +385,12 @@ static void *watch_lead(void *arg)
                           : pinned == PARTITION_IDLE_CORES;
         }
         /* Waiting on PostgreSQL, measured or pinned: its backend's own
-         * waits tell the path from the server. */
+         * waits tell the path from the server (on a connection made now
+         * if the first half did not look like it). */
+        if (lw->ch->lead_bound == PARTITION_PG_BOUND && !tried_side && lw->lead_pid > 0) {
+            tried_side = true;
+            have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
+        }
         if (lw->ch->lead_bound == PARTITION_PG_BOUND && have_side &&
             sends_blocked(&side, lw->read, lw->lead_pid))
             lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
