@@ -106,6 +106,20 @@ static void *worker_main(void *arg)
  * when DuckDB is the bottleneck: a stream and its PostgreSQL backend take
  * about one and a half cores on a local server. */
 #define IDLE_CORES_MIN 0.75
+/* The least share of the time the reader and its backend must both wait
+ * (the one for rows, the other to send them) for the path between them to
+ * be the limit. Over a path with a window both wait while bytes are in
+ * flight (a remote server 60 ms away: the reader waited 41-71 % of the
+ * time, the backend in 7-10 of 10 samples, 0.6-0.9 cores idle; the least
+ * sum was 1.21). On one machine the two exclude each other, but on busy
+ * cores, where a reader is woken late: a local read on 2 saturated cores
+ * waited 32 % of its time for a backend that waited to send in 10 of 10
+ * samples. So, as for PostgreSQL-bound, some core must be idle too. */
+#define NETWORK_OVERLAP 0.15
+/* And the reader must wait at least this share of its time: one busier
+ * gains little from another connection. A read waiting less is never
+ * sampled. */
+#define NETWORK_WAIT_MIN 0.3
 /* The measuring window: long enough to span several chunks of a stream. */
 #define WINDOW_S 0.5
 #define POLL_NS 50000000L
@@ -173,6 +187,16 @@ static bool bound_override(partition_bound *bound)
     return false;
 }
 
+/* Streams to add to the running ones, which wait wait_share of their time
+ * for rows: each is busy 1 - wait of the time, so that many more keep the
+ * rows flowing; at most asked in all. */
+static int streams_for_wait(double wait_share, int asked, int running)
+{
+    double busy = 1.0 - wait_share;
+    int want = (int)((double)running / (busy < 0.1 ? 0.1 : busy) + 0.999);
+    return (want > asked ? asked : want) - running;
+}
+
 int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound)
 {
     *bound = PARTITION_DUCKDB_BOUND;
@@ -181,17 +205,20 @@ int partition_streams_to_add(const partition_measure *m, int asked, int running,
     if (m->wait_share >= PG_BOUND_WAIT_ALONE ||
         (m->wait_share >= PG_BOUND_WAIT && m->idle_cores >= IDLE_CORES_MIN / 2)) {
         *bound = PARTITION_PG_BOUND;
-        /* Each stream is busy 1 - wait of the time: that many more keep
-         * PostgreSQL's share of the work flowing. */
-        double busy = 1.0 - m->wait_share;
-        int want = (int)((double)running / (busy < 0.1 ? 0.1 : busy) + 0.999);
-        return (want > asked ? asked : want) - running;
+        return streams_for_wait(m->wait_share, asked, running);
     }
     if (m->idle_cores >= IDLE_CORES_MIN) {
         *bound = PARTITION_IDLE_CORES;
         return 1;
     }
     return 0;
+}
+
+bool partition_network_bound(const partition_measure *m, double send_share)
+{
+    return send_share > 0.5 && m->wait_share >= NETWORK_WAIT_MIN &&
+           m->wait_share + send_share >= 1.0 + NETWORK_OVERLAP &&
+           (m->wait_share >= PG_BOUND_WAIT_ALONE || m->idle_cores >= IDLE_CORES_MIN / 2);
 }
 
 const char *partition_bound_text(partition_bound bound)
@@ -261,25 +288,25 @@ static window window_open(const partition_read *read, int streams)
                     .streams = streams};
 }
 
-/* Closes the window at time t: what it measured, and how many streams to
- * add (ch->bound says why); logged. */
-/* The streams' share of the window so far (to time t) spent waiting for
- * PostgreSQL. */
-static double window_wait_share(const window *win, double t, const partition_read *read)
+/* What the window measured so far (to time t). */
+static partition_measure window_measure(const window *win, double t, const partition_read *read, int cores)
 {
-    double w1 = pgsrc_wait_meter_total(&read->shared->wait, t);
-    return (w1 - win->wait_s) / ((t - win->t) * win->streams);
+    cpu_sample c1 = cpu_now();
+    partition_measure m = {.cores = cores};
+    m.wait_share =
+        (pgsrc_wait_meter_total(&read->shared->wait, t) - win->wait_s) / ((t - win->t) * win->streams);
+    m.idle_cores = win->cpu.ok && c1.ok && c1.total > win->cpu.total
+                       ? (double)(c1.idle - win->cpu.idle) / (double)(c1.total - win->cpu.total) * cores
+                       : 0;
+    return m;
 }
 
+/* Closes the window at time t: what it measured, and how many streams to
+ * add (ch->bound says why); logged. */
 static int window_close(const window *win, double t, const partition_read *read, stream_choice *ch,
                         int running)
 {
-    cpu_sample c1 = cpu_now();
-    partition_measure m = {.cores = ch->cores};
-    m.wait_share = window_wait_share(win, t, read);
-    m.idle_cores = win->cpu.ok && c1.ok && c1.total > win->cpu.total
-                       ? (double)(c1.idle - win->cpu.idle) / (double)(c1.total - win->cpu.total) * ch->cores
-                       : 0;
+    partition_measure m = window_measure(win, t, read, ch->cores);
     ch->last = m;
     ch->windows++;
     int add = partition_streams_to_add(&m, ch->asked, running, &ch->bound);
@@ -325,26 +352,34 @@ typedef struct lead_watch {
     int add; /* streams the measure asked for beside the lead */
 } lead_watch;
 
-/* Whether the lead's backend spends most of a moment waiting to send
- * (wait event ClientWrite: its socket is full), sampled on side. Then
- * PostgreSQL has rows ready and the path to duckstore carries them no
- * faster: a remote server whose one TCP stream is limited by its window
- * and round trip, where more connections (ranges) carry more, and a
- * Gather, which sends through the one stream, would not. */
-#define SEND_SAMPLES 10
-#define SEND_SAMPLE_S 0.02
+/* The share of a moment the lead's backend spends waiting to send (wait
+ * event ClientWrite: its socket is full), sampled on side. Waiting while
+ * the reader waits too, PostgreSQL has rows ready and the path to
+ * duckstore carries them no faster: a remote server whose one TCP stream
+ * is limited by its window and round trip, where more connections
+ * (ranges) carry more, and a Gather, which sends through the one stream,
+ * would not (partition_network_bound). */
+#define SEND_SAMPLES 20
+#define SEND_SAMPLE_S 0.01
 
-static bool sends_blocked(pgsrc_conn *side, const partition_read *read, int pid)
+static double send_wait_share(pgsrc_conn *side, const partition_read *read, int pid)
 {
     int blocked = 0;
     ds_error err = {0};
     if (!pgsrc_sample_send_waits(side, pid, SEND_SAMPLES, SEND_SAMPLE_S, &blocked, &err)) {
         ds_log_debug("%s: cannot sample the reader's PostgreSQL backend: %s", read->src->name, err.msg);
-        return false;
+        return 0;
     }
     ds_log_debug("%s: %s: the reader's PostgreSQL backend waited to send in %d of %d samples",
                  read->src->name, read->src->plans[read->shared->slot].table, blocked, SEND_SAMPLES);
-    return blocked * 2 > SEND_SAMPLES;
+    return (double)blocked / SEND_SAMPLES;
+}
+
+/* Whether the backend's send waits could make measure m network-bound:
+ * else they are not asked for. */
+static bool could_be_network(partition_measure m)
+{
+    return partition_network_bound(&m, 1.0);
 }
 
 static void *watch_lead(void *arg)
@@ -353,12 +388,16 @@ static void *watch_lead(void *arg)
     window win = window_open(lw->read, 1);
     partition_bound pinned;
     bool is_pinned = bound_override(&pinned);
+    /* Pinned to PostgreSQL-bound, the reader counts as always waiting, so
+     * the backend's send waits alone decide; pinned otherwise, nothing is
+     * sampled. */
+    bool pg_pinned = is_pinned && pinned == PARTITION_PG_BOUND;
     /* The connection to sample the lead's backend on, made while the
      * window runs (over a long path a connection takes several round
-     * trips) once its first half waited on PostgreSQL (or the verdict is
-     * pinned to that), else when the verdict says so: a short read, or one
-     * that keeps DuckDB busy, makes none. When the caller keeps
-     * connections, a range reader takes it over afterwards. */
+     * trips) once its first half waited on PostgreSQL enough for the path
+     * to be the limit, else at the verdict if the whole window did: a
+     * short read, or one that keeps DuckDB busy, makes none. When the
+     * caller keeps connections, a range reader takes it over afterwards. */
     pgsrc_conn side;
     bool have_side = false, tried_side = false;
     ds_error side_err = {0};
@@ -366,34 +405,41 @@ static void *watch_lead(void *arg)
         sleep_poll();
         double t = ds_monotonic_s();
         if (!tried_side && lw->lead_pid > 0 && t - win.t >= WINDOW_S / 2 &&
-            ((is_pinned && pinned == PARTITION_PG_BOUND) ||
-             (!is_pinned && window_wait_share(&win, t, lw->read) >= PG_BOUND_WAIT))) {
+            (pg_pinned ||
+             (!is_pinned && could_be_network(window_measure(&win, t, lw->read, lw->ch->cores))))) {
             tried_side = true;
             have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
             t = ds_monotonic_s();
         }
         if (t - win.t < WINDOW_S || atomic_load(&lw->read->shared->truncated))
             continue;
-        lw->add = window_close(&win, t, lw->read, lw->ch, 1);
-        lw->ch->lead = lw->ch->last;
-        lw->ch->lead_bound = lw->ch->bound;
+        stream_choice *ch = lw->ch;
+        lw->add = window_close(&win, t, lw->read, ch, 1);
+        ch->lead = ch->last;
+        ch->lead_bound = ch->bound;
         if (is_pinned) {
-            lw->ch->lead_bound = lw->ch->pinned_bound = pinned;
-            lw->ch->pinned = true;
+            ch->lead_bound = ch->pinned_bound = pinned;
+            ch->pinned = true;
             lw->add = pinned == PARTITION_PG_BOUND || pinned == PARTITION_NETWORK_BOUND
-                          ? lw->ch->asked - 1
+                          ? ch->asked - 1
                           : pinned == PARTITION_IDLE_CORES;
         }
-        /* Waiting on PostgreSQL, measured or pinned: its backend's own
-         * waits tell the path from the server (on a connection made now
-         * if the first half did not look like it). */
-        if (lw->ch->lead_bound == PARTITION_PG_BOUND && !tried_side && lw->lead_pid > 0) {
-            tried_side = true;
-            have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
+        /* Waiting on PostgreSQL enough, measured or pinned: its backend's
+         * own waits tell the path from the server. */
+        partition_measure lead = ch->lead;
+        if (pg_pinned)
+            lead.wait_share = 1.0;
+        if ((pg_pinned || !is_pinned) && could_be_network(lead) && lw->lead_pid > 0) {
+            if (!tried_side) {
+                tried_side = true;
+                have_side = sync_connect(lw->read->src, lw->read->opt, &side, &side_err);
+            }
+            if (have_side && partition_network_bound(&lead, send_wait_share(&side, lw->read, lw->lead_pid))) {
+                ch->lead_bound = PARTITION_NETWORK_BOUND;
+                if (lw->add == 0) /* each connection carries its share: as many as keep DuckDB busy */
+                    lw->add = streams_for_wait(lead.wait_share, ch->asked, 1);
+            }
         }
-        if (lw->ch->lead_bound == PARTITION_PG_BOUND && have_side &&
-            sends_blocked(&side, lw->read, lw->lead_pid))
-            lw->ch->lead_bound = PARTITION_NETWORK_BOUND;
         if (lw->add > 0)
             atomic_store(&lw->read->shared->abandon, true);
         break;

@@ -35,13 +35,18 @@ typedef enum partition_bound {
     PARTITION_DUCKDB_BOUND,  /* the streams are busy and no core is idle: more would contend */
     PARTITION_PG_BOUND,      /* the streams wait for PostgreSQL: more readers add its output */
     PARTITION_IDLE_CORES,    /* the streams are busy and cores are idle: one more uses them */
-    PARTITION_NETWORK_BOUND, /* PostgreSQL-bound, and its backend waits to send: the path between is
-                              * the limit, and more connections add to what it carries */
+    PARTITION_NETWORK_BOUND, /* the streams and their backends both wait, to read and to send: the
+                              * path between is the limit, and more connections add to what it
+                              * carries */
 } partition_bound;
 
 /* How many insert streams to add to the running ones, at most asked in
  * all, after a window that measured m; bound says why. */
 int partition_streams_to_add(const partition_measure *m, int asked, int running, partition_bound *bound);
+/* Whether the path between PostgreSQL and duckstore is the read's limit,
+ * after a window that measured m, whose backend then waited to send
+ * (PostgreSQL's ClientWrite) send_share of the time. */
+bool partition_network_bound(const partition_measure *m, double send_share);
 const char *partition_bound_text(partition_bound bound);
 
 /* Reads the whole query on conn (in its read transaction), which is the

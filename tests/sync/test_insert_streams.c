@@ -70,6 +70,40 @@ static void test_the_rule(void **state)
     assert_int_equal(added(0.99, 2.0, 4, 3, &b), 1);
 }
 
+static bool network(double wait, double idle, double sends)
+{
+    partition_measure m = {.wait_share = wait, .idle_cores = idle, .cores = 2};
+    return partition_network_bound(&m, sends);
+}
+
+/* The path is the limit only when the reader and its backend both wait
+ * at once: on one machine the one waits while the other works. */
+static void test_the_network_rule(void **state)
+{
+    (void)state;
+    /* A server 60 ms away (the bench's simulated network): the reader
+     * waited 41-71 % of the time, the backend in 7-10 of 10 samples, with
+     * 0.6-0.9 cores idle. */
+    assert_true(network(0.41, 0.6, 0.8));
+    assert_true(network(0.47, 0.75, 0.8));
+    assert_true(network(0.67, 0.9, 0.7));
+    /* A reader that only waits, pinned or measured, however busy the
+     * cores, and a blocked backend. */
+    assert_true(network(1.0, 0.0, 0.6));
+    /* A local DuckDB-bound read: the backend waits to send while the
+     * reader works, and the two shares add up to about one... */
+    assert_false(network(0.35, 1.0, 0.7));
+    assert_false(network(0.3, 1.0, 0.8));
+    assert_false(network(0.2, 1.0, 1.0));
+    /* ...or more on saturated cores, where the reader is woken late (a
+     * local read measured 32 % and 10 of 10 with no core idle). */
+    assert_false(network(0.32, 0.0, 1.0));
+    /* A slow query: the reader waits, the backend computes. */
+    assert_false(network(0.95, 1.0, 0.1));
+    /* A backend that waits to send in half the samples or fewer. */
+    assert_false(network(1.0, 1.0, 0.5));
+}
+
 #define ROWS 30000
 #define SPEC "id,t,j,n"
 
@@ -417,6 +451,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_rule),
+        cmocka_unit_test(test_the_network_rule),
         cmocka_unit_test(test_pinned_streams_load_exact_rows),
         cmocka_unit_test(test_measured_choice_is_logged),
         cmocka_unit_test(test_waiting_read_starts_again_in_ranges),
