@@ -584,16 +584,19 @@ static bool config_defaults(cfg_config *cfg, const char *dir, ds_error *err)
     return (cfg->dir != NULL && cfg->store.path != NULL) || cfg_yaml_nomem(err);
 }
 
-/* Default memory_limit: 64 MB, plus 16 MB per further partition worker
+/* Default memory_limit: 64 MB, plus 8 MB per further partition worker
  * (each inserts on its own, holding its unfinished row group). With
  * 16,384-row row groups a 5M-row sync stays near 150 MB of RSS with one
- * worker; 4 workers ran out of memory at 64 MB and peaked at 264 MB of
- * RSS at 112 MB. The limit, not the table size, bounds the rest (DuckDB
- * spills beyond it). */
+ * worker. Four insert streams of 1M traces of 1-2 KB took the same time
+ * at 64, 76, 88 and 112 MB (10.3-10.6 s) and peaked at 209, 226, 242-252
+ * and 277 MB of RSS; so did 4 workers reading from a server 60 ms away
+ * (31-34 s; 238-247 MB at 88 MB, 258-282 MB at 112 MB, above the 256 MB
+ * a 5M-row sync is held to). The limit, not the table size, bounds the
+ * rest (DuckDB spills beyond it). */
 static bool default_memory_limit(cfg_store *st, ds_error *err)
 {
     ds_buf limit = DS_BUF_INIT;
-    ds_buf_appendf(&limit, "%dMB", 64 + 16 * (st->sync_workers - 1));
+    ds_buf_appendf(&limit, "%dMB", 64 + 8 * (st->sync_workers - 1));
     st->memory_limit = ds_buf_take(&limit);
     return st->memory_limit != NULL || cfg_yaml_nomem(err);
 }

@@ -224,7 +224,7 @@ static void test_runbook_example(void **state)
 
     assert_int_equal(cfg.store.sync_mode, CFG_SYNC_STARTUP);
     assert_int_equal(cfg.store.sync_workers, 4);
-    assert_string_equal(cfg.store.memory_limit, "112MB"); /* 64 MB + 16 MB per further worker */
+    assert_string_equal(cfg.store.memory_limit, "88MB"); /* 64 MB + 8 MB per further worker */
     assert_string_equal(cfg.store.path, tl_keepf("%s/data/store.duckdb", dir));
     assert_int_equal(cfg.store.sync_chunk_size, 1000000);
 
@@ -672,7 +672,7 @@ static void test_print_runbook(void **state)
                           "  max_sync_rows: 2000000\n"
                           "  query_concurrency: 8\n"
                           "  query_max_rows: 10000\n"
-                          "  memory_limit: \"112MB\"\n"
+                          "  memory_limit: \"88MB\"\n"
                           "  read_memory_limit: \"512MB\"\n"
                           "  threads: 1\n");
     assert_contains(text, "events_db:\n"
