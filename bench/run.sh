@@ -413,6 +413,15 @@ case "$cases" in all | memory) memory_cases ;; esac
 # ---- report ------------------------------------------------------------
 # steps_report NAME...: the median of each step of those serve syncs (the
 # -v line "sync steps (ms): lock 0.4; TABLE: connect 0.2, ...; total 14.9").
+steps_total() { # NAME -> median of the server's step total (ms) of those syncs, "" when not logged
+  [ -s "$work/steps.tsv" ] || return 0
+  awk -F'\t' -v n="$1" '$1 == n && match($2, /total [0-9.]+/) { t[++c] = substr($2, RSTART + 6, RLENGTH - 6) + 0 }
+    END {
+      if (c == 0) exit
+      for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (t[j] < t[i]) { x = t[i]; t[i] = t[j]; t[j] = x }
+      printf "%.1f", (c % 2) ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2
+    }' "$work/steps.tsv"
+}
 steps_report() {
   [ -s "$work/steps.tsv" ] || return 0
   echo
@@ -466,6 +475,48 @@ stat_of() { # NAME -> "median min max rss_max"
       m = (c % 2) ? t[(c + 1) / 2] : (t[c / 2] + t[c / 2 + 1]) / 2
       printf "%.3f %.3f %.3f %d", m, t[1], t[c], r
     }' "$results"
+}
+# The performance targets against this run's figures, each met or missed.
+# DuckDB's postgres extension cannot be installed without its extension
+# repository, so its time is the one measured for the default scale's 5M
+# rows on this machine class (9.3 s), quoted only at that scale.
+targets_report() {
+  local pg_copy w1="" w4="" n1="" n4="" s0="" s10="" rss_max=0 r
+  pg_copy="$(stat_of limit_pg | cut -d' ' -f1)"
+  grep -q $'^full_w1\t' "$results" && w1="$(stat_of full_w1 | cut -d' ' -f1)"
+  grep -q $'^full_w4\t' "$results" && w4="$(stat_of full_w4 | cut -d' ' -f1)"
+  grep -q $'^full_n1\t' "$results" && n1="$(stat_of full_n1 | cut -d' ' -f1)"
+  grep -q $'^full_n4\t' "$results" && n4="$(stat_of full_n4 | cut -d' ' -f1)"
+  grep -q $'^srv_inc_0\t' "$results" && s0="$(stat_of srv_inc_0 | cut -d' ' -f1)"
+  grep -q $'^srv_inc_10k\t' "$results" && s10="$(stat_of srv_inc_10k | cut -d' ' -f1)"
+  local t0 t10 # the server's own step totals (ms), medians
+  t0="$(steps_total srv_inc_0)"
+  t10="$(steps_total srv_inc_10k)"
+  for name in full_w1 full_w2 full_w4 full_n1 full_n2 full_n4 full_x1 full_x4 srv_inc_0 srv_inc_0w srv_inc_10k; do
+    grep -q "^$name"$'\t' "$results" || continue
+    r="$(stat_of "$name" | cut -d' ' -f4)"
+    [ "$r" -le "$rss_max" ] || rss_max="$r"
+  done
+  echo
+  echo "Targets, this run:"
+  awk -v pg="$pg_copy" -v w1="$w1" -v w4="$w4" -v n1="$n1" -v n4="$n4" -v s0="$s0" -v s10="$s10" -v t0="$t0" -v t10="$t10" \
+    -v rss="$rss_max" -v rows="$rows" 'function v(ok) { return ok ? "met" : "missed" }
+    BEGIN {
+      if (w1 != "" && pg > 0)
+        printf "- full sync ≤ 1.3 × PostgreSQL'"'"'s COPY: %.2f × (1 worker): %s\n", w1 / pg, v(w1 / pg <= 1.3)
+      if (w1 != "" && rows == 5000000)
+        printf "- ≥ 2 × faster than DuckDB'"'"'s postgres extension (9.3 s quoted for these rows; not installable here): %.2f ×: %s\n", 9.3 / w1, v(9.3 / w1 >= 2)
+      if (w1 != "" && w4 != "")
+        printf "- sync_workers 4 never slower than 1 beyond noise (5 %%): %+.1f %%: %s\n", (w4 / w1 - 1) * 100, v(w4 <= w1 * 1.05)
+      if (n1 != "" && n4 != "")
+        printf "- sync_workers 4 faster through the simulated network: %.2f × faster: %s\n", n1 / n4, v(n4 < n1 * 0.95)
+      if (t0 != "")
+        printf "- serve incremental sync, 0 new rows, ≤ 5 ms: %.1f ms in the server (%.1f ms from the bench'"'"'s bash client): %s\n", t0, s0 * 1000, v(t0 <= 5)
+      if (t10 != "")
+        printf "- serve incremental sync, 10,000 new rows, ≤ 30 ms: %.1f ms in the server (%.1f ms from the client): %s\n", t10, s10 * 1000, v(t10 <= 30)
+      if (rss > 0)
+        printf "- peak RSS ≤ 256 MB: %.0f MB at most (the full syncs and the server): %s\n", rss / 1024, v(rss <= 256 * 1024)
+    }'
 }
 if [ "$cases" != memory ]; then
 pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{print $1}')"
@@ -534,10 +585,10 @@ limit="$(awk -v a="$pg_m" -v b="$dk_m" 'BEGIN { print (a > b) ? a : b }')"
     "the duckstore process (not PostgreSQL's) per million rows; ÷ PostgreSQL COPY: the sync's time over the" \
     "limit's PostgreSQL half (both queries' binary COPY to /dev/null). Simulated network: $netsim_note."
   echo
-  echo "limit = slower of the two limit halves = ${limit} s. Targets: full sync ≤ 1.25 × limit," \
-    "≥ 2 × faster than CSV, incremental 10k ≤ 0.5 s, 0 rows ≤ 0.1 s (periodic syncs run in" \
-    "\`duckstore serve\`: the serve rows; the one-process rows add process start, opening the" \
-    "DuckDB file and connecting to PostgreSQL), peak RSS ≤ 256 MB."
+  echo "limit = slower of the two limit halves = ${limit} s. Periodic syncs run in \`duckstore serve\`:" \
+    "the serve rows; the one-process rows add process start, opening the DuckDB file and connecting" \
+    "to PostgreSQL."
+  targets_report
   publish_store_size
   steps_report srv_inc_0 srv_inc_0w srv_inc_10k
 } | tee "$work/table.md"
