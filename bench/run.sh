@@ -479,7 +479,8 @@ stat_of() { # NAME -> "median min max rss_max"
 # The performance targets against this run's figures, each met or missed.
 # DuckDB's postgres extension cannot be installed without its extension
 # repository, so its time is the one measured for the default scale's 5M
-# rows on this machine class (9.3 s), quoted only at that scale.
+# rows on this machine class (9.3 s where PostgreSQL's COPY took 3.0 s),
+# scaled by this run's COPY, and quoted only at that scale.
 targets_report() {
   local pg_copy w1="" w4="" n1="" n4="" s0="" s10="" rss_max=0 r
   pg_copy="$(stat_of limit_pg | cut -d' ' -f1)"
@@ -504,8 +505,10 @@ targets_report() {
     BEGIN {
       if (w1 != "" && pg > 0)
         printf "- full sync ≤ 1.3 × PostgreSQL'"'"'s COPY: %.2f × (1 worker): %s\n", w1 / pg, v(w1 / pg <= 1.3)
-      if (w1 != "" && rows == 5000000)
-        printf "- ≥ 2 × faster than DuckDB'"'"'s postgres extension (9.3 s quoted for these rows; not installable here): %.2f ×: %s\n", 9.3 / w1, v(9.3 / w1 >= 2)
+      if (w1 != "" && pg > 0 && rows == 5000000) {
+        ext = 9.3 / 3.0 * pg
+        printf "- ≥ 2 × faster than DuckDB'"'"'s postgres extension (not installable here; quoted: 9.3 s for these rows where PostgreSQL'"'"'s COPY took 3.0 s, so %.1f s at this run'"'"'s COPY): %.2f ×: %s\n", ext, ext / w1, v(ext / w1 >= 2)
+      }
       if (w1 != "" && w4 != "")
         printf "- sync_workers 4 never slower than 1 beyond noise (5 %%): %+.1f %%: %s\n", (w4 / w1 - 1) * 100, v(w4 <= w1 * 1.05)
       if (n1 != "" && n4 != "")
@@ -517,6 +520,7 @@ targets_report() {
       if (rss > 0)
         printf "- peak RSS ≤ 256 MB: %.0f MB at most (the full syncs and the server): %s\n", rss / 1024, v(rss <= 256 * 1024)
     }'
+  echo
 }
 if [ "$cases" != memory ]; then
 pg_version="$(psql "$DUCKSTORE_TEST_PG" -qAt -c 'SHOW server_version' | awk '{print $1}')"
