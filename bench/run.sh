@@ -486,16 +486,18 @@ stat_of() { # NAME -> "median min max rss_max"
 # rows on this machine class (9.3 s where PostgreSQL's COPY took 3.0 s),
 # scaled by this run's COPY, and quoted only at that scale.
 targets_report() {
-  local pg_copy w1="" w4="" n1="" n4="" s0="" s10="" rss_max=0 r
-  pg_copy="$(stat_of limit_pg | cut -d' ' -f1)"
-  grep -q $'^full_w1\t' "$results" && w1="$(stat_of full_w1 | cut -d' ' -f1)"
-  grep -q $'^full_w4\t' "$results" && w4="$(stat_of full_w4 | cut -d' ' -f1)"
-  grep -q $'^full_n1\t' "$results" && n1="$(stat_of full_n1 | cut -d' ' -f1)"
-  grep -q $'^full_n4\t' "$results" && n4="$(stat_of full_n4 | cut -d' ' -f1)"
-  grep -q $'^srv_inc_0\t' "$results" && s0="$(stat_of srv_inc_0 | cut -d' ' -f1)"
-  grep -q $'^srv_inc_10k\t' "$results" && s10="$(stat_of srv_inc_10k | cut -d' ' -f1)"
-  local t0 t10 # the server's own step totals (ms), medians
-  t0="$(steps_total srv_inc_0)"
+  median_of() { # NAME -> its median seconds, "" when not run
+    ! grep -q "^$1"$'\t' "$results" || stat_of "$1" | cut -d' ' -f1
+  }
+  local pg_copy w1 w4 n1 n4 s0 s10 t0 t10 rss_max=0 r
+  pg_copy="$(median_of limit_pg)"
+  w1="$(median_of full_w1)"
+  w4="$(median_of full_w4)"
+  n1="$(median_of full_n1)"
+  n4="$(median_of full_n4)"
+  s0="$(median_of srv_inc_0)"
+  s10="$(median_of srv_inc_10k)"
+  t0="$(steps_total srv_inc_0)" # the server's own step totals (ms), medians
   t10="$(steps_total srv_inc_10k)"
   for name in full_w1 full_w2 full_w4 full_n1 full_n2 full_n4 full_x1 full_x4 srv_inc_0 srv_inc_0w srv_inc_10k; do
     grep -q "^$name"$'\t' "$results" || continue
