@@ -61,6 +61,7 @@ typedef struct entry {
     uint64_t hash;
     size_t key_off, key_len;
     bool live;                 /* false: the key ends deleted */
+    int64_t copies;            /* whole-row keys: copies the batch adds (negative: takes away) */
     size_t row_off, row_len;   /* all relation columns */
     size_t base_off, base_len; /* key of the stored row unresolved values come from */
     size_t unres_off;          /* ncols flags, NO_OFF when every value is known */
@@ -441,6 +442,72 @@ nomem:
     return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
 }
 
+/* Appends the key fields of the row at row_off (resolved values). */
+static bool put_key_of_row(target_state *t, size_t row_off)
+{
+    for (size_t k = 0; k < t->spec->nkey; k++) {
+        size_t off = field_at(t, row_off, t->key_idx[k]);
+        size_t n = field_size(t, off);
+        if (!arena_reserve(&t->mem, n))
+            return false;
+        memcpy(t->mem.data + t->mem.len, t->mem.data + off, n);
+        t->mem.len += n;
+    }
+    return true;
+}
+
+/* Counts a copy more or less of the key just appended at key_off. A key
+ * the batch knows already gives its bytes back; a row it knows already
+ * too (from `row_start` on). */
+static bool count_copy(target_state *t, size_t key_off, int64_t delta, const entry *version, size_t row_start)
+{
+    entry *en = upsert_entry(t, key_off, t->mem.len - key_off);
+    if (en == NULL)
+        return false;
+    bool known = en->key_off != key_off;
+    if (known)
+        t->mem.len = version != NULL && en->row_len > 0 ? row_start : key_off;
+    if (version != NULL && en->row_len == 0) {
+        en->row_off = version->row_off;
+        en->row_len = version->row_len;
+    }
+    en->copies += delta;
+    return true;
+}
+
+/* A change of a table identified by the whole row: the old row loses a
+ * copy, the new one gains one (its unchanged TOASTed values come from the
+ * old row, which REPLICA IDENTITY FULL sends whole). */
+static bool count_whole_row_change(target_state *t, const pgo_message *m, ds_error *err)
+{
+    if (m->kind != PGO_INSERT) {
+        if (m->old_kind != 'O')
+            return ds_error_set(
+                err, DS_ERR_SOURCE,
+                "a change of %s arrived without its old row, which REPLICA IDENTITY FULL sends",
+                t->spec->table);
+        size_t key_off = t->mem.len;
+        if (!put_key(t, &m->old_tuple, err))
+            return false;
+        if (!count_copy(t, key_off, -1, NULL, 0))
+            return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    if (m->kind == PGO_DELETE)
+        return true;
+    size_t row_start = t->mem.len;
+    entry version = {0};
+    if (!put_new_version(t, m, NULL, 0, 0, &version, err))
+        return false;
+    if (version.unres_off != NO_OFF)
+        return ds_error_set(err, DS_ERR_RELOAD,
+                            "an update of %s kept a large value unchanged that its old row does not carry",
+                            t->spec->table);
+    size_t key_off = t->mem.len;
+    if (!put_key_of_row(t, version.row_off) || !count_copy(t, key_off, 1, &version, row_start))
+        return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    return true;
+}
+
 bool cdc_applier_change(cdc_applier *a, size_t target, const pgo_message *m, ds_error *err)
 {
     target_state *t = &a->t[target];
@@ -456,6 +523,14 @@ bool cdc_applier_change(cdc_applier *a, size_t target, const pgo_message *m, ds_
     if (m->kind != PGO_INSERT)
         t->only_inserts = false;
     size_t before = t->mem.len;
+    if (t->spec->whole_row) {
+        if (!count_whole_row_change(t, m, err))
+            return false;
+        t->bytes += t->mem.len - before;
+        a->pending++;
+        a->applied++;
+        return true;
+    }
     /* The key the change leaves (old) and the one it writes (new). */
     size_t old_off = t->mem.len;
     if (!put_key(t, ot ? ot : nt, err))
@@ -520,7 +595,7 @@ static void append_key_equality(ds_buf *b, const target_state *t, const char *le
         ds_buf_append(b, k ? " AND " : "");
         ds_buf_appendf(b, "%s.", left);
         ds_buf_append_ident(b, t->spec->key_target_cols[k]);
-        ds_buf_append(b, t->spec->key_nulls ? " IS NOT DISTINCT FROM " : " = ");
+        ds_buf_append(b, t->spec->whole_row ? " IS NOT DISTINCT FROM " : " = ");
         ds_buf_appendf(b, "%s.", right);
         if (right_is_key_table) {
             ds_buf_appendf(b, "\"k%zu\"", k);
@@ -532,7 +607,8 @@ static void append_key_equality(ds_buf *b, const target_state *t, const char *le
 
 /* The batch's temp tables for the current relation: the rows to insert
  * (relation columns, the key of the stored row unresolved values come
- * from, a flag per unresolved column) and every key the batch touched. */
+ * from, a flag per unresolved column) and every key the batch touched
+ * (whole-row keys: those losing copies, with an id and how many). */
 static bool ensure_temp_tables(cdc_applier *a, target_state *t, ds_error *err)
 {
     if (t->temp_ready)
@@ -555,6 +631,8 @@ static bool ensure_temp_tables(cdc_applier *a, target_state *t, ds_error *err)
     ds_buf_append(&b, " (");
     for (size_t k = 0; k < t->spec->nkey; k++)
         ds_buf_appendf(&b, "%s\"k%zu\" %s", k ? ", " : "", k, t->types[t->key_idx[k]].ddl);
+    if (t->spec->whole_row)
+        ds_buf_append(&b, ", \"_ds_id\" BIGINT, \"_ds_n\" BIGINT");
     ds_buf_append(&b, ")");
     if (!exec_buf(a->duck, &b, err))
         return false;
@@ -643,12 +721,37 @@ static bool put16(arena *a, uint16_t v)
     return arena_put(a, b, 2);
 }
 
-static bool fill_temp_tables(cdc_applier *a, target_state *t, size_t *live, ds_error *err)
+/* Appends a bigint as a COPY field. */
+static bool put_int8_field(arena *a, int64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
+    return arena_put32(a, 8) && arena_put(a, b, 8);
+}
+
+/* Whether the batch writes this key into the keys table: every key it
+ * touched, or for whole-row keys those that lose copies. */
+static bool key_leaves(const target_state *t, const entry *en)
+{
+    return !t->spec->whole_row || en->copies < 0;
+}
+
+/* Copies of the entry's row the batch inserts. */
+static int64_t copies_to_insert(const target_state *t, const entry *en)
+{
+    if (t->spec->whole_row)
+        return en->copies > 0 ? en->copies : 0;
+    return en->live ? 1 : 0;
+}
+
+static bool fill_temp_tables(cdc_applier *a, target_state *t, size_t *live, size_t *leaving, ds_error *err)
 {
     size_t nkey = t->spec->nkey;
     size_t nfinal = t->ncols + nkey + t->ncols;
+    size_t nkeycols = nkey + (t->spec->whole_row ? 2 : 0);
     pgsrc_type *ftypes = calloc(nfinal, sizeof *ftypes);
-    pgsrc_type *ktypes = calloc(nkey ? nkey : 1, sizeof *ktypes);
+    pgsrc_type *ktypes = calloc(nkeycols ? nkeycols : 1, sizeof *ktypes);
     if (ftypes == NULL || ktypes == NULL) {
         free(ftypes);
         free(ktypes);
@@ -662,15 +765,26 @@ static bool fill_temp_tables(cdc_applier *a, target_state *t, size_t *live, ds_e
     }
     for (size_t k = 0; k < nkey; k++)
         ftypes[t->ncols + k] = ktypes[k] = t->types[t->key_idx[k]];
+    if (t->spec->whole_row) {
+        pgtypes_map_builtin(20, -1, &ktypes[nkey]);
+        ktypes[nkey + 1] = ktypes[nkey];
+    }
 
     tuple_sink keys, rows;
-    bool ok = sink_open(a, &keys, t->keys_name, ktypes, nkey, err);
+    *leaving = 0;
+    bool ok = sink_open(a, &keys, t->keys_name, ktypes, nkeycols, err);
     if (ok) {
         for (size_t e = 0; ok && e < t->nentries; e++) {
             const entry *en = &t->entries[e];
+            if (!key_leaves(t, en))
+                continue;
+            (*leaving)++;
             a->scratch.len = 0;
-            ok = put16(&a->scratch, (uint16_t)nkey) &&
+            ok = put16(&a->scratch, (uint16_t)nkeycols) &&
                  arena_put(&a->scratch, t->mem.data + en->key_off, en->key_len);
+            if (t->spec->whole_row)
+                ok =
+                    ok && put_int8_field(&a->scratch, (int64_t)e) && put_int8_field(&a->scratch, -en->copies);
             ok = ok ? sink_row(&keys, a->scratch.data, a->scratch.len, err)
                     : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         }
@@ -681,9 +795,10 @@ static bool fill_temp_tables(cdc_applier *a, target_state *t, size_t *live, ds_e
         static const char f_true[5] = {0, 0, 0, 1, 1}, f_false[5] = {0, 0, 0, 1, 0};
         for (size_t e = 0; ok && e < t->nentries; e++) {
             const entry *en = &t->entries[e];
-            if (!en->live)
+            int64_t n = copies_to_insert(t, en);
+            if (n == 0)
                 continue;
-            (*live)++;
+            *live += (size_t)n;
             a->scratch.len = 0;
             ok = put16(&a->scratch, (uint16_t)nfinal) &&
                  arena_put(&a->scratch, t->mem.data + en->row_off, en->row_len);
@@ -696,8 +811,10 @@ static bool fill_temp_tables(cdc_applier *a, target_state *t, size_t *live, ds_e
                 bool u = en->unres_off != NO_OFF && t->mem.data[en->unres_off + i];
                 ok = arena_put(&a->scratch, u ? f_true : f_false, 5);
             }
-            ok = ok ? sink_row(&rows, a->scratch.data, a->scratch.len, err)
-                    : ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            if (!ok)
+                ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+            for (int64_t c = 0; ok && c < n; c++)
+                ok = sink_row(&rows, a->scratch.data, a->scratch.len, err);
         }
         ok = sink_close(&rows, ok, err);
     }
@@ -758,8 +875,8 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
 {
     if (t->nentries == 0)
         return true;
-    size_t live = 0;
-    if (!ensure_temp_tables(a, t, err) || !fill_temp_tables(a, t, &live, err))
+    size_t live = 0, leaving = 0;
+    if (!ensure_temp_tables(a, t, err) || !fill_temp_tables(a, t, &live, &leaving, err))
         return false;
     if (t->any_unresolved && !fill_unresolved(a, t, err))
         return false;
@@ -767,7 +884,21 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
     /* The rows the batch replaces or deletes: a join over the whole
      * table, which inserts alone need not pay (an insert-only stream, the
      * common one for events and traces, appends). */
-    if (!t->only_inserts) {
+    if (t->spec->whole_row && leaving > 0) {
+        /* As many of the identical stored rows as the batch takes away. */
+        ds_buf_append(&b, "DELETE FROM ");
+        ds_buf_append_ident(&b, t->spec->table);
+        ds_buf_append(&b, " WHERE rowid IN (SELECT r FROM (SELECT t.rowid AS r, k.\"_ds_n\" AS n, "
+                          "row_number() OVER (PARTITION BY k.\"_ds_id\") AS c FROM ");
+        ds_buf_append_ident(&b, t->spec->table);
+        ds_buf_append(&b, " AS t JOIN ");
+        ds_buf_append_ident(&b, t->keys_name);
+        ds_buf_append(&b, " AS k ON ");
+        append_key_equality(&b, t, "t", "k", true);
+        ds_buf_append(&b, ") WHERE c <= n)");
+        if (!exec_buf(a->duck, &b, err))
+            return false;
+    } else if (!t->spec->whole_row && !t->only_inserts) {
         ds_buf_append(&b, "DELETE FROM ");
         ds_buf_append_ident(&b, t->spec->table);
         ds_buf_append(&b, " AS t USING ");

@@ -12,7 +12,12 @@
  * binary COPY decoder (a change is turned into a COPY tuple). An unchanged
  * TOASTed value ('u') is taken from the old row (REPLICA IDENTITY FULL), an
  * earlier version in the batch, or the stored row; when none has it the
- * batch fails with DS_ERR_RELOAD: the source must be loaded again. */
+ * batch fails with DS_ERR_RELOAD: the source must be loaded again.
+ *
+ * A table identified by the whole row (REPLICA IDENTITY FULL, no key) may
+ * hold identical rows that only their place tells apart: there a batch
+ * counts copies per distinct row instead (an insert adds one, a delete
+ * takes one, an update does both), then deletes and inserts that many. */
 #ifndef DS_CDC_APPLY_H
 #define DS_CDC_APPLY_H
 
@@ -37,7 +42,9 @@ typedef struct cdc_target_spec {
     const char *const *key_cols;
     const char *const *key_target_cols;
     size_t nkey;
-    bool key_nulls; /* the key may hold NULLs (REPLICA IDENTITY FULL without a primary key) */
+    /* The key is the whole row (REPLICA IDENTITY FULL): it may hold NULLs,
+     * and identical rows share it, so each change adds or takes one copy. */
+    bool whole_row;
     /* Relation column -> cached column storing it as is (NULL: none), for
      * filling unchanged TOASTed values from the stored row. */
     const char *const *plain_source; /* names of relation columns copied as is */

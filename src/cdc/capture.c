@@ -214,7 +214,7 @@ static bool build_spec(capture_source *cs, size_t i, ds_error *err)
                                      .key_cols = (const char *const *)t->key_cols,
                                      .key_target_cols = cs->key_target[i],
                                      .nkey = t->nkey,
-                                     .key_nulls = t->replident == 'f',
+                                     .whole_row = t->replident == 'f',
                                      .plain_source = cs->plain_source[i],
                                      .plain_target = cs->plain_target[i],
                                      .nplain = nplain};
