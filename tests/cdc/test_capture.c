@@ -56,13 +56,19 @@ static sync_report capture_ok(tl_env *e, const char *name, bool full)
     return report;
 }
 
-static void assert_same(tl_env *e, const char *table)
+/* The cached table holds exactly the rows (every copy) of relation. */
+static void assert_cached(tl_env *e, const char *relation, const char *table, const char *spec)
 {
-    char *want = tl_pg_checksum(e->pg, ORDERS_RELATION, ORDERS_SPEC);
-    char *got = tl_duck_checksum(e->con, table, ORDERS_SPEC);
+    char *want = tl_pg_checksum(e->pg, relation, spec);
+    char *got = tl_duck_checksum(e->con, table, spec);
     assert_string_equal(got, want);
     free(want);
     free(got);
+}
+
+static void assert_same(tl_env *e, const char *table)
+{
+    assert_cached(e, ORDERS_RELATION, table, ORDERS_SPEC);
 }
 
 static void drop_slot(tl_env *e, const char *name)
@@ -247,18 +253,9 @@ static void full_identity_tables_and_split_sources_follow_too(void **state)
     tl_pg_exec(e.pg, "UPDATE runs SET name = 'renamed' WHERE dataset_id = 7");
     tl_pg_exec(e.pg, "DELETE FROM runs WHERE dataset_id = 8");
     capture_ok(&e, "cdc_split", false);
-    const char *spec = "dataset_id,metric,score";
-    char *want =
-        tl_pg_checksum(e.pg, "(SELECT dataset_id, metric, score FROM scores WHERE score > 1) AS q", spec);
-    char *got = tl_duck_checksum(e.con, "cdc_split_results", spec);
-    assert_string_equal(got, want);
-    free(want);
-    free(got);
-    want = tl_pg_checksum(e.pg, "runs", "dataset_id,name");
-    got = tl_duck_checksum(e.con, "cdc_split_dataset", "dataset_id,name");
-    assert_string_equal(got, want);
-    free(want);
-    free(got);
+    assert_cached(&e, "(SELECT dataset_id, metric, score FROM scores WHERE score > 1) AS q",
+                  "cdc_split_results", "dataset_id,metric,score");
+    assert_cached(&e, "runs", "cdc_split_dataset", "dataset_id,name");
     /* The view joins them as for a watermark source. */
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_split_data WHERE name = 'renamed'"),
                      tl_pg_int(e.pg, "SELECT count(*) FROM scores WHERE dataset_id = 7 AND score > 1"));
@@ -303,21 +300,13 @@ static void identical_rows_of_a_full_identity_table_count_one_by_one(void **stat
     tl_pg_exec(e.pg, "INSERT INTO hits VALUES ('out', 7, NULL), ('out', 7, NULL)");
     tl_pg_exec(e.pg, "UPDATE hits SET n = 2 WHERE ctid = (SELECT min(ctid) FROM hits WHERE page = 'out')");
     capture_ok(&e, "cdc_twins", false);
-    char *want = tl_pg_checksum(e.pg, relation, spec);
-    char *got = tl_duck_checksum(e.con, "cdc_twins_data", spec);
-    assert_string_equal(got, want);
-    free(want);
-    free(got);
+    assert_cached(&e, relation, "cdc_twins_data", spec);
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_twins_data WHERE page = 'p2' AND n = 0"),
                      tl_pg_int(e.pg, "SELECT count(*) FROM hits WHERE page = 'p2' AND n = 0"));
     /* Every copy goes in one statement; the others stay. */
     tl_pg_exec(e.pg, "DELETE FROM hits WHERE page = 'p1'");
     capture_ok(&e, "cdc_twins", false);
-    want = tl_pg_checksum(e.pg, relation, spec);
-    got = tl_duck_checksum(e.con, "cdc_twins_data", spec);
-    assert_string_equal(got, want);
-    free(want);
-    free(got);
+    assert_cached(&e, relation, "cdc_twins_data", spec);
     drop_slot(&e, "cdc_twins");
     tl_env_close(&e);
 }
