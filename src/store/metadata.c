@@ -16,18 +16,48 @@ const size_t store_n_filter_columns = sizeof store_filter_columns / sizeof store
 static const char *const latency_columns[] = {"latency", "latency_ms", "response_time", "duration",
                                               "duration_ms"};
 
-char *store_distinct_sql(const char *relation, const char *col, int limit)
+/* "c1", "c2", ... */
+static void append_idents(ds_buf *b, const char *const *cols, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ds_buf_append(b, i ? ", " : "");
+        ds_buf_append_ident(b, cols[i]);
+    }
+}
+
+char *store_filter_values_sql(const char *relation, const char *const *cols, size_t n, int limit)
 {
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT DISTINCT ");
-    ds_buf_append_ident(&b, col);
-    ds_buf_append(&b, ", CAST(");
-    ds_buf_append_ident(&b, col);
-    ds_buf_append(&b, " AS VARCHAR) FROM ");
+    ds_buf_append(&b, "SELECT ");
+    append_idents(&b, cols, n);
+    for (size_t i = 0; i < n; i++) {
+        ds_buf_append(&b, ", CAST(");
+        ds_buf_append_ident(&b, cols[i]);
+        ds_buf_append(&b, " AS VARCHAR)");
+    }
+    ds_buf_append(&b, " FROM (SELECT GROUPING(");
+    append_idents(&b, cols, n);
+    ds_buf_append(&b, ") AS _ds_set, ");
+    append_idents(&b, cols, n);
+    ds_buf_append(&b, " FROM ");
     ds_buf_append_ident(&b, relation);
-    ds_buf_append(&b, " WHERE ");
-    ds_buf_append_ident(&b, col);
-    ds_buf_appendf(&b, " IS NOT NULL ORDER BY 1 LIMIT %d", limit);
+    ds_buf_append(&b, " GROUP BY GROUPING SETS (");
+    for (size_t i = 0; i < n; i++) {
+        ds_buf_append(&b, i ? ", (" : "(");
+        ds_buf_append_ident(&b, cols[i]);
+        ds_buf_append(&b, ")");
+    }
+    /* Each set's NULL group goes; the other sets' columns are NULL. */
+    ds_buf_append(&b, ")) WHERE ");
+    for (size_t i = 0; i < n; i++) {
+        ds_buf_append(&b, i ? " OR " : "");
+        ds_buf_append_ident(&b, cols[i]);
+        ds_buf_append(&b, " IS NOT NULL");
+    }
+    ds_buf_append(&b, " QUALIFY row_number() OVER (PARTITION BY _ds_set ORDER BY ");
+    append_idents(&b, cols, n);
+    ds_buf_appendf(&b, ") <= %d ORDER BY _ds_set, ", limit);
+    append_idents(&b, cols, n);
     return ds_buf_take(&b);
 }
 
@@ -39,7 +69,8 @@ static void append_double(ds_buf *b, const char *col)
     ds_buf_append(b, " AS DOUBLE)");
 }
 
-char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact)
+char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact,
+                        bool time_range)
 {
     static const char *const quantiles[] = {"0.5", "0.95", "0.99"};
     ds_buf b = DS_BUF_INIT;
@@ -65,6 +96,8 @@ char *store_summary_sql(const char *relation, const char *score, const char *lat
         append_double(&b, latency);
         ds_buf_appendf(&b, ", %s)", quantiles[i]);
     }
+    if (time_range)
+        ds_buf_append(&b, ", CAST(min(\"timestamp\") AS VARCHAR), CAST(max(\"timestamp\") AS VARCHAR)");
     ds_buf_append(&b, " FROM ");
     ds_buf_append_ident(&b, relation);
     return ds_buf_take(&b);
@@ -221,78 +254,80 @@ static json_t *columns_json(duckdb_connection con, const char *relation, ds_erro
     return cols != NULL ? cols : (ds_error_set(err, DS_ERR_NOMEM, "out of memory"), NULL);
 }
 
-/* filter_values and filter_values_truncated, into doc. */
+/* filter_values and filter_values_truncated, into doc: the filter
+ * columns the relation has, in AXIS's order, read in one scan. */
 static bool filter_values(duckdb_connection con, const char *relation, const json_t *columns, json_t *doc,
                           ds_error *err)
 {
     json_t *values = json_object(), *truncated = json_object();
     json_object_set_new(doc, "filter_values", values);
     json_object_set_new(doc, "filter_values_truncated", truncated);
-    for (size_t i = 0; i < store_n_filter_columns; i++) {
-        const char *col = store_filter_columns[i];
-        if (!has_column(columns, col))
-            continue;
-        duckdb_result res;
-        if (!run_owned(con, store_distinct_sql(relation, col, STORE_FILTER_VALUES_MAX + 1), &res, err))
-            return false;
-        json_t *list = json_array();
-        idx_t n = duckdb_row_count(&res);
-        /* sorted by the value itself; numbers as numbers, the rest as text */
-        idx_t from = store_json_native(duckdb_column_type(&res, 0)) ? 0 : 1;
-        for (idx_t r = 0; r < n && r < STORE_FILTER_VALUES_MAX; r++)
-            json_array_append_new(list, store_value_json(&res, from, r));
-        duckdb_destroy_result(&res);
-        json_object_set_new(values, col, list);
-        json_object_set_new(truncated, col, json_boolean(n > STORE_FILTER_VALUES_MAX));
-    }
-    return true;
-}
-
-/* {"min","max"} of "timestamp", or null without that column. */
-static bool time_range(duckdb_connection con, const char *relation, const json_t *columns, json_t *doc,
-                       ds_error *err)
-{
-    if (!has_column(columns, "timestamp")) {
-        json_object_set_new(doc, "time_range", json_null());
+    const char *cols[sizeof store_filter_columns / sizeof store_filter_columns[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < store_n_filter_columns; i++)
+        if (has_column(columns, store_filter_columns[i]))
+            cols[n++] = store_filter_columns[i];
+    if (n == 0)
         return true;
-    }
-    ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b,
-                  "SELECT CAST(min(\"timestamp\") AS VARCHAR), CAST(max(\"timestamp\") AS VARCHAR) FROM ");
-    ds_buf_append_ident(&b, relation);
     duckdb_result res;
-    if (!run_owned(con, ds_buf_take(&b), &res, err))
+    if (!run_owned(con, store_filter_values_sql(relation, cols, n, STORE_FILTER_VALUES_MAX + 1), &res, err))
         return false;
-    json_object_set_new(
-        doc, "time_range",
-        json_pack("{s:o,s:o}", "min", store_value_json(&res, 0, 0), "max", store_value_json(&res, 1, 0)));
+    json_t *lists[sizeof cols / sizeof cols[0]];
+    size_t counts[sizeof cols / sizeof cols[0]] = {0};
+    for (size_t c = 0; c < n; c++) {
+        lists[c] = json_array();
+        json_object_set_new(values, cols[c], lists[c]);
+    }
+    idx_t rows = duckdb_row_count(&res);
+    for (idx_t r = 0; r < rows; r++) {
+        size_t c = 0;
+        while (c < n && duckdb_value_is_null(&res, c, r))
+            c++;
+        if (c == n || ++counts[c] > STORE_FILTER_VALUES_MAX)
+            continue;
+        /* numbers as numbers, the rest as text */
+        idx_t from = store_json_native(duckdb_column_type(&res, c)) ? c : n + c;
+        json_array_append_new(lists[c], store_value_json(&res, from, r));
+    }
     duckdb_destroy_result(&res);
+    for (size_t c = 0; c < n; c++)
+        json_object_set_new(truncated, cols[c], json_boolean(counts[c] > STORE_FILTER_VALUES_MAX));
     return true;
 }
 
-/* summary_stats, when the relation has metric_score. */
-static bool summary_stats(duckdb_connection con, const char *relation, const json_t *columns, int64_t rows,
-                          json_t *doc, ds_error *err)
+/* time_range ({"min","max"} of "timestamp", or null without that column)
+ * and, when the relation has metric_score, summary_stats: one scan. */
+static bool totals(duckdb_connection con, const char *relation, const json_t *columns, int64_t rows,
+                   json_t *doc, ds_error *err)
 {
-    if (!has_column(columns, "metric_score"))
+    bool has_time = has_column(columns, "timestamp"), has_score = has_column(columns, "metric_score");
+    if (!has_time)
+        json_object_set_new(doc, "time_range", json_null());
+    if (!has_time && !has_score)
         return true;
     const char *latency = NULL;
-    for (size_t i = 0; latency == NULL && i < sizeof latency_columns / sizeof latency_columns[0]; i++)
+    for (size_t i = 0; has_score && latency == NULL && i < sizeof latency_columns / sizeof latency_columns[0];
+         i++)
         if (has_column(columns, latency_columns[i]))
             latency = latency_columns[i];
     if (latency != NULL && !numeric_column(columns, latency))
         latency = NULL;
-    const char *score = numeric_column(columns, "metric_score") ? "metric_score" : NULL;
+    const char *score = has_score && numeric_column(columns, "metric_score") ? "metric_score" : NULL;
     duckdb_result res;
     bool exact = rows <= STORE_EXACT_PERCENTILES_MAX;
-    if (!run_owned(con, store_summary_sql(relation, score, latency, exact), &res, err))
+    if (!run_owned(con, store_summary_sql(relation, score, latency, exact, has_time), &res, err))
         return false;
-    json_object_set_new(doc, "summary_stats",
-                        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "total_records", store_value_json(&res, 0, 0),
-                                  "avg_score", store_value_json(&res, 1, 0), "pass_rate",
-                                  store_value_json(&res, 2, 0), "p50_latency", store_value_json(&res, 3, 0),
-                                  "p95_latency", store_value_json(&res, 4, 0), "p99_latency",
-                                  store_value_json(&res, 5, 0)));
+    if (has_time)
+        json_object_set_new(
+            doc, "time_range",
+            json_pack("{s:o,s:o}", "min", store_value_json(&res, 6, 0), "max", store_value_json(&res, 7, 0)));
+    if (has_score)
+        json_object_set_new(
+            doc, "summary_stats",
+            json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "total_records", store_value_json(&res, 0, 0), "avg_score",
+                      store_value_json(&res, 1, 0), "pass_rate", store_value_json(&res, 2, 0), "p50_latency",
+                      store_value_json(&res, 3, 0), "p95_latency", store_value_json(&res, 4, 0),
+                      "p99_latency", store_value_json(&res, 5, 0)));
     duckdb_destroy_result(&res);
     return true;
 }
@@ -316,9 +351,8 @@ bool store_dataset_metadata(duckdb_connection con, const char *relation, json_t 
     json_object_set_new(doc, "row_count", store_value_json(&res, 0, 0));
     duckdb_destroy_result(&res);
     json_object_set_new(doc, "columns", columns);
-    bool ok = filter_values(con, relation, columns, doc, err) &&
-              time_range(con, relation, columns, doc, err) &&
-              summary_stats(con, relation, columns, rows, doc, err);
+    bool ok =
+        filter_values(con, relation, columns, doc, err) && totals(con, relation, columns, rows, doc, err);
     if (!ok) {
         json_decref(doc);
         return false;

@@ -2,7 +2,7 @@
  * "GET /api/store/metadata/NAME"): columns, row count, the distinct values
  * of the filter columns, the time range and the score summary. The server
  * computes it in one read transaction, so it never disagrees with the data
- * it describes, and keeps it until the source's next sync (a dozen scans of
+ * it describes, and keeps it until the source's next sync (three scans of
  * the dataset: not in the sync's commit, whose lock every sync waits on). */
 #ifndef DS_STORE_METADATA_H
 #define DS_STORE_METADATA_H
@@ -21,9 +21,12 @@ extern const char *const store_filter_columns[];
 extern const size_t store_n_filter_columns;
 #define STORE_FILTER_VALUES_MAX 200
 
-/* SELECT DISTINCT "col", CAST("col" AS VARCHAR) FROM "relation" WHERE
- * "col" IS NOT NULL ORDER BY 1 LIMIT limit. NULL when out of memory. */
-char *store_distinct_sql(const char *relation, const char *col, int limit);
+/* The first `limit` distinct non-NULL values of each of cols[0..n), in
+ * one scan of the relation (GROUPING SETS, one set per column): a row per
+ * value, in which only its column (and its text, CAST AS VARCHAR, in
+ * column n + i) is not NULL, ordered by column, then value. NULL when out
+ * of memory. */
+char *store_filter_values_sql(const char *relation, const char *const *cols, size_t n, int limit);
 
 /* Exact latency percentiles hold every value in memory at once (8 bytes a
  * row, outside what memory_limit bounds): past this many rows they are
@@ -33,9 +36,11 @@ char *store_distinct_sql(const char *relation, const char *col, int limit);
 
 /* The summary statistics of a relation: count(*), then the mean score,
  * pass rate and latency percentiles of the score and latency columns
- * (NULL: no such column, those values are NULL), exact or approximated.
- * NULL when out of memory. */
-char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact);
+ * (NULL: no such column, those values are NULL), exact or approximated;
+ * with time_range, the least and greatest "timestamp" as text after them
+ * (the same scan). NULL when out of memory. */
+char *store_summary_sql(const char *relation, const char *score, const char *latency, bool exact,
+                        bool time_range);
 
 /* The metadata document of relation (a table or view), computed on con in
  * its current transaction. */

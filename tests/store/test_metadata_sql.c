@@ -33,23 +33,30 @@ static int duck_teardown(void **state)
 static void test_builders(void **state)
 {
     (void)state;
-    assert_string_equal(tl_keep(store_distinct_sql("a\"b", "environment", 201)),
-                        "SELECT DISTINCT \"environment\", CAST(\"environment\" AS VARCHAR) FROM \"a\"\"b\" "
-                        "WHERE \"environment\" IS NOT NULL ORDER "
-                        "BY 1 LIMIT 201");
+    const char *const cols[] = {"environment", "kpi\"name"};
     assert_string_equal(
-        tl_keep(store_summary_sql("t", "metric_score", "latency", true)),
+        tl_keep(store_filter_values_sql("a\"b", cols, 2, 201)),
+        "SELECT \"environment\", \"kpi\"\"name\", CAST(\"environment\" AS VARCHAR), CAST(\"kpi\"\"name\" AS "
+        "VARCHAR) FROM (SELECT GROUPING(\"environment\", \"kpi\"\"name\") AS _ds_set, \"environment\", "
+        "\"kpi\"\"name\" FROM \"a\"\"b\" GROUP BY GROUPING SETS ((\"environment\"), (\"kpi\"\"name\"))) "
+        "WHERE "
+        "\"environment\" IS NOT NULL OR \"kpi\"\"name\" IS NOT NULL QUALIFY row_number() OVER (PARTITION BY "
+        "_ds_set ORDER BY \"environment\", \"kpi\"\"name\") <= 201 ORDER BY _ds_set, \"environment\", "
+        "\"kpi\"\"name\"");
+    assert_string_equal(
+        tl_keep(store_summary_sql("t", "metric_score", "latency", true, true)),
         "SELECT count(*), avg(TRY_CAST(\"metric_score\" AS DOUBLE)), 100.0 * count(*) FILTER "
         "(WHERE TRY_CAST(\"metric_score\" AS DOUBLE) >= 0.5) / nullif(count(TRY_CAST("
         "\"metric_score\" AS DOUBLE)), 0), quantile_cont(TRY_CAST(\"latency\" AS DOUBLE), 0.5), "
         "quantile_cont(TRY_CAST(\"latency\" AS DOUBLE), 0.95), quantile_cont(TRY_CAST(\"latency\" "
-        "AS DOUBLE), 0.99) FROM \"t\"");
+        "AS DOUBLE), 0.99), CAST(min(\"timestamp\") AS VARCHAR), CAST(max(\"timestamp\") AS VARCHAR) FROM "
+        "\"t\"");
     /* past STORE_EXACT_PERCENTILES_MAX rows: bounded memory */
-    assert_string_equal(tl_keep(store_summary_sql("t", NULL, "la\"t", false)),
+    assert_string_equal(tl_keep(store_summary_sql("t", NULL, "la\"t", false, false)),
                         "SELECT count(*), NULL, NULL, approx_quantile(TRY_CAST(\"la\"\"t\" AS DOUBLE), 0.5), "
                         "approx_quantile(TRY_CAST(\"la\"\"t\" AS DOUBLE), 0.95), approx_quantile(TRY_CAST("
                         "\"la\"\"t\" AS DOUBLE), 0.99) FROM \"t\"");
-    assert_string_equal(tl_keep(store_summary_sql("t", "metric_score", NULL, true)),
+    assert_string_equal(tl_keep(store_summary_sql("t", "metric_score", NULL, true, false)),
                         "SELECT count(*), avg(TRY_CAST(\"metric_score\" AS DOUBLE)), 100.0 * count(*) FILTER "
                         "(WHERE TRY_CAST(\"metric_score\" AS DOUBLE) >= 0.5) / nullif(count(TRY_CAST("
                         "\"metric_score\" AS DOUBLE)), 0), NULL, NULL, NULL FROM \"t\"");
@@ -94,11 +101,45 @@ static void test_document(void **state)
     json_decref(doc);
 }
 
+/* Filter columns read together: one past 200 values (the first 200,
+ * sorted, and truncated), one with NULLs (left out), one only NULL (an
+ * empty list), each in its own list whatever the others hold. */
+static void test_filter_values_apart(void **state)
+{
+    (void)state;
+    tl_duck_exec(g_con, "CREATE TABLE f (environment VARCHAR, source_name VARCHAR, metric_name VARCHAR)");
+    tl_duck_exec(g_con, "INSERT INTO f SELECT CASE WHEN i %% 3 = 0 THEN NULL WHEN i %% 3 = 1 THEN 'prod' "
+                        "ELSE 'dev' END, NULL, 'm' || lpad((250 - i)::VARCHAR, 3, '0') FROM range(250) t(i)");
+    json_t *doc = NULL;
+    ds_error err;
+    if (!store_dataset_metadata(g_con, "f", &doc, &err))
+        fail_msg("%s", err.msg);
+    json_t *values = json_object_get(doc, "filter_values"),
+           *truncated = json_object_get(doc, "filter_values_truncated");
+    char *env = json_dumps(json_object_get(values, "environment"), JSON_COMPACT);
+    assert_string_equal(env, "[\"dev\",\"prod\"]");
+    free(env);
+    assert_int_equal(json_array_size(json_object_get(values, "source_name")), 0);
+    json_t *names = json_object_get(values, "metric_name");
+    assert_int_equal(json_array_size(names), 200);
+    assert_string_equal(json_string_value(json_array_get(names, 0)), "m001");
+    assert_string_equal(json_string_value(json_array_get(names, 199)), "m200");
+    assert_true(json_is_false(json_object_get(truncated, "environment")));
+    assert_true(json_is_false(json_object_get(truncated, "source_name")));
+    assert_true(json_is_true(json_object_get(truncated, "metric_name")));
+    char *keys = json_dumps(truncated, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(keys, "{\"environment\":false,\"source_name\":false,\"metric_name\":true}");
+    free(keys);
+    assert_true(json_is_null(json_object_get(doc, "time_range")));
+    json_decref(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builders),
         cmocka_unit_test(test_document),
+        cmocka_unit_test(test_filter_values_apart),
     };
     return cmocka_run_group_tests(tests, duck_setup, duck_teardown);
 }
