@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "common/strbuf.h"
 #include "store/metadata.h"
 
@@ -61,7 +62,24 @@ typedef struct metadata_entry {
     size_t key_len;
     char *version;
     char *json;
+    bool streaming;     /* a logical source's: its data moves with every applied batch */
+    double computed_at; /* ds_monotonic_s() when its computation began */
+    double cost_s;      /* what computing it took */
 } metadata_entry;
+
+/* A streaming source's data changes with every applied batch (every 50 ms
+ * while changes flow), and each document costs scans of the whole dataset
+ * (a second at 5M rows). A document is therefore served again, for an
+ * older batch, while it is younger than this many times what it cost: a
+ * dashboard that asks often costs at most a tenth of a core, not a
+ * computation per request beside the capture. It still describes exactly
+ * one commit. A watermark source's document lasts until its next sync. */
+#define METADATA_STREAMING_REUSE 10.0
+
+bool axis_metadata_reusable(double age_s, double cost_s)
+{
+    return age_s >= 0 && age_s < METADATA_STREAMING_REUSE * cost_s;
+}
 #define METADATA_CACHE_MAX 256
 static metadata_entry metadata_cache[METADATA_CACHE_MAX];
 static pthread_mutex_t metadata_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,19 +96,26 @@ static char *cache_key(const store *st, const char *source, size_t *len)
     return key;
 }
 
-static char *cache_get(const char *key, size_t len, const char *version)
+/* The document kept for key: of this version, or of a streaming
+ * source's earlier batch still young enough to serve. */
+static char *cache_get(const char *key, size_t len, const char *version, bool streaming)
 {
     char *json = NULL;
+    double now = ds_monotonic_s();
     pthread_mutex_lock(&metadata_lock);
-    for (size_t i = 0; i < METADATA_CACHE_MAX && metadata_cache[i].key != NULL; i++)
-        if (metadata_cache[i].key_len == len && memcmp(metadata_cache[i].key, key, len) == 0 &&
-            strcmp(metadata_cache[i].version, version) == 0)
-            json = strdup(metadata_cache[i].json);
+    for (size_t i = 0; i < METADATA_CACHE_MAX && metadata_cache[i].key != NULL; i++) {
+        const metadata_entry *e = &metadata_cache[i];
+        if (e->key_len == len && memcmp(e->key, key, len) == 0 &&
+            (strcmp(e->version, version) == 0 ||
+             (streaming && e->streaming && axis_metadata_reusable(now - e->computed_at, e->cost_s))))
+            json = strdup(e->json);
+    }
     pthread_mutex_unlock(&metadata_lock);
     return json;
 }
 
-static void cache_put(const char *key, size_t len, const char *version, const char *json)
+static void cache_put(const char *key, size_t len, const char *version, const char *json, bool streaming,
+                      double computed_at)
 {
     pthread_mutex_lock(&metadata_lock);
     size_t i = 0;
@@ -98,8 +123,13 @@ static void cache_put(const char *key, size_t len, const char *version, const ch
            !(metadata_cache[i].key_len == len && memcmp(metadata_cache[i].key, key, len) == 0))
         i++;
     if (i < METADATA_CACHE_MAX) {
-        metadata_entry e = {
-            .key = malloc(len), .key_len = len, .version = strdup(version), .json = strdup(json)};
+        metadata_entry e = {.key = malloc(len),
+                            .key_len = len,
+                            .version = strdup(version),
+                            .json = strdup(json),
+                            .streaming = streaming,
+                            .computed_at = computed_at,
+                            .cost_s = ds_monotonic_s() - computed_at};
         if (e.key != NULL && e.version != NULL && e.json != NULL) {
             memcpy(e.key, key, len);
             free(metadata_cache[i].key);
@@ -139,9 +169,9 @@ static bool read_metadata(store *st, duckdb_connection con, const char *source, 
     /* The relation itself (a table, or a split source's view) is only
      * there once a sync succeeded. */
     /* A logical source's data moves with every applied batch: its LSN is
-     * part of the version. */
+     * part of the version (after " lsn ", which no time holds). */
     ds_buf_append(&sql,
-                  "SELECT s.updated_at::VARCHAR || coalesce((SELECT ' ' || lsn FROM _duckstore.capture "
+                  "SELECT s.updated_at::VARCHAR || coalesce((SELECT ' lsn ' || lsn FROM _duckstore.capture "
                   "AS c WHERE c.source = s.source), '') FROM _duckstore.sync_status AS s WHERE s.source = ");
     ds_buf_append_literal(&sql, source);
     ds_buf_append(&sql,
@@ -162,14 +192,16 @@ static bool read_metadata(store *st, duckdb_connection con, const char *source, 
     } else if (ok) {
         size_t len = 0;
         char *key = cache_key(st, source, &len);
-        *json = key ? cache_get(key, len, version) : NULL;
+        bool streaming = strstr(version, " lsn ") != NULL;
+        *json = key ? cache_get(key, len, version, streaming) : NULL;
         json_t *meta = NULL;
+        double began = ds_monotonic_s();
         if (*json == NULL && (ok = store_dataset_metadata(con, relation, &meta, err))) {
             *json = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
             json_decref(meta);
             ok = *json != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
             if (ok && key != NULL)
-                cache_put(key, len, version, *json);
+                cache_put(key, len, version, *json, streaming, began);
         }
         free(key);
     }

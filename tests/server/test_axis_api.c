@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "server/axis.h"
 #include "testlib.h"
 #include "tl_http.h"
 
@@ -618,9 +619,22 @@ static void test_truncation_is_loud(void **state)
     free(dir);
 }
 
+/* A streaming source's document is served again while younger than ten
+ * times what it cost; a free one (or a clock gone back) never. */
+static void test_streaming_metadata_reuse_rule(void **state)
+{
+    (void)state;
+    assert_true(axis_metadata_reusable(0.0, 0.35));
+    assert_true(axis_metadata_reusable(3.49, 0.35));
+    assert_false(axis_metadata_reusable(3.51, 0.35));
+    assert_false(axis_metadata_reusable(0.0, 0.0));
+    assert_false(axis_metadata_reusable(-1.0, 0.35));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_streaming_metadata_reuse_rule),
         cmocka_unit_test_teardown(test_metadata, teardown_test),
         cmocka_unit_test_teardown(test_data_pages, teardown_test),
         cmocka_unit_test_teardown(test_data_filters, teardown_test),
