@@ -67,6 +67,12 @@ static enum MHD_Result answer_action(api_ctx *a, http_request *req, const char *
         return http_send_messagef(req, answers->done_status, answers->done, name);
     case JOBS_BUSY:
         return http_send_errorf(req, MHD_HTTP_CONFLICT, answers->busy, name);
+    case JOBS_STREAMING:
+        return http_send_messagef(
+            req, MHD_HTTP_OK,
+            "%s streams its changes as they commit (capture: logical): nothing to start; "
+            "?full=true loads it again",
+            name);
     case JOBS_STOPPING:
         return http_send_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is shutting down");
     case JOBS_FAILED:
@@ -169,7 +175,7 @@ static enum MHD_Result handle_sync_all(api_ctx *a, http_request *req)
         jobs_start_result r = jobs_start_sync(a->jobs, src->name, full, &err);
         if (r == JOBS_FAILED && failure.code == DS_OK)
             failure = err;
-        else if (r != JOBS_FAILED)
+        else if (r != JOBS_FAILED) /* a streaming source is listed as syncing */
             ok = ok && append_name(r == JOBS_STARTED ? started : busy, src->name);
     }
     jobs_config_release(a->jobs, cfg);

@@ -597,6 +597,8 @@ jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error
                             : capture_reload_requested(r, full)
                                 ? JOBS_STARTED
                                 : start_locked(j, r, full, JOBS_TRIGGER_MANUAL, err);
+    if (res == JOBS_BUSY && is_logical(r->running_src) && atomic_load(&r->live.streaming))
+        res = JOBS_STREAMING;
     pthread_mutex_unlock(&j->lock);
     return res;
 }

@@ -127,6 +127,7 @@ void jobs_reload(jobs *j, cfg_config *cfg);
 typedef enum jobs_start_result {
     JOBS_STARTED,
     JOBS_BUSY,
+    JOBS_STREAMING, /* a logical source streaming already: nothing to start */
     JOBS_UNKNOWN,
     JOBS_STOPPING,
     JOBS_FAILED

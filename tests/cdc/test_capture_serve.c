@@ -150,6 +150,17 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     free(written);
     assert_true(advanced);
 
+    /* A sync asked for without full has nothing to start: the answer says
+     * so, as a success (it was 409 "already syncing"). */
+    json_t *answer = tl_http_json(srv.port, "POST", "/api/store/sync/cdc_live", NULL, 200, NULL);
+    assert_true(json_is_true(json_object_get(answer, "success")));
+    tl_assert_contains(tl_json_str(answer, "message"), "cdc_live streams its changes as they commit");
+    json_decref(answer);
+    answer = tl_http_json(srv.port, "POST", "/api/store/sync", NULL, 202, NULL);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(answer, "already_syncing"), 0)),
+                        "cdc_live");
+    json_decref(answer);
+
     /* ?full=true reloads a streaming source from a new slot. */
     json_decref(tl_http_json(srv.port, "POST", "/api/store/sync/cdc_live?full=true", NULL, 202, NULL));
     tl_pg_exec(e.pg, "INSERT INTO orders VALUES (434343, 'after reload', 'x', 1)");
