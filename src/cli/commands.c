@@ -709,6 +709,15 @@ static int remote_sync(const cli_remote *r, const cfg_source *src, bool full)
             remote_pause();
             continue;
         }
+        if (status == 200) {
+            /* A streaming logical source: nothing to start, its changes
+             * apply as they commit. */
+            const char *msg = json_string_value(json_object_get(ans, "message"));
+            printf("%s\n", msg ? msg : src->name);
+            json_decref(ans);
+            rc = CLI_EXIT_OK;
+            break;
+        }
         if (status != 202) {
             fprintf(stderr, "duckstore: the server refused the sync of %s (HTTP %ld): %s\n", src->name,
                     status, why);

@@ -156,6 +156,14 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     assert_true(json_is_true(json_object_get(answer, "success")));
     tl_assert_contains(tl_json_str(answer, "message"), "cdc_live streams its changes as they commit");
     json_decref(answer);
+    /* So does `duckstore sync` through the server (it used to wait for the
+     * stream to end, that is forever). */
+    char *out = NULL;
+    int rc =
+        tl_run(&out, "timeout 60 '%s' --config-dir '%s' sync cdc_live 2>&1", getenv("DUCKSTORE_BIN"), e.dir);
+    assert_int_equal(rc, 0);
+    tl_assert_contains(out, "cdc_live streams its changes as they commit");
+    free(out);
     answer = tl_http_json(srv.port, "POST", "/api/store/sync", NULL, 202, NULL);
     assert_string_equal(json_string_value(json_array_get(json_object_get(answer, "already_syncing"), 0)),
                         "cdc_live");
