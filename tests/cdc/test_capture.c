@@ -197,6 +197,77 @@ static void a_random_mix_of_changes_leaves_the_query_result(void **state)
     tl_env_close(&e);
 }
 
+/* The same for a table without a key, identified by the whole row, whose
+ * rows repeat: copies come and go one by one (by ctid), all at once, in
+ * interleaved and rolled-back transactions, with TOASTed values left
+ * unchanged by updates. */
+static void random_twins_mix(PGconn *pg, PGconn *other, int rounds)
+{
+#define ONE_COPY(cond) "ctid = (SELECT ctid FROM twins WHERE " cond " LIMIT 1)"
+    for (int r = 0; r < rounds; r++) {
+        int kind = next_rand(100), grp = next_rand(10), tag = next_rand(3);
+        if (kind < 35) {
+            tl_pg_exec(pg, "INSERT INTO twins SELECT %d, 't%d', NULL FROM generate_series(1, %d)", grp, tag,
+                       1 + next_rand(3));
+        } else if (kind < 50) {
+            tl_pg_exec(pg, "DELETE FROM twins WHERE " ONE_COPY("grp = %d AND tag = 't%d'"), grp, tag);
+        } else if (kind < 62) {
+            tl_pg_exec(pg, "UPDATE twins SET tag = 't%d' WHERE " ONE_COPY("grp = %d"), next_rand(3), grp);
+        } else if (kind < 70) {
+            tl_pg_exec(pg, "UPDATE twins SET note = repeat(md5(grp::text), 400) WHERE " ONE_COPY("grp = %d"),
+                       grp);
+            tl_pg_exec(pg, "UPDATE twins SET grp = grp + 1 WHERE " ONE_COPY("grp = %d AND note IS NOT NULL"),
+                       grp);
+        } else if (kind < 76) {
+            tl_pg_exec(pg, "DELETE FROM twins WHERE grp = %d AND tag = 't%d'", grp, tag);
+        } else if (kind < 82) {
+            tl_pg_exec(pg,
+                       "BEGIN; INSERT INTO twins VALUES (%d, 't%d', 'rolled back'); DELETE FROM twins WHERE "
+                       "grp = %d; ROLLBACK",
+                       grp, tag, grp);
+        } else if (kind < 98) {
+            /* Interleaved transactions committing in the other order, on
+             * rows apart (groups 5-9 and 0-4), so neither waits for the
+             * other's lock. */
+            grp = 5 + grp % 5;
+            tl_pg_exec(pg, "BEGIN; INSERT INTO twins VALUES (%d, 't%d', NULL), (%d, 't%d', NULL)", grp, tag,
+                       grp, tag);
+            tl_pg_exec(other, "BEGIN; DELETE FROM twins WHERE " ONE_COPY("grp = %d"), next_rand(5));
+            tl_pg_exec(pg, "DELETE FROM twins WHERE " ONE_COPY("grp = %d AND tag = 't%d'"), grp, tag);
+            tl_pg_exec(other, "COMMIT");
+            tl_pg_exec(pg, "COMMIT");
+        } else {
+            tl_pg_exec(pg, "TRUNCATE twins");
+        }
+    }
+#undef ONE_COPY
+}
+
+static void a_random_mix_of_identical_rows_leaves_the_query_result(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "twinmix", "");
+    tl_pg_exec(e.pg, "CREATE TABLE twins (grp integer, tag text, note text)");
+    tl_pg_exec(e.pg, "ALTER TABLE twins REPLICA IDENTITY FULL");
+    tl_pg_exec(e.pg, "ALTER TABLE twins ALTER COLUMN note SET STORAGE EXTERNAL");
+    tl_pg_exec(e.pg,
+               "INSERT INTO twins SELECT g %% 10, 't' || (g %% 3), NULL FROM generate_series(1, 200) g");
+    tl_env_source(&e, "cdc_twinmix",
+                  "  capture: logical\n  query: SELECT grp, tag, note FROM twins WHERE grp < 8\n");
+    PGconn *other = tl_pg_connect(e.url);
+    capture_ok(&e, "cdc_twinmix", false);
+    for (int round = 0; round < 6; round++) {
+        random_twins_mix(e.pg, other, 120);
+        capture_ok(&e, "cdc_twinmix", false);
+        assert_cached(&e, "(SELECT grp, tag, note FROM twins WHERE grp < 8) AS q", "cdc_twinmix_data",
+                      "grp,tag,note");
+    }
+    PQfinish(other);
+    drop_slot(&e, "cdc_twinmix");
+    tl_env_close(&e);
+}
+
 static void a_changed_table_a_lost_slot_and_a_reset_load_again(void **state)
 {
     (void)state;
@@ -403,6 +474,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_initial_load_and_the_stream_meet_exactly),
         cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
+        cmocka_unit_test(a_random_mix_of_identical_rows_leaves_the_query_result),
         cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
         cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
         cmocka_unit_test(identical_rows_of_a_full_identity_table_count_one_by_one),
