@@ -120,6 +120,16 @@ static void the_initial_load_and_the_stream_meet_exactly(void **state)
     tl_env_close(&e);
 }
 
+/* A table without a key, identified by the whole row (REPLICA IDENTITY
+ * FULL). Its long notes are stored out of line: an update that leaves one
+ * alone sends it as unchanged ('u') in the new row, whole in the old. */
+static void create_keyless_table(tl_env *e, const char *table, const char *columns)
+{
+    tl_pg_exec(e->pg, "CREATE TABLE %s (%s)", table, columns);
+    tl_pg_exec(e->pg, "ALTER TABLE %s REPLICA IDENTITY FULL", table);
+    tl_pg_exec(e->pg, "ALTER TABLE %s ALTER COLUMN note SET STORAGE EXTERNAL", table);
+}
+
 /* A deterministic pseudo-random sequence (the same mix every run). */
 static unsigned g_seed = 12345;
 static int next_rand(int n)
@@ -248,9 +258,7 @@ static void a_random_mix_of_identical_rows_leaves_the_query_result(void **state)
     (void)state;
     tl_env e;
     tl_env_open(&e, g_conninfo, "twinmix", "");
-    tl_pg_exec(e.pg, "CREATE TABLE twins (grp integer, tag text, note text)");
-    tl_pg_exec(e.pg, "ALTER TABLE twins REPLICA IDENTITY FULL");
-    tl_pg_exec(e.pg, "ALTER TABLE twins ALTER COLUMN note SET STORAGE EXTERNAL");
+    create_keyless_table(&e, "twins", "grp integer, tag text, note text");
     tl_pg_exec(e.pg,
                "INSERT INTO twins SELECT g %% 10, 't' || (g %% 3), NULL FROM generate_series(1, 200) g");
     tl_env_source(&e, "cdc_twinmix",
@@ -343,11 +351,7 @@ static void identical_rows_of_a_full_identity_table_count_one_by_one(void **stat
     (void)state;
     tl_env e;
     tl_env_open(&e, g_conninfo, "twins", "");
-    tl_pg_exec(e.pg, "CREATE TABLE hits (page text, n integer, note text)");
-    tl_pg_exec(e.pg, "ALTER TABLE hits REPLICA IDENTITY FULL");
-    /* Long notes are stored out of line: an update that leaves one alone
-     * sends it as unchanged ('u') in the new row, whole in the old. */
-    tl_pg_exec(e.pg, "ALTER TABLE hits ALTER COLUMN note SET STORAGE EXTERNAL");
+    create_keyless_table(&e, "hits", "page text, n integer, note text");
     tl_pg_exec(e.pg, "INSERT INTO hits SELECT 'p' || (g %% 3), g %% 2, NULL FROM generate_series(1, 12) g");
     tl_pg_exec(e.pg, "INSERT INTO hits SELECT 'long', 1, repeat('n', 5000) FROM generate_series(1, 3)");
     tl_env_source(&e, "cdc_twins",
