@@ -579,11 +579,17 @@ static jobs_start_result start_locked(jobs *j, source_runtime *r, bool full, job
     return JOBS_STARTED;
 }
 
+/* A logical source whose running sync streams its changes. Lock held. */
+static bool streaming_now(source_runtime *r)
+{
+    return r->syncing && is_logical(r->running_src) && atomic_load(&r->live.streaming);
+}
+
 /* A logical source that streams already: a full sync asked for makes it
  * drop its slot and load again. Lock held. */
 static bool capture_reload_requested(source_runtime *r, bool full)
 {
-    if (!full || !r->syncing || !is_logical(r->running_src) || !atomic_load(&r->live.streaming))
+    if (!full || !streaming_now(r))
         return false;
     atomic_store(&r->live.reload_requested, true);
     return true;
@@ -597,7 +603,7 @@ jobs_start_result jobs_start_sync(jobs *j, const char *name, bool full, ds_error
                             : capture_reload_requested(r, full)
                                 ? JOBS_STARTED
                                 : start_locked(j, r, full, JOBS_TRIGGER_MANUAL, err);
-    if (res == JOBS_BUSY && is_logical(r->running_src) && atomic_load(&r->live.streaming))
+    if (res == JOBS_BUSY && streaming_now(r))
         res = JOBS_STREAMING;
     pthread_mutex_unlock(&j->lock);
     return res;
