@@ -96,7 +96,9 @@ struct cdc_applier {
     size_t n;
     size_t pending;
     uint64_t applied;
-    arena scratch; /* one synthesized COPY tuple */
+    uint64_t removed;          /* stored rows the batches deleted since forgotten */
+    uint64_t pending_removals; /* updates and deletes queued */
+    arena scratch;             /* one synthesized COPY tuple */
 };
 
 /* An empty batch. */
@@ -520,8 +522,10 @@ bool cdc_applier_change(cdc_applier *a, size_t target, const pgo_message *m, ds_
                             t->spec->table, (unsigned)(nt ? nt->ncols : ot->ncols), t->ncols);
     if (m->kind == PGO_DELETE && ot == NULL)
         return ds_error_set(err, DS_ERR_SOURCE, "a delete of %s arrived without its key", t->spec->table);
-    if (m->kind != PGO_INSERT)
+    if (m->kind != PGO_INSERT) {
         t->only_inserts = false;
+        a->pending_removals++;
+    }
     size_t before = t->mem.len;
     if (t->spec->whole_row) {
         if (!count_whole_row_change(t, m, err))
@@ -585,6 +589,21 @@ static bool exec_buf(duckdb_connection duck, ds_buf *b, ds_error *err)
         return false;
     bool ok = store_exec(duck, sql, err);
     free(sql);
+    return ok;
+}
+
+/* A DELETE of stored rows, counted: DuckDB keeps each deleted row's mark
+ * in memory until the next checkpoint (see cdc_applier_removed). */
+static bool exec_delete(cdc_applier *a, ds_buf *b, ds_error *err)
+{
+    char *sql = ds_buf_take_or_err(b, err);
+    if (sql == NULL)
+        return false;
+    int64_t deleted = 0;
+    bool ok = store_execf(a->duck, &deleted, err, "%s", sql);
+    free(sql);
+    if (ok && deleted > 0)
+        a->removed += (uint64_t)deleted;
     return ok;
 }
 
@@ -896,7 +915,7 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
         ds_buf_append(&b, " AS k ON ");
         append_key_equality(&b, t, "t", "k", true);
         ds_buf_append(&b, ") WHERE c <= n)");
-        if (!exec_buf(a->duck, &b, err))
+        if (!exec_delete(a, &b, err))
             return false;
     } else if (!t->spec->whole_row && !t->only_inserts) {
         ds_buf_append(&b, "DELETE FROM ");
@@ -905,7 +924,7 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
         ds_buf_append_ident(&b, t->keys_name);
         ds_buf_append(&b, " AS k WHERE ");
         append_key_equality(&b, t, "t", "k", true);
-        if (!exec_buf(a->duck, &b, err))
+        if (!exec_delete(a, &b, err))
             return false;
     }
     if (live > 0) {
@@ -948,6 +967,7 @@ bool cdc_applier_flush(cdc_applier *a, ds_error *err)
         clear_batch(t);
     }
     a->pending = 0;
+    a->pending_removals = 0;
     return true;
 }
 
@@ -959,5 +979,15 @@ bool cdc_applier_truncate(cdc_applier *a, size_t target, ds_error *err)
     ds_buf_append(&b, "DELETE FROM ");
     ds_buf_append_ident(&b, a->t[target].spec->table);
     a->applied++;
-    return exec_buf(a->duck, &b, err);
+    return exec_delete(a, &b, err);
+}
+
+uint64_t cdc_applier_removed(const cdc_applier *a)
+{
+    return a->removed + a->pending_removals;
+}
+
+void cdc_applier_forget_removed(cdc_applier *a)
+{
+    a->removed = 0;
 }

@@ -82,4 +82,12 @@ size_t cdc_applier_pending_bytes(const cdc_applier *a);
  * deletes as received). */
 uint64_t cdc_applier_applied(const cdc_applier *a);
 
+/* Stored rows the flushed batches deleted (an update deletes the old
+ * version) since cdc_applier_forget_removed, plus the updates and deletes
+ * queued: at most the rows whose deletion DuckDB marks in memory until
+ * its next checkpoint (a delete in a stored vector of 2,048 rows makes
+ * DuckDB hold that vector's version information, about 21 KB). */
+uint64_t cdc_applier_removed(const cdc_applier *a);
+void cdc_applier_forget_removed(cdc_applier *a);
+
 #endif

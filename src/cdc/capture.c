@@ -1,6 +1,7 @@
 /* Logical capture of one source (see capture.h). */
 #include "cdc/capture.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,6 +322,10 @@ typedef struct stream {
     cdc_spool *spool;
     double rows_counted;      /* when live->rows was last counted */
     const char *memory_limit; /* as configured, for messages */
+    double marks_budget;      /* bytes of deletion marks before a checkpoint (0: no limit known) */
+    uint64_t table_rows;      /* rows of the cached tables */
+    double table_rows_at;     /* when table_rows was counted (0: never) */
+    bool marks_told;          /* the log said marks may pass the budget */
 } stream;
 
 static int target_of(const stream *s, uint32_t relid)
@@ -404,6 +409,95 @@ static bool send_feedback(stream *s, uint64_t lsn, bool reply, ds_error *err)
     return repl_send_feedback(s->repl, lsn, reply, err);
 }
 
+/* ---- deletion marks ----
+ * DuckDB keeps the marks of deleted stored rows in memory until its next
+ * checkpoint, allocated per row group in buffers of 256 KB: measured on
+ * DuckDB 1.5 with 3.4M rows, one delete in each of 20 row groups held 5.4
+ * MB, and deletes in every vector 53 MB (16 bytes a stored row, with
+ * duckstore's row groups of 16,384 rows); a CHECKPOINT freed them. DuckDB
+ * checkpoints by the WAL's size, which deletes hardly grow, so scattered
+ * updates and deletes filled memory_limit with marks: at 64MB a catch-up
+ * on a 3.4M-row table ran out of memory in its second batch. The stream
+ * keeps the marks under three quarters of DuckDB's limit (the rest is the
+ * batch's own work): a batch ends (between transactions) before they could
+ * pass it, and a checkpoint follows. */
+#define MARK_BYTES_PER_DELETE (272u << 10)
+#define MARK_BYTES_PER_ROW 16u
+#define MARKS_SHARE 0.75
+#define ROWS_RECOUNT_S 10.0
+
+/* Three quarters of DuckDB's memory limit as it is set (memory_limit,
+ * plus read_memory_limit in serve). */
+static void set_marks_budget(stream *s)
+{
+    char *limit = NULL;
+    ds_error ignored;
+    if (store_query_text(s->duck, "SELECT current_setting('memory_limit')", &limit, &ignored)) {
+        double bytes = store_size_bytes(limit);
+        s->marks_budget = bytes > 0 ? bytes * MARKS_SHARE : 0;
+    }
+    free(limit);
+}
+
+static void count_table_rows(stream *s)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b,
+                  "SELECT coalesce(sum(estimated_size), 0)::BIGINT FROM duckdb_tables() "
+                  "WHERE database_name = current_database() AND schema_name = 'main' AND table_name IN (");
+    for (size_t i = 0; i < s->cs->n; i++) {
+        ds_buf_append(&b, i ? ", " : "");
+        ds_buf_append_literal(&b, s->cs->specs[i].table);
+    }
+    ds_buf_append(&b, ")");
+    ds_error ignored;
+    char *sql = ds_buf_take_or_err(&b, &ignored);
+    int64_t rows = 0;
+    if (sql != NULL && store_query_int(s->duck, sql, &rows, &ignored) && rows >= 0)
+        s->table_rows = (uint64_t)rows;
+    free(sql);
+    s->table_rows_at = ds_monotonic_s();
+    double all_marks = (double)s->table_rows * MARK_BYTES_PER_ROW;
+    if (!s->marks_told && all_marks > s->marks_budget) {
+        s->marks_told = true;
+        /* Room for the table to grow by half, in whole 64MB steps. */
+        double advice = ceil(all_marks * 1.5 / MARKS_SHARE / 64e6) * 64;
+        ds_log_info("%s: updates and deletes across its %llu stored rows can hold up to %.0f MB of DuckDB's "
+                    "deletion marks until a checkpoint, more than DuckDB's memory limit leaves them: batches "
+                    "are kept smaller and checkpointed, which is slower; a memory_limit of %.0fMB in "
+                    "duckdb.yaml applies them at full speed",
+                    s->src->name, (unsigned long long)s->table_rows, all_marks / 1e6, advice);
+    }
+}
+
+/* Whether the marks DuckDB may hold pass the budget: a row group's buffer
+ * per deleted row at most, and at most every stored row's mark. */
+static bool marks_over_budget(stream *s)
+{
+    double marks = (double)cdc_applier_removed(s->applier) * MARK_BYTES_PER_DELETE;
+    if (s->marks_budget <= 0 || marks <= s->marks_budget)
+        return false;
+    if (s->table_rows_at == 0 || ds_monotonic_s() - s->table_rows_at >= ROWS_RECOUNT_S)
+        count_table_rows(s);
+    double all_marks = (double)s->table_rows * MARK_BYTES_PER_ROW;
+    return (all_marks < marks ? all_marks : marks) > s->marks_budget;
+}
+
+/* A checkpoint writes the marks to the file and frees them. One that
+ * cannot run now is tried again after the next batch. */
+static void checkpoint_marks(stream *s)
+{
+    double t0 = ds_monotonic_s();
+    ds_error e = {0};
+    if (store_exec(s->duck, "CHECKPOINT", &e)) {
+        ds_log_debug("%s: checkpointed the deletion marks of %llu row(s) in %.1f ms", s->src->name,
+                     (unsigned long long)cdc_applier_removed(s->applier), (ds_monotonic_s() - t0) * 1e3);
+        cdc_applier_forget_removed(s->applier);
+    } else {
+        ds_log_debug("%s: no checkpoint of the deletion marks now: %s", s->src->name, e.msg);
+    }
+}
+
 /* Commits the batch (whole transactions only) with the LSN it reached,
  * then confirms that LSN to PostgreSQL. */
 static bool commit_batch(stream *s, ds_error *err)
@@ -423,6 +517,8 @@ static bool commit_batch(stream *s, ds_error *err)
     }
     s->duck_open = false;
     s->applied_lsn = s->pending_lsn;
+    if (marks_over_budget(s))
+        checkpoint_marks(s);
     capture_live *live = s->opt->live;
     if (live) {
         atomic_store(&live->confirmed_lsn, s->applied_lsn);
@@ -482,6 +578,15 @@ static bool replay_change(void *ctx, const char *msg, size_t len, ds_error *err)
     return ok;
 }
 
+/* DuckDB's words for memory_limit reached, in a statement or at a commit
+ * ("TransactionContext Error: Failed to commit: failed to pin block"). */
+static bool out_of_memory(const ds_error *err)
+{
+    return strstr(err->msg, "Out of Memory Error") != NULL ||
+           strstr(err->msg, "failed to pin block") != NULL ||
+           strstr(err->msg, "could not allocate block") != NULL;
+}
+
 /* A transaction is applied whole, in one DuckDB transaction, and DuckDB
  * holds its changes until the commit: a large one can need more than
  * memory_limit (a 2 GB transaction of 13M changes: at 512MB, not 64MB). The
@@ -489,7 +594,7 @@ static bool replay_change(void *ctx, const char *msg, size_t len, ds_error *err)
  * the transaction again from its start. */
 static void explain_large_transaction(const stream *s, uint64_t kept, ds_error *err)
 {
-    if (strstr(err->msg, "Out of Memory Error") == NULL)
+    if (!out_of_memory(err))
         return;
     char duckdb_says[256];
     snprintf(duckdb_says, sizeof duckdb_says, "%.*s", (int)strcspn(err->msg, "\n"), err->msg);
@@ -501,6 +606,22 @@ static void explain_large_transaction(const stream *s, uint64_t kept, ds_error *
         "changes was applied at 512MB, not at 64MB) and sync again: PostgreSQL sends the transaction again "
         "from its start, nothing is lost (%s)",
         (unsigned long long)kept, s->memory_limit ? s->memory_limit : "(DuckDB's default)", duckdb_says);
+}
+
+/* Any other batch DuckDB could not hold: DuckDB's own advice (SET
+ * memory_limit) does not apply to duckstore, whose setting is in
+ * duckdb.yaml. */
+static void explain_out_of_memory(const stream *s, ds_error *err)
+{
+    if (!out_of_memory(err) || strstr(err->msg, "duckdb.yaml") != NULL)
+        return;
+    char duckdb_says[256];
+    snprintf(duckdb_says, sizeof duckdb_says, "%.*s", (int)strcspn(err->msg, "\n"), err->msg);
+    ds_error_set(err, err->code,
+                 "DuckDB ran out of memory_limit %s applying a batch of changes; raise memory_limit in "
+                 "duckdb.yaml and sync again: PostgreSQL sends the changes after the last applied commit "
+                 "again, nothing is lost (%s)",
+                 s->memory_limit ? s->memory_limit : "(DuckDB's default)", duckdb_says);
 }
 
 static void commit_seen(stream *s, const pgo_message *m)
@@ -606,7 +727,9 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
         double wait = 0.5;
         if (s->duck_open && !s->in_xact) {
             wait = BATCH_WINDOW_S - (ds_monotonic_s() - s->batch_started);
-            if (wait <= 0) {
+            /* A batch also ends before its deletion marks could pass the
+             * budget (a transaction is never cut). */
+            if (wait <= 0 || marks_over_budget(s)) {
                 ok = commit_batch(s, err);
                 continue;
             }
@@ -668,6 +791,8 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
         store_exec(s->duck, "ROLLBACK", NULL);
         s->duck_open = false;
     }
+    if (!ok)
+        explain_out_of_memory(s, err);
     if (live)
         atomic_store(&live->streaming, false);
     /* The position the stored state says, so a restart meets it. */
@@ -799,6 +924,7 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
                     .applied_lsn = start,
                     .pending_lsn = start,
                     .memory_limit = cfg->store.memory_limit};
+        set_marks_budget(&s);
         s.applier = cdc_applier_new(duck, cs.specs, cs.n);
         ok = s.applier != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
         ok = ok && (s.spool = cdc_spool_new(st, err)) != NULL;

@@ -143,10 +143,10 @@ bool store_open(const char *path, store **out, ds_error *err)
  * halved a sync's peak memory and made it no slower (bench/run.sh). */
 #define STORE_ROW_GROUP_SIZE 16384
 
-/* Bytes of a size as DuckDB's memory_limit reads it ("64MB" is 64e6,
- * "1GiB" 2^30; the config checked the form); -1 when it is not one. */
-static double size_bytes(const char *s)
+double store_size_bytes(const char *s)
 {
+    if (s == NULL)
+        return -1;
     char *end;
     double v = strtod(s, &end);
     while (*end == ' ')
@@ -167,7 +167,7 @@ static double size_bytes(const char *s)
  * (whole megabytes when it comes out so, else bytes). */
 static bool memory_limit_text(const char *limit, const char *read_limit, ds_buf *out)
 {
-    double a = size_bytes(limit), b = read_limit ? size_bytes(read_limit) : 0;
+    double a = store_size_bytes(limit), b = read_limit ? store_size_bytes(read_limit) : 0;
     if (read_limit == NULL || a < 0 || b < 0)
         return ds_buf_append(out, limit);
     double sum = a + b;

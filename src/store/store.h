@@ -122,6 +122,11 @@ bool store_pool_open(store *st, size_t n, ds_error *err);
 bool store_borrow(store *st, duckdb_connection *con, ds_error *err);
 void store_release(store *st, duckdb_connection *con);
 
+/* Bytes of a size as DuckDB's memory_limit reads it ("64MB" is 64e6,
+ * "1GiB" 2^30, "61.0 MiB" as current_setting() prints it); -1 when it is
+ * not one. */
+double store_size_bytes(const char *s);
+
 bool store_exec(duckdb_connection con, const char *sql, ds_error *err);
 /* First column of the first row as text, malloc'd; *out NULL for NULL / no row. */
 bool store_query_text(duckdb_connection con, const char *sql, char **out, ds_error *err);

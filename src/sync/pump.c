@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "sync/conns.h"
 
@@ -224,28 +223,6 @@ static bool fill_rows(void *ctx, duckdb_data_chunk out, ds_error *err)
     return true;
 }
 
-/* memory_limit in bytes ("256MB", "1.5 GB", "512MiB", as the config
- * accepts it), 0 when unknown. */
-static uint64_t limit_bytes(const char *limit)
-{
-    if (limit == NULL)
-        return 0;
-    char *end;
-    double v = strtod(limit, &end);
-    while (*end == ' ')
-        end++;
-    static const struct {
-        const char *unit;
-        double scale;
-    } units[] = {{"B", 1},           {"KB", 1e3},           {"MB", 1e6},
-                 {"GB", 1e9},        {"TB", 1e12},          {"KiB", 1024.0},
-                 {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if (strcasecmp(end, units[i].unit) == 0 && v > 0)
-            return (uint64_t)(v * units[i].scale);
-    return 0;
-}
-
 /* A chunk's values live outside DuckDB's memory_limit until they are
  * stored: a chunk takes a sixteenth of it in COPY data (one row at least,
  * however large). A batch's commit serializes its rows for the WAL, in a
@@ -329,11 +306,12 @@ bool pump_copy_series(store *st, const cfg_config *cfg, const char *table_ref, p
 {
     duckdb_connection duck = NULL;
     copy_decoder *dec = decoder_for(desc);
+    double limit = store_size_bytes(cfg->store.memory_limit);
     pump_fill f = {.shared = shared,
                    .opt = opt,
                    .batch_rows = (uint64_t)cfg->store.sync_chunk_size,
                    .memory_limit = cfg->store.memory_limit ? cfg->store.memory_limit : "",
-                   .limit = limit_bytes(cfg->store.memory_limit)};
+                   .limit = limit > 0 ? (uint64_t)limit : 0};
     f.pg = pg;
     f.dec = dec;
     f.next = next;

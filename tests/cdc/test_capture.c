@@ -473,6 +473,58 @@ static void a_transaction_past_memory_limit_says_so_and_loses_nothing(void **sta
     tl_env_close(&e);
 }
 
+/* Updates and deletes scattered over a large table. DuckDB keeps the
+ * marks of deleted stored rows in memory until a checkpoint: 256 KB for
+ * each row group a delete touches, 19 MB once deletes reach all 74 row
+ * groups of these 1.2M rows. Its own checkpoints follow the WAL, which
+ * deletes hardly grow, so at memory_limit 20MB a catch-up of such
+ * transactions ran out of memory; the stream now ends its batches and
+ * checkpoints before the marks could pass what the limit leaves them. A
+ * single transaction that cannot fit stops with an error naming
+ * memory_limit in duckdb.yaml, and loses nothing. */
+static void scattered_updates_and_deletes_stay_within_memory_limit(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "cdc_marks", "");
+    tl_pg_exec(e.pg, "CREATE TABLE orders (id integer PRIMARY KEY, status text NOT NULL, note text, "
+                     "amount numeric(12,2))");
+    tl_pg_exec(e.pg, "INSERT INTO orders SELECT g, 'new', NULL, g FROM generate_series(1, 1200000) g");
+    tl_env_source(&e, "cdc_marks", "  capture: logical\n  query: %s\n", ORDERS_QUERY);
+    capture_ok(&e, "cdc_marks", false);
+    reopen_with_memory_limit(&e, "20MB");
+    /* Each transaction: 20 updates and 20 deletes of ids 60,013 apart,
+     * each in a row group of its own (16,384 rows). */
+    for (int t = 1; t <= 60; t++)
+        tl_pg_exec(e.pg,
+                   "BEGIN; UPDATE orders SET amount = amount + 1, status = 'paid' WHERE id %% 60013 = %d; "
+                   "DELETE FROM orders WHERE id %% 60013 = %d; COMMIT",
+                   t, 30000 + t);
+    sync_report r = capture_ok(&e, "cdc_marks", false);
+    assert_int_equal(r.rows_added, 60 * 40);
+    reopen_with_memory_limit(&e, "256MB"); /* the checksum's own memory */
+    assert_same(&e, "cdc_marks_data");
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_marks_data"), 1200000 - 60 * 20);
+    reopen_with_memory_limit(&e, "20MB");
+
+    /* One transaction touching every vector of the table. */
+    tl_pg_exec(e.pg, "UPDATE orders SET amount = amount + 1 WHERE id %% 2000 = 7");
+    capture_options opt = {0};
+    sync_report report;
+    ds_error err = {0};
+    assert_false(capture_run(e.st, &e.cfg, tl_source(&e.cfg, "cdc_marks"), &opt, &report, &err));
+    printf("# %s\n", err.msg);
+    tl_assert_contains(err.msg, "DuckDB ran out of memory_limit 20MB applying a batch of changes; raise "
+                                "memory_limit in duckdb.yaml and sync again");
+    tl_assert_contains(err.msg, "nothing is lost (");
+    reopen_with_memory_limit(&e, "256MB");
+    r = capture_ok(&e, "cdc_marks", false);
+    assert_int_equal(r.rows_added, tl_pg_int(e.pg, "SELECT count(*) FROM orders WHERE id %% 2000 = 7"));
+    assert_same(&e, "cdc_marks_data");
+    drop_slot(&e, "cdc_marks");
+    tl_env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +536,7 @@ int main(void)
         cmocka_unit_test(identical_rows_of_a_full_identity_table_count_one_by_one),
         cmocka_unit_test(a_transaction_larger_than_a_batch_commits_whole),
         cmocka_unit_test(a_transaction_past_memory_limit_says_so_and_loses_nothing),
+        cmocka_unit_test(scattered_updates_and_deletes_stay_within_memory_limit),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
