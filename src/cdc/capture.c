@@ -471,7 +471,8 @@ static void count_table_rows(stream *s)
 }
 
 /* Whether the marks DuckDB may hold pass the budget: a row group's buffer
- * per deleted row at most, and at most every stored row's mark. */
+ * per deleted row at most, and at most every stored row's mark (when the
+ * rows could be counted). */
 static bool marks_over_budget(stream *s)
 {
     double marks = (double)cdc_applier_removed(s->applier) * MARK_BYTES_PER_DELETE;
@@ -480,7 +481,7 @@ static bool marks_over_budget(stream *s)
     if (s->table_rows_at == 0 || ds_monotonic_s() - s->table_rows_at >= ROWS_RECOUNT_S)
         count_table_rows(s);
     double all_marks = (double)s->table_rows * MARK_BYTES_PER_ROW;
-    return (all_marks < marks ? all_marks : marks) > s->marks_budget;
+    return (s->table_rows > 0 && all_marks < marks ? all_marks : marks) > s->marks_budget;
 }
 
 /* A checkpoint writes the marks to the file and frees them. One that
