@@ -222,18 +222,27 @@ static bool build_spec(capture_source *cs, size_t i, ds_error *err)
     return true;
 }
 
-/* Each table's columns as the stream will describe them: a Relation
- * message that says otherwise means the table changed since the load. */
+/* Each table's columns as the stream will describe them, with the
+ * columns of its replica identity (every column for FULL) and the
+ * identity's kind: a Relation message that says otherwise means the table
+ * changed since the load. A changed key matters as much as a changed
+ * column: the cache finds rows by the key it was loaded with, and a delete
+ * that names another key would find nothing. */
 static bool relations_signature(pgsrc_conn *pg, capture_source *cs, ds_error *err)
 {
     ds_buf b = DS_BUF_INIT;
     for (size_t i = 0; i < cs->n; i++) {
-        char sql[512];
-        snprintf(sql, sizeof sql,
-                 "SELECT coalesce(string_agg(attname || ' ' || atttypid || ' ' || atttypmod, ',' ORDER BY "
-                 "attnum), '') FROM pg_attribute WHERE attrelid = %u AND attnum > 0 AND NOT attisdropped "
-                 "AND attgenerated = ''",
-                 cs->tables[i].relid);
+        char sql[1024];
+        snprintf(
+            sql, sizeof sql,
+            "SELECT coalesce(string_agg(a.attname || ' ' || a.atttypid || ' ' || a.atttypmod || CASE WHEN "
+            "c.relreplident = 'f' OR a.attnum = ANY (ix.indkey::int2[]) THEN ' k' ELSE ' -' END, ',' "
+            "ORDER BY a.attnum), '') || '/' || (SELECT relreplident::text FROM pg_class WHERE oid = %u) "
+            "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid LEFT JOIN pg_index ix ON "
+            "ix.indrelid = c.oid AND ((c.relreplident = 'd' AND ix.indisprimary) OR (c.relreplident = 'i' "
+            "AND ix.indisreplident)) WHERE c.oid = %u AND a.attnum > 0 AND NOT a.attisdropped AND "
+            "a.attgenerated = ''",
+            cs->tables[i].relid, cs->tables[i].relid);
         char *cols = NULL;
         if (!pgsrc_query_value(pg, sql, &cols, err)) {
             ds_buf_free(&b);
@@ -274,8 +283,9 @@ static char *relation_signature(const pgo_relation *rel)
     ds_buf b = DS_BUF_INIT;
     ds_buf_appendf(&b, "%u:", rel->oid);
     for (size_t c = 0; c < rel->ncols; c++)
-        ds_buf_appendf(&b, "%s%s %u %d", c ? "," : "", rel->cols[c].name, rel->cols[c].type_oid,
-                       rel->cols[c].typmod);
+        ds_buf_appendf(&b, "%s%s %u %d %s", c ? "," : "", rel->cols[c].name, rel->cols[c].type_oid,
+                       rel->cols[c].typmod, rel->cols[c].key ? "k" : "-");
+    ds_buf_appendf(&b, "/%c", rel->replident);
     return ds_buf_take(&b);
 }
 
@@ -377,8 +387,8 @@ static bool on_relation(stream *s, const pgo_message *m, ds_error *err)
     bool known = signature_known(s->cs->relations, sig);
     free(sig);
     if (!known)
-        return ds_error_set(err, DS_ERR_RELOAD, "the columns of %s.%s changed", m->rel.nspname,
-                            m->rel.relname);
+        return ds_error_set(err, DS_ERR_RELOAD, "the columns or the replica identity of %s.%s changed",
+                            m->rel.nspname, m->rel.relname);
     pgsrc_type *types = calloc(m->rel.ncols ? m->rel.ncols : 1, sizeof *types);
     if (types == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
@@ -874,7 +884,7 @@ static bool reload_reason(const pub_slot *slot, const capture_state *state, cons
     else if (strcmp(slot->wal_status, "lost") == 0)
         *why = "PostgreSQL invalidated its replication slot (max_slot_wal_keep_size)";
     else if (state->relations == NULL || strcmp(state->relations, cs->relations) != 0)
-        *why = "the columns of its tables changed";
+        *why = "the columns or the replica identity of its tables changed";
     return *why != NULL;
 }
 

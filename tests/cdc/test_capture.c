@@ -307,6 +307,37 @@ static void a_changed_table_a_lost_slot_and_a_reset_load_again(void **state)
     tl_env_close(&e);
 }
 
+/* The cache finds rows by the replica identity it was loaded with: a
+ * changed primary key, or a change to REPLICA IDENTITY FULL, loads again
+ * (before, a delete made before the change named the old key, matched
+ * nothing under the new one and left its row cached; after the change to
+ * FULL every run failed on a delete without its old row). */
+static void a_changed_key_or_replica_identity_loads_again(void **state)
+{
+    (void)state;
+    tl_env e;
+    open_source(&e, "rekey", "cdc_rekey");
+    capture_ok(&e, "cdc_rekey", false);
+    tl_pg_exec(e.pg, "DELETE FROM orders WHERE id = 5");
+    tl_pg_exec(e.pg, "ALTER TABLE orders DROP CONSTRAINT orders_pkey, ADD PRIMARY KEY (id, status)");
+    sync_report r = capture_ok(&e, "cdc_rekey", false);
+    assert_int_equal(r.ntables, 1); /* a full load ran */
+    assert_same(&e, "cdc_rekey_data");
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM cdc_rekey_data WHERE id = 5"), 0);
+    tl_pg_exec(e.pg, "DELETE FROM orders WHERE id = 6");
+    tl_pg_exec(e.pg, "ALTER TABLE orders REPLICA IDENTITY FULL");
+    r = capture_ok(&e, "cdc_rekey", false);
+    assert_int_equal(r.ntables, 1);
+    assert_same(&e, "cdc_rekey_data");
+    /* Unchanged since: the stream goes on without a load. */
+    tl_pg_exec(e.pg, "DELETE FROM orders WHERE id = 7");
+    r = capture_ok(&e, "cdc_rekey", false);
+    assert_int_equal(r.ntables, 0);
+    assert_same(&e, "cdc_rekey_data");
+    drop_slot(&e, "cdc_rekey");
+    tl_env_close(&e);
+}
+
 static void full_identity_tables_and_split_sources_follow_too(void **state)
 {
     (void)state;
@@ -532,6 +563,7 @@ int main(void)
         cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
         cmocka_unit_test(a_random_mix_of_identical_rows_leaves_the_query_result),
         cmocka_unit_test(a_changed_table_a_lost_slot_and_a_reset_load_again),
+        cmocka_unit_test(a_changed_key_or_replica_identity_loads_again),
         cmocka_unit_test(full_identity_tables_and_split_sources_follow_too),
         cmocka_unit_test(identical_rows_of_a_full_identity_table_count_one_by_one),
         cmocka_unit_test(a_transaction_larger_than_a_batch_commits_whole),
