@@ -172,7 +172,7 @@ static bool has_pg_snapshot(const pgsrc_conn *conn)
  * to any role, the snapshot lists only those below its xmax), and those of
  * them that hold a write lock on a relation the query reads (the relation
  * locks of one transaction share its virtualtransaction, a prepared
- * one's too). */
+ * one's too), and how many holders of such a lock have no id yet. */
 static char *read_start_sql(const char *query, bool modern)
 {
     char *trimmed = pgsrc_trim_query(query);
@@ -192,9 +192,14 @@ static char *read_start_sql(const char *query, bool modern)
         "= "
         "(SELECT oid FROM pg_database WHERE datname = current_database()) AND r.relation IN (SELECT relation "
         "FROM mine) AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
-        "'AccessExclusiveLock')) SELECT %s::text, pg_is_in_recovery(), (SELECT coalesce(string_agg(x::text, "
+        "'AccessExclusiveLock')), xidless AS (SELECT DISTINCT r.virtualtransaction FROM locks r WHERE "
+        "r.locktype = 'relation' AND r.granted AND r.pid IS DISTINCT FROM pg_backend_pid() AND r.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) AND r.relation IN (SELECT relation "
+        "FROM mine) AND r.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+        "'AccessExclusiveLock') AND r.virtualtransaction NOT IN (SELECT virtualtransaction FROM running)) "
+        "SELECT %s::text, pg_is_in_recovery(), (SELECT coalesce(string_agg(x::text, "
         "','), '') FROM running), (SELECT coalesce(string_agg(x::text, ','), '') FROM writers), (SELECT "
-        "count(*) FROM probe)",
+        "count(*) FROM probe), (SELECT count(*) FROM xidless)",
         trimmed, modern ? "pg_current_snapshot()" : "txid_current_snapshot()");
     free(trimmed);
     return ds_buf_take(&b);
@@ -376,8 +381,10 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, const char *hor
         ok = ds_error_set(err, DS_ERR_SOURCE, "cannot read the snapshot of the read: \"%s\"",
                           PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
     bool standby = ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-    if (ok && !standby)
+    if (ok && !standby) {
         ok = settle_running(out, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), ended, err);
+        out->xidless_writers = (size_t)strtoull(PQgetvalue(res, 0, 5), NULL, 10);
+    }
     PQclear(res);
     if (ok && standby) {
         out->standby = true;

@@ -51,6 +51,11 @@ typedef struct pgsrc_snapshot {
     uint64_t *xip;
     size_t nxip;
     bool standby;
+    /* Transactions holding a write lock on what the query reads that have
+     * no transaction id yet, so the snapshot cannot list them: a COPY
+     * filling its first buffer, an INSERT in a slow trigger. Their
+     * sequence values are taken already. */
+    size_t xidless_writers;
 } pgsrc_snapshot;
 
 /* Parses PostgreSQL's text form "xmin:xmax:xip,xip,..." (pg_snapshot and

@@ -72,7 +72,11 @@ static bool apply_rows(commit_txn *txn, table_job *job, ds_error *err)
 /* The same transactions, by xid and read start, in any order. */
 static bool same_pending(const inc_read_state *a, const inc_read_state *b)
 {
-    if (a->npending != b->npending)
+    if (a->npending != b->npending || a->unlisted != b->unlisted)
+        return false;
+    if (a->unlisted && (a->unlisted_from == NULL
+                            ? b->unlisted_from != NULL
+                            : b->unlisted_from == NULL || strcmp(a->unlisted_from, b->unlisted_from) != 0))
         return false;
     for (size_t i = 0; i < a->npending; i++) {
         bool found = false;

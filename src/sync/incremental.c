@@ -90,6 +90,7 @@ void inc_state_free(inc_read_state *state)
     for (size_t i = 0; i < state->npending; i++)
         free(state->pending[i].from);
     free(state->pending);
+    free(state->unlisted_from);
     memset(state, 0, sizeof *state);
 }
 
@@ -126,6 +127,12 @@ bool inc_state_parse(const char *text, inc_read_state *out)
             ok = false;
         out->npending++;
     }
+    json_t *unlisted = json_object_get(doc, "unlisted");
+    if (ok && json_is_object(unlisted)) {
+        const char *from = json_string_value(json_object_get(unlisted, "from"));
+        out->unlisted = true;
+        ok = from == NULL || (out->unlisted_from = strdup(from)) != NULL;
+    }
     json_decref(doc);
     out->known = ok;
     if (!ok)
@@ -152,6 +159,11 @@ char *inc_state_format(const inc_read_state *state)
              json_array_append_new(pending, e) == 0;
     }
     ok = ok && json_object_set(doc, "pending", pending) == 0;
+    if (ok && state->unlisted) {
+        json_t *u = json_pack("{s:o}", "from",
+                              state->unlisted_from ? json_string(state->unlisted_from) : json_null());
+        ok = u != NULL && json_object_set_new(doc, "unlisted", u) == 0;
+    }
     char *text = ok ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(pending);
     json_decref(doc);
@@ -224,13 +236,29 @@ bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *
      * after it, or wrote after it, and takes every value it writes after
      * that read's rows (a sequence's next value; a time column is bounded
      * by the time horizon): the previous watermark bounds them. Without a
-     * previous read (a full load), only the beginning does. */
+     * previous read (a full load), only the beginning does. A writer the
+     * previous read saw without a transaction id (a COPY filling its first
+     * buffer has taken sequence values, but has no id until it writes)
+     * could not be listed: this read starts where that read did, and so
+     * does any transaction it finds running now, which may be that
+     * writer. */
+    const char *from = prev->known ? plan->prev_watermark : NULL;
+    if (ok && prev->unlisted) {
+        from = prev->unlisted_from;
+        ok = lower_start(duck, plan->duck_type, start, from, err);
+    }
     for (size_t i = 0; ok && i < plan->snap->nxip; i++) {
         uint64_t x = plan->snap->xip[i];
         if (was_pending(prev, x) || was_pending(next, x))
             continue;
-        const char *from = prev->known ? plan->prev_watermark : NULL;
         ok = add_pending(next, x, from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+    }
+    /* Such a writer now: the next read starts here (or where an earlier
+     * one already had to). */
+    if (ok && plan->snap->xidless_writers > 0) {
+        next->unlisted = true;
+        ok = from == NULL || (next->unlisted_from = strdup(from)) != NULL ||
+             ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     free(xids);
     free(outcomes);

@@ -53,6 +53,12 @@ typedef struct inc_read_state {
     uint64_t xmax; /* of the last read's snapshot (shown for diagnosis) */
     inc_pending *pending;
     size_t npending;
+    /* A writer without a transaction id was seen (pgsrc_snapshot's
+     * xidless_writers): it cannot be listed, so the next read starts at
+     * unlisted_from (NULL: the beginning) and passes it on while such a
+     * writer remains. */
+    bool unlisted;
+    char *unlisted_from;
 } inc_read_state;
 
 /* JSON in the store. Text that is not a state (NULL, an older file) gives
