@@ -115,6 +115,62 @@ static bool ensure_owned(pgsrc_conn *c, const char *publication, bool exists, co
     return exec_of(c, &b, err);
 }
 
+/* What a named publication does to one table's changes that the cache
+ * could not follow: a partitioned table published partition by partition
+ * (its changes would come under names the query does not read, and be
+ * skipped), a row filter or a column list (PostgreSQL 15: changes outside
+ * the filter, or columns outside the list, would never arrive, while the
+ * initial load copies them). */
+static bool check_named_table(pgsrc_conn *c, const char *publication, const char *quoted, const char *table,
+                              bool via_root, bool has_filters, ds_error *err)
+{
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b, "SELECT c.relkind = 'p', ");
+    if (has_filters) {
+        ds_buf_append(&b,
+                      "EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication "
+                      "p ON p.oid = r.prpubid WHERE r.prrelid = c.oid AND r.prqual IS NOT NULL AND "
+                      "p.pubname = ");
+        pgsrc_append_literal(&b, c, publication, err);
+        ds_buf_append(&b, "), EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN "
+                          "pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = c.oid AND "
+                          "r.prattrs IS NOT NULL AND p.pubname = ");
+        pgsrc_append_literal(&b, c, publication, err);
+        ds_buf_append(&b, ")");
+    } else {
+        ds_buf_append(&b, "false, false");
+    }
+    ds_buf_append(&b, " FROM pg_catalog.pg_class c WHERE c.oid = ");
+    pgsrc_append_literal(&b, c, table, err);
+    ds_buf_append(&b, "::regclass");
+    PGresult *res = rows_of(c, &b, err);
+    bool ok = res != NULL;
+    if (ok && PQntuples(res) == 1) {
+        if (strcmp(PQgetvalue(res, 0, 0), "t") == 0 && !via_root)
+            ok = ds_error_set(err, DS_ERR_CONFIG,
+                              "publication %s sends the changes of the partitioned table %s under each "
+                              "partition's name, which the cache would skip; ALTER PUBLICATION %s SET "
+                              "(publish_via_partition_root = true), or remove the publication key so that "
+                              "duckstore creates its own",
+                              quoted, table, quoted);
+        else if (strcmp(PQgetvalue(res, 0, 1), "t") == 0)
+            ok =
+                ds_error_set(err, DS_ERR_CONFIG,
+                             "publication %s filters the rows of %s (a WHERE), so changes outside the filter "
+                             "would never reach the cache while the load copies every row; put the "
+                             "condition in the query instead, or remove the publication key so that "
+                             "duckstore creates its own",
+                             quoted, table);
+        else if (strcmp(PQgetvalue(res, 0, 2), "t") == 0)
+            ok = ds_error_set(err, DS_ERR_CONFIG,
+                              "publication %s sends only some columns of %s (a column list); publish the "
+                              "whole table, or remove the publication key so that duckstore creates its own",
+                              quoted, table);
+    }
+    PQclear(res);
+    return ok;
+}
+
 /* A publication the user named: it must publish every action and table;
  * nothing is changed. */
 static bool check_named(pgsrc_conn *c, const char *publication, const char *const *tables, size_t n,
@@ -124,8 +180,11 @@ static bool check_named(pgsrc_conn *c, const char *publication, const char *cons
     if (quoted == NULL)
         return ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     ds_buf b = DS_BUF_INIT;
-    ds_buf_append(&b, "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate "
-                      "FROM pg_catalog.pg_publication WHERE pubname = ");
+    bool has_via_root = PQserverVersion(c->pg) >= 130000, has_filters = PQserverVersion(c->pg) >= 150000;
+    ds_buf_appendf(&b,
+                   "SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate, %s "
+                   "FROM pg_catalog.pg_publication WHERE pubname = ",
+                   has_via_root ? "pubviaroot" : "false");
     PGresult *res = pgsrc_append_literal(&b, c, publication, err) ? rows_of(c, &b, err) : NULL;
     ds_buf_free(&b);
     bool ok = res != NULL;
@@ -144,7 +203,12 @@ static bool check_named(pgsrc_conn *c, const char *publication, const char *cons
                           quoted, quoted);
     }
     bool all_tables = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    bool via_root = ok && strcmp(PQgetvalue(res, 0, 2), "t") == 0;
     PQclear(res);
+    /* First: a partitioned table sent partition by partition is not
+     * listed as published either, and adding it would not help. */
+    for (size_t i = 0; ok && i < n; i++)
+        ok = check_named_table(c, publication, quoted, tables[i], via_root, has_filters, err);
     /* pg_publication_tables also lists a schema's tables (FOR TABLES IN
      * SCHEMA) and the partitions of a published table. */
     for (size_t i = 0; ok && !all_tables && i < n; i++) {

@@ -125,6 +125,50 @@ static void test_check_config(void **state)
                                        "\"cc\".\"nokey\", so its changes would never reach the cache; ALTER "
                                        "PUBLICATION \"theirs\" ADD TABLE \"cc\".\"nokey\"\n",
                                        W.e.dir));
+
+    /* A named publication whose changes the cache could not follow: a
+     * partitioned table published partition by partition (its changes were
+     * skipped without a word), a row filter, a column list. */
+    tl_pg_exec(W.e.pg, "CREATE TABLE parts (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);"
+                       "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (100);"
+                       "CREATE PUBLICATION by_partition FOR TABLE parts");
+    source_at("bad", W.e.url,
+              "  capture: logical\n  publication: by_partition\n  query: SELECT id, v FROM parts\n");
+    o = check_config();
+    cli_expect(&o, 2, "check-config of a publication that sends a partitioned table's partitions");
+    tl_assert_contains(o.out,
+                       tl_keepf("# bad: %s/bad_db.yaml:4: publication \"by_partition\" sends the changes "
+                                "of the partitioned table \"cc\".\"parts\" under each partition's name, "
+                                "which the cache would skip; ALTER PUBLICATION \"by_partition\" SET "
+                                "(publish_via_partition_root = true)",
+                                W.e.dir));
+    /* FOR ALL TABLES publishes every table, so only this check stood
+     * between such a publication and changes skipped for good. */
+    tl_pg_exec(W.e.pg, "CREATE PUBLICATION everything FOR ALL TABLES");
+    source_at("bad", W.e.url,
+              "  capture: logical\n  publication: everything\n  query: SELECT id, v FROM parts\n");
+    o = check_config();
+    cli_expect(&o, 2, "check-config of FOR ALL TABLES with a partitioned table");
+    tl_assert_contains(o.out, "publication \"everything\" sends the changes of the partitioned table "
+                              "\"cc\".\"parts\" under each partition's name");
+    tl_pg_exec(W.e.pg, "DROP PUBLICATION everything");
+    source_at("bad", W.e.url,
+              "  capture: logical\n  publication: by_partition\n  query: SELECT id, v FROM parts\n");
+    tl_pg_exec(W.e.pg, "ALTER PUBLICATION by_partition SET (publish_via_partition_root = true)");
+    o = check_config();
+    cli_expect(&o, 0, "check-config once the publication sends the partitioned table under its name");
+    tl_pg_exec(W.e.pg, "CREATE PUBLICATION filtered FOR TABLE items WHERE (id > 100)");
+    source_at("bad", W.e.url,
+              "  capture: logical\n  publication: filtered\n  query: SELECT id, name FROM items\n");
+    o = check_config();
+    cli_expect(&o, 2, "check-config of a publication with a row filter");
+    tl_assert_contains(o.out, "publication \"filtered\" filters the rows of \"cc\".\"items\" (a WHERE)");
+    tl_pg_exec(W.e.pg, "CREATE PUBLICATION some_columns FOR TABLE items (id)");
+    source_at("bad", W.e.url,
+              "  capture: logical\n  publication: some_columns\n  query: SELECT id FROM items\n");
+    o = check_config();
+    cli_expect(&o, 2, "check-config of a publication with a column list");
+    tl_assert_contains(o.out, "publication \"some_columns\" sends only some columns of \"cc\".\"items\"");
     remove_source("bad");
 
     /* A role without REPLICATION (roles belong to the whole server: the
