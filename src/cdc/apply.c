@@ -904,15 +904,24 @@ static bool apply_target(cdc_applier *a, target_state *t, ds_error *err)
      * table, which inserts alone need not pay (an insert-only stream, the
      * common one for events and traces, appends). */
     if (t->spec->whole_row && leaving > 0) {
-        /* As many of the identical stored rows as the batch takes away. */
+        /* As many of the identical stored rows as the batch takes away.
+         * The batch tells rows apart by PostgreSQL's bytes; rows DuckDB
+         * holds as equal (numeric 1.0 and 1.00 as one DOUBLE) are counted
+         * together first, or each would pick the same stored row. */
         ds_buf_append(&b, "DELETE FROM ");
         ds_buf_append_ident(&b, t->spec->table);
         ds_buf_append(&b, " WHERE rowid IN (SELECT r FROM (SELECT t.rowid AS r, k.\"_ds_n\" AS n, "
                           "row_number() OVER (PARTITION BY k.\"_ds_id\") AS c FROM ");
         ds_buf_append_ident(&b, t->spec->table);
-        ds_buf_append(&b, " AS t JOIN ");
+        ds_buf_append(&b, " AS t JOIN (SELECT ");
+        for (size_t k = 0; k < t->spec->nkey; k++)
+            ds_buf_appendf(&b, "\"k%zu\", ", k);
+        ds_buf_append(&b, "min(\"_ds_id\") AS \"_ds_id\", sum(\"_ds_n\") AS \"_ds_n\" FROM ");
         ds_buf_append_ident(&b, t->keys_name);
-        ds_buf_append(&b, " AS k ON ");
+        ds_buf_append(&b, " GROUP BY ");
+        for (size_t k = 0; k < t->spec->nkey; k++)
+            ds_buf_appendf(&b, "%s\"k%zu\"", k ? ", " : "", k);
+        ds_buf_append(&b, ") AS k ON ");
         append_key_equality(&b, t, "t", "k", true);
         ds_buf_append(&b, ") WHERE c <= n)");
         if (!exec_delete(a, &b, err))
