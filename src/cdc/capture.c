@@ -26,6 +26,8 @@
 #define BATCH_MAX_BYTES (32u << 20)
 /* Unprompted standby status updates keep the walsender from timing out. */
 #define FEEDBACK_EVERY_S 10.0
+/* The longest WAL page header (a segment's first page: SizeOfXLogLongPHD). */
+#define WAL_PAGE_HEADER_MAX 40u
 #define PG_EPOCH_UNIX_US 946684800000000LL
 
 static int64_t now_unix_us(void)
@@ -824,6 +826,12 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
 
 /* ---- the run ---- */
 
+uint64_t capture_stream_target(uint64_t insert_lsn, uint64_t page_size)
+{
+    uint64_t offset = page_size > 0 ? insert_lsn % page_size : 0;
+    return offset <= WAL_PAGE_HEADER_MAX ? insert_lsn - offset : insert_lsn;
+}
+
 typedef struct load_ctx {
     const cfg_source *src;
     uint64_t lsn;
@@ -920,9 +928,21 @@ static bool run_once(store *st, const cfg_config *cfg, const cfg_source *src, co
     char *target_text = NULL;
     uint64_t target = 0;
     /* The insert position: with synchronous_commit off a commit can be
-     * past the written one (pg_current_wal_lsn) for a moment. */
-    ok = ok && pgsrc_query_value(&pg, "SELECT pg_current_wal_insert_lsn()::text", &target_text, err);
-    ok = ok && target_text != NULL && pgo_lsn_parse(target_text, &target);
+     * past the written one (pg_current_wal_lsn) for a moment. When the last
+     * record ended at a page's end (after a WAL switch, say), that position
+     * is past the next page's header, which no record fills and the stream
+     * never reaches: a sync waited there for unrelated WAL (seconds on an
+     * idle server). So the target is that page's start. */
+    ok =
+        ok && pgsrc_query_value(
+                  &pg, "SELECT pg_current_wal_insert_lsn()::text || ' ' || current_setting('wal_block_size')",
+                  &target_text, err);
+    char *space = ok && target_text != NULL ? strchr(target_text, ' ') : NULL;
+    if (space != NULL)
+        *space = '\0';
+    ok = ok && space != NULL && pgo_lsn_parse(target_text, &target);
+    if (ok)
+        target = capture_stream_target(target, strtoull(space + 1, NULL, 10));
     free(target_text);
     if (ok) {
         stream s = {.st = st,

@@ -61,4 +61,10 @@ bool capture_reset(store *st, const cfg_source *src, ds_error *err);
  * access) or, live NULL, the stored state. */
 void capture_status_add(store *st, const cfg_source *src, const capture_live *live, json_t *doc);
 
+/* Where a catch-up that began at insert_lsn (pg_current_wal_insert_lsn)
+ * ends: that position, or the start of its WAL page (page_size bytes,
+ * wal_block_size) when it lies in the page's header, which no record fills
+ * and the stream never reaches. */
+uint64_t capture_stream_target(uint64_t insert_lsn, uint64_t page_size);
+
 #endif

@@ -120,6 +120,21 @@ static void the_initial_load_and_the_stream_meet_exactly(void **state)
     tl_env_close(&e);
 }
 
+/* A catch-up ends where the stream can arrive: a start inside a WAL
+ * page's header (the last record ended at the page's end, after a WAL
+ * switch say) is the page's start, which the walsender reports; before,
+ * `duckstore sync` waited there for unrelated WAL. */
+static void a_catch_up_target_is_never_inside_a_page_header(void **state)
+{
+    (void)state;
+    assert_int_equal(capture_stream_target(0x16000018, 8192), 0x16000000);  /* a page's short header */
+    assert_int_equal(capture_stream_target(0x16000028, 8192), 0x16000000);  /* a segment's long header */
+    assert_int_equal(capture_stream_target(0x16000029, 8192), 0x16000029);  /* past any header: a record */
+    assert_int_equal(capture_stream_target(0x16002000, 8192), 0x16002000);  /* at a page's start */
+    assert_int_equal(capture_stream_target(0x16008010, 32768), 0x16008000); /* another wal_block_size */
+    assert_int_equal(capture_stream_target(0x16000018, 0), 0x16000018);
+}
+
 /* A table without a key, identified by the whole row (REPLICA IDENTITY
  * FULL). Its long notes are stored out of line: an update that leaves one
  * alone sends it as unchanged ('u') in the new row, whole in the old. */
@@ -585,6 +600,7 @@ static void scattered_updates_and_deletes_stay_within_memory_limit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_catch_up_target_is_never_inside_a_page_header),
         cmocka_unit_test(the_initial_load_and_the_stream_meet_exactly),
         cmocka_unit_test(a_random_mix_of_changes_leaves_the_query_result),
         cmocka_unit_test(a_random_mix_of_identical_rows_leaves_the_query_result),
