@@ -326,6 +326,7 @@ typedef struct stream {
     size_t batch_xacts;
     uint64_t server_lsn;
     double last_feedback;
+    double tables_checked; /* when the tables were last found still there */
     uint64_t changes;
     /* Protocol 2: the transaction whose changes a Stream Start ...
      * Stream Stop block carries (0 outside one), and what is kept of
@@ -707,6 +708,42 @@ static bool on_message(stream *s, const char *payload, size_t len, ds_error *err
     return ok;
 }
 
+/* A table dropped (and perhaps created again under its name) sends nothing
+ * more: its changes, and the new table's, would never arrive while the
+ * stream runs on (a run that starts anew describes the table again and
+ * loads it). So a running stream looks for its tables by id now and then. */
+#define TABLES_CHECK_S 5.0
+
+static bool tables_still_there(stream *s, ds_error *err)
+{
+    s->tables_checked = ds_monotonic_s();
+    ds_buf b = DS_BUF_INIT;
+    ds_buf_append(&b,
+                  "SELECT coalesce(string_agg(oid::text, ','), '') FROM pg_catalog.pg_class WHERE oid IN (");
+    for (size_t i = 0; i < s->cs->n; i++)
+        ds_buf_appendf(&b, "%s%u", i ? ", " : "", s->cs->tables[i].relid);
+    ds_buf_append(&b, ")");
+    char *sql = ds_buf_take_or_err(&b, err);
+    char *found = NULL;
+    bool ok = sql != NULL && pgsrc_query_value(s->pg, sql, &found, err);
+    free(sql);
+    for (size_t i = 0; ok && i < s->cs->n; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%u", s->cs->tables[i].relid);
+        ds_buf list = DS_BUF_INIT;
+        ds_buf_appendf(&list, ",%s,", found ? found : "");
+        char needle[20];
+        snprintf(needle, sizeof needle, ",%s,", id);
+        bool there = ds_buf_str(&list) != NULL && strstr(ds_buf_str(&list), needle) != NULL;
+        ds_buf_free(&list);
+        if (!there)
+            ok = ds_error_set(err, DS_ERR_RELOAD, "table %s was dropped (or dropped and created again)",
+                              s->cs->tables[i].qualified);
+    }
+    free(found);
+    return ok;
+}
+
 static bool cancelled(const stream *s)
 {
     return s->opt->cancel != NULL && atomic_load(&s->opt->cancel->requested);
@@ -732,6 +769,11 @@ static bool stream_changes(stream *s, uint64_t start, uint64_t target, ds_error 
         }
         if (live && atomic_exchange(&live->reload_requested, false)) {
             ok = ds_error_set(err, DS_ERR_RELOAD, "a full load was asked for");
+            break;
+        }
+        if (!s->in_xact && ds_monotonic_s() - s->tables_checked >= TABLES_CHECK_S &&
+            !tables_still_there(s, err)) {
+            ok = false;
             break;
         }
         bool caught_up = !s->in_xact && (s->applied_lsn >= target || s->server_lsn >= target);

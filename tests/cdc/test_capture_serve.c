@@ -177,6 +177,20 @@ static void changes_stream_into_a_running_server_and_survive_kills(void **state)
     tl_assert_contains(log, "a full load was asked for");
     free(log);
 
+    /* The table dropped and created again (a migration): the stream notices
+     * within seconds and loads the new table (before, the cache kept the
+     * old rows and the new table's changes never arrived). */
+    tl_pg_exec(e.pg,
+               "DROP TABLE orders; CREATE TABLE orders (id integer PRIMARY KEY, status text, note text, "
+               "amount numeric(12,2)); INSERT INTO orders VALUES (1, 'new', 'again', 1), (2, 'new', "
+               "'again', 2), (3, 'new', 'again', 3)");
+    wait_count(&srv, "true", 3, 60);
+    tl_pg_exec(e.pg, "INSERT INTO orders VALUES (4, 'new', 'after', 4)");
+    wait_count(&srv, "note = 'again' OR id = 4", 4, 60);
+    log = tl_read_file(log_path);
+    tl_assert_contains(log, "was dropped (or dropped and created again)");
+    free(log);
+
     /* SIGKILL at 20 moments while a backlog is applied. */
     int next_id = 2000;
     unsigned seed = 7;
