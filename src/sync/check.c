@@ -202,9 +202,7 @@ void sync_check_horizon(const cfg_source *src, const pgsrc_desc *desc, const pgs
     if (idx < 0 || !inc_usable_as_watermark(&desc->cols[idx].type) ||
         !inc_horizon_enabled(src, &desc->cols[idx]))
         return;
-    pgsrc_kind kind = desc->cols[idx].type.kind;
-    bool is_time = kind == PGSRC_TIMESTAMP || kind == PGSRC_TIMESTAMPTZ;
-    if (is_time && !facts->standby && !facts->sees_all)
+    if (inc_time_horizon_applies(desc->cols[idx].type.kind) && !facts->standby && !facts->sees_all)
         sync_report_warning(
             warnings,
             "%s: the role \"%s\" cannot see other users' sessions in pg_stat_activity, so the "

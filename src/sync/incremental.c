@@ -14,6 +14,11 @@ bool inc_usable_as_watermark(const pgsrc_type *type)
     return pgtypes_is_orderable(type) && type->kind != PGSRC_NUMERIC_DOUBLE;
 }
 
+bool inc_time_horizon_applies(pgsrc_kind kind)
+{
+    return kind == PGSRC_DATE || kind == PGSRC_TIMESTAMP || kind == PGSRC_TIMESTAMPTZ;
+}
+
 bool inc_horizon_enabled(const cfg_source *src, const pgsrc_column *col)
 {
     (void)col; /* the snapshot part applies to every type, the time part to time columns */

@@ -21,6 +21,11 @@
  * `> watermark` re-read (duplicate) or skip rows, so it cannot serve. */
 bool inc_usable_as_watermark(const pgsrc_type *type);
 
+/* Whether the time horizon (the oldest open transaction's start) bounds
+ * the column's values: a transaction stamps now() or current_date as of
+ * its start, and may write them after a read. */
+bool inc_time_horizon_applies(pgsrc_kind kind);
+
 /* On by default for every watermark type (commit_horizon: false turns it
  * off): late commits are tracked through the reads' snapshots, and for
  * timestamp/timestamptz columns the watermark is also held at the time

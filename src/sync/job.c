@@ -295,17 +295,25 @@ static bool first_time(const char *source, const char *what)
 static bool horizon_and_snapshot(table_job *job, pgsrc_conn *pg)
 {
     const pgsrc_column *col = job->has_inc_col ? &job->desc.cols[job->inc_idx] : NULL;
-    bool is_time = col != NULL && (col->type.kind == PGSRC_TIMESTAMP || col->type.kind == PGSRC_TIMESTAMPTZ);
+    bool is_time = col != NULL && inc_time_horizon_applies(col->type.kind);
     bool enabled = col != NULL && inc_horizon_enabled(job->src, col);
     bool tz = is_time && col->type.kind == PGSRC_TIMESTAMPTZ;
     job->tracks_xacts = enabled;
+    bool ok;
     if (job->opt->snapshot != NULL)
-        return (!is_time || pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err)) &&
-               pgsrc_import_snapshot(pg, job->opt->snapshot, &job->err);
-    if (is_time)
-        return pgsrc_begin_read_after_horizon(pg, job->plan->sql, tz, !enabled, &job->horizon, &job->snap,
-                                              &job->err);
-    return pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err);
+        ok = (!is_time || pgsrc_take_horizon(pg, tz, !enabled, &job->horizon, &job->err)) &&
+             pgsrc_import_snapshot(pg, job->opt->snapshot, &job->err);
+    else if (is_time)
+        ok = pgsrc_begin_read_after_horizon(pg, job->plan->sql, tz, !enabled, &job->horizon, &job->snap,
+                                            &job->err);
+    else
+        ok = pgsrc_begin_read(pg, job->plan->sql, &job->snap, &job->err);
+    /* A date column: the horizon's day in the session's zone, which is
+     * what current_date gives a transaction that began then. */
+    if (ok && col != NULL && col->type.kind == PGSRC_DATE && job->horizon.value != NULL &&
+        strlen(job->horizon.value) > 10)
+        job->horizon.value[10] = '\0';
+    return ok;
 }
 
 /* Where the read starts: after the stored watermark (less lookback); with

@@ -133,6 +133,40 @@ static void test_copy_without_transaction_id(void **state)
     tl_env_close(&e);
 }
 
+/* A date column stamped with current_date, the day the writer's
+ * transaction began: one that began on day D and writes only after the
+ * next day's first row was synced (after midnight) still arrives. The
+ * writer had no transaction id at that sync, so only the time horizon, on
+ * the horizon's day, bounds it. */
+static void test_date_stamped_by_a_transaction_across_midnight(void **state)
+{
+    (void)state;
+    tl_env e;
+    tl_env_open(&e, g_conninfo, "dayend", "");
+    tl_pg_exec(e.pg, "CREATE TABLE visits (id serial PRIMARY KEY, day date NOT NULL DEFAULT current_date)");
+    tl_pg_exec(e.pg, "INSERT INTO visits (day) SELECT current_date - 3 FROM generate_series(1, 5)");
+    tl_env_source(&e, "visits", "  query: SELECT id, day FROM visits\n  incremental_column: day\n");
+    sync_report r;
+    tl_sync_ok(e.st, &e.cfg, "visits", false, &r);
+    assert_int_equal(rows_of(&e, "visits_data"), 5);
+
+    PGconn *slow = tl_pg_connect(e.url);
+    tl_pg_exec(slow, "SET application_name = 'day-writer'");
+    tl_pg_exec(slow, "BEGIN");
+    tl_pg_exec(slow, "SELECT 1");                                           /* begun on day D, no id yet */
+    tl_pg_exec(e.pg, "INSERT INTO visits (day) VALUES (current_date + 1)"); /* the next day's row */
+    tl_sync_ok(e.st, &e.cfg, "visits", false, &r);
+    assert_int_equal(rows_of(&e, "visits_data"), 6);
+    tl_assert_contains(r.tables[0].horizon_holder, "application day-writer");
+    tl_pg_exec(slow, "INSERT INTO visits DEFAULT VALUES"); /* current_date: day D */
+    tl_pg_exec(slow, "COMMIT");
+    PQfinish(slow);
+    tl_sync_ok(e.st, &e.cfg, "visits", false, &r);
+    assert_int_equal(rows_of(&e, "visits_data"), 7);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM visits_data"), 0);
+    tl_env_close(&e);
+}
+
 /* A transaction open during the full load whose id is below rows the load
  * saw: no earlier read bounds it, so the read after its commit starts at
  * the beginning, and stores nothing twice. One that rolls back, or one that
@@ -513,6 +547,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sequence_id_late_commit),
         cmocka_unit_test(test_copy_without_transaction_id),
+        cmocka_unit_test(test_date_stamped_by_a_transaction_across_midnight),
         cmocka_unit_test(test_open_during_full_load),
         cmocka_unit_test(test_prepared_transaction),
         cmocka_unit_test(test_hot_standby_source),
