@@ -26,19 +26,36 @@ static const char *holder_of(json_t *status, const char *table)
     return tl_json_str(t, "horizon_held_by");
 }
 
+/* A table of 100 orders with a bigserial id, synced once by id. */
+static void open_sequence_orders(tl_env *e, const char *schema)
+{
+    tl_env_open(e, g_conninfo, schema, "");
+    tl_pg_exec(e->pg, "CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL)");
+    tl_pg_exec(e->pg, "INSERT INTO orders (item) SELECT 'o' || i FROM generate_series(1, 100) AS i");
+    tl_env_source(e, "orders", "  query: SELECT id, item FROM orders\n  incremental_column: id\n");
+    sync_report r;
+    tl_sync_ok(e->st, &e->cfg, "orders", false, &r);
+    assert_int_equal(rows_of(e, "orders_data"), 100);
+}
+
+/* Settled: the next read starts at the watermark again (it reads only the
+ * row there) and the cache holds rows. */
+static void assert_settled(tl_env *e, int64_t rows)
+{
+    sync_report r;
+    tl_sync_ok(e->st, &e->cfg, "orders", false, &r);
+    assert_int_equal(r.tables[0].rows_loaded, 1);
+    assert_int_equal(rows_of(e, "orders_data"), rows);
+}
+
 /* Case 1: a bigint sequence. A session takes id n and stays open, a second
  * takes n+1 and commits, a sync runs, then the first commits. */
 static void test_sequence_id_late_commit(void **state)
 {
     (void)state;
     tl_env e;
-    tl_env_open(&e, g_conninfo, "seq", "");
-    tl_pg_exec(e.pg, "CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL)");
-    tl_pg_exec(e.pg, "INSERT INTO orders (item) SELECT 'o' || i FROM generate_series(1, 100) AS i");
-    tl_env_source(&e, "orders", "  query: SELECT id, item FROM orders\n  incremental_column: id\n");
+    open_sequence_orders(&e, "seq");
     sync_report r;
-    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
-    assert_int_equal(rows_of(&e, "orders_data"), 100);
 
     PGconn *slow = tl_pg_connect(e.url);
     tl_pg_exec(slow, "SET application_name = 'late-writer'");
@@ -68,10 +85,7 @@ static void test_sequence_id_late_commit(void **state)
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM orders_data"), 0);
     assert_string_equal(r.tables[0].horizon_holder, "");
 
-    /* Settled: the next read starts at the watermark again. */
-    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
-    assert_int_equal(r.tables[0].rows_loaded, 1);
-    assert_int_equal(rows_of(&e, "orders_data"), 103);
+    assert_settled(&e, 103);
     tl_env_close(&e);
 }
 
@@ -84,13 +98,8 @@ static void test_copy_without_transaction_id(void **state)
 {
     (void)state;
     tl_env e;
-    tl_env_open(&e, g_conninfo, "copyid", "");
-    tl_pg_exec(e.pg, "CREATE TABLE orders (id bigserial PRIMARY KEY, item text NOT NULL)");
-    tl_pg_exec(e.pg, "INSERT INTO orders (item) SELECT 'o' || i FROM generate_series(1, 100) AS i");
-    tl_env_source(&e, "orders", "  query: SELECT id, item FROM orders\n  incremental_column: id\n");
+    open_sequence_orders(&e, "copyid");
     sync_report r;
-    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
-    assert_int_equal(rows_of(&e, "orders_data"), 100);
     /* A nextval that writes the sequence to the WAL gives its transaction
      * an id; one such now lets the COPY's next values go unlogged. */
     assert_int_equal(tl_pg_int(e.pg, "SELECT nextval('orders_id_seq')"), 101);
@@ -126,10 +135,7 @@ static void test_copy_without_transaction_id(void **state)
     assert_int_equal(rows_of(&e, "orders_data"), 114);
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM orders_data WHERE item LIKE 'copied %%'"), 13);
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM orders_data"), 0);
-    /* Settled: the next read starts at the watermark again. */
-    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
-    assert_int_equal(r.tables[0].rows_loaded, 1);
-    assert_int_equal(rows_of(&e, "orders_data"), 114);
+    assert_settled(&e, 114);
     tl_env_close(&e);
 }
 
