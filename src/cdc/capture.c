@@ -727,19 +727,19 @@ static bool tables_still_there(stream *s, ds_error *err)
     char *found = NULL;
     bool ok = sql != NULL && pgsrc_query_value(s->pg, sql, &found, err);
     free(sql);
+    /* ",id,id," so that each id is looked for whole. */
+    ds_buf ids = DS_BUF_INIT;
+    ds_buf_appendf(&ids, ",%s,", found ? found : "");
     for (size_t i = 0; ok && i < s->cs->n; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "%u", s->cs->tables[i].relid);
-        ds_buf list = DS_BUF_INIT;
-        ds_buf_appendf(&list, ",%s,", found ? found : "");
-        char needle[20];
-        snprintf(needle, sizeof needle, ",%s,", id);
-        bool there = ds_buf_str(&list) != NULL && strstr(ds_buf_str(&list), needle) != NULL;
-        ds_buf_free(&list);
-        if (!there)
+        char needle[24];
+        snprintf(needle, sizeof needle, ",%u,", s->cs->tables[i].relid);
+        if (ds_buf_str(&ids) == NULL)
+            ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
+        else if (strstr(ds_buf_str(&ids), needle) == NULL)
             ok = ds_error_set(err, DS_ERR_RELOAD, "table %s was dropped (or dropped and created again)",
                               s->cs->tables[i].qualified);
     }
+    ds_buf_free(&ids);
     free(found);
     return ok;
 }
