@@ -350,9 +350,9 @@ static bool plan_read(table_job *job, pgsrc_conn *pg, duckdb_connection duck)
                     job->read_start ? job->read_start : "the beginning");
     if (job->next_state.unlisted && !job->prev_state.unlisted)
         ds_log_info(
-            "%s: a transaction holds a write lock on %s's query but has no transaction id yet (a COPY "
-            "filling its first buffer, an INSERT in a slow trigger), so its rows may come below this "
-            "read's: the next read starts at %s again",
+            "%s: a transaction holds a write lock on a table that %s's query reads but has no transaction id "
+            "yet (a COPY filling its first buffer, an INSERT in a slow trigger), so its rows may come below "
+            "this read's: the next read starts at %s again",
             job->src->name, job->plan->table,
             job->next_state.unlisted_from ? job->next_state.unlisted_from : "the beginning");
     return true;
