@@ -154,6 +154,8 @@ bool pgsrc_parse_snapshot(const char *text, pgsrc_snapshot *out)
 void pgsrc_snapshot_free(pgsrc_snapshot *s)
 {
     free(s->xip);
+    free(s->xidless);
+    free(s->running_vxids);
     memset(s, 0, sizeof *s);
 }
 
@@ -172,7 +174,8 @@ static bool has_pg_snapshot(const pgsrc_conn *conn)
  * to any role, the snapshot lists only those below its xmax), and those of
  * them that hold a write lock on a relation the query reads (the relation
  * locks of one transaction share its virtualtransaction, a prepared
- * one's too), and how many holders of such a lock have no id yet. */
+ * one's too), the holders of such a lock that have no id yet and the
+ * running transactions, by virtual transaction id. */
 static char *read_start_sql(const char *query, bool modern)
 {
     char *trimmed = pgsrc_trim_query(query);
@@ -199,7 +202,8 @@ static char *read_start_sql(const char *query, bool modern)
         "'AccessExclusiveLock') AND r.virtualtransaction NOT IN (SELECT virtualtransaction FROM running)) "
         "SELECT %s::text, pg_is_in_recovery(), (SELECT coalesce(string_agg(x::text, "
         "','), '') FROM running), (SELECT coalesce(string_agg(x::text, ','), '') FROM writers), (SELECT "
-        "count(*) FROM probe), (SELECT count(*) FROM xidless)",
+        "count(*) FROM probe), (SELECT coalesce(string_agg(virtualtransaction, ','), '') FROM xidless), "
+        "(SELECT coalesce(string_agg(virtualtransaction, ','), '') FROM running)",
         trimmed, modern ? "pg_current_snapshot()" : "txid_current_snapshot()");
     free(trimmed);
     return ds_buf_take(&b);
@@ -383,7 +387,9 @@ static bool begin_read_once(pgsrc_conn *conn, const char *query, const char *hor
     bool standby = ok && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     if (ok && !standby) {
         ok = settle_running(out, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), ended, err);
-        out->xidless_writers = (size_t)strtoull(PQgetvalue(res, 0, 5), NULL, 10);
+        if (ok && ((out->xidless = strdup(PQgetvalue(res, 0, 5))) == NULL ||
+                   (out->running_vxids = strdup(PQgetvalue(res, 0, 6))) == NULL))
+            ok = ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     PQclear(res);
     if (ok && standby) {

@@ -52,10 +52,13 @@ typedef struct pgsrc_snapshot {
     size_t nxip;
     bool standby;
     /* Transactions holding a write lock on what the query reads that have
-     * no transaction id yet, so the snapshot cannot list them: a COPY
-     * filling its first buffer, an INSERT in a slow trigger. Their
-     * sequence values are taken already. */
-    size_t xidless_writers;
+     * no transaction id yet, so the snapshot cannot list them (a COPY
+     * filling its first buffer, an INSERT in a slow trigger: their sequence
+     * values are taken already), as "backend/local" virtual transaction ids
+     * separated by commas; and the virtual ids of every running
+     * transaction that has an id. Empty when none; NULL on a standby. */
+    char *xidless;
+    char *running_vxids;
 } pgsrc_snapshot;
 
 /* Parses PostgreSQL's text form "xmin:xmax:xip,xip,..." (pg_snapshot and

@@ -78,6 +78,9 @@ static bool same_pending(const inc_read_state *a, const inc_read_state *b)
                             ? b->unlisted_from != NULL
                             : b->unlisted_from == NULL || strcmp(a->unlisted_from, b->unlisted_from) != 0))
         return false;
+    if (a->unlisted &&
+        strcmp(a->unlisted_vxids ? a->unlisted_vxids : "", b->unlisted_vxids ? b->unlisted_vxids : "") != 0)
+        return false;
     for (size_t i = 0; i < a->npending; i++) {
         bool found = false;
         for (size_t j = 0; j < b->npending && !found; j++)

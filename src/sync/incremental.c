@@ -96,6 +96,7 @@ void inc_state_free(inc_read_state *state)
         free(state->pending[i].from);
     free(state->pending);
     free(state->unlisted_from);
+    free(state->unlisted_vxids);
     memset(state, 0, sizeof *state);
 }
 
@@ -135,8 +136,10 @@ bool inc_state_parse(const char *text, inc_read_state *out)
     json_t *unlisted = json_object_get(doc, "unlisted");
     if (ok && json_is_object(unlisted)) {
         const char *from = json_string_value(json_object_get(unlisted, "from"));
+        const char *vxids = json_string_value(json_object_get(unlisted, "vxids"));
         out->unlisted = true;
-        ok = from == NULL || (out->unlisted_from = strdup(from)) != NULL;
+        ok = (from == NULL || (out->unlisted_from = strdup(from)) != NULL) &&
+             (out->unlisted_vxids = strdup(vxids ? vxids : "")) != NULL;
     }
     json_decref(doc);
     out->known = ok;
@@ -165,8 +168,9 @@ char *inc_state_format(const inc_read_state *state)
     }
     ok = ok && json_object_set(doc, "pending", pending) == 0;
     if (ok && state->unlisted) {
-        json_t *u = json_pack("{s:o}", "from",
-                              state->unlisted_from ? json_string(state->unlisted_from) : json_null());
+        json_t *u = json_pack("{s:o, s:s}", "from",
+                              state->unlisted_from ? json_string(state->unlisted_from) : json_null(), "vxids",
+                              state->unlisted_vxids ? state->unlisted_vxids : "");
         ok = u != NULL && json_object_set_new(doc, "unlisted", u) == 0;
     }
     char *text = ok ? json_dumps(doc, JSON_COMPACT) : NULL;
@@ -210,6 +214,24 @@ static bool lower_start(duckdb_connection duck, const char *type, char **start, 
     return from == NULL || *start != NULL || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
 }
 
+/* Whether the comma-separated lists a and b share an item. */
+static bool any_shared(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return false;
+    for (const char *p = a; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        for (const char *q = b; *q != '\0';) {
+            size_t m = strcspn(q, ",");
+            if (n > 0 && n == m && memcmp(p, q, n) == 0)
+                return true;
+            q += m + (q[m] == ',');
+        }
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
 bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *plan, char **start,
                    inc_read_state *next, size_t *late, ds_error *err)
 {
@@ -247,22 +269,31 @@ bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *
      * could not be listed: this read starts where that read did, and so
      * does any transaction it finds running now, which may be that
      * writer. */
-    const char *from = prev->known ? plan->prev_watermark : NULL;
+    const char *base = prev->known ? plan->prev_watermark : NULL;
+    /* Whether a writer the previous read could not list still runs: with
+     * an id now (it may be among the new transactions below), or still
+     * without one. Only then does its start carry on; writers the previous
+     * read did not see began after it, like any other. */
+    bool persists = false, persists_unlisted = false;
     if (ok && prev->unlisted) {
-        from = prev->unlisted_from;
-        ok = lower_start(duck, plan->duck_type, start, from, err);
+        ok = lower_start(duck, plan->duck_type, start, prev->unlisted_from, err);
+        persists_unlisted = any_shared(prev->unlisted_vxids, plan->snap->xidless);
+        persists = persists_unlisted || any_shared(prev->unlisted_vxids, plan->snap->running_vxids);
     }
+    const char *from = persists ? prev->unlisted_from : base;
     for (size_t i = 0; ok && i < plan->snap->nxip; i++) {
         uint64_t x = plan->snap->xip[i];
         if (was_pending(prev, x) || was_pending(next, x))
             continue;
         ok = add_pending(next, x, from) || ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
-    /* Such a writer now: the next read starts here (or where an earlier
-     * one already had to). */
-    if (ok && plan->snap->xidless_writers > 0) {
+    /* Such writers now: the next read starts here (or where an earlier
+     * one still running had to). */
+    if (ok && plan->snap->xidless != NULL && plan->snap->xidless[0] != '\0') {
+        const char *unlisted_from = persists_unlisted ? prev->unlisted_from : base;
         next->unlisted = true;
-        ok = from == NULL || (next->unlisted_from = strdup(from)) != NULL ||
+        ok = ((next->unlisted_vxids = strdup(plan->snap->xidless)) != NULL &&
+              (unlisted_from == NULL || (next->unlisted_from = strdup(unlisted_from)) != NULL)) ||
              ds_error_set(err, DS_ERR_NOMEM, "out of memory");
     }
     free(xids);

@@ -58,12 +58,13 @@ typedef struct inc_read_state {
     uint64_t xmax; /* of the last read's snapshot (shown for diagnosis) */
     inc_pending *pending;
     size_t npending;
-    /* A writer without a transaction id was seen (pgsrc_snapshot's
-     * xidless_writers): it cannot be listed, so the next read starts at
-     * unlisted_from (NULL: the beginning) and passes it on while such a
-     * writer remains. */
+    /* Writers without a transaction id were seen (pgsrc_snapshot's
+     * xidless): they cannot be listed by id, so the next read starts at
+     * unlisted_from (NULL: the beginning), and a later one too while any of
+     * them (unlisted_vxids, their virtual ids) still runs. */
     bool unlisted;
     char *unlisted_from;
+    char *unlisted_vxids;
 } inc_read_state;
 
 /* JSON in the store. Text that is not a state (NULL, an older file) gives

@@ -94,6 +94,41 @@ static void test_sequence_id_late_commit(void **state)
  * in a buffer (up to 1,000) before it writes any, and takes an id only
  * then. A later row commits and a sync runs meanwhile; the COPY's rows
  * arrive after it commits. Before, the watermark passed them for good. */
+/* Starts a COPY of 13 rows into orders that keeps them in its buffer (no
+ * transaction id yet) and waits until the server took their ids, up to
+ * last_id. */
+static PGconn *start_buffered_copy(tl_env *e, const char *label, int64_t last_id)
+{
+    PGconn *copy = tl_pg_connect(e->url);
+    tl_pg_exec(copy, "BEGIN");
+    PGresult *res = PQexec(copy, "COPY orders (item) FROM STDIN");
+    assert_int_equal(PQresultStatus(res), PGRES_COPY_IN);
+    PQclear(res);
+    char rows[512] = "";
+    for (int i = 1; i <= 13; i++)
+        snprintf(rows + strlen(rows), sizeof rows - strlen(rows), "%s %d\n", label, i);
+    assert_int_equal(PQputCopyData(copy, rows, (int)strlen(rows)), 1);
+    assert_int_equal(PQflush(copy), 0);
+    for (int tries = 0; tl_pg_int(e->pg, "SELECT last_value FROM orders_id_seq") < last_id; tries++) {
+        if (tries > 3000)
+            fail_msg("the COPY's rows did not take their ids within 30 s");
+        usleep(10000);
+    }
+    return copy;
+}
+
+static void commit_copy(PGconn *copy)
+{
+    assert_int_equal(PQputCopyEnd(copy, NULL), 1);
+    PGresult *res;
+    while ((res = PQgetResult(copy)) != NULL) {
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+    }
+    tl_pg_exec(copy, "COMMIT");
+    PQfinish(copy);
+}
+
 static void test_copy_without_transaction_id(void **state)
 {
     (void)state;
@@ -101,41 +136,28 @@ static void test_copy_without_transaction_id(void **state)
     open_sequence_orders(&e, "copyid");
     sync_report r;
     /* A nextval that writes the sequence to the WAL gives its transaction
-     * an id; one such now lets the COPY's next values go unlogged. */
+     * an id; one such now lets the COPYs' next values go unlogged. */
     assert_int_equal(tl_pg_int(e.pg, "SELECT nextval('orders_id_seq')"), 101);
 
-    PGconn *copy = tl_pg_connect(e.url);
-    tl_pg_exec(copy, "BEGIN");
-    PGresult *res = PQexec(copy, "COPY orders (item) FROM STDIN");
-    assert_int_equal(PQresultStatus(res), PGRES_COPY_IN);
-    PQclear(res);
-    char rows[256] = "";
-    for (int i = 1; i <= 13; i++)
-        snprintf(rows + strlen(rows), sizeof rows - strlen(rows), "copied %d\n", i);
-    assert_int_equal(PQputCopyData(copy, rows, (int)strlen(rows)), 1);
-    assert_int_equal(PQflush(copy), 0);
-    /* The server has taken ids 102-114 for them once the sequence says so. */
-    for (int tries = 0; tl_pg_int(e.pg, "SELECT last_value FROM orders_id_seq") < 114; tries++) {
-        if (tries > 3000)
-            fail_msg("the COPY's rows did not take their ids within 30 s");
-        usleep(10000);
-    }
+    PGconn *first = start_buffered_copy(&e, "first", 114);          /* ids 102-114 */
     tl_pg_exec(e.pg, "INSERT INTO orders (item) VALUES ('after')"); /* id 115, committed first */
     tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
     assert_int_equal(rows_of(&e, "orders_data"), 101);
+    commit_copy(first);
 
-    assert_int_equal(PQputCopyEnd(copy, NULL), 1);
-    while ((res = PQgetResult(copy)) != NULL) {
-        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
-    }
-    tl_pg_exec(copy, "COMMIT");
-    PQfinish(copy);
+    /* A second COPY begins after that read: the read after it does not
+     * start at the first one's start again, only at the read before. */
+    PGconn *second = start_buffered_copy(&e, "second", 128);         /* ids 116-128 */
+    tl_pg_exec(e.pg, "INSERT INTO orders (item) VALUES ('after2')"); /* id 129 */
     tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
-    assert_int_equal(rows_of(&e, "orders_data"), 114);
-    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM orders_data WHERE item LIKE 'copied %%'"), 13);
+    assert_int_equal(rows_of(&e, "orders_data"), 115);
+    assert_int_equal(tl_duck_int(e.con, "SELECT count(*) FROM orders_data WHERE item LIKE 'first %%'"), 13);
+    commit_copy(second);
+    tl_sync_ok(e.st, &e.cfg, "orders", false, &r);
+    assert_int_equal(rows_of(&e, "orders_data"), 128);
+    assert_int_equal(r.tables[0].rows_loaded, 15); /* ids 115-129, not from 100 */
     assert_int_equal(tl_duck_int(e.con, "SELECT count(*) - count(DISTINCT id) FROM orders_data"), 0);
-    assert_settled(&e, 114);
+    assert_settled(&e, 128);
     tl_env_close(&e);
 }
 
