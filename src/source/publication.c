@@ -128,19 +128,16 @@ static bool check_named_table(pgsrc_conn *c, const char *publication, const char
     ds_buf_append(&b, "SELECT c.relkind = 'p', ");
     if (has_filters) {
         ds_buf_append(&b,
-                      "EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication "
-                      "p ON p.oid = r.prpubid WHERE r.prrelid = c.oid AND r.prqual IS NOT NULL AND "
-                      "p.pubname = ");
+                      "coalesce(f.rows, false), coalesce(f.cols, false) FROM pg_catalog.pg_class c LEFT "
+                      "JOIN LATERAL (SELECT bool_or(r.prqual IS NOT NULL) AS rows, bool_or(r.prattrs IS "
+                      "NOT NULL) AS cols FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication "
+                      "p ON p.oid = r.prpubid WHERE r.prrelid = c.oid AND p.pubname = ");
         pgsrc_append_literal(&b, c, publication, err);
-        ds_buf_append(&b, "), EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN "
-                          "pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = c.oid AND "
-                          "r.prattrs IS NOT NULL AND p.pubname = ");
-        pgsrc_append_literal(&b, c, publication, err);
-        ds_buf_append(&b, ")");
+        ds_buf_append(&b, ") AS f ON true");
     } else {
-        ds_buf_append(&b, "false, false");
+        ds_buf_append(&b, "false, false FROM pg_catalog.pg_class c");
     }
-    ds_buf_append(&b, " FROM pg_catalog.pg_class c WHERE c.oid = ");
+    ds_buf_append(&b, " WHERE c.oid = ");
     pgsrc_append_literal(&b, c, table, err);
     ds_buf_append(&b, "::regclass");
     PGresult *res = rows_of(c, &b, err);

@@ -266,9 +266,7 @@ bool inc_plan_read(duckdb_connection duck, pgsrc_conn *pg, const inc_read_plan *
      * previous read (a full load), only the beginning does. A writer the
      * previous read saw without a transaction id (a COPY filling its first
      * buffer has taken sequence values, but has no id until it writes)
-     * could not be listed: this read starts where that read did, and so
-     * does any transaction it finds running now, which may be that
-     * writer. */
+     * could not be listed by id: see unlisted below. */
     const char *base = prev->known ? plan->prev_watermark : NULL;
     /* Whether a writer the previous read could not list still runs: with
      * an id now (it may be among the new transactions below), or still
